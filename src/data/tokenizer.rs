@@ -1,0 +1,117 @@
+//! Character-level tokenizer: the vocabulary is the sorted set of characters in the corpus.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CharTokenizer {
+    chars: Vec<char>,
+    index: HashMap<char, u32>,
+}
+
+/// On-disk form (`tokenizer.json`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CharTokenizerFile {
+    #[serde(rename = "type")]
+    kind: String,
+    chars: Vec<char>,
+}
+
+impl CharTokenizer {
+    /// Builds the vocabulary from every distinct character of `text`, sorted by code point
+    /// (so the ids are nanoGPT's `sorted(list(set(data)))`).
+    pub fn from_corpus(text: &str) -> Result<Self> {
+        let mut chars: Vec<char> = text
+            .chars()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        chars.dedup();
+        if chars.is_empty() {
+            bail!("cannot build a tokenizer from empty text");
+        }
+        Ok(Self::from_chars(chars))
+    }
+
+    fn from_chars(chars: Vec<char>) -> Self {
+        let index = chars
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, i as u32))
+            .collect();
+        CharTokenizer { chars, index }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.chars.len()
+    }
+
+    /// Token ids of `text`; an unknown character is an error naming it and its position.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        text.chars()
+            .enumerate()
+            .map(|(pos, ch)| match self.index.get(&ch) {
+                Some(&id) => Ok(id),
+                None => bail!(
+                    "character {ch:?} (U+{:04X}) at position {pos} is not in the tokenizer's vocabulary of {} characters",
+                    ch as u32,
+                    self.chars.len()
+                ),
+            })
+            .collect()
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        ids.iter()
+            .map(|&i| self.chars.get(i as usize).copied().unwrap_or('\u{FFFD}'))
+            .collect()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(&CharTokenizerFile {
+            kind: "char".into(),
+            chars: self.chars.clone(),
+        })
+        .unwrap()
+    }
+
+    pub fn from_json(s: &str) -> Result<Self> {
+        let f: CharTokenizerFile =
+            serde_json::from_str(s).context("tokenizer.json is not a valid char tokenizer")?;
+        if f.kind != "char" {
+            bail!(
+                "tokenizer type {:?} is not supported (expected \"char\")",
+                f.kind
+            );
+        }
+        if f.chars.is_empty() {
+            bail!("tokenizer.json has an empty vocabulary");
+        }
+        let tok = Self::from_chars(f.chars);
+        if tok.index.len() != tok.chars.len() {
+            bail!("tokenizer.json lists a character twice");
+        }
+        Ok(tok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_unknown_character() {
+        let t = CharTokenizer::from_corpus("hello, wörld\n").unwrap();
+        assert_eq!(t.vocab_size(), 10);
+        let ids = t.encode("wölle").unwrap();
+        assert_eq!(t.decode(&ids), "wölle");
+        // Ids follow code-point order: '\n' < ' ' < ',' < 'd' ...
+        assert_eq!(t.encode("\n ,").unwrap(), vec![0, 1, 2]);
+        let err = t.encode("hallo").unwrap_err().to_string();
+        assert!(err.contains("'a'") && err.contains("position 1"), "{err}");
+        let back = CharTokenizer::from_json(&t.to_json()).unwrap();
+        assert_eq!(back, t);
+    }
+}

@@ -1,0 +1,224 @@
+//! Training checkpoints: one directory, written atomically.
+//!
+//! ```text
+//! ckpt/
+//!   model.safetensors      weights by nanoGPT name (f32); metadata holds the model config
+//!   optimizer.safetensors  AdamW moments: exp_avg.<name>, exp_avg_sq.<name>
+//!   config.toml            the full run config
+//!   tokenizer.json         the character vocabulary
+//!   state.json             step, AdamW step count, batch-sampler RNG state, CRC32 of every file
+//! ```
+//! Loading checks every CRC32, so a truncated or corrupted file is reported by name.
+
+use super::atomic::write_dir_atomic;
+use super::tensors::{to_safetensors, TensorFile};
+use crate::data::CharTokenizer;
+use crate::model::{Gpt, GptConfig};
+use crate::optim::AdamW;
+use crate::train::config::RunConfig;
+use anyhow::{bail, ensure, Context, Result};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+const FORMAT: &str = "lmlab-checkpoint-v1";
+
+/// Where training stands, beyond the tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Number of optimizer steps taken.
+    pub step: u64,
+    /// State of the batch-sampling RNG, so a resumed run draws the same batches.
+    pub rng: Xoshiro256PlusPlus,
+    pub best_val_loss: Option<f32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    format: String,
+    model_config: GptConfig,
+    adam_t: u64,
+    state: TrainState,
+    checksums: BTreeMap<String, u32>,
+}
+
+/// Everything a checkpoint holds, loaded.
+pub struct Checkpoint {
+    pub run_config: RunConfig,
+    pub tokenizer: CharTokenizer,
+    pub model: Gpt,
+    /// AdamW moments and step count (absent when loaded for inference only).
+    pub optimizer: Option<(Vec<f32>, Vec<f32>, u64)>,
+    pub state: TrainState,
+}
+
+pub fn save(
+    dir: &Path,
+    model: &Gpt,
+    opt: &AdamW,
+    run: &RunConfig,
+    tok: &CharTokenizer,
+    state: &TrainState,
+) -> Result<()> {
+    let cfg_json = serde_json::to_string(&model.config)?;
+    let weights: Vec<(String, Vec<usize>, &[f32])> = model
+        .layout
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()]))
+        .collect();
+    let model_bytes = to_safetensors(
+        &weights,
+        HashMap::from([
+            ("format".to_string(), "lmlab-gpt".to_string()),
+            ("model_config".to_string(), cfg_json),
+        ]),
+    )?;
+    let mut moments = Vec::new();
+    for t in &model.layout.tensors {
+        moments.push((
+            format!("exp_avg.{}", t.name),
+            t.shape.clone(),
+            &opt.m[t.range()],
+        ));
+        moments.push((
+            format!("exp_avg_sq.{}", t.name),
+            t.shape.clone(),
+            &opt.v[t.range()],
+        ));
+    }
+    let opt_bytes = to_safetensors(
+        &moments,
+        HashMap::from([("adam_t".to_string(), opt.t.to_string())]),
+    )?;
+    let config_bytes = run.to_toml().into_bytes();
+    let tok_bytes = tok.to_json().into_bytes();
+    let files: Vec<(&str, &[u8])> = vec![
+        ("model.safetensors", &model_bytes),
+        ("optimizer.safetensors", &opt_bytes),
+        ("config.toml", &config_bytes),
+        ("tokenizer.json", &tok_bytes),
+    ];
+    let checksums = files
+        .iter()
+        .map(|(n, b)| (n.to_string(), crc32fast::hash(b)))
+        .collect();
+    let state_file = StateFile {
+        format: FORMAT.into(),
+        model_config: model.config.clone(),
+        adam_t: opt.t,
+        state: state.clone(),
+        checksums,
+    };
+    let state_bytes = serde_json::to_vec_pretty(&state_file)?;
+    let mut all = files;
+    all.push(("state.json", &state_bytes));
+    write_dir_atomic(dir, &all)
+        .with_context(|| format!("cannot write checkpoint {}", dir.display()))
+}
+
+fn read_checked(dir: &Path, name: &str, sums: &BTreeMap<String, u32>) -> Result<Vec<u8>> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "checkpoint file {} is missing or unreadable",
+            path.display()
+        )
+    })?;
+    let want = sums
+        .get(name)
+        .with_context(|| format!("state.json has no checksum for {name}"))?;
+    let got = crc32fast::hash(&bytes);
+    ensure!(
+        got == *want,
+        "checkpoint file {} is corrupted or truncated (CRC32 {got:08x}, expected {want:08x}, {} bytes)",
+        path.display(),
+        bytes.len()
+    );
+    Ok(bytes)
+}
+
+/// Loads a checkpoint. `max_batch` sizes the model's activation buffers; `with_optimizer`
+/// also loads the AdamW moments (for resuming).
+pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkpoint> {
+    ensure!(
+        dir.is_dir(),
+        "checkpoint directory {} does not exist",
+        dir.display()
+    );
+    let state_path = dir.join("state.json");
+    let state_text = std::fs::read_to_string(&state_path)
+        .with_context(|| format!("cannot read {}", state_path.display()))?;
+    let sf: StateFile = serde_json::from_str(&state_text)
+        .with_context(|| format!("{} is corrupted", state_path.display()))?;
+    ensure!(
+        sf.format == FORMAT,
+        "{} has format {:?}, expected {FORMAT:?}",
+        state_path.display(),
+        sf.format
+    );
+
+    let run_config = RunConfig::from_toml_str(
+        &String::from_utf8(read_checked(dir, "config.toml", &sf.checksums)?)?,
+        &[],
+    )
+    .context("checkpoint config.toml")?;
+    let tokenizer = CharTokenizer::from_json(&String::from_utf8(read_checked(
+        dir,
+        "tokenizer.json",
+        &sf.checksums,
+    )?)?)?;
+    ensure!(
+        tokenizer.vocab_size() == sf.model_config.vocab_size,
+        "tokenizer has {} characters but the model expects vocab_size {}",
+        tokenizer.vocab_size(),
+        sf.model_config.vocab_size
+    );
+
+    let model_bytes = read_checked(dir, "model.safetensors", &sf.checksums)?;
+    let tf = TensorFile::parse(&model_bytes, "model.safetensors")?;
+    let mut model = Gpt::new(sf.model_config.clone(), max_batch)?;
+    load_params(&mut model, &tf)?;
+
+    let optimizer = if with_optimizer {
+        let bytes = read_checked(dir, "optimizer.safetensors", &sf.checksums)?;
+        let of = TensorFile::parse(&bytes, "optimizer.safetensors")?;
+        let mut m = vec![0.0; model.num_params()];
+        let mut v = vec![0.0; model.num_params()];
+        for t in &model.layout.tensors {
+            of.read_f32_into(&format!("exp_avg.{}", t.name), &t.shape, &mut m[t.range()])?;
+            of.read_f32_into(
+                &format!("exp_avg_sq.{}", t.name),
+                &t.shape,
+                &mut v[t.range()],
+            )?;
+        }
+        Some((m, v, sf.adam_t))
+    } else {
+        None
+    };
+    Ok(Checkpoint {
+        run_config,
+        tokenizer,
+        model,
+        optimizer,
+        state: sf.state,
+    })
+}
+
+/// Copies every parameter of `model` from `tf` by name, checking shapes.
+pub fn load_params(model: &mut Gpt, tf: &TensorFile) -> Result<()> {
+    let mut names: Vec<&str> = tf.st.names().into_iter().map(|s| s.as_str()).collect();
+    names.sort();
+    for t in &model.layout.tensors {
+        tf.read_f32_into(&t.name, &t.shape, &mut model.params[t.range()])?;
+    }
+    if let Some(extra) = names.iter().find(|n| model.layout.get(n).is_none()) {
+        bail!("model.safetensors has a tensor {extra} that this model does not have");
+    }
+    if model.params.iter().any(|x| !x.is_finite()) {
+        bail!("model.safetensors contains NaN or infinite weights");
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Files in and out: checkpoints (safetensors), atomic directory writes.
+pub mod atomic;
+pub mod checkpoint;
+pub mod tensors;

@@ -1,0 +1,248 @@
+//! Causal multi-head self-attention core: scores, mask, softmax, weighted sum of values.
+//!
+//! The Q/K/V and output projections are ordinary [`super::matmul`] layers around this kernel.
+//! `qkv` is the (B, T, 3C) output of the fused projection: columns [0, C) hold the queries,
+//! [C, 2C) the keys, [2C, 3C) the values, and head `h` owns columns `h·hs .. (h+1)·hs` of each.
+//! Heads are read and written in place through strided GEMMs, so no permute/copy is needed.
+//! Work is parallel over the B·NH (batch, head) pairs; each pair runs single-threaded GEMMs.
+
+use super::dropout::dropout_inplace;
+use super::gemm::{sgemm_raw, Threads};
+use super::SendPtr;
+use rayon::prelude::*;
+
+/// Causal softmax of one (T, T) score block in place: row `i` is normalised over columns
+/// `0..=i` and the masked columns `i+1..T` are set to zero.
+fn causal_softmax_rows(s: &mut [f32], t: usize) {
+    for i in 0..t {
+        let row = &mut s[i * t..(i + 1) * t];
+        let (live, masked) = row.split_at_mut(i + 1);
+        let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for x in live.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        live.iter_mut().for_each(|x| *x *= inv);
+        masked.fill(0.0);
+    }
+}
+
+/// out (B, T, C) = softmax(mask(Q·Kᵀ / √hs)) · V per head; att (B, NH, T, T) keeps the
+/// probabilities for the backward pass. With `dropout`, the dropped probabilities are written
+/// to `dropout.probs` and used for the weighted sum.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward(
+    out: &mut [f32],
+    att: &mut [f32],
+    dropout: Option<(&mut [f32], f32, u64)>,
+    qkv: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) {
+    let hs = c / nh;
+    let scale = 1.0 / (hs as f32).sqrt();
+    assert!(out.len() >= b * t * c && qkv.len() >= b * t * 3 * c && att.len() >= b * nh * t * t);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let att = &mut att[..b * nh * t * t];
+    let mut drop_probs: Option<(&mut [f32], f32, u64)> =
+        dropout.map(|(buf, p, seed)| (&mut buf[..b * nh * t * t], p, seed));
+    let (drop_buf, p, seed) = match drop_probs.as_mut() {
+        Some((buf, p, seed)) => (Some(&mut **buf), *p, *seed),
+        None => (None, 0.0, 0),
+    };
+    let task = |bh: usize, a: &mut [f32], dropped: Option<&mut [f32]>| {
+        let out_ptr = out_ptr;
+        let (bi, h) = (bh / nh, bh % nh);
+        let q = &qkv[bi * t * 3 * c + h * hs..];
+        let k = &qkv[bi * t * 3 * c + c + h * hs..];
+        let v = &qkv[bi * t * 3 * c + 2 * c + h * hs..];
+        // SAFETY: q, k, v are in-bounds strided views (rows of 3C); each task writes only its
+        // own (T, T) block `a` and its own head columns of `out`.
+        unsafe {
+            sgemm_raw(
+                false,
+                true,
+                t,
+                t,
+                hs,
+                scale,
+                q.as_ptr(),
+                3 * c,
+                k.as_ptr(),
+                3 * c,
+                0.0,
+                a.as_mut_ptr(),
+                t,
+                Threads::Single,
+            );
+        }
+        causal_softmax_rows(a, t);
+        let used: &[f32] = match dropped {
+            Some(d) => {
+                d.copy_from_slice(a);
+                dropout_inplace(d, p, seed, bh * t * t);
+                d
+            }
+            None => a,
+        };
+        unsafe {
+            let o = out_ptr.0.add(bi * t * c + h * hs);
+            sgemm_raw(
+                false,
+                false,
+                t,
+                hs,
+                t,
+                1.0,
+                used.as_ptr(),
+                t,
+                v.as_ptr(),
+                3 * c,
+                0.0,
+                o,
+                c,
+                Threads::Single,
+            );
+        }
+    };
+    match drop_buf {
+        Some(d) => att
+            .par_chunks_mut(t * t)
+            .zip(d.par_chunks_mut(t * t))
+            .enumerate()
+            .for_each(|(bh, (a, d))| task(bh, a, Some(d))),
+        None => att
+            .par_chunks_mut(t * t)
+            .enumerate()
+            .for_each(|(bh, a)| task(bh, a, None)),
+    }
+}
+
+/// dqkv (B, T, 3C) += ∂L/∂qkv given dout (B, T, C). `datt` (B, NH, T, T) is scratch.
+/// `dropout` is the (dropped probabilities, p, seed) of the forward pass, if any.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dqkv: &mut [f32],
+    datt: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    att: &[f32],
+    dropout: Option<(&[f32], f32, u64)>,
+    b: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) {
+    let hs = c / nh;
+    let scale = 1.0 / (hs as f32).sqrt();
+    assert!(dqkv.len() >= b * t * 3 * c && dout.len() >= b * t * c && datt.len() >= b * nh * t * t);
+    let dqkv_ptr = SendPtr(dqkv.as_mut_ptr());
+    datt[..b * nh * t * t]
+        .par_chunks_mut(t * t)
+        .enumerate()
+        .for_each(|(bh, dp)| {
+            let dqkv_ptr = dqkv_ptr;
+            let (bi, h) = (bh / nh, bh % nh);
+            let base = bi * t * 3 * c + h * hs;
+            let (q, k, v) = (&qkv[base..], &qkv[base + c..], &qkv[base + 2 * c..]);
+            let dy = &dout[bi * t * c + h * hs..];
+            let a = &att[bh * t * t..(bh + 1) * t * t];
+            let used = match dropout {
+                Some((d, _, _)) => &d[bh * t * t..(bh + 1) * t * t],
+                None => a,
+            };
+            // SAFETY: reads are in-bounds strided views; writes go to this head's columns of dqkv
+            // (disjoint between tasks) and to this task's own (T, T) scratch block.
+            unsafe {
+                let (dq, dk, dv) = (
+                    dqkv_ptr.0.add(base),
+                    dqkv_ptr.0.add(base + c),
+                    dqkv_ptr.0.add(base + 2 * c),
+                );
+                // dP = dY · Vᵀ  (T, T)
+                sgemm_raw(
+                    false,
+                    true,
+                    t,
+                    t,
+                    hs,
+                    1.0,
+                    dy.as_ptr(),
+                    c,
+                    v.as_ptr(),
+                    3 * c,
+                    0.0,
+                    dp.as_mut_ptr(),
+                    t,
+                    Threads::Single,
+                );
+                // dV += Pᵀ · dY  (T, hs)
+                sgemm_raw(
+                    true,
+                    false,
+                    t,
+                    hs,
+                    t,
+                    1.0,
+                    used.as_ptr(),
+                    t,
+                    dy.as_ptr(),
+                    c,
+                    1.0,
+                    dv,
+                    3 * c,
+                    Threads::Single,
+                );
+                if let Some((_, p, seed)) = dropout {
+                    dropout_inplace(dp, p, seed, bh * t * t);
+                }
+                // Softmax backward on the causal rows: dS = P ⊙ (dP - Σ_j P·dP).
+                for i in 0..t {
+                    let pr = &a[i * t..i * t + i + 1];
+                    let row = &mut dp[i * t..(i + 1) * t];
+                    let dot: f32 = pr.iter().zip(&row[..=i]).map(|(p, d)| p * d).sum();
+                    for j in 0..=i {
+                        row[j] = pr[j] * (row[j] - dot);
+                    }
+                    row[i + 1..].fill(0.0);
+                }
+                // dQ += scale · dS · K ;  dK += scale · dSᵀ · Q
+                sgemm_raw(
+                    false,
+                    false,
+                    t,
+                    hs,
+                    t,
+                    scale,
+                    dp.as_ptr(),
+                    t,
+                    k.as_ptr(),
+                    3 * c,
+                    1.0,
+                    dq,
+                    3 * c,
+                    Threads::Single,
+                );
+                sgemm_raw(
+                    true,
+                    false,
+                    t,
+                    hs,
+                    t,
+                    scale,
+                    dp.as_ptr(),
+                    t,
+                    q.as_ptr(),
+                    3 * c,
+                    1.0,
+                    dk,
+                    3 * c,
+                    Threads::Single,
+                );
+            }
+        });
+}

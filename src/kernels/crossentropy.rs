@@ -1,0 +1,77 @@
+//! Softmax + cross-entropy over the vocabulary, fused, with an ignore index.
+//!
+//! Rows whose target is negative (the ignore index, -1, as in nanoGPT) contribute neither loss
+//! nor gradient; the mean is over the rows that count.
+
+use super::MIN_ROWS_PER_TASK;
+use rayon::prelude::*;
+
+/// Target value that marks a position to skip.
+pub const IGNORE_INDEX: i32 = -1;
+
+/// losses (N) = -log softmax(logits (N, V))[target]; 0 for ignored rows.
+/// Returns (Σ losses, number of counted rows).
+pub fn crossentropy_forward(
+    losses: &mut [f32],
+    logits: &[f32],
+    targets: &[i32],
+    v: usize,
+) -> (f64, usize) {
+    losses
+        .par_iter_mut()
+        .zip(logits.par_chunks(v).zip(targets.par_iter()))
+        .with_min_len(MIN_ROWS_PER_TASK)
+        .for_each(|(l, (row, &tgt))| {
+            *l = if tgt < 0 {
+                0.0
+            } else {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+                (sum.ln() + max) - row[tgt as usize]
+            };
+        });
+    // Sequential f64 sum: fixed order, so the loss is identical for any thread count.
+    let total = losses.iter().map(|&l| l as f64).sum::<f64>();
+    let count = targets.iter().filter(|&&t| t >= 0).count();
+    (total, count)
+}
+
+/// dlogits (N, V) += scale · (softmax(logits) - onehot(target)) for counted rows.
+/// With `scale = 1 / count` this is the gradient of the mean loss.
+pub fn crossentropy_backward(
+    dlogits: &mut [f32],
+    logits: &[f32],
+    targets: &[i32],
+    v: usize,
+    scale: f32,
+) {
+    dlogits
+        .par_chunks_mut(v)
+        .zip(logits.par_chunks(v).zip(targets.par_iter()))
+        .with_min_len(MIN_ROWS_PER_TASK)
+        .for_each(|(d, (row, &tgt))| {
+            if tgt < 0 {
+                return;
+            }
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+            let inv = 1.0 / sum;
+            for (i, (d, &x)) in d.iter_mut().zip(row).enumerate() {
+                let p = (x - max).exp() * inv;
+                let y = if i == tgt as usize { 1.0 } else { 0.0 };
+                *d += scale * (p - y);
+            }
+        });
+}
+
+/// In-place softmax of one row (used by sampling).
+pub fn softmax_inplace(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}

@@ -1,0 +1,32 @@
+//! Pure math on flat `f32` slices: one forward and one backward function per operation,
+//! side by side, no I/O and no allocation.
+//!
+//! Conventions (as in llm.c): `B` batch, `T` time, `C` channels, `N = B·T` rows, `V` vocab,
+//! `NH` heads. Tensors are row-major; the shape of every argument is written in its doc.
+//! Backward functions *accumulate* (`+=`) into parameter and input gradients, so the caller
+//! zeroes gradient buffers once per step and residual branches add up for free.
+//! All parallel reductions split work by a fixed chunking that does not depend on the thread
+//! count, so results are bit-identical for a given seed whatever the pool size.
+
+pub mod attention;
+pub mod crossentropy;
+pub mod dropout;
+pub mod embedding;
+pub mod gelu;
+pub mod gemm;
+pub mod layernorm;
+pub mod matmul;
+pub mod residual;
+
+/// A raw pointer that may cross threads. Used where parallel tasks write provably disjoint
+/// parts of one buffer (e.g. one attention head each) that no safe slice split can express.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub *mut T);
+// SAFETY: users guarantee that concurrent tasks touch disjoint elements.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+/// Columns handled by one task in column-parallel reductions (bias and norm-weight gradients).
+pub(crate) const COLUMN_CHUNK: usize = 32;
+/// Minimum rows per task in row-parallel loops; keeps rayon overhead small on short rows.
+pub(crate) const MIN_ROWS_PER_TASK: usize = 16;

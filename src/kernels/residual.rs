@@ -1,0 +1,28 @@
+//! Residual connection: `out = a + b`.
+
+use rayon::prelude::*;
+
+const CHUNK: usize = 4096;
+
+/// out (N·C) = a (N·C) + b (N·C)
+pub fn residual_forward(out: &mut [f32], a: &[f32], b: &[f32]) {
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                *o = a + b;
+            }
+        });
+}
+
+/// da += dout; db += dout
+pub fn residual_backward(da: &mut [f32], db: &mut [f32], dout: &[f32]) {
+    da.par_chunks_mut(CHUNK)
+        .zip(db.par_chunks_mut(CHUNK).zip(dout.par_chunks(CHUNK)))
+        .for_each(|(da, (db, d))| {
+            for ((da, db), d) in da.iter_mut().zip(db.iter_mut()).zip(d) {
+                *da += d;
+                *db += d;
+            }
+        });
+}

@@ -1,0 +1,6 @@
+//! Architectures assembled from kernels: parameter layout, forward, backward.
+pub mod gpt;
+pub mod layout;
+
+pub use gpt::{Gpt, GptConfig};
+pub use layout::{ParamKind, ParamLayout, TensorView};

@@ -1,0 +1,105 @@
+//! AdamW (Loshchilov & Hutter), with PyTorch's `torch.optim.AdamW` update rule:
+//!
+//! ```text
+//! p ← p · (1 - lr·wd)                      (decoupled decay, only on decayed tensors)
+//! m ← β1·m + (1-β1)·g ;  v ← β2·v + (1-β2)·g²
+//! p ← p - (lr / (1-β1ᵗ)) · m / (√v / √(1-β2ᵗ) + ε)
+//! ```
+
+use crate::model::{ParamKind, ParamLayout};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+const CHUNK: usize = 8192;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdamWConfig {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Also decay embedding tables (nanoGPT decays every 2-D tensor, embeddings included).
+    #[serde(default)]
+    pub decay_embeddings: bool,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decay_embeddings: false,
+        }
+    }
+}
+
+/// AdamW state: first and second moments in the parameters' flat layout.
+pub struct AdamW {
+    pub config: AdamWConfig,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Number of updates taken so far (the `t` of the bias corrections).
+    pub t: u64,
+    /// Per-tensor (range, weight decay) pairs, precomputed from the layout.
+    groups: Vec<(std::ops::Range<usize>, f32)>,
+}
+
+impl AdamW {
+    pub fn new(config: AdamWConfig, layout: &ParamLayout) -> Self {
+        let groups = layout
+            .tensors
+            .iter()
+            .map(|t| {
+                let decay = match t.kind {
+                    ParamKind::Matrix => true,
+                    ParamKind::Embedding => config.decay_embeddings,
+                    ParamKind::Bias | ParamKind::Norm => false,
+                };
+                (t.range(), if decay { config.weight_decay } else { 0.0 })
+            })
+            .collect();
+        AdamW {
+            m: vec![0.0; layout.total],
+            v: vec![0.0; layout.total],
+            t: 0,
+            groups,
+            config,
+        }
+    }
+
+    /// One update of `params` with `grads` at learning rate `lr`.
+    pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.t += 1;
+        let AdamWConfig {
+            beta1, beta2, eps, ..
+        } = self.config;
+        let bc1 = 1.0 - (beta1 as f64).powi(self.t as i32);
+        let bc2 = 1.0 - (beta2 as f64).powi(self.t as i32);
+        let step_size = (lr as f64 / bc1) as f32;
+        let bc2_sqrt = bc2.sqrt() as f32;
+        for (range, wd) in &self.groups {
+            let decay = 1.0 - lr * wd;
+            let r = range.clone();
+            params[r.clone()]
+                .par_chunks_mut(CHUNK)
+                .zip(grads[r.clone()].par_chunks(CHUNK))
+                .zip(
+                    self.m[r.clone()]
+                        .par_chunks_mut(CHUNK)
+                        .zip(self.v[r].par_chunks_mut(CHUNK)),
+                )
+                .for_each(|((p, g), (m, v))| {
+                    for i in 0..p.len() {
+                        let gi = g[i];
+                        m[i] = beta1 * m[i] + (1.0 - beta1) * gi;
+                        v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi;
+                        let denom = v[i].sqrt() / bc2_sqrt + eps;
+                        p[i] = p[i] * decay - step_size * m[i] / denom;
+                    }
+                });
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Optimizers, learning-rate schedules and gradient clipping over flat buffers.
+pub mod adamw;
+pub mod clip;
+pub mod schedule;
+
+pub use adamw::{AdamW, AdamWConfig};
+pub use clip::{clip_grad_norm, grad_norm};
+pub use schedule::LrSchedule;

@@ -1,0 +1,295 @@
+//! The run configuration: one TOML file with `[model]`, `[data]`, `[train]` and `[optim]`.
+//!
+//! Unknown keys and wrong types are errors that name the key. `--set section.key=value`
+//! overrides any key before validation.
+
+use crate::model::GptConfig;
+use crate::optim::{AdamWConfig, LrSchedule};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    pub block_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub dropout: f32,
+    pub bias: bool,
+    pub tie_embeddings: bool,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            block_size: 64,
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 128,
+            dropout: 0.0,
+            bias: true,
+            tie_embeddings: true,
+        }
+    }
+}
+
+impl ModelSection {
+    /// The model's full config once the tokenizer has fixed the vocabulary size.
+    pub fn gpt_config(&self, vocab_size: usize) -> GptConfig {
+        GptConfig {
+            vocab_size,
+            block_size: self.block_size,
+            n_layer: self.n_layer,
+            n_head: self.n_head,
+            n_embd: self.n_embd,
+            dropout: self.dropout,
+            bias: self.bias,
+            tie_embeddings: self.tie_embeddings,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataSection {
+    /// A UTF-8 text file; a character-level tokenizer is built from it.
+    pub path: String,
+    /// Share of the tokens (at the end of the file) held out for validation.
+    pub val_fraction: f64,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            path: String::new(),
+            val_fraction: 0.1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// Run directory: metrics.jsonl and the checkpoint `ckpt/` go here.
+    pub out_dir: String,
+    pub batch_size: usize,
+    pub max_iters: u64,
+    /// Estimate train/val loss (and save a checkpoint) every this many iterations.
+    pub eval_interval: u64,
+    /// Batches per loss estimate.
+    pub eval_iters: usize,
+    /// Log training loss every this many iterations.
+    pub log_interval: u64,
+    pub seed: u64,
+    /// Worker threads; 0 means one per available core.
+    pub threads: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        TrainSection {
+            out_dir: "out".into(),
+            batch_size: 12,
+            max_iters: 2000,
+            eval_interval: 250,
+            eval_iters: 20,
+            log_interval: 10,
+            seed: 1337,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimSection {
+    pub learning_rate: f32,
+    pub min_lr: f32,
+    pub warmup_iters: u64,
+    pub lr_decay_iters: u64,
+    pub decay_lr: bool,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// Apply weight decay to the embedding tables too (nanoGPT does; off by default).
+    pub decay_embeddings: bool,
+    /// Clip the global gradient norm to this value; 0 disables clipping.
+    pub grad_clip: f32,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        OptimSection {
+            learning_rate: 1e-3,
+            min_lr: 1e-4,
+            warmup_iters: 100,
+            lr_decay_iters: 2000,
+            decay_lr: true,
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            decay_embeddings: false,
+            grad_clip: 1.0,
+        }
+    }
+}
+
+impl OptimSection {
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule {
+            learning_rate: self.learning_rate,
+            min_lr: self.min_lr,
+            warmup_iters: self.warmup_iters,
+            lr_decay_iters: self.lr_decay_iters,
+            decay_lr: self.decay_lr,
+        }
+    }
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            decay_embeddings: self.decay_embeddings,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub train: TrainSection,
+    pub optim: OptimSection,
+}
+
+impl RunConfig {
+    /// Parses TOML text, applies `overrides` (`section.key=value`), and validates.
+    pub fn from_toml_str(text: &str, overrides: &[String]) -> Result<Self> {
+        let mut value: toml::Table = toml::from_str(text).context("config is not valid TOML")?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        // Round-trip through text so serde's messages name the offending key and its line.
+        let text = toml::to_string(&value)?;
+        let cfg: RunConfig = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("invalid config: {}", e.message())
+                .context(describe_span(&text, e.span()))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_toml_str(&text, overrides)
+            .with_context(|| format!("in config file {}", path.display()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("config serializes")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        // The vocabulary is not known yet; any positive size validates the rest of the model.
+        self.model.gpt_config(1).validate()?;
+        let t = &self.train;
+        if t.batch_size == 0 {
+            bail!("train.batch_size must be positive");
+        }
+        if t.eval_interval == 0 || t.eval_iters == 0 || t.log_interval == 0 {
+            bail!("train.eval_interval, train.eval_iters and train.log_interval must be positive");
+        }
+        let o = &self.optim;
+        if !(o.learning_rate > 0.0 && o.min_lr >= 0.0) {
+            bail!("optim.learning_rate must be positive and optim.min_lr non-negative");
+        }
+        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
+            bail!("optim.beta1 and optim.beta2 must be in [0, 1)");
+        }
+        if o.grad_clip < 0.0 || o.weight_decay < 0.0 {
+            bail!("optim.grad_clip and optim.weight_decay must be non-negative");
+        }
+        Ok(())
+    }
+}
+
+fn describe_span(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) => {
+            let line = text[..s.start.min(text.len())].lines().count().max(1);
+            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("at `{snippet}`")
+        }
+        None => "in the config".into(),
+    }
+}
+
+/// `section.key=value`: the value is parsed as TOML (number, bool, string, array), or taken as a
+/// plain string when it does not parse.
+fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
+    let Some((key, raw)) = o.split_once('=') else {
+        bail!("--set {o:?}: expected section.key=value");
+    };
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap(),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        bail!("--set {o:?}: the key must be section.key, e.g. train.max_iters=100");
+    }
+    let section = table
+        .entry(parts[0])
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    match section {
+        toml::Value::Table(t) => {
+            t.insert(parts[1].to_string(), value);
+            Ok(())
+        }
+        _ => bail!("--set {o:?}: `{}` is not a section", parts[0]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_and_errors_name_the_key() {
+        let c = RunConfig::from_toml_str(
+            "[model]\nn_layer = 2\n",
+            &["train.max_iters=7".into(), "data.path=a b.txt".into()],
+        )
+        .unwrap();
+        assert_eq!(c.model.n_layer, 2);
+        assert_eq!(c.train.max_iters, 7);
+        assert_eq!(c.data.path, "a b.txt");
+        let e = format!(
+            "{:#}",
+            RunConfig::from_toml_str("[model]\nn_layers = 2\n", &[]).unwrap_err()
+        );
+        assert!(e.contains("n_layers"), "{e}");
+        let e = format!(
+            "{:#}",
+            RunConfig::from_toml_str("[train]\nmax_iters = \"many\"\n", &[]).unwrap_err()
+        );
+        assert!(e.contains("max_iters") && e.contains("invalid type"), "{e}");
+        let e = format!(
+            "{:#}",
+            RunConfig::from_toml_str("[model]\nn_embd = 100\nn_head = 3\n", &[]).unwrap_err()
+        );
+        assert!(e.contains("multiple of model.n_head"), "{e}");
+        let e = format!(
+            "{:#}",
+            RunConfig::from_toml_str("", &["nokey".into()]).unwrap_err()
+        );
+        assert!(e.contains("section.key=value"), "{e}");
+    }
+}

@@ -1,0 +1,330 @@
+//! The training loop: batches in, AdamW steps out, with evaluation, logging and checkpoints.
+pub mod config;
+pub mod log;
+
+use crate::data::dataset::sample_batch;
+use crate::data::{Batch, CharTokenizer, TokenDataset};
+use crate::io::checkpoint::{self, TrainState};
+use crate::kernels::dropout::mix64;
+use crate::model::Gpt;
+use crate::optim::{clip_grad_norm, grad_norm, AdamW, LrSchedule};
+use anyhow::{bail, ensure, Context, Result};
+use config::RunConfig;
+use log::MetricsLog;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Reads a UTF-8 text corpus, with errors that say what is wrong with the file.
+pub fn read_corpus(path: &Path) -> Result<String> {
+    ensure!(
+        !path.as_os_str().is_empty(),
+        "no data file given (set data.path in the config or pass --data)"
+    );
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
+    ensure!(!bytes.is_empty(), "data file {} is empty", path.display());
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "data file {} is not valid UTF-8 (byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// Everything one optimizer step needs, preallocated: after the first step, [`Trainer::step`]
+/// allocates nothing.
+pub struct Trainer {
+    pub model: Gpt,
+    pub opt: AdamW,
+    pub schedule: LrSchedule,
+    pub grad_clip: f32,
+    pub batch: Batch,
+    pub rng: Xoshiro256PlusPlus,
+    pub step: u64,
+    pub seed: u64,
+}
+
+/// What one step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    pub loss: f32,
+    pub lr: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+impl Trainer {
+    /// One optimizer step on a fresh batch from `train_tokens`.
+    pub fn step(&mut self, train_tokens: &[u32]) -> Result<StepStats> {
+        let lr = self.schedule.lr(self.step);
+        sample_batch(train_tokens, &mut self.batch, &mut self.rng);
+        self.step_on_batch(lr)
+    }
+
+    /// One optimizer step on the batch already in `self.batch`.
+    pub fn step_on_batch(&mut self, lr: f32) -> Result<StepStats> {
+        let (b, t) = (self.batch.b, self.batch.t);
+        self.model.zero_grad();
+        let dropout_seed = mix64(self.seed ^ mix64(self.step));
+        let loss = self
+            .model
+            .forward(
+                &self.batch.inputs,
+                Some(&self.batch.targets),
+                b,
+                t,
+                true,
+                dropout_seed,
+            )?
+            .unwrap_or(0.0);
+        if !loss.is_finite() {
+            bail!("loss is {loss} at step {}: training diverged (try a lower optim.learning_rate or optim.grad_clip)", self.step);
+        }
+        self.model.backward()?;
+        let norm = if self.grad_clip > 0.0 {
+            clip_grad_norm(&mut self.model.grads, self.grad_clip)
+        } else {
+            grad_norm(&self.model.grads)
+        };
+        if !norm.is_finite() {
+            bail!(
+                "gradient norm is {norm} at step {}: training diverged",
+                self.step
+            );
+        }
+        self.opt.step(&mut self.model.params, &self.model.grads, lr);
+        self.step += 1;
+        Ok(StepStats {
+            loss,
+            lr,
+            grad_norm: norm,
+        })
+    }
+
+    /// Mean loss over `iters` random batches of `split` (no dropout). The batches come from an
+    /// RNG seeded by (seed, step, split), so evaluating never changes the training stream.
+    pub fn estimate_loss(
+        &mut self,
+        split: &[u32],
+        split_id: u64,
+        iters: usize,
+        batch: &mut Batch,
+    ) -> Result<f32> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(
+            self.seed ^ mix64(self.step) ^ (split_id << 32),
+        ));
+        let mut total = 0.0f64;
+        for _ in 0..iters {
+            sample_batch(split, batch, &mut rng);
+            let loss = self
+                .model
+                .forward(
+                    &batch.inputs,
+                    Some(&batch.targets),
+                    batch.b,
+                    batch.t,
+                    false,
+                    0,
+                )?
+                .unwrap_or(0.0);
+            total += loss as f64;
+        }
+        Ok((total / iters as f64) as f32)
+    }
+}
+
+/// Options that do not change the result.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// No progress bar or log lines (metrics are still written).
+    pub quiet: bool,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub train_loss: f32,
+    pub val_loss: f32,
+    pub checkpoint: PathBuf,
+    pub seconds: f64,
+    pub ms_per_iter: f64,
+}
+
+/// Builds a thread pool of `threads` workers (0 = one per core).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    let mut b = rayon::ThreadPoolBuilder::new();
+    if threads > 0 {
+        b = b.num_threads(threads);
+    }
+    Ok(b.build()?)
+}
+
+/// Trains from `cfg`, or resumes from the checkpoint `resume` (whose config then applies, with
+/// `overrides` on top).
+pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
+    let pool = thread_pool(cfg.train.threads)?;
+    // The whole run executes inside the pool, so parallel kernels never inject work from outside.
+    pool.install(|| train_in_pool(cfg, resume, opts))
+}
+
+fn train_in_pool(
+    cfg: RunConfig,
+    resume: Option<&Path>,
+    opts: &TrainOptions,
+) -> Result<TrainSummary> {
+    let text = read_corpus(Path::new(&cfg.data.path))?;
+    let (tokenizer, mut trainer, mut best) = match resume {
+        Some(dir) => {
+            let ck = checkpoint::load(dir, cfg.train.batch_size, true)
+                .with_context(|| format!("cannot resume from {}", dir.display()))?;
+            ensure!(
+                ck.run_config.model == cfg.model,
+                "the [model] section differs from the checkpoint's: a resumed run must keep the model's shape"
+            );
+            let (m, v, t) = ck.optimizer.unwrap();
+            let mut opt = AdamW::new(cfg.optim.adamw(), &ck.model.layout);
+            opt.m = m;
+            opt.v = v;
+            opt.t = t;
+            let trainer = Trainer {
+                model: ck.model,
+                opt,
+                schedule: cfg.optim.schedule(),
+                grad_clip: cfg.optim.grad_clip,
+                batch: Batch::new(cfg.train.batch_size, cfg.model.block_size),
+                rng: ck.state.rng,
+                step: ck.state.step,
+                seed: cfg.train.seed,
+            };
+            (ck.tokenizer, trainer, ck.state.best_val_loss)
+        }
+        None => {
+            let tokenizer = CharTokenizer::from_corpus(&text)?;
+            let mut model = Gpt::new(
+                cfg.model.gpt_config(tokenizer.vocab_size()),
+                cfg.train.batch_size,
+            )?;
+            model.init_gpt2(cfg.train.seed);
+            let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
+            let trainer = Trainer {
+                model,
+                opt,
+                schedule: cfg.optim.schedule(),
+                grad_clip: cfg.optim.grad_clip,
+                batch: Batch::new(cfg.train.batch_size, cfg.model.block_size),
+                rng: Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed),
+                step: 0,
+                seed: cfg.train.seed,
+            };
+            (tokenizer, trainer, None)
+        }
+    };
+    let tokens = tokenizer
+        .encode(&text)
+        .context("the data file does not fit the checkpoint's tokenizer")?;
+    let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
+    data.check_fits(cfg.model.block_size)?;
+
+    let out_dir = PathBuf::from(&cfg.train.out_dir);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let ckpt_dir = out_dir.join("ckpt");
+    let mut log = MetricsLog::open(&out_dir.join("metrics.jsonl"))?;
+    let tc = &cfg.train;
+    let start_step = trainer.step;
+    let tokens_per_step = (tc.batch_size * cfg.model.block_size) as f64;
+    let progress = log::Progress::new(tc.max_iters, start_step, opts.quiet);
+    if !opts.quiet {
+        progress.println(format!(
+            "model: {} parameters ({} layers, {} heads, {} wide, block {}), vocab {}; data: {} train / {} val tokens; {} threads",
+            trainer.model.num_params(),
+            cfg.model.n_layer,
+            cfg.model.n_head,
+            cfg.model.n_embd,
+            cfg.model.block_size,
+            tokenizer.vocab_size(),
+            data.train.len(),
+            data.val.len(),
+            rayon::current_num_threads()
+        ));
+    }
+    let mut eval_batch = Batch::new(tc.batch_size, cfg.model.block_size);
+    let mut last = (f32::NAN, f32::NAN);
+    let mut evaluate = |trainer: &mut Trainer,
+                        best: &mut Option<f32>,
+                        log: &mut MetricsLog|
+     -> Result<(f32, f32)> {
+        let train_loss = trainer.estimate_loss(&data.train, 0, tc.eval_iters, &mut eval_batch)?;
+        let val_loss = trainer.estimate_loss(&data.val, 1, tc.eval_iters, &mut eval_batch)?;
+        log.eval(trainer.step, train_loss, val_loss)?;
+        progress.println(format!(
+            "step {:>6}: train loss {train_loss:.4}, val loss {val_loss:.4}",
+            trainer.step
+        ));
+        *best = Some(best.map_or(val_loss, |b: f32| b.min(val_loss)));
+        let state = TrainState {
+            step: trainer.step,
+            rng: trainer.rng.clone(),
+            best_val_loss: *best,
+        };
+        checkpoint::save(
+            &ckpt_dir,
+            &trainer.model,
+            &trainer.opt,
+            &cfg,
+            &tokenizer,
+            &state,
+        )?;
+        Ok((train_loss, val_loss))
+    };
+
+    let started = Instant::now();
+    let mut window_start = Instant::now();
+    let mut window_steps = 0u64;
+    while trainer.step < tc.max_iters {
+        // Evaluate at every multiple of eval_interval, except the step a resumed run starts at
+        // (that evaluation already happened before the checkpoint was written).
+        if trainer.step % tc.eval_interval == 0 && (trainer.step != start_step || resume.is_none())
+        {
+            last = evaluate(&mut trainer, &mut best, &mut log)?;
+        }
+        let s = trainer.step(&data.train)?;
+        window_steps += 1;
+        if trainer.step % tc.log_interval == 0 || trainer.step == tc.max_iters {
+            let ms = window_start.elapsed().as_secs_f64() * 1e3 / window_steps as f64;
+            log.step(
+                trainer.step,
+                s.loss,
+                s.lr,
+                s.grad_norm,
+                ms,
+                tokens_per_step / ms * 1e3,
+            )?;
+            progress.update(trainer.step, s.loss, s.lr, ms, tokens_per_step / ms * 1e3);
+            window_start = Instant::now();
+            window_steps = 0;
+        }
+    }
+    if trainer.step != start_step || resume.is_none() || last.1.is_nan() {
+        last = evaluate(&mut trainer, &mut best, &mut log)?;
+    }
+    progress.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let steps = trainer.step - start_step;
+    Ok(TrainSummary {
+        steps: trainer.step,
+        train_loss: last.0,
+        val_loss: last.1,
+        checkpoint: ckpt_dir,
+        seconds,
+        ms_per_iter: if steps > 0 {
+            seconds * 1e3 / steps as f64
+        } else {
+            0.0
+        },
+    })
+}
