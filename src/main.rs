@@ -1,1 +1,258 @@
-fn main() {}
+//! `lmlab`: the command-line front end. Each subcommand parses its arguments and calls the
+//! library; no model logic lives here.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use lmlab::demo;
+use lmlab::eval::evaluate_tokens;
+use lmlab::infer::sample::{generate, SampleOptions};
+use lmlab::io::checkpoint;
+use lmlab::train::{self, config::RunConfig, thread_pool, TrainOptions};
+use rand::SeedableRng;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "lmlab",
+    version,
+    about = "Build, train, sample and evaluate Transformer language models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a GPT from a TOML config (or resume a checkpoint).
+    Train {
+        /// Run config (TOML with [model], [data], [train], [optim]). Optional with --resume.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override a config key, e.g. --set train.max_iters=500 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Continue from this checkpoint directory (its config applies unless --config is given).
+        #[arg(long)]
+        resume: Option<PathBuf>,
+        /// No progress bar or log lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Generate text from a checkpoint.
+    Sample {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Text to continue; cropped to its last block_size characters if longer.
+        #[arg(long, default_value = "\n")]
+        prompt: String,
+        #[arg(long, default_value_t = 500)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Sample only among the k most likely tokens.
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+        /// Worker threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Loss, perplexity and bits per character on the validation split or a text file.
+    Eval {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Evaluate this UTF-8 file (whole) instead of the training data's validation split.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Print one JSON object instead of a line of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quick end-to-end demo: train a small model on Tiny Shakespeare for about a minute.
+    Demo {
+        /// Text file to train on (default: Tiny Shakespeare, found or downloaded).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Training iterations.
+        #[arg(long, default_value_t = 1500)]
+        iters: u64,
+        /// Run directory.
+        #[arg(long, default_value = "out/demo")]
+        out: PathBuf,
+        /// Never try to download the data.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Train {
+            config,
+            set,
+            resume,
+            quiet,
+        } => cmd_train(config, set, resume, quiet),
+        Cmd::Sample {
+            checkpoint,
+            prompt,
+            max_new_tokens,
+            temperature,
+            top_k,
+            seed,
+            threads,
+        } => {
+            let opts = SampleOptions {
+                max_new_tokens,
+                temperature,
+                top_k,
+            };
+            thread_pool(threads)?.install(|| cmd_sample(&checkpoint, &prompt, &opts, seed))
+        }
+        Cmd::Eval {
+            checkpoint,
+            data,
+            threads,
+            json,
+        } => thread_pool(threads)?.install(|| cmd_eval(&checkpoint, data.as_deref(), json)),
+        Cmd::Demo {
+            data,
+            iters,
+            out,
+            offline,
+        } => cmd_demo(data.as_deref(), iters, &out, offline),
+    }
+}
+
+fn cmd_train(
+    config: Option<PathBuf>,
+    set: Vec<String>,
+    resume: Option<PathBuf>,
+    quiet: bool,
+) -> Result<()> {
+    let cfg = match (&config, &resume) {
+        (Some(path), _) => RunConfig::from_file(path, &set)?,
+        (None, Some(dir)) => {
+            let path = dir.join("config.toml");
+            RunConfig::from_file(&path, &set).with_context(|| {
+                format!("cannot read the config of checkpoint {}", dir.display())
+            })?
+        }
+        (None, None) => anyhow::bail!("give --config FILE (or --resume DIR)"),
+    };
+    let s = train::train(cfg, resume.as_deref(), &TrainOptions { quiet })?;
+    println!(
+        "done: {} steps, train loss {:.4}, val loss {:.4}, {:.1} s ({:.1} ms/iter); checkpoint: {}",
+        s.steps,
+        s.train_loss,
+        s.val_loss,
+        s.seconds,
+        s.ms_per_iter,
+        s.checkpoint.display()
+    );
+    Ok(())
+}
+
+fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64) -> Result<()> {
+    let mut ck = checkpoint::load(dir, 1, false)?;
+    let ids = ck
+        .tokenizer
+        .encode(prompt)
+        .context("the prompt cannot be encoded")?;
+    let block = ck.model.config.block_size;
+    if ids.len() > block {
+        eprintln!(
+            "note: the prompt has {} tokens; the model sees only the last {block} (block_size)",
+            ids.len()
+        );
+    }
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{prompt}")?;
+    let tok = ck.tokenizer.clone();
+    generate(&mut ck.model, &ids, opts, &mut rng, |id| {
+        let _ = write!(stdout, "{}", tok.decode(&[id]));
+        let _ = stdout.flush();
+    })?;
+    writeln!(stdout)?;
+    Ok(())
+}
+
+fn cmd_eval(dir: &Path, data: Option<&Path>, json: bool) -> Result<()> {
+    let mut ck = checkpoint::load(dir, 8, false)?;
+    let (what, tokens) = match data {
+        Some(path) => {
+            let text = train::read_corpus(path)?;
+            let toks = ck.tokenizer.encode(&text).with_context(|| {
+                format!(
+                    "{} cannot be encoded by the checkpoint's tokenizer",
+                    path.display()
+                )
+            })?;
+            (format!("{}", path.display()), toks)
+        }
+        None => {
+            let path = PathBuf::from(&ck.run_config.data.path);
+            let text = train::read_corpus(&path).with_context(|| "the checkpoint's training data is needed for its validation split (or pass --data FILE)")?;
+            let toks = ck.tokenizer.encode(&text)?;
+            let split = lmlab::data::TokenDataset::split(toks, ck.run_config.data.val_fraction)?;
+            (format!("val split of {}", path.display()), split.val)
+        }
+    };
+    let r = evaluate_tokens(&mut ck.model, &tokens)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"data": what, "loss": r.loss, "perplexity": r.perplexity, "bits_per_char": r.bits_per_token, "tokens": r.tokens})
+        );
+    } else {
+        println!(
+            "{what}: loss {:.4} | perplexity {:.3} | bits/char {:.4} | {} tokens",
+            r.loss, r.perplexity, r.bits_per_token, r.tokens
+        );
+    }
+    Ok(())
+}
+
+fn cmd_demo(data: Option<&Path>, iters: u64, out: &Path, offline: bool) -> Result<()> {
+    let source = demo::find_data(data, !offline)?;
+    println!("lmlab demo: training on {}", source.describe());
+    let mut cfg = RunConfig::default();
+    cfg.data.path = source.path().to_string_lossy().into_owned();
+    cfg.train.out_dir = out.to_string_lossy().into_owned();
+    cfg.train.max_iters = iters;
+    cfg.optim.lr_decay_iters = iters;
+    cfg.train.eval_interval = (iters / 4).max(1);
+    let s = train::train(cfg, None, &TrainOptions::default())?;
+    println!(
+        "\ntrained {} steps in {:.0} s ({:.1} ms/iter): train loss {:.4}, val loss {:.4}",
+        s.steps, s.seconds, s.ms_per_iter, s.train_loss, s.val_loss
+    );
+    println!("\n--- samples (temperature 0.8, top-k 40) ---");
+    let opts = SampleOptions {
+        max_new_tokens: 300,
+        temperature: 0.8,
+        top_k: Some(40),
+    };
+    thread_pool(0)?.install(|| cmd_sample(&s.checkpoint, "\n", &opts, 7))?;
+    println!("---\ncheckpoint: {}", s.checkpoint.display());
+    println!(
+        "next: lmlab sample --checkpoint {} --prompt \"ROMEO:\"",
+        s.checkpoint.display()
+    );
+    Ok(())
+}

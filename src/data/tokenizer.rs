@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn round_trip_and_unknown_character() {
         let t = CharTokenizer::from_corpus("hello, wörld\n").unwrap();
-        assert_eq!(t.vocab_size(), 10);
+        assert_eq!(t.vocab_size(), 11);
         let ids = t.encode("wölle").unwrap();
         assert_eq!(t.decode(&ids), "wölle");
         // Ids follow code-point order: '\n' < ' ' < ',' < 'd' ...

@@ -8,6 +8,7 @@
 
 use super::dropout::dropout_inplace;
 use super::gemm::{sgemm_raw, Threads};
+use super::math;
 use super::SendPtr;
 use rayon::prelude::*;
 
@@ -20,7 +21,7 @@ fn causal_softmax_rows(s: &mut [f32], t: usize) {
         let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0;
         for x in live.iter_mut() {
-            *x = (*x - max).exp();
+            *x = math::exp(*x - max);
             sum += *x;
         }
         let inv = 1.0 / sum;
@@ -55,7 +56,6 @@ pub fn attention_forward(
         None => (None, 0.0, 0),
     };
     let task = |bh: usize, a: &mut [f32], dropped: Option<&mut [f32]>| {
-        let out_ptr = out_ptr;
         let (bi, h) = (bh / nh, bh % nh);
         let q = &qkv[bi * t * 3 * c + h * hs..];
         let k = &qkv[bi * t * 3 * c + c + h * hs..];
@@ -90,7 +90,7 @@ pub fn attention_forward(
             None => a,
         };
         unsafe {
-            let o = out_ptr.0.add(bi * t * c + h * hs);
+            let o = out_ptr.get().add(bi * t * c + h * hs);
             sgemm_raw(
                 false,
                 false,
@@ -145,7 +145,6 @@ pub fn attention_backward(
         .par_chunks_mut(t * t)
         .enumerate()
         .for_each(|(bh, dp)| {
-            let dqkv_ptr = dqkv_ptr;
             let (bi, h) = (bh / nh, bh % nh);
             let base = bi * t * 3 * c + h * hs;
             let (q, k, v) = (&qkv[base..], &qkv[base + c..], &qkv[base + 2 * c..]);
@@ -159,9 +158,9 @@ pub fn attention_backward(
             // (disjoint between tasks) and to this task's own (T, T) scratch block.
             unsafe {
                 let (dq, dk, dv) = (
-                    dqkv_ptr.0.add(base),
-                    dqkv_ptr.0.add(base + c),
-                    dqkv_ptr.0.add(base + 2 * c),
+                    dqkv_ptr.get().add(base),
+                    dqkv_ptr.get().add(base + c),
+                    dqkv_ptr.get().add(base + 2 * c),
                 );
                 // dP = dY · Vᵀ  (T, T)
                 sgemm_raw(

@@ -3,6 +3,7 @@
 //! Rows whose target is negative (the ignore index, -1, as in nanoGPT) contribute neither loss
 //! nor gradient; the mean is over the rows that count.
 
+use super::math;
 use super::MIN_ROWS_PER_TASK;
 use rayon::prelude::*;
 
@@ -26,7 +27,7 @@ pub fn crossentropy_forward(
                 0.0
             } else {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+                let sum: f32 = row.iter().map(|&x| math::exp(x - max)).sum();
                 (sum.ln() + max) - row[tgt as usize]
             };
         });
@@ -54,10 +55,10 @@ pub fn crossentropy_backward(
                 return;
             }
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+            let sum: f32 = row.iter().map(|&x| math::exp(x - max)).sum();
             let inv = 1.0 / sum;
             for (i, (d, &x)) in d.iter_mut().zip(row).enumerate() {
-                let p = (x - max).exp() * inv;
+                let p = math::exp(x - max) * inv;
                 let y = if i == tgt as usize { 1.0 } else { 0.0 };
                 *d += scale * (p - y);
             }
@@ -69,7 +70,7 @@ pub fn softmax_inplace(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
     for x in row.iter_mut() {
-        *x = (*x - max).exp();
+        *x = math::exp(*x - max);
         sum += *x;
     }
     let inv = 1.0 / sum;

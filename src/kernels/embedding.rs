@@ -45,7 +45,6 @@ pub fn embedding_backward(
         super::SendPtr(dwpe.as_mut_ptr()),
     );
     (0..chunks).into_par_iter().for_each(|j| {
-        let (wte_ptr, wpe_ptr) = (wte_ptr, wpe_ptr);
         let c0 = j * COLUMN_CHUNK;
         let w = COLUMN_CHUNK.min(c - c0);
         for row in 0..n {
@@ -56,8 +55,8 @@ pub fn embedding_backward(
             // these column ranges are disjoint between tasks; the indices are in bounds
             // because tok < V and pos < T <= block_size (checked by the model).
             unsafe {
-                let e = wte_ptr.0.add(tok * c + c0);
-                let p = wpe_ptr.0.add(pos * c + c0);
+                let e = wte_ptr.get().add(tok * c + c0);
+                let p = wpe_ptr.get().add(pos * c + c0);
                 for i in 0..w {
                     *e.add(i) += d[i];
                     *p.add(i) += d[i];

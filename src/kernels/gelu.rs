@@ -1,6 +1,7 @@
 //! GELU, the tanh approximation GPT-2 uses:
 //! `gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
 
+use super::math;
 use rayon::prelude::*;
 
 const CHUNK: usize = 4096;
@@ -10,13 +11,13 @@ const COEF: f32 = 0.044715;
 #[inline]
 fn gelu(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + COEF * x * x * x);
-    0.5 * x * (1.0 + u.tanh())
+    0.5 * x * (1.0 + math::tanh(u))
 }
 
 #[inline]
 fn gelu_grad(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + COEF * x * x * x);
-    let t = u.tanh();
+    let t = math::tanh(u);
     let sech2 = 1.0 - t * t;
     0.5 * (1.0 + t) + 0.5 * x * sech2 * SQRT_2_OVER_PI * (1.0 + 3.0 * COEF * x * x)
 }

@@ -15,6 +15,7 @@ pub mod embedding;
 pub mod gelu;
 pub mod gemm;
 pub mod layernorm;
+pub mod math;
 pub mod matmul;
 pub mod residual;
 
@@ -25,6 +26,15 @@ pub(crate) struct SendPtr<T>(pub *mut T);
 // SAFETY: users guarantee that concurrent tasks touch disjoint elements.
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer. A method call makes closures capture the whole `SendPtr` (which is `Sync`)
+    /// rather than its raw-pointer field.
+    #[inline(always)]
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
 
 /// Columns handled by one task in column-parallel reductions (bias and norm-weight gradients).
 pub(crate) const COLUMN_CHUNK: usize = 32;

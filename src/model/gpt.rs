@@ -54,7 +54,7 @@ impl GptConfig {
         ensure!(self.n_layer > 0, "model.n_layer must be positive");
         ensure!(self.n_head > 0, "model.n_head must be positive");
         ensure!(
-            self.n_embd > 0 && self.n_embd % self.n_head == 0,
+            self.n_embd > 0 && self.n_embd.is_multiple_of(self.n_head),
             "model.n_embd ({}) must be a positive multiple of model.n_head ({})",
             self.n_embd,
             self.n_head

@@ -1,0 +1,63 @@
+//! Evaluation of language models: loss, perplexity, bits per character.
+
+use crate::model::Gpt;
+use anyhow::{ensure, Result};
+
+/// Loss over a token stream, per predicted token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LmEval {
+    /// Mean cross-entropy in nats.
+    pub loss: f64,
+    pub perplexity: f64,
+    /// Bits per token; for a character-level model, bits per character.
+    pub bits_per_token: f64,
+    /// Number of tokens predicted.
+    pub tokens: usize,
+}
+
+/// Scores every token of `tokens` after the first, in consecutive non-overlapping windows of
+/// `block_size` (each window starts with a fresh context), batched by the model's batch size.
+pub fn evaluate_tokens(model: &mut Gpt, tokens: &[u32]) -> Result<LmEval> {
+    ensure!(
+        tokens.len() >= 2,
+        "need at least 2 tokens to evaluate, got {}",
+        tokens.len()
+    );
+    let t = model.config.block_size;
+    let b_max = model.max_batch();
+    // Window starts: every t tokens; each window predicts tokens[s+1 ..= s+len].
+    let starts: Vec<usize> = (0..tokens.len() - 1).step_by(t).collect();
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    let mut inputs = Vec::with_capacity(b_max * t);
+    let mut targets = Vec::with_capacity(b_max * t);
+    for group in starts.chunks(b_max) {
+        // Windows in one batch must share a length: the last, shorter window goes alone.
+        let mut i = 0;
+        while i < group.len() {
+            let len = (tokens.len() - 1 - group[i]).min(t);
+            let mut j = i;
+            while j < group.len() && (tokens.len() - 1 - group[j]).min(t) == len {
+                j += 1;
+            }
+            inputs.clear();
+            targets.clear();
+            for &s in &group[i..j] {
+                inputs.extend_from_slice(&tokens[s..s + len]);
+                targets.extend(tokens[s + 1..s + len + 1].iter().map(|&x| x as i32));
+            }
+            let loss = model
+                .forward(&inputs, Some(&targets), j - i, len, false, 0)?
+                .unwrap_or(0.0);
+            sum += loss as f64 * ((j - i) * len) as f64;
+            count += (j - i) * len;
+            i = j;
+        }
+    }
+    let loss = sum / count as f64;
+    Ok(LmEval {
+        loss,
+        perplexity: loss.exp(),
+        bits_per_token: loss / std::f64::consts::LN_2,
+        tokens: count,
+    })
+}

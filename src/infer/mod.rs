@@ -1,0 +1,2 @@
+//! Running a trained model: autoregressive sampling.
+pub mod sample;

@@ -1,0 +1,61 @@
+//! Branch-free `exp` and `tanh` that the compiler can vectorise.
+//!
+//! libm's `expf`/`tanhf` are scalar calls: profiling the training step showed a third of the
+//! time inside `tanhf` (GELU) and `expm1f`. These versions use Cephes-style range reduction and a
+//! degree-6 minimax polynomial; the relative error is within a few ulp of f32 (tested below).
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// 1.5·2²³: adding and subtracting it rounds to the nearest integer.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// e^x for finite x; saturates to 2^-126 below -87.3 and to ~e^88.7 above 88.7.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.7);
+    let n = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// tanh(x) = sign(x)·(1 - e)/(1 + e) with e = exp(-2|x|).
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let e = exp(-2.0 * x.abs());
+    let t = (1.0 - e) / (1.0 + e);
+    t.copysign(x)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exp_and_tanh_match_libm() {
+        let mut worst_exp = 0.0f64;
+        let mut worst_tanh = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            worst_exp = worst_exp.max((super::exp(x) as f64 - want).abs() / want);
+            x += 0.0137;
+        }
+        let mut x = -12.0f32;
+        while x < 12.0 {
+            let want = (x as f64).tanh();
+            // Absolute error: tanh's result feeds 1 + tanh in GELU.
+            worst_tanh = worst_tanh.max((super::tanh(x) as f64 - want).abs());
+            x += 0.000_37;
+        }
+        assert!(worst_exp < 4e-7, "exp relative error {worst_exp:e}");
+        assert!(worst_tanh < 3e-7, "tanh absolute error {worst_tanh:e}");
+        assert_eq!(super::tanh(0.0), 0.0);
+        assert_eq!(super::exp(0.0), 1.0);
+    }
+}

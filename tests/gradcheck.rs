@@ -1,0 +1,278 @@
+//! Finite-difference gradient checks: every kernel's backward pass against central differences
+//! of its forward pass, for the scalar loss L = Σ r ⊙ out with fixed random weights r (so the
+//! incoming gradient is dout = r).
+
+use lmlab::kernels::{
+    attention, crossentropy, dropout, embedding, gelu, layernorm, matmul, residual,
+};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+fn rand_vec(rng: &mut Xoshiro256PlusPlus, n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| rng.gen_range(-1.0..1.0f32) * scale)
+        .collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+/// Compares `analytic` with central differences of `loss` at `x`, element by element.
+fn check(name: &str, x: &[f32], analytic: &[f32], mut loss: impl FnMut(&[f32]) -> f64) {
+    let h = 1e-2f32;
+    let mut xp = x.to_vec();
+    let mut worst = 0.0f64;
+    let scale = analytic
+        .iter()
+        .fold(0.0f64, |m, g| m.max(g.abs() as f64))
+        .max(1e-3);
+    for i in 0..x.len() {
+        xp[i] = x[i] + h;
+        let up = loss(&xp);
+        xp[i] = x[i] - h;
+        let down = loss(&xp);
+        xp[i] = x[i];
+        let numeric = (up - down) / (2.0 * h as f64);
+        worst = worst.max((numeric - analytic[i] as f64).abs() / scale);
+    }
+    assert!(
+        worst < 2e-3,
+        "{name}: finite-difference mismatch {worst:.2e} (relative to max |grad| {scale:.3})"
+    );
+}
+
+#[test]
+fn matmul_gradients() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+    let (n, c, oc) = (5, 6, 7);
+    let inp = rand_vec(&mut rng, n * c, 1.0);
+    let w = rand_vec(&mut rng, oc * c, 1.0);
+    let b = rand_vec(&mut rng, oc, 1.0);
+    let r = rand_vec(&mut rng, n * oc, 1.0);
+    let f = |inp: &[f32], w: &[f32], b: &[f32]| {
+        let mut out = vec![0.0; n * oc];
+        matmul::matmul_forward(&mut out, inp, w, Some(b), n, c, oc);
+        dot(&out, &r)
+    };
+    let (mut di, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
+    matmul::matmul_backward(&mut di, &mut dw, Some(&mut db), &r, &inp, &w, n, c, oc);
+    check("matmul dinp", &inp, &di, |x| f(x, &w, &b));
+    check("matmul dweight", &w, &dw, |x| f(&inp, x, &b));
+    check("matmul dbias", &b, &db, |x| f(&inp, &w, x));
+}
+
+#[test]
+fn layernorm_gradients() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(2);
+    let (n, c) = (4, 40); // c > COLUMN_CHUNK exercises the column split
+    let inp = rand_vec(&mut rng, n * c, 2.0);
+    let w = rand_vec(&mut rng, c, 1.0);
+    let b = rand_vec(&mut rng, c, 1.0);
+    let r = rand_vec(&mut rng, n * c, 1.0);
+    let f = |inp: &[f32], w: &[f32], b: &[f32]| {
+        let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+        layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, inp, w, Some(b), c);
+        dot(&out, &r)
+    };
+    let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+    layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &w, Some(&b), c);
+    let (mut di, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
+    layernorm::layernorm_backward(
+        &mut di,
+        &mut dw,
+        Some(&mut db),
+        &r,
+        &inp,
+        &w,
+        &mean,
+        &rstd,
+        c,
+    );
+    check("layernorm dinp", &inp, &di, |x| f(x, &w, &b));
+    check("layernorm dweight", &w, &dw, |x| f(&inp, x, &b));
+    check("layernorm dbias", &b, &db, |x| f(&inp, &w, x));
+}
+
+#[test]
+fn attention_gradients() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+    let (b, t, c, nh) = (2, 5, 8, 2);
+    let qkv = rand_vec(&mut rng, b * t * 3 * c, 1.0);
+    let r = rand_vec(&mut rng, b * t * c, 1.0);
+    for p_drop in [0.0f32, 0.3] {
+        let seed = 99;
+        let f = |qkv: &[f32]| {
+            let (mut out, mut att, mut drop) = (
+                vec![0.0; b * t * c],
+                vec![0.0; b * nh * t * t],
+                vec![0.0; b * nh * t * t],
+            );
+            let d = (p_drop > 0.0).then_some((&mut drop[..], p_drop, seed));
+            attention::attention_forward(&mut out, &mut att, d, qkv, b, t, c, nh);
+            dot(&out, &r)
+        };
+        let (mut out, mut att, mut drop) = (
+            vec![0.0; b * t * c],
+            vec![0.0; b * nh * t * t],
+            vec![0.0; b * nh * t * t],
+        );
+        let d = (p_drop > 0.0).then_some((&mut drop[..], p_drop, seed));
+        attention::attention_forward(&mut out, &mut att, d, &qkv, b, t, c, nh);
+        // Causality: row i of every probability block is zero right of the diagonal and sums to one.
+        for blk in att.chunks(t * t) {
+            for i in 0..t {
+                assert!(blk[i * t + i + 1..(i + 1) * t].iter().all(|&p| p == 0.0));
+                assert!((blk[i * t..i * t + i + 1].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            }
+        }
+        let (mut dqkv, mut datt) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
+        let d = (p_drop > 0.0).then_some((&drop[..], p_drop, seed));
+        attention::attention_backward(&mut dqkv, &mut datt, &r, &qkv, &att, d, b, t, c, nh);
+        check(
+            &format!("attention dqkv (dropout {p_drop})"),
+            &qkv,
+            &dqkv,
+            f,
+        );
+    }
+}
+
+#[test]
+fn gelu_residual_dropout_gradients() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(4);
+    let n = 50;
+    let x = rand_vec(&mut rng, n, 3.0);
+    let y = rand_vec(&mut rng, n, 3.0);
+    let r = rand_vec(&mut rng, n, 1.0);
+    let mut dx = vec![0.0; n];
+    gelu::gelu_backward(&mut dx, &x, &r);
+    check("gelu", &x, &dx, |x| {
+        let mut out = vec![0.0; n];
+        gelu::gelu_forward(&mut out, x);
+        dot(&out, &r)
+    });
+    // A known value: gelu_tanh(1) = 0.841192 (PyTorch, approximate='tanh').
+    let mut one = [0.0f32];
+    gelu::gelu_forward(&mut one, &[1.0]);
+    assert!((one[0] - 0.841_192).abs() < 1e-5, "{}", one[0]);
+
+    let (mut da, mut db) = (vec![0.0; n], vec![0.0; n]);
+    residual::residual_backward(&mut da, &mut db, &r);
+    let res = |a: &[f32], b: &[f32]| {
+        let mut out = vec![0.0; n];
+        residual::residual_forward(&mut out, a, b);
+        dot(&out, &r)
+    };
+    check("residual da", &x, &da, |a| res(a, &y));
+    check("residual db", &y, &db, |b| res(&x, b));
+
+    let mut dd = vec![0.0; n];
+    dropout::dropout_backward(&mut dd, &r, 0.25, 5);
+    check("dropout", &x, &dd, |x| {
+        let mut out = vec![0.0; n];
+        dropout::dropout_forward(&mut out, x, 0.25, 5);
+        dot(&out, &r)
+    });
+}
+
+#[test]
+fn embedding_gradients() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+    let (v, block, b, t, c) = (7, 6, 2, 4, 40);
+    let wte = rand_vec(&mut rng, v * c, 1.0);
+    let wpe = rand_vec(&mut rng, block * c, 1.0);
+    let idx: Vec<u32> = vec![1, 3, 3, 6, 0, 1, 1, 1]; // repeated tokens accumulate
+    let r = rand_vec(&mut rng, b * t * c, 1.0);
+    let f = |wte: &[f32], wpe: &[f32]| {
+        let mut out = vec![0.0; b * t * c];
+        embedding::embedding_forward(&mut out, &idx, wte, wpe, t, c);
+        dot(&out, &r)
+    };
+    let (mut dwte, mut dwpe) = (vec![0.0; v * c], vec![0.0; block * c]);
+    embedding::embedding_backward(&mut dwte, &mut dwpe, &r, &idx, t, c);
+    check("embedding dwte", &wte, &dwte, |x| f(x, &wpe));
+    check("embedding dwpe", &wpe, &dwpe, |x| f(&wte, x));
+}
+
+#[test]
+fn crossentropy_gradients_and_ignore_index() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(6);
+    let (n, v) = (5, 9);
+    let logits = rand_vec(&mut rng, n * v, 3.0);
+    let targets = [3, -1, 0, 8, 4];
+    let f = |l: &[f32]| {
+        let mut losses = vec![0.0; n];
+        let (sum, count) = crossentropy::crossentropy_forward(&mut losses, l, &targets, v);
+        assert_eq!(count, 4);
+        sum / count as f64
+    };
+    let mut d = vec![0.0; n * v];
+    crossentropy::crossentropy_backward(&mut d, &logits, &targets, v, 0.25);
+    assert!(
+        d[v..2 * v].iter().all(|&g| g == 0.0),
+        "ignored row has no gradient"
+    );
+    check("crossentropy", &logits, &d, f);
+    // Uniform logits give loss ln(V).
+    let mut losses = vec![0.0; 1];
+    let (s, _) = crossentropy::crossentropy_forward(&mut losses, &vec![0.5; v], &[2], v);
+    assert!((s - (v as f64).ln()).abs() < 1e-6);
+}
+
+#[test]
+fn whole_model_gradients_with_and_without_dropout() {
+    use lmlab::model::{Gpt, GptConfig};
+    for dropout in [0.0, 0.2] {
+        let cfg = GptConfig {
+            vocab_size: 9,
+            block_size: 6,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 8,
+            dropout,
+            bias: true,
+            tie_embeddings: true,
+        };
+        let mut m = Gpt::new(cfg, 2).unwrap();
+        m.init_gpt2(3);
+        // Larger weights than GPT-2's init so gradients are well above rounding noise.
+        m.params.iter_mut().for_each(|p| *p *= 5.0);
+        let idx = [1u32, 2, 3, 4, 5, 6, 7, 8, 0, 1];
+        let tg = [2i32, 3, 4, -1, 6, 7, 8, 0, 1, 2];
+        m.zero_grad();
+        m.forward(&idx, Some(&tg), 2, 5, true, 77).unwrap();
+        m.backward().unwrap();
+        let grads = m.grads.clone();
+        let params = m.params.clone();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+        // A sample of parameters from every tensor.
+        let picks: Vec<usize> = m
+            .layout
+            .tensors
+            .iter()
+            .flat_map(|t| {
+                (0..4)
+                    .map(|_| t.offset + rng.gen_range(0..t.numel()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let h = 3e-3f32;
+        let mut worst = 0.0f64;
+        let scale = grads.iter().fold(0.0f32, |a, g| a.max(g.abs())) as f64;
+        for &i in &picks {
+            let mut loss_at = |x: f32| {
+                m.params.copy_from_slice(&params);
+                m.params[i] = x;
+                // Same dropout seed: the same masks as the analytic pass.
+                m.forward(&idx, Some(&tg), 2, 5, true, 77).unwrap().unwrap() as f64
+            };
+            let numeric = (loss_at(params[i] + h) - loss_at(params[i] - h)) / (2.0 * h as f64);
+            worst = worst.max((numeric - grads[i] as f64).abs() / scale);
+        }
+        assert!(
+            worst < 5e-3,
+            "dropout {dropout}: model finite-difference mismatch {worst:.2e}"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! After the first step, a training step (batch sampling, forward, backward, clipping, AdamW)
+//! performs no heap allocation, on any thread. Counted through the global allocator.
+
+use lmlab::data::{Batch, CharTokenizer};
+use lmlab::model::Gpt;
+use lmlab::optim::AdamW;
+use lmlab::train::{config::RunConfig, thread_pool, Trainer};
+use rand::SeedableRng;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn training_step_allocates_nothing_after_the_first() {
+    let text = "First Citizen:\nBefore we proceed any further, hear me speak.\n".repeat(40);
+    let tok = CharTokenizer::from_corpus(&text).unwrap();
+    let tokens = tok.encode(&text).unwrap();
+    for dropout in [0.0, 0.1] {
+        let mut cfg = RunConfig::default();
+        cfg.model.n_layer = 2;
+        cfg.model.n_embd = 64;
+        cfg.model.n_head = 4;
+        cfg.model.block_size = 32;
+        cfg.model.dropout = dropout;
+        let mut model = Gpt::new(cfg.model.gpt_config(tok.vocab_size()), 4).unwrap();
+        model.init_gpt2(1);
+        let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
+        let mut tr = Trainer {
+            model,
+            opt,
+            schedule: cfg.optim.schedule(),
+            grad_clip: 1.0,
+            batch: Batch::new(4, 32),
+            rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0),
+            step: 0,
+            seed: 0,
+        };
+        let pool = thread_pool(2).unwrap();
+        let counted = pool.install(|| {
+            tr.step(&tokens).unwrap();
+            tr.step(&tokens).unwrap();
+            ALLOCS.store(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+            for _ in 0..5 {
+                tr.step(&tokens).unwrap();
+            }
+            COUNTING.store(false, Ordering::SeqCst);
+            ALLOCS.load(Ordering::SeqCst)
+        });
+        assert_eq!(
+            counted, 0,
+            "dropout {dropout}: {counted} heap allocations in 5 training steps"
+        );
+    }
+}
