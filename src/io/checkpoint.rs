@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ckpt/
-//!   model.safetensors      weights by nanoGPT name (f32); metadata holds the model config
+//!   model.safetensors      weights by nanoGPT name (f32); metadata `lmlab_gpt_config` (JSON)
 //!   optimizer.safetensors  AdamW moments: exp_avg.<name>, exp_avg_sq.<name>
 //!   config.toml            the full run config
 //!   tokenizer.json         the character vocabulary
