@@ -58,45 +58,59 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
-/// Finds the demo corpus: `--data`, `$LMLAB_DATA` (a file, or a directory holding
-/// tinyshakespeare.txt), the cache, `../shared/data/`, a download, or a generated corpus.
-pub fn find_data(given: Option<&Path>, allow_download: bool) -> Result<DataSource> {
-    if let Some(p) = given {
-        anyhow::ensure!(p.is_file(), "--data {} is not a file", p.display());
-        return Ok(DataSource::Given(p.to_path_buf()));
-    }
-    if let Some(v) = std::env::var_os("LMLAB_DATA").filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(v);
-        let p = if p.is_dir() { p.join(FILE_NAME) } else { p };
-        anyhow::ensure!(
-            p.is_file(),
-            "$LMLAB_DATA points to {}, which is not a file",
-            p.display()
-        );
-        return Ok(DataSource::EnvVar(p));
-    }
-    let cached = cache_dir().join(FILE_NAME);
-    if cached.is_file() {
-        return Ok(DataSource::Cache(cached));
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for base in [
-        Path::new(".."),
-        Path::new("."),
-        manifest.parent().unwrap_or(manifest),
-    ] {
-        let p = base.join("shared/data").join(FILE_NAME);
-        if p.is_file() {
-            return Ok(DataSource::SharedData(p));
+/// Where to look for the demo corpus, in order.
+pub struct DataSearch {
+    /// `--data`.
+    pub given: Option<PathBuf>,
+    /// `$LMLAB_DATA`: a file, or a directory holding tinyshakespeare.txt.
+    pub env_data: Option<PathBuf>,
+    /// The cache directory (downloads and generated corpora go here).
+    pub cache: PathBuf,
+    /// `shared/data/` directories to try.
+    pub shared: Vec<PathBuf>,
+    pub allow_download: bool,
+}
+
+impl DataSearch {
+    /// The standard search: `--data`, `$LMLAB_DATA`, the cache, `../shared/data/` (relative to
+    /// the working directory and to the source tree), then a download.
+    pub fn standard(given: Option<&Path>, allow_download: bool) -> Self {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        DataSearch {
+            given: given.map(Path::to_path_buf),
+            env_data: std::env::var_os("LMLAB_DATA").filter(|v| !v.is_empty()).map(PathBuf::from),
+            cache: cache_dir(),
+            shared: vec![PathBuf::from("../shared/data"), PathBuf::from("shared/data"), manifest.join("../shared/data")],
+            allow_download,
         }
     }
-    if allow_download && download(TINY_SHAKESPEARE_URL, &cached) {
-        return Ok(DataSource::Downloaded(cached));
+
+    /// Finds the corpus; falls back to a generated one when nothing else is available.
+    pub fn find(&self) -> Result<DataSource> {
+        if let Some(p) = &self.given {
+            anyhow::ensure!(p.is_file(), "--data {} is not a file", p.display());
+            return Ok(DataSource::Given(p.clone()));
+        }
+        if let Some(p) = &self.env_data {
+            let p = if p.is_dir() { p.join(FILE_NAME) } else { p.clone() };
+            anyhow::ensure!(p.is_file(), "$LMLAB_DATA points to {}, which is not a file", p.display());
+            return Ok(DataSource::EnvVar(p));
+        }
+        let cached = self.cache.join(FILE_NAME);
+        if cached.is_file() {
+            return Ok(DataSource::Cache(cached));
+        }
+        if let Some(p) = self.shared.iter().map(|d| d.join(FILE_NAME)).find(|p| p.is_file()) {
+            return Ok(DataSource::SharedData(p));
+        }
+        if self.allow_download && download(TINY_SHAKESPEARE_URL, &cached) {
+            return Ok(DataSource::Downloaded(cached));
+        }
+        let p = self.cache.join("generated-corpus.txt");
+        std::fs::create_dir_all(&self.cache)?;
+        std::fs::write(&p, generated_corpus(300_000, 1))?;
+        Ok(DataSource::Generated(p))
     }
-    let p = cache_dir().join("generated-corpus.txt");
-    std::fs::create_dir_all(cache_dir())?;
-    std::fs::write(&p, generated_corpus(300_000, 1))?;
-    Ok(DataSource::Generated(p))
 }
 
 /// Downloads with `curl` (15 s limit) into a temporary file renamed into place on success.
@@ -190,4 +204,37 @@ pub fn generated_corpus(bytes: usize, seed: u64) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_order_and_generated_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        let mut search = DataSearch {
+            given: None,
+            env_data: None,
+            cache: dir.path().join("cache"),
+            shared: vec![dir.path().join("nowhere"), shared.clone()],
+            allow_download: false,
+        };
+        // Nothing anywhere and no download: a generated corpus, written to the cache.
+        let src = search.find().unwrap();
+        assert!(matches!(src, DataSource::Generated(_)), "{src:?}");
+        let text = std::fs::read_to_string(src.path()).unwrap();
+        assert!(text.len() >= 300_000 && text.contains(":\n"));
+        assert_eq!(text, generated_corpus(300_000, 1), "the generated corpus is deterministic");
+        // A shared copy wins over generating.
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::write(shared.join(FILE_NAME), "x").unwrap();
+        assert_eq!(search.find().unwrap(), DataSource::SharedData(shared.join(FILE_NAME)));
+        // $LMLAB_DATA (a directory) wins over shared data; --data wins over everything.
+        search.env_data = Some(shared.clone());
+        assert_eq!(search.find().unwrap(), DataSource::EnvVar(shared.join(FILE_NAME)));
+        search.given = Some(dir.path().join("missing.txt"));
+        assert!(search.find().unwrap_err().to_string().contains("missing.txt"));
+    }
 }

@@ -229,7 +229,7 @@ fn cmd_eval(dir: &Path, data: Option<&Path>, json: bool) -> Result<()> {
 }
 
 fn cmd_demo(data: Option<&Path>, iters: u64, out: &Path, offline: bool) -> Result<()> {
-    let source = demo::find_data(data, !offline)?;
+    let source = demo::DataSearch::standard(data, !offline).find()?;
     println!("lmlab demo: training on {}", source.describe());
     let mut cfg = RunConfig::default();
     cfg.data.path = source.path().to_string_lossy().into_owned();
