@@ -78,9 +78,15 @@ impl DataSearch {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         DataSearch {
             given: given.map(Path::to_path_buf),
-            env_data: std::env::var_os("LMLAB_DATA").filter(|v| !v.is_empty()).map(PathBuf::from),
+            env_data: std::env::var_os("LMLAB_DATA")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
             cache: cache_dir(),
-            shared: vec![PathBuf::from("../shared/data"), PathBuf::from("shared/data"), manifest.join("../shared/data")],
+            shared: vec![
+                PathBuf::from("../shared/data"),
+                PathBuf::from("shared/data"),
+                manifest.join("../shared/data"),
+            ],
             allow_download,
         }
     }
@@ -92,15 +98,28 @@ impl DataSearch {
             return Ok(DataSource::Given(p.clone()));
         }
         if let Some(p) = &self.env_data {
-            let p = if p.is_dir() { p.join(FILE_NAME) } else { p.clone() };
-            anyhow::ensure!(p.is_file(), "$LMLAB_DATA points to {}, which is not a file", p.display());
+            let p = if p.is_dir() {
+                p.join(FILE_NAME)
+            } else {
+                p.clone()
+            };
+            anyhow::ensure!(
+                p.is_file(),
+                "$LMLAB_DATA points to {}, which is not a file",
+                p.display()
+            );
             return Ok(DataSource::EnvVar(p));
         }
         let cached = self.cache.join(FILE_NAME);
         if cached.is_file() {
             return Ok(DataSource::Cache(cached));
         }
-        if let Some(p) = self.shared.iter().map(|d| d.join(FILE_NAME)).find(|p| p.is_file()) {
+        if let Some(p) = self
+            .shared
+            .iter()
+            .map(|d| d.join(FILE_NAME))
+            .find(|p| p.is_file())
+        {
             return Ok(DataSource::SharedData(p));
         }
         if self.allow_download && download(TINY_SHAKESPEARE_URL, &cached) {
@@ -226,15 +245,29 @@ mod tests {
         assert!(matches!(src, DataSource::Generated(_)), "{src:?}");
         let text = std::fs::read_to_string(src.path()).unwrap();
         assert!(text.len() >= 300_000 && text.contains(":\n"));
-        assert_eq!(text, generated_corpus(300_000, 1), "the generated corpus is deterministic");
+        assert_eq!(
+            text,
+            generated_corpus(300_000, 1),
+            "the generated corpus is deterministic"
+        );
         // A shared copy wins over generating.
         std::fs::create_dir_all(&shared).unwrap();
         std::fs::write(shared.join(FILE_NAME), "x").unwrap();
-        assert_eq!(search.find().unwrap(), DataSource::SharedData(shared.join(FILE_NAME)));
+        assert_eq!(
+            search.find().unwrap(),
+            DataSource::SharedData(shared.join(FILE_NAME))
+        );
         // $LMLAB_DATA (a directory) wins over shared data; --data wins over everything.
         search.env_data = Some(shared.clone());
-        assert_eq!(search.find().unwrap(), DataSource::EnvVar(shared.join(FILE_NAME)));
+        assert_eq!(
+            search.find().unwrap(),
+            DataSource::EnvVar(shared.join(FILE_NAME))
+        );
         search.given = Some(dir.path().join("missing.txt"));
-        assert!(search.find().unwrap_err().to_string().contains("missing.txt"));
+        assert!(search
+            .find()
+            .unwrap_err()
+            .to_string()
+            .contains("missing.txt"));
     }
 }

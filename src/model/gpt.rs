@@ -811,3 +811,89 @@ impl Gpt {
             .map(|t| (t.name.as_str(), &self.params[t.range()]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn std_of(x: &[f32]) -> f64 {
+        let n = x.len() as f64;
+        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+        (x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+    }
+
+    #[test]
+    fn gpt2_initialisation() {
+        let cfg = GptConfig {
+            vocab_size: 65,
+            block_size: 64,
+            n_layer: 8,
+            n_head: 4,
+            n_embd: 128,
+            dropout: 0.0,
+            bias: true,
+            tie_embeddings: false,
+        };
+        let mut m = Gpt::new(cfg, 1).unwrap();
+        m.init_gpt2(0);
+        let get = |name: &str| &m.params[m.layout.get(name).unwrap().range()];
+        let proj_std = 0.02 / (16f64).sqrt();
+        for (name, want) in [
+            ("transformer.wte.weight", 0.02),
+            ("lm_head.weight", 0.02),
+            ("transformer.h.3.attn.c_attn.weight", 0.02),
+            ("transformer.h.3.mlp.c_fc.weight", 0.02),
+            ("transformer.h.3.attn.c_proj.weight", proj_std),
+            ("transformer.h.3.mlp.c_proj.weight", proj_std),
+        ] {
+            let s = std_of(get(name));
+            assert!((s / want - 1.0).abs() < 0.05, "{name}: std {s} vs {want}");
+        }
+        assert!(get("transformer.h.0.ln_1.weight").iter().all(|&x| x == 1.0));
+        assert!(get("transformer.h.0.attn.c_attn.bias")
+            .iter()
+            .all(|&x| x == 0.0));
+        // nanoGPT's parameter count for this shape (its count includes wpe and the untied head).
+        let c = 128;
+        let per_block =
+            2 * (2 * c) + (3 * c * c + 3 * c) + (c * c + c) + (4 * c * c + 4 * c) + (4 * c * c + c);
+        assert_eq!(
+            m.num_params(),
+            65 * c + 64 * c + 8 * per_block + 2 * c + 65 * c
+        );
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        let cfg = GptConfig {
+            vocab_size: 10,
+            block_size: 8,
+            n_layer: 1,
+            n_head: 3,
+            n_embd: 16,
+            dropout: 0.0,
+            bias: true,
+            tie_embeddings: true,
+        };
+        let e = Gpt::new(cfg.clone(), 1).err().unwrap().to_string();
+        assert!(e.contains("multiple of model.n_head"), "{e}");
+        let mut m = Gpt::new(GptConfig { n_head: 2, ..cfg }, 2).unwrap();
+        assert!(m.forward(&[1, 2, 3], None, 1, 3, false, 0).is_ok());
+        assert!(m
+            .forward(&[1; 9], None, 1, 9, false, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("block_size"));
+        assert!(m
+            .forward(&[1; 6], None, 3, 2, false, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("batch 3"));
+        assert!(m
+            .forward(&[10, 1], None, 1, 2, false, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("token id 10"));
+        assert!(m.backward().unwrap_err().to_string().contains("targets"));
+    }
+}
