@@ -9,4 +9,5 @@ pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod optim;
+pub mod profile;
 pub mod train;

@@ -74,6 +74,20 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Time training steps of a config's model and break the time down by operation.
+    Profile {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Vocabulary size of the random-token data.
+        #[arg(long, default_value_t = 65)]
+        vocab: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+    },
     /// Quick end-to-end demo: train a small model on Tiny Shakespeare for about a minute.
     Demo {
         /// Text file to train on (default: Tiny Shakespeare, found or downloaded).
@@ -129,6 +143,27 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             json,
         } => thread_pool(threads)?.install(|| cmd_eval(&checkpoint, data.as_deref(), json)),
+        Cmd::Profile {
+            config,
+            set,
+            vocab,
+            warmup,
+            iters,
+        } => {
+            let cfg = RunConfig::from_file(&config, &set)?;
+            let (median, rows) = train::profile_steps(&cfg, vocab, warmup, iters)?;
+            let total: f64 = rows.iter().map(|r| r.1).sum();
+            println!("median step: {median:.2} ms over {iters} steps; per step by operation:");
+            for (label, secs, calls) in rows {
+                let ms = secs * 1e3 / iters as f64;
+                let share = 100.0 * secs / total;
+                println!(
+                    "  {label:<28} {ms:>8.2} ms  {share:>5.1}%  ({} calls/step)",
+                    calls / iters as u64
+                );
+            }
+            Ok(())
+        }
         Cmd::Demo {
             data,
             iters,

@@ -44,6 +44,7 @@ pub fn attention_forward(
     c: usize,
     nh: usize,
 ) {
+    let _p = crate::profile::scope(crate::profile::Op::AttentionFwd);
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
     assert!(out.len() >= b * t * c && qkv.len() >= b * t * 3 * c && att.len() >= b * nh * t * t);
@@ -137,6 +138,7 @@ pub fn attention_backward(
     c: usize,
     nh: usize,
 ) {
+    let _p = crate::profile::scope(crate::profile::Op::AttentionBwd);
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
     assert!(dqkv.len() >= b * t * 3 * c && dout.len() >= b * t * c && datt.len() >= b * nh * t * t);

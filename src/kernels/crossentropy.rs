@@ -18,6 +18,7 @@ pub fn crossentropy_forward(
     targets: &[i32],
     v: usize,
 ) -> (f64, usize) {
+    let _p = crate::profile::scope(crate::profile::Op::CrossEntropyFwd);
     losses
         .par_iter_mut()
         .zip(logits.par_chunks(v).zip(targets.par_iter()))
@@ -46,6 +47,7 @@ pub fn crossentropy_backward(
     v: usize,
     scale: f32,
 ) {
+    let _p = crate::profile::scope(crate::profile::Op::CrossEntropyBwd);
     dlogits
         .par_chunks_mut(v)
         .zip(logits.par_chunks(v).zip(targets.par_iter()))

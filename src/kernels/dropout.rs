@@ -37,6 +37,7 @@ fn mask(seed: u64, i: usize, p: f32, scale: f32) -> f32 {
 
 /// out (len) = inp ⊙ mask(seed) / (1-p). With `p == 0` this is a copy.
 pub fn dropout_forward(out: &mut [f32], inp: &[f32], p: f32, seed: u64) {
+    let _p = crate::profile::scope(crate::profile::Op::DropoutFwd);
     let scale = 1.0 / (1.0 - p);
     out.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
@@ -50,6 +51,7 @@ pub fn dropout_forward(out: &mut [f32], inp: &[f32], p: f32, seed: u64) {
 
 /// dinp (len) += dout ⊙ mask(seed) / (1-p), the same mask as the forward pass.
 pub fn dropout_backward(dinp: &mut [f32], dout: &[f32], p: f32, seed: u64) {
+    let _p = crate::profile::scope(crate::profile::Op::DropoutBwd);
     let scale = 1.0 / (1.0 - p);
     dinp.par_chunks_mut(CHUNK)
         .zip(dout.par_chunks(CHUNK))

@@ -12,6 +12,7 @@ pub fn embedding_forward(
     t: usize,
     c: usize,
 ) {
+    let _p = crate::profile::scope(crate::profile::Op::EmbeddingFwd);
     out.par_chunks_mut(c)
         .zip(idx.par_iter())
         .enumerate()
@@ -38,6 +39,7 @@ pub fn embedding_backward(
     t: usize,
     c: usize,
 ) {
+    let _p = crate::profile::scope(crate::profile::Op::EmbeddingBwd);
     let n = idx.len();
     let chunks = c.div_ceil(COLUMN_CHUNK);
     let (wte_ptr, wpe_ptr) = (

@@ -24,6 +24,7 @@ fn gelu_grad(x: f32) -> f32 {
 
 /// out (len) = gelu(inp (len))
 pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
+    let _p = crate::profile::scope(crate::profile::Op::GeluFwd);
     out.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
         .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = gelu(x)));
@@ -31,6 +32,7 @@ pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
 
 /// dinp (len) += gelu'(inp) · dout
 pub fn gelu_backward(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+    let _p = crate::profile::scope(crate::profile::Op::GeluBwd);
     dinp.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK)))
         .for_each(|(di, (x, d))| {

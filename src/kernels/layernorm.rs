@@ -15,6 +15,7 @@ pub fn layernorm_forward(
     bias: Option<&[f32]>,
     c: usize,
 ) {
+    let _p = crate::profile::scope(crate::profile::Op::LayerNormFwd);
     out.par_chunks_mut(c)
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .zip(inp.par_chunks(c))
@@ -53,6 +54,7 @@ pub fn layernorm_backward(
     rstd: &[f32],
     c: usize,
 ) {
+    let _p = crate::profile::scope(crate::profile::Op::LayerNormBwd);
     let n = mean.len();
     // Input gradient, row-parallel:
     // dx = rstd · (dx̂ - mean(dx̂) - x̂ · mean(dx̂ · x̂)), with dx̂ = dout · w.

@@ -11,19 +11,26 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// e^x for finite x; saturates to 2^-126 below -87.3 and to ~e^88.7 above 88.7.
+///
+/// Written with min/max, multiply-adds and integer bit operations only (no float-to-int
+/// conversion, no branches), so loops over it compile to straight AVX2 code.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.7);
-    let n = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
-    let r = x - n * LN2_HI - n * LN2_LO;
+    // t holds round(x·log2 e) in its low mantissa bits.
+    let t = x.mul_add(LOG2E, ROUND_MAGIC);
+    let n = t - ROUND_MAGIC;
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
     let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 0.166_666_65;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 0.166_666_65);
+    p = p.mul_add(r, 0.5);
+    let y = (p * r).mul_add(r, r) + 1.0;
+    // 2^n from the integer n = bits(t) - bits(MAGIC): exponent field n + 127.
+    let n_int = t.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
+    y * f32::from_bits(n_int.wrapping_add(127) << 23)
 }
 
 /// tanh(x) = sign(x)·(1 - e)/(1 + e) with e = exp(-2|x|).

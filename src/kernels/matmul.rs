@@ -14,6 +14,7 @@ pub fn matmul_forward(
     c: usize,
     oc: usize,
 ) {
+    let _p = crate::profile::scope(crate::profile::Op::MatmulFwd);
     let out = &mut out[..n * oc];
     let beta = match bias {
         Some(b) => {
@@ -57,6 +58,7 @@ pub fn matmul_backward(
     c: usize,
     oc: usize,
 ) {
+    let _p = crate::profile::scope(crate::profile::Op::MatmulBwd);
     sgemm(
         false,
         false,

@@ -6,6 +6,7 @@ const CHUNK: usize = 4096;
 
 /// out (N·C) = a (N·C) + b (N·C)
 pub fn residual_forward(out: &mut [f32], a: &[f32], b: &[f32]) {
+    let _p = crate::profile::scope(crate::profile::Op::ResidualFwd);
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(o, (a, b))| {

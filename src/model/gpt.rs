@@ -289,6 +289,12 @@ impl<'a> Regions<'a> {
     }
 }
 
+/// Zeroes a gradient buffer (timed as its own operation by the profiler).
+fn zero(buf: &mut [f32]) {
+    let _p = crate::profile::scope(crate::profile::Op::ZeroFill);
+    buf.fill(0.0);
+}
+
 /// Dropout site numbers: each site gets an independent mask per step.
 fn site_attn(layer: usize) -> u64 {
     1 + 3 * layer as u64
@@ -386,7 +392,7 @@ impl Gpt {
     }
 
     pub fn zero_grad(&mut self) {
-        self.grads.fill(0.0);
+        zero(&mut self.grads);
     }
 
     /// Forward pass over `idx` (B, T). With `targets` (B, T), returns the mean cross-entropy over
@@ -615,7 +621,7 @@ impl Gpt {
 
         // Loss → logits → lm_head → ln_f.
         let d_logits = r.mut_(&a.d_logits, n * v);
-        d_logits.fill(0.0);
+        zero(d_logits);
         if self.loss_count > 0 {
             crossentropy_backward(
                 d_logits,
@@ -626,7 +632,7 @@ impl Gpt {
             );
         }
         let d_ln = r.mut_(&a.d_ln, n * c);
-        d_ln.fill(0.0);
+        zero(d_ln);
         matmul_backward(
             d_ln,
             gw(&p.lm_head),
@@ -639,7 +645,7 @@ impl Gpt {
             v,
         );
         let d_res = r.mut_(&a.d_residual, n * c);
-        d_res.fill(0.0);
+        zero(d_res);
         let block_out = |l: usize| -> &[f32] {
             match l {
                 0 => match &a.emb_drop {
@@ -668,14 +674,14 @@ impl Gpt {
             // MLP branch: resid_3 = resid_2 + dropout(mlp_proj). d_res is ∂L/∂resid_3.
             let d_branch: &[f32] = if p_drop > 0.0 {
                 let db = r.mut_(&a.d_branch, n * c);
-                db.fill(0.0);
+                zero(db);
                 dropout_backward(db, d_res, p_drop, dseed(site_mlp_resid(l)));
                 db
             } else {
                 d_res
             };
             let d_fc_gelu = r.mut_(&a.d_fc_gelu, n * 4 * c);
-            d_fc_gelu.fill(0.0);
+            zero(d_fc_gelu);
             matmul_backward(
                 d_fc_gelu,
                 gw(&bp.mlp_proj_w),
@@ -688,10 +694,10 @@ impl Gpt {
                 c,
             );
             let d_fc = r.mut_(&a.d_fc, n * 4 * c);
-            d_fc.fill(0.0);
+            zero(d_fc);
             gelu_backward(d_fc, r.get(&ba.fc, n * 4 * c), d_fc_gelu);
             let d_ln = r.mut_(&a.d_ln, n * c);
-            d_ln.fill(0.0);
+            zero(d_ln);
             matmul_backward(
                 d_ln,
                 gw(&bp.c_fc_w),
@@ -719,14 +725,14 @@ impl Gpt {
             // Attention branch: resid_2 = x_in + dropout(attn_proj).
             let d_branch: &[f32] = if p_drop > 0.0 {
                 let db = r.mut_(&a.d_branch, n * c);
-                db.fill(0.0);
+                zero(db);
                 dropout_backward(db, d_res, p_drop, dseed(site_attn_resid(l)));
                 db
             } else {
                 d_res
             };
             let d_atty = r.mut_(&a.d_atty, n * c);
-            d_atty.fill(0.0);
+            zero(d_atty);
             matmul_backward(
                 d_atty,
                 gw(&bp.attn_proj_w),
@@ -739,7 +745,7 @@ impl Gpt {
                 c,
             );
             let d_qkv = r.mut_(&a.d_qkv, n * 3 * c);
-            d_qkv.fill(0.0);
+            zero(d_qkv);
             let drop = ba
                 .att_drop
                 .as_ref()
@@ -758,7 +764,7 @@ impl Gpt {
                 nh,
             );
             let d_ln = r.mut_(&a.d_ln, n * c);
-            d_ln.fill(0.0);
+            zero(d_ln);
             matmul_backward(
                 d_ln,
                 gw(&bp.c_attn_w),
@@ -785,7 +791,7 @@ impl Gpt {
         // d_res is now ∂L/∂(embedding output after dropout).
         let d_emb: &[f32] = if p_drop > 0.0 {
             let db = r.mut_(&a.d_branch, n * c);
-            db.fill(0.0);
+            zero(db);
             dropout_backward(db, d_res, p_drop, dseed(SITE_EMB));
             db
         } else {

@@ -72,6 +72,7 @@ impl AdamW {
 
     /// One update of `params` with `grads` at learning rate `lr`.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        let _p = crate::profile::scope(crate::profile::Op::AdamW);
         self.t += 1;
         let AdamWConfig {
             beta1, beta2, eps, ..

@@ -22,6 +22,7 @@ pub fn grad_norm(grads: &[f32]) -> f32 {
 /// Scales `grads` so their global norm is at most `max_norm`; returns the norm before clipping.
 /// Like PyTorch, the factor is `max_norm / (norm + 1e-6)`, applied only when it is below one.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
+    let _p = crate::profile::scope(crate::profile::Op::ClipGrad);
     let norm = grad_norm(grads);
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {

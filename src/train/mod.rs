@@ -60,7 +60,10 @@ impl Trainer {
     /// One optimizer step on a fresh batch from `train_tokens`.
     pub fn step(&mut self, train_tokens: &[u32]) -> Result<StepStats> {
         let lr = self.schedule.lr(self.step);
-        sample_batch(train_tokens, &mut self.batch, &mut self.rng);
+        {
+            let _p = crate::profile::scope(crate::profile::Op::Batch);
+            sample_batch(train_tokens, &mut self.batch, &mut self.rng);
+        }
         self.step_on_batch(lr)
     }
 
@@ -326,5 +329,49 @@ fn train_in_pool(
         } else {
             0.0
         },
+    })
+}
+
+/// Times `iters` training steps of `cfg`'s model on random tokens (after `warmup` steps) with
+/// the per-operation profiler on. Returns (median ms per step, per-op rows).
+pub fn profile_steps(
+    cfg: &RunConfig,
+    vocab_size: usize,
+    warmup: usize,
+    iters: usize,
+) -> Result<(f64, Vec<crate::profile::ProfileRow>)> {
+    let pool = thread_pool(cfg.train.threads)?;
+    pool.install(|| {
+        let mut model = Gpt::new(cfg.model.gpt_config(vocab_size), cfg.train.batch_size)?;
+        model.init_gpt2(cfg.train.seed);
+        let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
+        let tokens: Vec<u32> = (0..100_000)
+            .map(|_| rand::Rng::gen_range(&mut rng, 0..vocab_size as u32))
+            .collect();
+        let mut trainer = Trainer {
+            model,
+            opt,
+            schedule: cfg.optim.schedule(),
+            grad_clip: cfg.optim.grad_clip,
+            batch: Batch::new(cfg.train.batch_size, cfg.model.block_size),
+            rng,
+            step: 0,
+            seed: cfg.train.seed,
+        };
+        for _ in 0..warmup {
+            trainer.step(&tokens)?;
+        }
+        crate::profile::reset();
+        crate::profile::enable(true);
+        let mut times = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let t = Instant::now();
+            trainer.step(&tokens)?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        crate::profile::enable(false);
+        times.sort_by(|a, b| a.total_cmp(b));
+        Ok((times[times.len() / 2], crate::profile::report()))
     })
 }
