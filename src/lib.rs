@@ -1,6 +1,7 @@
 //! lmlab: Transformer language models with explicit forward/backward kernels.
 // Numeric kernels index several arrays with one loop variable; iterator zips would hide that.
 #![allow(clippy::needless_range_loop)]
+pub mod bench;
 pub mod data;
 pub mod demo;
 pub mod eval;

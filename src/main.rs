@@ -88,6 +88,26 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         iters: usize,
     },
+    /// One benchmark case, as JSON (driven by bench/run.py against PyTorch).
+    Bench {
+        /// S-train, M-train, M-forward or M-generate.
+        #[arg(long)]
+        case: String,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value_t = 1337)]
+        seed: u64,
+        /// Write the initial weights and first batch here (safetensors) for the PyTorch side.
+        #[arg(long)]
+        dump_init: Option<PathBuf>,
+        /// Print one JSON line (default: a short summary).
+        #[arg(long)]
+        json: bool,
+    },
     /// Quick end-to-end demo: train a small model on Tiny Shakespeare for about a minute.
     Demo {
         /// Text file to train on (default: Tiny Shakespeare, found or downloaded).
@@ -160,6 +180,36 @@ fn run(cli: Cli) -> Result<()> {
                 println!(
                     "  {label:<28} {ms:>8.2} ms  {share:>5.1}%  ({} calls/step)",
                     calls / iters as u64
+                );
+            }
+            Ok(())
+        }
+        Cmd::Bench {
+            case,
+            iters,
+            warmup,
+            threads,
+            seed,
+            dump_init,
+            json,
+        } => {
+            let r =
+                lmlab::bench::run_case(&case, iters, warmup, threads, seed, dump_init.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                let mut t = r.times_ms.clone();
+                t.sort_by(|a, b| a.total_cmp(b));
+                let med = t[t.len() / 2];
+                println!(
+                    "{}: median {med:.2} ms (min {:.2}, max {:.2}) over {} iters, {:.1} GFLOP/s, initial loss {:.4}, peak RSS {} MB",
+                    r.case,
+                    t[0],
+                    t[t.len() - 1],
+                    r.iters,
+                    r.flops_per_iter / med / 1e6,
+                    r.initial_loss,
+                    r.peak_rss_kb / 1024
                 );
             }
             Ok(())

@@ -1,10 +1,10 @@
-//! Autoregressive sampling with temperature and top-k.
+//! Autoregressive sampling with temperature and top-k, on a KV cache.
 //!
 //! The context is the last `block_size` tokens: a prompt longer than that is cropped from the
 //! left (the model cannot attend further back), exactly as nanoGPT's `generate` does.
 
 use crate::kernels::crossentropy::softmax_inplace;
-use crate::model::Gpt;
+use crate::model::{Gpt, KvCache};
 use anyhow::{ensure, Result};
 use rand::Rng;
 
@@ -19,6 +19,11 @@ pub struct SampleOptions {
 
 /// Generates `opts.max_new_tokens` tokens after `prompt`, calling `on_token` with each new id as
 /// it is produced. Returns the new tokens.
+///
+/// Uses a KV cache: the prompt is processed once, then each step runs one token. Once the
+/// context reaches `block_size`, each step re-runs the last `block_size` tokens (positions
+/// shift, so cached keys no longer apply) — the same context nanoGPT's `generate` crops to.
+/// Apart from the returned vector, nothing is allocated per token.
 pub fn generate<R: Rng>(
     model: &mut Gpt,
     prompt: &[u32],
@@ -37,38 +42,60 @@ pub fn generate<R: Rng>(
     ensure!(opts.top_k != Some(0), "top_k must be at least 1");
     let block = model.config.block_size;
     let v = model.config.vocab_size;
-    let mut ctx: Vec<u32> = prompt.to_vec();
+    let mut ctx: Vec<u32> = Vec::with_capacity(prompt.len() + opts.max_new_tokens);
+    ctx.extend_from_slice(prompt);
     let mut out = Vec::with_capacity(opts.max_new_tokens);
+    let mut logits = vec![0.0f32; v];
     let mut probs = vec![0.0f32; v];
     let mut sorted = vec![0.0f32; v];
-    for _ in 0..opts.max_new_tokens {
-        let window = &ctx[ctx.len().saturating_sub(block)..];
-        let t = window.len();
-        model.forward(window, None, 1, t, false, 0)?;
-        let logits = &model.logits()[(t - 1) * v..t * v];
-        let next = if opts.temperature == 0.0 {
-            argmax(logits)
-        } else {
-            for (p, &l) in probs.iter_mut().zip(logits) {
-                *p = l / opts.temperature;
-            }
-            if let Some(k) = opts.top_k.filter(|&k| k < v) {
-                sorted.copy_from_slice(&probs);
-                sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-                let kth = sorted[k - 1];
-                probs
-                    .iter_mut()
-                    .filter(|p| **p < kth)
-                    .for_each(|p| *p = f32::NEG_INFINITY);
-            }
-            softmax_inplace(&mut probs);
-            sample_index(&probs, rng.gen::<f32>())
-        };
+    let mut cache = KvCache::new(&model.config);
+    logits.copy_from_slice(
+        model.forward_cached(&ctx[ctx.len().saturating_sub(block)..], &mut cache)?,
+    );
+    for step in 0..opts.max_new_tokens {
+        let next = pick(&logits, opts, &mut probs, &mut sorted, rng);
         ctx.push(next);
         out.push(next);
         on_token(next);
+        if step + 1 == opts.max_new_tokens {
+            break;
+        }
+        if cache.is_full() {
+            cache.clear();
+            logits.copy_from_slice(model.forward_cached(&ctx[ctx.len() - block..], &mut cache)?);
+        } else {
+            logits.copy_from_slice(model.forward_cached(&[next], &mut cache)?);
+        }
     }
     Ok(out)
+}
+
+/// The next token from `logits`: argmax at temperature 0, else a draw from the softmax of
+/// `logits / temperature`, restricted to the `top_k` largest when set.
+fn pick<R: Rng>(
+    logits: &[f32],
+    opts: &SampleOptions,
+    probs: &mut [f32],
+    sorted: &mut [f32],
+    rng: &mut R,
+) -> u32 {
+    if opts.temperature == 0.0 {
+        return argmax(logits);
+    }
+    for (p, &l) in probs.iter_mut().zip(logits) {
+        *p = l / opts.temperature;
+    }
+    if let Some(k) = opts.top_k.filter(|&k| k < probs.len()) {
+        sorted.copy_from_slice(probs);
+        sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let kth = sorted[k - 1];
+        probs
+            .iter_mut()
+            .filter(|p| **p < kth)
+            .for_each(|p| *p = f32::NEG_INFINITY);
+    }
+    softmax_inplace(probs);
+    sample_index(probs, rng.gen::<f32>())
 }
 
 fn argmax(x: &[f32]) -> u32 {

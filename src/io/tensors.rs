@@ -4,20 +4,37 @@ use anyhow::{bail, Context, Result};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::collections::HashMap;
 
-/// Serializes `(name, shape, data)` triples with string metadata.
+/// Serializes `(name, shape, data)` f32 triples with string metadata.
 pub fn to_safetensors(
     tensors: &[(String, Vec<usize>, &[f32])],
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = tensors
+    let raw: Vec<RawTensor> = tensors
         .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .map(|(name, shape, d)| {
+            (
+                name.clone(),
+                Dtype::F32,
+                shape.clone(),
+                d.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
+    to_safetensors_raw(&raw, metadata)
+}
+
+/// A tensor already in little-endian bytes: (name, dtype, shape, bytes).
+pub type RawTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Serializes tensors of any dtype with string metadata.
+pub fn to_safetensors_raw(
+    tensors: &[RawTensor],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?))
+        .map(|(name, dtype, shape, b)| {
+            Ok((name.clone(), TensorView::new(*dtype, shape.clone(), b)?))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(safetensors::serialize(views, &Some(metadata))?)

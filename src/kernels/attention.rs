@@ -247,3 +247,71 @@ pub fn attention_backward(
             }
         });
 }
+
+/// Attention of `t` new queries, at positions `start .. start + t`, over the keys and values
+/// cached for positions `0 .. start + t` (inference with a KV cache, batch 1).
+///
+/// q (t, ldq) holds head `h` in columns `h·hs ..`; k_cache and v_cache are (≥ start + t, C);
+/// out (t, C); scratch (NH, ≥ start + t) holds one row of scores per head.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_cached(
+    out: &mut [f32],
+    q: &[f32],
+    ldq: usize,
+    k_cache: &[f32],
+    v_cache: &[f32],
+    scratch: &mut [f32],
+    start: usize,
+    t: usize,
+    c: usize,
+    nh: usize,
+) {
+    let _p = crate::profile::scope(crate::profile::Op::AttentionFwd);
+    let hs = c / nh;
+    let scale = 1.0 / (hs as f32).sqrt();
+    let len = start + t;
+    assert!(
+        out.len() >= t * c
+            && q.len() >= (t - 1) * ldq + c
+            && k_cache.len() >= len * c
+            && v_cache.len() >= len * c
+    );
+    assert!(scratch.len() >= nh * len);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let head = |h: usize, scores: &mut [f32]| {
+        for i in 0..t {
+            let keys = start + i + 1; // causal: query i sees positions 0..=start+i
+            let qi = &q[i * ldq + h * hs..i * ldq + (h + 1) * hs];
+            let s = &mut scores[..keys];
+            for (j, sj) in s.iter_mut().enumerate() {
+                *sj = scale * math::dot(qi, &k_cache[j * c + h * hs..j * c + (h + 1) * hs]);
+            }
+            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for x in s.iter_mut() {
+                *x = math::exp(*x - max);
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            // SAFETY: head h writes only columns h·hs..(h+1)·hs of each output row.
+            let o =
+                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * c + h * hs), hs) };
+            o.fill(0.0);
+            for (j, &p) in s.iter().enumerate() {
+                math::axpy(o, p * inv, &v_cache[j * c + h * hs..j * c + (h + 1) * hs]);
+            }
+        }
+    };
+    let scratch = &mut scratch[..nh * len];
+    if t * len * hs >= 1 << 14 {
+        scratch
+            .par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(h, s)| head(h, s));
+    } else {
+        scratch
+            .chunks_mut(len)
+            .enumerate()
+            .for_each(|(h, s)| head(h, s));
+    }
+}

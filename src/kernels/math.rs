@@ -41,6 +41,35 @@ pub fn tanh(x: f32) -> f32 {
     t.copysign(x)
 }
 
+/// Σ a·b with eight independent partial sums, so the loop compiles to vector FMAs (a plain
+/// `sum()` is a serial chain the compiler may not reorder).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ar.iter().zip(br) {
+        s = x.mul_add(*y, s);
+    }
+    s
+}
+
+/// y += alpha · x
+#[inline(always)]
+pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = alpha.mul_add(*x, *y);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -64,5 +93,20 @@ mod tests {
         assert!(worst_tanh < 3e-7, "tanh absolute error {worst_tanh:e}");
         assert_eq!(super::tanh(0.0), 0.0);
         assert_eq!(super::exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn dot_and_axpy() {
+        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.01).collect();
+        let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        assert!((super::dot(&a, &b) as f64 - want).abs() < 1e-3);
+        let mut y = b.clone();
+        super::axpy(&mut y, 2.0, &a);
+        assert!(y
+            .iter()
+            .zip(&a)
+            .zip(&b)
+            .all(|((y, a), b)| (y - (b + 2.0 * a)).abs() < 1e-5));
     }
 }

@@ -27,3 +27,9 @@ pub fn residual_backward(da: &mut [f32], db: &mut [f32], dout: &[f32]) {
             }
         });
 }
+
+/// x (len) += b (len): a residual add in place (inference, where the input is not kept).
+pub fn residual_add_inplace(x: &mut [f32], b: &[f32]) {
+    let _p = crate::profile::scope(crate::profile::Op::ResidualFwd);
+    x.iter_mut().zip(b).for_each(|(x, b)| *x += b);
+}

@@ -29,6 +29,9 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
+mod decode;
+pub use decode::KvCache;
+
 /// Model hyperparameters, with nanoGPT's names and meaning.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,248 @@
+//! Benchmark cases for the side-by-side comparison with PyTorch (`bench/run.py` drives them).
+//!
+//! Each case builds its model with GPT-2 initialisation, optionally writes the initial weights
+//! and first batch (`--dump-init`) so the PyTorch side can start from the same state, reports
+//! the loss of that batch, then times `iters` iterations after `warmup` untimed ones.
+
+use crate::data::dataset::sample_batch;
+use crate::data::Batch;
+use crate::infer::sample::{generate, SampleOptions};
+use crate::io::tensors::{to_safetensors_raw, RawTensor};
+use crate::model::{Gpt, GptConfig};
+use crate::optim::{AdamW, AdamWConfig, LrSchedule};
+use crate::train::{thread_pool, Trainer};
+use anyhow::{bail, Result};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use safetensors::Dtype;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+pub const CASES: &[&str] = &["S-train", "M-train", "M-forward", "M-generate"];
+
+#[derive(Serialize)]
+pub struct BenchResult {
+    pub case: String,
+    pub threads: usize,
+    pub iters: usize,
+    pub times_ms: Vec<f64>,
+    pub initial_loss: f32,
+    pub flops_per_iter: f64,
+    pub params: usize,
+    pub peak_rss_kb: u64,
+    /// Generated ids of the first timed iteration (M-generate).
+    pub tokens: Vec<u32>,
+}
+
+fn config(case: &str) -> Result<(GptConfig, usize)> {
+    let small = GptConfig {
+        vocab_size: 65,
+        block_size: 64,
+        n_layer: 4,
+        n_head: 4,
+        n_embd: 128,
+        dropout: 0.0,
+        bias: false,
+        tie_embeddings: true,
+    };
+    let medium = GptConfig {
+        block_size: 256,
+        n_layer: 6,
+        n_head: 6,
+        n_embd: 384,
+        ..small.clone()
+    };
+    Ok(match case {
+        "S-train" => (small, 12),
+        "M-train" => (medium, 16),
+        "M-forward" | "M-generate" => (medium, 1),
+        _ => bail!("unknown case {case:?}; cases: {}", CASES.join(", ")),
+    })
+}
+
+/// Matmul FLOPs (2 per multiply-add) of a forward pass over (b, t) tokens, counting attention
+/// scores and weighted sums densely as PyTorch's kernels compute them.
+pub fn forward_flops(cfg: &GptConfig, b: usize, t: usize) -> f64 {
+    let (n, c) = ((b * t) as f64, cfg.n_embd as f64);
+    let per_layer = 24.0 * n * c * c + 4.0 * (b * t * t) as f64 * c;
+    cfg.n_layer as f64 * per_layer + 2.0 * n * c * cfg.vocab_size as f64
+}
+
+fn peak_rss_kb() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_maxrss as u64
+    }
+}
+
+fn dump_init(path: &Path, model: &Gpt, batch: &Batch) -> Result<()> {
+    let mut tensors: Vec<RawTensor> = model
+        .named_params()
+        .map(|(name, data)| {
+            let shape = model.layout.get(name).unwrap().shape.clone();
+            (
+                format!("param.{name}"),
+                Dtype::F32,
+                shape,
+                data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let shape = vec![batch.b, batch.t];
+    tensors.push((
+        "batch.idx".into(),
+        Dtype::I64,
+        shape.clone(),
+        batch
+            .inputs
+            .iter()
+            .flat_map(|&x| (x as i64).to_le_bytes())
+            .collect(),
+    ));
+    tensors.push((
+        "batch.targets".into(),
+        Dtype::I64,
+        shape,
+        batch
+            .targets
+            .iter()
+            .flat_map(|&x| (x as i64).to_le_bytes())
+            .collect(),
+    ));
+    let c = &model.config;
+    let meta = serde_json::json!({
+        "vocab_size": c.vocab_size, "block_size": c.block_size, "n_layer": c.n_layer, "n_head": c.n_head,
+        "n_embd": c.n_embd, "bias": c.bias, "tie_embeddings": c.tie_embeddings, "batch": batch.b, "seq": batch.t,
+    });
+    let bytes = to_safetensors_raw(
+        &tensors,
+        HashMap::from([("config".to_string(), meta.to_string())]),
+    )?;
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
+/// Runs one case; see the module docs.
+pub fn run_case(
+    case: &str,
+    iters: usize,
+    warmup: usize,
+    threads: usize,
+    seed: u64,
+    dump: Option<&Path>,
+) -> Result<BenchResult> {
+    let (cfg, batch_size) = config(case)?;
+    let pool = thread_pool(threads)?;
+    pool.install(|| {
+        let mut model = Gpt::new(cfg.clone(), batch_size)?;
+        model.init_gpt2(seed);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let data: Vec<u32> = (0..200_000)
+            .map(|_| rng.gen_range(0..cfg.vocab_size as u32))
+            .collect();
+        let t = cfg.block_size;
+        let mut batch = Batch::new(batch_size, t);
+        sample_batch(&data, &mut batch, &mut rng);
+        if let Some(p) = dump {
+            dump_init(p, &model, &batch)?;
+        }
+        let params = model.num_params();
+        let initial_loss = model
+            .forward(&batch.inputs, Some(&batch.targets), batch_size, t, false, 0)?
+            .unwrap_or(0.0);
+        let mut times = Vec::with_capacity(iters);
+        let mut tokens = Vec::new();
+        let mut time = |f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+            for i in 0..warmup + iters {
+                let start = Instant::now();
+                f()?;
+                if i >= warmup {
+                    times.push(start.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            Ok(())
+        };
+        let flops = match case {
+            "S-train" | "M-train" => {
+                let opt = AdamW::new(
+                    AdamWConfig {
+                        beta1: 0.9,
+                        beta2: 0.99,
+                        eps: 1e-8,
+                        weight_decay: 0.1,
+                        decay_embeddings: false,
+                    },
+                    &model.layout,
+                );
+                let schedule = LrSchedule {
+                    learning_rate: 1e-3,
+                    min_lr: 1e-3,
+                    warmup_iters: 0,
+                    lr_decay_iters: 0,
+                    decay_lr: false,
+                };
+                let mut tr = Trainer {
+                    model,
+                    opt,
+                    schedule,
+                    grad_clip: 1.0,
+                    batch,
+                    rng,
+                    step: 0,
+                    seed,
+                };
+                time(&mut || tr.step(&data).map(|_| ()))?;
+                3.0 * forward_flops(&cfg, batch_size, t)
+            }
+            "M-forward" => {
+                time(&mut || {
+                    model
+                        .forward(&batch.inputs, None, 1, t, false, 0)
+                        .map(|_| ())
+                })?;
+                forward_flops(&cfg, 1, t)
+            }
+            _ => {
+                let opts = SampleOptions {
+                    max_new_tokens: t,
+                    temperature: 0.0,
+                    top_k: None,
+                };
+                let prompt = [batch.inputs[0]];
+                let mut first = true;
+                time(&mut || {
+                    let out = generate(&mut model, &prompt, &opts, &mut rng, |_| {})?;
+                    if first {
+                        tokens = out;
+                        first = false;
+                    }
+                    Ok(())
+                })?;
+                // Token at position p (1-based) attends over p positions: linear layers for one
+                // token plus 4·p·C for the scores and weighted sum, per layer.
+                let c = cfg.n_embd as f64;
+                (1..=t)
+                    .map(|p| {
+                        cfg.n_layer as f64 * (24.0 * c * c + 4.0 * p as f64 * c)
+                            + 2.0 * c * cfg.vocab_size as f64
+                    })
+                    .sum()
+            }
+        };
+        Ok(BenchResult {
+            case: case.to_string(),
+            threads: rayon::current_num_threads(),
+            iters,
+            times_ms: times,
+            initial_loss,
+            flops_per_iter: flops,
+            params,
+            peak_rss_kb: peak_rss_kb(),
+            tokens,
+        })
+    })
+}
