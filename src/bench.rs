@@ -47,13 +47,7 @@ fn config(case: &str) -> Result<(GptConfig, usize)> {
         bias: false,
         tie_embeddings: true,
     };
-    let medium = GptConfig {
-        block_size: 256,
-        n_layer: 6,
-        n_head: 6,
-        n_embd: 384,
-        ..small.clone()
-    };
+    let medium = GptConfig { block_size: 256, n_layer: 6, n_head: 6, n_embd: 384, ..small.clone() };
     Ok(match case {
         "S-train" => (small, 12),
         "M-train" => (medium, 16),
@@ -84,12 +78,7 @@ fn dump_init(path: &Path, model: &Gpt, batch: &Batch) -> Result<()> {
         .named_params()
         .map(|(name, data)| {
             let shape = model.layout.get(name).unwrap().shape.clone();
-            (
-                format!("param.{name}"),
-                Dtype::F32,
-                shape,
-                data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
+            (format!("param.{name}"), Dtype::F32, shape, data.iter().flat_map(|x| x.to_le_bytes()).collect())
         })
         .collect();
     let shape = vec![batch.b, batch.t];
@@ -97,31 +86,20 @@ fn dump_init(path: &Path, model: &Gpt, batch: &Batch) -> Result<()> {
         "batch.idx".into(),
         Dtype::I64,
         shape.clone(),
-        batch
-            .inputs
-            .iter()
-            .flat_map(|&x| (x as i64).to_le_bytes())
-            .collect(),
+        batch.inputs.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect(),
     ));
     tensors.push((
         "batch.targets".into(),
         Dtype::I64,
         shape,
-        batch
-            .targets
-            .iter()
-            .flat_map(|&x| (x as i64).to_le_bytes())
-            .collect(),
+        batch.targets.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect(),
     ));
     let c = &model.config;
     let meta = serde_json::json!({
         "vocab_size": c.vocab_size, "block_size": c.block_size, "n_layer": c.n_layer, "n_head": c.n_head,
         "n_embd": c.n_embd, "bias": c.bias, "tie_embeddings": c.tie_embeddings, "batch": batch.b, "seq": batch.t,
     });
-    let bytes = to_safetensors_raw(
-        &tensors,
-        HashMap::from([("config".to_string(), meta.to_string())]),
-    )?;
+    let bytes = to_safetensors_raw(&tensors, HashMap::from([("config".to_string(), meta.to_string())]))?;
     std::fs::write(path, bytes)?;
     Ok(())
 }
@@ -141,9 +119,7 @@ pub fn run_case(
         let mut model = Gpt::new(cfg.clone(), batch_size)?;
         model.init_gpt2(seed);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let data: Vec<u32> = (0..200_000)
-            .map(|_| rng.gen_range(0..cfg.vocab_size as u32))
-            .collect();
+        let data: Vec<u32> = (0..200_000).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
         let t = cfg.block_size;
         let mut batch = Batch::new(batch_size, t);
         sample_batch(&data, &mut batch, &mut rng);
@@ -151,9 +127,7 @@ pub fn run_case(
             dump_init(p, &model, &batch)?;
         }
         let params = model.num_params();
-        let initial_loss = model
-            .forward(&batch.inputs, Some(&batch.targets), batch_size, t, false, 0)?
-            .unwrap_or(0.0);
+        let initial_loss = model.forward(&batch.inputs, Some(&batch.targets), batch_size, t, false, 0)?.unwrap_or(0.0);
         let mut times = Vec::with_capacity(iters);
         let mut tokens = Vec::new();
         let mut time = |f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
@@ -169,13 +143,7 @@ pub fn run_case(
         let flops = match case {
             "S-train" | "M-train" => {
                 let opt = AdamW::new(
-                    AdamWConfig {
-                        beta1: 0.9,
-                        beta2: 0.99,
-                        eps: 1e-8,
-                        weight_decay: 0.1,
-                        decay_embeddings: false,
-                    },
+                    AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, decay_embeddings: false },
                     &model.layout,
                 );
                 let schedule = LrSchedule {
@@ -185,33 +153,16 @@ pub fn run_case(
                     lr_decay_iters: 0,
                     decay_lr: false,
                 };
-                let mut tr = Trainer {
-                    model,
-                    opt,
-                    schedule,
-                    grad_clip: 1.0,
-                    batch,
-                    rng,
-                    step: 0,
-                    seed,
-                };
+                let mut tr = Trainer { model, opt, schedule, grad_clip: 1.0, batch, rng, step: 0, seed };
                 time(&mut || tr.step(&data).map(|_| ()))?;
                 3.0 * forward_flops(&cfg, batch_size, t)
             }
             "M-forward" => {
-                time(&mut || {
-                    model
-                        .forward(&batch.inputs, None, 1, t, false, 0)
-                        .map(|_| ())
-                })?;
+                time(&mut || model.forward(&batch.inputs, None, 1, t, false, 0).map(|_| ()))?;
                 forward_flops(&cfg, 1, t)
             }
             _ => {
-                let opts = SampleOptions {
-                    max_new_tokens: t,
-                    temperature: 0.0,
-                    top_k: None,
-                };
+                let opts = SampleOptions { max_new_tokens: t, temperature: 0.0, top_k: None };
                 let prompt = [batch.inputs[0]];
                 let mut first = true;
                 time(&mut || {
@@ -226,10 +177,7 @@ pub fn run_case(
                 // token plus 4·p·C for the scores and weighted sum, per layer.
                 let c = cfg.n_embd as f64;
                 (1..=t)
-                    .map(|p| {
-                        cfg.n_layer as f64 * (24.0 * c * c + 4.0 * p as f64 * c)
-                            + 2.0 * c * cfg.vocab_size as f64
-                    })
+                    .map(|p| cfg.n_layer as f64 * (24.0 * c * c + 4.0 * p as f64 * c) + 2.0 * c * cfg.vocab_size as f64)
                     .sum()
             }
         };

@@ -78,9 +78,7 @@ impl DataSearch {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         DataSearch {
             given: given.map(Path::to_path_buf),
-            env_data: std::env::var_os("LMLAB_DATA")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            env_data: std::env::var_os("LMLAB_DATA").filter(|v| !v.is_empty()).map(PathBuf::from),
             cache: cache_dir(),
             shared: vec![
                 PathBuf::from("../shared/data"),
@@ -98,28 +96,15 @@ impl DataSearch {
             return Ok(DataSource::Given(p.clone()));
         }
         if let Some(p) = &self.env_data {
-            let p = if p.is_dir() {
-                p.join(FILE_NAME)
-            } else {
-                p.clone()
-            };
-            anyhow::ensure!(
-                p.is_file(),
-                "$LMLAB_DATA points to {}, which is not a file",
-                p.display()
-            );
+            let p = if p.is_dir() { p.join(FILE_NAME) } else { p.clone() };
+            anyhow::ensure!(p.is_file(), "$LMLAB_DATA points to {}, which is not a file", p.display());
             return Ok(DataSource::EnvVar(p));
         }
         let cached = self.cache.join(FILE_NAME);
         if cached.is_file() {
             return Ok(DataSource::Cache(cached));
         }
-        if let Some(p) = self
-            .shared
-            .iter()
-            .map(|d| d.join(FILE_NAME))
-            .find(|p| p.is_file())
-        {
+        if let Some(p) = self.shared.iter().map(|d| d.join(FILE_NAME)).find(|p| p.is_file()) {
             return Ok(DataSource::SharedData(p));
         }
         if self.allow_download && download(TINY_SHAKESPEARE_URL, &cached) {
@@ -148,10 +133,8 @@ fn download(url: &str, dst: &Path) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    let valid = ok
-        && std::fs::read(&tmp)
-            .map(|b| b.len() > 100_000 && std::str::from_utf8(&b).is_ok())
-            .unwrap_or(false);
+    let valid =
+        ok && std::fs::read(&tmp).map(|b| b.len() > 100_000 && std::str::from_utf8(&b).is_ok()).unwrap_or(false);
     if valid && std::fs::rename(&tmp, dst).is_ok() {
         return true;
     }
@@ -163,45 +146,13 @@ fn download(url: &str, dst: &Path) -> bool {
 /// enough structure for a character model to learn words and layout.
 pub fn generated_corpus(bytes: usize, seed: u64) -> String {
     use rand::{seq::SliceRandom, Rng, SeedableRng};
-    const SPEAKERS: &[&str] = &[
-        "KING",
-        "QUEEN",
-        "HAMLET",
-        "JULIET",
-        "ROMEO",
-        "FIRST CITIZEN",
-        "NURSE",
-        "DUKE",
-    ];
-    const SUBJECTS: &[&str] = &[
-        "the king",
-        "my lord",
-        "this night",
-        "the crown",
-        "her love",
-        "the sea",
-        "our state",
-        "thy heart",
-    ];
-    const VERBS: &[&str] = &[
-        "doth keep",
-        "shall see",
-        "hath lost",
-        "will find",
-        "must leave",
-        "did swear",
-        "may bring",
-    ];
-    const OBJECTS: &[&str] = &[
-        "the truth",
-        "a sword",
-        "his word",
-        "the light",
-        "no peace",
-        "the gate",
-        "my soul",
-        "all hope",
-    ];
+    const SPEAKERS: &[&str] = &["KING", "QUEEN", "HAMLET", "JULIET", "ROMEO", "FIRST CITIZEN", "NURSE", "DUKE"];
+    const SUBJECTS: &[&str] =
+        &["the king", "my lord", "this night", "the crown", "her love", "the sea", "our state", "thy heart"];
+    const VERBS: &[&str] =
+        &["doth keep", "shall see", "hath lost", "will find", "must leave", "did swear", "may bring"];
+    const OBJECTS: &[&str] =
+        &["the truth", "a sword", "his word", "the light", "no peace", "the gate", "my soul", "all hope"];
     const ENDS: &[&str] = &[".", "!", "?", ";", ","];
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut s = String::with_capacity(bytes + 256);
@@ -245,29 +196,15 @@ mod tests {
         assert!(matches!(src, DataSource::Generated(_)), "{src:?}");
         let text = std::fs::read_to_string(src.path()).unwrap();
         assert!(text.len() >= 300_000 && text.contains(":\n"));
-        assert_eq!(
-            text,
-            generated_corpus(300_000, 1),
-            "the generated corpus is deterministic"
-        );
+        assert_eq!(text, generated_corpus(300_000, 1), "the generated corpus is deterministic");
         // A shared copy wins over generating.
         std::fs::create_dir_all(&shared).unwrap();
         std::fs::write(shared.join(FILE_NAME), "x").unwrap();
-        assert_eq!(
-            search.find().unwrap(),
-            DataSource::SharedData(shared.join(FILE_NAME))
-        );
+        assert_eq!(search.find().unwrap(), DataSource::SharedData(shared.join(FILE_NAME)));
         // $LMLAB_DATA (a directory) wins over shared data; --data wins over everything.
         search.env_data = Some(shared.clone());
-        assert_eq!(
-            search.find().unwrap(),
-            DataSource::EnvVar(shared.join(FILE_NAME))
-        );
+        assert_eq!(search.find().unwrap(), DataSource::EnvVar(shared.join(FILE_NAME)));
         search.given = Some(dir.path().join("missing.txt"));
-        assert!(search
-            .find()
-            .unwrap_err()
-            .to_string()
-            .contains("missing.txt"));
+        assert!(search.find().unwrap_err().to_string().contains("missing.txt"));
     }
 }

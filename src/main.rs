@@ -13,11 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(
-    name = "lmlab",
-    version,
-    about = "Build, train, sample and evaluate Transformer language models"
-)]
+#[command(name = "lmlab", version, about = "Build, train, sample and evaluate Transformer language models")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -135,41 +131,15 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Train {
-            config,
-            set,
-            resume,
-            quiet,
-        } => cmd_train(config, set, resume, quiet),
-        Cmd::Sample {
-            checkpoint,
-            prompt,
-            max_new_tokens,
-            temperature,
-            top_k,
-            seed,
-            threads,
-        } => {
-            let opts = SampleOptions {
-                max_new_tokens,
-                temperature,
-                top_k,
-            };
+        Cmd::Train { config, set, resume, quiet } => cmd_train(config, set, resume, quiet),
+        Cmd::Sample { checkpoint, prompt, max_new_tokens, temperature, top_k, seed, threads } => {
+            let opts = SampleOptions { max_new_tokens, temperature, top_k };
             thread_pool(threads)?.install(|| cmd_sample(&checkpoint, &prompt, &opts, seed))
         }
-        Cmd::Eval {
-            checkpoint,
-            data,
-            threads,
-            json,
-        } => thread_pool(threads)?.install(|| cmd_eval(&checkpoint, data.as_deref(), json)),
-        Cmd::Profile {
-            config,
-            set,
-            vocab,
-            warmup,
-            iters,
-        } => {
+        Cmd::Eval { checkpoint, data, threads, json } => {
+            thread_pool(threads)?.install(|| cmd_eval(&checkpoint, data.as_deref(), json))
+        }
+        Cmd::Profile { config, set, vocab, warmup, iters } => {
             let cfg = RunConfig::from_file(&config, &set)?;
             let (median, rows) = train::profile_steps(&cfg, vocab, warmup, iters)?;
             let total: f64 = rows.iter().map(|r| r.1).sum();
@@ -177,24 +147,12 @@ fn run(cli: Cli) -> Result<()> {
             for (label, secs, calls) in rows {
                 let ms = secs * 1e3 / iters as f64;
                 let share = 100.0 * secs / total;
-                println!(
-                    "  {label:<28} {ms:>8.2} ms  {share:>5.1}%  ({} calls/step)",
-                    calls / iters as u64
-                );
+                println!("  {label:<28} {ms:>8.2} ms  {share:>5.1}%  ({} calls/step)", calls / iters as u64);
             }
             Ok(())
         }
-        Cmd::Bench {
-            case,
-            iters,
-            warmup,
-            threads,
-            seed,
-            dump_init,
-            json,
-        } => {
-            let r =
-                lmlab::bench::run_case(&case, iters, warmup, threads, seed, dump_init.as_deref())?;
+        Cmd::Bench { case, iters, warmup, threads, seed, dump_init, json } => {
+            let r = lmlab::bench::run_case(&case, iters, warmup, threads, seed, dump_init.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -214,28 +172,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Demo {
-            data,
-            iters,
-            out,
-            offline,
-        } => cmd_demo(data.as_deref(), iters, &out, offline),
+        Cmd::Demo { data, iters, out, offline } => cmd_demo(data.as_deref(), iters, &out, offline),
     }
 }
 
-fn cmd_train(
-    config: Option<PathBuf>,
-    set: Vec<String>,
-    resume: Option<PathBuf>,
-    quiet: bool,
-) -> Result<()> {
+fn cmd_train(config: Option<PathBuf>, set: Vec<String>, resume: Option<PathBuf>, quiet: bool) -> Result<()> {
     let cfg = match (&config, &resume) {
         (Some(path), _) => RunConfig::from_file(path, &set)?,
         (None, Some(dir)) => {
             let path = dir.join("config.toml");
-            RunConfig::from_file(&path, &set).with_context(|| {
-                format!("cannot read the config of checkpoint {}", dir.display())
-            })?
+            RunConfig::from_file(&path, &set)
+                .with_context(|| format!("cannot read the config of checkpoint {}", dir.display()))?
         }
         (None, None) => anyhow::bail!("give --config FILE (or --resume DIR)"),
     };
@@ -254,16 +201,10 @@ fn cmd_train(
 
 fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64) -> Result<()> {
     let mut ck = checkpoint::load(dir, 1, false)?;
-    let ids = ck
-        .tokenizer
-        .encode(prompt)
-        .context("the prompt cannot be encoded")?;
+    let ids = ck.tokenizer.encode(prompt).context("the prompt cannot be encoded")?;
     let block = ck.model.config.block_size;
     if ids.len() > block {
-        eprintln!(
-            "note: the prompt has {} tokens; the model sees only the last {block} (block_size)",
-            ids.len()
-        );
+        eprintln!("note: the prompt has {} tokens; the model sees only the last {block} (block_size)", ids.len());
     }
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut stdout = std::io::stdout().lock();
@@ -282,17 +223,17 @@ fn cmd_eval(dir: &Path, data: Option<&Path>, json: bool) -> Result<()> {
     let (what, tokens) = match data {
         Some(path) => {
             let text = train::read_corpus(path)?;
-            let toks = ck.tokenizer.encode(&text).with_context(|| {
-                format!(
-                    "{} cannot be encoded by the checkpoint's tokenizer",
-                    path.display()
-                )
-            })?;
+            let toks = ck
+                .tokenizer
+                .encode(&text)
+                .with_context(|| format!("{} cannot be encoded by the checkpoint's tokenizer", path.display()))?;
             (format!("{}", path.display()), toks)
         }
         None => {
             let path = PathBuf::from(&ck.run_config.data.path);
-            let text = train::read_corpus(&path).with_context(|| "the checkpoint's training data is needed for its validation split (or pass --data FILE)")?;
+            let text = train::read_corpus(&path).with_context(|| {
+                "the checkpoint's training data is needed for its validation split (or pass --data FILE)"
+            })?;
             let toks = ck.tokenizer.encode(&text)?;
             let split = lmlab::data::TokenDataset::split(toks, ck.run_config.data.val_fraction)?;
             (format!("val split of {}", path.display()), split.val)
@@ -328,16 +269,9 @@ fn cmd_demo(data: Option<&Path>, iters: u64, out: &Path, offline: bool) -> Resul
         s.steps, s.seconds, s.ms_per_iter, s.train_loss, s.val_loss
     );
     println!("\n--- samples (temperature 0.8, top-k 40) ---");
-    let opts = SampleOptions {
-        max_new_tokens: 300,
-        temperature: 0.8,
-        top_k: Some(40),
-    };
+    let opts = SampleOptions { max_new_tokens: 300, temperature: 0.8, top_k: Some(40) };
     thread_pool(0)?.install(|| cmd_sample(&s.checkpoint, "\n", &opts, 7))?;
     println!("---\ncheckpoint: {}", s.checkpoint.display());
-    println!(
-        "next: lmlab sample --checkpoint {} --prompt \"ROMEO:\"",
-        s.checkpoint.display()
-    );
+    println!("next: lmlab sample --checkpoint {} --prompt \"ROMEO:\"", s.checkpoint.display());
     Ok(())
 }

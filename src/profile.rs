@@ -83,13 +83,7 @@ pub type ProfileRow = (&'static str, f64, u64);
 /// A row for every operation that ran, slowest first.
 pub fn report() -> Vec<ProfileRow> {
     let mut rows: Vec<_> = (0..N_OPS)
-        .map(|i| {
-            (
-                LABELS[i],
-                NANOS[i].load(Ordering::Relaxed) as f64 * 1e-9,
-                CALLS[i].load(Ordering::Relaxed),
-            )
-        })
+        .map(|i| (LABELS[i], NANOS[i].load(Ordering::Relaxed) as f64 * 1e-9, CALLS[i].load(Ordering::Relaxed)))
         .filter(|r| r.2 > 0)
         .collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -5,34 +5,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn lmlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmlab"))
-        .args(args)
-        .output()
-        .expect("run lmlab")
+    Command::new(env!("CARGO_BIN_EXE_lmlab")).args(args).output().expect("run lmlab")
 }
 
 fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 /// Asserts a clean failure whose message contains every one of `needles`.
 fn assert_error(o: &Output, needles: &[&str]) {
     let (out, err) = text(o);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "expected exit code 1\nstdout: {out}\nstderr: {err}"
-    );
+    assert_eq!(o.status.code(), Some(1), "expected exit code 1\nstdout: {out}\nstderr: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
     for n in needles {
         assert!(err.contains(n), "stderr lacks {n:?}: {err}");
     }
 }
 
-const CORPUS: &str = "ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n";
+const CORPUS: &str =
+    "ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n";
 
 fn write_config(dir: &Path, data: &Path, extra: &str) -> PathBuf {
     let cfg = dir.join("run.toml");
@@ -49,11 +40,7 @@ fn write_config(dir: &Path, data: &Path, extra: &str) -> PathBuf {
 fn trained(dir: &Path) -> PathBuf {
     let data = dir.join("corpus.txt");
     std::fs::write(&data, CORPUS.repeat(20)).unwrap();
-    let cfg = write_config(
-        dir,
-        &data,
-        "[optim]\nwarmup_iters = 0\nlearning_rate = 1e-2\n",
-    );
+    let cfg = write_config(dir, &data, "[optim]\nwarmup_iters = 0\nlearning_rate = 1e-2\n");
     let o = lmlab(&[
         "train",
         "--config",
@@ -73,35 +60,12 @@ fn train_sample_eval_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let ck = trained(dir.path());
     let ck = ck.to_str().unwrap();
-    let o = lmlab(&[
-        "sample",
-        "--checkpoint",
-        ck,
-        "--prompt",
-        "ROMEO:",
-        "--max-new-tokens",
-        "20",
-        "--seed",
-        "3",
-    ]);
+    let o = lmlab(&["sample", "--checkpoint", ck, "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "3"]);
     let (out, _) = text(&o);
     assert!(o.status.success());
-    assert!(
-        out.starts_with("ROMEO:") && out.trim_end().chars().count() >= 20,
-        "{out}"
-    );
+    assert!(out.starts_with("ROMEO:") && out.trim_end().chars().count() >= 20, "{out}");
     // Same seed, same text; greedy decoding is deterministic too.
-    let again = lmlab(&[
-        "sample",
-        "--checkpoint",
-        ck,
-        "--prompt",
-        "ROMEO:",
-        "--max-new-tokens",
-        "20",
-        "--seed",
-        "3",
-    ]);
+    let again = lmlab(&["sample", "--checkpoint", ck, "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "3"]);
     assert_eq!(o.stdout, again.stdout);
     let o = lmlab(&["eval", "--checkpoint", ck, "--json"]);
     assert!(o.status.success(), "{:?}", text(&o));
@@ -110,10 +74,7 @@ fn train_sample_eval_round_trip() {
     assert!((v["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-9 * loss.exp());
     assert!((v["bits_per_char"].as_f64().unwrap() - loss / std::f64::consts::LN_2).abs() < 1e-9);
     // 32 distinct characters: uniform guessing scores ln 32 = 3.47; 60 steps learn far better.
-    assert!(
-        loss > 0.0 && loss < 2.5,
-        "a trained model beats uniform: {loss}"
-    );
+    assert!(loss > 0.0 && loss < 2.5, "a trained model beats uniform: {loss}");
 }
 
 #[test]
@@ -121,31 +82,19 @@ fn missing_or_empty_or_tiny_data() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.txt");
     let cfg = write_config(dir.path(), &missing, "");
-    assert_error(
-        &lmlab(&["train", "--config", cfg.to_str().unwrap()]),
-        &["cannot read data file", "nope.txt"],
-    );
+    assert_error(&lmlab(&["train", "--config", cfg.to_str().unwrap()]), &["cannot read data file", "nope.txt"]);
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "").unwrap();
     let cfg = write_config(dir.path(), &empty, "");
-    assert_error(
-        &lmlab(&["train", "--config", cfg.to_str().unwrap()]),
-        &["empty.txt", "is empty"],
-    );
+    assert_error(&lmlab(&["train", "--config", cfg.to_str().unwrap()]), &["empty.txt", "is empty"]);
     let tiny = dir.path().join("tiny.txt");
     std::fs::write(&tiny, "hello world, a short file").unwrap();
     let cfg = write_config(dir.path(), &tiny, "");
-    assert_error(
-        &lmlab(&["train", "--config", cfg.to_str().unwrap()]),
-        &["fewer than block_size + 1"],
-    );
+    assert_error(&lmlab(&["train", "--config", cfg.to_str().unwrap()]), &["fewer than block_size + 1"]);
     let binary = dir.path().join("bin.txt");
     std::fs::write(&binary, [0x66u8, 0x6f, 0xff, 0xfe]).unwrap();
     let cfg = write_config(dir.path(), &binary, "");
-    assert_error(
-        &lmlab(&["train", "--config", cfg.to_str().unwrap()]),
-        &["not valid UTF-8"],
-    );
+    assert_error(&lmlab(&["train", "--config", cfg.to_str().unwrap()]), &["not valid UTF-8"]);
 }
 
 #[test]
@@ -154,49 +103,18 @@ fn bad_configs_name_the_key() {
     let data = dir.path().join("corpus.txt");
     std::fs::write(&data, CORPUS.repeat(20)).unwrap();
     let cfg = write_config(dir.path(), &data, "[optim]\nlearning_rat = 0.1\n");
-    assert_error(
-        &lmlab(&["train", "--config", cfg.to_str().unwrap()]),
-        &["learning_rat", "unknown field"],
-    );
+    assert_error(&lmlab(&["train", "--config", cfg.to_str().unwrap()]), &["learning_rat", "unknown field"]);
     let cfg = write_config(dir.path(), &data, "[optim]\nlearning_rate = \"fast\"\n");
-    assert_error(
-        &lmlab(&["train", "--config", cfg.to_str().unwrap()]),
-        &["learning_rate", "invalid type"],
-    );
+    assert_error(&lmlab(&["train", "--config", cfg.to_str().unwrap()]), &["learning_rate", "invalid type"]);
     let cfg = write_config(dir.path(), &data, "");
     assert_error(
-        &lmlab(&[
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--set",
-            "model.n_head=3",
-        ]),
+        &lmlab(&["train", "--config", cfg.to_str().unwrap(), "--set", "model.n_head=3"]),
         &["n_embd (16)", "n_head (3)"],
     );
-    assert_error(
-        &lmlab(&[
-            "train",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--set",
-            "train.batch_sise=3",
-        ]),
-        &["batch_sise"],
-    );
-    assert_error(
-        &lmlab(&["train", "--config", "/no/such/config.toml"]),
-        &["cannot read config file"],
-    );
+    assert_error(&lmlab(&["train", "--config", cfg.to_str().unwrap(), "--set", "train.batch_sise=3"]), &["batch_sise"]);
+    assert_error(&lmlab(&["train", "--config", "/no/such/config.toml"]), &["cannot read config file"]);
     std::fs::write(dir.path().join("broken.toml"), "[model\nn_layer = 2").unwrap();
-    assert_error(
-        &lmlab(&[
-            "train",
-            "--config",
-            dir.path().join("broken.toml").to_str().unwrap(),
-        ]),
-        &["not valid TOML"],
-    );
+    assert_error(&lmlab(&["train", "--config", dir.path().join("broken.toml").to_str().unwrap()]), &["not valid TOML"]);
 }
 
 #[test]
@@ -204,23 +122,10 @@ fn divergence_is_an_error_not_a_nan_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("corpus.txt");
     std::fs::write(&data, CORPUS.repeat(20)).unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &data,
-        "[optim]\nlearning_rate = 1e30\nwarmup_iters = 0\ngrad_clip = 0.0\n",
-    );
-    assert_error(
-        &lmlab(&["train", "--config", cfg.to_str().unwrap(), "--quiet"]),
-        &["diverged"],
-    );
+    let cfg = write_config(dir.path(), &data, "[optim]\nlearning_rate = 1e30\nwarmup_iters = 0\ngrad_clip = 0.0\n");
+    assert_error(&lmlab(&["train", "--config", cfg.to_str().unwrap(), "--quiet"]), &["diverged"]);
     // The only checkpoint written is the one from before the first step, and it loads.
-    assert!(lmlab(&[
-        "eval",
-        "--checkpoint",
-        dir.path().join("run/ckpt").to_str().unwrap()
-    ])
-    .status
-    .success());
+    assert!(lmlab(&["eval", "--checkpoint", dir.path().join("run/ckpt").to_str().unwrap()]).status.success());
 }
 
 #[test]
@@ -229,56 +134,30 @@ fn bad_checkpoints_and_prompts() {
     let ck = trained(dir.path());
     let cks = ck.to_str().unwrap();
     // Unknown characters in the prompt.
-    assert_error(
-        &lmlab(&["sample", "--checkpoint", cks, "--prompt", "Zebra ☃"]),
-        &["'Z'", "position 0", "vocabulary"],
-    );
+    assert_error(&lmlab(&["sample", "--checkpoint", cks, "--prompt", "Zebra ☃"]), &["'Z'", "position 0", "vocabulary"]);
     // A prompt longer than block_size (16) is cropped to its last 16 characters, with a note.
     let long = "It is the east, and Juliet is the sun. But, soft!";
-    let o = lmlab(&[
-        "sample",
-        "--checkpoint",
-        cks,
-        "--prompt",
-        long,
-        "--max-new-tokens",
-        "5",
-    ]);
+    let o = lmlab(&["sample", "--checkpoint", cks, "--prompt", long, "--max-new-tokens", "5"]);
     assert!(o.status.success());
     assert!(text(&o).1.contains("only the last 16"), "{:?}", text(&o));
     // Missing directory.
-    assert_error(
-        &lmlab(&["sample", "--checkpoint", "/no/such/ckpt"]),
-        &["does not exist"],
-    );
+    assert_error(&lmlab(&["sample", "--checkpoint", "/no/such/ckpt"]), &["does not exist"]);
     // Truncated weights.
     let model = ck.join("model.safetensors");
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
-    assert_error(
-        &lmlab(&["eval", "--checkpoint", cks]),
-        &["model.safetensors", "corrupted or truncated"],
-    );
+    assert_error(&lmlab(&["eval", "--checkpoint", cks]), &["model.safetensors", "corrupted or truncated"]);
     // One flipped bit inside the tensor data.
     let mut flipped = bytes.clone();
     let at = flipped.len() - 10;
     flipped[at] ^= 0x10;
     std::fs::write(&model, &flipped).unwrap();
-    assert_error(
-        &lmlab(&["sample", "--checkpoint", cks]),
-        &["model.safetensors", "corrupted"],
-    );
+    assert_error(&lmlab(&["sample", "--checkpoint", cks]), &["model.safetensors", "corrupted"]);
     std::fs::write(&model, &bytes).unwrap();
-    assert!(
-        lmlab(&["eval", "--checkpoint", cks]).status.success(),
-        "restored checkpoint loads again"
-    );
+    assert!(lmlab(&["eval", "--checkpoint", cks]).status.success(), "restored checkpoint loads again");
     // Garbage state file.
     std::fs::write(ck.join("state.json"), "{not json").unwrap();
-    assert_error(
-        &lmlab(&["eval", "--checkpoint", cks]),
-        &["state.json", "corrupted"],
-    );
+    assert_error(&lmlab(&["eval", "--checkpoint", cks]), &["state.json", "corrupted"]);
     // Missing state file.
     std::fs::remove_file(ck.join("state.json")).unwrap();
     assert_error(&lmlab(&["eval", "--checkpoint", cks]), &["state.json"]);
@@ -291,13 +170,7 @@ fn eval_file_with_unknown_characters() {
     let other = dir.path().join("other.txt");
     std::fs::write(&other, "ROMEO: Zounds!").unwrap();
     assert_error(
-        &lmlab(&[
-            "eval",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--data",
-            other.to_str().unwrap(),
-        ]),
+        &lmlab(&["eval", "--checkpoint", ck.to_str().unwrap(), "--data", other.to_str().unwrap()]),
         &["other.txt", "'Z'"],
     );
 }

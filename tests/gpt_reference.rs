@@ -16,9 +16,7 @@ struct Fixture {
 
 impl Fixture {
     fn load(name: &str) -> Self {
-        Fixture {
-            bytes: std::fs::read(fixture(name)).expect("fixture file"),
-        }
+        Fixture { bytes: std::fs::read(fixture(name)).expect("fixture file") }
     }
     fn file(&self) -> TensorFile<'_> {
         TensorFile::parse(&self.bytes, "fixture").unwrap()
@@ -52,12 +50,7 @@ fn model_from(tf: &TensorFile, cfg: &serde_json::Value) -> Gpt {
         }
     }
     // Every reference parameter exists in our layout, and vice versa.
-    let n_ref = tf
-        .st
-        .names()
-        .iter()
-        .filter(|n| n.starts_with("param."))
-        .count();
+    let n_ref = tf.st.names().iter().filter(|n| n.starts_with("param.")).count();
     assert_eq!(n_ref, m.layout.tensors.len());
     m
 }
@@ -65,12 +58,7 @@ fn model_from(tf: &TensorFile, cfg: &serde_json::Value) -> Gpt {
 fn tokens(tf: &TensorFile, name: &str) -> (Vec<u32>, Vec<i32>, usize, usize) {
     let (shape, idx) = tf.read_any(&format!("{name}idx")).unwrap();
     let (_, tg) = tf.read_any(&format!("{name}targets")).unwrap();
-    (
-        idx.iter().map(|&x| x as u32).collect(),
-        tg.iter().map(|&x| x as i32).collect(),
-        shape[0],
-        shape[1],
-    )
+    (idx.iter().map(|&x| x as u32).collect(), tg.iter().map(|&x| x as i32).collect(), shape[0], shape[1])
 }
 
 fn check_forward_backward(name: &str) {
@@ -89,12 +77,7 @@ fn check_forward_backward(name: &str) {
     m.backward().unwrap();
     for tv in m.layout.tensors.clone() {
         let (_, want) = tf.read_any(&format!("grad.{}", tv.name)).unwrap();
-        assert_close(
-            &format!("grad.{}", tv.name),
-            &m.grads[tv.range()],
-            &want,
-            RTOL,
-        );
+        assert_close(&format!("grad.{}", tv.name), &m.grads[tv.range()], &want, RTOL);
     }
 }
 
@@ -153,9 +136,7 @@ fn check_adamw_steps(name: &str) {
         let (_, want) = tf.read_any(&format!("train.{k}.lr")).unwrap();
         assert_close(&format!("step {k} lr"), &[lr], &want, 1e-6);
         for tv in m.layout.tensors.clone() {
-            let (_, want) = tf
-                .read_any(&format!("train.{k}.param.{}", tv.name))
-                .unwrap();
+            let (_, want) = tf.read_any(&format!("train.{k}.param.{}", tv.name)).unwrap();
             let mut got = m.params[tv.range()].to_vec();
             for r in key_bias.iter().filter(|r| tv.range().contains(&r.start)) {
                 for i in r.clone() {

@@ -2,16 +2,12 @@
 //! of its forward pass, for the scalar loss L = Σ r ⊙ out with fixed random weights r (so the
 //! incoming gradient is dout = r).
 
-use lmlab::kernels::{
-    attention, crossentropy, dropout, embedding, gelu, layernorm, matmul, residual,
-};
+use lmlab::kernels::{attention, crossentropy, dropout, embedding, gelu, layernorm, matmul, residual};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 fn rand_vec(rng: &mut Xoshiro256PlusPlus, n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| rng.gen_range(-1.0..1.0f32) * scale)
-        .collect()
+    (0..n).map(|_| rng.gen_range(-1.0..1.0f32) * scale).collect()
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
@@ -23,10 +19,7 @@ fn check(name: &str, x: &[f32], analytic: &[f32], mut loss: impl FnMut(&[f32]) -
     let h = 1e-2f32;
     let mut xp = x.to_vec();
     let mut worst = 0.0f64;
-    let scale = analytic
-        .iter()
-        .fold(0.0f64, |m, g| m.max(g.abs() as f64))
-        .max(1e-3);
+    let scale = analytic.iter().fold(0.0f64, |m, g| m.max(g.abs() as f64)).max(1e-3);
     for i in 0..x.len() {
         xp[i] = x[i] + h;
         let up = loss(&xp);
@@ -36,10 +29,7 @@ fn check(name: &str, x: &[f32], analytic: &[f32], mut loss: impl FnMut(&[f32]) -
         let numeric = (up - down) / (2.0 * h as f64);
         worst = worst.max((numeric - analytic[i] as f64).abs() / scale);
     }
-    assert!(
-        worst < 2e-3,
-        "{name}: finite-difference mismatch {worst:.2e} (relative to max |grad| {scale:.3})"
-    );
+    assert!(worst < 2e-3, "{name}: finite-difference mismatch {worst:.2e} (relative to max |grad| {scale:.3})");
 }
 
 #[test]
@@ -78,17 +68,7 @@ fn layernorm_gradients() {
     let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
     layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &w, Some(&b), c);
     let (mut di, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
-    layernorm::layernorm_backward(
-        &mut di,
-        &mut dw,
-        Some(&mut db),
-        &r,
-        &inp,
-        &w,
-        &mean,
-        &rstd,
-        c,
-    );
+    layernorm::layernorm_backward(&mut di, &mut dw, Some(&mut db), &r, &inp, &w, &mean, &rstd, c);
     check("layernorm dinp", &inp, &di, |x| f(x, &w, &b));
     check("layernorm dweight", &w, &dw, |x| f(&inp, x, &b));
     check("layernorm dbias", &b, &db, |x| f(&inp, &w, x));
@@ -103,20 +83,13 @@ fn attention_gradients() {
     for p_drop in [0.0f32, 0.3] {
         let seed = 99;
         let f = |qkv: &[f32]| {
-            let (mut out, mut att, mut drop) = (
-                vec![0.0; b * t * c],
-                vec![0.0; b * nh * t * t],
-                vec![0.0; b * nh * t * t],
-            );
+            let (mut out, mut att, mut drop) =
+                (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
             let d = (p_drop > 0.0).then_some((&mut drop[..], p_drop, seed));
             attention::attention_forward(&mut out, &mut att, d, qkv, b, t, c, nh);
             dot(&out, &r)
         };
-        let (mut out, mut att, mut drop) = (
-            vec![0.0; b * t * c],
-            vec![0.0; b * nh * t * t],
-            vec![0.0; b * nh * t * t],
-        );
+        let (mut out, mut att, mut drop) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
         let d = (p_drop > 0.0).then_some((&mut drop[..], p_drop, seed));
         attention::attention_forward(&mut out, &mut att, d, &qkv, b, t, c, nh);
         // Causality: row i of every probability block is zero right of the diagonal and sums to one.
@@ -129,12 +102,7 @@ fn attention_gradients() {
         let (mut dqkv, mut datt) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
         let d = (p_drop > 0.0).then_some((&drop[..], p_drop, seed));
         attention::attention_backward(&mut dqkv, &mut datt, &r, &qkv, &att, d, b, t, c, nh);
-        check(
-            &format!("attention dqkv (dropout {p_drop})"),
-            &qkv,
-            &dqkv,
-            f,
-        );
+        check(&format!("attention dqkv (dropout {p_drop})"), &qkv, &dqkv, f);
     }
 }
 
@@ -209,10 +177,7 @@ fn crossentropy_gradients_and_ignore_index() {
     };
     let mut d = vec![0.0; n * v];
     crossentropy::crossentropy_backward(&mut d, &logits, &targets, v, 0.25);
-    assert!(
-        d[v..2 * v].iter().all(|&g| g == 0.0),
-        "ignored row has no gradient"
-    );
+    assert!(d[v..2 * v].iter().all(|&g| g == 0.0), "ignored row has no gradient");
     check("crossentropy", &logits, &d, f);
     // Uniform logits give loss ln(V).
     let mut losses = vec![0.0; 1];
@@ -251,11 +216,7 @@ fn whole_model_gradients_with_and_without_dropout() {
             .layout
             .tensors
             .iter()
-            .flat_map(|t| {
-                (0..4)
-                    .map(|_| t.offset + rng.gen_range(0..t.numel()))
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|t| (0..4).map(|_| t.offset + rng.gen_range(0..t.numel())).collect::<Vec<_>>())
             .collect();
         let h = 3e-3f32;
         let mut worst = 0.0f64;
@@ -270,9 +231,6 @@ fn whole_model_gradients_with_and_without_dropout() {
             let numeric = (loss_at(params[i] + h) - loss_at(params[i] - h)) / (2.0 * h as f64);
             worst = worst.max((numeric - grads[i] as f64).abs() / scale);
         }
-        assert!(
-            worst < 5e-3,
-            "dropout {dropout}: model finite-difference mismatch {worst:.2e}"
-        );
+        assert!(worst < 5e-3, "dropout {dropout}: model finite-difference mismatch {worst:.2e}");
     }
 }

@@ -37,20 +37,14 @@ fn cached_logits_equal_full_forward_at_every_step() {
             got.push(m.forward_cached(&[tok], &mut cache).unwrap().to_vec());
         }
         assert!(cache.is_full());
-        assert!(
-            m.forward_cached(&[1], &mut cache).is_err(),
-            "a full cache refuses more tokens"
-        );
+        assert!(m.forward_cached(&[1], &mut cache).is_err(), "a full cache refuses more tokens");
         for (step, logits) in got.iter().enumerate() {
             let t = 5 + step;
             m.forward(&seq[..t], None, 1, t, false, 0).unwrap();
             let want = &m.logits()[(t - 1) * v..t * v];
             let scale = want.iter().fold(0.0f32, |a, x| a.max(x.abs()));
             for (a, b) in logits.iter().zip(want) {
-                assert!(
-                    (a - b).abs() <= 1e-5 * scale.max(1.0),
-                    "bias {bias} step {step}: {a} vs {b}"
-                );
+                assert!((a - b).abs() <= 1e-5 * scale.max(1.0), "bias {bias} step {step}: {a} vs {b}");
             }
         }
     }
@@ -60,11 +54,7 @@ fn cached_logits_equal_full_forward_at_every_step() {
 fn greedy_generation_past_block_size_matches_uncached_definition() {
     let mut m = model(true);
     let prompt = [2u32, 7, 1];
-    let opts = SampleOptions {
-        max_new_tokens: 25,
-        temperature: 0.0,
-        top_k: None,
-    };
+    let opts = SampleOptions { max_new_tokens: 25, temperature: 0.0, top_k: None };
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
     let got = generate(&mut m, &prompt, &opts, &mut rng, |_| {}).unwrap();
     // Reference: full forward over the last block_size tokens, argmax of the last position.

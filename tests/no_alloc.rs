@@ -71,9 +71,6 @@ fn training_step_allocates_nothing_after_the_first() {
             COUNTING.store(false, Ordering::SeqCst);
             ALLOCS.load(Ordering::SeqCst)
         });
-        assert_eq!(
-            counted, 0,
-            "dropout {dropout}: {counted} heap allocations in 5 training steps"
-        );
+        assert_eq!(counted, 0, "dropout {dropout}: {counted} heap allocations in 5 training steps");
     }
 }

@@ -41,8 +41,7 @@ fn n_plus_resume_plus_n_equals_2n_bit_for_bit() {
     let data = dir.path().join("corpus.txt");
     std::fs::write(
         &data,
-        "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
-            .repeat(30),
+        "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n".repeat(30),
     )
     .unwrap();
     let quiet = TrainOptions { quiet: true };
@@ -60,20 +59,11 @@ fn n_plus_resume_plus_n_equals_2n_bit_for_bit() {
     let b = checkpoint::load(&split.join("ckpt"), 4, true).unwrap();
     assert_eq!(a.state.step, 8);
     assert_eq!(b.state.step, 8);
-    assert!(
-        a.model.params != first_half.model.params,
-        "the second half changed the weights"
-    );
-    assert!(
-        a.model.params == b.model.params,
-        "weights differ after resume"
-    );
+    assert!(a.model.params != first_half.model.params, "the second half changed the weights");
+    assert!(a.model.params == b.model.params, "weights differ after resume");
     let (am, av, at) = a.optimizer.unwrap();
     let (bm, bv, bt) = b.optimizer.unwrap();
-    assert!(
-        am == bm && av == bv && at == bt,
-        "optimizer state differs after resume"
-    );
+    assert!(am == bm && av == bv && at == bt, "optimizer state differs after resume");
     // The metrics log of the resumed run continues where the first half stopped.
     let log = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
     assert!(log.lines().any(|l| l.contains("\"iter\":8")));
@@ -83,11 +73,7 @@ fn n_plus_resume_plus_n_equals_2n_bit_for_bit() {
 fn same_seed_same_run_and_checkpoint_overwrite_is_clean() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("corpus.txt");
-    std::fs::write(
-        &data,
-        "All the world's a stage, and all the men and women merely players.\n".repeat(30),
-    )
-    .unwrap();
+    std::fs::write(&data, "All the world's a stage, and all the men and women merely players.\n".repeat(30)).unwrap();
     let quiet = TrainOptions { quiet: true };
     let (o1, o2) = (dir.path().join("a"), dir.path().join("b"));
     let s1 = train(config(&data, &o1, 5), None, &quiet).unwrap();

@@ -20,21 +20,13 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(b: usize, t: usize) -> Self {
-        Batch {
-            b,
-            t,
-            inputs: vec![0; b * t],
-            targets: vec![0; b * t],
-        }
+        Batch { b, t, inputs: vec![0; b * t], targets: vec![0; b * t] }
     }
 }
 
 impl TokenDataset {
     pub fn split(tokens: Vec<u32>, val_fraction: f64) -> Result<Self> {
-        ensure!(
-            (0.0..1.0).contains(&val_fraction),
-            "data.val_fraction must be in [0, 1), got {val_fraction}"
-        );
+        ensure!((0.0..1.0).contains(&val_fraction), "data.val_fraction must be in [0, 1), got {val_fraction}");
         let n_train = ((1.0 - val_fraction) * tokens.len() as f64) as usize;
         let val = tokens[n_train..].to_vec();
         let mut train = tokens;
@@ -62,10 +54,7 @@ pub fn sample_batch<R: Rng>(split: &[u32], batch: &mut Batch, rng: &mut R) {
     for row in 0..batch.b {
         let start = rng.gen_range(0..split.len() - t);
         batch.inputs[row * t..(row + 1) * t].copy_from_slice(&split[start..start + t]);
-        for (dst, &src) in batch.targets[row * t..(row + 1) * t]
-            .iter_mut()
-            .zip(&split[start + 1..start + t + 1])
-        {
+        for (dst, &src) in batch.targets[row * t..(row + 1) * t].iter_mut().zip(&split[start + 1..start + t + 1]) {
             *dst = src as i32;
         }
     }
@@ -88,18 +77,10 @@ mod tests {
             let x = &b.inputs[row * 8..row * 8 + 8];
             let y = &b.targets[row * 8..row * 8 + 8];
             for i in 0..8 {
-                assert_eq!(
-                    y[i],
-                    x[i] as i32 + 1,
-                    "targets are the inputs shifted by one"
-                );
+                assert_eq!(y[i], x[i] as i32 + 1, "targets are the inputs shifted by one");
             }
         }
         assert!(d.check_fits(9).is_ok());
-        assert!(d
-            .check_fits(10)
-            .unwrap_err()
-            .to_string()
-            .contains("val split"));
+        assert!(d.check_fits(10).unwrap_err().to_string().contains("val split"));
     }
 }

@@ -23,11 +23,7 @@ impl CharTokenizer {
     /// Builds the vocabulary from every distinct character of `text`, sorted by code point
     /// (so the ids are nanoGPT's `sorted(list(set(data)))`).
     pub fn from_corpus(text: &str) -> Result<Self> {
-        let mut chars: Vec<char> = text
-            .chars()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let mut chars: Vec<char> = text.chars().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         chars.dedup();
         if chars.is_empty() {
             bail!("cannot build a tokenizer from empty text");
@@ -36,11 +32,7 @@ impl CharTokenizer {
     }
 
     fn from_chars(chars: Vec<char>) -> Self {
-        let index = chars
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| (c, i as u32))
-            .collect();
+        let index = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
         CharTokenizer { chars, index }
     }
 
@@ -64,27 +56,17 @@ impl CharTokenizer {
     }
 
     pub fn decode(&self, ids: &[u32]) -> String {
-        ids.iter()
-            .map(|&i| self.chars.get(i as usize).copied().unwrap_or('\u{FFFD}'))
-            .collect()
+        ids.iter().map(|&i| self.chars.get(i as usize).copied().unwrap_or('\u{FFFD}')).collect()
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(&CharTokenizerFile {
-            kind: "char".into(),
-            chars: self.chars.clone(),
-        })
-        .unwrap()
+        serde_json::to_string_pretty(&CharTokenizerFile { kind: "char".into(), chars: self.chars.clone() }).unwrap()
     }
 
     pub fn from_json(s: &str) -> Result<Self> {
-        let f: CharTokenizerFile =
-            serde_json::from_str(s).context("tokenizer.json is not a valid char tokenizer")?;
+        let f: CharTokenizerFile = serde_json::from_str(s).context("tokenizer.json is not a valid char tokenizer")?;
         if f.kind != "char" {
-            bail!(
-                "tokenizer type {:?} is not supported (expected \"char\")",
-                f.kind
-            );
+            bail!("tokenizer type {:?} is not supported (expected \"char\")", f.kind);
         }
         if f.chars.is_empty() {
             bail!("tokenizer.json has an empty vocabulary");

@@ -31,14 +31,8 @@ pub fn generate<R: Rng>(
     rng: &mut R,
     mut on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
-    ensure!(
-        !prompt.is_empty(),
-        "the prompt must contain at least one token"
-    );
-    ensure!(
-        opts.temperature >= 0.0 && opts.temperature.is_finite(),
-        "temperature must be a finite number >= 0"
-    );
+    ensure!(!prompt.is_empty(), "the prompt must contain at least one token");
+    ensure!(opts.temperature >= 0.0 && opts.temperature.is_finite(), "temperature must be a finite number >= 0");
     ensure!(opts.top_k != Some(0), "top_k must be at least 1");
     let block = model.config.block_size;
     let v = model.config.vocab_size;
@@ -49,9 +43,7 @@ pub fn generate<R: Rng>(
     let mut probs = vec![0.0f32; v];
     let mut sorted = vec![0.0f32; v];
     let mut cache = KvCache::new(&model.config);
-    logits.copy_from_slice(
-        model.forward_cached(&ctx[ctx.len().saturating_sub(block)..], &mut cache)?,
-    );
+    logits.copy_from_slice(model.forward_cached(&ctx[ctx.len().saturating_sub(block)..], &mut cache)?);
     for step in 0..opts.max_new_tokens {
         let next = pick(&logits, opts, &mut probs, &mut sorted, rng);
         ctx.push(next);
@@ -72,13 +64,7 @@ pub fn generate<R: Rng>(
 
 /// The next token from `logits`: argmax at temperature 0, else a draw from the softmax of
 /// `logits / temperature`, restricted to the `top_k` largest when set.
-fn pick<R: Rng>(
-    logits: &[f32],
-    opts: &SampleOptions,
-    probs: &mut [f32],
-    sorted: &mut [f32],
-    rng: &mut R,
-) -> u32 {
+fn pick<R: Rng>(logits: &[f32], opts: &SampleOptions, probs: &mut [f32], sorted: &mut [f32], rng: &mut R) -> u32 {
     if opts.temperature == 0.0 {
         return argmax(logits);
     }
@@ -89,10 +75,7 @@ fn pick<R: Rng>(
         sorted.copy_from_slice(probs);
         sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
         let kth = sorted[k - 1];
-        probs
-            .iter_mut()
-            .filter(|p| **p < kth)
-            .for_each(|p| *p = f32::NEG_INFINITY);
+        probs.iter_mut().filter(|p| **p < kth).for_each(|p| *p = f32::NEG_INFINITY);
     }
     softmax_inplace(probs);
     sample_index(probs, rng.gen::<f32>())

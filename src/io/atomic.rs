@@ -9,17 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// Writes `files` (name, bytes) as the directory `dir`, replacing any previous one atomically.
 pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create directory {}", parent.display()))?;
-    let name = dir
-        .file_name()
-        .context("checkpoint path has no final component")?
-        .to_string_lossy()
-        .to_string();
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| format!("cannot create directory {}", parent.display()))?;
+    let name = dir.file_name().context("checkpoint path has no final component")?.to_string_lossy().to_string();
     let tmp: PathBuf = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp)?;
@@ -27,10 +19,8 @@ pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     for (fname, bytes) in files {
         let path = tmp.join(fname);
-        let mut f =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let mut f = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
         f.sync_all()?;
     }
     File::open(&tmp)?.sync_all()?;
@@ -39,8 +29,7 @@ pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
         // `tmp` now holds the previous version.
         fs::remove_dir_all(&tmp).ok();
     } else {
-        fs::rename(&tmp, dir)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+        fs::rename(&tmp, dir).with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
     }
     File::open(parent)?.sync_all()?;
     Ok(())

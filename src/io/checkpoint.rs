@@ -62,36 +62,18 @@ pub fn save(
     state: &TrainState,
 ) -> Result<()> {
     let cfg_json = serde_json::to_string(&model.config)?;
-    let weights: Vec<(String, Vec<usize>, &[f32])> = model
-        .layout
-        .tensors
-        .iter()
-        .map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()]))
-        .collect();
+    let weights: Vec<(String, Vec<usize>, &[f32])> =
+        model.layout.tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()])).collect();
     let model_bytes = to_safetensors(
         &weights,
-        HashMap::from([
-            ("format".to_string(), "lmlab-gpt".to_string()),
-            ("model_config".to_string(), cfg_json),
-        ]),
+        HashMap::from([("format".to_string(), "lmlab-gpt".to_string()), ("model_config".to_string(), cfg_json)]),
     )?;
     let mut moments = Vec::new();
     for t in &model.layout.tensors {
-        moments.push((
-            format!("exp_avg.{}", t.name),
-            t.shape.clone(),
-            &opt.m[t.range()],
-        ));
-        moments.push((
-            format!("exp_avg_sq.{}", t.name),
-            t.shape.clone(),
-            &opt.v[t.range()],
-        ));
+        moments.push((format!("exp_avg.{}", t.name), t.shape.clone(), &opt.m[t.range()]));
+        moments.push((format!("exp_avg_sq.{}", t.name), t.shape.clone(), &opt.v[t.range()]));
     }
-    let opt_bytes = to_safetensors(
-        &moments,
-        HashMap::from([("adam_t".to_string(), opt.t.to_string())]),
-    )?;
+    let opt_bytes = to_safetensors(&moments, HashMap::from([("adam_t".to_string(), opt.t.to_string())]))?;
     let config_bytes = run.to_toml().into_bytes();
     let tok_bytes = tok.to_json().into_bytes();
     let files: Vec<(&str, &[u8])> = vec![
@@ -100,10 +82,7 @@ pub fn save(
         ("config.toml", &config_bytes),
         ("tokenizer.json", &tok_bytes),
     ];
-    let checksums = files
-        .iter()
-        .map(|(n, b)| (n.to_string(), crc32fast::hash(b)))
-        .collect();
+    let checksums = files.iter().map(|(n, b)| (n.to_string(), crc32fast::hash(b))).collect();
     let state_file = StateFile {
         format: FORMAT.into(),
         model_config: model.config.clone(),
@@ -114,21 +93,14 @@ pub fn save(
     let state_bytes = serde_json::to_vec_pretty(&state_file)?;
     let mut all = files;
     all.push(("state.json", &state_bytes));
-    write_dir_atomic(dir, &all)
-        .with_context(|| format!("cannot write checkpoint {}", dir.display()))
+    write_dir_atomic(dir, &all).with_context(|| format!("cannot write checkpoint {}", dir.display()))
 }
 
 fn read_checked(dir: &Path, name: &str, sums: &BTreeMap<String, u32>) -> Result<Vec<u8>> {
     let path = dir.join(name);
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!(
-            "checkpoint file {} is missing or unreadable",
-            path.display()
-        )
-    })?;
-    let want = sums
-        .get(name)
-        .with_context(|| format!("state.json has no checksum for {name}"))?;
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("checkpoint file {} is missing or unreadable", path.display()))?;
+    let want = sums.get(name).with_context(|| format!("state.json has no checksum for {name}"))?;
     let got = crc32fast::hash(&bytes);
     ensure!(
         got == *want,
@@ -142,33 +114,18 @@ fn read_checked(dir: &Path, name: &str, sums: &BTreeMap<String, u32>) -> Result<
 /// Loads a checkpoint. `max_batch` sizes the model's activation buffers; `with_optimizer`
 /// also loads the AdamW moments (for resuming).
 pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkpoint> {
-    ensure!(
-        dir.is_dir(),
-        "checkpoint directory {} does not exist",
-        dir.display()
-    );
+    ensure!(dir.is_dir(), "checkpoint directory {} does not exist", dir.display());
     let state_path = dir.join("state.json");
-    let state_text = std::fs::read_to_string(&state_path)
-        .with_context(|| format!("cannot read {}", state_path.display()))?;
-    let sf: StateFile = serde_json::from_str(&state_text)
-        .with_context(|| format!("{} is corrupted", state_path.display()))?;
-    ensure!(
-        sf.format == FORMAT,
-        "{} has format {:?}, expected {FORMAT:?}",
-        state_path.display(),
-        sf.format
-    );
+    let state_text =
+        std::fs::read_to_string(&state_path).with_context(|| format!("cannot read {}", state_path.display()))?;
+    let sf: StateFile =
+        serde_json::from_str(&state_text).with_context(|| format!("{} is corrupted", state_path.display()))?;
+    ensure!(sf.format == FORMAT, "{} has format {:?}, expected {FORMAT:?}", state_path.display(), sf.format);
 
-    let run_config = RunConfig::from_toml_str(
-        &String::from_utf8(read_checked(dir, "config.toml", &sf.checksums)?)?,
-        &[],
-    )
-    .context("checkpoint config.toml")?;
-    let tokenizer = CharTokenizer::from_json(&String::from_utf8(read_checked(
-        dir,
-        "tokenizer.json",
-        &sf.checksums,
-    )?)?)?;
+    let run_config =
+        RunConfig::from_toml_str(&String::from_utf8(read_checked(dir, "config.toml", &sf.checksums)?)?, &[])
+            .context("checkpoint config.toml")?;
+    let tokenizer = CharTokenizer::from_json(&String::from_utf8(read_checked(dir, "tokenizer.json", &sf.checksums)?)?)?;
     ensure!(
         tokenizer.vocab_size() == sf.model_config.vocab_size,
         "tokenizer has {} characters but the model expects vocab_size {}",
@@ -188,23 +145,13 @@ pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkp
         let mut v = vec![0.0; model.num_params()];
         for t in &model.layout.tensors {
             of.read_f32_into(&format!("exp_avg.{}", t.name), &t.shape, &mut m[t.range()])?;
-            of.read_f32_into(
-                &format!("exp_avg_sq.{}", t.name),
-                &t.shape,
-                &mut v[t.range()],
-            )?;
+            of.read_f32_into(&format!("exp_avg_sq.{}", t.name), &t.shape, &mut v[t.range()])?;
         }
         Some((m, v, sf.adam_t))
     } else {
         None
     };
-    Ok(Checkpoint {
-        run_config,
-        tokenizer,
-        model,
-        optimizer,
-        state: sf.state,
-    })
+    Ok(Checkpoint { run_config, tokenizer, model, optimizer, state: sf.state })
 }
 
 /// Copies every parameter of `model` from `tf` by name, checking shapes.

@@ -92,22 +92,7 @@ pub fn attention_forward(
         };
         unsafe {
             let o = out_ptr.get().add(bi * t * c + h * hs);
-            sgemm_raw(
-                false,
-                false,
-                t,
-                hs,
-                t,
-                1.0,
-                used.as_ptr(),
-                t,
-                v.as_ptr(),
-                3 * c,
-                0.0,
-                o,
-                c,
-                Threads::Single,
-            );
+            sgemm_raw(false, false, t, hs, t, 1.0, used.as_ptr(), t, v.as_ptr(), 3 * c, 0.0, o, c, Threads::Single);
         }
     };
     match drop_buf {
@@ -116,14 +101,11 @@ pub fn attention_forward(
             .zip(d.par_chunks_mut(t * t))
             .enumerate()
             .for_each(|(bh, (a, d))| task(bh, a, Some(d))),
-        None => att
-            .par_chunks_mut(t * t)
-            .enumerate()
-            .for_each(|(bh, a)| task(bh, a, None)),
+        None => att.par_chunks_mut(t * t).enumerate().for_each(|(bh, a)| task(bh, a, None)),
     }
 }
 
-/// dqkv (B, T, 3C) += ∂L/∂qkv given dout (B, T, C). `datt` (B, NH, T, T) is scratch.
+/// dqkv (B, T, 3C) = ∂L/∂qkv given dout (B, T, C) (overwritten). `datt` (B, NH, T, T) is scratch.
 /// `dropout` is the (dropped probabilities, p, seed) of the forward pass, if any.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
@@ -143,109 +125,73 @@ pub fn attention_backward(
     let scale = 1.0 / (hs as f32).sqrt();
     assert!(dqkv.len() >= b * t * 3 * c && dout.len() >= b * t * c && datt.len() >= b * nh * t * t);
     let dqkv_ptr = SendPtr(dqkv.as_mut_ptr());
-    datt[..b * nh * t * t]
-        .par_chunks_mut(t * t)
-        .enumerate()
-        .for_each(|(bh, dp)| {
-            let (bi, h) = (bh / nh, bh % nh);
-            let base = bi * t * 3 * c + h * hs;
-            let (q, k, v) = (&qkv[base..], &qkv[base + c..], &qkv[base + 2 * c..]);
-            let dy = &dout[bi * t * c + h * hs..];
-            let a = &att[bh * t * t..(bh + 1) * t * t];
-            let used = match dropout {
-                Some((d, _, _)) => &d[bh * t * t..(bh + 1) * t * t],
-                None => a,
-            };
-            // SAFETY: reads are in-bounds strided views; writes go to this head's columns of dqkv
-            // (disjoint between tasks) and to this task's own (T, T) scratch block.
-            unsafe {
-                let (dq, dk, dv) = (
-                    dqkv_ptr.get().add(base),
-                    dqkv_ptr.get().add(base + c),
-                    dqkv_ptr.get().add(base + 2 * c),
-                );
-                // dP = dY · Vᵀ  (T, T)
-                sgemm_raw(
-                    false,
-                    true,
-                    t,
-                    t,
-                    hs,
-                    1.0,
-                    dy.as_ptr(),
-                    c,
-                    v.as_ptr(),
-                    3 * c,
-                    0.0,
-                    dp.as_mut_ptr(),
-                    t,
-                    Threads::Single,
-                );
-                // dV += Pᵀ · dY  (T, hs)
-                sgemm_raw(
-                    true,
-                    false,
-                    t,
-                    hs,
-                    t,
-                    1.0,
-                    used.as_ptr(),
-                    t,
-                    dy.as_ptr(),
-                    c,
-                    1.0,
-                    dv,
-                    3 * c,
-                    Threads::Single,
-                );
-                if let Some((_, p, seed)) = dropout {
-                    dropout_inplace(dp, p, seed, bh * t * t);
-                }
-                // Softmax backward on the causal rows: dS = P ⊙ (dP - Σ_j P·dP).
-                for i in 0..t {
-                    let pr = &a[i * t..i * t + i + 1];
-                    let row = &mut dp[i * t..(i + 1) * t];
-                    let dot: f32 = pr.iter().zip(&row[..=i]).map(|(p, d)| p * d).sum();
-                    for j in 0..=i {
-                        row[j] = pr[j] * (row[j] - dot);
-                    }
-                    row[i + 1..].fill(0.0);
-                }
-                // dQ += scale · dS · K ;  dK += scale · dSᵀ · Q
-                sgemm_raw(
-                    false,
-                    false,
-                    t,
-                    hs,
-                    t,
-                    scale,
-                    dp.as_ptr(),
-                    t,
-                    k.as_ptr(),
-                    3 * c,
-                    1.0,
-                    dq,
-                    3 * c,
-                    Threads::Single,
-                );
-                sgemm_raw(
-                    true,
-                    false,
-                    t,
-                    hs,
-                    t,
-                    scale,
-                    dp.as_ptr(),
-                    t,
-                    q.as_ptr(),
-                    3 * c,
-                    1.0,
-                    dk,
-                    3 * c,
-                    Threads::Single,
-                );
+    datt[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each(|(bh, dp)| {
+        let (bi, h) = (bh / nh, bh % nh);
+        let base = bi * t * 3 * c + h * hs;
+        let (q, k, v) = (&qkv[base..], &qkv[base + c..], &qkv[base + 2 * c..]);
+        let dy = &dout[bi * t * c + h * hs..];
+        let a = &att[bh * t * t..(bh + 1) * t * t];
+        let used = match dropout {
+            Some((d, _, _)) => &d[bh * t * t..(bh + 1) * t * t],
+            None => a,
+        };
+        // SAFETY: reads are in-bounds strided views; writes go to this head's columns of dqkv
+        // (disjoint between tasks) and to this task's own (T, T) scratch block.
+        unsafe {
+            let (dq, dk, dv) =
+                (dqkv_ptr.get().add(base), dqkv_ptr.get().add(base + c), dqkv_ptr.get().add(base + 2 * c));
+            // dP = dY · Vᵀ  (T, T)
+            sgemm_raw(
+                false,
+                true,
+                t,
+                t,
+                hs,
+                1.0,
+                dy.as_ptr(),
+                c,
+                v.as_ptr(),
+                3 * c,
+                0.0,
+                dp.as_mut_ptr(),
+                t,
+                Threads::Single,
+            );
+            // dV = Pᵀ · dY  (T, hs)
+            sgemm_raw(true, false, t, hs, t, 1.0, used.as_ptr(), t, dy.as_ptr(), c, 0.0, dv, 3 * c, Threads::Single);
+            if let Some((_, p, seed)) = dropout {
+                dropout_inplace(dp, p, seed, bh * t * t);
             }
-        });
+            // Softmax backward on the causal rows: dS = P ⊙ (dP - Σ_j P·dP).
+            for i in 0..t {
+                let pr = &a[i * t..i * t + i + 1];
+                let row = &mut dp[i * t..(i + 1) * t];
+                let dot: f32 = pr.iter().zip(&row[..=i]).map(|(p, d)| p * d).sum();
+                for j in 0..=i {
+                    row[j] = pr[j] * (row[j] - dot);
+                }
+                row[i + 1..].fill(0.0);
+            }
+            // dQ = scale · dS · K ;  dK = scale · dSᵀ · Q
+            sgemm_raw(
+                false,
+                false,
+                t,
+                hs,
+                t,
+                scale,
+                dp.as_ptr(),
+                t,
+                k.as_ptr(),
+                3 * c,
+                0.0,
+                dq,
+                3 * c,
+                Threads::Single,
+            );
+            sgemm_raw(true, false, t, hs, t, scale, dp.as_ptr(), t, q.as_ptr(), 3 * c, 0.0, dk, 3 * c, Threads::Single);
+        }
+    });
 }
 
 /// Attention of `t` new queries, at positions `start .. start + t`, over the keys and values
@@ -270,12 +216,7 @@ pub fn attention_forward_cached(
     let hs = c / nh;
     let scale = 1.0 / (hs as f32).sqrt();
     let len = start + t;
-    assert!(
-        out.len() >= t * c
-            && q.len() >= (t - 1) * ldq + c
-            && k_cache.len() >= len * c
-            && v_cache.len() >= len * c
-    );
+    assert!(out.len() >= t * c && q.len() >= (t - 1) * ldq + c && k_cache.len() >= len * c && v_cache.len() >= len * c);
     assert!(scratch.len() >= nh * len);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let head = |h: usize, scores: &mut [f32]| {
@@ -294,8 +235,7 @@ pub fn attention_forward_cached(
             }
             let inv = 1.0 / sum;
             // SAFETY: head h writes only columns h·hs..(h+1)·hs of each output row.
-            let o =
-                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * c + h * hs), hs) };
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * c + h * hs), hs) };
             o.fill(0.0);
             for (j, &p) in s.iter().enumerate() {
                 math::axpy(o, p * inv, &v_cache[j * c + h * hs..j * c + (h + 1) * hs]);
@@ -304,14 +244,8 @@ pub fn attention_forward_cached(
     };
     let scratch = &mut scratch[..nh * len];
     if t * len * hs >= 1 << 14 {
-        scratch
-            .par_chunks_mut(len)
-            .enumerate()
-            .for_each(|(h, s)| head(h, s));
+        scratch.par_chunks_mut(len).enumerate().for_each(|(h, s)| head(h, s));
     } else {
-        scratch
-            .chunks_mut(len)
-            .enumerate()
-            .for_each(|(h, s)| head(h, s));
+        scratch.chunks_mut(len).enumerate().for_each(|(h, s)| head(h, s));
     }
 }

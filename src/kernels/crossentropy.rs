@@ -12,18 +12,10 @@ pub const IGNORE_INDEX: i32 = -1;
 
 /// losses (N) = -log softmax(logits (N, V))[target]; 0 for ignored rows.
 /// Returns (Σ losses, number of counted rows).
-pub fn crossentropy_forward(
-    losses: &mut [f32],
-    logits: &[f32],
-    targets: &[i32],
-    v: usize,
-) -> (f64, usize) {
+pub fn crossentropy_forward(losses: &mut [f32], logits: &[f32], targets: &[i32], v: usize) -> (f64, usize) {
     let _p = crate::profile::scope(crate::profile::Op::CrossEntropyFwd);
-    losses
-        .par_iter_mut()
-        .zip(logits.par_chunks(v).zip(targets.par_iter()))
-        .with_min_len(MIN_ROWS_PER_TASK)
-        .for_each(|(l, (row, &tgt))| {
+    losses.par_iter_mut().zip(logits.par_chunks(v).zip(targets.par_iter())).with_min_len(MIN_ROWS_PER_TASK).for_each(
+        |(l, (row, &tgt))| {
             *l = if tgt < 0 {
                 0.0
             } else {
@@ -31,22 +23,17 @@ pub fn crossentropy_forward(
                 let sum: f32 = row.iter().map(|&x| math::exp(x - max)).sum();
                 (sum.ln() + max) - row[tgt as usize]
             };
-        });
+        },
+    );
     // Sequential f64 sum: fixed order, so the loss is identical for any thread count.
     let total = losses.iter().map(|&l| l as f64).sum::<f64>();
     let count = targets.iter().filter(|&&t| t >= 0).count();
     (total, count)
 }
 
-/// dlogits (N, V) += scale · (softmax(logits) - onehot(target)) for counted rows.
+/// dlogits (N, V) = scale · (softmax(logits) - onehot(target)) for counted rows, 0 for ignored ones.
 /// With `scale = 1 / count` this is the gradient of the mean loss.
-pub fn crossentropy_backward(
-    dlogits: &mut [f32],
-    logits: &[f32],
-    targets: &[i32],
-    v: usize,
-    scale: f32,
-) {
+pub fn crossentropy_backward(dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, scale: f32) {
     let _p = crate::profile::scope(crate::profile::Op::CrossEntropyBwd);
     dlogits
         .par_chunks_mut(v)
@@ -54,6 +41,7 @@ pub fn crossentropy_backward(
         .with_min_len(MIN_ROWS_PER_TASK)
         .for_each(|(d, (row, &tgt))| {
             if tgt < 0 {
+                d.fill(0.0);
                 return;
             }
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -62,7 +50,7 @@ pub fn crossentropy_backward(
             for (i, (d, &x)) in d.iter_mut().zip(row).enumerate() {
                 let p = math::exp(x - max) * inv;
                 let y = if i == tgt as usize { 1.0 } else { 0.0 };
-                *d += scale * (p - y);
+                *d = scale * (p - y);
             }
         });
 }

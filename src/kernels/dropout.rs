@@ -26,8 +26,7 @@ pub fn site_seed(run_seed: u64, step: u64, site: u64) -> u64 {
 #[inline]
 fn mask(seed: u64, i: usize, p: f32, scale: f32) -> f32 {
     // Top 24 bits as a uniform number in [0, 1).
-    let u = (mix64(seed ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 40) as f32
-        * (1.0 / (1u64 << 24) as f32);
+    let u = (mix64(seed ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 40) as f32 * (1.0 / (1u64 << 24) as f32);
     if u < p {
         0.0
     } else {
@@ -39,28 +38,22 @@ fn mask(seed: u64, i: usize, p: f32, scale: f32) -> f32 {
 pub fn dropout_forward(out: &mut [f32], inp: &[f32], p: f32, seed: u64) {
     let _p = crate::profile::scope(crate::profile::Op::DropoutFwd);
     let scale = 1.0 / (1.0 - p);
-    out.par_chunks_mut(CHUNK)
-        .zip(inp.par_chunks(CHUNK))
-        .enumerate()
-        .for_each(|(ci, (o, x))| {
-            for (j, (o, &x)) in o.iter_mut().zip(x).enumerate() {
-                *o = x * mask(seed, ci * CHUNK + j, p, scale);
-            }
-        });
+    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).enumerate().for_each(|(ci, (o, x))| {
+        for (j, (o, &x)) in o.iter_mut().zip(x).enumerate() {
+            *o = x * mask(seed, ci * CHUNK + j, p, scale);
+        }
+    });
 }
 
-/// dinp (len) += dout ⊙ mask(seed) / (1-p), the same mask as the forward pass.
+/// dinp (len) = dout ⊙ mask(seed) / (1-p), the same mask as the forward pass.
 pub fn dropout_backward(dinp: &mut [f32], dout: &[f32], p: f32, seed: u64) {
     let _p = crate::profile::scope(crate::profile::Op::DropoutBwd);
     let scale = 1.0 / (1.0 - p);
-    dinp.par_chunks_mut(CHUNK)
-        .zip(dout.par_chunks(CHUNK))
-        .enumerate()
-        .for_each(|(ci, (di, d))| {
-            for (j, (di, &d)) in di.iter_mut().zip(d).enumerate() {
-                *di += d * mask(seed, ci * CHUNK + j, p, scale);
-            }
-        });
+    dinp.par_chunks_mut(CHUNK).zip(dout.par_chunks(CHUNK)).enumerate().for_each(|(ci, (di, d))| {
+        for (j, (di, &d)) in di.iter_mut().zip(d).enumerate() {
+            *di = d * mask(seed, ci * CHUNK + j, p, scale);
+        }
+    });
 }
 
 /// In-place variant used on attention probabilities: x ⊙= mask / (1-p).

@@ -30,14 +30,12 @@ pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
         .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = gelu(x)));
 }
 
-/// dinp (len) += gelu'(inp) · dout
+/// dinp (len) = gelu'(inp) · dout
 pub fn gelu_backward(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
     let _p = crate::profile::scope(crate::profile::Op::GeluBwd);
-    dinp.par_chunks_mut(CHUNK)
-        .zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK)))
-        .for_each(|(di, (x, d))| {
-            for ((di, &x), &d) in di.iter_mut().zip(x).zip(d) {
-                *di += gelu_grad(x) * d;
-            }
-        });
+    dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK))).for_each(|(di, (x, d))| {
+        for ((di, &x), &d) in di.iter_mut().zip(x).zip(d) {
+            *di = gelu_grad(x) * d;
+        }
+    });
 }

@@ -45,6 +45,24 @@ thread_local! {
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+fn allocate_packing(edge: &mut Vec<f32>, pb: &mut Vec<f32>) {
+    edge.resize(MR * KC, 0.0);
+    pb.resize(NC.div_ceil(NR) * NR * KC, 0.0);
+}
+
+/// Allocates this thread's packing buffers now rather than on its first product. Thread pools
+/// call it when each worker starts (see `train::thread_pool`), so no product ever allocates,
+/// whichever worker happens to run it first.
+pub fn prepare_thread() {
+    PACK.with(|cell| {
+        let mut bufs = cell.borrow_mut();
+        let (edge, pb) = &mut *bufs;
+        if pb.is_empty() {
+            allocate_packing(edge, pb);
+        }
+    });
+}
+
 /// Safe wrapper: checks that every operand slice is long enough for its shape and stride.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm(
@@ -68,18 +86,9 @@ pub fn sgemm(
     }
     let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
     let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
-    assert!(
-        lda >= a_cols && ldb >= b_cols && ldc >= n,
-        "sgemm: leading dimension too small"
-    );
-    assert!(
-        a_rows == 0 || a.len() >= (a_rows - 1) * lda + a_cols,
-        "sgemm: A too short"
-    );
-    assert!(
-        b_rows == 0 || b.len() >= (b_rows - 1) * ldb + b_cols,
-        "sgemm: B too short"
-    );
+    assert!(lda >= a_cols && ldb >= b_cols && ldc >= n, "sgemm: leading dimension too small");
+    assert!(a_rows == 0 || a.len() >= (a_rows - 1) * lda + a_cols, "sgemm: A too short");
+    assert!(b_rows == 0 || b.len() >= (b_rows - 1) * ldb + b_cols, "sgemm: B too short");
     assert!(c.len() >= (m - 1) * ldc + n, "sgemm: C too short");
     // SAFETY: the asserts above guarantee every element addressed by the shapes and strides
     // lies inside the slices, and `c` is borrowed mutably so it cannot alias `a` or `b`.
@@ -137,21 +146,7 @@ pub unsafe fn sgemm_raw(
         gemv_row(n, k, alpha, a, a_cs, b, b_rs, b_cs, beta, c, threads);
         return;
     }
-    let p = Problem {
-        m,
-        n,
-        k,
-        alpha,
-        a,
-        a_rs,
-        a_cs,
-        b,
-        b_rs,
-        b_cs,
-        beta,
-        c,
-        ldc,
-    };
+    let p = Problem { m, n, k, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, ldc };
     let parts = match threads {
         Threads::Pool if m * n * k >= PARALLEL_MIN_FLOPS => rayon::current_num_threads().max(1),
         _ => 1,
@@ -160,13 +155,10 @@ pub unsafe fn sgemm_raw(
         gemm_serial(&p);
         return;
     }
-    // Split along the output dimension with more micro-tiles, in whole tiles.
-    let split_rows = m.div_ceil(MR) >= n.div_ceil(NR);
-    let (tiles, tile) = if split_rows {
-        (m.div_ceil(MR), MR)
-    } else {
-        (n.div_ceil(NR), NR)
-    };
+    // Split in whole micro-tiles. Columns are preferred: each thread then packs only its own
+    // share of B, while A is read in place by all. Rows only when there are too few columns.
+    let split_rows = n.div_ceil(NR) < 2 * parts && m.div_ceil(MR) > n.div_ceil(NR);
+    let (tiles, tile) = if split_rows { (m.div_ceil(MR), MR) } else { (n.div_ceil(NR), NR) };
     let parts = parts.min(tiles);
     let per = tiles.div_ceil(parts) * tile;
     let pp = SendProblem(p);
@@ -239,18 +231,12 @@ unsafe fn gemv_row(
                 axpy(&mut acc[..cols], row[p], brow);
             }
             for (o, v) in out.iter_mut().zip(&acc) {
-                *o = if beta == 0.0 {
-                    alpha * v
-                } else {
-                    alpha * v + beta * *o
-                };
+                *o = if beta == 0.0 { alpha * v } else { alpha * v + beta * *o };
             }
         }
     };
     if threads == Threads::Pool && n * k >= PARALLEL_MIN_FLOPS / 4 {
-        (0..n.div_ceil(COLS))
-            .into_par_iter()
-            .for_each(|i| chunk(i * COLS));
+        (0..n.div_ceil(COLS)).into_par_iter().for_each(|i| chunk(i * COLS));
     } else {
         for i in 0..n.div_ceil(COLS) {
             chunk(i * COLS);
@@ -299,10 +285,9 @@ unsafe fn gemm_serial(p: &Problem) {
     }
     PACK.with(|cell| {
         let mut bufs = cell.borrow_mut();
-        let (pa, pb) = &mut *bufs;
-        if pa.is_empty() {
-            pa.resize(MC.div_ceil(MR) * MR * KC, 0.0);
-            pb.resize(NC.div_ceil(NR) * NR * KC, 0.0);
+        let (edge, pb) = &mut *bufs;
+        if pb.is_empty() {
+            allocate_packing(edge, pb);
         }
         let kernel = micro_kernel_fn();
         for jc in (0..p.n).step_by(NC) {
@@ -311,32 +296,29 @@ unsafe fn gemm_serial(p: &Problem) {
                 let kc = KC.min(p.k - pc);
                 // Only the first k-block applies the caller's beta; later blocks accumulate.
                 let beta = if pc == 0 { p.beta } else { 1.0 };
-                pack_b(
-                    pb,
-                    p.b.add(pc * p.b_rs + jc * p.b_cs),
-                    p.b_rs,
-                    p.b_cs,
-                    kc,
-                    nc,
-                );
+                pack_b(pb, p.b.add(pc * p.b_rs + jc * p.b_cs), p.b_rs, p.b_cs, kc, nc);
+                // A is read in place (its rows are reused from L1/L2 across the B panels);
+                // only a last panel of fewer than MR rows is copied, zero-padded, so the
+                // micro-kernel never reads past the matrix.
+                let full_rows = p.m / MR * MR;
+                if full_rows < p.m {
+                    pack_a(edge, p.a.add(full_rows * p.a_rs + pc * p.a_cs), p.a_rs, p.a_cs, p.m - full_rows, kc);
+                }
                 for ic in (0..p.m).step_by(MC) {
                     let mc = MC.min(p.m - ic);
-                    pack_a(
-                        pa,
-                        p.a.add(ic * p.a_rs + pc * p.a_cs),
-                        p.a_rs,
-                        p.a_cs,
-                        mc,
-                        kc,
-                    );
                     for jr in (0..nc).step_by(NR) {
                         let nr = NR.min(nc - jr);
                         let bp = pb.as_ptr().add(jr * kc);
                         for ir in (0..mc).step_by(MR) {
-                            let mr = MR.min(mc - ir);
-                            let ap = pa.as_ptr().add(ir * kc);
-                            let cp = p.c.add((ic + ir) * p.ldc + jc + jr);
-                            kernel(kc, ap, bp, cp, p.ldc, p.alpha, beta, mr, nr);
+                            let row = ic + ir;
+                            let mr = MR.min(p.m - row);
+                            let cp = p.c.add(row * p.ldc + jc + jr);
+                            if mr == MR {
+                                let ap = p.a.add(row * p.a_rs + pc * p.a_cs);
+                                kernel(kc, ap, p.a_rs, p.a_cs, bp, cp, p.ldc, p.alpha, beta, mr, nr);
+                            } else {
+                                kernel(kc, edge.as_ptr(), 1, MR, bp, cp, p.ldc, p.alpha, beta, mr, nr);
+                            }
                         }
                     }
                 }
@@ -408,14 +390,14 @@ unsafe fn pack_b(dst: &mut [f32], b: *const f32, rs: usize, cs: usize, kc: usize
     }
 }
 
-type MicroKernel =
-    unsafe fn(usize, *const f32, *const f32, *mut f32, usize, f32, f32, usize, usize);
+/// (kc, a, a_rs, a_cs, packed b, c, ldc, alpha, beta, mr, nr): A element (i, q) is
+/// `a[i·a_rs + q·a_cs]` for i < MR (all MR rows must be readable), B is one packed NR panel.
+type MicroKernel = unsafe fn(usize, *const f32, usize, usize, *const f32, *mut f32, usize, f32, f32, usize, usize);
 
 fn micro_kernel_fn() -> MicroKernel {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             return micro_kernel_avx2;
         }
     }
@@ -424,24 +406,12 @@ fn micro_kernel_fn() -> MicroKernel {
 
 /// Writes the MR×NR accumulator tile to C: `C = alpha·acc + beta·C` on the valid (mr, nr) part.
 #[inline(always)]
-unsafe fn store_tile(
-    acc: &[[f32; NR]; MR],
-    c: *mut f32,
-    ldc: usize,
-    alpha: f32,
-    beta: f32,
-    mr: usize,
-    nr: usize,
-) {
+unsafe fn store_tile(acc: &[[f32; NR]; MR], c: *mut f32, ldc: usize, alpha: f32, beta: f32, mr: usize, nr: usize) {
     for i in 0..mr {
         let row = c.add(i * ldc);
         for j in 0..nr {
             let v = alpha * acc[i][j];
-            *row.add(j) = if beta == 0.0 {
-                v
-            } else {
-                v + beta * *row.add(j)
-            };
+            *row.add(j) = if beta == 0.0 { v } else { v + beta * *row.add(j) };
         }
     }
 }
@@ -451,6 +421,8 @@ unsafe fn store_tile(
 unsafe fn micro_kernel_generic(
     kc: usize,
     a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -463,7 +435,7 @@ unsafe fn micro_kernel_generic(
     for q in 0..kc {
         let bq = std::slice::from_raw_parts(b.add(q * NR), NR);
         for i in 0..MR {
-            let ai = *a.add(q * MR + i);
+            let ai = *a.add(i * a_rs + q * a_cs);
             for j in 0..NR {
                 acc[i][j] += ai * bq[j];
             }
@@ -479,6 +451,8 @@ unsafe fn micro_kernel_generic(
 unsafe fn micro_kernel_avx2(
     kc: usize,
     a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -501,38 +475,32 @@ unsafe fn micro_kernel_avx2(
     let mut c50 = _mm256_setzero_ps();
     let mut c51 = _mm256_setzero_ps();
     let (mut ap, mut bp) = (a, b);
+    let (r1, r2, r3, r4, r5) = (a_rs, 2 * a_rs, 3 * a_rs, 4 * a_rs, 5 * a_rs);
     for _ in 0..kc {
         let b0 = _mm256_loadu_ps(bp);
         let b1 = _mm256_loadu_ps(bp.add(8));
         let a0 = _mm256_broadcast_ss(&*ap);
         c00 = _mm256_fmadd_ps(a0, b0, c00);
         c01 = _mm256_fmadd_ps(a0, b1, c01);
-        let a1 = _mm256_broadcast_ss(&*ap.add(1));
+        let a1 = _mm256_broadcast_ss(&*ap.add(r1));
         c10 = _mm256_fmadd_ps(a1, b0, c10);
         c11 = _mm256_fmadd_ps(a1, b1, c11);
-        let a2 = _mm256_broadcast_ss(&*ap.add(2));
+        let a2 = _mm256_broadcast_ss(&*ap.add(r2));
         c20 = _mm256_fmadd_ps(a2, b0, c20);
         c21 = _mm256_fmadd_ps(a2, b1, c21);
-        let a3 = _mm256_broadcast_ss(&*ap.add(3));
+        let a3 = _mm256_broadcast_ss(&*ap.add(r3));
         c30 = _mm256_fmadd_ps(a3, b0, c30);
         c31 = _mm256_fmadd_ps(a3, b1, c31);
-        let a4 = _mm256_broadcast_ss(&*ap.add(4));
+        let a4 = _mm256_broadcast_ss(&*ap.add(r4));
         c40 = _mm256_fmadd_ps(a4, b0, c40);
         c41 = _mm256_fmadd_ps(a4, b1, c41);
-        let a5 = _mm256_broadcast_ss(&*ap.add(5));
+        let a5 = _mm256_broadcast_ss(&*ap.add(r5));
         c50 = _mm256_fmadd_ps(a5, b0, c50);
         c51 = _mm256_fmadd_ps(a5, b1, c51);
-        ap = ap.add(MR);
+        ap = ap.add(a_cs);
         bp = bp.add(NR);
     }
-    let rows = [
-        [c00, c01],
-        [c10, c11],
-        [c20, c21],
-        [c30, c31],
-        [c40, c41],
-        [c50, c51],
-    ];
+    let rows = [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]];
     if mr == MR && nr == NR {
         let va = _mm256_set1_ps(alpha);
         let vb = _mm256_set1_ps(beta);
@@ -577,12 +545,8 @@ mod tests {
     }
 
     fn check(m: usize, n: usize, k: usize, threads: Threads) {
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 17 % 13) as f32 - 6.0) / 4.0)
-            .collect();
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 17 % 13) as f32 - 6.0) / 4.0).collect();
         for ta in [false, true] {
             for tb in [false, true] {
                 let lda = if ta { m } else { k };
@@ -591,23 +555,13 @@ mod tests {
                 let tol = 1e-4 * (k as f32).max(1.0);
                 // beta = 0 overwrites whatever is in C (even NaN); beta = 1 accumulates.
                 let mut c = vec![f32::NAN; m * n];
-                sgemm(
-                    ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 0.0, &mut c, n, threads,
-                );
+                sgemm(ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 0.0, &mut c, n, threads);
                 for (x, y) in c.iter().zip(&want) {
-                    assert!(
-                        (x - y).abs() < tol,
-                        "{m}x{n}x{k} ta={ta} tb={tb}: {x} vs {y}"
-                    );
+                    assert!((x - y).abs() < tol, "{m}x{n}x{k} ta={ta} tb={tb}: {x} vs {y}");
                 }
-                sgemm(
-                    ta, tb, m, n, k, 0.5, &a, lda, &b, ldb, 1.0, &mut c, n, threads,
-                );
+                sgemm(ta, tb, m, n, k, 0.5, &a, lda, &b, ldb, 1.0, &mut c, n, threads);
                 for (x, y) in c.iter().zip(&want) {
-                    assert!(
-                        (x - 1.5 * y).abs() < tol,
-                        "accumulate {m}x{n}x{k} ta={ta} tb={tb}"
-                    );
+                    assert!((x - 1.5 * y).abs() < tol, "accumulate {m}x{n}x{k} ta={ta} tb={tb}");
                 }
             }
         }
@@ -616,16 +570,9 @@ mod tests {
     #[test]
     fn matches_naive_on_edge_and_blocked_shapes() {
         // Shapes below, at and above the micro-tile, the k block (256) and the row block (120).
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (7, 5, 9),
-            (6, 16, 3),
-            (13, 33, 300),
-            (130, 17, 70),
-            (64, 64, 32),
-            (0, 3, 4),
-            (3, 4, 0),
-        ] {
+        for &(m, n, k) in
+            &[(1, 1, 1), (7, 5, 9), (6, 16, 3), (13, 33, 300), (130, 17, 70), (64, 64, 32), (0, 3, 4), (3, 4, 0)]
+        {
             check(m, n, k, Threads::Single);
             check(m, n, k, Threads::Pool);
         }
@@ -638,44 +585,10 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
         let mut c1 = vec![0.0; m * n];
         let mut c2 = vec![0.0; m * n];
-        sgemm(
-            false,
-            true,
-            m,
-            n,
-            k,
-            1.0,
-            &a,
-            k,
-            &b,
-            k,
-            0.0,
-            &mut c1,
-            n,
-            Threads::Single,
-        );
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap()
-            .install(|| {
-                sgemm(
-                    false,
-                    true,
-                    m,
-                    n,
-                    k,
-                    1.0,
-                    &a,
-                    k,
-                    &b,
-                    k,
-                    0.0,
-                    &mut c2,
-                    n,
-                    Threads::Pool,
-                );
-            });
+        sgemm(false, true, m, n, k, 1.0, &a, k, &b, k, 0.0, &mut c1, n, Threads::Single);
+        rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(|| {
+            sgemm(false, true, m, n, k, 1.0, &a, k, &b, k, 0.0, &mut c2, n, Threads::Pool);
+        });
         assert_eq!(c1, c2);
     }
 
@@ -687,28 +600,8 @@ mod tests {
         let mut c1 = vec![1.0f32; MR * NR];
         let mut c2 = c1.clone();
         unsafe {
-            micro_kernel_generic(
-                kc,
-                a.as_ptr(),
-                b.as_ptr(),
-                c1.as_mut_ptr(),
-                NR,
-                0.5,
-                2.0,
-                MR,
-                NR,
-            );
-            micro_kernel_fn()(
-                kc,
-                a.as_ptr(),
-                b.as_ptr(),
-                c2.as_mut_ptr(),
-                NR,
-                0.5,
-                2.0,
-                MR,
-                NR,
-            );
+            micro_kernel_generic(kc, a.as_ptr(), 1, MR, b.as_ptr(), c1.as_mut_ptr(), NR, 0.5, 2.0, MR, NR);
+            micro_kernel_fn()(kc, a.as_ptr(), 1, MR, b.as_ptr(), c2.as_mut_ptr(), NR, 0.5, 2.0, MR, NR);
         }
         for (x, y) in c1.iter().zip(&c2) {
             assert!((x - y).abs() < 1e-4);

@@ -101,9 +101,8 @@ pub fn layernorm_backward(
             .zip(db.par_chunks_mut(COLUMN_CHUNK))
             .enumerate()
             .for_each(|(j, (dw, db))| column_pass(dw, Some(db), j * COLUMN_CHUNK)),
-        None => dweight
-            .par_chunks_mut(COLUMN_CHUNK)
-            .enumerate()
-            .for_each(|(j, dw)| column_pass(dw, None, j * COLUMN_CHUNK)),
+        None => {
+            dweight.par_chunks_mut(COLUMN_CHUNK).enumerate().for_each(|(j, dw)| column_pass(dw, None, j * COLUMN_CHUNK))
+        }
     }
 }

@@ -103,10 +103,6 @@ mod tests {
         assert!((super::dot(&a, &b) as f64 - want).abs() < 1e-3);
         let mut y = b.clone();
         super::axpy(&mut y, 2.0, &a);
-        assert!(y
-            .iter()
-            .zip(&a)
-            .zip(&b)
-            .all(|((y, a), b)| (y - (b + 2.0 * a)).abs() < 1e-5));
+        assert!(y.iter().zip(&a).zip(&b).all(|((y, a), b)| (y - (b + 2.0 * a)).abs() < 1e-5));
     }
 }

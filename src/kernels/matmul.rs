@@ -19,31 +19,15 @@ pub fn matmul_forward(
     let beta = match bias {
         Some(b) => {
             // Start from the broadcast bias and let the GEMM accumulate onto it.
-            out.par_chunks_mut(oc)
-                .for_each(|row| row.copy_from_slice(b));
+            out.par_chunks_mut(oc).for_each(|row| row.copy_from_slice(b));
             1.0
         }
         None => 0.0,
     };
-    sgemm(
-        false,
-        true,
-        n,
-        oc,
-        c,
-        1.0,
-        inp,
-        c,
-        weight,
-        c,
-        beta,
-        out,
-        oc,
-        Threads::Pool,
-    );
+    sgemm(false, true, n, oc, c, 1.0, inp, c, weight, c, beta, out, oc, Threads::Pool);
 }
 
-/// dinp (N, C) += dout (N, OC) · weight (OC, C);
+/// dinp (N, C) = dout (N, OC) · weight (OC, C) (overwritten);
 /// dweight (OC, C) += doutᵀ · inp (N, C);
 /// dbias (OC) += Σ_n dout.
 #[allow(clippy::too_many_arguments)]
@@ -59,75 +43,21 @@ pub fn matmul_backward(
     oc: usize,
 ) {
     let _p = crate::profile::scope(crate::profile::Op::MatmulBwd);
-    sgemm(
-        false,
-        false,
-        n,
-        c,
-        oc,
-        1.0,
-        dout,
-        oc,
-        weight,
-        c,
-        1.0,
-        dinp,
-        c,
-        Threads::Pool,
-    );
-    sgemm(
-        true,
-        false,
-        oc,
-        c,
-        n,
-        1.0,
-        dout,
-        oc,
-        inp,
-        c,
-        1.0,
-        dweight,
-        c,
-        Threads::Pool,
-    );
+    sgemm(false, false, n, c, oc, 1.0, dout, oc, weight, c, 0.0, dinp, c, Threads::Pool);
+    sgemm(true, false, oc, c, n, 1.0, dout, oc, inp, c, 1.0, dweight, c, Threads::Pool);
     if let Some(db) = dbias {
-        db.par_chunks_mut(COLUMN_CHUNK)
-            .enumerate()
-            .for_each(|(j, db)| {
-                let c0 = j * COLUMN_CHUNK;
-                for row in 0..n {
-                    let d = &dout[row * oc + c0..row * oc + c0 + db.len()];
-                    db.iter_mut().zip(d).for_each(|(b, d)| *b += d);
-                }
-            });
+        db.par_chunks_mut(COLUMN_CHUNK).enumerate().for_each(|(j, db)| {
+            let c0 = j * COLUMN_CHUNK;
+            for row in 0..n {
+                let d = &dout[row * oc + c0..row * oc + c0 + db.len()];
+                db.iter_mut().zip(d).for_each(|(b, d)| *b += d);
+            }
+        });
     }
 }
 
 /// Like [`matmul_backward`] but without the input gradient: for the first layer of a chain,
 /// or when only parameter gradients are wanted.
-pub fn matmul_backward_weight_only(
-    dweight: &mut [f32],
-    dout: &[f32],
-    inp: &[f32],
-    n: usize,
-    c: usize,
-    oc: usize,
-) {
-    sgemm(
-        true,
-        false,
-        oc,
-        c,
-        n,
-        1.0,
-        dout,
-        oc,
-        inp,
-        c,
-        1.0,
-        dweight,
-        c,
-        Threads::Pool,
-    );
+pub fn matmul_backward_weight_only(dweight: &mut [f32], dout: &[f32], inp: &[f32], n: usize, c: usize, oc: usize) {
+    sgemm(true, false, oc, c, n, 1.0, dout, oc, inp, c, 1.0, dweight, c, Threads::Pool);
 }

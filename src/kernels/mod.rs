@@ -3,8 +3,10 @@
 //!
 //! Conventions (as in llm.c): `B` batch, `T` time, `C` channels, `N = B·T` rows, `V` vocab,
 //! `NH` heads. Tensors are row-major; the shape of every argument is written in its doc.
-//! Backward functions *accumulate* (`+=`) into parameter and input gradients, so the caller
-//! zeroes gradient buffers once per step and residual branches add up for free.
+//! Backward functions *accumulate* (`+=`) into parameter gradients, which the caller zeroes once
+//! per step. Input gradients are *overwritten* (no zero-fill pass over activation-sized
+//! buffers), except LayerNorm's: it adds into the residual stream's gradient, where the
+//! gradients of the two branches of every block meet.
 //! All parallel reductions split work by a fixed chunking that does not depend on the thread
 //! count, so results are bit-identical for a given seed whatever the pool size.
 

@@ -62,11 +62,7 @@ impl GptConfig {
             self.n_embd,
             self.n_head
         );
-        ensure!(
-            (0.0..1.0).contains(&self.dropout),
-            "model.dropout must be in [0, 1), got {}",
-            self.dropout
-        );
+        ensure!((0.0..1.0).contains(&self.dropout), "model.dropout must be in [0, 1), got {}", self.dropout);
         Ok(())
     }
 
@@ -112,8 +108,7 @@ fn build_param_layout(cfg: &GptConfig) -> (ParamLayout, GptParams) {
     for i in 0..cfg.n_layer {
         let p = format!("transformer.h.{i}");
         let bias = |l: &mut ParamLayout, name: &str, n: usize| {
-            cfg.bias
-                .then(|| l.push(format!("{p}.{name}.bias"), &[n], Bias))
+            cfg.bias.then(|| l.push(format!("{p}.{name}.bias"), &[n], Bias))
         };
         let ln_1_w = l.push(format!("{p}.ln_1.weight"), &[c], Norm);
         let ln_1_b = bias(&mut l, "ln_1", c);
@@ -143,25 +138,9 @@ fn build_param_layout(cfg: &GptConfig) -> (ParamLayout, GptParams) {
         });
     }
     let ln_f_w = l.push("transformer.ln_f.weight", &[c], Norm);
-    let ln_f_b = cfg
-        .bias
-        .then(|| l.push("transformer.ln_f.bias", &[c], Bias));
-    let lm_head = if cfg.tie_embeddings {
-        wte.clone()
-    } else {
-        l.push("lm_head.weight", &[v, c], Matrix)
-    };
-    (
-        l,
-        GptParams {
-            wte,
-            wpe,
-            blocks,
-            ln_f_w,
-            ln_f_b,
-            lm_head,
-        },
-    )
+    let ln_f_b = cfg.bias.then(|| l.push("transformer.ln_f.bias", &[c], Bias));
+    let lm_head = if cfg.tie_embeddings { wte.clone() } else { l.push("lm_head.weight", &[v, c], Matrix) };
+    (l, GptParams { wte, wpe, blocks, ln_f_w, ln_f_b, lm_head })
 }
 
 /// Ranges of one block's activations, sized for (max_batch, block_size).
@@ -273,11 +252,7 @@ struct Regions<'a> {
 
 impl<'a> Regions<'a> {
     fn new(buf: &'a mut [f32]) -> Self {
-        Regions {
-            ptr: buf.as_mut_ptr(),
-            len: buf.len(),
-            _borrow: std::marker::PhantomData,
-        }
+        Regions { ptr: buf.as_mut_ptr(), len: buf.len(), _borrow: std::marker::PhantomData }
     }
     /// The first `len` elements of `r`.
     #[allow(clippy::mut_from_ref)]
@@ -375,19 +350,14 @@ impl Gpt {
     pub fn init_gpt2(&mut self, seed: u64) {
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
         let std = Normal::new(0.0f32, 0.02).unwrap();
-        let proj_std =
-            Normal::new(0.0f32, 0.02 / (2.0 * self.config.n_layer as f32).sqrt()).unwrap();
+        let proj_std = Normal::new(0.0f32, 0.02 / (2.0 * self.config.n_layer as f32).sqrt()).unwrap();
         for t in &self.layout.tensors {
             let dst = &mut self.params[t.range()];
             match t.kind {
                 ParamKind::Bias => dst.fill(0.0),
                 ParamKind::Norm => dst.fill(1.0),
                 ParamKind::Matrix | ParamKind::Embedding => {
-                    let d = if t.name.ends_with("c_proj.weight") {
-                        &proj_std
-                    } else {
-                        &std
-                    };
+                    let d = if t.name.ends_with("c_proj.weight") { &proj_std } else { &std };
                     dst.iter_mut().for_each(|x| *x = d.sample(&mut rng));
                 }
             }
@@ -412,32 +382,14 @@ impl Gpt {
     ) -> Result<Option<f32>> {
         let cfg = &self.config;
         let (v, c, nh) = (cfg.vocab_size, cfg.n_embd, cfg.n_head);
-        ensure!(
-            b >= 1 && b <= self.max_batch,
-            "batch {b} outside 1..={}",
-            self.max_batch
-        );
-        ensure!(
-            t >= 1 && t <= cfg.block_size,
-            "sequence length {t} outside 1..={} (block_size)",
-            cfg.block_size
-        );
-        ensure!(
-            idx.len() == b * t,
-            "idx has {} tokens, expected B·T = {}",
-            idx.len(),
-            b * t
-        );
+        ensure!(b >= 1 && b <= self.max_batch, "batch {b} outside 1..={}", self.max_batch);
+        ensure!(t >= 1 && t <= cfg.block_size, "sequence length {t} outside 1..={} (block_size)", cfg.block_size);
+        ensure!(idx.len() == b * t, "idx has {} tokens, expected B·T = {}", idx.len(), b * t);
         if let Some(bad) = idx.iter().find(|&&x| x as usize >= v) {
             bail!("token id {bad} is out of range for vocab_size {v}");
         }
         if let Some(tg) = targets {
-            ensure!(
-                tg.len() == b * t,
-                "targets has {} entries, expected {}",
-                tg.len(),
-                b * t
-            );
+            ensure!(tg.len() == b * t, "targets has {} entries, expected {}", tg.len(), b * t);
             if let Some(bad) = tg.iter().find(|&&x| x >= v as i32 || x < -1) {
                 bail!("target {bad} is out of range for vocab_size {v} (use -1 to ignore)");
             }
@@ -459,14 +411,7 @@ impl Gpt {
         let r = Regions::new(&mut self.acts);
         let dseed = |site| site_seed(dropout_seed, 0, site);
 
-        embedding_forward(
-            r.mut_(&a.emb, n * c),
-            idx,
-            &w[p.wte.clone()],
-            &w[p.wpe.clone()],
-            t,
-            c,
-        );
+        embedding_forward(r.mut_(&a.emb, n * c), idx, &w[p.wte.clone()], &w[p.wpe.clone()], t, c);
         let mut x = r.get(&a.emb, n * c);
         if p_drop > 0.0 {
             let out = r.mut_(a.emb_drop.as_ref().unwrap(), n * c);
@@ -487,41 +432,16 @@ impl Gpt {
                 c,
             );
             let qkv = r.mut_(&ba.qkv, n * 3 * c);
-            matmul_forward(
-                qkv,
-                ln_1,
-                &w[bp.c_attn_w.clone()],
-                opt(&bp.c_attn_b),
-                n,
-                c,
-                3 * c,
-            );
+            matmul_forward(qkv, ln_1, &w[bp.c_attn_w.clone()], opt(&bp.c_attn_b), n, c, 3 * c);
             let atty = r.mut_(&ba.atty, n * c);
             let att_drop = ba
                 .att_drop
                 .as_ref()
                 .filter(|_| p_drop > 0.0)
                 .map(|rg| (r.mut_(rg, b * nh * t * t), p_drop, dseed(site_attn(l))));
-            attention_forward(
-                atty,
-                r.mut_(&ba.att, b * nh * t * t),
-                att_drop,
-                qkv,
-                b,
-                t,
-                c,
-                nh,
-            );
+            attention_forward(atty, r.mut_(&ba.att, b * nh * t * t), att_drop, qkv, b, t, c, nh);
             let mut branch = r.mut_(&ba.attn_proj, n * c);
-            matmul_forward(
-                branch,
-                atty,
-                &w[bp.attn_proj_w.clone()],
-                opt(&bp.attn_proj_b),
-                n,
-                c,
-                c,
-            );
+            matmul_forward(branch, atty, &w[bp.attn_proj_w.clone()], opt(&bp.attn_proj_b), n, c, c);
             if p_drop > 0.0 {
                 let out = r.mut_(ba.attn_proj_drop.as_ref().unwrap(), n * c);
                 dropout_forward(out, branch, p_drop, dseed(site_attn_resid(l)));
@@ -541,27 +461,11 @@ impl Gpt {
                 c,
             );
             let fc = r.mut_(&ba.fc, n * 4 * c);
-            matmul_forward(
-                fc,
-                ln_2,
-                &w[bp.c_fc_w.clone()],
-                opt(&bp.c_fc_b),
-                n,
-                c,
-                4 * c,
-            );
+            matmul_forward(fc, ln_2, &w[bp.c_fc_w.clone()], opt(&bp.c_fc_b), n, c, 4 * c);
             let fc_gelu = r.mut_(&ba.fc_gelu, n * 4 * c);
             gelu_forward(fc_gelu, fc);
             let mut branch = r.mut_(&ba.mlp_proj, n * c);
-            matmul_forward(
-                branch,
-                fc_gelu,
-                &w[bp.mlp_proj_w.clone()],
-                opt(&bp.mlp_proj_b),
-                n,
-                4 * c,
-                c,
-            );
+            matmul_forward(branch, fc_gelu, &w[bp.mlp_proj_w.clone()], opt(&bp.mlp_proj_b), n, 4 * c, c);
             if p_drop > 0.0 {
                 let out = r.mut_(ba.mlp_proj_drop.as_ref().unwrap(), n * c);
                 dropout_forward(out, branch, p_drop, dseed(site_mlp_resid(l)));
@@ -573,26 +477,14 @@ impl Gpt {
         }
         let ln_f = r.mut_(&a.ln_f, n * c);
         let ln_f_b = p.ln_f_b.as_ref().map(|rg| &w[rg.clone()]);
-        layernorm_forward(
-            ln_f,
-            r.mut_(&a.ln_f_mean, n),
-            r.mut_(&a.ln_f_rstd, n),
-            x,
-            &w[p.ln_f_w.clone()],
-            ln_f_b,
-            c,
-        );
+        layernorm_forward(ln_f, r.mut_(&a.ln_f_mean, n), r.mut_(&a.ln_f_rstd, n), x, &w[p.ln_f_w.clone()], ln_f_b, c);
         let logits = r.mut_(&a.logits, n * v);
         matmul_forward(logits, ln_f, &w[p.lm_head.clone()], None, n, c, v);
 
         let Some(tg) = targets else { return Ok(None) };
         let (sum, count) = crossentropy_forward(r.mut_(&a.losses, n), logits, tg, v);
         self.loss_count = count;
-        Ok(Some(if count == 0 {
-            0.0
-        } else {
-            (sum / count as f64) as f32
-        }))
+        Ok(Some(if count == 0 { 0.0 } else { (sum / count as f64) as f32 }))
     }
 
     /// Logits (B, T, V) of the last forward pass.
@@ -604,10 +496,7 @@ impl Gpt {
     /// Backward pass of the last forward pass (which must have had targets): accumulates the
     /// gradient of the mean loss into `self.grads`. Call [`Gpt::zero_grad`] first.
     pub fn backward(&mut self) -> Result<()> {
-        ensure!(
-            self.has_targets && self.batch > 0,
-            "backward() needs a forward pass with targets first"
-        );
+        ensure!(self.has_targets && self.batch > 0, "backward() needs a forward pass with targets first");
         let cfg = &self.config;
         let (b, t) = (self.batch, self.seq);
         let (n, v, c, nh) = (b * t, cfg.vocab_size, cfg.n_embd, cfg.n_head);
@@ -624,29 +513,11 @@ impl Gpt {
 
         // Loss → logits → lm_head → ln_f.
         let d_logits = r.mut_(&a.d_logits, n * v);
-        zero(d_logits);
         if self.loss_count > 0 {
-            crossentropy_backward(
-                d_logits,
-                r.get(&a.logits, n * v),
-                targets,
-                v,
-                1.0 / self.loss_count as f32,
-            );
+            crossentropy_backward(d_logits, r.get(&a.logits, n * v), targets, v, 1.0 / self.loss_count as f32);
         }
         let d_ln = r.mut_(&a.d_ln, n * c);
-        zero(d_ln);
-        matmul_backward(
-            d_ln,
-            gw(&p.lm_head),
-            None,
-            d_logits,
-            r.get(&a.ln_f, n * c),
-            &w[p.lm_head.clone()],
-            n,
-            c,
-            v,
-        );
+        matmul_backward(d_ln, gw(&p.lm_head), None, d_logits, r.get(&a.ln_f, n * c), &w[p.lm_head.clone()], n, c, v);
         let d_res = r.mut_(&a.d_residual, n * c);
         zero(d_res);
         let block_out = |l: usize| -> &[f32] {
@@ -677,14 +548,12 @@ impl Gpt {
             // MLP branch: resid_3 = resid_2 + dropout(mlp_proj). d_res is ∂L/∂resid_3.
             let d_branch: &[f32] = if p_drop > 0.0 {
                 let db = r.mut_(&a.d_branch, n * c);
-                zero(db);
                 dropout_backward(db, d_res, p_drop, dseed(site_mlp_resid(l)));
                 db
             } else {
                 d_res
             };
             let d_fc_gelu = r.mut_(&a.d_fc_gelu, n * 4 * c);
-            zero(d_fc_gelu);
             matmul_backward(
                 d_fc_gelu,
                 gw(&bp.mlp_proj_w),
@@ -697,10 +566,8 @@ impl Gpt {
                 c,
             );
             let d_fc = r.mut_(&a.d_fc, n * 4 * c);
-            zero(d_fc);
             gelu_backward(d_fc, r.get(&ba.fc, n * 4 * c), d_fc_gelu);
             let d_ln = r.mut_(&a.d_ln, n * c);
-            zero(d_ln);
             matmul_backward(
                 d_ln,
                 gw(&bp.c_fc_w),
@@ -728,14 +595,12 @@ impl Gpt {
             // Attention branch: resid_2 = x_in + dropout(attn_proj).
             let d_branch: &[f32] = if p_drop > 0.0 {
                 let db = r.mut_(&a.d_branch, n * c);
-                zero(db);
                 dropout_backward(db, d_res, p_drop, dseed(site_attn_resid(l)));
                 db
             } else {
                 d_res
             };
             let d_atty = r.mut_(&a.d_atty, n * c);
-            zero(d_atty);
             matmul_backward(
                 d_atty,
                 gw(&bp.attn_proj_w),
@@ -748,7 +613,6 @@ impl Gpt {
                 c,
             );
             let d_qkv = r.mut_(&a.d_qkv, n * 3 * c);
-            zero(d_qkv);
             let drop = ba
                 .att_drop
                 .as_ref()
@@ -767,7 +631,6 @@ impl Gpt {
                 nh,
             );
             let d_ln = r.mut_(&a.d_ln, n * c);
-            zero(d_ln);
             matmul_backward(
                 d_ln,
                 gw(&bp.c_attn_w),
@@ -794,30 +657,19 @@ impl Gpt {
         // d_res is now ∂L/∂(embedding output after dropout).
         let d_emb: &[f32] = if p_drop > 0.0 {
             let db = r.mut_(&a.d_branch, n * c);
-            zero(db);
             dropout_backward(db, d_res, p_drop, dseed(SITE_EMB));
             db
         } else {
             d_res
         };
         let (wte, wpe) = (p.wte.clone(), p.wpe.clone());
-        embedding_backward(
-            g.mut_(&wte, wte.len()),
-            g.mut_(&wpe, wpe.len()),
-            d_emb,
-            idx,
-            t,
-            c,
-        );
+        embedding_backward(g.mut_(&wte, wte.len()), g.mut_(&wpe, wpe.len()), d_emb, idx, t, c);
         Ok(())
     }
 
     /// Names and ranges of the parameters, in layout order.
     pub fn named_params(&self) -> impl Iterator<Item = (&str, &[f32])> {
-        self.layout
-            .tensors
-            .iter()
-            .map(|t| (t.name.as_str(), &self.params[t.range()]))
+        self.layout.tensors.iter().map(|t| (t.name.as_str(), &self.params[t.range()]))
     }
 }
 
@@ -859,17 +711,11 @@ mod tests {
             assert!((s / want - 1.0).abs() < 0.05, "{name}: std {s} vs {want}");
         }
         assert!(get("transformer.h.0.ln_1.weight").iter().all(|&x| x == 1.0));
-        assert!(get("transformer.h.0.attn.c_attn.bias")
-            .iter()
-            .all(|&x| x == 0.0));
+        assert!(get("transformer.h.0.attn.c_attn.bias").iter().all(|&x| x == 0.0));
         // nanoGPT's parameter count for this shape (its count includes wpe and the untied head).
         let c = 128;
-        let per_block =
-            2 * (2 * c) + (3 * c * c + 3 * c) + (c * c + c) + (4 * c * c + 4 * c) + (4 * c * c + c);
-        assert_eq!(
-            m.num_params(),
-            65 * c + 64 * c + 8 * per_block + 2 * c + 65 * c
-        );
+        let per_block = 2 * (2 * c) + (3 * c * c + 3 * c) + (c * c + c) + (4 * c * c + 4 * c) + (4 * c * c + c);
+        assert_eq!(m.num_params(), 65 * c + 64 * c + 8 * per_block + 2 * c + 65 * c);
     }
 
     #[test]
@@ -888,21 +734,9 @@ mod tests {
         assert!(e.contains("multiple of model.n_head"), "{e}");
         let mut m = Gpt::new(GptConfig { n_head: 2, ..cfg }, 2).unwrap();
         assert!(m.forward(&[1, 2, 3], None, 1, 3, false, 0).is_ok());
-        assert!(m
-            .forward(&[1; 9], None, 1, 9, false, 0)
-            .unwrap_err()
-            .to_string()
-            .contains("block_size"));
-        assert!(m
-            .forward(&[1; 6], None, 3, 2, false, 0)
-            .unwrap_err()
-            .to_string()
-            .contains("batch 3"));
-        assert!(m
-            .forward(&[10, 1], None, 1, 2, false, 0)
-            .unwrap_err()
-            .to_string()
-            .contains("token id 10"));
+        assert!(m.forward(&[1; 9], None, 1, 9, false, 0).unwrap_err().to_string().contains("block_size"));
+        assert!(m.forward(&[1; 6], None, 3, 2, false, 0).unwrap_err().to_string().contains("batch 3"));
+        assert!(m.forward(&[10, 1], None, 1, 2, false, 0).unwrap_err().to_string().contains("token id 10"));
         assert!(m.backward().unwrap_err().to_string().contains("targets"));
     }
 }

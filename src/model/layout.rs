@@ -44,18 +44,8 @@ pub struct ParamLayout {
 
 impl ParamLayout {
     /// Appends a tensor and returns its range in the flat buffer.
-    pub fn push(
-        &mut self,
-        name: impl Into<String>,
-        shape: &[usize],
-        kind: ParamKind,
-    ) -> Range<usize> {
-        let view = TensorView {
-            name: name.into(),
-            offset: self.total,
-            shape: shape.to_vec(),
-            kind,
-        };
+    pub fn push(&mut self, name: impl Into<String>, shape: &[usize], kind: ParamKind) -> Range<usize> {
+        let view = TensorView { name: name.into(), offset: self.total, shape: shape.to_vec(), kind };
         self.total += view.numel();
         let r = view.range();
         self.tensors.push(view);

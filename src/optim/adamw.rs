@@ -26,13 +26,7 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-            decay_embeddings: false,
-        }
+        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decay_embeddings: false }
     }
 }
 
@@ -61,22 +55,14 @@ impl AdamW {
                 (t.range(), if decay { config.weight_decay } else { 0.0 })
             })
             .collect();
-        AdamW {
-            m: vec![0.0; layout.total],
-            v: vec![0.0; layout.total],
-            t: 0,
-            groups,
-            config,
-        }
+        AdamW { m: vec![0.0; layout.total], v: vec![0.0; layout.total], t: 0, groups, config }
     }
 
     /// One update of `params` with `grads` at learning rate `lr`.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         let _p = crate::profile::scope(crate::profile::Op::AdamW);
         self.t += 1;
-        let AdamWConfig {
-            beta1, beta2, eps, ..
-        } = self.config;
+        let AdamWConfig { beta1, beta2, eps, .. } = self.config;
         let bc1 = 1.0 - (beta1 as f64).powi(self.t as i32);
         let bc2 = 1.0 - (beta2 as f64).powi(self.t as i32);
         let step_size = (lr as f64 / bc1) as f32;
@@ -87,11 +73,7 @@ impl AdamW {
             params[r.clone()]
                 .par_chunks_mut(CHUNK)
                 .zip(grads[r.clone()].par_chunks(CHUNK))
-                .zip(
-                    self.m[r.clone()]
-                        .par_chunks_mut(CHUNK)
-                        .zip(self.v[r].par_chunks_mut(CHUNK)),
-                )
+                .zip(self.m[r.clone()].par_chunks_mut(CHUNK).zip(self.v[r].par_chunks_mut(CHUNK)))
                 .for_each(|((p, g), (m, v))| {
                     for i in 0..p.len() {
                         let gi = g[i];

@@ -38,13 +38,8 @@ mod tests {
 
     #[test]
     fn warmup_then_cosine_then_floor() {
-        let s = LrSchedule {
-            learning_rate: 1e-3,
-            min_lr: 1e-4,
-            warmup_iters: 100,
-            lr_decay_iters: 2000,
-            decay_lr: true,
-        };
+        let s =
+            LrSchedule { learning_rate: 1e-3, min_lr: 1e-4, warmup_iters: 100, lr_decay_iters: 2000, decay_lr: true };
         assert!((s.lr(0) - 1e-3 / 101.0).abs() < 1e-9);
         assert!((s.lr(99) - 1e-3 * 100.0 / 101.0).abs() < 1e-9);
         assert!((s.lr(100) - 1e-3).abs() < 1e-9);
@@ -52,10 +47,7 @@ mod tests {
         assert!((s.lr(1050) - 5.5e-4).abs() < 1e-8);
         assert!((s.lr(2000) - 1e-4).abs() < 1e-9);
         assert_eq!(s.lr(5000), 1e-4);
-        let flat = LrSchedule {
-            decay_lr: false,
-            ..s
-        };
+        let flat = LrSchedule { decay_lr: false, ..s };
         assert_eq!(flat.lr(7), 1e-3);
     }
 }

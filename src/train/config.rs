@@ -62,10 +62,7 @@ pub struct DataSection {
 
 impl Default for DataSection {
     fn default() -> Self {
-        DataSection {
-            path: String::new(),
-            val_fraction: 0.1,
-        }
+        DataSection { path: String::new(), val_fraction: 0.1 }
     }
 }
 
@@ -177,19 +174,16 @@ impl RunConfig {
         }
         // Round-trip through text so serde's messages name the offending key and its line.
         let text = toml::to_string(&value)?;
-        let cfg: RunConfig = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("invalid config: {}", e.message())
-                .context(describe_span(&text, e.span()))
-        })?;
+        let cfg: RunConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config: {}", e.message()).context(describe_span(&text, e.span())))?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     pub fn from_file(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::from_toml_str(&text, overrides)
-            .with_context(|| format!("in config file {}", path.display()))
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_toml_str(&text, overrides).with_context(|| format!("in config file {}", path.display()))
     }
 
     pub fn to_toml(&self) -> String {
@@ -245,9 +239,7 @@ fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
     if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
         bail!("--set {o:?}: the key must be section.key, e.g. train.max_iters=100");
     }
-    let section = table
-        .entry(parts[0])
-        .or_insert_with(|| toml::Value::Table(Default::default()));
+    let section = table.entry(parts[0]).or_insert_with(|| toml::Value::Table(Default::default()));
     match section {
         toml::Value::Table(t) => {
             t.insert(parts[1].to_string(), value);
@@ -271,25 +263,13 @@ mod tests {
         assert_eq!(c.model.n_layer, 2);
         assert_eq!(c.train.max_iters, 7);
         assert_eq!(c.data.path, "a b.txt");
-        let e = format!(
-            "{:#}",
-            RunConfig::from_toml_str("[model]\nn_layers = 2\n", &[]).unwrap_err()
-        );
+        let e = format!("{:#}", RunConfig::from_toml_str("[model]\nn_layers = 2\n", &[]).unwrap_err());
         assert!(e.contains("n_layers"), "{e}");
-        let e = format!(
-            "{:#}",
-            RunConfig::from_toml_str("[train]\nmax_iters = \"many\"\n", &[]).unwrap_err()
-        );
+        let e = format!("{:#}", RunConfig::from_toml_str("[train]\nmax_iters = \"many\"\n", &[]).unwrap_err());
         assert!(e.contains("max_iters") && e.contains("invalid type"), "{e}");
-        let e = format!(
-            "{:#}",
-            RunConfig::from_toml_str("[model]\nn_embd = 100\nn_head = 3\n", &[]).unwrap_err()
-        );
+        let e = format!("{:#}", RunConfig::from_toml_str("[model]\nn_embd = 100\nn_head = 3\n", &[]).unwrap_err());
         assert!(e.contains("multiple of model.n_head"), "{e}");
-        let e = format!(
-            "{:#}",
-            RunConfig::from_toml_str("", &["nokey".into()]).unwrap_err()
-        );
+        let e = format!("{:#}", RunConfig::from_toml_str("", &["nokey".into()]).unwrap_err());
         assert!(e.contains("section.key=value"), "{e}");
     }
 }

@@ -19,9 +19,7 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(MetricsLog {
-            out: BufWriter::new(f),
-        })
+        Ok(MetricsLog { out: BufWriter::new(f) })
     }
 
     pub fn step(
@@ -42,11 +40,7 @@ impl MetricsLog {
     }
 
     pub fn eval(&mut self, iter: u64, train_loss: f32, val_loss: f32) -> Result<()> {
-        writeln!(
-            self.out,
-            "{}",
-            serde_json::json!({"iter": iter, "train_loss": train_loss, "val_loss": val_loss})
-        )?;
+        writeln!(self.out, "{}", serde_json::json!({"iter": iter, "train_loss": train_loss, "val_loss": val_loss}))?;
         self.out.flush()?;
         Ok(())
     }
@@ -60,20 +54,14 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(total: u64, start: u64, quiet: bool) -> Self {
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(total)
-        };
+        let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
         if !quiet {
             bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
         }
         bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos:>6}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
-            )
-            .unwrap()
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{bar:30.cyan/blue} {pos:>6}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
+                .unwrap()
+                .progress_chars("=> "),
         );
         bar.set_position(start);
         Progress { bar, quiet }
@@ -81,10 +69,7 @@ impl Progress {
 
     pub fn update(&self, iter: u64, loss: f32, lr: f32, ms: f64, tok_s: f64) {
         self.bar.set_position(iter);
-        self.bar.set_message(format!(
-            "loss {loss:.4} | lr {lr:.2e} | {ms:.1} ms/it | {:.1}k tok/s",
-            tok_s / 1e3
-        ));
+        self.bar.set_message(format!("loss {loss:.4} | lr {lr:.2e} | {ms:.1} ms/it | {:.1}k tok/s", tok_s / 1e3));
     }
 
     pub fn println(&self, line: String) {

@@ -18,19 +18,11 @@ use std::time::Instant;
 
 /// Reads a UTF-8 text corpus, with errors that say what is wrong with the file.
 pub fn read_corpus(path: &Path) -> Result<String> {
-    ensure!(
-        !path.as_os_str().is_empty(),
-        "no data file given (set data.path in the config or pass --data)"
-    );
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
+    ensure!(!path.as_os_str().is_empty(), "no data file given (set data.path in the config or pass --data)");
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
     ensure!(!bytes.is_empty(), "data file {} is empty", path.display());
     String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "data file {} is not valid UTF-8 (byte {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        )
+        anyhow::anyhow!("data file {} is not valid UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to())
     })
 }
 
@@ -72,19 +64,13 @@ impl Trainer {
         let (b, t) = (self.batch.b, self.batch.t);
         self.model.zero_grad();
         let dropout_seed = mix64(self.seed ^ mix64(self.step));
-        let loss = self
-            .model
-            .forward(
-                &self.batch.inputs,
-                Some(&self.batch.targets),
-                b,
-                t,
-                true,
-                dropout_seed,
-            )?
-            .unwrap_or(0.0);
+        let loss =
+            self.model.forward(&self.batch.inputs, Some(&self.batch.targets), b, t, true, dropout_seed)?.unwrap_or(0.0);
         if !loss.is_finite() {
-            bail!("loss is {loss} at step {}: training diverged (try a lower optim.learning_rate or optim.grad_clip)", self.step);
+            bail!(
+                "loss is {loss} at step {}: training diverged (try a lower optim.learning_rate or optim.grad_clip)",
+                self.step
+            );
         }
         self.model.backward()?;
         let norm = if self.grad_clip > 0.0 {
@@ -93,46 +79,22 @@ impl Trainer {
             grad_norm(&self.model.grads)
         };
         if !norm.is_finite() {
-            bail!(
-                "gradient norm is {norm} at step {}: training diverged",
-                self.step
-            );
+            bail!("gradient norm is {norm} at step {}: training diverged", self.step);
         }
         self.opt.step(&mut self.model.params, &self.model.grads, lr);
         self.step += 1;
-        Ok(StepStats {
-            loss,
-            lr,
-            grad_norm: norm,
-        })
+        Ok(StepStats { loss, lr, grad_norm: norm })
     }
 
     /// Mean loss over `iters` random batches of `split` (no dropout). The batches come from an
     /// RNG seeded by (seed, step, split), so evaluating never changes the training stream.
-    pub fn estimate_loss(
-        &mut self,
-        split: &[u32],
-        split_id: u64,
-        iters: usize,
-        batch: &mut Batch,
-    ) -> Result<f32> {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(
-            self.seed ^ mix64(self.step) ^ (split_id << 32),
-        ));
+    pub fn estimate_loss(&mut self, split: &[u32], split_id: u64, iters: usize, batch: &mut Batch) -> Result<f32> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(self.seed ^ mix64(self.step) ^ (split_id << 32)));
         let mut total = 0.0f64;
         for _ in 0..iters {
             sample_batch(split, batch, &mut rng);
-            let loss = self
-                .model
-                .forward(
-                    &batch.inputs,
-                    Some(&batch.targets),
-                    batch.b,
-                    batch.t,
-                    false,
-                    0,
-                )?
-                .unwrap_or(0.0);
+            let loss =
+                self.model.forward(&batch.inputs, Some(&batch.targets), batch.b, batch.t, false, 0)?.unwrap_or(0.0);
             total += loss as f64;
         }
         Ok((total / iters as f64) as f32)
@@ -157,9 +119,10 @@ pub struct TrainSummary {
     pub ms_per_iter: f64,
 }
 
-/// Builds a thread pool of `threads` workers (0 = one per core).
+/// Builds a thread pool of `threads` workers (0 = one per core), each with its GEMM packing
+/// buffers allocated up front.
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    let mut b = rayon::ThreadPoolBuilder::new();
+    let mut b = rayon::ThreadPoolBuilder::new().start_handler(|_| crate::kernels::gemm::prepare_thread());
     if threads > 0 {
         b = b.num_threads(threads);
     }
@@ -174,11 +137,7 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
     pool.install(|| train_in_pool(cfg, resume, opts))
 }
 
-fn train_in_pool(
-    cfg: RunConfig,
-    resume: Option<&Path>,
-    opts: &TrainOptions,
-) -> Result<TrainSummary> {
+fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
     let text = read_corpus(Path::new(&cfg.data.path))?;
     let (tokenizer, mut trainer, mut best) = match resume {
         Some(dir) => {
@@ -207,10 +166,7 @@ fn train_in_pool(
         }
         None => {
             let tokenizer = CharTokenizer::from_corpus(&text)?;
-            let mut model = Gpt::new(
-                cfg.model.gpt_config(tokenizer.vocab_size()),
-                cfg.train.batch_size,
-            )?;
+            let mut model = Gpt::new(cfg.model.gpt_config(tokenizer.vocab_size()), cfg.train.batch_size)?;
             model.init_gpt2(cfg.train.seed);
             let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
             let trainer = Trainer {
@@ -226,15 +182,12 @@ fn train_in_pool(
             (tokenizer, trainer, None)
         }
     };
-    let tokens = tokenizer
-        .encode(&text)
-        .context("the data file does not fit the checkpoint's tokenizer")?;
+    let tokens = tokenizer.encode(&text).context("the data file does not fit the checkpoint's tokenizer")?;
     let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
     data.check_fits(cfg.model.block_size)?;
 
     let out_dir = PathBuf::from(&cfg.train.out_dir);
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let ckpt_dir = out_dir.join("ckpt");
     let mut log = MetricsLog::open(&out_dir.join("metrics.jsonl"))?;
     let tc = &cfg.train;
@@ -257,31 +210,14 @@ fn train_in_pool(
     }
     let mut eval_batch = Batch::new(tc.batch_size, cfg.model.block_size);
     let mut last = (f32::NAN, f32::NAN);
-    let mut evaluate = |trainer: &mut Trainer,
-                        best: &mut Option<f32>,
-                        log: &mut MetricsLog|
-     -> Result<(f32, f32)> {
+    let mut evaluate = |trainer: &mut Trainer, best: &mut Option<f32>, log: &mut MetricsLog| -> Result<(f32, f32)> {
         let train_loss = trainer.estimate_loss(&data.train, 0, tc.eval_iters, &mut eval_batch)?;
         let val_loss = trainer.estimate_loss(&data.val, 1, tc.eval_iters, &mut eval_batch)?;
         log.eval(trainer.step, train_loss, val_loss)?;
-        progress.println(format!(
-            "step {:>6}: train loss {train_loss:.4}, val loss {val_loss:.4}",
-            trainer.step
-        ));
+        progress.println(format!("step {:>6}: train loss {train_loss:.4}, val loss {val_loss:.4}", trainer.step));
         *best = Some(best.map_or(val_loss, |b: f32| b.min(val_loss)));
-        let state = TrainState {
-            step: trainer.step,
-            rng: trainer.rng.clone(),
-            best_val_loss: *best,
-        };
-        checkpoint::save(
-            &ckpt_dir,
-            &trainer.model,
-            &trainer.opt,
-            &cfg,
-            &tokenizer,
-            &state,
-        )?;
+        let state = TrainState { step: trainer.step, rng: trainer.rng.clone(), best_val_loss: *best };
+        checkpoint::save(&ckpt_dir, &trainer.model, &trainer.opt, &cfg, &tokenizer, &state)?;
         Ok((train_loss, val_loss))
     };
 
@@ -291,22 +227,14 @@ fn train_in_pool(
     while trainer.step < tc.max_iters {
         // Evaluate at every multiple of eval_interval, except the step a resumed run starts at
         // (that evaluation already happened before the checkpoint was written).
-        if trainer.step % tc.eval_interval == 0 && (trainer.step != start_step || resume.is_none())
-        {
+        if trainer.step % tc.eval_interval == 0 && (trainer.step != start_step || resume.is_none()) {
             last = evaluate(&mut trainer, &mut best, &mut log)?;
         }
         let s = trainer.step(&data.train)?;
         window_steps += 1;
         if trainer.step % tc.log_interval == 0 || trainer.step == tc.max_iters {
             let ms = window_start.elapsed().as_secs_f64() * 1e3 / window_steps as f64;
-            log.step(
-                trainer.step,
-                s.loss,
-                s.lr,
-                s.grad_norm,
-                ms,
-                tokens_per_step / ms * 1e3,
-            )?;
+            log.step(trainer.step, s.loss, s.lr, s.grad_norm, ms, tokens_per_step / ms * 1e3)?;
             progress.update(trainer.step, s.loss, s.lr, ms, tokens_per_step / ms * 1e3);
             window_start = Instant::now();
             window_steps = 0;
@@ -324,11 +252,7 @@ fn train_in_pool(
         val_loss: last.1,
         checkpoint: ckpt_dir,
         seconds,
-        ms_per_iter: if steps > 0 {
-            seconds * 1e3 / steps as f64
-        } else {
-            0.0
-        },
+        ms_per_iter: if steps > 0 { seconds * 1e3 / steps as f64 } else { 0.0 },
     })
 }
 
@@ -346,9 +270,7 @@ pub fn profile_steps(
         model.init_gpt2(cfg.train.seed);
         let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
-        let tokens: Vec<u32> = (0..100_000)
-            .map(|_| rand::Rng::gen_range(&mut rng, 0..vocab_size as u32))
-            .collect();
+        let tokens: Vec<u32> = (0..100_000).map(|_| rand::Rng::gen_range(&mut rng, 0..vocab_size as u32)).collect();
         let mut trainer = Trainer {
             model,
             opt,

@@ -4,8 +4,8 @@
 
 use super::{Gpt, GptConfig, Regions};
 use crate::kernels::{
-    attention::attention_forward_cached, gelu::gelu_forward, layernorm::layernorm_forward,
-    matmul::matmul_forward, residual::residual_add_inplace,
+    attention::attention_forward_cached, gelu::gelu_forward, layernorm::layernorm_forward, matmul::matmul_forward,
+    residual::residual_add_inplace,
 };
 use anyhow::{bail, ensure, Result};
 
@@ -21,13 +21,7 @@ pub struct KvCache {
 impl KvCache {
     pub fn new(cfg: &GptConfig) -> Self {
         let size = cfg.n_layer * cfg.block_size * cfg.n_embd;
-        KvCache {
-            k: vec![0.0; size],
-            v: vec![0.0; size],
-            len: 0,
-            block: cfg.block_size,
-            c: cfg.n_embd,
-        }
+        KvCache { k: vec![0.0; size], v: vec![0.0; size], len: 0, block: cfg.block_size, c: cfg.n_embd }
     }
 
     /// Number of positions cached.
@@ -50,10 +44,7 @@ impl KvCache {
 
     fn layer(&mut self, l: usize) -> (&mut [f32], &mut [f32]) {
         let n = self.block * self.c;
-        (
-            &mut self.k[l * n..(l + 1) * n],
-            &mut self.v[l * n..(l + 1) * n],
-        )
+        (&mut self.k[l * n..(l + 1) * n], &mut self.v[l * n..(l + 1) * n])
     }
 }
 
@@ -64,15 +55,8 @@ impl Gpt {
         let (v, c, nh, block) = (cfg.vocab_size, cfg.n_embd, cfg.n_head, cfg.block_size);
         let (t, start) = (tokens.len(), cache.len);
         ensure!(t >= 1, "forward_cached needs at least one token");
-        ensure!(
-            cache.block == block && cache.c == c,
-            "the KV cache was made for another model"
-        );
-        ensure!(
-            start + t <= block,
-            "{} cached + {t} new tokens exceed block_size {block}",
-            start
-        );
+        ensure!(cache.block == block && cache.c == c, "the KV cache was made for another model");
+        ensure!(start + t <= block, "{} cached + {t} new tokens exceed block_size {block}", start);
         if let Some(bad) = tokens.iter().find(|&&x| x as usize >= v) {
             bail!("token id {bad} is out of range for vocab_size {v}");
         }
@@ -103,15 +87,7 @@ impl Gpt {
                 c,
             );
             let qkv = r.mut_(&ba.qkv, t * 3 * c);
-            matmul_forward(
-                qkv,
-                ln,
-                &w[bp.c_attn_w.clone()],
-                opt(&bp.c_attn_b),
-                t,
-                c,
-                3 * c,
-            );
+            matmul_forward(qkv, ln, &w[bp.c_attn_w.clone()], opt(&bp.c_attn_b), t, c, 3 * c);
             let (kc, vc) = cache.layer(l);
             for i in 0..t {
                 let row = &qkv[i * 3 * c..(i + 1) * 3 * c];
@@ -119,28 +95,9 @@ impl Gpt {
                 vc[(start + i) * c..(start + i + 1) * c].copy_from_slice(&row[2 * c..]);
             }
             let atty = r.mut_(&ba.atty, t * c);
-            attention_forward_cached(
-                atty,
-                qkv,
-                3 * c,
-                kc,
-                vc,
-                r.mut_(&ba.att, nh * (start + t)),
-                start,
-                t,
-                c,
-                nh,
-            );
+            attention_forward_cached(atty, qkv, 3 * c, kc, vc, r.mut_(&ba.att, nh * (start + t)), start, t, c, nh);
             let branch = r.mut_(&ba.attn_proj, t * c);
-            matmul_forward(
-                branch,
-                atty,
-                &w[bp.attn_proj_w.clone()],
-                opt(&bp.attn_proj_b),
-                t,
-                c,
-                c,
-            );
+            matmul_forward(branch, atty, &w[bp.attn_proj_w.clone()], opt(&bp.attn_proj_b), t, c, c);
             residual_add_inplace(x, branch);
 
             let ln = r.mut_(&ba.ln_2, t * c);
@@ -158,15 +115,7 @@ impl Gpt {
             let fc_gelu = r.mut_(&ba.fc_gelu, t * 4 * c);
             gelu_forward(fc_gelu, fc);
             let branch = r.mut_(&ba.mlp_proj, t * c);
-            matmul_forward(
-                branch,
-                fc_gelu,
-                &w[bp.mlp_proj_w.clone()],
-                opt(&bp.mlp_proj_b),
-                t,
-                4 * c,
-                c,
-            );
+            matmul_forward(branch, fc_gelu, &w[bp.mlp_proj_w.clone()], opt(&bp.mlp_proj_b), t, 4 * c, c);
             residual_add_inplace(x, branch);
         }
         // Only the last position's logits are needed to pick the next token.
@@ -180,15 +129,7 @@ impl Gpt {
             opt(&p.ln_f_b),
             c,
         );
-        matmul_forward(
-            r.mut_(&a.logits, v),
-            ln_f,
-            &w[p.lm_head.clone()],
-            None,
-            1,
-            c,
-            v,
-        );
+        matmul_forward(r.mut_(&a.logits, v), ln_f, &w[p.lm_head.clone()], None, 1, c, v);
         cache.len += t;
         Ok(&self.acts[a.logits.start..a.logits.start + v])
     }
