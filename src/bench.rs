@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-pub const CASES: &[&str] = &["S-train", "M-train", "M-forward", "M-generate"];
+pub const CASES: &[&str] = &["S-train", "M-train", "M-forward", "M-generate", "sgemm-2048"];
 
 #[derive(Serialize)]
 pub struct BenchResult {
@@ -113,6 +113,9 @@ pub fn run_case(
     seed: u64,
     dump: Option<&Path>,
 ) -> Result<BenchResult> {
+    if case == "sgemm-2048" {
+        return sgemm_case(iters, warmup, threads);
+    }
     let (cfg, batch_size) = config(case)?;
     let pool = thread_pool(threads)?;
     pool.install(|| {
@@ -192,5 +195,37 @@ pub fn run_case(
             peak_rss_kb: peak_rss_kb(),
             tokens,
         })
+    })
+}
+
+/// The machine's fp32 GEMM rate as lmlab's own GEMM sees it: C = A·B, 2048³, all threads.
+fn sgemm_case(iters: usize, warmup: usize, threads: usize) -> Result<BenchResult> {
+    use crate::kernels::gemm::{sgemm, Threads};
+    let n = 2048;
+    let a: Vec<f32> = (0..n * n).map(|i| ((i % 97) as f32 - 48.0) / 48.0).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| ((i % 89) as f32 - 44.0) / 44.0).collect();
+    let mut c = vec![0.0f32; n * n];
+    let pool = thread_pool(threads)?;
+    let times = pool.install(|| {
+        let mut times = Vec::with_capacity(iters);
+        for i in 0..warmup + iters {
+            let start = Instant::now();
+            sgemm(false, false, n, n, n, 1.0, &a, n, &b, n, 0.0, &mut c, n, Threads::Pool);
+            if i >= warmup {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times
+    });
+    Ok(BenchResult {
+        case: "sgemm-2048".into(),
+        threads: pool.current_num_threads(),
+        iters,
+        times_ms: times,
+        initial_loss: 0.0,
+        flops_per_iter: 2.0 * (n * n * n) as f64,
+        params: 0,
+        peak_rss_kb: peak_rss_kb(),
+        tokens: Vec::new(),
     })
 }

@@ -126,7 +126,11 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     if threads > 0 {
         b = b.num_threads(threads);
     }
-    Ok(b.build()?)
+    let pool = b.build()?;
+    // Wait until every worker is running (and has run its start handler), so no thread starts
+    // up later, in the middle of a step.
+    pool.broadcast(|_| ());
+    Ok(pool)
 }
 
 /// Trains from `cfg`, or resumes from the checkpoint `resume` (whose config then applies, with
