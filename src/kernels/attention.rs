@@ -12,6 +12,16 @@ use super::math;
 use super::SendPtr;
 use rayon::prelude::*;
 
+/// Query rows per block when skipping the masked half: block r computes scores for rows
+/// r·rb..(r+1)·rb against keys 0..(r+1)·rb only, about (1 + 1/blocks)/2 of the full product.
+fn causal_block(t: usize) -> usize {
+    if t >= 128 {
+        32
+    } else {
+        16
+    }
+}
+
 /// Causal softmax of one (T, T) score block in place: row `i` is normalised over columns
 /// `0..=i` and the masked columns `i+1..T` are set to zero.
 fn causal_softmax_rows(s: &mut [f32], t: usize) {
@@ -61,25 +71,31 @@ pub fn attention_forward(
         let q = &qkv[bi * t * 3 * c + h * hs..];
         let k = &qkv[bi * t * 3 * c + c + h * hs..];
         let v = &qkv[bi * t * 3 * c + 2 * c + h * hs..];
+        let rb = causal_block(t);
         // SAFETY: q, k, v are in-bounds strided views (rows of 3C); each task writes only its
         // own (T, T) block `a` and its own head columns of `out`.
-        unsafe {
-            sgemm_raw(
-                false,
-                true,
-                t,
-                t,
-                hs,
-                scale,
-                q.as_ptr(),
-                3 * c,
-                k.as_ptr(),
-                3 * c,
-                0.0,
-                a.as_mut_ptr(),
-                t,
-                Threads::Single,
-            );
+        // Scores only where the mask lets them through: query rows r0..r1 see keys 0..r1.
+        for r0 in (0..t).step_by(rb) {
+            let r1 = (r0 + rb).min(t);
+            unsafe {
+                let (qr, ar) = (q.as_ptr().add(r0 * 3 * c), a.as_mut_ptr().add(r0 * t));
+                sgemm_raw(
+                    false,
+                    true,
+                    r1 - r0,
+                    r1,
+                    hs,
+                    scale,
+                    qr,
+                    3 * c,
+                    k.as_ptr(),
+                    3 * c,
+                    0.0,
+                    ar,
+                    t,
+                    Threads::Single,
+                );
+            }
         }
         causal_softmax_rows(a, t);
         let used: &[f32] = match dropped {
@@ -90,9 +106,12 @@ pub fn attention_forward(
             }
             None => a,
         };
-        unsafe {
-            let o = out_ptr.get().add(bi * t * c + h * hs);
-            sgemm_raw(false, false, t, hs, t, 1.0, used.as_ptr(), t, v.as_ptr(), 3 * c, 0.0, o, c, Threads::Single);
+        for r0 in (0..t).step_by(rb) {
+            let r1 = (r0 + rb).min(t);
+            unsafe {
+                let (pr, o) = (used.as_ptr().add(r0 * t), out_ptr.get().add((bi * t + r0) * c + h * hs));
+                sgemm_raw(false, false, r1 - r0, hs, r1, 1.0, pr, t, v.as_ptr(), 3 * c, 0.0, o, c, Threads::Single);
+            }
         }
     };
     match drop_buf {
@@ -135,30 +154,28 @@ pub fn attention_backward(
             Some((d, _, _)) => &d[bh * t * t..(bh + 1) * t * t],
             None => a,
         };
+        let rb = causal_block(t);
+        let blocks = || (0..t).step_by(rb).map(move |r0| (r0, (r0 + rb).min(t)));
         // SAFETY: reads are in-bounds strided views; writes go to this head's columns of dqkv
-        // (disjoint between tasks) and to this task's own (T, T) scratch block.
+        // (disjoint between tasks) and to this task's own (T, T) scratch block. As in the
+        // forward pass only the causal part is computed: row block r0..r1 meets keys 0..r1.
         unsafe {
             let (dq, dk, dv) =
                 (dqkv_ptr.get().add(base), dqkv_ptr.get().add(base + c), dqkv_ptr.get().add(base + 2 * c));
-            // dP = dY · Vᵀ  (T, T)
-            sgemm_raw(
-                false,
-                true,
-                t,
-                t,
-                hs,
-                1.0,
-                dy.as_ptr(),
-                c,
-                v.as_ptr(),
-                3 * c,
-                0.0,
-                dp.as_mut_ptr(),
-                t,
-                Threads::Single,
-            );
-            // dV = Pᵀ · dY  (T, hs)
-            sgemm_raw(true, false, t, hs, t, 1.0, used.as_ptr(), t, dy.as_ptr(), c, 0.0, dv, 3 * c, Threads::Single);
+            let (dy, dp) = (dy.as_ptr(), dp.as_mut_ptr());
+            for (r0, r1) in blocks() {
+                // dP = dY · Vᵀ
+                let (dyr, dpr) = (dy.add(r0 * c), dp.add(r0 * t));
+                sgemm_raw(false, true, r1 - r0, r1, hs, 1.0, dyr, c, v.as_ptr(), 3 * c, 0.0, dpr, t, Threads::Single);
+            }
+            // dV = Pᵀ · dY, one block of P's rows at a time: the last block covers every key and
+            // overwrites dV, earlier blocks add to the keys they reach.
+            for (r0, r1) in blocks().rev() {
+                let beta = if r1 == t { 0.0 } else { 1.0 };
+                let (pr, dyr) = (used.as_ptr().add(r0 * t), dy.add(r0 * c));
+                sgemm_raw(true, false, r1, hs, r1 - r0, 1.0, pr, t, dyr, c, beta, dv, 3 * c, Threads::Single);
+            }
+            let dp = std::slice::from_raw_parts_mut(dp, t * t);
             if let Some((_, p, seed)) = dropout {
                 dropout_inplace(dp, p, seed, bh * t * t);
             }
@@ -172,24 +189,33 @@ pub fn attention_backward(
                 }
                 row[i + 1..].fill(0.0);
             }
-            // dQ = scale · dS · K ;  dK = scale · dSᵀ · Q
-            sgemm_raw(
-                false,
-                false,
-                t,
-                hs,
-                t,
-                scale,
-                dp.as_ptr(),
-                t,
-                k.as_ptr(),
-                3 * c,
-                0.0,
-                dq,
-                3 * c,
-                Threads::Single,
-            );
-            sgemm_raw(true, false, t, hs, t, scale, dp.as_ptr(), t, q.as_ptr(), 3 * c, 0.0, dk, 3 * c, Threads::Single);
+            let dp = dp.as_ptr();
+            for (r0, r1) in blocks() {
+                // dQ = scale · dS · K
+                let (dsr, dqr) = (dp.add(r0 * t), dq.add(r0 * 3 * c));
+                sgemm_raw(
+                    false,
+                    false,
+                    r1 - r0,
+                    hs,
+                    r1,
+                    scale,
+                    dsr,
+                    t,
+                    k.as_ptr(),
+                    3 * c,
+                    0.0,
+                    dqr,
+                    3 * c,
+                    Threads::Single,
+                );
+            }
+            for (r0, r1) in blocks().rev() {
+                // dK = scale · dSᵀ · Q, accumulated over row blocks like dV.
+                let beta = if r1 == t { 0.0 } else { 1.0 };
+                let (dsr, qr) = (dp.add(r0 * t), q.as_ptr().add(r0 * 3 * c));
+                sgemm_raw(true, false, r1, hs, r1 - r0, scale, dsr, t, qr, 3 * c, beta, dk, 3 * c, Threads::Single);
+            }
         }
     });
 }
