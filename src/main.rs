@@ -110,7 +110,7 @@ enum Cmd {
         #[arg(long)]
         data: Option<PathBuf>,
         /// Training iterations.
-        #[arg(long, default_value_t = 1500)]
+        #[arg(long, default_value_t = 1000)]
         iters: u64,
         /// Run directory.
         #[arg(long, default_value = "out/demo")]

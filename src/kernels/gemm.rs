@@ -41,12 +41,12 @@ const NC: usize = 2048;
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
 
 thread_local! {
-    /// (packed A block, packed B block), allocated at full size on a thread's first product.
+    /// (packed A block, packed B block), allocated at full size once per thread.
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-fn allocate_packing(edge: &mut Vec<f32>, pb: &mut Vec<f32>) {
-    edge.resize(MR * KC, 0.0);
+fn allocate_packing(pa: &mut Vec<f32>, pb: &mut Vec<f32>) {
+    pa.resize(MC.div_ceil(MR) * MR * KC, 0.0);
     pb.resize(NC.div_ceil(NR) * NR * KC, 0.0);
 }
 
@@ -285,9 +285,9 @@ unsafe fn gemm_serial(p: &Problem) {
     }
     PACK.with(|cell| {
         let mut bufs = cell.borrow_mut();
-        let (edge, pb) = &mut *bufs;
+        let (pa, pb) = &mut *bufs;
         if pb.is_empty() {
-            allocate_packing(edge, pb);
+            allocate_packing(pa, pb);
         }
         let kernel = micro_kernel_fn();
         for jc in (0..p.n).step_by(NC) {
@@ -297,27 +297,31 @@ unsafe fn gemm_serial(p: &Problem) {
                 // Only the first k-block applies the caller's beta; later blocks accumulate.
                 let beta = if pc == 0 { p.beta } else { 1.0 };
                 pack_b(pb, p.b.add(pc * p.b_rs + jc * p.b_cs), p.b_rs, p.b_cs, kc, nc);
-                // A is read in place (its rows are reused from L1/L2 across the B panels);
-                // only a last panel of fewer than MR rows is copied, zero-padded, so the
-                // micro-kernel never reads past the matrix.
-                let full_rows = p.m / MR * MR;
-                if full_rows < p.m {
-                    pack_a(edge, p.a.add(full_rows * p.a_rs + pc * p.a_cs), p.a_rs, p.a_cs, p.m - full_rows, kc);
-                }
+                // Row-major A (a_cs = 1) is read in place: a micro-tile's six rows are six
+                // contiguous streams, and they stay in L1/L2 across the B panels. Transposed A
+                // (columns contiguous) would touch a new cache line per k step, so it is packed,
+                // as is a last panel of fewer than MR rows (zero-padded, so the micro-kernel never
+                // reads past the matrix).
+                let direct = p.a_cs == 1;
                 for ic in (0..p.m).step_by(MC) {
                     let mc = MC.min(p.m - ic);
+                    let full = if direct { mc / MR * MR } else { 0 };
+                    if full < mc {
+                        pack_a(pa, p.a.add((ic + full) * p.a_rs + pc * p.a_cs), p.a_rs, p.a_cs, mc - full, kc);
+                    }
                     for jr in (0..nc).step_by(NR) {
                         let nr = NR.min(nc - jr);
                         let bp = pb.as_ptr().add(jr * kc);
                         for ir in (0..mc).step_by(MR) {
                             let row = ic + ir;
-                            let mr = MR.min(p.m - row);
+                            let mr = MR.min(mc - ir);
                             let cp = p.c.add(row * p.ldc + jc + jr);
-                            if mr == MR {
+                            if ir < full {
                                 let ap = p.a.add(row * p.a_rs + pc * p.a_cs);
                                 kernel(kc, ap, p.a_rs, p.a_cs, bp, cp, p.ldc, p.alpha, beta, mr, nr);
                             } else {
-                                kernel(kc, edge.as_ptr(), 1, MR, bp, cp, p.ldc, p.alpha, beta, mr, nr);
+                                let ap = pa.as_ptr().add((ir - full) * kc);
+                                kernel(kc, ap, 1, MR, bp, cp, p.ldc, p.alpha, beta, mr, nr);
                             }
                         }
                     }
