@@ -155,9 +155,13 @@ pub unsafe fn sgemm_raw(
         gemm_serial(&p);
         return;
     }
-    // Split in whole micro-tiles. Columns are preferred: each thread then packs only its own
-    // share of B, while A is read in place by all. Rows only when there are too few columns.
-    let split_rows = n.div_ceil(NR) < 2 * parts && m.div_ceil(MR) > n.div_ceil(NR);
+    // Split in whole micro-tiles so that no thread repeats another's packing where avoidable.
+    // Splitting columns gives each thread its own share of B to pack; splitting rows makes
+    // every thread pack all of B (k·n) but only its rows of A. Row-major A is read in place, so
+    // columns win unless there are too few of them; transposed A is packed too, so the smaller
+    // operand is the one duplicated.
+    let (row_tiles, col_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
+    let split_rows = if a_cs == 1 { col_tiles < 2 * parts && row_tiles > col_tiles } else { n <= m };
     let (tiles, tile) = if split_rows { (m.div_ceil(MR), MR) } else { (n.div_ceil(NR), NR) };
     let parts = parts.min(tiles);
     let per = tiles.div_ceil(parts) * tile;
@@ -478,30 +482,34 @@ unsafe fn micro_kernel_avx2(
     let mut c41 = _mm256_setzero_ps();
     let mut c50 = _mm256_setzero_ps();
     let mut c51 = _mm256_setzero_ps();
-    let (mut ap, mut bp) = (a, b);
-    let (r1, r2, r3, r4, r5) = (a_rs, 2 * a_rs, 3 * a_rs, 4 * a_rs, 5 * a_rs);
+    // Six row pointers and one shared offset: every broadcast address is base + offset, with no
+    // chain of dependent pointer updates between them.
+    let (a0p, a1p, a2p) = (a, a.add(a_rs), a.add(2 * a_rs));
+    let (a3p, a4p, a5p) = (a.add(3 * a_rs), a.add(4 * a_rs), a.add(5 * a_rs));
+    let mut bp = b;
+    let mut off = 0usize;
     for _ in 0..kc {
         let b0 = _mm256_loadu_ps(bp);
         let b1 = _mm256_loadu_ps(bp.add(8));
-        let a0 = _mm256_broadcast_ss(&*ap);
+        let a0 = _mm256_broadcast_ss(&*a0p.add(off));
         c00 = _mm256_fmadd_ps(a0, b0, c00);
         c01 = _mm256_fmadd_ps(a0, b1, c01);
-        let a1 = _mm256_broadcast_ss(&*ap.add(r1));
+        let a1 = _mm256_broadcast_ss(&*a1p.add(off));
         c10 = _mm256_fmadd_ps(a1, b0, c10);
         c11 = _mm256_fmadd_ps(a1, b1, c11);
-        let a2 = _mm256_broadcast_ss(&*ap.add(r2));
+        let a2 = _mm256_broadcast_ss(&*a2p.add(off));
         c20 = _mm256_fmadd_ps(a2, b0, c20);
         c21 = _mm256_fmadd_ps(a2, b1, c21);
-        let a3 = _mm256_broadcast_ss(&*ap.add(r3));
+        let a3 = _mm256_broadcast_ss(&*a3p.add(off));
         c30 = _mm256_fmadd_ps(a3, b0, c30);
         c31 = _mm256_fmadd_ps(a3, b1, c31);
-        let a4 = _mm256_broadcast_ss(&*ap.add(r4));
+        let a4 = _mm256_broadcast_ss(&*a4p.add(off));
         c40 = _mm256_fmadd_ps(a4, b0, c40);
         c41 = _mm256_fmadd_ps(a4, b1, c41);
-        let a5 = _mm256_broadcast_ss(&*ap.add(r5));
+        let a5 = _mm256_broadcast_ss(&*a5p.add(off));
         c50 = _mm256_fmadd_ps(a5, b0, c50);
         c51 = _mm256_fmadd_ps(a5, b1, c51);
-        ap = ap.add(a_cs);
+        off += a_cs;
         bp = bp.add(NR);
     }
     let rows = [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]];

@@ -60,6 +60,12 @@ impl AdamW {
 
     /// One update of `params` with `grads` at learning rate `lr`.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.step_scaled(params, grads, lr, 1.0);
+    }
+
+    /// One update with the gradients multiplied by `grad_scale` on the fly (the global-norm
+    /// clipping factor), saving a separate pass that would rescale the gradient buffer.
+    pub fn step_scaled(&mut self, params: &mut [f32], grads: &[f32], lr: f32, grad_scale: f32) {
         let _p = crate::profile::scope(crate::profile::Op::AdamW);
         self.t += 1;
         let AdamWConfig { beta1, beta2, eps, .. } = self.config;
@@ -67,22 +73,28 @@ impl AdamW {
         let bc2 = 1.0 - (beta2 as f64).powi(self.t as i32);
         let step_size = (lr as f64 / bc1) as f32;
         let bc2_sqrt = bc2.sqrt() as f32;
-        for (range, wd) in &self.groups {
-            let decay = 1.0 - lr * wd;
-            let r = range.clone();
-            params[r.clone()]
-                .par_chunks_mut(CHUNK)
-                .zip(grads[r.clone()].par_chunks(CHUNK))
-                .zip(self.m[r.clone()].par_chunks_mut(CHUNK).zip(self.v[r].par_chunks_mut(CHUNK)))
-                .for_each(|((p, g), (m, v))| {
-                    for i in 0..p.len() {
-                        let gi = g[i];
+        let groups = &self.groups;
+        // One parallel loop over fixed chunks of the whole flat buffer; a chunk that spans two
+        // tensors applies each one's weight decay to its own part.
+        params
+            .par_chunks_mut(CHUNK)
+            .zip(grads.par_chunks(CHUNK))
+            .zip(self.m.par_chunks_mut(CHUNK).zip(self.v.par_chunks_mut(CHUNK)))
+            .enumerate()
+            .for_each(|(ci, ((p, g), (m, v)))| {
+                let lo = ci * CHUNK;
+                let hi = lo + p.len();
+                let first = groups.partition_point(|(r, _)| r.end <= lo);
+                for (range, wd) in groups[first..].iter().take_while(|(r, _)| r.start < hi) {
+                    let decay = 1.0 - lr * wd;
+                    for i in range.start.max(lo) - lo..range.end.min(hi) - lo {
+                        let gi = g[i] * grad_scale;
                         m[i] = beta1 * m[i] + (1.0 - beta1) * gi;
                         v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi;
                         let denom = v[i].sqrt() / bc2_sqrt + eps;
                         p[i] = p[i] * decay - step_size * m[i] / denom;
                     }
-                });
-        }
+                }
+            });
     }
 }

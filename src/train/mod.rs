@@ -7,7 +7,7 @@ use crate::data::{Batch, CharTokenizer, TokenDataset};
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::Gpt;
-use crate::optim::{clip_grad_norm, grad_norm, AdamW, LrSchedule};
+use crate::optim::{clip_factor, grad_norm, AdamW, LrSchedule};
 use anyhow::{bail, ensure, Context, Result};
 use config::RunConfig;
 use log::MetricsLog;
@@ -73,15 +73,13 @@ impl Trainer {
             );
         }
         self.model.backward()?;
-        let norm = if self.grad_clip > 0.0 {
-            clip_grad_norm(&mut self.model.grads, self.grad_clip)
-        } else {
-            grad_norm(&self.model.grads)
-        };
+        let norm = grad_norm(&self.model.grads);
         if !norm.is_finite() {
             bail!("gradient norm is {norm} at step {}: training diverged", self.step);
         }
-        self.opt.step(&mut self.model.params, &self.model.grads, lr);
+        // Clipping is folded into the update: AdamW reads each gradient times the factor.
+        let scale = if self.grad_clip > 0.0 { clip_factor(norm, self.grad_clip) } else { 1.0 };
+        self.opt.step_scaled(&mut self.model.params, &self.model.grads, lr, scale);
         self.step += 1;
         Ok(StepStats { loss, lr, grad_norm: norm })
     }
