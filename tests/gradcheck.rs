@@ -76,7 +76,7 @@ fn layernorm_gradients() {
 
 #[test]
 fn attention_gradients() {
-    // t = 5 fits one causal row block; t = 37 spans three (blocks of 16), exercising the
+    // t = 5 fits one causal row block; t = 37 spans two (blocks of 32), exercising the
     // block-skipping products and the block-by-block accumulation of dK and dV.
     attention_gradients_at(2, 5);
     attention_gradients_at(1, 37);
