@@ -66,7 +66,9 @@ pub fn save(
         model.layout.tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()])).collect();
     let model_bytes = to_safetensors(
         &weights,
-        HashMap::from([("format".to_string(), "lmlab-gpt".to_string()), ("model_config".to_string(), cfg_json)]),
+        // One metadata key only: safetensors writes its metadata map in hash order, and two
+        // identical runs must write identical files.
+        HashMap::from([("lmlab_gpt_config".to_string(), cfg_json)]),
     )?;
     let mut moments = Vec::new();
     for t in &model.layout.tensors {

@@ -18,7 +18,8 @@ pub fn to_safetensors(tensors: &[(String, Vec<usize>, &[f32])], metadata: HashMa
 /// A tensor already in little-endian bytes: (name, dtype, shape, bytes).
 pub type RawTensor = (String, Dtype, Vec<usize>, Vec<u8>);
 
-/// Serializes tensors of any dtype with string metadata.
+/// Serializes tensors of any dtype with string metadata. Note: with more than one metadata
+/// key the header's key order (and so the file's bytes) varies between runs.
 pub fn to_safetensors_raw(tensors: &[RawTensor], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
