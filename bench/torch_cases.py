@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-from make_fixtures import GPT, decay_param_names  # noqa: E402
+from make_fixtures import GPT, decay_param_names, gpt2_init  # noqa: E402
 
 _S = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128)
 _M = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
@@ -62,19 +62,6 @@ def peak_rss_kb():
 
 # ----------------------------------------------------------------------------
 # Init files
-
-def gpt2_init(model, n_layer, gen):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif ".ln_" in name or name.startswith("transformer.ln_f"):
-                p.fill_(1.0)
-            elif name.endswith("c_proj.weight"):  # residual projections
-                p.copy_(torch.randn(p.shape, generator=gen) * (0.02 / math.sqrt(2 * n_layer)))
-            else:  # wte (tied lm_head), wpe, c_attn, c_fc
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-
 
 def make_init(path, case, seed):
     from safetensors.torch import save_file

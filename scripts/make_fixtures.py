@@ -114,6 +114,21 @@ class GPT(nn.Module):
         return logits, loss
 
 
+def gpt2_init(model, n_layer, gen=None):
+    """GPT-2 initialisation: N(0, 0.02), residual projections N(0, 0.02/sqrt(2 n_layer)),
+    zero biases, unit LayerNorm gains (as lmlab's Gpt::init_gpt2)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif ".ln_" in name or name.startswith("transformer.ln_f"):
+                p.fill_(1.0)
+            elif name.endswith("c_proj.weight"):  # residual projections
+                p.copy_(torch.randn(p.shape, generator=gen) * (0.02 / math.sqrt(2 * n_layer)))
+            else:  # wte (tied lm_head), wpe, c_attn, c_fc
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+
+
 def decay_param_names(model):
     """2-D weights of Linear layers (c_attn, c_proj, c_fc, untied lm_head)."""
     return [n for n, p in model.named_parameters()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create the Python venv used by the PyTorch reference scripts
-# (scripts/make_fixtures.py, scripts/bench_pytorch_train.py).
+# (scripts/make_fixtures.py, scripts/train_reference.py, bench/torch_cases.py).
 #   LMLAB_VENV  venv location (default: <repo>/.venv)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -24,8 +24,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixtures import GPT  # noqa: E402
-from bench_pytorch_train import gpt2_init  # noqa: E402
+from make_fixtures import GPT, gpt2_init  # noqa: E402
 
 
 def main():
