@@ -3,7 +3,7 @@
 //! The context is the last `block_size` tokens: a prompt longer than that is cropped from the
 //! left (the model cannot attend further back), exactly as nanoGPT's `generate` does.
 
-use crate::kernels::crossentropy::softmax_inplace;
+use crate::kernels::math::softmax_inplace;
 use crate::model::{Gpt, KvCache};
 use anyhow::{ensure, Result};
 use rand::Rng;

@@ -31,14 +31,7 @@ fn causal_softmax_rows(s: &mut [f32], t: usize) {
     for i in 0..t {
         let row = &mut s[i * t..(i + 1) * t];
         let (live, masked) = row.split_at_mut(i + 1);
-        let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for x in live.iter_mut() {
-            *x = math::exp(*x - max);
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        live.iter_mut().for_each(|x| *x *= inv);
+        math::softmax_inplace(live);
         masked.fill(0.0);
     }
 }
@@ -256,18 +249,12 @@ pub fn attention_forward_cached(
             for (j, sj) in s.iter_mut().enumerate() {
                 *sj = scale * math::dot(qi, &k_cache[j * c + h * hs..j * c + (h + 1) * hs]);
             }
-            let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for x in s.iter_mut() {
-                *x = math::exp(*x - max);
-                sum += *x;
-            }
-            let inv = 1.0 / sum;
+            math::softmax_inplace(s);
             // SAFETY: head h writes only columns h·hs..(h+1)·hs of each output row.
             let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * c + h * hs), hs) };
             o.fill(0.0);
             for (j, &p) in s.iter().enumerate() {
-                math::axpy(o, p * inv, &v_cache[j * c + h * hs..j * c + (h + 1) * hs]);
+                math::axpy(o, p, &v_cache[j * c + h * hs..j * c + (h + 1) * hs]);
             }
         }
     };

@@ -54,15 +54,3 @@ pub fn crossentropy_backward(dlogits: &mut [f32], logits: &[f32], targets: &[i32
             }
         });
 }
-
-/// In-place softmax of one row (used by sampling).
-pub fn softmax_inplace(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for x in row.iter_mut() {
-        *x = math::exp(*x - max);
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
-    row.iter_mut().for_each(|x| *x *= inv);
-}
