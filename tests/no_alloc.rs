@@ -43,8 +43,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counter is global: tests that count take this lock so they never count each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn training_step_allocates_nothing_after_the_first() {
+    let _serial = SERIAL.lock().unwrap();
     let text = "First Citizen:\nBefore we proceed any further, hear me speak.\n".repeat(40);
     let tok = CharTokenizer::from_corpus(&text).unwrap();
     let tokens = tok.encode(&text).unwrap();
@@ -83,4 +87,42 @@ fn training_step_allocates_nothing_after_the_first() {
         let sizes: Vec<usize> = SIZES.iter().map(|s| s.load(Ordering::Relaxed)).take(counted).collect();
         assert_eq!(counted, 0, "dropout {dropout}: {counted} heap allocations in 5 training steps, sizes {sizes:?}");
     }
+}
+
+#[test]
+fn generation_allocates_nothing_per_token() {
+    let _serial = SERIAL.lock().unwrap();
+    use lmlab::infer::sample::{generate, SampleOptions};
+    use lmlab::model::GptConfig;
+    let cfg = GptConfig {
+        vocab_size: 30,
+        block_size: 48,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 32,
+        dropout: 0.0,
+        bias: true,
+        tie_embeddings: true,
+    };
+    let mut model = Gpt::new(cfg, 1).unwrap();
+    model.init_gpt2(3);
+    let pool = thread_pool(2).unwrap();
+    // Allocations of one generate() call with `n` new tokens (sampling with top-k and temperature).
+    let mut count = |n: usize| {
+        pool.install(|| {
+            let opts = SampleOptions { max_new_tokens: n, temperature: 0.9, top_k: Some(10) };
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+            generate(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
+            ALLOCS.store(0, Ordering::SeqCst);
+            COUNTING.store(true, Ordering::SeqCst);
+            generate(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
+            COUNTING.store(false, Ordering::SeqCst);
+            ALLOCS.load(Ordering::SeqCst)
+        })
+    };
+    // The same fixed set of buffers whether 5 or 40 tokens are generated (all within the cache)
+    // or 70 (past block_size, where each step re-runs the last 48 tokens).
+    let (few, many, past) = (count(5), count(40), count(70));
+    assert_eq!(few, many, "allocations grow with the number of tokens: {few} for 5, {many} for 40");
+    assert_eq!(few, past, "allocations grow past the cache: {few} for 5, {past} for 70");
 }
