@@ -265,3 +265,37 @@ fn whole_model_gradients_with_and_without_dropout() {
         assert!(worst < 5e-3, "dropout {dropout}: model finite-difference mismatch {worst:.2e}");
     }
 }
+
+#[test]
+fn flash_attention_matches_dense_and_finite_differences() {
+    use lmlab::kernels::flash_attention::{flash_attention_backward, flash_attention_forward, scratch_per_head};
+    // t = 130 spans three query and key tiles of 64 with a ragged last one.
+    for &(b, t, c, nh) in &[(2usize, 5usize, 16usize, 2usize), (1, 64, 16, 2), (1, 130, 8, 2)] {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(t as u64);
+        let qkv = rand_vec(&mut rng, b * t * 3 * c, 1.5);
+        let r = rand_vec(&mut rng, b * t * c, 1.0);
+        let (mut out_d, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+        attention::attention_forward(&mut out_d, &mut att, None, &qkv, b, t, c, nh);
+        let (mut out_f, mut lse, mut scr) =
+            (vec![0.0; b * t * c], vec![0.0; b * nh * t], vec![0.0; b * nh * scratch_per_head(t)]);
+        flash_attention_forward(&mut out_f, &mut lse, &mut scr, &qkv, b, t, c, nh);
+        for (x, y) in out_f.iter().zip(&out_d) {
+            assert!((x - y).abs() < 1e-5, "t {t}: flash output {x} vs dense {y}");
+        }
+        let (mut dq_d, mut datt) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
+        attention::attention_backward(&mut dq_d, &mut datt, &r, &qkv, &att, None, b, t, c, nh);
+        let mut dq_f = vec![f32::NAN; b * t * 3 * c];
+        flash_attention_backward(&mut dq_f, &mut scr, &r, &qkv, &out_f, &lse, b, t, c, nh);
+        for (x, y) in dq_f.iter().zip(&dq_d) {
+            assert!((x - y).abs() < 1e-4, "t {t}: flash dqkv {x} vs dense {y}");
+        }
+        if t <= 64 {
+            check(&format!("flash attention dqkv (t {t})"), &qkv, &dq_f, |qkv| {
+                let (mut out, mut lse, mut scr) =
+                    (vec![0.0; b * t * c], vec![0.0; b * nh * t], vec![0.0; b * nh * scratch_per_head(t)]);
+                flash_attention_forward(&mut out, &mut lse, &mut scr, qkv, b, t, c, nh);
+                dot(&out, &r)
+            });
+        }
+    }
+}

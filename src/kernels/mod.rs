@@ -14,6 +14,7 @@ pub mod attention;
 pub mod crossentropy;
 pub mod dropout;
 pub mod embedding;
+pub mod flash_attention;
 pub mod gelu;
 pub mod gemm;
 pub mod layernorm;
