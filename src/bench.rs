@@ -46,6 +46,7 @@ fn config(case: &str) -> Result<(GptConfig, usize)> {
         dropout: 0.0,
         bias: false,
         tie_embeddings: true,
+        attention: Default::default(),
     };
     let medium = GptConfig { block_size: 256, n_layer: 6, n_head: 6, n_embd: 384, ..small.clone() };
     Ok(match case {

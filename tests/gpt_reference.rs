@@ -5,7 +5,7 @@
 mod common;
 use common::{assert_close, fixture};
 use lmlab::io::tensors::TensorFile;
-use lmlab::model::{Gpt, GptConfig};
+use lmlab::model::{AttentionKind, Gpt, GptConfig};
 use lmlab::optim::{clip_grad_norm, AdamW, AdamWConfig, LrSchedule};
 
 const RTOL: f64 = 1e-4;
@@ -28,6 +28,10 @@ fn config_of(tf: &TensorFile) -> serde_json::Value {
 }
 
 fn model_from(tf: &TensorFile, cfg: &serde_json::Value) -> Gpt {
+    model_with(tf, cfg, AttentionKind::Dense)
+}
+
+fn model_with(tf: &TensorFile, cfg: &serde_json::Value, attention: AttentionKind) -> Gpt {
     let u = |k: &str| cfg[k].as_u64().unwrap() as usize;
     let config = GptConfig {
         vocab_size: u("vocab_size"),
@@ -38,6 +42,7 @@ fn model_from(tf: &TensorFile, cfg: &serde_json::Value) -> Gpt {
         dropout: 0.0,
         bias: cfg["bias"].as_bool().unwrap(),
         tie_embeddings: cfg["tie_embeddings"].as_bool().unwrap(),
+        attention,
     };
     let mut m = Gpt::new(config, u("batch")).unwrap();
     let names: Vec<String> = m.layout.tensors.iter().map(|t| t.name.clone()).collect();
@@ -62,10 +67,14 @@ fn tokens(tf: &TensorFile, name: &str) -> (Vec<u32>, Vec<i32>, usize, usize) {
 }
 
 fn check_forward_backward(name: &str) {
+    check_forward_backward_with(name, AttentionKind::Dense);
+}
+
+fn check_forward_backward_with(name: &str, attention: AttentionKind) {
     let fx = Fixture::load(name);
     let tf = fx.file();
     let cfg = config_of(&tf);
-    let mut m = model_from(&tf, &cfg);
+    let mut m = model_with(&tf, &cfg, attention);
     let (idx, tg, b, t) = tokens(&tf, "");
     assert!(tg.contains(&-1), "the fixture exercises the ignore index");
     m.zero_grad();
@@ -172,4 +181,10 @@ fn three_adamw_steps_bias_tied() {
 #[test]
 fn three_adamw_steps_nobias_untied() {
     check_adamw_steps("gpt_tiny_nobias_untied.safetensors");
+}
+
+#[test]
+fn forward_backward_with_flash_attention() {
+    check_forward_backward_with("gpt_tiny_bias_tied.safetensors", AttentionKind::Flash);
+    check_forward_backward_with("gpt_tiny_nobias_untied.safetensors", AttentionKind::Flash);
 }

@@ -229,6 +229,7 @@ fn whole_model_gradients_with_and_without_dropout() {
             dropout,
             bias: true,
             tie_embeddings: true,
+            attention: Default::default(),
         };
         let mut m = Gpt::new(cfg, 2).unwrap();
         m.init_gpt2(3);

@@ -16,6 +16,7 @@ fn model(bias: bool) -> Gpt {
         dropout: 0.0,
         bias,
         tie_embeddings: !bias,
+        attention: Default::default(),
     };
     let mut m = Gpt::new(cfg, 1).unwrap();
     m.init_gpt2(5);

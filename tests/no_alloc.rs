@@ -52,8 +52,10 @@ fn training_step_allocates_nothing_after_the_first() {
     let text = "First Citizen:\nBefore we proceed any further, hear me speak.\n".repeat(40);
     let tok = CharTokenizer::from_corpus(&text).unwrap();
     let tokens = tok.encode(&text).unwrap();
-    for dropout in [0.0, 0.1] {
+    use lmlab::model::AttentionKind::{Dense, Flash};
+    for (dropout, attention) in [(0.0, Dense), (0.1, Dense), (0.0, Flash)] {
         let mut cfg = RunConfig::default();
+        cfg.model.attention = attention;
         cfg.model.n_layer = 2;
         cfg.model.n_embd = 64;
         cfg.model.n_head = 4;
@@ -85,7 +87,7 @@ fn training_step_allocates_nothing_after_the_first() {
             ALLOCS.load(Ordering::SeqCst)
         });
         let sizes: Vec<usize> = SIZES.iter().map(|s| s.load(Ordering::Relaxed)).take(counted).collect();
-        assert_eq!(counted, 0, "dropout {dropout}: {counted} heap allocations in 5 training steps, sizes {sizes:?}");
+        assert_eq!(counted, 0, "dropout {dropout}, {attention:?} attention: {counted} heap allocations in 5 training steps, sizes {sizes:?}");
     }
 }
 
@@ -103,6 +105,7 @@ fn generation_allocates_nothing_per_token() {
         dropout: 0.0,
         bias: true,
         tie_embeddings: true,
+        attention: Default::default(),
     };
     let mut model = Gpt::new(cfg, 1).unwrap();
     model.init_gpt2(3);

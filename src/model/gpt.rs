@@ -17,6 +17,7 @@ use crate::kernels::{
     crossentropy::{crossentropy_backward, crossentropy_forward},
     dropout::{dropout_backward, dropout_forward, site_seed},
     embedding::{embedding_backward, embedding_forward},
+    flash_attention::{flash_attention_backward, flash_attention_forward, scratch_per_head},
     gelu::{gelu_backward, gelu_forward},
     layernorm::{layernorm_backward, layernorm_forward},
     matmul::{matmul_backward, matmul_forward},
@@ -48,6 +49,20 @@ pub struct GptConfig {
     pub bias: bool,
     /// Share the output layer with the token embedding.
     pub tie_embeddings: bool,
+    /// Which attention kernel trains the model (inference always uses the KV-cache kernel).
+    #[serde(default)]
+    pub attention: AttentionKind,
+}
+
+/// The attention kernel used in training and full forward passes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionKind {
+    /// Scores and probabilities stored as (B, NH, T, T): fastest at short contexts.
+    #[default]
+    Dense,
+    /// Tiled online softmax ([`crate::kernels::flash_attention`]): O(T) memory per head.
+    Flash,
 }
 
 impl GptConfig {
@@ -63,6 +78,10 @@ impl GptConfig {
             self.n_head
         );
         ensure!((0.0..1.0).contains(&self.dropout), "model.dropout must be in [0, 1), got {}", self.dropout);
+        ensure!(
+            self.attention == AttentionKind::Dense || self.dropout == 0.0,
+            "model.attention = \"flash\" does not support dropout yet: set model.dropout = 0"
+        );
         Ok(())
     }
 
@@ -150,7 +169,7 @@ struct BlockActs {
     ln_1_mean: Range<usize>,              // (N)
     ln_1_rstd: Range<usize>,              // (N)
     qkv: Range<usize>,                    // (N, 3C)
-    att: Range<usize>,                    // (B, NH, T, T) softmax probabilities
+    att: Range<usize>,                    // (B, NH, T, T) probabilities; with flash attention (B, NH, T) log-sum-exp
     att_drop: Option<Range<usize>>,       // (B, NH, T, T) after dropout
     atty: Range<usize>,                   // (N, C) attention output before c_proj
     attn_proj: Range<usize>,              // (N, C)
@@ -180,7 +199,7 @@ struct GptActs {
     d_residual: Range<usize>, // (N, C) gradient of the residual stream
     d_ln: Range<usize>,       // (N, C)
     d_qkv: Range<usize>,      // (N, 3C)
-    d_att: Range<usize>,      // (B, NH, T, T)
+    d_att: Range<usize>,      // (B, NH, T, T); with flash attention the tile scratch of every head
     d_atty: Range<usize>,     // (N, C)
     d_fc: Range<usize>,       // (N, 4C)
     d_fc_gelu: Range<usize>,  // (N, 4C)
@@ -192,6 +211,7 @@ fn build_act_layout(cfg: &GptConfig, max_b: usize) -> (ActLayout, GptActs) {
     let (t, c, v, nh) = (cfg.block_size, cfg.n_embd, cfg.vocab_size, cfg.n_head);
     let n = max_b * t;
     let drop = cfg.dropout > 0.0;
+    let flash = cfg.attention == AttentionKind::Flash;
     let mut l = ActLayout::default();
     let emb = l.alloc(n * c);
     let emb_drop = l.alloc_if(drop, n * c);
@@ -201,7 +221,7 @@ fn build_act_layout(cfg: &GptConfig, max_b: usize) -> (ActLayout, GptActs) {
             ln_1_mean: l.alloc(n),
             ln_1_rstd: l.alloc(n),
             qkv: l.alloc(n * 3 * c),
-            att: l.alloc(max_b * nh * t * t),
+            att: l.alloc(if flash { max_b * nh * t } else { max_b * nh * t * t }),
             att_drop: l.alloc_if(drop, max_b * nh * t * t),
             atty: l.alloc(n * c),
             attn_proj: l.alloc(n * c),
@@ -229,7 +249,7 @@ fn build_act_layout(cfg: &GptConfig, max_b: usize) -> (ActLayout, GptActs) {
         d_residual: l.alloc(n * c),
         d_ln: l.alloc(n * c),
         d_qkv: l.alloc(n * 3 * c),
-        d_att: l.alloc(max_b * nh * t * t),
+        d_att: l.alloc(if flash { max_b * nh * scratch_per_head(t) } else { max_b * nh * t * t }),
         d_atty: l.alloc(n * c),
         d_fc: l.alloc(n * 4 * c),
         d_fc_gelu: l.alloc(n * 4 * c),
@@ -439,7 +459,12 @@ impl Gpt {
                 .as_ref()
                 .filter(|_| p_drop > 0.0)
                 .map(|rg| (r.mut_(rg, b * nh * t * t), p_drop, dseed(site_attn(l))));
-            attention_forward(atty, r.mut_(&ba.att, b * nh * t * t), att_drop, qkv, b, t, c, nh);
+            if cfg.attention == AttentionKind::Flash {
+                let scratch = r.mut_(&a.d_att, b * nh * scratch_per_head(t));
+                flash_attention_forward(atty, r.mut_(&ba.att, b * nh * t), scratch, qkv, b, t, c, nh);
+            } else {
+                attention_forward(atty, r.mut_(&ba.att, b * nh * t * t), att_drop, qkv, b, t, c, nh);
+            }
             let mut branch = r.mut_(&ba.attn_proj, n * c);
             matmul_forward(branch, atty, &w[bp.attn_proj_w.clone()], opt(&bp.attn_proj_b), n, c, c);
             if p_drop > 0.0 {
@@ -618,18 +643,24 @@ impl Gpt {
                 .as_ref()
                 .filter(|_| p_drop > 0.0)
                 .map(|rg| (r.get(rg, b * nh * t * t), p_drop, dseed(site_attn(l))));
-            attention_backward(
-                d_qkv,
-                r.mut_(&a.d_att, b * nh * t * t),
-                d_atty,
-                r.get(&ba.qkv, n * 3 * c),
-                r.get(&ba.att, b * nh * t * t),
-                drop,
-                b,
-                t,
-                c,
-                nh,
-            );
+            if cfg.attention == AttentionKind::Flash {
+                let scratch = r.mut_(&a.d_att, b * nh * scratch_per_head(t));
+                let (qkv, out, lse) = (r.get(&ba.qkv, n * 3 * c), r.get(&ba.atty, n * c), r.get(&ba.att, b * nh * t));
+                flash_attention_backward(d_qkv, scratch, d_atty, qkv, out, lse, b, t, c, nh);
+            } else {
+                attention_backward(
+                    d_qkv,
+                    r.mut_(&a.d_att, b * nh * t * t),
+                    d_atty,
+                    r.get(&ba.qkv, n * 3 * c),
+                    r.get(&ba.att, b * nh * t * t),
+                    drop,
+                    b,
+                    t,
+                    c,
+                    nh,
+                );
+            }
             let d_ln = r.mut_(&a.d_ln, n * c);
             matmul_backward(
                 d_ln,
@@ -694,6 +725,7 @@ mod tests {
             dropout: 0.0,
             bias: true,
             tie_embeddings: false,
+            attention: AttentionKind::Dense,
         };
         let mut m = Gpt::new(cfg, 1).unwrap();
         m.init_gpt2(0);
@@ -729,6 +761,7 @@ mod tests {
             dropout: 0.0,
             bias: true,
             tie_embeddings: true,
+            attention: AttentionKind::Dense,
         };
         let e = Gpt::new(cfg.clone(), 1).err().unwrap().to_string();
         assert!(e.contains("multiple of model.n_head"), "{e}");

@@ -2,5 +2,5 @@
 pub mod gpt;
 pub mod layout;
 
-pub use gpt::{Gpt, GptConfig, KvCache};
+pub use gpt::{AttentionKind, Gpt, GptConfig, KvCache};
 pub use layout::{ParamKind, ParamLayout, TensorView};

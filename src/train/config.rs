@@ -3,7 +3,7 @@
 //! Unknown keys and wrong types are errors that name the key. `--set section.key=value`
 //! overrides any key before validation.
 
-use crate::model::GptConfig;
+use crate::model::{AttentionKind, GptConfig};
 use crate::optim::{AdamWConfig, LrSchedule};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,8 @@ pub struct ModelSection {
     pub dropout: f32,
     pub bias: bool,
     pub tie_embeddings: bool,
+    /// "dense" (default) or "flash" (memory-efficient, no attention dropout yet).
+    pub attention: AttentionKind,
 }
 
 impl Default for ModelSection {
@@ -31,6 +33,7 @@ impl Default for ModelSection {
             dropout: 0.0,
             bias: true,
             tie_embeddings: true,
+            attention: AttentionKind::Dense,
         }
     }
 }
@@ -47,6 +50,7 @@ impl ModelSection {
             dropout: self.dropout,
             bias: self.bias,
             tie_embeddings: self.tie_embeddings,
+            attention: self.attention,
         }
     }
 }
