@@ -302,6 +302,26 @@ def check_kv(args):
     return all(v == n_new for v in out.values())
 
 
+def run_attention(args, t):
+    """attn-sdpa-T: forward + backward of F.scaled_dot_product_attention (causal), batch 1,
+    6 heads of 64, T tokens: the PyTorch side of lmlab's attn-dense-T / attn-flash-T."""
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.rand(1, 6, t, 64, generator=g).mul_(2).sub_(1).requires_grad_() for _ in range(3))
+    dy = torch.rand(1, 6, t, 64, generator=g)
+    times = []
+    for i in range(args.warmup + args.iters):
+        t0 = time.perf_counter()
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y.backward(dy)
+        q.grad = k.grad = v.grad = None
+        if i >= args.warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return dict(case=args.case, threads=args.threads, iters=args.iters, times_ms=times,
+                median_ms=statistics.median(times), min_ms=min(times), max_ms=max(times),
+                flops_per_iter=12.0 * t * t * 384, peak_rss_kb=peak_rss_kb())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", required=False, help=f"one of {', '.join(CASES)}, or sgemm")
@@ -330,6 +350,8 @@ def main():
         sys.exit(0 if check_kv(args) else 1)
     if args.case == "sgemm":
         res = run_sgemm(args)
+    elif args.case and args.case.startswith("attn-sdpa-"):
+        res = run_attention(args, int(args.case.rsplit("-", 1)[1]))
     else:
         if not args.init:
             ap.error("--init FILE is required (write one with `lmlab bench --dump-init` or --make-init)")

