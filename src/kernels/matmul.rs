@@ -55,9 +55,3 @@ pub fn matmul_backward(
         });
     }
 }
-
-/// Like [`matmul_backward`] but without the input gradient: for the first layer of a chain,
-/// or when only parameter gradients are wanted.
-pub fn matmul_backward_weight_only(dweight: &mut [f32], dout: &[f32], inp: &[f32], n: usize, c: usize, oc: usize) {
-    sgemm(true, false, oc, c, n, 1.0, dout, oc, inp, c, 1.0, dweight, c, Threads::Pool);
-}
