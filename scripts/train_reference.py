@@ -14,7 +14,6 @@ the training step (evaluation excluded).
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixtures import GPT, gpt2_init  # noqa: E402
+from make_fixtures import GPT, get_lr, gpt2_init  # noqa: E402
 
 
 def main():
@@ -62,13 +61,7 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=1e-3, betas=(0.9, 0.99), eps=1e-8)
 
-    def get_lr(it, lr=1e-3, min_lr=1e-4, warmup=100, decay_iters=2000):
-        if it < warmup:
-            return lr * (it + 1) / (warmup + 1)
-        if it > decay_iters:
-            return min_lr
-        r = (it - warmup) / (decay_iters - warmup)
-        return min_lr + 0.5 * (1.0 + math.cos(math.pi * r)) * (lr - min_lr)
+    schedule = dict(lr=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=2000)
 
     def get_batch(split):
         d = train if split == "train" else val
@@ -96,7 +89,7 @@ def main():
         if it == max_iters:
             break
         for g in opt.param_groups:
-            g["lr"] = get_lr(it)
+            g["lr"] = get_lr(it, schedule)
         x, y = get_batch("train")
         t0 = time.perf_counter()
         _, loss = model(x, y)

@@ -28,6 +28,31 @@ pub fn scratch_per_head(t: usize) -> usize {
     2 * BR * BC + t
 }
 
+/// S (br, bc; leading dimension BC) = scale · Q[i0..i0+br] · K[j0..j0+bc]ᵀ for one head, whose
+/// queries and keys are the strided views `q`, `k` (rows of 3C). Shared by the forward pass and
+/// the backward pass's recomputation, which must produce the same scores.
+#[allow(clippy::too_many_arguments)]
+fn score_tile(
+    s: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    i0: usize,
+    br: usize,
+    j0: usize,
+    bc: usize,
+    hs: usize,
+    c: usize,
+    scale: f32,
+) {
+    assert!(s.len() >= (br - 1) * BC + bc);
+    assert!(q.len() >= (i0 + br - 1) * 3 * c + hs && k.len() >= (j0 + bc - 1) * 3 * c + hs);
+    // SAFETY: the asserts bound every element the product reads and writes.
+    unsafe {
+        let (qp, kp) = (q.as_ptr().add(i0 * 3 * c), k.as_ptr().add(j0 * 3 * c));
+        sgemm_raw(false, true, br, bc, hs, scale, qp, 3 * c, kp, 3 * c, 0.0, s.as_mut_ptr(), BC, Threads::Single);
+    }
+}
+
 /// out (B, T, C) = softmax(mask(Q·Kᵀ/√hs))·V; lse (B, NH, T) = log Σ_j exp(score) per query row.
 /// `scratch` holds `B·NH·scratch_per_head(T)` floats.
 #[allow(clippy::too_many_arguments)]
@@ -71,25 +96,7 @@ pub fn flash_attention_forward(
                 for j0 in (0..i1).step_by(BC) {
                     let j1 = (j0 + BC).min(i1);
                     let bc = j1 - j0;
-                    unsafe {
-                        let (qp, kp) = (q.as_ptr().add(i0 * 3 * c), k.as_ptr().add(j0 * 3 * c));
-                        sgemm_raw(
-                            false,
-                            true,
-                            br,
-                            bc,
-                            hs,
-                            scale,
-                            qp,
-                            3 * c,
-                            kp,
-                            3 * c,
-                            0.0,
-                            s.as_mut_ptr(),
-                            BC,
-                            Threads::Single,
-                        );
-                    }
+                    score_tile(s, q, k, i0, br, j0, bc, hs, c, scale);
                     for r in 0..br {
                         let row = &mut s[r * BC..r * BC + bc];
                         // Causal mask: query i0+r sees keys up to itself.
@@ -188,25 +195,7 @@ pub fn flash_attention_backward(
             for j0 in (0..i1).step_by(BC) {
                 let j1 = (j0 + BC).min(i1);
                 let bc = j1 - j0;
-                unsafe {
-                    let (qp, kp) = (q.as_ptr().add(i0 * 3 * c), k.as_ptr().add(j0 * 3 * c));
-                    sgemm_raw(
-                        false,
-                        true,
-                        br,
-                        bc,
-                        hs,
-                        scale,
-                        qp,
-                        3 * c,
-                        kp,
-                        3 * c,
-                        0.0,
-                        p.as_mut_ptr(),
-                        BC,
-                        Threads::Single,
-                    );
-                }
+                score_tile(p, q, k, i0, br, j0, bc, hs, c, scale);
                 for r in 0..br {
                     let live = (i0 + r + 1).saturating_sub(j0).min(bc);
                     let row = &mut p[r * BC..r * BC + bc];
