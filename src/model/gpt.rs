@@ -23,7 +23,7 @@ use crate::kernels::{
     matmul::{matmul_backward, matmul_forward},
     residual::residual_forward,
 };
-use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
+use crate::model::layout::{ActLayout, ParamKind, ParamLayout, Regions};
 use anyhow::{bail, ensure, Result};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -259,34 +259,6 @@ fn build_act_layout(cfg: &GptConfig, max_b: usize) -> (ActLayout, GptActs) {
     (l, acts)
 }
 
-/// Disjoint mutable views into one flat buffer by range.
-///
-/// The model's layouts hand out non-overlapping ranges, and every kernel call below takes each
-/// range at most once, so the views never alias. This is llm.c's pointer arithmetic, confined
-/// to this file.
-struct Regions<'a> {
-    ptr: *mut f32,
-    len: usize,
-    _borrow: std::marker::PhantomData<&'a mut [f32]>,
-}
-
-impl<'a> Regions<'a> {
-    fn new(buf: &'a mut [f32]) -> Self {
-        Regions { ptr: buf.as_mut_ptr(), len: buf.len(), _borrow: std::marker::PhantomData }
-    }
-    /// The first `len` elements of `r`.
-    #[allow(clippy::mut_from_ref)]
-    fn mut_(&self, r: &Range<usize>, len: usize) -> &'a mut [f32] {
-        assert!(len <= r.len() && r.end <= self.len);
-        // SAFETY: in bounds (asserted); disjointness of simultaneously live views is the
-        // invariant documented on the type.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), len) }
-    }
-    fn get(&self, r: &Range<usize>, len: usize) -> &'a [f32] {
-        self.mut_(r, len)
-    }
-}
-
 /// Zeroes a gradient buffer (timed as its own operation by the profiler).
 fn zero(buf: &mut [f32]) {
     let _p = crate::profile::scope(crate::profile::Op::ZeroFill);
@@ -376,6 +348,7 @@ impl Gpt {
             match t.kind {
                 ParamKind::Bias => dst.fill(0.0),
                 ParamKind::Norm => dst.fill(1.0),
+                ParamKind::Buffer => {}
                 ParamKind::Matrix | ParamKind::Embedding => {
                     let d = if t.name.ends_with("c_proj.weight") { &proj_std } else { &std };
                     dst.iter_mut().for_each(|x| *x = d.sample(&mut rng));

@@ -25,6 +25,9 @@ pub enum ParamKind {
     Bias,
     /// The gain of a normalisation layer.
     Norm,
+    /// State that is saved with the model but not trained (BatchNorm's running statistics):
+    /// the optimizer leaves it alone and its gradient stays zero.
+    Buffer,
 }
 
 impl TensorView {
@@ -74,3 +77,32 @@ impl ActLayout {
         cond.then(|| self.alloc(len))
     }
 }
+
+/// Disjoint mutable views into one flat buffer by range.
+///
+/// The model's layouts hand out non-overlapping ranges, and every kernel call below takes each
+/// range at most once, so the views never alias. This is llm.c's pointer arithmetic, confined
+/// to the model files.
+pub(crate) struct Regions<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> Regions<'a> {
+    pub(crate) fn new(buf: &'a mut [f32]) -> Self {
+        Regions { ptr: buf.as_mut_ptr(), len: buf.len(), _borrow: std::marker::PhantomData }
+    }
+    /// The first `len` elements of `r`.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) fn mut_(&self, r: &Range<usize>, len: usize) -> &'a mut [f32] {
+        assert!(len <= r.len() && r.end <= self.len);
+        // SAFETY: in bounds (asserted); disjointness of simultaneously live views is the
+        // invariant documented on the type.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), len) }
+    }
+    pub(crate) fn get(&self, r: &Range<usize>, len: usize) -> &'a [f32] {
+        self.mut_(r, len)
+    }
+}
+

@@ -46,11 +46,12 @@ impl AdamW {
         let groups = layout
             .tensors
             .iter()
+            .filter(|t| t.kind != ParamKind::Buffer)
             .map(|t| {
                 let decay = match t.kind {
                     ParamKind::Matrix => true,
                     ParamKind::Embedding => config.decay_embeddings,
-                    ParamKind::Bias | ParamKind::Norm => false,
+                    ParamKind::Bias | ParamKind::Norm | ParamKind::Buffer => false,
                 };
                 (t.range(), if decay { config.weight_decay } else { 0.0 })
             })
