@@ -17,9 +17,11 @@ pub mod embedding;
 pub mod flash_attention;
 pub mod gelu;
 pub mod gemm;
+pub mod general_attention;
 pub mod layernorm;
 pub mod math;
 pub mod matmul;
+pub mod positional;
 pub mod residual;
 
 /// A raw pointer that may cross threads. Used where parallel tasks write provably disjoint
