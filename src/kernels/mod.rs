@@ -10,7 +10,9 @@
 //! All parallel reductions split work by a fixed chunking that does not depend on the thread
 //! count, so results are bit-identical for a given seed whatever the pool size.
 
+pub mod activation;
 pub mod attention;
+pub mod batchnorm;
 pub mod crossentropy;
 pub mod dropout;
 pub mod embedding;
@@ -23,6 +25,7 @@ pub mod math;
 pub mod matmul;
 pub mod positional;
 pub mod residual;
+pub mod rmsnorm;
 
 /// A raw pointer that may cross threads. Used where parallel tasks write provably disjoint
 /// parts of one buffer (e.g. one attention head each) that no safe slice split can express.
