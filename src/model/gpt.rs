@@ -24,9 +24,8 @@ use crate::kernels::{
     residual::residual_forward,
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout, Regions};
+pub use crate::model::transformer::config::AttentionKind;
 use anyhow::{bail, ensure, Result};
-use rand::SeedableRng;
-use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
@@ -52,17 +51,6 @@ pub struct GptConfig {
     /// Which attention kernel trains the model (inference always uses the KV-cache kernel).
     #[serde(default)]
     pub attention: AttentionKind,
-}
-
-/// The attention kernel used in training and full forward passes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttentionKind {
-    /// Scores and probabilities stored as (B, NH, T, T): fastest at short contexts.
-    #[default]
-    Dense,
-    /// Tiled online softmax ([`crate::kernels::flash_attention`]): O(T) memory per head.
-    Flash,
 }
 
 impl GptConfig {
@@ -340,21 +328,7 @@ impl Gpt {
     /// GPT-2 initialisation: N(0, 0.02) for matrices and embeddings, N(0, 0.02/√(2·n_layer))
     /// for the two residual output projections, zero biases, unit norm gains.
     pub fn init_gpt2(&mut self, seed: u64) {
-        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
-        let std = Normal::new(0.0f32, 0.02).unwrap();
-        let proj_std = Normal::new(0.0f32, 0.02 / (2.0 * self.config.n_layer as f32).sqrt()).unwrap();
-        for t in &self.layout.tensors {
-            let dst = &mut self.params[t.range()];
-            match t.kind {
-                ParamKind::Bias => dst.fill(0.0),
-                ParamKind::Norm => dst.fill(1.0),
-                ParamKind::Buffer => {}
-                ParamKind::Matrix | ParamKind::Embedding => {
-                    let d = if t.name.ends_with("c_proj.weight") { &proj_std } else { &std };
-                    dst.iter_mut().for_each(|x| *x = d.sample(&mut rng));
-                }
-            }
-        }
+        crate::model::layout::init_gpt2(&self.layout, &mut self.params, seed, self.config.n_layer);
     }
 
     pub fn zero_grad(&mut self) {

@@ -1,6 +1,7 @@
 //! Architectures assembled from kernels: parameter layout, forward, backward.
 pub mod gpt;
 pub mod layout;
+pub mod transformer;
 
 pub use gpt::{AttentionKind, Gpt, GptConfig, KvCache};
 pub use layout::{ParamKind, ParamLayout, TensorView};

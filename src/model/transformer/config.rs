@@ -1,0 +1,304 @@
+//! The model configuration: plain data, one field per architectural choice.
+//!
+//! Every field has a default, and the defaults are GPT-2/nanoGPT's, so a config written for
+//! the original GPT (`vocab_size`, `block_size`, `n_layer`, `n_head`, `n_embd`, `dropout`,
+//! `bias`, `tie_embeddings`, `attention`) means the same model here.
+//! The exact semantics of every choice are written down in `docs/ARCHITECTURE.md`.
+
+use crate::kernels::activation::Activation;
+use anyhow::{ensure, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which model the blocks are assembled into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// Causal language model (GPT).
+    #[default]
+    Decoder,
+    /// Bidirectional encoder with a sequence-classification head (BERT-style).
+    Encoder,
+    /// Encoder plus a causal decoder with cross-attention (the original Transformer).
+    EncoderDecoder,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationKind {
+    #[default]
+    GeluTanh,
+    /// Exact GELU, x·Φ(x) with the error function.
+    Gelu,
+    Relu,
+    LeakyRelu,
+    Silu,
+    /// silu(x·W_gate) ⊙ (x·W_up): the feed-forward input projection is twice as wide.
+    Swiglu,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    #[default]
+    Layernorm,
+    Rmsnorm,
+    /// Statistics over all B·T rows of a channel; running statistics in evaluation.
+    Batchnorm,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormPosition {
+    /// x + f(norm(x)) (GPT-2 and later).
+    #[default]
+    Pre,
+    /// norm(x + f(x)) (the original Transformer and BERT).
+    Post,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Position {
+    /// No positional information: the model is permutation-equivariant.
+    None,
+    /// A trained (block_size, C) table added to the token embeddings.
+    #[default]
+    Learned,
+    /// Vaswani et al.'s fixed sin/cos table added to the token embeddings.
+    Sinusoidal,
+    /// Shaw et al. (2018): trained relative representations on keys (and values), clipped at k.
+    Shaw,
+    /// T5: a trained bias per (bucketed relative distance, head), shared by the layers of a stack.
+    T5,
+    /// Rotary embeddings on queries and keys (Su et al.).
+    Rope,
+    /// ALiBi (Press et al.): a fixed per-head linear distance penalty on the scores.
+    Alibi,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreKind {
+    /// q·k/√hs.
+    #[default]
+    Scaled,
+    /// q·k.
+    Unscaled,
+    /// τ·cos(q, k) with a trained temperature per head.
+    Cosine,
+    /// vᵀ·tanh(q + k) (Bahdanau).
+    Additive,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The first position's output (a [CLS] token the data pipeline puts first).
+    #[default]
+    Cls,
+    /// The mean over the non-padding positions.
+    Mean,
+}
+
+/// The attention kernel used in training and full forward passes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionKind {
+    /// Scores and probabilities stored as (B, NH, T, T): fastest at short contexts.
+    #[default]
+    Dense,
+    /// Tiled online softmax ([`crate::kernels::flash_attention`]): O(T) memory per head.
+    /// Only for plain causal scaled-dot-product multi-head attention.
+    Flash,
+}
+
+/// Model hyperparameters. Sizes use nanoGPT's names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// Set from the tokenizer when training (0 in a run config means "not yet known").
+    pub vocab_size: usize,
+    /// Maximum context length (rows of a learned position table; longest sequence trained).
+    pub block_size: usize,
+    /// Layers of the (encoder) stack.
+    pub n_layer: usize,
+    /// Decoder layers of an encoder-decoder model (default: `n_layer`).
+    pub n_dec_layer: Option<usize>,
+    pub n_head: usize,
+    /// Key/value heads: `n_head` (multi-head), 1 (multi-query) or a divisor (grouped-query).
+    pub n_kv_head: Option<usize>,
+    pub n_embd: usize,
+    /// Feed-forward width F (default 4·n_embd).
+    pub ffn_hidden: Option<usize>,
+    pub activation: ActivationKind,
+    pub leaky_slope: f32,
+    pub norm: NormKind,
+    pub norm_eps: f32,
+    pub norm_position: NormPosition,
+    /// A norm after the last block of each stack.
+    pub final_norm: bool,
+    pub position: Position,
+    /// Multiply token embeddings by √n_embd (Vaswani et al.).
+    pub scale_embeddings: bool,
+    /// Shaw et al.'s clipping distance k.
+    pub shaw_k: usize,
+    /// Relative representations on values as well as keys.
+    pub shaw_values: bool,
+    pub t5_buckets: usize,
+    pub t5_max_distance: usize,
+    pub rope_theta: f32,
+    pub score: ScoreKind,
+    /// Dropout on embeddings and residual branches.
+    pub dropout: f32,
+    /// Dropout on attention probabilities (default: `dropout`).
+    pub attn_dropout: Option<f32>,
+    /// Biases in linear layers and in LayerNorm/BatchNorm.
+    pub bias: bool,
+    /// The output layer is the (decoder's) token embedding.
+    pub tie_embeddings: bool,
+    /// Encoder-decoder: one token embedding for both stacks (a joint vocabulary).
+    pub share_embeddings: bool,
+    /// Encoder: number of classes of the classification head.
+    pub num_classes: usize,
+    pub pooling: Pooling,
+    pub attention: AttentionKind,
+}
+
+impl Default for ModelConfig {
+    /// nanoGPT's small CPU model (4 layers, 4 heads, 128 wide, 64 tokens) with GPT-2's choices.
+    fn default() -> Self {
+        ModelConfig {
+            arch: Arch::Decoder,
+            vocab_size: 0,
+            block_size: 64,
+            n_layer: 4,
+            n_dec_layer: None,
+            n_head: 4,
+            n_kv_head: None,
+            n_embd: 128,
+            ffn_hidden: None,
+            activation: ActivationKind::GeluTanh,
+            leaky_slope: 0.01,
+            norm: NormKind::Layernorm,
+            norm_eps: 1e-5,
+            norm_position: NormPosition::Pre,
+            final_norm: true,
+            position: Position::Learned,
+            scale_embeddings: false,
+            shaw_k: 8,
+            shaw_values: true,
+            t5_buckets: 32,
+            t5_max_distance: 128,
+            rope_theta: 10000.0,
+            score: ScoreKind::Scaled,
+            dropout: 0.0,
+            attn_dropout: None,
+            bias: true,
+            tie_embeddings: true,
+            share_embeddings: true,
+            num_classes: 2,
+            pooling: Pooling::Cls,
+            attention: AttentionKind::Dense,
+        }
+    }
+}
+
+impl ModelConfig {
+    pub fn head_size(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_head.unwrap_or(self.n_head)
+    }
+    pub fn ffn(&self) -> usize {
+        self.ffn_hidden.unwrap_or(4 * self.n_embd)
+    }
+    pub fn dec_layers(&self) -> usize {
+        self.n_dec_layer.unwrap_or(self.n_layer)
+    }
+    pub fn attn_drop(&self) -> f32 {
+        self.attn_dropout.unwrap_or(self.dropout)
+    }
+
+    /// The element-wise activation (None for SwiGLU, which is gated).
+    pub fn elementwise_activation(&self) -> Option<Activation> {
+        Some(match self.activation {
+            ActivationKind::GeluTanh => Activation::GeluTanh,
+            ActivationKind::Gelu => Activation::GeluErf,
+            ActivationKind::Relu => Activation::Relu,
+            ActivationKind::LeakyRelu => Activation::LeakyRelu(self.leaky_slope),
+            ActivationKind::Silu => Activation::Silu,
+            ActivationKind::Swiglu => return None,
+        })
+    }
+
+    /// True when self-attention is GPT-2's plain causal scaled-dot-product multi-head
+    /// attention, which has dedicated fast kernels.
+    pub fn plain_attention(&self) -> bool {
+        self.score == ScoreKind::Scaled
+            && self.kv_heads() == self.n_head
+            && matches!(self.position, Position::None | Position::Learned | Position::Sinusoidal | Position::Rope)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.vocab_size > 0, "model.vocab_size must be positive");
+        ensure!(self.block_size > 0, "model.block_size must be positive");
+        ensure!(self.n_layer > 0, "model.n_layer must be positive");
+        ensure!(self.dec_layers() > 0, "model.n_dec_layer must be positive");
+        ensure!(self.n_head > 0, "model.n_head must be positive");
+        ensure!(
+            self.n_embd > 0 && self.n_embd.is_multiple_of(self.n_head),
+            "model.n_embd ({}) must be a positive multiple of model.n_head ({})",
+            self.n_embd,
+            self.n_head
+        );
+        let kv = self.kv_heads();
+        ensure!(
+            kv > 0 && self.n_head.is_multiple_of(kv),
+            "model.n_kv_head ({kv}) must divide model.n_head ({})",
+            self.n_head
+        );
+        ensure!(self.ffn() > 0, "model.ffn_hidden must be positive");
+        ensure!((0.0..1.0).contains(&self.dropout), "model.dropout must be in [0, 1), got {}", self.dropout);
+        ensure!(
+            (0.0..1.0).contains(&self.attn_drop()),
+            "model.attn_dropout must be in [0, 1), got {}",
+            self.attn_drop()
+        );
+        ensure!(self.norm_eps > 0.0, "model.norm_eps must be positive");
+        if self.position == Position::Rope {
+            ensure!(self.head_size().is_multiple_of(2), "position = \"rope\" needs an even head size");
+            ensure!(self.rope_theta > 1.0, "model.rope_theta must be > 1");
+        }
+        if self.position == Position::Sinusoidal {
+            ensure!(self.n_embd.is_multiple_of(2), "position = \"sinusoidal\" needs an even n_embd");
+        }
+        if self.position == Position::Shaw {
+            ensure!(
+                matches!(self.score, ScoreKind::Scaled | ScoreKind::Unscaled),
+                "position = \"shaw\" adds q·a_ij to dot-product scores: use score = \"scaled\" or \"unscaled\""
+            );
+            ensure!(self.shaw_k > 0, "model.shaw_k must be positive");
+        }
+        if self.position == Position::T5 {
+            ensure!(self.t5_buckets >= 2, "model.t5_buckets must be at least 2");
+            ensure!(self.t5_max_distance >= 1, "model.t5_max_distance must be positive");
+        }
+        if self.arch == Arch::Encoder {
+            ensure!(self.num_classes >= 2, "model.num_classes must be at least 2");
+        }
+        if self.attention == AttentionKind::Flash {
+            ensure!(
+                self.arch == Arch::Decoder && self.plain_attention(),
+                "model.attention = \"flash\" supports only plain causal scaled-dot-product multi-head attention \
+                 (decoder; position none, learned, sinusoidal or rope)"
+            );
+            ensure!(
+                self.attn_drop() == 0.0,
+                "model.attention = \"flash\" does not support attention dropout: set it to 0"
+            );
+        }
+        Ok(())
+    }
+}

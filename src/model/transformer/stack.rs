@@ -1,0 +1,285 @@
+//! A stack: token (and position) embedding, the blocks as a list of residual sublayers, and
+//! an optional final norm. A decoder-only LM and an encoder classifier are one stack each; an
+//! encoder-decoder is two, the decoder's blocks having a cross-attention sublayer.
+//!
+//! ```text
+//! idx (B,T) ─ scale·wte[idx] (+ pos) ─ dropout ─ [attn ─ (cross) ─ mlp] × n_layer ─ (norm_f) ─ (B,T,C)
+//! ```
+
+use super::config::{ModelConfig, Position};
+use super::layers::{Attention, Ctx, Function, Mlp, Norm, NormActs, SelfPosition, Sublayer, SublayerActs};
+use crate::kernels::{
+    dropout::{dropout_backward, dropout_forward},
+    embedding::{token_embedding_backward, token_embedding_forward},
+    positional::{alibi_slopes, sinusoidal_table},
+};
+use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
+use std::ops::Range;
+
+/// Which stack of the model this is; it decides masks and position-bias directions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StackKind {
+    /// Causal self-attention only (decoder-only LM).
+    Decoder,
+    /// Bidirectional self-attention with a key padding mask.
+    Encoder,
+    /// Causal self-attention plus cross-attention to an encoder's output.
+    CrossDecoder,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Stack {
+    c: usize,
+    pub wte: Range<usize>,     // (V, C), possibly shared with the other stack
+    wpe: Option<Range<usize>>, // (block_size, C), learned positions
+    /// Sinusoidal table (block_size, C) in the model's constants.
+    pos_table: Option<Range<usize>>,
+    emb_scale: f32,
+    dropout: f32,
+    site: u64,
+    pub sublayers: Vec<Sublayer>,
+    ln_f: Option<Norm>,
+    /// Sublayers per block (2, or 3 with cross-attention).
+    per_block: usize,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct StackActs {
+    emb: Range<usize>,              // (N, C)
+    emb_drop: Option<Range<usize>>, // (N, C)
+    subs: Vec<SublayerActs>,
+    ln_f: Option<NormActs>,
+    /// (N, C) gradient of the stack's output, written by whatever reads the output.
+    pub d_out: Range<usize>,
+    /// (N, C) gradient of the residual stream during backward.
+    d_res: Range<usize>,
+}
+
+impl Stack {
+    /// Lays out the stack's parameters under `prefix` ("transformer", "encoder", "decoder") and
+    /// its fixed tables in `consts`.
+    pub fn new(
+        l: &mut ParamLayout,
+        consts: &mut Vec<f32>,
+        cfg: &ModelConfig,
+        prefix: &str,
+        kind: StackKind,
+        shared_wte: Option<Range<usize>>,
+        stack_index: u64,
+    ) -> Self {
+        let c = cfg.n_embd;
+        let wte = shared_wte
+            .unwrap_or_else(|| l.push(format!("{prefix}.wte.weight"), &[cfg.vocab_size, c], ParamKind::Embedding));
+        let wpe = (cfg.position == Position::Learned)
+            .then(|| l.push(format!("{prefix}.wpe.weight"), &[cfg.block_size, c], ParamKind::Embedding));
+        let pos_table = (cfg.position == Position::Sinusoidal).then(|| {
+            let start = consts.len();
+            consts.resize(start + cfg.block_size * c, 0.0);
+            sinusoidal_table(&mut consts[start..], cfg.block_size, c);
+            start..consts.len()
+        });
+        let bidirectional = kind == StackKind::Encoder;
+        let position = match cfg.position {
+            Position::Rope => SelfPosition::Rope { theta: cfg.rope_theta },
+            Position::Alibi => {
+                let start = consts.len();
+                consts.resize(start + cfg.n_head, 0.0);
+                alibi_slopes(&mut consts[start..]);
+                SelfPosition::Alibi { slopes: start..consts.len() }
+            }
+            Position::T5 => SelfPosition::T5 {
+                table: l.push(format!("{prefix}.rel_bias.weight"), &[cfg.t5_buckets, cfg.n_head], ParamKind::Embedding),
+                buckets: cfg.t5_buckets,
+                max_distance: cfg.t5_max_distance,
+                bidirectional,
+            },
+            // Shaw's tables are per layer: Attention::new lays them out.
+            Position::Shaw => SelfPosition::Shaw { k: cfg.shaw_k, keys: 0..0, values: None },
+            Position::None | Position::Learned | Position::Sinusoidal => SelfPosition::None,
+        };
+        let n_layer = if kind == StackKind::CrossDecoder { cfg.dec_layers() } else { cfg.n_layer };
+        let causal = kind != StackKind::Encoder;
+        let per_block = if kind == StackKind::CrossDecoder { 3 } else { 2 };
+        let site = 1000 * stack_index;
+        let mut sublayers = Vec::with_capacity(per_block * n_layer);
+        let push = |sublayers: &mut Vec<Sublayer>, norm: Norm, f: Function| {
+            let k = sublayers.len() as u64;
+            sublayers.push(Sublayer {
+                norm,
+                position: cfg.norm_position,
+                f,
+                site: site + 1 + 2 * k,
+                dropout: cfg.dropout,
+            });
+        };
+        for i in 0..n_layer {
+            let p = format!("{prefix}.h.{i}");
+            // Parameters are laid out in data-flow order: ln_1, attn, (ln_cross, cross_attn),
+            // ln_2, mlp (arguments are evaluated left to right).
+            let attn =
+                |l: &mut ParamLayout| Attention::new(l, &format!("{p}.attn"), cfg, false, causal, position.clone());
+            push(&mut sublayers, Norm::new(l, &format!("{p}.ln_1"), cfg), Function::Attention(attn(l)));
+            if kind == StackKind::CrossDecoder {
+                let cross = |l: &mut ParamLayout| {
+                    Attention::new(l, &format!("{p}.cross_attn"), cfg, true, false, SelfPosition::None)
+                };
+                push(&mut sublayers, Norm::new(l, &format!("{p}.ln_cross"), cfg), Function::Attention(cross(l)));
+            }
+            push(
+                &mut sublayers,
+                Norm::new(l, &format!("{p}.ln_2"), cfg),
+                Function::Mlp(Mlp::new(l, &format!("{p}.mlp"), cfg)),
+            );
+        }
+        let ln_f = cfg.final_norm.then(|| Norm::new(l, &format!("{prefix}.ln_f"), cfg));
+        Stack {
+            c,
+            wte,
+            wpe,
+            pos_table,
+            emb_scale: if cfg.scale_embeddings { (c as f32).sqrt() } else { 1.0 },
+            dropout: cfg.dropout,
+            site,
+            sublayers,
+            ln_f,
+            per_block,
+        }
+    }
+
+    pub fn n_blocks(&self) -> usize {
+        self.sublayers.len() / self.per_block
+    }
+
+    pub fn init_fixed(&self, params: &mut [f32]) {
+        for s in &self.sublayers {
+            s.norm.init(params);
+            if let Function::Attention(a) = &s.f {
+                a.init(params);
+            }
+        }
+        if let Some(n) = &self.ln_f {
+            n.init(params);
+        }
+    }
+
+    pub fn acts(&self, l: &mut ActLayout, max_b: usize, t: usize, t_enc: usize) -> StackActs {
+        let n = max_b * t;
+        StackActs {
+            emb: l.alloc(n * self.c),
+            emb_drop: l.alloc_if(self.dropout > 0.0, n * self.c),
+            subs: self.sublayers.iter().map(|s| s.acts(l, max_b, t, t_enc)).collect(),
+            ln_f: self.ln_f.as_ref().map(|_| Norm::acts(l, n, self.c)),
+            d_out: l.alloc(n * self.c),
+            d_res: l.alloc(n * self.c),
+        }
+    }
+
+    /// Largest attention-kernel backward scratch of any sublayer.
+    pub fn attention_scratch(&self, max_b: usize, t: usize, t_enc: usize) -> usize {
+        self.sublayers
+            .iter()
+            .filter_map(|s| match &s.f {
+                Function::Attention(a) => Some(a.scratch_needs(max_b, t, t_enc)),
+                Function::Mlp(_) => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Widest projection output of any sublayer (for the shared gradient buffers).
+    pub fn widest(&self, cfg: &ModelConfig) -> usize {
+        let h = super::layers::Heads::of(cfg);
+        let mlp = self
+            .sublayers
+            .iter()
+            .filter_map(|s| match &s.f {
+                Function::Mlp(m) => Some(m.f_in()),
+                Function::Attention(_) => None,
+            })
+            .max()
+            .unwrap_or(0);
+        mlp.max(h.qkv())
+    }
+
+    /// The input of sublayer `i`: the embedding output or the previous sublayer's output.
+    fn input<'a>(&self, cx: &Ctx<'a>, a: &StackActs, i: usize) -> &'a [f32] {
+        let len = cx.n() * self.c;
+        match i {
+            0 => match &a.emb_drop {
+                Some(r) if cx.train && self.dropout > 0.0 => cx.r.get(r, len),
+                _ => cx.r.get(&a.emb, len),
+            },
+            i => self.sublayers[i - 1].output(cx, &a.subs[i - 1]),
+        }
+    }
+
+    /// Where the stack's output lives in the activation buffer.
+    pub fn output_range(&self, a: &StackActs) -> Range<usize> {
+        match (&self.ln_f, &a.ln_f) {
+            (Some(_), Some(na)) => na.out.clone(),
+            _ => match self.sublayers.last().zip(a.subs.last()) {
+                Some((s, sa)) => s.output_range(sa),
+                None => a.emb.clone(),
+            },
+        }
+    }
+
+    /// The stack's output (N, C).
+    pub fn output<'a>(&self, cx: &Ctx<'a>, a: &StackActs) -> &'a [f32] {
+        match (&self.ln_f, &a.ln_f) {
+            (Some(_), Some(na)) => cx.r.get(&na.out, cx.n() * self.c),
+            _ => self.input(cx, a, self.sublayers.len()),
+        }
+    }
+
+    pub fn forward(&self, cx: &Ctx, a: &StackActs, idx: &[u32], enc: Option<&[f32]>) {
+        let (n, c) = (cx.n(), self.c);
+        let pos = match (&self.wpe, &self.pos_table) {
+            (Some(w), _) => Some(cx.p(w)),
+            (None, Some(t)) => Some(&cx.consts[t.clone()]),
+            (None, None) => None,
+        };
+        let emb = cx.r.mut_(&a.emb, n * c);
+        token_embedding_forward(emb, idx, cx.p(&self.wte), self.emb_scale, pos, cx.t, c);
+        if let (Some(r), true) = (&a.emb_drop, cx.train && self.dropout > 0.0) {
+            dropout_forward(cx.r.mut_(r, n * c), emb, self.dropout, cx.seed(self.site));
+        }
+        for (i, (s, sa)) in self.sublayers.iter().zip(&a.subs).enumerate() {
+            let x = self.input(cx, a, i);
+            s.forward(cx, sa, x, enc);
+        }
+        if let (Some(norm), Some(na)) = (&self.ln_f, &a.ln_f) {
+            let x = self.input(cx, a, self.sublayers.len());
+            norm.forward(cx, na, x, c);
+        }
+    }
+
+    /// Backward from `a.d_out` (∂L/∂output, filled by the caller) to the embeddings. With
+    /// cross-attention, `enc` is the encoder output and the buffer where ∂L/∂enc accumulates.
+    pub fn backward(&self, cx: &Ctx, a: &StackActs, idx: &[u32], mut enc: Option<(&[f32], &mut [f32])>) {
+        let (n, c) = (cx.n(), self.c);
+        let d_out = cx.r.get(&a.d_out, n * c);
+        let d_res = cx.r.mut_(&a.d_res, n * c);
+        match (&self.ln_f, &a.ln_f) {
+            (Some(norm), Some(na)) => {
+                d_res.fill(0.0);
+                norm.backward(cx, na, d_res, d_out, self.input(cx, a, self.sublayers.len()), c);
+            }
+            _ => d_res.copy_from_slice(d_out),
+        }
+        for (i, (s, sa)) in self.sublayers.iter().zip(&a.subs).enumerate().rev() {
+            let x = self.input(cx, a, i);
+            let e = enc.as_mut().map(|(e, d)| (*e, &mut **d));
+            s.backward(cx, sa, d_res, x, e);
+        }
+        let d_emb: &[f32] = if cx.train && self.dropout > 0.0 {
+            let d = cx.r.mut_(&cx.scratch.d_branch, n * c);
+            dropout_backward(d, d_res, self.dropout, cx.seed(self.site));
+            d
+        } else {
+            d_res
+        };
+        let dpos = self.wpe.as_ref().map(|w| cx.gw(w));
+        token_embedding_backward(cx.gw(&self.wte), dpos, d_emb, idx, self.emb_scale, cx.t, c);
+    }
+}
