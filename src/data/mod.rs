@@ -1,5 +1,7 @@
 //! Text data: tokenizers and batch sampling.
+pub mod bpe;
 pub mod dataset;
+pub mod parallel;
 pub mod tokenizer;
 
 pub use dataset::{Batch, TokenDataset};

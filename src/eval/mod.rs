@@ -1,5 +1,7 @@
 //! Evaluation of language models: loss, perplexity, bits per character.
 
+pub mod bleu;
+
 use crate::model::Gpt;
 use anyhow::{ensure, Result};
 
