@@ -6,9 +6,10 @@
 
 use crate::data::dataset::sample_batch;
 use crate::data::Batch;
-use crate::infer::sample::{generate, SampleOptions};
+use crate::infer::sample::{generate_cached, SampleOptions};
 use crate::io::tensors::{to_safetensors_raw, RawTensor};
-use crate::model::{Gpt, GptConfig};
+use crate::model::transformer::{ModelConfig, Transformer};
+use crate::model::Gpt;
 use crate::optim::{AdamW, AdamWConfig, LrSchedule};
 use crate::train::{thread_pool, Trainer};
 use anyhow::{bail, Result};
@@ -36,19 +37,17 @@ pub struct BenchResult {
     pub tokens: Vec<u32>,
 }
 
-fn config(case: &str) -> Result<(GptConfig, usize)> {
-    let small = GptConfig {
+fn config(case: &str) -> Result<(ModelConfig, usize)> {
+    let small = ModelConfig {
         vocab_size: 65,
         block_size: 64,
         n_layer: 4,
         n_head: 4,
         n_embd: 128,
-        dropout: 0.0,
         bias: false,
-        tie_embeddings: true,
-        attention: Default::default(),
+        ..ModelConfig::default()
     };
-    let medium = GptConfig { block_size: 256, n_layer: 6, n_head: 6, n_embd: 384, ..small.clone() };
+    let medium = ModelConfig { block_size: 256, n_layer: 6, n_head: 6, n_embd: 384, ..small.clone() };
     Ok(match case {
         "S-train" => (small, 12),
         "M-train" => (medium, 16),
@@ -59,7 +58,7 @@ fn config(case: &str) -> Result<(GptConfig, usize)> {
 
 /// Matmul FLOPs (2 per multiply-add) of a forward pass over (b, t) tokens, counting attention
 /// scores and weighted sums densely as PyTorch's kernels compute them.
-pub fn forward_flops(cfg: &GptConfig, b: usize, t: usize) -> f64 {
+pub fn forward_flops(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
     let (n, c) = ((b * t) as f64, cfg.n_embd as f64);
     let per_layer = 24.0 * n * c * c + 4.0 * (b * t * t) as f64 * c;
     cfg.n_layer as f64 * per_layer + 2.0 * n * c * cfg.vocab_size as f64
@@ -74,7 +73,7 @@ fn peak_rss_kb() -> u64 {
     }
 }
 
-fn dump_init(path: &Path, model: &Gpt, batch: &Batch) -> Result<()> {
+fn dump_init(path: &Path, model: &Transformer, batch: &Batch) -> Result<()> {
     let mut tensors: Vec<RawTensor> = model
         .named_params()
         .map(|(name, data)| {
@@ -123,8 +122,8 @@ pub fn run_case(
     let (cfg, batch_size) = config(case)?;
     let pool = thread_pool(threads)?;
     pool.install(|| {
-        let mut model = Gpt::new(cfg.clone(), batch_size)?;
-        model.init_gpt2(seed);
+        let mut model = Transformer::new(cfg.clone(), batch_size)?;
+        model.init(seed);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let data: Vec<u32> = (0..200_000).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
         let t = cfg.block_size;
@@ -134,7 +133,8 @@ pub fn run_case(
             dump_init(p, &model, &batch)?;
         }
         let params = model.num_params();
-        let initial_loss = model.forward(&batch.inputs, Some(&batch.targets), batch_size, t, false, 0)?.unwrap_or(0.0);
+        let initial_loss =
+            model.forward_lm(&batch.inputs, Some(&batch.targets), batch_size, t, false, 0)?.unwrap_or(0.0);
         let mut times = Vec::with_capacity(iters);
         let mut tokens = Vec::new();
         let mut time = |f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
@@ -165,15 +165,17 @@ pub fn run_case(
                 3.0 * forward_flops(&cfg, batch_size, t)
             }
             "M-forward" => {
-                time(&mut || model.forward(&batch.inputs, None, 1, t, false, 0).map(|_| ()))?;
+                time(&mut || model.forward_lm(&batch.inputs, None, 1, t, false, 0).map(|_| ()))?;
                 forward_flops(&cfg, 1, t)
             }
             _ => {
                 let opts = SampleOptions { max_new_tokens: t, temperature: 0.0, top_k: None };
                 let prompt = [batch.inputs[0]];
                 let mut first = true;
+                // The KV-cache path: a GPT view of the same weights, built once outside the timing.
+                let mut gpt = Gpt::from_transformer(&model)?;
                 time(&mut || {
-                    let out = generate(&mut model, &prompt, &opts, &mut rng, |_| {})?;
+                    let out = generate_cached(&mut gpt, &prompt, &opts, &mut rng, |_| {})?;
                     if first {
                         tokens = out;
                         first = false;

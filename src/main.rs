@@ -210,10 +210,24 @@ fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64) -> Resu
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "{prompt}")?;
     let tok = ck.tokenizer.clone();
+    // Stream text as tokens arrive: decode everything generated so far and print what is new
+    // (a subword token need not be a whole character on its own).
+    let (mut generated, mut printed) = (Vec::new(), 0usize);
     generate(&mut ck.model, &ids, opts, &mut rng, |id| {
-        let _ = write!(stdout, "{}", tok.decode(&[id]));
-        let _ = stdout.flush();
+        generated.push(id);
+        if let Ok(text) = tok.decode(&generated) {
+            if text.len() > printed && text.is_char_boundary(printed) && !text.ends_with('\u{FFFD}') {
+                let _ = write!(stdout, "{}", &text[printed..]);
+                let _ = stdout.flush();
+                printed = text.len();
+            }
+        }
     })?;
+    if let Ok(text) = tok.decode(&generated) {
+        if text.len() > printed && text.is_char_boundary(printed) {
+            write!(stdout, "{}", &text[printed..])?;
+        }
+    }
     writeln!(stdout)?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! processing and token-by-token decoding, and generation across the block_size boundary
 //! matches the uncached definition (re-run the last block_size tokens).
 
-use lmlab::infer::sample::{generate, SampleOptions};
+use lmlab::infer::sample::{generate, generate_cached, SampleOptions};
 use lmlab::model::{Gpt, GptConfig, KvCache};
 use rand::SeedableRng;
 
@@ -57,7 +57,7 @@ fn greedy_generation_past_block_size_matches_uncached_definition() {
     let prompt = [2u32, 7, 1];
     let opts = SampleOptions { max_new_tokens: 25, temperature: 0.0, top_k: None };
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
-    let got = generate(&mut m, &prompt, &opts, &mut rng, |_| {}).unwrap();
+    let got = generate_cached(&mut m, &prompt, &opts, &mut rng, |_| {}).unwrap();
     // Reference: full forward over the last block_size tokens, argmax of the last position.
     let (v, block) = (m.config.vocab_size, m.config.block_size);
     let mut ctx = prompt.to_vec();
@@ -69,4 +69,38 @@ fn greedy_generation_past_block_size_matches_uncached_definition() {
         ctx.push(next);
     }
     assert_eq!(got, ctx[3..].to_vec());
+}
+
+/// `generate` on the general model: a plain GPT goes through the KV cache, any other decoder
+/// re-runs its window; both give the tokens of the uncached definition (greedy).
+#[test]
+fn generate_on_any_decoder_matches_uncached_definition() {
+    use lmlab::model::transformer::{ModelConfig, Position, Transformer};
+    for position in [Position::Learned, Position::Rope, Position::Alibi] {
+        let cfg = ModelConfig {
+            vocab_size: 11,
+            block_size: 8,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 16,
+            position,
+            ..ModelConfig::default()
+        };
+        let mut m = Transformer::new(cfg, 1).unwrap();
+        m.init(4);
+        m.params.iter_mut().for_each(|p| *p *= 10.0); // sharper logits: fewer near-ties
+        let prompt = [2u32, 7, 1];
+        let opts = SampleOptions { max_new_tokens: 12, temperature: 0.0, top_k: None };
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
+        let got = generate(&mut m, &prompt, &opts, &mut rng, |_| {}).unwrap();
+        let (v, block) = (11, 8);
+        let mut ctx = prompt.to_vec();
+        for _ in 0..12 {
+            let w = ctx[ctx.len().saturating_sub(block)..].to_vec();
+            m.forward_lm(&w, None, 1, w.len(), false, 0).unwrap();
+            let last = &m.logits()[(w.len() - 1) * v..w.len() * v];
+            ctx.push((0..v).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap() as u32);
+        }
+        assert_eq!(got, ctx[3..].to_vec(), "{position:?}");
+    }
 }

@@ -2,6 +2,7 @@
 //! performs no heap allocation, on any thread. Counted through the global allocator.
 
 use lmlab::data::{Batch, CharTokenizer};
+use lmlab::model::transformer::Transformer;
 use lmlab::model::Gpt;
 use lmlab::optim::AdamW;
 use lmlab::train::{config::RunConfig, thread_pool, Trainer};
@@ -52,17 +53,38 @@ fn training_step_allocates_nothing_after_the_first() {
     let text = "First Citizen:\nBefore we proceed any further, hear me speak.\n".repeat(40);
     let tok = CharTokenizer::from_corpus(&text).unwrap();
     let tokens = tok.encode(&text).unwrap();
+    use lmlab::model::transformer::{ActivationKind, ModelConfig, NormKind, NormPosition, Position, ScoreKind};
     use lmlab::model::AttentionKind::{Dense, Flash};
-    for (dropout, attention) in [(0.0, Dense), (0.1, Dense), (0.0, Flash)] {
-        let mut cfg = RunConfig::default();
-        cfg.model.attention = attention;
-        cfg.model.n_layer = 2;
-        cfg.model.n_embd = 64;
-        cfg.model.n_head = 4;
-        cfg.model.block_size = 32;
-        cfg.model.dropout = dropout;
-        let mut model = Gpt::new(cfg.model.gpt_config(tok.vocab_size()), 4).unwrap();
-        model.init_gpt2(1);
+    let base = ModelConfig { n_layer: 2, n_embd: 64, n_head: 4, block_size: 32, ..ModelConfig::default() };
+    let variants = [
+        ModelConfig { attention: Dense, ..base.clone() },
+        ModelConfig { dropout: 0.1, ..base.clone() },
+        ModelConfig { attention: Flash, ..base.clone() },
+        // Llama's choices: the general attention kernel with RoPE and grouped-query heads.
+        ModelConfig {
+            norm: NormKind::Rmsnorm,
+            position: Position::Rope,
+            activation: ActivationKind::Swiglu,
+            n_kv_head: Some(2),
+            bias: false,
+            ..base.clone()
+        },
+        // Post-norm BatchNorm, T5 biases, cosine scores and attention dropout.
+        ModelConfig {
+            norm: NormKind::Batchnorm,
+            norm_position: NormPosition::Post,
+            position: Position::T5,
+            score: ScoreKind::Cosine,
+            attn_dropout: Some(0.1),
+            ..base.clone()
+        },
+    ];
+    for variant in variants {
+        let what =
+            format!("{:?}/{:?}/{:?}/dropout {}", variant.position, variant.norm, variant.attention, variant.dropout);
+        let cfg = RunConfig { model: variant, ..RunConfig::default() };
+        let mut model = Transformer::new(cfg.model_config(tok.vocab_size()), 4).unwrap();
+        model.init(1);
         let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
         let mut tr = Trainer {
             model,
@@ -87,14 +109,14 @@ fn training_step_allocates_nothing_after_the_first() {
             ALLOCS.load(Ordering::SeqCst)
         });
         let sizes: Vec<usize> = SIZES.iter().map(|s| s.load(Ordering::Relaxed)).take(counted).collect();
-        assert_eq!(counted, 0, "dropout {dropout}, {attention:?} attention: {counted} heap allocations in 5 training steps, sizes {sizes:?}");
+        assert_eq!(counted, 0, "{what}: {counted} heap allocations in 5 training steps, sizes {sizes:?}");
     }
 }
 
 #[test]
 fn generation_allocates_nothing_per_token() {
     let _serial = SERIAL.lock().unwrap();
-    use lmlab::infer::sample::{generate, SampleOptions};
+    use lmlab::infer::sample::{generate_cached, SampleOptions};
     use lmlab::model::GptConfig;
     let cfg = GptConfig {
         vocab_size: 30,
@@ -115,10 +137,10 @@ fn generation_allocates_nothing_per_token() {
         pool.install(|| {
             let opts = SampleOptions { max_new_tokens: n, temperature: 0.9, top_k: Some(10) };
             let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
-            generate(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
+            generate_cached(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
             ALLOCS.store(0, Ordering::SeqCst);
             COUNTING.store(true, Ordering::SeqCst);
-            generate(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
+            generate_cached(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
             COUNTING.store(false, Ordering::SeqCst);
             ALLOCS.load(Ordering::SeqCst)
         })

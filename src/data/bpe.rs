@@ -28,6 +28,7 @@ pub const UNK: u32 = 3;
 pub const SPECIAL_TOKENS: [&str; 4] = ["<pad>", "<s>", "</s>", "<unk>"];
 
 /// Byte-level BPE tokenizer with the special tokens above.
+#[derive(Clone, Debug)]
 pub struct BpeTokenizer {
     inner: Tokenizer,
 }
@@ -99,7 +100,7 @@ impl BpeTokenizer {
 
     /// Writes `tokenizer.json` atomically: a temporary file in the same directory, renamed over `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = self.inner.to_string(true).map_err(|e| anyhow!("cannot serialize the tokenizer: {e}"))?;
+        let json = self.to_json()?;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
         let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
@@ -113,6 +114,18 @@ impl BpeTokenizer {
             let _ = std::fs::remove_file(&tmp);
             anyhow!("cannot write tokenizer to {}: {e}", path.display())
         })
+    }
+
+    /// The tokenizers JSON document (what [`BpeTokenizer::save`] writes).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(true).map_err(|e| anyhow!("cannot serialize the tokenizer: {e}"))
+    }
+
+    /// Parses a tokenizers JSON document; `what` names it in errors.
+    pub fn from_json(json: &str, what: &str) -> Result<Self> {
+        let inner = Tokenizer::from_bytes(json.as_bytes())
+            .map_err(|e| anyhow!("{what} is not a valid tokenizers JSON file: {e}"))?;
+        Self::from_inner(inner, what)
     }
 
     pub fn load(path: &Path) -> Result<Self> {

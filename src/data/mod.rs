@@ -5,4 +5,4 @@ pub mod parallel;
 pub mod tokenizer;
 
 pub use dataset::{Batch, TokenDataset};
-pub use tokenizer::CharTokenizer;
+pub use tokenizer::{CharTokenizer, Tokenizer};

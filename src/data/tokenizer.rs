@@ -1,4 +1,5 @@
-//! Character-level tokenizer: the vocabulary is the sorted set of characters in the corpus.
+//! Tokenizers: character-level (the vocabulary is the sorted set of characters in the corpus)
+//! and subword BPE ([`crate::data::bpe`]), behind one [`Tokenizer`] type that checkpoints store.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,57 @@ impl CharTokenizer {
             bail!("tokenizer.json lists a character twice");
         }
         Ok(tok)
+    }
+}
+
+/// The tokenizer a model was trained with.
+#[derive(Clone, Debug)]
+pub enum Tokenizer {
+    Char(CharTokenizer),
+    /// Boxed: a tokenizers pipeline is large.
+    Bpe(Box<crate::data::bpe::BpeTokenizer>),
+}
+
+impl Tokenizer {
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::Char(t) => t.vocab_size(),
+            Tokenizer::Bpe(t) => t.vocab_size(),
+        }
+    }
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Char(t) => t.encode(text),
+            Tokenizer::Bpe(t) => t.encode(text),
+        }
+    }
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match self {
+            Tokenizer::Char(t) => Ok(t.decode(ids)),
+            Tokenizer::Bpe(t) => t.decode(ids),
+        }
+    }
+    /// `tokenizer.json`: lmlab's char format, or a Hugging Face tokenizers document.
+    pub fn to_json(&self) -> Result<String> {
+        match self {
+            Tokenizer::Char(t) => Ok(t.to_json()),
+            Tokenizer::Bpe(t) => t.to_json(),
+        }
+    }
+    /// Reads either format (a tokenizers document has a "model" key).
+    pub fn from_json(s: &str) -> Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(s).context("tokenizer.json is not valid JSON")?;
+        if v.get("model").is_some() {
+            Ok(Tokenizer::Bpe(Box::new(crate::data::bpe::BpeTokenizer::from_json(s, "tokenizer.json")?)))
+        } else {
+            Ok(Tokenizer::Char(CharTokenizer::from_json(s)?))
+        }
+    }
+    pub fn as_char(&self) -> Option<&CharTokenizer> {
+        match self {
+            Tokenizer::Char(t) => Some(t),
+            Tokenizer::Bpe(_) => None,
+        }
     }
 }
 

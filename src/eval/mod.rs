@@ -2,7 +2,7 @@
 
 pub mod bleu;
 
-use crate::model::Gpt;
+use crate::model::transformer::Transformer;
 use anyhow::{ensure, Result};
 
 /// Loss over a token stream, per predicted token.
@@ -19,7 +19,7 @@ pub struct LmEval {
 
 /// Scores every token of `tokens` after the first, in consecutive non-overlapping windows of
 /// `block_size` (each window starts with a fresh context), batched by the model's batch size.
-pub fn evaluate_tokens(model: &mut Gpt, tokens: &[u32]) -> Result<LmEval> {
+pub fn evaluate_tokens(model: &mut Transformer, tokens: &[u32]) -> Result<LmEval> {
     ensure!(tokens.len() >= 2, "need at least 2 tokens to evaluate, got {}", tokens.len());
     let t = model.config.block_size;
     let b_max = model.max_batch();
@@ -43,7 +43,7 @@ pub fn evaluate_tokens(model: &mut Gpt, tokens: &[u32]) -> Result<LmEval> {
                 inputs.extend_from_slice(&tokens[s..s + len]);
                 targets.extend(tokens[s + 1..s + len + 1].iter().map(|&x| x as i32));
             }
-            let loss = model.forward(&inputs, Some(&targets), j - i, len, false, 0)?.unwrap_or(0.0);
+            let loss = model.forward_lm(&inputs, Some(&targets), j - i, len, false, 0)?.unwrap_or(0.0);
             sum += loss as f64 * ((j - i) * len) as f64;
             count += (j - i) * len;
             i = j;

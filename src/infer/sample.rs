@@ -1,9 +1,11 @@
-//! Autoregressive sampling with temperature and top-k, on a KV cache.
+//! Autoregressive sampling with temperature and top-k: on a KV cache for plain GPTs, by
+//! re-running the context window for the other decoder variants.
 //!
 //! The context is the last `block_size` tokens: a prompt longer than that is cropped from the
 //! left (the model cannot attend further back), exactly as nanoGPT's `generate` does.
 
 use crate::kernels::math::softmax_inplace;
+use crate::model::transformer::Transformer;
 use crate::model::{Gpt, KvCache};
 use anyhow::{ensure, Result};
 use rand::Rng;
@@ -17,23 +19,61 @@ pub struct SampleOptions {
     pub top_k: Option<usize>,
 }
 
-/// Generates `opts.max_new_tokens` tokens after `prompt`, calling `on_token` with each new id as
-/// it is produced. Returns the new tokens.
+/// Generates `opts.max_new_tokens` tokens after `prompt` with any decoder-only model, calling
+/// `on_token` with each new id as it is produced. Returns the new tokens.
+///
+/// A plain GPT runs on the KV cache ([`generate_cached`]). Other variants re-run the last
+/// `block_size` tokens for every new token (O(T²) per token; a KV cache for every variant is
+/// issue 7's work).
+pub fn generate<R: Rng>(
+    model: &mut Transformer,
+    prompt: &[u32],
+    opts: &SampleOptions,
+    rng: &mut R,
+    mut on_token: impl FnMut(u32),
+) -> Result<Vec<u32>> {
+    if Gpt::supports(&model.config) {
+        let mut gpt = Gpt::from_transformer(model)?;
+        return generate_cached(&mut gpt, prompt, opts, rng, on_token);
+    }
+    check_options(prompt, opts)?;
+    let (block, v) = (model.config.block_size, model.config.vocab_size);
+    let mut ctx: Vec<u32> = prompt.to_vec();
+    let mut out = Vec::with_capacity(opts.max_new_tokens);
+    let (mut probs, mut sorted) = (vec![0.0f32; v], vec![0.0f32; v]);
+    for _ in 0..opts.max_new_tokens {
+        let window = &ctx[ctx.len().saturating_sub(block)..];
+        model.forward_lm(window, None, 1, window.len(), false, 0)?;
+        let logits = &model.logits()[(window.len() - 1) * v..window.len() * v];
+        let next = pick(logits, opts, &mut probs, &mut sorted, rng);
+        ctx.push(next);
+        out.push(next);
+        on_token(next);
+    }
+    Ok(out)
+}
+
+fn check_options(prompt: &[u32], opts: &SampleOptions) -> Result<()> {
+    ensure!(!prompt.is_empty(), "the prompt must contain at least one token");
+    ensure!(opts.temperature >= 0.0 && opts.temperature.is_finite(), "temperature must be a finite number >= 0");
+    ensure!(opts.top_k != Some(0), "top_k must be at least 1");
+    Ok(())
+}
+
+/// [`generate`] for a plain GPT, on a KV cache.
 ///
 /// Uses a KV cache: the prompt is processed once, then each step runs one token. Once the
 /// context reaches `block_size`, each step re-runs the last `block_size` tokens (positions
 /// shift, so cached keys no longer apply) — the same context nanoGPT's `generate` crops to.
 /// Apart from the returned vector, nothing is allocated per token.
-pub fn generate<R: Rng>(
+pub fn generate_cached<R: Rng>(
     model: &mut Gpt,
     prompt: &[u32],
     opts: &SampleOptions,
     rng: &mut R,
     mut on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
-    ensure!(!prompt.is_empty(), "the prompt must contain at least one token");
-    ensure!(opts.temperature >= 0.0 && opts.temperature.is_finite(), "temperature must be a finite number >= 0");
-    ensure!(opts.top_k != Some(0), "top_k must be at least 1");
+    check_options(prompt, opts)?;
     let block = model.config.block_size;
     let v = model.config.vocab_size;
     let mut ctx: Vec<u32> = Vec::with_capacity(prompt.len() + opts.max_new_tokens);

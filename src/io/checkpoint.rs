@@ -2,18 +2,18 @@
 //!
 //! ```text
 //! ckpt/
-//!   model.safetensors      weights by nanoGPT name (f32); metadata `lmlab_gpt_config` (JSON)
+//!   model.safetensors      weights by nanoGPT name (f32); metadata `lmlab_config` (JSON)
 //!   optimizer.safetensors  AdamW moments: exp_avg.<name>, exp_avg_sq.<name>
 //!   config.toml            the full run config
-//!   tokenizer.json         the character vocabulary
+//!   tokenizer.json         the tokenizer (character vocabulary or BPE)
 //!   state.json             step, AdamW step count, batch-sampler RNG state, CRC32 of every file
 //! ```
 //! Loading checks every CRC32, so a truncated or corrupted file is reported by name.
 
 use super::atomic::write_dir_atomic;
 use super::tensors::{to_safetensors, TensorFile};
-use crate::data::CharTokenizer;
-use crate::model::{Gpt, GptConfig};
+use crate::data::Tokenizer;
+use crate::model::transformer::{ModelConfig, Transformer};
 use crate::optim::AdamW;
 use crate::train::config::RunConfig;
 use anyhow::{bail, ensure, Context, Result};
@@ -37,7 +37,7 @@ pub struct TrainState {
 #[derive(Serialize, Deserialize)]
 struct StateFile {
     format: String,
-    model_config: GptConfig,
+    model_config: ModelConfig,
     adam_t: u64,
     state: TrainState,
     checksums: BTreeMap<String, u32>,
@@ -46,8 +46,8 @@ struct StateFile {
 /// Everything a checkpoint holds, loaded.
 pub struct Checkpoint {
     pub run_config: RunConfig,
-    pub tokenizer: CharTokenizer,
-    pub model: Gpt,
+    pub tokenizer: Tokenizer,
+    pub model: Transformer,
     /// AdamW moments and step count (absent when loaded for inference only).
     pub optimizer: Option<(Vec<f32>, Vec<f32>, u64)>,
     pub state: TrainState,
@@ -55,10 +55,10 @@ pub struct Checkpoint {
 
 pub fn save(
     dir: &Path,
-    model: &Gpt,
+    model: &Transformer,
     opt: &AdamW,
     run: &RunConfig,
-    tok: &CharTokenizer,
+    tok: &Tokenizer,
     state: &TrainState,
 ) -> Result<()> {
     let cfg_json = serde_json::to_string(&model.config)?;
@@ -68,7 +68,7 @@ pub fn save(
         &weights,
         // One metadata key only: safetensors writes its metadata map in hash order, and two
         // identical runs must write identical files.
-        HashMap::from([("lmlab_gpt_config".to_string(), cfg_json)]),
+        HashMap::from([("lmlab_config".to_string(), cfg_json)]),
     )?;
     let mut moments = Vec::new();
     for t in &model.layout.tensors {
@@ -77,7 +77,7 @@ pub fn save(
     }
     let opt_bytes = to_safetensors(&moments, HashMap::from([("adam_t".to_string(), opt.t.to_string())]))?;
     let config_bytes = run.to_toml().into_bytes();
-    let tok_bytes = tok.to_json().into_bytes();
+    let tok_bytes = tok.to_json()?.into_bytes();
     let files: Vec<(&str, &[u8])> = vec![
         ("model.safetensors", &model_bytes),
         ("optimizer.safetensors", &opt_bytes),
@@ -127,24 +127,24 @@ pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkp
     let run_config =
         RunConfig::from_toml_str(&String::from_utf8(read_checked(dir, "config.toml", &sf.checksums)?)?, &[])
             .context("checkpoint config.toml")?;
-    let tokenizer = CharTokenizer::from_json(&String::from_utf8(read_checked(dir, "tokenizer.json", &sf.checksums)?)?)?;
+    let tokenizer = Tokenizer::from_json(&String::from_utf8(read_checked(dir, "tokenizer.json", &sf.checksums)?)?)?;
     ensure!(
         tokenizer.vocab_size() == sf.model_config.vocab_size,
-        "tokenizer has {} characters but the model expects vocab_size {}",
+        "tokenizer has {} tokens but the model expects vocab_size {}",
         tokenizer.vocab_size(),
         sf.model_config.vocab_size
     );
 
     let model_bytes = read_checked(dir, "model.safetensors", &sf.checksums)?;
     let tf = TensorFile::parse(&model_bytes, "model.safetensors")?;
-    let mut model = Gpt::new(sf.model_config.clone(), max_batch)?;
+    let mut model = Transformer::new(sf.model_config.clone(), max_batch)?;
     load_params(&mut model, &tf)?;
 
     let optimizer = if with_optimizer {
         let bytes = read_checked(dir, "optimizer.safetensors", &sf.checksums)?;
         let of = TensorFile::parse(&bytes, "optimizer.safetensors")?;
-        let mut m = vec![0.0; model.num_params()];
-        let mut v = vec![0.0; model.num_params()];
+        let mut m = vec![0.0; model.layout.total];
+        let mut v = vec![0.0; model.layout.total];
         for t in &model.layout.tensors {
             of.read_f32_into(&format!("exp_avg.{}", t.name), &t.shape, &mut m[t.range()])?;
             of.read_f32_into(&format!("exp_avg_sq.{}", t.name), &t.shape, &mut v[t.range()])?;
@@ -157,7 +157,7 @@ pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkp
 }
 
 /// Copies every parameter of `model` from `tf` by name, checking shapes.
-pub fn load_params(model: &mut Gpt, tf: &TensorFile) -> Result<()> {
+pub fn load_params(model: &mut Transformer, tf: &TensorFile) -> Result<()> {
     let mut names: Vec<&str> = tf.st.names().into_iter().map(|s| s.as_str()).collect();
     names.sort();
     for t in &model.layout.tensors {

@@ -3,57 +3,11 @@
 //! Unknown keys and wrong types are errors that name the key. `--set section.key=value`
 //! overrides any key before validation.
 
-use crate::model::{AttentionKind, GptConfig};
+use crate::model::transformer::ModelConfig;
 use crate::optim::{AdamWConfig, LrSchedule};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelSection {
-    pub block_size: usize,
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub n_embd: usize,
-    pub dropout: f32,
-    pub bias: bool,
-    pub tie_embeddings: bool,
-    /// "dense" (default) or "flash" (memory-efficient, no attention dropout yet).
-    pub attention: AttentionKind,
-}
-
-impl Default for ModelSection {
-    fn default() -> Self {
-        ModelSection {
-            block_size: 64,
-            n_layer: 4,
-            n_head: 4,
-            n_embd: 128,
-            dropout: 0.0,
-            bias: true,
-            tie_embeddings: true,
-            attention: AttentionKind::Dense,
-        }
-    }
-}
-
-impl ModelSection {
-    /// The model's full config once the tokenizer has fixed the vocabulary size.
-    pub fn gpt_config(&self, vocab_size: usize) -> GptConfig {
-        GptConfig {
-            vocab_size,
-            block_size: self.block_size,
-            n_layer: self.n_layer,
-            n_head: self.n_head,
-            n_embd: self.n_embd,
-            dropout: self.dropout,
-            bias: self.bias,
-            tie_embeddings: self.tie_embeddings,
-            attention: self.attention,
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -163,7 +117,8 @@ impl OptimSection {
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
-    pub model: ModelSection,
+    /// The model; `vocab_size` is set from the tokenizer (leave it out).
+    pub model: ModelConfig,
     pub data: DataSection,
     pub train: TrainSection,
     pub optim: OptimSection,
@@ -190,13 +145,18 @@ impl RunConfig {
         Self::from_toml_str(&text, overrides).with_context(|| format!("in config file {}", path.display()))
     }
 
+    /// The model's full config once the tokenizer has fixed the vocabulary size.
+    pub fn model_config(&self, vocab_size: usize) -> ModelConfig {
+        ModelConfig { vocab_size, ..self.model.clone() }
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("config serializes")
     }
 
     pub fn validate(&self) -> Result<()> {
         // The vocabulary is not known yet; any positive size validates the rest of the model.
-        self.model.gpt_config(1).validate()?;
+        ModelConfig { vocab_size: self.model.vocab_size.max(1), ..self.model.clone() }.validate()?;
         let t = &self.train;
         if t.batch_size == 0 {
             bail!("train.batch_size must be positive");

@@ -3,10 +3,10 @@ pub mod config;
 pub mod log;
 
 use crate::data::dataset::sample_batch;
-use crate::data::{Batch, CharTokenizer, TokenDataset};
+use crate::data::{Batch, CharTokenizer, TokenDataset, Tokenizer};
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
-use crate::model::Gpt;
+use crate::model::transformer::{Arch, Transformer};
 use crate::optim::{clip_factor, grad_norm, AdamW, LrSchedule};
 use anyhow::{bail, ensure, Context, Result};
 use config::RunConfig;
@@ -29,7 +29,7 @@ pub fn read_corpus(path: &Path) -> Result<String> {
 /// Everything one optimizer step needs, preallocated: after the first step, [`Trainer::step`]
 /// allocates nothing.
 pub struct Trainer {
-    pub model: Gpt,
+    pub model: Transformer,
     pub opt: AdamW,
     pub schedule: LrSchedule,
     pub grad_clip: f32,
@@ -64,8 +64,10 @@ impl Trainer {
         let (b, t) = (self.batch.b, self.batch.t);
         self.model.zero_grad();
         let dropout_seed = mix64(self.seed ^ mix64(self.step));
-        let loss =
-            self.model.forward(&self.batch.inputs, Some(&self.batch.targets), b, t, true, dropout_seed)?.unwrap_or(0.0);
+        let loss = self
+            .model
+            .forward_lm(&self.batch.inputs, Some(&self.batch.targets), b, t, true, dropout_seed)?
+            .unwrap_or(0.0);
         if !loss.is_finite() {
             bail!(
                 "loss is {loss} at step {}: training diverged (try a lower optim.learning_rate or optim.grad_clip)",
@@ -92,7 +94,7 @@ impl Trainer {
         for _ in 0..iters {
             sample_batch(split, batch, &mut rng);
             let loss =
-                self.model.forward(&batch.inputs, Some(&batch.targets), batch.b, batch.t, false, 0)?.unwrap_or(0.0);
+                self.model.forward_lm(&batch.inputs, Some(&batch.targets), batch.b, batch.t, false, 0)?.unwrap_or(0.0);
             total += loss as f64;
         }
         Ok((total / iters as f64) as f32)
@@ -140,6 +142,10 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
 }
 
 fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
+    ensure!(
+        cfg.model.arch == Arch::Decoder,
+        "lmlab train with [data] path trains a language model: model.arch must be \"decoder\""
+    );
     let text = read_corpus(Path::new(&cfg.data.path))?;
     let (tokenizer, mut trainer, mut best) = match resume {
         Some(dir) => {
@@ -167,9 +173,9 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             (ck.tokenizer, trainer, ck.state.best_val_loss)
         }
         None => {
-            let tokenizer = CharTokenizer::from_corpus(&text)?;
-            let mut model = Gpt::new(cfg.model.gpt_config(tokenizer.vocab_size()), cfg.train.batch_size)?;
-            model.init_gpt2(cfg.train.seed);
+            let tokenizer = Tokenizer::Char(CharTokenizer::from_corpus(&text)?);
+            let mut model = Transformer::new(cfg.model_config(tokenizer.vocab_size()), cfg.train.batch_size)?;
+            model.init(cfg.train.seed);
             let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
             let trainer = Trainer {
                 model,
@@ -268,8 +274,8 @@ pub fn profile_steps(
 ) -> Result<(f64, Vec<crate::profile::ProfileRow>)> {
     let pool = thread_pool(cfg.train.threads)?;
     pool.install(|| {
-        let mut model = Gpt::new(cfg.model.gpt_config(vocab_size), cfg.train.batch_size)?;
-        model.init_gpt2(cfg.train.seed);
+        let mut model = Transformer::new(cfg.model_config(vocab_size), cfg.train.batch_size)?;
+        model.init(cfg.train.seed);
         let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
         let tokens: Vec<u32> = (0..100_000).map(|_| rand::Rng::gen_range(&mut rng, 0..vocab_size as u32)).collect();
