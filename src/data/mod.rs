@@ -1,5 +1,6 @@
 //! Text data: tokenizers and batch sampling.
 pub mod bpe;
+pub mod classify;
 pub mod dataset;
 pub mod parallel;
 pub mod tokenizer;

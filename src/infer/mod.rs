@@ -1,2 +1,3 @@
-//! Running a trained model: autoregressive sampling.
+//! Running a trained model: autoregressive sampling and translation.
 pub mod sample;
+pub mod translate;
