@@ -70,6 +70,35 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Translate sentences with an encoder-decoder checkpoint; with --reference, score them
+    /// with BLEU (sacrebleu's defaults: 13a tokenisation, cased).
+    Translate {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Source sentences, one per line (default: standard input).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Reference translations, one per line, aligned with the input (repeatable).
+        #[arg(long)]
+        reference: Vec<PathBuf>,
+        /// Write the translations here (default: standard output, unless --reference is given).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Beam width; 1 = greedy.
+        #[arg(long, default_value_t = 4)]
+        beam: usize,
+        /// GNMT length penalty alpha (0 = none).
+        #[arg(long, default_value_t = 0.6)]
+        length_penalty: f32,
+        /// Most target tokens (0 = 1.5 × source length + 10, capped by block_size).
+        #[arg(long, default_value_t = 0)]
+        max_len: usize,
+        /// Rows decoded at once (sentences × beam).
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
     /// Time training steps of a config's model and break the time down by operation.
     Profile {
         #[arg(long)]
@@ -138,6 +167,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Eval { checkpoint, data, threads, json } => {
             thread_pool(threads)?.install(|| cmd_eval(&checkpoint, data.as_deref(), json))
+        }
+        Cmd::Translate { checkpoint, input, reference, output, beam, length_penalty, max_len, batch, threads } => {
+            let opts = lmlab::infer::translate::DecodeOptions { beam, max_len, length_penalty };
+            thread_pool(threads)?
+                .install(|| cmd_translate(&checkpoint, input.as_deref(), &reference, output.as_deref(), &opts, batch))
         }
         Cmd::Profile { config, set, vocab, warmup, iters } => {
             let cfg = RunConfig::from_file(&config, &set)?;
@@ -229,6 +263,57 @@ fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64) -> Resu
         }
     }
     writeln!(stdout)?;
+    Ok(())
+}
+
+fn cmd_translate(
+    dir: &Path,
+    input: Option<&Path>,
+    references: &[PathBuf],
+    output: Option<&Path>,
+    opts: &lmlab::infer::translate::DecodeOptions,
+    batch: usize,
+) -> Result<()> {
+    use lmlab::data::parallel::read_lines;
+    let mut ck = checkpoint::load(dir, batch, false)?;
+    let lines = match input {
+        Some(p) => read_lines(p)?,
+        None => std::io::stdin().lines().collect::<std::io::Result<Vec<String>>>().context("reading standard input")?,
+    };
+    let refs = references.iter().map(|p| read_lines(p)).collect::<Result<Vec<_>>>()?;
+    for (p, r) in references.iter().zip(&refs) {
+        anyhow::ensure!(
+            r.len() == lines.len(),
+            "reference {} has {} lines but the input has {}",
+            p.display(),
+            r.len(),
+            lines.len()
+        );
+    }
+    let max_src = ck.model.config.block_size;
+    let started = std::time::Instant::now();
+    let total = lines.len();
+    let hyps = lmlab::infer::translate::translate_lines(&mut ck.model, &ck.tokenizer, &lines, opts, max_src, |done| {
+        if !refs.is_empty() || output.is_some() {
+            eprint!("\rtranslated {done}/{total}");
+        }
+    })?;
+    if !refs.is_empty() || output.is_some() {
+        eprintln!(" in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    match output {
+        Some(p) => {
+            std::fs::write(p, hyps.join("\n") + "\n").with_context(|| format!("cannot write {}", p.display()))?
+        }
+        None if refs.is_empty() => hyps.iter().for_each(|h| println!("{h}")),
+        None => {}
+    }
+    if !refs.is_empty() {
+        let h: Vec<&str> = hyps.iter().map(|s| s.as_str()).collect();
+        let r: Vec<Vec<&str>> = refs.iter().map(|r| r.iter().map(|s| s.as_str()).collect()).collect();
+        let bleu = lmlab::eval::bleu::corpus_bleu(&h, &r)?;
+        println!("{bleu}");
+    }
     Ok(())
 }
 

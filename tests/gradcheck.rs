@@ -194,6 +194,33 @@ fn embedding_gradients() {
     check("embedding dwpe", &wpe, &dwpe, |x| f(&wte, x));
 }
 
+/// Label smoothing: PyTorch's value for a fixed case
+/// (`F.cross_entropy(x, t, ignore_index=-1, label_smoothing=0.1)` in float64 = 0.7284099578839937),
+/// and finite differences of the smoothed loss.
+#[test]
+fn label_smoothed_crossentropy() {
+    let v = 5;
+    let x = [0.5f32, -1.0, 2.0, 0.1, 0.0, 1.5, 0.2, -0.3, 0.9, -2.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    let targets = [2, 0, -1];
+    let mut losses = vec![0.0; 3];
+    let (sum, count) = crossentropy::crossentropy_smoothed_forward(&mut losses, &x, &targets, v, 0.1);
+    assert_eq!(count, 2);
+    assert!((sum / 2.0 - 0.7284099578839937).abs() < 1e-6, "smoothed loss {}", sum / 2.0);
+
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+    let (n, v) = (4, 7);
+    let logits = rand_vec(&mut rng, n * v, 3.0);
+    let targets = [3, -1, 0, 6];
+    let f = |l: &[f32]| {
+        let mut losses = vec![0.0; n];
+        let (sum, count) = crossentropy::crossentropy_smoothed_forward(&mut losses, l, &targets, v, 0.2);
+        sum / count as f64
+    };
+    let mut d = vec![0.0; n * v];
+    crossentropy::crossentropy_smoothed_backward(&mut d, &logits, &targets, v, 1.0 / 3.0, 0.2);
+    check("smoothed crossentropy", &logits, &d, f);
+}
+
 #[test]
 fn crossentropy_gradients_and_ignore_index() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(6);

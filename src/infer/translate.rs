@@ -306,3 +306,37 @@ fn translate_group(
     }
     Ok(())
 }
+
+/// Translates `lines` (one sentence each) with the checkpoint's tokenizer, in order, sorting by
+/// length internally so batches carry little padding. Sources longer than `max_src_len`
+/// tokens are truncated. `on_progress(done)` is called after each batch.
+pub fn translate_lines(
+    model: &mut Transformer,
+    tok: &crate::data::Tokenizer,
+    lines: &[String],
+    opts: &DecodeOptions,
+    max_src_len: usize,
+    mut on_progress: impl FnMut(usize),
+) -> Result<Vec<String>> {
+    let mut srcs = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        let mut ids = tok.encode(l).map_err(|e| anyhow::anyhow!("line {}: {e}", i + 1))?;
+        ids.truncate(max_src_len);
+        srcs.push(ids);
+    }
+    let mut order: Vec<usize> = (0..srcs.len()).collect();
+    order.sort_by_key(|&i| (srcs[i].len(), i));
+    let per_batch = (model.max_batch() / opts.beam.max(1)).max(1);
+    let mut out = vec![String::new(); lines.len()];
+    let mut done = 0;
+    for chunk in order.chunks(per_batch) {
+        let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| srcs[i].clone()).collect();
+        let hyps = translate_batch(model, &batch, opts)?;
+        for (&i, h) in chunk.iter().zip(hyps) {
+            out[i] = tok.decode(&h)?;
+        }
+        done += chunk.len();
+        on_progress(done);
+    }
+    Ok(out)
+}

@@ -5,22 +5,66 @@
 
 use crate::model::transformer::ModelConfig;
 use crate::optim::{AdamWConfig, LrSchedule};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// What a run trains the model to do; it decides which `[data]` keys apply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Next-token prediction on one text file (`path`, `val_fraction`), character tokenizer.
+    #[default]
+    Lm,
+    /// Sequence-to-sequence on line-aligned parallel files (`src_train`, `tgt_train`,
+    /// `src_val`, `tgt_val`), subword BPE tokenizer of `vocab_size` trained on the train files.
+    Translate,
+    /// Sequence classification (`train`, `test`, `format`), BPE tokenizer.
+    Classify,
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
-    /// A UTF-8 text file; a character-level tokenizer is built from it.
+    pub task: Task,
+    /// LM: a UTF-8 text file; a character-level tokenizer is built from it.
     pub path: String,
-    /// Share of the tokens (at the end of the file) held out for validation.
+    /// LM: share of the tokens (at the end of the file) held out for validation. Classify: share
+    /// of the training examples held out for validation.
     pub val_fraction: f64,
+    /// Translate: source and target training files (one sentence per line, aligned).
+    pub src_train: String,
+    pub tgt_train: String,
+    /// Translate: validation files (loss during training).
+    pub src_val: String,
+    pub tgt_val: String,
+    /// Translate / classify: size of the BPE vocabulary trained on the training files.
+    pub vocab_size: usize,
+    /// Translate / classify: longest sequence in tokens; longer ones are truncated.
+    pub max_len: usize,
+    /// Classify: training and test files.
+    pub train: String,
+    pub test: String,
+    /// Classify: "sst2" (TSV `sentence<TAB>label`), "trec" (coarse labels) or "trec_fine".
+    pub format: String,
 }
 
 impl Default for DataSection {
     fn default() -> Self {
-        DataSection { path: String::new(), val_fraction: 0.1 }
+        DataSection {
+            task: Task::Lm,
+            path: String::new(),
+            val_fraction: 0.1,
+            src_train: String::new(),
+            tgt_train: String::new(),
+            src_val: String::new(),
+            tgt_val: String::new(),
+            vocab_size: 8000,
+            max_len: 64,
+            train: String::new(),
+            test: String::new(),
+            format: String::new(),
+        }
     }
 }
 
@@ -155,6 +199,48 @@ impl RunConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        use crate::model::transformer::Arch;
+        let d = &self.data;
+        let arch = self.model.arch;
+        match d.task {
+            Task::Lm => ensure!(arch == Arch::Decoder, "data.task = \"lm\" needs model.arch = \"decoder\""),
+            Task::Translate => {
+                ensure!(
+                    arch == Arch::EncoderDecoder,
+                    "data.task = \"translate\" needs model.arch = \"encoder_decoder\""
+                );
+                for (k, v) in [
+                    ("src_train", &d.src_train),
+                    ("tgt_train", &d.tgt_train),
+                    ("src_val", &d.src_val),
+                    ("tgt_val", &d.tgt_val),
+                ] {
+                    ensure!(!v.is_empty(), "data.task = \"translate\" needs data.{k}");
+                }
+            }
+            Task::Classify => {
+                ensure!(arch == Arch::Encoder, "data.task = \"classify\" needs model.arch = \"encoder\"");
+                ensure!(
+                    !d.train.is_empty() && !d.test.is_empty(),
+                    "data.task = \"classify\" needs data.train and data.test"
+                );
+                ensure!(
+                    matches!(d.format.as_str(), "sst2" | "trec" | "trec_fine"),
+                    "data.format must be \"sst2\", \"trec\" or \"trec_fine\", got {:?}",
+                    d.format
+                );
+            }
+        }
+        if d.task != Task::Lm {
+            ensure!(d.vocab_size >= 260, "data.vocab_size must be at least 260 (256 bytes and 4 special tokens)");
+            ensure!(d.max_len >= 2, "data.max_len must be at least 2");
+            ensure!(
+                self.model.block_size > d.max_len,
+                "model.block_size ({}) must exceed data.max_len ({}): targets get a BOS/EOS token",
+                self.model.block_size,
+                d.max_len
+            );
+        }
         // The vocabulary is not known yet; any positive size validates the rest of the model.
         ModelConfig { vocab_size: self.model.vocab_size.max(1), ..self.model.clone() }.validate()?;
         let t = &self.train;

@@ -36,6 +36,8 @@ impl MetricsLog {
             "ms_per_iter": ms_per_iter, "tokens_per_s": tokens_per_s,
         });
         writeln!(self.out, "{line}")?;
+        // Flushed per line so that a long run can be followed with `tail -f`.
+        self.out.flush()?;
         Ok(())
     }
 

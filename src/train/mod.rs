@@ -1,15 +1,17 @@
 //! The training loop: batches in, AdamW steps out, with evaluation, logging and checkpoints.
+pub mod classify;
 pub mod config;
 pub mod log;
+pub mod seq2seq;
 
 use crate::data::dataset::sample_batch;
 use crate::data::{Batch, CharTokenizer, TokenDataset, Tokenizer};
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
-use crate::model::transformer::{Arch, Transformer};
+use crate::model::transformer::Transformer;
 use crate::optim::{clip_factor, grad_norm, AdamW, LrSchedule};
 use anyhow::{bail, ensure, Context, Result};
-use config::RunConfig;
+use config::{RunConfig, Task};
 use log::MetricsLog;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -68,22 +70,9 @@ impl Trainer {
             .model
             .forward_lm(&self.batch.inputs, Some(&self.batch.targets), b, t, true, dropout_seed)?
             .unwrap_or(0.0);
-        if !loss.is_finite() {
-            bail!(
-                "loss is {loss} at step {}: training diverged (try a lower optim.learning_rate or optim.grad_clip)",
-                self.step
-            );
-        }
-        self.model.backward()?;
-        let norm = grad_norm(&self.model.grads);
-        if !norm.is_finite() {
-            bail!("gradient norm is {norm} at step {}: training diverged", self.step);
-        }
-        // Clipping is folded into the update: AdamW reads each gradient times the factor.
-        let scale = if self.grad_clip > 0.0 { clip_factor(norm, self.grad_clip) } else { 1.0 };
-        self.opt.step_scaled(&mut self.model.params, &self.model.grads, lr, scale);
+        let stats = update(&mut self.model, &mut self.opt, self.grad_clip, self.step, loss, lr)?;
         self.step += 1;
-        Ok(StepStats { loss, lr, grad_norm: norm })
+        Ok(stats)
     }
 
     /// Mean loss over `iters` random batches of `split` (no dropout). The batches come from an
@@ -99,6 +88,29 @@ impl Trainer {
         }
         Ok((total / iters as f64) as f32)
     }
+}
+
+/// The second half of every training step, whatever the task: backward from the loss of the
+/// forward pass just run, global gradient norm, clipping folded into the AdamW update.
+pub fn update(
+    model: &mut Transformer,
+    opt: &mut AdamW,
+    grad_clip: f32,
+    step: u64,
+    loss: f32,
+    lr: f32,
+) -> Result<StepStats> {
+    if !loss.is_finite() {
+        bail!("loss is {loss} at step {step}: training diverged (try a lower optim.learning_rate or optim.grad_clip)");
+    }
+    model.backward()?;
+    let norm = grad_norm(&model.grads);
+    if !norm.is_finite() {
+        bail!("gradient norm is {norm} at step {step}: training diverged");
+    }
+    let scale = if grad_clip > 0.0 { clip_factor(norm, grad_clip) } else { 1.0 };
+    opt.step_scaled(&mut model.params, &model.grads, lr, scale);
+    Ok(StepStats { loss, lr, grad_norm: norm })
 }
 
 /// Options that do not change the result.
@@ -117,6 +129,14 @@ pub struct TrainSummary {
     pub checkpoint: PathBuf,
     pub seconds: f64,
     pub ms_per_iter: f64,
+}
+
+impl TrainSummary {
+    /// A run of `steps` optimizer steps that took `seconds`.
+    pub fn new(steps: u64, train_loss: f32, val_loss: f32, checkpoint: PathBuf, seconds: f64) -> Self {
+        let ms_per_iter = if steps > 0 { seconds * 1e3 / steps as f64 } else { 0.0 };
+        TrainSummary { steps, train_loss, val_loss, checkpoint, seconds, ms_per_iter }
+    }
 }
 
 /// Builds a thread pool of `threads` workers (0 = one per core), each with its GEMM packing
@@ -138,14 +158,20 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
 pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
     let pool = thread_pool(cfg.train.threads)?;
     // The whole run executes inside the pool, so parallel kernels never inject work from outside.
-    pool.install(|| train_in_pool(cfg, resume, opts))
+    pool.install(|| match cfg.data.task {
+        Task::Lm => train_in_pool(cfg, resume, opts),
+        Task::Translate => {
+            ensure!(resume.is_none(), "--resume is supported for language models only (data.task = \"lm\")");
+            seq2seq::train_translation(&cfg, opts)
+        }
+        Task::Classify => {
+            ensure!(resume.is_none(), "--resume is supported for language models only (data.task = \"lm\")");
+            classify::train_classifier(&cfg, opts)
+        }
+    })
 }
 
 fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
-    ensure!(
-        cfg.model.arch == Arch::Decoder,
-        "lmlab train with [data] path trains a language model: model.arch must be \"decoder\""
-    );
     let text = read_corpus(Path::new(&cfg.data.path))?;
     let (tokenizer, mut trainer, mut best) = match resume {
         Some(dir) => {

@@ -21,7 +21,7 @@ pub use config::{
 };
 
 use crate::kernels::{
-    crossentropy::{crossentropy_backward, crossentropy_forward},
+    crossentropy::{crossentropy_smoothed_backward, crossentropy_smoothed_forward},
     matmul::{matmul_backward, matmul_forward},
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout, Regions};
@@ -97,6 +97,9 @@ pub struct Transformer {
     scratch: Scratch,
     max_batch: usize,
     last: Last,
+    /// Label smoothing ε of the training loss (forward passes with `train = true`); evaluation
+    /// always reports the plain cross-entropy.
+    pub label_smoothing: f32,
 }
 
 impl Transformer {
@@ -191,6 +194,7 @@ impl Transformer {
                 gather_mask: vec![false; n],
                 ..Last::default()
             },
+            label_smoothing: 0.0,
             config,
         })
     }
@@ -446,6 +450,7 @@ impl Transformer {
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask);
         let c = self.config.n_embd;
+        let eps = if last.train { self.label_smoothing } else { 0.0 };
         // The stack whose output feeds the head.
         let (top_cx, top, top_acts) = match (&self.encoder, &self.decoder) {
             (Some(enc), None) => {
@@ -483,7 +488,7 @@ impl Transformer {
                 if !last.has_targets {
                     return Ok(None);
                 }
-                crossentropy_forward(r.mut_(&ha.losses, n), logits, &last.targets[..n], v)
+                crossentropy_smoothed_forward(r.mut_(&ha.losses, n), logits, &last.targets[..n], v, eps)
             }
             Head::Classifier { w: hw, b: hb, pooling } => {
                 let k = self.config.num_classes;
@@ -494,7 +499,7 @@ impl Transformer {
                 if !last.has_targets {
                     return Ok(None);
                 }
-                crossentropy_forward(r.mut_(&ha.losses, b), logits, &last.targets[..b], k)
+                crossentropy_smoothed_forward(r.mut_(&ha.losses, b), logits, &last.targets[..b], k, eps)
             }
         };
         self.last.loss_count = count;
@@ -536,6 +541,7 @@ impl Transformer {
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask);
         let ha = &self.head_acts;
+        let eps = if last.train { self.label_smoothing } else { 0.0 };
         let scale = if last.loss_count == 0 { 0.0 } else { 1.0 / last.loss_count as f32 };
         // Head: d_logits → ∂L/∂(top stack output), written into that stack's d_out.
         let (top, top_acts, top_t, top_mask) = match (&self.encoder, &self.decoder) {
@@ -550,13 +556,13 @@ impl Transformer {
             Head::Lm { w: hw } => {
                 let (n, v) = (b * t, self.config.vocab_size);
                 let d_logits = r.mut_(&ha.d_logits, n * v);
-                crossentropy_backward(d_logits, r.get(&ha.logits, n * v), &last.targets[..n], v, scale);
+                crossentropy_smoothed_backward(d_logits, r.get(&ha.logits, n * v), &last.targets[..n], v, scale, eps);
                 matmul_backward(d_h, g.mut_(hw, hw.len()), None, d_logits, h, w.get(hw, hw.len()), n, c, v);
             }
             Head::Classifier { w: hw, b: hb, pooling } => {
                 let k = self.config.num_classes;
                 let d_logits = r.mut_(&ha.d_logits, b * k);
-                crossentropy_backward(d_logits, r.get(&ha.logits, b * k), &last.targets[..b], k, scale);
+                crossentropy_smoothed_backward(d_logits, r.get(&ha.logits, b * k), &last.targets[..b], k, scale, eps);
                 let d_pooled = r.mut_(&ha.d_pooled, b * c);
                 matmul_backward(
                     d_pooled,
