@@ -7,7 +7,7 @@ data, batch, optimizer and number of steps, and prints a Markdown table of the f
 validation losses and the time per step. Every run is an ordinary `lmlab train` run; its
 metrics.jsonl and checkpoint stay under out/variants/<name>/.
 
-Usage: python3 scripts/variant_table.py [--iters 1000] [--only NAME ...] [--out docs/variants.md]
+Usage: python3 scripts/variant_table.py [--iters 1000] [--threads N] [--only NAME ...] [--out FILE]
 (build first: cargo build --release)
 """
 import argparse
@@ -47,13 +47,14 @@ def slug(name):
     return "".join(c if c.isalnum() else "_" for c in name.split("(")[0].strip().lower()).strip("_")
 
 
-def run(name, sets, iters, binary, config):
+def run(name, sets, iters, binary, config, threads):
     out_dir = os.path.join("out", "variants", slug(name))
     args = [binary, "train", "--config", config, "--quiet",
             "--set", f"train.out_dir='{out_dir}'",
             "--set", f"train.max_iters={iters}",
             "--set", f"optim.lr_decay_iters={iters}",
-            "--set", f"train.eval_interval={iters}"]
+            "--set", f"train.eval_interval={iters}",
+            "--set", f"train.threads={threads}"]
     for s in sets:
         args += ["--set", s]
     start = time.time()
@@ -76,12 +77,13 @@ def main():
     ap.add_argument("--out", default=None, help="also write the table to this file")
     ap.add_argument("--binary", default="target/release/lmlab")
     ap.add_argument("--config", default="configs/shakespeare-char-cpu.toml")
+    ap.add_argument("--threads", type=int, default=0, help="worker threads per run (0 = one per core)")
     a = ap.parse_args()
     rows = []
     for name, sets in VARIANTS:
         if a.only and slug(name) not in a.only:
             continue
-        tr, va, ms, wall = run(name, sets, a.iters, a.binary, a.config)
+        tr, va, ms, wall = run(name, sets, a.iters, a.binary, a.config, a.threads)
         rows.append((name, sets, tr, va, ms))
         print(f"{name}: train {tr:.4f} val {va:.4f} ({ms:.1f} ms/step, {wall:.0f} s)", file=sys.stderr, flush=True)
     lines = [

@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Train a GPT from a TOML config (or resume a checkpoint).
+    /// Train a model from a TOML config (or resume a language model from a checkpoint).
     Train {
         /// Run config (TOML with [model], [data], [train], [optim]). Optional with --resume.
         #[arg(long)]

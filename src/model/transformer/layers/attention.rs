@@ -1,227 +1,25 @@
-//! The parts of a block: a norm, self-attention, cross-attention and the feed-forward network,
-//! each wrapped in a residual [`Sublayer`] (pre- or post-norm).
-//!
-//! Every part owns the ranges of its parameters (in the flat parameter buffer) and of its
-//! activations (in the flat activation buffer), and has a `forward` and a `backward` that call
-//! kernels on those ranges. A stack is a list of sublayers run in order.
+//! Attention layers: self-attention (packed q/k/v projection, RoPE, position biases) and
+//! cross-attention (queries from the decoder, keys and values from the encoder output).
 
-use super::config::{AttentionKind, ModelConfig, NormKind, NormPosition, ScoreKind};
+use super::Ctx;
 use crate::kernels::{
-    activation::{activation_backward, activation_forward, swiglu_backward, swiglu_forward, Activation},
     attention::{attention_backward, attention_forward},
-    batchnorm::{batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train},
-    dropout::{dropout_backward, dropout_forward, site_seed},
     flash_attention::{flash_attention_backward, flash_attention_forward, scratch_per_head},
     general_attention::{
         general_attention_backward, general_attention_forward, general_attention_fwd_scratch_len,
         general_attention_scratch_len, AttnDims, AttnInputs, AttnMask, AttnParamGrads, PositionBias, QkvGrads, ScoreFn,
     },
-    layernorm::{layernorm_backward, layernorm_forward},
     matmul::{matmul_backward, matmul_forward},
     positional::{rope_backward, rope_forward},
-    residual::{residual_add_inplace, residual_forward},
-    rmsnorm::{rmsnorm_backward, rmsnorm_forward},
+    residual::residual_add_inplace,
 };
-use crate::model::layout::{ActLayout, ParamKind, ParamLayout, Regions};
+use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
+use crate::model::transformer::config::{AttentionKind, ModelConfig, ScoreKind};
 use std::ops::Range;
-
-/// Everything a sublayer needs to run: parameter, gradient and activation buffers, the shape
-/// of the current batch, and the dropout settings.
-pub(super) struct Ctx<'a> {
-    /// Parameters (read; BatchNorm also updates its running statistics in training).
-    pub w: &'a Regions<'a>,
-    pub g: &'a Regions<'a>,
-    pub r: &'a Regions<'a>,
-    /// Fixed tables (ALiBi slopes).
-    pub consts: &'a [f32],
-    /// Ranges of the shared backward scratch (in `r`).
-    pub scratch: &'a Scratch,
-    pub b: usize,
-    /// Sequence length of this stack.
-    pub t: usize,
-    /// Sequence length of the encoder output that cross-attention reads.
-    pub t_enc: usize,
-    pub train: bool,
-    pub dropout_seed: u64,
-    /// Keys each query may see in self-attention: (B, T) true = real token (encoder padding).
-    pub self_mask: Option<&'a [bool]>,
-    /// Source tokens cross-attention may see: (B, T_enc).
-    pub enc_mask: Option<&'a [bool]>,
-}
-
-impl Ctx<'_> {
-    pub fn n(&self) -> usize {
-        self.b * self.t
-    }
-    pub fn p(&self, r: &Range<usize>) -> &[f32] {
-        self.w.get(r, r.len())
-    }
-    pub fn popt(&self, r: &Option<Range<usize>>) -> Option<&[f32]> {
-        r.as_ref().map(|r| self.p(r))
-    }
-    #[allow(clippy::mut_from_ref)]
-    pub fn gw(&self, r: &Range<usize>) -> &mut [f32] {
-        self.g.mut_(r, r.len())
-    }
-    pub fn gopt(&self, r: &Option<Range<usize>>) -> Option<&mut [f32]> {
-        r.as_ref().map(|r| self.gw(r))
-    }
-    pub fn drop_p(&self, p: f32) -> f32 {
-        if self.train {
-            p
-        } else {
-            0.0
-        }
-    }
-    pub fn seed(&self, site: u64) -> u64 {
-        site_seed(self.dropout_seed, 0, site)
-    }
-}
-
-/// Backward scratch shared by all sublayers of all stacks (gradients flow through one sublayer
-/// at a time), sized for the largest of them.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Scratch {
-    /// (N, C) gradient reaching a sublayer's function input.
-    pub d_fin: Range<usize>,
-    /// (N, C) post-norm: gradient of the residual sum; pre-norm: the norm output's gradient.
-    pub d_sum: Range<usize>,
-    /// (N, C) branch gradient after dropout backward.
-    pub d_branch: Range<usize>,
-    /// (N, W) widest projection output gradient (qkv, fc).
-    pub d_wide: Range<usize>,
-    /// (N, W) second wide buffer (the activation's output gradient).
-    pub d_wide2: Range<usize>,
-    /// (N, C) attention output gradient before c_proj.
-    pub d_y: Range<usize>,
-    /// Attention kernel scratch (probability gradients or tiles).
-    pub d_att: Range<usize>,
-    /// (N_enc, C) one cross-attention's gradient for the encoder output.
-    pub d_enc_part: Range<usize>,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Norm
-
-#[derive(Clone, Debug)]
-pub(super) struct Norm {
-    kind: NormKind,
-    eps: f32,
-    w: Range<usize>,         // (C)
-    b: Option<Range<usize>>, // (C)
-    /// BatchNorm running mean and variance (C) each.
-    running: Option<(Range<usize>, Range<usize>)>,
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct NormActs {
-    pub out: Range<usize>, // (N, C)
-    mean: Range<usize>,    // (N) per row, or (C) per channel for BatchNorm
-    rstd: Range<usize>,    // (N) or (C)
-}
-
-impl Norm {
-    pub fn new(l: &mut ParamLayout, name: &str, cfg: &ModelConfig) -> Self {
-        let c = cfg.n_embd;
-        let w = l.push(format!("{name}.weight"), &[c], ParamKind::Norm);
-        let b =
-            (cfg.bias && cfg.norm != NormKind::Rmsnorm).then(|| l.push(format!("{name}.bias"), &[c], ParamKind::Bias));
-        let running = (cfg.norm == NormKind::Batchnorm).then(|| {
-            (
-                l.push(format!("{name}.running_mean"), &[c], ParamKind::Buffer),
-                l.push(format!("{name}.running_var"), &[c], ParamKind::Buffer),
-            )
-        });
-        Norm { kind: cfg.norm, eps: cfg.norm_eps, w, b, running }
-    }
-
-    /// BatchNorm running variance starts at one (the mean at zero, like every buffer).
-    pub fn init(&self, params: &mut [f32]) {
-        if let Some((_, var)) = &self.running {
-            params[var.clone()].fill(1.0);
-        }
-    }
-
-    pub fn acts(l: &mut ActLayout, n: usize, c: usize) -> NormActs {
-        NormActs { out: l.alloc(n * c), mean: l.alloc(n.max(c)), rstd: l.alloc(n.max(c)) }
-    }
-
-    /// Returns the output rows (N, C).
-    pub fn forward<'a>(&self, cx: &Ctx<'a>, a: &NormActs, x: &[f32], c: usize) -> &'a mut [f32] {
-        let n = cx.n();
-        let out = cx.r.mut_(&a.out, n * c);
-        match self.kind {
-            NormKind::Layernorm => layernorm_forward(
-                out,
-                cx.r.mut_(&a.mean, n),
-                cx.r.mut_(&a.rstd, n),
-                x,
-                cx.p(&self.w),
-                cx.popt(&self.b),
-                c,
-            ),
-            NormKind::Rmsnorm => rmsnorm_forward(out, cx.r.mut_(&a.rstd, n), x, cx.p(&self.w), c, self.eps),
-            NormKind::Batchnorm => {
-                let (rm, rv) = self.running.as_ref().expect("BatchNorm has running statistics");
-                if cx.train {
-                    batchnorm_forward_train(
-                        out,
-                        cx.r.mut_(&a.mean, c),
-                        cx.r.mut_(&a.rstd, c),
-                        cx.w.mut_(rm, c),
-                        cx.w.mut_(rv, c),
-                        x,
-                        cx.p(&self.w),
-                        cx.popt(&self.b),
-                        c,
-                        self.eps,
-                        0.1,
-                    )
-                } else {
-                    batchnorm_forward_eval(out, x, cx.p(rm), cx.p(rv), cx.p(&self.w), cx.popt(&self.b), c, self.eps)
-                }
-            }
-        }
-        out
-    }
-
-    /// dx (N, C) += ∂L/∂x through the norm, given dout (N, C) and the norm's input x.
-    pub fn backward(&self, cx: &Ctx, a: &NormActs, dx: &mut [f32], dout: &[f32], x: &[f32], c: usize) {
-        let n = cx.n();
-        match self.kind {
-            NormKind::Layernorm => layernorm_backward(
-                dx,
-                cx.gw(&self.w),
-                cx.gopt(&self.b),
-                dout,
-                x,
-                cx.p(&self.w),
-                cx.r.get(&a.mean, n),
-                cx.r.get(&a.rstd, n),
-                c,
-            ),
-            NormKind::Rmsnorm => rmsnorm_backward(dx, cx.gw(&self.w), dout, x, cx.p(&self.w), cx.r.get(&a.rstd, n), c),
-            NormKind::Batchnorm => batchnorm_backward(
-                dx,
-                cx.gw(&self.w),
-                cx.gopt(&self.b),
-                dout,
-                x,
-                cx.p(&self.w),
-                cx.r.get(&a.mean, c),
-                cx.r.get(&a.rstd, c),
-                c,
-            ),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Attention (self and cross)
 
 /// Shapes shared by the attention layers of a model.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Heads {
+pub(crate) struct Heads {
     pub c: usize,
     pub nh: usize,
     pub nkv: usize,
@@ -243,7 +41,7 @@ impl Heads {
 
 /// How a self-attention layer handles positions.
 #[derive(Clone, Debug)]
-pub(super) enum SelfPosition {
+pub(crate) enum SelfPosition {
     None,
     Rope {
         theta: f32,
@@ -266,8 +64,8 @@ pub(super) enum SelfPosition {
 }
 
 #[derive(Clone, Debug)]
-pub(super) struct Attention {
-    heads: Heads,
+pub(crate) struct Attention {
+    pub heads: Heads,
     /// Self-attention: fused (NH + 2·NKV)·hs projection. Cross-attention: the query projection.
     c_q_w: Range<usize>,
     c_q_b: Option<Range<usize>>,
@@ -286,7 +84,7 @@ pub(super) struct Attention {
 }
 
 #[derive(Clone, Debug)]
-pub(super) struct AttentionActs {
+pub(crate) struct AttentionActs {
     /// Self: (N, QKV) packed. Cross: (N, C) queries.
     q: Range<usize>,
     /// Cross: (N_enc, 2·KV) keys and values of the encoder output.
@@ -659,260 +457,6 @@ impl Attention {
             let d_kv = cx.r.get(&s.d_wide2, ne * 2 * h.kv());
             matmul_backward(part, cx.gw(kvw), cx.gopt(kvb), d_kv, enc, cx.p(kvw), ne, h.c, 2 * h.kv());
             residual_add_inplace(d_enc, part);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Feed-forward
-
-#[derive(Clone, Debug)]
-pub(super) struct Mlp {
-    c: usize,
-    f: usize,
-    /// None: SwiGLU.
-    act: Option<Activation>,
-    c_fc_w: Range<usize>, // (F_in, C), F_in = F or 2F for SwiGLU
-    c_fc_b: Option<Range<usize>>,
-    c_proj_w: Range<usize>, // (C, F)
-    c_proj_b: Option<Range<usize>>,
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct MlpActs {
-    fc: Range<usize>,      // (N, F_in)
-    fc_act: Range<usize>,  // (N, F)
-    pub out: Range<usize>, // (N, C)
-}
-
-impl Mlp {
-    pub fn new(l: &mut ParamLayout, name: &str, cfg: &ModelConfig) -> Self {
-        let (c, f) = (cfg.n_embd, cfg.ffn());
-        let act = cfg.elementwise_activation();
-        let f_in = if act.is_none() { 2 * f } else { f };
-        let c_fc_w = l.push(format!("{name}.c_fc.weight"), &[f_in, c], ParamKind::Matrix);
-        let c_fc_b = cfg.bias.then(|| l.push(format!("{name}.c_fc.bias"), &[f_in], ParamKind::Bias));
-        let c_proj_w = l.push(format!("{name}.c_proj.weight"), &[c, f], ParamKind::Matrix);
-        let c_proj_b = cfg.bias.then(|| l.push(format!("{name}.c_proj.bias"), &[c], ParamKind::Bias));
-        Mlp { c, f, act, c_fc_w, c_fc_b, c_proj_w, c_proj_b }
-    }
-
-    pub fn f_in(&self) -> usize {
-        if self.act.is_none() {
-            2 * self.f
-        } else {
-            self.f
-        }
-    }
-
-    pub fn acts(&self, l: &mut ActLayout, n: usize) -> MlpActs {
-        MlpActs { fc: l.alloc(n * self.f_in()), fc_act: l.alloc(n * self.f), out: l.alloc(n * self.c) }
-    }
-
-    pub fn forward(&self, cx: &Ctx, a: &MlpActs, x: &[f32]) {
-        let (n, c, f, fi) = (cx.n(), self.c, self.f, self.f_in());
-        let fc = cx.r.mut_(&a.fc, n * fi);
-        matmul_forward(fc, x, cx.p(&self.c_fc_w), cx.popt(&self.c_fc_b), n, c, fi);
-        let fc_act = cx.r.mut_(&a.fc_act, n * f);
-        match self.act {
-            Some(act) => activation_forward(act, fc_act, fc),
-            None => swiglu_forward(fc_act, fc, f),
-        }
-        let out = cx.r.mut_(&a.out, n * c);
-        matmul_forward(out, fc_act, cx.p(&self.c_proj_w), cx.popt(&self.c_proj_b), n, f, c);
-    }
-
-    pub fn backward(&self, cx: &Ctx, a: &MlpActs, dx: &mut [f32], dout: &[f32], x: &[f32]) {
-        let (n, c, f, fi, s) = (cx.n(), self.c, self.f, self.f_in(), cx.scratch);
-        let d_act = cx.r.mut_(&s.d_wide2, n * f);
-        matmul_backward(
-            d_act,
-            cx.gw(&self.c_proj_w),
-            cx.gopt(&self.c_proj_b),
-            dout,
-            cx.r.get(&a.fc_act, n * f),
-            cx.p(&self.c_proj_w),
-            n,
-            f,
-            c,
-        );
-        let d_fc = cx.r.mut_(&s.d_wide, n * fi);
-        let fc = cx.r.get(&a.fc, n * fi);
-        match self.act {
-            Some(act) => activation_backward(act, d_fc, fc, d_act),
-            None => swiglu_backward(d_fc, fc, d_act, f),
-        }
-        matmul_backward(dx, cx.gw(&self.c_fc_w), cx.gopt(&self.c_fc_b), d_fc, x, cx.p(&self.c_fc_w), n, c, fi);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Residual sublayer
-
-#[derive(Clone, Debug)]
-pub(super) enum Function {
-    Attention(Attention),
-    Mlp(Mlp),
-}
-
-#[derive(Clone, Debug)]
-pub(super) enum FunctionActs {
-    Attention(AttentionActs),
-    Mlp(MlpActs),
-}
-
-/// x → x + f(norm(x)) (pre-norm) or x → norm(x + f(x)) (post-norm), with dropout on f's output.
-#[derive(Clone, Debug)]
-pub(super) struct Sublayer {
-    pub norm: Norm,
-    pub position: NormPosition,
-    pub f: Function,
-    /// Dropout site of the residual branch; the attention probabilities use `site + 1`.
-    pub site: u64,
-    pub dropout: f32,
-}
-
-#[derive(Clone, Debug)]
-pub(super) struct SublayerActs {
-    norm: NormActs,
-    f: FunctionActs,
-    branch_drop: Option<Range<usize>>, // (N, C)
-    /// Pre-norm: the output x + f(...). Post-norm: the sum x + f(x) that the norm reads.
-    sum: Range<usize>, // (N, C)
-}
-
-impl Sublayer {
-    pub fn acts(&self, l: &mut ActLayout, max_b: usize, t: usize, t_enc: usize) -> SublayerActs {
-        let n = max_b * t;
-        let c = self.norm_width();
-        SublayerActs {
-            norm: Norm::acts(l, n, c),
-            f: match &self.f {
-                Function::Attention(at) => FunctionActs::Attention(at.acts(l, max_b, t, t_enc)),
-                Function::Mlp(m) => FunctionActs::Mlp(m.acts(l, n)),
-            },
-            branch_drop: l.alloc_if(self.dropout > 0.0, n * c),
-            sum: l.alloc(n * c),
-        }
-    }
-
-    fn norm_width(&self) -> usize {
-        match &self.f {
-            Function::Attention(a) => a.heads.c,
-            Function::Mlp(m) => m.c,
-        }
-    }
-
-    /// Where the sublayer's output lives in the activation buffer.
-    pub fn output_range(&self, a: &SublayerActs) -> Range<usize> {
-        match self.position {
-            NormPosition::Pre => a.sum.clone(),
-            NormPosition::Post => a.norm.out.clone(),
-        }
-    }
-
-    /// The sublayer's output (N, C).
-    pub fn output<'a>(&self, cx: &Ctx<'a>, a: &SublayerActs) -> &'a [f32] {
-        let len = cx.n() * self.norm_width();
-        match self.position {
-            NormPosition::Pre => cx.r.get(&a.sum, len),
-            NormPosition::Post => cx.r.get(&a.norm.out, len),
-        }
-    }
-
-    fn run_f(&self, cx: &Ctx, a: &SublayerActs, u: &[f32], enc: Option<&[f32]>) -> Range<usize> {
-        match (&self.f, &a.f) {
-            (Function::Attention(at), FunctionActs::Attention(aa)) => {
-                at.forward(cx, aa, u, enc, self.site + 1);
-                aa.out.clone()
-            }
-            (Function::Mlp(m), FunctionActs::Mlp(ma)) => {
-                m.forward(cx, ma, u);
-                ma.out.clone()
-            }
-            _ => unreachable!("activation layout matches the function"),
-        }
-    }
-
-    pub fn forward(&self, cx: &Ctx, a: &SublayerActs, x: &[f32], enc: Option<&[f32]>) {
-        let c = self.norm_width();
-        let n = cx.n();
-        let p = cx.drop_p(self.dropout);
-        let u: &[f32] = match self.position {
-            NormPosition::Pre => self.norm.forward(cx, &a.norm, x, c),
-            NormPosition::Post => x,
-        };
-        let out = self.run_f(cx, a, u, enc);
-        let mut branch = cx.r.get(&out, n * c);
-        if p > 0.0 {
-            let d = cx.r.mut_(a.branch_drop.as_ref().unwrap(), n * c);
-            dropout_forward(d, branch, p, cx.seed(self.site));
-            branch = d;
-        }
-        let sum = cx.r.mut_(&a.sum, n * c);
-        residual_forward(sum, x, branch);
-        if self.position == NormPosition::Post {
-            self.norm.forward(cx, &a.norm, sum, c);
-        }
-    }
-
-    /// d_res (N, C): on entry ∂L/∂output, on exit ∂L/∂x. For cross-attention `enc` carries the
-    /// encoder output and the buffer its gradient accumulates into.
-    pub fn backward(
-        &self,
-        cx: &Ctx,
-        a: &SublayerActs,
-        d_res: &mut [f32],
-        x: &[f32],
-        enc: Option<(&[f32], &mut [f32])>,
-    ) {
-        let (c, n, s) = (self.norm_width(), cx.n(), cx.scratch);
-        let d_fin = cx.r.mut_(&s.d_fin, n * c);
-        match self.position {
-            NormPosition::Pre => {
-                let d_branch = self.dropout_backward(cx, d_res);
-                self.f_backward(cx, a, d_fin, d_branch, cx.r.get(&a.norm.out, n * c), enc);
-                // ∂L/∂x = ∂L/∂output (the identity path, already in d_res) + the norm path.
-                self.norm.backward(cx, &a.norm, d_res, d_fin, x, c);
-            }
-            NormPosition::Post => {
-                let d_sum = cx.r.mut_(&s.d_sum, n * c);
-                d_sum.fill(0.0);
-                self.norm.backward(cx, &a.norm, d_sum, d_res, cx.r.get(&a.sum, n * c), c);
-                let d_branch = self.dropout_backward(cx, d_sum);
-                self.f_backward(cx, a, d_fin, d_branch, x, enc);
-                // ∂L/∂x = ∂L/∂sum (identity path) + f's input gradient.
-                residual_forward(d_res, d_sum, d_fin);
-            }
-        }
-    }
-
-    /// The branch gradient: `d` through the branch's dropout (or `d` itself without dropout).
-    fn dropout_backward<'a>(&self, cx: &Ctx<'a>, d: &'a [f32]) -> &'a [f32] {
-        let p = cx.drop_p(self.dropout);
-        if p == 0.0 {
-            return d;
-        }
-        let out = cx.r.mut_(&cx.scratch.d_branch, d.len());
-        dropout_backward(out, d, p, cx.seed(self.site));
-        out
-    }
-
-    fn f_backward(
-        &self,
-        cx: &Ctx,
-        a: &SublayerActs,
-        d_fin: &mut [f32],
-        d_branch: &[f32],
-        u: &[f32],
-        enc: Option<(&[f32], &mut [f32])>,
-    ) {
-        match (&self.f, &a.f) {
-            (Function::Attention(at), FunctionActs::Attention(aa)) => {
-                at.backward(cx, aa, d_fin, d_branch, u, enc, self.site + 1)
-            }
-            (Function::Mlp(m), FunctionActs::Mlp(ma)) => m.backward(cx, ma, d_fin, d_branch, u),
-            _ => unreachable!("activation layout matches the function"),
         }
     }
 }

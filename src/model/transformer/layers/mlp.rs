@@ -1,0 +1,91 @@
+//! The feed-forward network: c_proj(act(c_fc(x))), or SwiGLU's gated form.
+
+use super::Ctx;
+use crate::kernels::{
+    activation::{activation_backward, activation_forward, swiglu_backward, swiglu_forward, Activation},
+    matmul::{matmul_backward, matmul_forward},
+};
+use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
+use crate::model::transformer::config::ModelConfig;
+use std::ops::Range;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Mlp {
+    /// Model width C.
+    pub c: usize,
+    f: usize,
+    /// None: SwiGLU.
+    act: Option<Activation>,
+    c_fc_w: Range<usize>, // (F_in, C), F_in = F or 2F for SwiGLU
+    c_fc_b: Option<Range<usize>>,
+    c_proj_w: Range<usize>, // (C, F)
+    c_proj_b: Option<Range<usize>>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct MlpActs {
+    fc: Range<usize>,      // (N, F_in)
+    fc_act: Range<usize>,  // (N, F)
+    pub out: Range<usize>, // (N, C)
+}
+
+impl Mlp {
+    pub fn new(l: &mut ParamLayout, name: &str, cfg: &ModelConfig) -> Self {
+        let (c, f) = (cfg.n_embd, cfg.ffn());
+        let act = cfg.elementwise_activation();
+        let f_in = if act.is_none() { 2 * f } else { f };
+        let c_fc_w = l.push(format!("{name}.c_fc.weight"), &[f_in, c], ParamKind::Matrix);
+        let c_fc_b = cfg.bias.then(|| l.push(format!("{name}.c_fc.bias"), &[f_in], ParamKind::Bias));
+        let c_proj_w = l.push(format!("{name}.c_proj.weight"), &[c, f], ParamKind::Matrix);
+        let c_proj_b = cfg.bias.then(|| l.push(format!("{name}.c_proj.bias"), &[c], ParamKind::Bias));
+        Mlp { c, f, act, c_fc_w, c_fc_b, c_proj_w, c_proj_b }
+    }
+
+    pub fn f_in(&self) -> usize {
+        if self.act.is_none() {
+            2 * self.f
+        } else {
+            self.f
+        }
+    }
+
+    pub fn acts(&self, l: &mut ActLayout, n: usize) -> MlpActs {
+        MlpActs { fc: l.alloc(n * self.f_in()), fc_act: l.alloc(n * self.f), out: l.alloc(n * self.c) }
+    }
+
+    pub fn forward(&self, cx: &Ctx, a: &MlpActs, x: &[f32]) {
+        let (n, c, f, fi) = (cx.n(), self.c, self.f, self.f_in());
+        let fc = cx.r.mut_(&a.fc, n * fi);
+        matmul_forward(fc, x, cx.p(&self.c_fc_w), cx.popt(&self.c_fc_b), n, c, fi);
+        let fc_act = cx.r.mut_(&a.fc_act, n * f);
+        match self.act {
+            Some(act) => activation_forward(act, fc_act, fc),
+            None => swiglu_forward(fc_act, fc, f),
+        }
+        let out = cx.r.mut_(&a.out, n * c);
+        matmul_forward(out, fc_act, cx.p(&self.c_proj_w), cx.popt(&self.c_proj_b), n, f, c);
+    }
+
+    pub fn backward(&self, cx: &Ctx, a: &MlpActs, dx: &mut [f32], dout: &[f32], x: &[f32]) {
+        let (n, c, f, fi, s) = (cx.n(), self.c, self.f, self.f_in(), cx.scratch);
+        let d_act = cx.r.mut_(&s.d_wide2, n * f);
+        matmul_backward(
+            d_act,
+            cx.gw(&self.c_proj_w),
+            cx.gopt(&self.c_proj_b),
+            dout,
+            cx.r.get(&a.fc_act, n * f),
+            cx.p(&self.c_proj_w),
+            n,
+            f,
+            c,
+        );
+        let d_fc = cx.r.mut_(&s.d_wide, n * fi);
+        let fc = cx.r.get(&a.fc, n * fi);
+        match self.act {
+            Some(act) => activation_backward(act, d_fc, fc, d_act),
+            None => swiglu_backward(d_fc, fc, d_act, f),
+        }
+        matmul_backward(dx, cx.gw(&self.c_fc_w), cx.gopt(&self.c_fc_b), d_fc, x, cx.p(&self.c_fc_w), n, c, fi);
+    }
+}

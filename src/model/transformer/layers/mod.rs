@@ -1,0 +1,265 @@
+//! The parts of a block: a norm, self-attention, cross-attention and the feed-forward network,
+//! each wrapped in a residual [`Sublayer`] (pre- or post-norm).
+//!
+//! Every part owns the ranges of its parameters (in the flat parameter buffer) and of its
+//! activations (in the flat activation buffer), and has a `forward` and a `backward` that call
+//! kernels on those ranges. A stack is a list of sublayers run in order.
+
+mod attention;
+mod mlp;
+mod norm;
+
+pub(crate) use attention::{Attention, AttentionActs, Heads, SelfPosition};
+pub(crate) use mlp::{Mlp, MlpActs};
+pub(crate) use norm::{Norm, NormActs};
+
+use super::config::NormPosition;
+use crate::kernels::{
+    dropout::{dropout_backward, dropout_forward, site_seed},
+    residual::residual_forward,
+};
+use crate::model::layout::{ActLayout, Regions};
+use std::ops::Range;
+
+/// Everything a sublayer needs to run: parameter, gradient and activation buffers, the shape
+/// of the current batch, and the dropout settings.
+pub(crate) struct Ctx<'a> {
+    /// Parameters (read; BatchNorm also updates its running statistics in training).
+    pub w: &'a Regions<'a>,
+    pub g: &'a Regions<'a>,
+    pub r: &'a Regions<'a>,
+    /// Fixed tables (ALiBi slopes).
+    pub consts: &'a [f32],
+    /// Ranges of the shared backward scratch (in `r`).
+    pub scratch: &'a Scratch,
+    pub b: usize,
+    /// Sequence length of this stack.
+    pub t: usize,
+    /// Sequence length of the encoder output that cross-attention reads.
+    pub t_enc: usize,
+    pub train: bool,
+    pub dropout_seed: u64,
+    /// Keys each query may see in self-attention: (B, T) true = real token (encoder padding).
+    pub self_mask: Option<&'a [bool]>,
+    /// Source tokens cross-attention may see: (B, T_enc).
+    pub enc_mask: Option<&'a [bool]>,
+}
+
+impl Ctx<'_> {
+    pub fn n(&self) -> usize {
+        self.b * self.t
+    }
+    pub fn p(&self, r: &Range<usize>) -> &[f32] {
+        self.w.get(r, r.len())
+    }
+    pub fn popt(&self, r: &Option<Range<usize>>) -> Option<&[f32]> {
+        r.as_ref().map(|r| self.p(r))
+    }
+    #[allow(clippy::mut_from_ref)]
+    pub fn gw(&self, r: &Range<usize>) -> &mut [f32] {
+        self.g.mut_(r, r.len())
+    }
+    pub fn gopt(&self, r: &Option<Range<usize>>) -> Option<&mut [f32]> {
+        r.as_ref().map(|r| self.gw(r))
+    }
+    pub fn drop_p(&self, p: f32) -> f32 {
+        if self.train {
+            p
+        } else {
+            0.0
+        }
+    }
+    pub fn seed(&self, site: u64) -> u64 {
+        site_seed(self.dropout_seed, 0, site)
+    }
+}
+
+/// Backward scratch shared by all sublayers of all stacks (gradients flow through one sublayer
+/// at a time), sized for the largest of them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Scratch {
+    /// (N, C) gradient reaching a sublayer's function input.
+    pub d_fin: Range<usize>,
+    /// (N, C) post-norm: gradient of the residual sum; pre-norm: the norm output's gradient.
+    pub d_sum: Range<usize>,
+    /// (N, C) branch gradient after dropout backward.
+    pub d_branch: Range<usize>,
+    /// (N, W) widest projection output gradient (qkv, fc).
+    pub d_wide: Range<usize>,
+    /// (N, W) second wide buffer (the activation's output gradient).
+    pub d_wide2: Range<usize>,
+    /// (N, C) attention output gradient before c_proj.
+    pub d_y: Range<usize>,
+    /// Attention kernel scratch (probability gradients or tiles).
+    pub d_att: Range<usize>,
+    /// (N_enc, C) one cross-attention's gradient for the encoder output.
+    pub d_enc_part: Range<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Function {
+    Attention(Attention),
+    Mlp(Mlp),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum FunctionActs {
+    Attention(AttentionActs),
+    Mlp(MlpActs),
+}
+
+/// x → x + f(norm(x)) (pre-norm) or x → norm(x + f(x)) (post-norm), with dropout on f's output.
+#[derive(Clone, Debug)]
+pub(crate) struct Sublayer {
+    pub norm: Norm,
+    pub position: NormPosition,
+    pub f: Function,
+    /// Dropout site of the residual branch; the attention probabilities use `site + 1`.
+    pub site: u64,
+    pub dropout: f32,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct SublayerActs {
+    norm: NormActs,
+    f: FunctionActs,
+    branch_drop: Option<Range<usize>>, // (N, C)
+    /// Pre-norm: the output x + f(...). Post-norm: the sum x + f(x) that the norm reads.
+    sum: Range<usize>, // (N, C)
+}
+
+impl Sublayer {
+    pub fn acts(&self, l: &mut ActLayout, max_b: usize, t: usize, t_enc: usize) -> SublayerActs {
+        let n = max_b * t;
+        let c = self.norm_width();
+        SublayerActs {
+            norm: Norm::acts(l, n, c),
+            f: match &self.f {
+                Function::Attention(at) => FunctionActs::Attention(at.acts(l, max_b, t, t_enc)),
+                Function::Mlp(m) => FunctionActs::Mlp(m.acts(l, n)),
+            },
+            branch_drop: l.alloc_if(self.dropout > 0.0, n * c),
+            sum: l.alloc(n * c),
+        }
+    }
+
+    fn norm_width(&self) -> usize {
+        match &self.f {
+            Function::Attention(a) => a.heads.c,
+            Function::Mlp(m) => m.c,
+        }
+    }
+
+    /// Where the sublayer's output lives in the activation buffer.
+    pub fn output_range(&self, a: &SublayerActs) -> Range<usize> {
+        match self.position {
+            NormPosition::Pre => a.sum.clone(),
+            NormPosition::Post => a.norm.out.clone(),
+        }
+    }
+
+    /// The sublayer's output (N, C).
+    pub fn output<'a>(&self, cx: &Ctx<'a>, a: &SublayerActs) -> &'a [f32] {
+        let len = cx.n() * self.norm_width();
+        match self.position {
+            NormPosition::Pre => cx.r.get(&a.sum, len),
+            NormPosition::Post => cx.r.get(&a.norm.out, len),
+        }
+    }
+
+    fn run_f(&self, cx: &Ctx, a: &SublayerActs, u: &[f32], enc: Option<&[f32]>) -> Range<usize> {
+        match (&self.f, &a.f) {
+            (Function::Attention(at), FunctionActs::Attention(aa)) => {
+                at.forward(cx, aa, u, enc, self.site + 1);
+                aa.out.clone()
+            }
+            (Function::Mlp(m), FunctionActs::Mlp(ma)) => {
+                m.forward(cx, ma, u);
+                ma.out.clone()
+            }
+            _ => unreachable!("activation layout matches the function"),
+        }
+    }
+
+    pub fn forward(&self, cx: &Ctx, a: &SublayerActs, x: &[f32], enc: Option<&[f32]>) {
+        let c = self.norm_width();
+        let n = cx.n();
+        let p = cx.drop_p(self.dropout);
+        let u: &[f32] = match self.position {
+            NormPosition::Pre => self.norm.forward(cx, &a.norm, x, c),
+            NormPosition::Post => x,
+        };
+        let out = self.run_f(cx, a, u, enc);
+        let mut branch = cx.r.get(&out, n * c);
+        if p > 0.0 {
+            let d = cx.r.mut_(a.branch_drop.as_ref().unwrap(), n * c);
+            dropout_forward(d, branch, p, cx.seed(self.site));
+            branch = d;
+        }
+        let sum = cx.r.mut_(&a.sum, n * c);
+        residual_forward(sum, x, branch);
+        if self.position == NormPosition::Post {
+            self.norm.forward(cx, &a.norm, sum, c);
+        }
+    }
+
+    /// d_res (N, C): on entry ∂L/∂output, on exit ∂L/∂x. For cross-attention `enc` carries the
+    /// encoder output and the buffer its gradient accumulates into.
+    pub fn backward(
+        &self,
+        cx: &Ctx,
+        a: &SublayerActs,
+        d_res: &mut [f32],
+        x: &[f32],
+        enc: Option<(&[f32], &mut [f32])>,
+    ) {
+        let (c, n, s) = (self.norm_width(), cx.n(), cx.scratch);
+        let d_fin = cx.r.mut_(&s.d_fin, n * c);
+        match self.position {
+            NormPosition::Pre => {
+                let d_branch = self.dropout_backward(cx, d_res);
+                self.f_backward(cx, a, d_fin, d_branch, cx.r.get(&a.norm.out, n * c), enc);
+                // ∂L/∂x = ∂L/∂output (the identity path, already in d_res) + the norm path.
+                self.norm.backward(cx, &a.norm, d_res, d_fin, x, c);
+            }
+            NormPosition::Post => {
+                let d_sum = cx.r.mut_(&s.d_sum, n * c);
+                d_sum.fill(0.0);
+                self.norm.backward(cx, &a.norm, d_sum, d_res, cx.r.get(&a.sum, n * c), c);
+                let d_branch = self.dropout_backward(cx, d_sum);
+                self.f_backward(cx, a, d_fin, d_branch, x, enc);
+                // ∂L/∂x = ∂L/∂sum (identity path) + f's input gradient.
+                residual_forward(d_res, d_sum, d_fin);
+            }
+        }
+    }
+
+    /// The branch gradient: `d` through the branch's dropout (or `d` itself without dropout).
+    fn dropout_backward<'a>(&self, cx: &Ctx<'a>, d: &'a [f32]) -> &'a [f32] {
+        let p = cx.drop_p(self.dropout);
+        if p == 0.0 {
+            return d;
+        }
+        let out = cx.r.mut_(&cx.scratch.d_branch, d.len());
+        dropout_backward(out, d, p, cx.seed(self.site));
+        out
+    }
+
+    fn f_backward(
+        &self,
+        cx: &Ctx,
+        a: &SublayerActs,
+        d_fin: &mut [f32],
+        d_branch: &[f32],
+        u: &[f32],
+        enc: Option<(&[f32], &mut [f32])>,
+    ) {
+        match (&self.f, &a.f) {
+            (Function::Attention(at), FunctionActs::Attention(aa)) => {
+                at.backward(cx, aa, d_fin, d_branch, u, enc, self.site + 1)
+            }
+            (Function::Mlp(m), FunctionActs::Mlp(ma)) => m.backward(cx, ma, d_fin, d_branch, u),
+            _ => unreachable!("activation layout matches the function"),
+        }
+    }
+}
