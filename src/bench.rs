@@ -153,13 +153,7 @@ pub fn run_case(
                     AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, decay_embeddings: false },
                     &model.layout,
                 );
-                let schedule = LrSchedule {
-                    learning_rate: 1e-3,
-                    min_lr: 1e-3,
-                    warmup_iters: 0,
-                    lr_decay_iters: 0,
-                    decay_lr: false,
-                };
+                let schedule = LrSchedule { decay_lr: false, ..LrSchedule::cosine(1e-3, 1e-3, 0, 0) };
                 let mut tr = Trainer { model, opt, schedule, grad_clip: 1.0, batch, rng, step: 0, seed };
                 time(&mut || tr.step(&data).map(|_| ()))?;
                 3.0 * forward_flops(&cfg, batch_size, t)

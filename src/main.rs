@@ -99,6 +99,16 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Print a config's learning-rate schedule (a table and a chart) without training.
+    Schedule {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Rows of the table.
+        #[arg(long, default_value_t = 11)]
+        rows: usize,
+    },
     /// Time training steps of a config's model and break the time down by operation.
     Profile {
         #[arg(long)]
@@ -172,6 +182,12 @@ fn run(cli: Cli) -> Result<()> {
             let opts = lmlab::infer::translate::DecodeOptions { beam, max_len, length_penalty };
             thread_pool(threads)?
                 .install(|| cmd_translate(&checkpoint, input.as_deref(), &reference, output.as_deref(), &opts, batch))
+        }
+        Cmd::Schedule { config, set, rows } => {
+            let cfg = RunConfig::from_file(&config, &set)?;
+            let text = lmlab::optim::schedule::describe(&cfg.optim.schedule(), cfg.train.max_iters, rows.max(2), 64);
+            print!("{text}");
+            Ok(())
         }
         Cmd::Profile { config, set, vocab, warmup, iters } => {
             let cfg = RunConfig::from_file(&config, &set)?;

@@ -96,13 +96,12 @@ fn check_adamw_steps(name: &str) {
     let cfg = config_of(&tf);
     let mut m = model_from(&tf, &cfg);
     let f = |k: &str| cfg[k].as_f64().unwrap() as f32;
-    let schedule = LrSchedule {
-        learning_rate: f("lr"),
-        min_lr: f("min_lr"),
-        warmup_iters: cfg["warmup_iters"].as_u64().unwrap(),
-        lr_decay_iters: cfg["lr_decay_iters"].as_u64().unwrap(),
-        decay_lr: true,
-    };
+    let schedule = LrSchedule::cosine(
+        f("lr"),
+        f("min_lr"),
+        cfg["warmup_iters"].as_u64().unwrap(),
+        cfg["lr_decay_iters"].as_u64().unwrap(),
+    );
     let mut opt = AdamW::new(
         AdamWConfig {
             beta1: f("beta1"),

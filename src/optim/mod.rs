@@ -5,4 +5,4 @@ pub mod schedule;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{clip_factor, clip_grad_norm, grad_norm};
-pub use schedule::LrSchedule;
+pub use schedule::{LrSchedule, ScheduleKind};

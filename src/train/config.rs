@@ -4,7 +4,7 @@
 //! overrides any key before validation.
 
 use crate::model::transformer::ModelConfig;
-use crate::optim::{AdamWConfig, LrSchedule};
+use crate::optim::{AdamWConfig, LrSchedule, ScheduleKind};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -104,6 +104,9 @@ impl Default for TrainSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimSection {
+    /// "cosine" (warm-up + cosine, default), "linear", "step", "exponential", "inverse_sqrt",
+    /// "constant".
+    pub schedule: ScheduleKind,
     pub learning_rate: f32,
     pub min_lr: f32,
     pub warmup_iters: u64,
@@ -117,11 +120,16 @@ pub struct OptimSection {
     pub decay_embeddings: bool,
     /// Clip the global gradient norm to this value; 0 disables clipping.
     pub grad_clip: f32,
+    /// Step schedule: iterations between decays.
+    pub step_size: u64,
+    /// Step and exponential schedules: the decay factor.
+    pub gamma: f32,
 }
 
 impl Default for OptimSection {
     fn default() -> Self {
         OptimSection {
+            schedule: ScheduleKind::Cosine,
             learning_rate: 1e-3,
             min_lr: 1e-4,
             warmup_iters: 100,
@@ -133,6 +141,8 @@ impl Default for OptimSection {
             weight_decay: 0.1,
             decay_embeddings: false,
             grad_clip: 1.0,
+            step_size: 1000,
+            gamma: 0.1,
         }
     }
 }
@@ -140,11 +150,14 @@ impl Default for OptimSection {
 impl OptimSection {
     pub fn schedule(&self) -> LrSchedule {
         LrSchedule {
+            kind: self.schedule,
             learning_rate: self.learning_rate,
             min_lr: self.min_lr,
             warmup_iters: self.warmup_iters,
             lr_decay_iters: self.lr_decay_iters,
             decay_lr: self.decay_lr,
+            step_size: self.step_size,
+            gamma: self.gamma,
         }
     }
     pub fn adamw(&self) -> AdamWConfig {
