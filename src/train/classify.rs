@@ -147,6 +147,7 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
     };
     let mut model = Transformer::new(model_cfg, tc.batch_size)?;
     model.init(tc.seed);
+    model.label_smoothing = tc.label_smoothing;
     let mut opt = AdamW::new(cfg.optim.adamw(), &model.layout);
     let schedule = cfg.optim.schedule();
     let mut batch = ClassBatch::new(tc.batch_size, d.max_len);

@@ -84,6 +84,9 @@ pub struct TrainSection {
     pub seed: u64,
     /// Worker threads; 0 means one per available core.
     pub threads: usize,
+    /// Label smoothing ε of the training loss (PyTorch's `label_smoothing`); evaluation losses
+    /// are always the plain cross-entropy.
+    pub label_smoothing: f32,
 }
 
 impl Default for TrainSection {
@@ -97,6 +100,7 @@ impl Default for TrainSection {
             log_interval: 10,
             seed: 1337,
             threads: 0,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -259,6 +263,9 @@ impl RunConfig {
         let t = &self.train;
         if t.batch_size == 0 {
             bail!("train.batch_size must be positive");
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            bail!("train.label_smoothing must be in [0, 1), got {}", t.label_smoothing);
         }
         if t.eval_interval == 0 || t.eval_iters == 0 || t.log_interval == 0 {
             bail!("train.eval_interval, train.eval_iters and train.log_interval must be positive");

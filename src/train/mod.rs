@@ -186,8 +186,10 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             opt.m = m;
             opt.v = v;
             opt.t = t;
+            let mut model = ck.model;
+            model.label_smoothing = cfg.train.label_smoothing;
             let trainer = Trainer {
-                model: ck.model,
+                model,
                 opt,
                 schedule: cfg.optim.schedule(),
                 grad_clip: cfg.optim.grad_clip,
@@ -202,6 +204,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             let tokenizer = Tokenizer::Char(CharTokenizer::from_corpus(&text)?);
             let mut model = Transformer::new(cfg.model_config(tokenizer.vocab_size()), cfg.train.batch_size)?;
             model.init(cfg.train.seed);
+            model.label_smoothing = cfg.train.label_smoothing;
             let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
             let trainer = Trainer {
                 model,

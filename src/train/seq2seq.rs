@@ -1,6 +1,6 @@
 //! Sequence-to-sequence training (translation): a BPE vocabulary trained on both sides of the
 //! training files, length-grouped batches of sentence pairs, teacher forcing with label
-//! smoothing, and the validation loss over the whole validation set.
+//! smoothing (`train.label_smoothing`), and the validation loss over the whole validation set.
 //!
 //! ```text
 //! src (B,S) + src_mask ─ encoder ─┐
@@ -21,9 +21,6 @@ use anyhow::{Context, Result};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Label smoothing of the translation loss (Vaswani et al. use 0.1).
-pub const LABEL_SMOOTHING: f32 = 0.1;
 
 /// Teacher-forced forward pass over one batch; returns the mean loss over its target tokens.
 fn forward_batch(model: &mut Transformer, b: &Seq2SeqBatch, train: bool, seed: u64) -> Result<f32> {
@@ -62,7 +59,7 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
 
     let mut model = Transformer::new(cfg.model_config(tokenizer.vocab_size()), tc.batch_size)?;
     model.init(tc.seed);
-    model.label_smoothing = LABEL_SMOOTHING;
+    model.label_smoothing = tc.label_smoothing;
     let mut opt = AdamW::new(cfg.optim.adamw(), &model.layout);
     let schedule = cfg.optim.schedule();
     let mut batcher = Seq2SeqBatcher::new(&train, tc.batch_size, d.max_len, d.max_len, tc.seed)?;
