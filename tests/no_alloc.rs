@@ -90,7 +90,7 @@ fn training_step_allocates_nothing_after_the_first() {
             model,
             opt,
             schedule: cfg.optim.schedule(),
-            grad_clip: 1.0,
+            clip: lmlab::optim::Clipping::norm(1.0),
             batch: Batch::new(4, 32),
             rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0),
             step: 0,

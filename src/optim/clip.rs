@@ -1,4 +1,5 @@
-//! Global-norm gradient clipping (as `torch.nn.utils.clip_grad_norm_`).
+//! Gradient clipping: by global norm (as `torch.nn.utils.clip_grad_norm_`) and by value (as
+//! `torch.nn.utils.clip_grad_value_`).
 
 use rayon::prelude::*;
 
@@ -35,4 +36,49 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
         grads.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
     }
     norm
+}
+
+/// Clamps every gradient to [-clip_value, clip_value] (NaN stays NaN, so divergence is still
+/// detected by the norm that follows).
+pub fn clip_grad_value(grads: &mut [f32], clip_value: f32) {
+    let _p = crate::profile::scope(crate::profile::Op::ClipGrad);
+    grads.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|g| *g = g.clamp(-clip_value, clip_value)));
+}
+
+/// How a training step clips gradients: by value first (when `value > 0`), then by global norm
+/// (when `norm > 0`; folded into the optimizer update).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Clipping {
+    pub norm: f32,
+    pub value: f32,
+}
+
+impl Clipping {
+    /// Global-norm clipping only.
+    pub fn norm(max_norm: f32) -> Self {
+        Clipping { norm: max_norm, value: 0.0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_by_value_clamps_each_gradient() {
+        let mut g = [0.5f32, -3.0, 2.0, -0.1, f32::NAN, 1.0];
+        clip_grad_value(&mut g, 1.0);
+        assert_eq!(&g[..4], &[0.5, -1.0, 1.0, -0.1]);
+        assert!(g[4].is_nan());
+        assert_eq!(g[5], 1.0);
+    }
+
+    #[test]
+    fn clip_by_norm_matches_pytorch_formula() {
+        let mut g = [3.0f32, 4.0];
+        let norm = clip_grad_norm(&mut g, 1.0);
+        assert!((norm - 5.0).abs() < 1e-6);
+        let coef = 1.0 / (5.0 + 1e-6);
+        assert!((g[0] - 3.0 * coef).abs() < 1e-7 && (g[1] - 4.0 * coef).abs() < 1e-7);
+    }
 }

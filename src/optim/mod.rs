@@ -4,5 +4,5 @@ pub mod clip;
 pub mod schedule;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use clip::{clip_factor, clip_grad_norm, grad_norm};
+pub use clip::{clip_factor, clip_grad_norm, clip_grad_value, grad_norm, Clipping};
 pub use schedule::{LrSchedule, ScheduleKind};

@@ -205,7 +205,7 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
         let loss = model
             .forward_classify(&batch.idx, Some(&batch.mask), Some(&batch.labels), batch.b, batch.t, true, seed)?
             .unwrap_or(0.0);
-        let s = update(&mut model, &mut opt, cfg.optim.grad_clip, step, loss, schedule.lr(step))?;
+        let s = update(&mut model, &mut opt, cfg.optim.clipping(), step, loss, schedule.lr(step))?;
         window.1 += 1;
         window.2 += s.loss as f64;
         if (step + 1) % tc.log_interval == 0 {

@@ -124,6 +124,8 @@ pub struct OptimSection {
     pub decay_embeddings: bool,
     /// Clip the global gradient norm to this value; 0 disables clipping.
     pub grad_clip: f32,
+    /// Clamp every gradient to [-clip_value, clip_value] before the norm clipping; 0 disables it.
+    pub clip_value: f32,
     /// Step schedule: iterations between decays.
     pub step_size: u64,
     /// Step and exponential schedules: the decay factor.
@@ -145,6 +147,7 @@ impl Default for OptimSection {
             weight_decay: 0.1,
             decay_embeddings: false,
             grad_clip: 1.0,
+            clip_value: 0.0,
             step_size: 1000,
             gamma: 0.1,
         }
@@ -163,6 +166,9 @@ impl OptimSection {
             step_size: self.step_size,
             gamma: self.gamma,
         }
+    }
+    pub fn clipping(&self) -> crate::optim::Clipping {
+        crate::optim::Clipping { norm: self.grad_clip, value: self.clip_value }
     }
     pub fn adamw(&self) -> AdamWConfig {
         AdamWConfig {
@@ -277,8 +283,8 @@ impl RunConfig {
         if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
             bail!("optim.beta1 and optim.beta2 must be in [0, 1)");
         }
-        if o.grad_clip < 0.0 || o.weight_decay < 0.0 {
-            bail!("optim.grad_clip and optim.weight_decay must be non-negative");
+        if o.grad_clip < 0.0 || o.clip_value < 0.0 || o.weight_decay < 0.0 {
+            bail!("optim.grad_clip, optim.clip_value and optim.weight_decay must be non-negative");
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use crate::data::{Batch, CharTokenizer, TokenDataset, Tokenizer};
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
-use crate::optim::{clip_factor, grad_norm, AdamW, LrSchedule};
+use crate::optim::{clip_factor, clip_grad_value, grad_norm, AdamW, Clipping, LrSchedule};
 use anyhow::{bail, ensure, Context, Result};
 use config::{RunConfig, Task};
 use log::MetricsLog;
@@ -34,7 +34,7 @@ pub struct Trainer {
     pub model: Transformer,
     pub opt: AdamW,
     pub schedule: LrSchedule,
-    pub grad_clip: f32,
+    pub clip: Clipping,
     pub batch: Batch,
     pub rng: Xoshiro256PlusPlus,
     pub step: u64,
@@ -70,7 +70,7 @@ impl Trainer {
             .model
             .forward_lm(&self.batch.inputs, Some(&self.batch.targets), b, t, true, dropout_seed)?
             .unwrap_or(0.0);
-        let stats = update(&mut self.model, &mut self.opt, self.grad_clip, self.step, loss, lr)?;
+        let stats = update(&mut self.model, &mut self.opt, self.clip, self.step, loss, lr)?;
         self.step += 1;
         Ok(stats)
     }
@@ -91,11 +91,12 @@ impl Trainer {
 }
 
 /// The second half of every training step, whatever the task: backward from the loss of the
-/// forward pass just run, global gradient norm, clipping folded into the AdamW update.
+/// forward pass just run, clipping by value, the global gradient norm (reported after value
+/// clipping), and norm clipping folded into the AdamW update.
 pub fn update(
     model: &mut Transformer,
     opt: &mut AdamW,
-    grad_clip: f32,
+    clip: Clipping,
     step: u64,
     loss: f32,
     lr: f32,
@@ -104,11 +105,14 @@ pub fn update(
         bail!("loss is {loss} at step {step}: training diverged (try a lower optim.learning_rate or optim.grad_clip)");
     }
     model.backward()?;
+    if clip.value > 0.0 {
+        clip_grad_value(&mut model.grads, clip.value);
+    }
     let norm = grad_norm(&model.grads);
     if !norm.is_finite() {
         bail!("gradient norm is {norm} at step {step}: training diverged");
     }
-    let scale = if grad_clip > 0.0 { clip_factor(norm, grad_clip) } else { 1.0 };
+    let scale = if clip.norm > 0.0 { clip_factor(norm, clip.norm) } else { 1.0 };
     opt.step_scaled(&mut model.params, &model.grads, lr, scale);
     Ok(StepStats { loss, lr, grad_norm: norm })
 }
@@ -192,7 +196,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 model,
                 opt,
                 schedule: cfg.optim.schedule(),
-                grad_clip: cfg.optim.grad_clip,
+                clip: cfg.optim.clipping(),
                 batch: Batch::new(cfg.train.batch_size, cfg.model.block_size),
                 rng: ck.state.rng,
                 step: ck.state.step,
@@ -210,7 +214,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 model,
                 opt,
                 schedule: cfg.optim.schedule(),
-                grad_clip: cfg.optim.grad_clip,
+                clip: cfg.optim.clipping(),
                 batch: Batch::new(cfg.train.batch_size, cfg.model.block_size),
                 rng: Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed),
                 step: 0,
@@ -312,7 +316,7 @@ pub fn profile_steps(
             model,
             opt,
             schedule: cfg.optim.schedule(),
-            grad_clip: cfg.optim.grad_clip,
+            clip: cfg.optim.clipping(),
             batch: Batch::new(cfg.train.batch_size, cfg.model.block_size),
             rng,
             step: 0,

@@ -116,7 +116,7 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
         model.zero_grad();
         let seed = mix64(tc.seed ^ mix64(step));
         let loss = forward_batch(&mut model, b, true, seed)?;
-        let s = update(&mut model, &mut opt, cfg.optim.grad_clip, step, loss, lr)?;
+        let s = update(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr)?;
         window_steps += 1;
         window_tokens += b.b * (b.src_len + b.tgt_len);
         window_loss += s.loss as f64;
