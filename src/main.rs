@@ -7,6 +7,7 @@ use lmlab::demo;
 use lmlab::eval::evaluate_tokens;
 use lmlab::infer::sample::{generate, SampleOptions};
 use lmlab::io::checkpoint;
+use lmlab::model::transformer::Arch;
 use lmlab::train::{self, config::RunConfig, thread_pool, TrainOptions};
 use rand::SeedableRng;
 use std::io::Write;
@@ -251,6 +252,7 @@ fn cmd_train(config: Option<PathBuf>, set: Vec<String>, resume: Option<PathBuf>,
 
 fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64) -> Result<()> {
     let mut ck = checkpoint::load(dir, 1, false)?;
+    require_arch(&ck, Arch::Decoder, dir, "sample")?;
     let ids = ck.tokenizer.encode(prompt).context("the prompt cannot be encoded")?;
     let block = ck.model.config.block_size;
     if ids.len() > block {
@@ -282,6 +284,20 @@ fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64) -> Resu
     Ok(())
 }
 
+/// A clear error when a command meets a checkpoint of the wrong kind of model.
+fn require_arch(ck: &checkpoint::Checkpoint, want: Arch, dir: &Path, command: &str) -> Result<()> {
+    let got = ck.model.config.arch;
+    let name = |a: Arch| serde_json::to_string(&a).unwrap_or_default();
+    anyhow::ensure!(
+        got == want,
+        "lmlab {command} needs a checkpoint with model.arch = {}, but {} holds model.arch = {}",
+        name(want),
+        dir.display(),
+        name(got)
+    );
+    Ok(())
+}
+
 fn cmd_translate(
     dir: &Path,
     input: Option<&Path>,
@@ -292,6 +308,7 @@ fn cmd_translate(
 ) -> Result<()> {
     use lmlab::data::parallel::read_lines;
     let mut ck = checkpoint::load(dir, batch, false)?;
+    require_arch(&ck, Arch::EncoderDecoder, dir, "translate")?;
     let lines = match input {
         Some(p) => read_lines(p)?,
         None => std::io::stdin().lines().collect::<std::io::Result<Vec<String>>>().context("reading standard input")?,
@@ -335,6 +352,7 @@ fn cmd_translate(
 
 fn cmd_eval(dir: &Path, data: Option<&Path>, json: bool) -> Result<()> {
     let mut ck = checkpoint::load(dir, 8, false)?;
+    require_arch(&ck, Arch::Decoder, dir, "eval")?;
     let (what, tokens) = match data {
         Some(path) => {
             let text = train::read_corpus(path)?;

@@ -135,6 +135,13 @@ fn bad_checkpoints_and_prompts() {
     let cks = ck.to_str().unwrap();
     // Unknown characters in the prompt.
     assert_error(&lmlab(&["sample", "--checkpoint", cks, "--prompt", "Zebra ☃"]), &["'Z'", "position 0", "vocabulary"]);
+    // A language model is not a translation model.
+    let input = dir.path().join("src.txt");
+    std::fs::write(&input, "ein hund\n").unwrap();
+    assert_error(
+        &lmlab(&["translate", "--checkpoint", cks, "--input", input.to_str().unwrap()]),
+        &["lmlab translate", "\"encoder_decoder\"", "\"decoder\""],
+    );
     // A prompt longer than block_size (16) is cropped to its last 16 characters, with a note.
     let long = "It is the east, and Juliet is the sun. But, soft!";
     let o = lmlab(&["sample", "--checkpoint", cks, "--prompt", long, "--max-new-tokens", "5"]);
