@@ -509,11 +509,7 @@ impl Transformer {
     /// Output of the top stack of the last forward pass (B, T, C), before the head: the
     /// decoder's for LMs, the encoder's for the classifier (token embeddings for `embed`).
     pub fn hidden(&self) -> &[f32] {
-        let (top, acts) = match (&self.encoder, &self.decoder, &self.enc_acts, &self.dec_acts) {
-            (_, Some(d), _, Some(a)) => (d, a),
-            (Some(e), None, Some(a), _) => (e, a),
-            _ => unreachable!("a model has at least one stack"),
-        };
+        let (top, acts) = top_stack(&self.encoder, &self.decoder, &self.enc_acts, &self.dec_acts);
         let len = self.last.b * self.last.t * self.config.n_embd;
         let start = top.output_range(acts).start;
         &self.acts[start..start + len]
@@ -544,12 +540,9 @@ impl Transformer {
         let eps = if last.train { self.label_smoothing } else { 0.0 };
         let scale = if last.loss_count == 0 { 0.0 } else { 1.0 / last.loss_count as f32 };
         // Head: d_logits → ∂L/∂(top stack output), written into that stack's d_out.
-        let (top, top_acts, top_t, top_mask) = match (&self.encoder, &self.decoder) {
-            (Some(enc), None) => (enc, self.enc_acts.as_ref().unwrap(), t, mask),
-            (_, Some(dec)) => (dec, self.dec_acts.as_ref().unwrap(), t, None),
-            (None, None) => unreachable!(),
-        };
-        let top_cx = cx(top_t, top_mask, if self.encoder.is_some() && self.decoder.is_some() { mask } else { None });
+        let (top, top_acts) = top_stack(&self.encoder, &self.decoder, &self.enc_acts, &self.dec_acts);
+        // The source mask is the encoder's self-attention mask, or the decoder's cross mask.
+        let top_cx = if self.decoder.is_some() { cx(t, None, mask) } else { cx(t, mask, None) };
         let h = top.output(&top_cx, top_acts);
         let d_h = r.mut_(&top_acts.d_out, b * t * c);
         match &self.head {
@@ -598,6 +591,20 @@ impl Transformer {
     /// Names and values of the parameters (and buffers), in layout order.
     pub fn named_params(&self) -> impl Iterator<Item = (&str, &[f32])> {
         self.layout.tensors.iter().map(|t| (t.name.as_str(), &self.params[t.range()]))
+    }
+}
+
+/// The stack whose output feeds the head (the decoder when there is one) and its activations.
+fn top_stack<'a>(
+    encoder: &'a Option<Stack>,
+    decoder: &'a Option<Stack>,
+    enc_acts: &'a Option<StackActs>,
+    dec_acts: &'a Option<StackActs>,
+) -> (&'a Stack, &'a StackActs) {
+    match (encoder, decoder, enc_acts, dec_acts) {
+        (_, Some(d), _, Some(a)) => (d, a),
+        (Some(e), None, Some(a), _) => (e, a),
+        _ => unreachable!("a model has at least one stack, with its activations"),
     }
 }
 
