@@ -10,7 +10,7 @@ use crate::infer::sample::{generate_cached, SampleOptions};
 use crate::io::tensors::{to_safetensors_raw, RawTensor};
 use crate::model::transformer::{ModelConfig, Transformer};
 use crate::model::Gpt;
-use crate::optim::{AdamW, AdamWConfig, LrSchedule};
+use crate::optim::{AdamW, AdamWConfig, LrSchedule, Optimizer};
 use crate::train::{thread_pool, Trainer};
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
@@ -155,7 +155,8 @@ pub fn run_case(
                 );
                 let schedule = LrSchedule { decay_lr: false, ..LrSchedule::cosine(1e-3, 1e-3, 0, 0) };
                 let clip = crate::optim::Clipping::norm(1.0);
-                let mut tr = Trainer { model, opt, schedule, clip, batch, rng, step: 0, seed };
+                let mut tr =
+                    Trainer { model, opt: Optimizer::AdamW(opt), schedule, clip, batch, rng, step: 0, seed, accum: 1 };
                 time(&mut || tr.step(&data).map(|_| ()))?;
                 3.0 * forward_flops(&cfg, batch_size, t)
             }

@@ -1,11 +1,13 @@
-//! After the first step, a training step (batch sampling, forward, backward, clipping, AdamW)
-//! performs no heap allocation, on any thread. Counted through the global allocator.
+//! After the first step, a training step (batch sampling, forward, backward, clipping, any
+//! optimizer, gradient accumulation) performs no heap allocation, on any thread. Counted through the global allocator.
 
 use lmlab::data::{Batch, CharTokenizer};
 use lmlab::model::transformer::Transformer;
 use lmlab::model::Gpt;
-use lmlab::optim::AdamW;
-use lmlab::train::{config::RunConfig, thread_pool, Trainer};
+use lmlab::train::{
+    config::{OptimizerName, RunConfig},
+    thread_pool, Trainer,
+};
 use rand::SeedableRng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -79,14 +81,27 @@ fn training_step_allocates_nothing_after_the_first() {
             ..base.clone()
         },
     ];
-    for variant in variants {
-        let what =
-            format!("{:?}/{:?}/{:?}/dropout {}", variant.position, variant.norm, variant.attention, variant.dropout);
-        let cfg = RunConfig { model: variant, ..RunConfig::default() };
+    // Each variant also runs a different optimizer, and every other one accumulates gradients.
+    use OptimizerName::*;
+    let optimizers = [AdamW, Sgd, RmsProp, Adam, Adagrad];
+    for (i, variant) in variants.into_iter().enumerate() {
+        let mut cfg = RunConfig { model: variant, ..RunConfig::default() };
+        cfg.optim.name = optimizers[i % optimizers.len()];
+        if matches!(cfg.optim.name, Sgd | RmsProp) {
+            cfg.optim.momentum = 0.9;
+        }
+        cfg.optim.centered = cfg.optim.name == RmsProp;
+        let accum = 1 + i % 2;
+        let m = &cfg.model;
+        let what = format!(
+            "{:?}/{:?}/{:?}/dropout {}/{:?}/accum {accum}",
+            m.position, m.norm, m.attention, m.dropout, cfg.optim.name
+        );
         let mut model = Transformer::new(cfg.model_config(tok.vocab_size()), 4).unwrap();
         model.init(1);
-        let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
+        let opt = cfg.optim.build(&model.layout).unwrap();
         let mut tr = Trainer {
+            accum,
             model,
             opt,
             schedule: cfg.optim.schedule(),

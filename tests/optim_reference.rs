@@ -305,16 +305,19 @@ fn state_tensors_list_only_the_state_in_use() {
         Optimizer::new(&c, &r.layout).state_tensors().iter().map(|(n, _)| *n).collect()
     };
     assert_eq!(names(OptimizerConfig::Sgd(SgdConfig::default())), Vec::<&str>::new());
-    assert_eq!(names(OptimizerConfig::Sgd(SgdConfig { momentum: 0.9, ..Default::default() })), ["momentum"]);
-    assert_eq!(names(OptimizerConfig::Adam(AdamConfig::default())), ["m", "v"]);
-    assert_eq!(names(OptimizerConfig::Adam(AdamConfig { amsgrad: true, ..Default::default() })), ["m", "v", "v_max"]);
+    assert_eq!(names(OptimizerConfig::Sgd(SgdConfig { momentum: 0.9, ..Default::default() })), ["momentum_buffer"]);
+    assert_eq!(names(OptimizerConfig::Adam(AdamConfig::default())), ["exp_avg", "exp_avg_sq"]);
+    assert_eq!(
+        names(OptimizerConfig::Adam(AdamConfig { amsgrad: true, ..Default::default() })),
+        ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+    );
     assert_eq!(names(OptimizerConfig::RmsProp(RmsPropConfig::default())), ["square_avg"]);
     assert_eq!(
         names(OptimizerConfig::RmsProp(RmsPropConfig { centered: true, momentum: 0.1, ..Default::default() })),
-        ["square_avg", "grad_avg", "momentum"]
+        ["square_avg", "grad_avg", "momentum_buffer"]
     );
     assert_eq!(names(OptimizerConfig::Adagrad(AdagradConfig::default())), ["sum"]);
-    assert_eq!(names(OptimizerConfig::AdamW(AdamWConfig::default())), ["m", "v"]);
+    assert_eq!(names(OptimizerConfig::AdamW(AdamWConfig::default())), ["exp_avg", "exp_avg_sq"]);
     let mut opt = Optimizer::new(&OptimizerConfig::Adam(AdamConfig::default()), &r.layout);
     let mut p = r.init.clone();
     opt.step(&mut p, &r.grads[0], 0.01);

@@ -1,12 +1,17 @@
 //! Resuming continues a run exactly: N steps + checkpoint + resume + N steps gives bit-identical
 //! weights and optimizer state to 2N uninterrupted steps (with dropout on, so the dropout masks
-//! and the batch RNG must both be restored).
+//! and the batch RNG must both be restored), for every optimizer and with gradient accumulation.
 
 use lmlab::io::checkpoint;
 use lmlab::train::{config::RunConfig, train, TrainOptions};
 use std::path::Path;
 
 fn config(data: &Path, out: &Path, max_iters: u64) -> RunConfig {
+    config_with(data, out, max_iters, "")
+}
+
+/// The test config with `section.key=value` overrides, separated by spaces.
+fn config_with(data: &Path, out: &Path, max_iters: u64, extra: &str) -> RunConfig {
     let text = format!(
         r#"
 [model]
@@ -32,11 +37,13 @@ lr_decay_iters = 8
         data.display(),
         out.display()
     );
-    RunConfig::from_toml_str(&text, &[]).unwrap()
+    let sets: Vec<String> = extra.split_whitespace().map(String::from).collect();
+    RunConfig::from_toml_str(&text, &sets).unwrap()
 }
 
-#[test]
-fn n_plus_resume_plus_n_equals_2n_bit_for_bit() {
+/// Runs 8 steps straight and 4 + resume + 4 with the overrides `extra` and asserts
+/// bit-identical weights and optimizer state.
+fn check_resume(extra: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("corpus.txt");
     std::fs::write(
@@ -47,26 +54,60 @@ fn n_plus_resume_plus_n_equals_2n_bit_for_bit() {
     let quiet = TrainOptions { quiet: true };
 
     let straight = dir.path().join("straight");
-    train(config(&data, &straight, 8), None, &quiet).unwrap();
+    train(config_with(&data, &straight, 8, extra), None, &quiet).unwrap();
 
     let split = dir.path().join("split");
-    train(config(&data, &split, 4), None, &quiet).unwrap();
+    train(config_with(&data, &split, 4, extra), None, &quiet).unwrap();
     let first_half = checkpoint::load(&split.join("ckpt"), 4, true).unwrap();
     assert_eq!(first_half.state.step, 4);
-    train(config(&data, &split, 8), Some(&split.join("ckpt")), &quiet).unwrap();
+    train(config_with(&data, &split, 8, extra), Some(&split.join("ckpt")), &quiet).unwrap();
 
     let a = checkpoint::load(&straight.join("ckpt"), 4, true).unwrap();
     let b = checkpoint::load(&split.join("ckpt"), 4, true).unwrap();
     assert_eq!(a.state.step, 8);
     assert_eq!(b.state.step, 8);
-    assert!(a.model.params != first_half.model.params, "the second half changed the weights");
-    assert!(a.model.params == b.model.params, "weights differ after resume");
-    let (am, av, at) = a.optimizer.unwrap();
-    let (bm, bv, bt) = b.optimizer.unwrap();
-    assert!(am == bm && av == bv && at == bt, "optimizer state differs after resume");
+    assert!(a.model.params != first_half.model.params, "{extra}: the second half changed the weights");
+    assert!(a.model.params == b.model.params, "{extra}: weights differ after resume");
+    let (sa, sb) = (a.optimizer.unwrap(), b.optimizer.unwrap());
+    assert_eq!(sa.steps, 8, "{extra}");
+    assert!(!sa.buffers.is_empty() || extra.contains("optim.name=sgd"), "{extra}: no optimizer state saved");
+    assert!(sa == sb, "{extra}: optimizer state differs after resume");
     // The metrics log of the resumed run continues where the first half stopped.
     let log = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
     assert!(log.lines().any(|l| l.contains("\"iter\":8")));
+}
+
+#[test]
+fn n_plus_resume_plus_n_equals_2n_bit_for_bit() {
+    check_resume("");
+}
+
+#[test]
+fn resume_is_exact_for_every_optimizer_and_with_accumulation() {
+    for extra in [
+        "optim.name=sgd optim.momentum=0.9 optim.nesterov=true optim.weight_decay=0.01",
+        "optim.name=sgd",
+        "optim.name=adam optim.amsgrad=true",
+        "optim.name=rmsprop optim.momentum=0.5 optim.centered=true",
+        "optim.name=adagrad optim.lr_decay=0.01",
+        "train.grad_accum_steps=3",
+    ] {
+        check_resume(extra);
+    }
+}
+
+#[test]
+fn resume_refuses_a_different_optimizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("corpus.txt");
+    std::fs::write(&data, "Now is the winter of our discontent\n".repeat(40)).unwrap();
+    let quiet = TrainOptions { quiet: true };
+    let out = dir.path().join("run");
+    train(config(&data, &out, 3), None, &quiet).unwrap();
+    let e = train(config_with(&data, &out, 6, "optim.name=sgd optim.momentum=0.9"), Some(&out.join("ckpt")), &quiet)
+        .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("adamw") && msg.contains("sgd"), "{msg}");
 }
 
 #[test]

@@ -3,10 +3,12 @@
 //! ```text
 //! ckpt/
 //!   model.safetensors      weights by nanoGPT name (f32); metadata `lmlab_config` (JSON)
-//!   optimizer.safetensors  AdamW moments: exp_avg.<name>, exp_avg_sq.<name>
+//!   optimizer.safetensors  optimizer state per parameter, torch.optim's names: exp_avg.<name>,
+//!                          exp_avg_sq.<name>, momentum_buffer.<name>, ...; metadata `optimizer`
 //!   config.toml            the full run config
 //!   tokenizer.json         the tokenizer (character vocabulary or BPE)
-//!   state.json             step, AdamW step count, batch-sampler RNG state, CRC32 of every file
+//!   state.json             step, optimizer name and update count, batch-sampler RNG state, CRC32
+//!                          of every file
 //! ```
 //! Loading checks every CRC32, so a truncated or corrupted file is reported by name.
 
@@ -14,7 +16,7 @@ use super::atomic::write_dir_atomic;
 use super::tensors::{to_safetensors, TensorFile};
 use crate::data::Tokenizer;
 use crate::model::transformer::{ModelConfig, Transformer};
-use crate::optim::AdamW;
+use crate::optim::{Optimizer, OptimizerState};
 use crate::train::config::RunConfig;
 use anyhow::{bail, ensure, Context, Result};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -38,9 +40,19 @@ pub struct TrainState {
 struct StateFile {
     format: String,
     model_config: ModelConfig,
-    adam_t: u64,
+    /// Which optimizer wrote `optimizer.safetensors` (checkpoints from before the choice was
+    /// configurable hold AdamW state).
+    #[serde(default = "adamw")]
+    optimizer: String,
+    /// The optimizer's update count.
+    #[serde(alias = "adam_t")]
+    optimizer_steps: u64,
     state: TrainState,
     checksums: BTreeMap<String, u32>,
+}
+
+fn adamw() -> String {
+    "adamw".into()
 }
 
 /// Everything a checkpoint holds, loaded.
@@ -48,15 +60,15 @@ pub struct Checkpoint {
     pub run_config: RunConfig,
     pub tokenizer: Tokenizer,
     pub model: Transformer,
-    /// AdamW moments and step count (absent when loaded for inference only).
-    pub optimizer: Option<(Vec<f32>, Vec<f32>, u64)>,
+    /// Optimizer state (absent when loaded for inference only).
+    pub optimizer: Option<OptimizerState>,
     pub state: TrainState,
 }
 
 pub fn save(
     dir: &Path,
     model: &Transformer,
-    opt: &AdamW,
+    opt: &Optimizer,
     run: &RunConfig,
     tok: &Tokenizer,
     state: &TrainState,
@@ -70,12 +82,14 @@ pub fn save(
         // identical runs must write identical files.
         HashMap::from([("lmlab_config".to_string(), cfg_json)]),
     )?;
+    let state_bufs = opt.state_tensors();
     let mut moments = Vec::new();
     for t in &model.layout.tensors {
-        moments.push((format!("exp_avg.{}", t.name), t.shape.clone(), &opt.m[t.range()]));
-        moments.push((format!("exp_avg_sq.{}", t.name), t.shape.clone(), &opt.v[t.range()]));
+        for (state, buf) in &state_bufs {
+            moments.push((format!("{state}.{}", t.name), t.shape.clone(), &buf[t.range()]));
+        }
     }
-    let opt_bytes = to_safetensors(&moments, HashMap::from([("adam_t".to_string(), opt.t.to_string())]))?;
+    let opt_bytes = to_safetensors(&moments, HashMap::from([("optimizer".to_string(), opt.name().to_string())]))?;
     let config_bytes = run.to_toml().into_bytes();
     let tok_bytes = tok.to_json()?.into_bytes();
     let files: Vec<(&str, &[u8])> = vec![
@@ -88,7 +102,8 @@ pub fn save(
     let state_file = StateFile {
         format: FORMAT.into(),
         model_config: model.config.clone(),
-        adam_t: opt.t,
+        optimizer: opt.name().into(),
+        optimizer_steps: opt.steps(),
         state: state.clone(),
         checksums,
     };
@@ -114,7 +129,7 @@ fn read_checked(dir: &Path, name: &str, sums: &BTreeMap<String, u32>) -> Result<
 }
 
 /// Loads a checkpoint. `max_batch` sizes the model's activation buffers; `with_optimizer`
-/// also loads the AdamW moments (for resuming).
+/// also loads the optimizer state (for resuming).
 pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkpoint> {
     ensure!(dir.is_dir(), "checkpoint directory {} does not exist", dir.display());
     let state_path = dir.join("state.json");
@@ -143,13 +158,19 @@ pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkp
     let optimizer = if with_optimizer {
         let bytes = read_checked(dir, "optimizer.safetensors", &sf.checksums)?;
         let of = TensorFile::parse(&bytes, "optimizer.safetensors")?;
-        let mut m = vec![0.0; model.layout.total];
-        let mut v = vec![0.0; model.layout.total];
-        for t in &model.layout.tensors {
-            of.read_f32_into(&format!("exp_avg.{}", t.name), &t.shape, &mut m[t.range()])?;
-            of.read_f32_into(&format!("exp_avg_sq.{}", t.name), &t.shape, &mut v[t.range()])?;
+        // Buffer names are the prefixes before the first '.' (parameter names have dots).
+        let mut names: Vec<&str> = of.st.names().iter().filter_map(|n| n.split_once('.').map(|(s, _)| s)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut buffers = Vec::new();
+        for state in names {
+            let mut buf = vec![0.0; model.layout.total];
+            for t in &model.layout.tensors {
+                of.read_f32_into(&format!("{state}.{}", t.name), &t.shape, &mut buf[t.range()])?;
+            }
+            buffers.push((state.to_string(), buf));
         }
-        Some((m, v, sf.adam_t))
+        Some(OptimizerState { name: sf.optimizer.clone(), steps: sf.optimizer_steps, buffers })
     } else {
         None
     };

@@ -110,20 +110,5 @@ impl<'a> Regions<'a> {
 /// N(0, 0.02/√(2·layers)) for the residual output projections (`c_proj`), zero biases and
 /// buffers, unit norm gains.
 pub fn init_gpt2(layout: &ParamLayout, params: &mut [f32], seed: u64, layers: usize) {
-    use rand::SeedableRng;
-    use rand_distr::{Distribution, Normal};
-    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
-    let std = Normal::new(0.0f32, 0.02).unwrap();
-    let proj_std = Normal::new(0.0f32, 0.02 / (2.0 * layers as f32).sqrt()).unwrap();
-    for t in &layout.tensors {
-        let dst = &mut params[t.range()];
-        match t.kind {
-            ParamKind::Bias | ParamKind::Buffer => dst.fill(0.0),
-            ParamKind::Norm => dst.fill(1.0),
-            ParamKind::Matrix | ParamKind::Embedding => {
-                let d = if t.name.ends_with("c_proj.weight") { &proj_std } else { &std };
-                dst.iter_mut().for_each(|x| *x = d.sample(&mut rng));
-            }
-        }
-    }
+    super::init::init_params(layout, params, super::init::InitScheme::Gpt2, 0.02, seed, layers);
 }

@@ -1,7 +1,9 @@
 //! Architectures assembled from kernels: parameter layout, forward, backward.
 pub mod gpt;
+pub mod init;
 pub mod layout;
 pub mod transformer;
 
 pub use gpt::{AttentionKind, Gpt, GptConfig, KvCache};
+pub use init::InitScheme;
 pub use layout::{ParamKind, ParamLayout, TensorView};

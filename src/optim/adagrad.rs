@@ -7,7 +7,8 @@
 //! p ← p - clr · g / (√s + ε)
 //! ```
 
-use super::{decay_groups, groups_in_chunk, CHUNK};
+use super::groups::{default_groups, groups_in_chunk, TensorGroup};
+use super::CHUNK;
 use crate::model::ParamLayout;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -41,13 +42,18 @@ pub struct Adagrad {
     pub sum: Vec<f32>,
     /// Number of updates taken so far (drives the `lr_decay` schedule).
     pub t: u64,
-    groups: Vec<(std::ops::Range<usize>, f32)>,
+    groups: Vec<TensorGroup>,
 }
 
 impl Adagrad {
     pub fn new(config: AdagradConfig, layout: &ParamLayout) -> Self {
-        let groups = decay_groups(layout, config.weight_decay, config.decay_embeddings);
+        let groups = default_groups(layout, config.weight_decay, config.decay_embeddings);
         Adagrad { sum: vec![config.initial_accumulator_value; layout.total], t: 0, groups, config }
+    }
+
+    /// Replaces the default per-tensor settings (see [`super::groups`]).
+    pub fn set_groups(&mut self, groups: Vec<TensorGroup>) {
+        self.groups = groups;
     }
 
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
@@ -67,7 +73,8 @@ impl Adagrad {
             .zip(self.sum.par_chunks_mut(CHUNK))
             .enumerate()
             .for_each(|(ci, ((p, g), s))| {
-                for (range, wd) in groups_in_chunk(groups, ci * CHUNK, p.len()) {
+                for (range, wd, lr_scale) in groups_in_chunk(groups, ci * CHUNK, p.len()) {
+                    let clr = clr * lr_scale;
                     for i in range {
                         let gi = g[i] * grad_scale + wd * p[i];
                         s[i] += gi * gi;

@@ -8,7 +8,8 @@
 //! p ← p - (lr / (1-β1ᵗ)) · m / (√v̂ / √(1-β2ᵗ) + ε)
 //! ```
 
-use super::{decay_groups, groups_in_chunk, state_chunks, state_vec, CHUNK};
+use super::groups::{default_groups, groups_in_chunk, TensorGroup};
+use super::{state_chunks, state_vec, CHUNK};
 use crate::model::ParamLayout;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -40,15 +41,20 @@ pub struct Adam {
     pub v_max: Vec<f32>,
     /// Number of updates taken so far (the `t` of the bias corrections).
     pub t: u64,
-    groups: Vec<(std::ops::Range<usize>, f32)>,
+    groups: Vec<TensorGroup>,
 }
 
 impl Adam {
     pub fn new(config: AdamConfig, layout: &ParamLayout) -> Self {
-        let groups = decay_groups(layout, config.weight_decay, config.decay_embeddings);
+        let groups = default_groups(layout, config.weight_decay, config.decay_embeddings);
         let n = layout.total;
         let v_max = state_vec(config.amsgrad, n);
         Adam { m: vec![0.0; n], v: vec![0.0; n], v_max, t: 0, groups, config }
+    }
+
+    /// Replaces the default per-tensor settings (see [`super::groups`]).
+    pub fn set_groups(&mut self, groups: Vec<TensorGroup>) {
+        self.groups = groups;
     }
 
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
@@ -73,7 +79,8 @@ impl Adam {
             .zip(state_chunks(&mut self.v_max, n_chunks))
             .enumerate()
             .for_each(|(ci, (((p, g), (m, v)), v_max))| {
-                for (range, wd) in groups_in_chunk(groups, ci * CHUNK, p.len()) {
+                for (range, wd, lr_scale) in groups_in_chunk(groups, ci * CHUNK, p.len()) {
+                    let step_size = step_size * lr_scale;
                     for i in range {
                         let gi = g[i] * grad_scale + wd * p[i];
                         m[i] = beta1 * m[i] + (1.0 - beta1) * gi;

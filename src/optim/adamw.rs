@@ -6,11 +6,11 @@
 //! p ← p - (lr / (1-β1ᵗ)) · m / (√v / √(1-β2ᵗ) + ε)
 //! ```
 
-use crate::model::{ParamKind, ParamLayout};
+use super::groups::{default_groups, groups_in_chunk, TensorGroup};
+use super::CHUNK;
+use crate::model::ParamLayout;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-
-const CHUNK: usize = 8192;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,29 +37,22 @@ pub struct AdamW {
     pub v: Vec<f32>,
     /// Number of updates taken so far (the `t` of the bias corrections).
     pub t: u64,
-    /// Per-tensor (range, weight decay) pairs, precomputed from the layout.
-    groups: Vec<(std::ops::Range<usize>, f32)>,
+    /// Per-tensor weight decay and learning-rate multiplier.
+    groups: Vec<TensorGroup>,
 }
 
 impl AdamW {
     pub fn new(config: AdamWConfig, layout: &ParamLayout) -> Self {
-        let groups = layout
-            .tensors
-            .iter()
-            .filter(|t| t.kind != ParamKind::Buffer)
-            .map(|t| {
-                let decay = match t.kind {
-                    ParamKind::Matrix => true,
-                    ParamKind::Embedding => config.decay_embeddings,
-                    ParamKind::Bias | ParamKind::Norm | ParamKind::Buffer => false,
-                };
-                (t.range(), if decay { config.weight_decay } else { 0.0 })
-            })
-            .collect();
+        let groups = default_groups(layout, config.weight_decay, config.decay_embeddings);
         AdamW { m: vec![0.0; layout.total], v: vec![0.0; layout.total], t: 0, groups, config }
     }
 
     /// One update of `params` with `grads` at learning rate `lr`.
+    /// Replaces the default per-tensor settings (see [`super::groups`]).
+    pub fn set_groups(&mut self, groups: Vec<TensorGroup>) {
+        self.groups = groups;
+    }
+
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         self.step_scaled(params, grads, lr, 1.0);
     }
@@ -83,12 +76,10 @@ impl AdamW {
             .zip(self.m.par_chunks_mut(CHUNK).zip(self.v.par_chunks_mut(CHUNK)))
             .enumerate()
             .for_each(|(ci, ((p, g), (m, v)))| {
-                let lo = ci * CHUNK;
-                let hi = lo + p.len();
-                let first = groups.partition_point(|(r, _)| r.end <= lo);
-                for (range, wd) in groups[first..].iter().take_while(|(r, _)| r.start < hi) {
+                for (range, wd, lr_scale) in groups_in_chunk(groups, ci * CHUNK, p.len()) {
+                    let (lr, step_size) = (lr * lr_scale, step_size * lr_scale);
                     let decay = 1.0 - lr * wd;
-                    for i in range.start.max(lo) - lo..range.end.min(hi) - lo {
+                    for i in range {
                         let gi = g[i] * grad_scale;
                         m[i] = beta1 * m[i] + (1.0 - beta1) * gi;
                         v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi;

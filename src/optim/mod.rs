@@ -3,6 +3,7 @@ pub mod adagrad;
 pub mod adam;
 pub mod adamw;
 pub mod clip;
+pub mod groups;
 pub mod rmsprop;
 pub mod schedule;
 pub mod sgd;
@@ -11,55 +12,18 @@ pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig};
 pub use adamw::{AdamW, AdamWConfig};
 pub use clip::{clip_factor, clip_grad_norm, clip_grad_value, grad_norm, Clipping};
+pub use groups::{default_groups, resolve_groups, GroupRule, TensorGroup};
 pub use rmsprop::{RmsProp, RmsPropConfig};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use sgd::{Sgd, SgdConfig};
 
-use crate::model::{ParamKind, ParamLayout};
+use crate::model::ParamLayout;
 use rayon::iter::Either;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::ops::Range;
 
 /// Elements per parallel work item. Fixed, so results never depend on the thread count.
 pub(crate) const CHUNK: usize = 8192;
-
-/// Per-tensor (range, weight decay) pairs in layout order. `Buffer` tensors are left out, so the
-/// optimizers never touch them; decay goes to matrices, and to embeddings if `decay_embeddings`.
-pub(crate) fn decay_groups(
-    layout: &ParamLayout,
-    weight_decay: f32,
-    decay_embeddings: bool,
-) -> Vec<(Range<usize>, f32)> {
-    layout
-        .tensors
-        .iter()
-        .filter(|t| t.kind != ParamKind::Buffer)
-        .map(|t| {
-            let decay = match t.kind {
-                ParamKind::Matrix => true,
-                ParamKind::Embedding => decay_embeddings,
-                ParamKind::Bias | ParamKind::Norm | ParamKind::Buffer => false,
-            };
-            (t.range(), if decay { weight_decay } else { 0.0 })
-        })
-        .collect()
-}
-
-/// The groups overlapping the chunk `lo..lo + len`, as (chunk-local range, weight decay): a chunk
-/// that spans two tensors applies each one's decay to its own part.
-pub(crate) fn groups_in_chunk(
-    groups: &[(Range<usize>, f32)],
-    lo: usize,
-    len: usize,
-) -> impl Iterator<Item = (Range<usize>, f32)> + '_ {
-    let hi = lo + len;
-    let first = groups.partition_point(|(r, _)| r.end <= lo);
-    groups[first..]
-        .iter()
-        .take_while(move |(r, _)| r.start < hi)
-        .map(move |(r, wd)| (r.start.max(lo) - lo..r.end.min(hi) - lo, *wd))
-}
 
 /// `CHUNK`-sized mutable chunks of an optional state buffer: an empty buffer (state the config
 /// does not need, e.g. SGD's momentum at momentum 0) yields `n_chunks` empty slices instead, so
@@ -92,6 +56,27 @@ pub enum OptimizerConfig {
     Adagrad(AdagradConfig),
 }
 
+impl OptimizerConfig {
+    pub fn weight_decay(&self) -> f32 {
+        match self {
+            OptimizerConfig::AdamW(c) => c.weight_decay,
+            OptimizerConfig::Adam(c) => c.weight_decay,
+            OptimizerConfig::Sgd(c) => c.weight_decay,
+            OptimizerConfig::RmsProp(c) => c.weight_decay,
+            OptimizerConfig::Adagrad(c) => c.weight_decay,
+        }
+    }
+    pub fn decay_embeddings(&self) -> bool {
+        match self {
+            OptimizerConfig::AdamW(c) => c.decay_embeddings,
+            OptimizerConfig::Adam(c) => c.decay_embeddings,
+            OptimizerConfig::Sgd(c) => c.decay_embeddings,
+            OptimizerConfig::RmsProp(c) => c.decay_embeddings,
+            OptimizerConfig::Adagrad(c) => c.decay_embeddings,
+        }
+    }
+}
+
 impl Default for OptimizerConfig {
     fn default() -> Self {
         OptimizerConfig::AdamW(AdamWConfig::default())
@@ -116,6 +101,21 @@ impl Optimizer {
             OptimizerConfig::RmsProp(c) => Optimizer::RmsProp(RmsProp::new(c.clone(), layout)),
             OptimizerConfig::Adagrad(c) => Optimizer::Adagrad(Adagrad::new(c.clone(), layout)),
         }
+    }
+
+    /// An optimizer whose per-tensor weight decay and learning-rate multipliers follow `rules`
+    /// (see [`groups`]); errors when a rule matches no tensor.
+    pub fn with_groups(config: &OptimizerConfig, layout: &ParamLayout, rules: &[GroupRule]) -> anyhow::Result<Self> {
+        let mut opt = Optimizer::new(config, layout);
+        let groups = resolve_groups(layout, config.weight_decay(), config.decay_embeddings(), rules)?;
+        match &mut opt {
+            Optimizer::AdamW(o) => o.set_groups(groups),
+            Optimizer::Adam(o) => o.set_groups(groups),
+            Optimizer::Sgd(o) => o.set_groups(groups),
+            Optimizer::RmsProp(o) => o.set_groups(groups),
+            Optimizer::Adagrad(o) => o.set_groups(groups),
+        }
+        Ok(opt)
     }
 
     /// Short name, as in [`OptimizerConfig`]'s `name` tag.
@@ -166,15 +166,16 @@ impl Optimizer {
         }
     }
 
-    /// The state buffers (each in the parameters' flat layout) by name, for checkpoints. Buffers
-    /// the configuration does not use are not listed.
+    /// The state buffers (each in the parameters' flat layout) by torch.optim's state names
+    /// (`exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`, `momentum_buffer`, `square_avg`, `grad_avg`,
+    /// `sum`), for checkpoints. Buffers the configuration does not use are not listed.
     pub fn state_tensors(&self) -> Vec<(&'static str, &[f32])> {
         let all: Vec<(&'static str, &[f32])> = match self {
-            Optimizer::AdamW(o) => vec![("m", &o.m), ("v", &o.v)],
-            Optimizer::Adam(o) => vec![("m", &o.m), ("v", &o.v), ("v_max", &o.v_max)],
-            Optimizer::Sgd(o) => vec![("momentum", &o.momentum_buf)],
+            Optimizer::AdamW(o) => vec![("exp_avg", &o.m), ("exp_avg_sq", &o.v)],
+            Optimizer::Adam(o) => vec![("exp_avg", &o.m), ("exp_avg_sq", &o.v), ("max_exp_avg_sq", &o.v_max)],
+            Optimizer::Sgd(o) => vec![("momentum_buffer", &o.momentum_buf)],
             Optimizer::RmsProp(o) => {
-                vec![("square_avg", &o.square_avg), ("grad_avg", &o.grad_avg), ("momentum", &o.momentum_buf)]
+                vec![("square_avg", &o.square_avg), ("grad_avg", &o.grad_avg), ("momentum_buffer", &o.momentum_buf)]
             }
             Optimizer::Adagrad(o) => vec![("sum", &o.sum)],
         };
@@ -184,16 +185,59 @@ impl Optimizer {
     /// Mutable views of the same buffers as [`Optimizer::state_tensors`], in the same order.
     pub fn state_tensors_mut(&mut self) -> Vec<(&'static str, &mut [f32])> {
         let all: Vec<(&'static str, &mut [f32])> = match self {
-            Optimizer::AdamW(o) => vec![("m", &mut o.m), ("v", &mut o.v)],
-            Optimizer::Adam(o) => vec![("m", &mut o.m), ("v", &mut o.v), ("v_max", &mut o.v_max)],
-            Optimizer::Sgd(o) => vec![("momentum", &mut o.momentum_buf)],
+            Optimizer::AdamW(o) => vec![("exp_avg", &mut o.m), ("exp_avg_sq", &mut o.v)],
+            Optimizer::Adam(o) => {
+                vec![("exp_avg", &mut o.m), ("exp_avg_sq", &mut o.v), ("max_exp_avg_sq", &mut o.v_max)]
+            }
+            Optimizer::Sgd(o) => vec![("momentum_buffer", &mut o.momentum_buf)],
             Optimizer::RmsProp(o) => vec![
                 ("square_avg", &mut o.square_avg),
                 ("grad_avg", &mut o.grad_avg),
-                ("momentum", &mut o.momentum_buf),
+                ("momentum_buffer", &mut o.momentum_buf),
             ],
             Optimizer::Adagrad(o) => vec![("sum", &mut o.sum)],
         };
         all.into_iter().filter(|(_, v)| !v.is_empty()).collect()
     }
+
+    /// Restores state saved from an optimizer of the same kind and configuration: the name, the
+    /// update count and every state buffer must match, so a resumed run continues exactly.
+    pub fn restore(&mut self, saved: &OptimizerState) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            saved.name == self.name(),
+            "the checkpoint holds {} optimizer state but the config selects optim.name = \"{}\"",
+            saved.name,
+            self.name()
+        );
+        let name = self.name();
+        for (state, buf) in self.state_tensors_mut() {
+            let Some((_, v)) = saved.buffers.iter().find(|(n, _)| n == state) else {
+                anyhow::bail!(
+                    "the checkpoint's {name} state has no `{state}` buffer (was the optimizer configured differently?)"
+                );
+            };
+            anyhow::ensure!(
+                v.len() == buf.len(),
+                "optimizer buffer `{state}` has {} values, expected {}",
+                v.len(),
+                buf.len()
+            );
+            buf.copy_from_slice(v);
+        }
+        let ours: Vec<&str> = self.state_tensors().iter().map(|(n, _)| *n).collect();
+        if let Some((extra, _)) = saved.buffers.iter().find(|(n, _)| !ours.contains(&n.as_str())) {
+            anyhow::bail!("the checkpoint's {name} state has a `{extra}` buffer this configuration does not use");
+        }
+        self.set_steps(saved.steps);
+        Ok(())
+    }
+}
+
+/// An optimizer's state as saved in a checkpoint: its name, update count and named buffers
+/// (each in the parameters' flat layout).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OptimizerState {
+    pub name: String,
+    pub steps: u64,
+    pub buffers: Vec<(String, Vec<f32>)>,
 }

@@ -8,7 +8,8 @@
 //! p ← p - lr · g / (√ṽ + ε)                      (μ = 0)
 //! ```
 
-use super::{decay_groups, groups_in_chunk, state_chunks, state_vec, CHUNK};
+use super::groups::{default_groups, groups_in_chunk, TensorGroup};
+use super::{state_chunks, state_vec, CHUNK};
 use crate::model::ParamLayout;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -49,16 +50,21 @@ pub struct RmsProp {
     pub momentum_buf: Vec<f32>,
     /// Number of updates taken so far.
     pub t: u64,
-    groups: Vec<(std::ops::Range<usize>, f32)>,
+    groups: Vec<TensorGroup>,
 }
 
 impl RmsProp {
     pub fn new(config: RmsPropConfig, layout: &ParamLayout) -> Self {
-        let groups = decay_groups(layout, config.weight_decay, config.decay_embeddings);
+        let groups = default_groups(layout, config.weight_decay, config.decay_embeddings);
         let n = layout.total;
         let grad_avg = state_vec(config.centered, n);
         let momentum_buf = state_vec(config.momentum > 0.0, n);
         RmsProp { square_avg: vec![0.0; n], grad_avg, momentum_buf, t: 0, groups, config }
+    }
+
+    /// Replaces the default per-tensor settings (see [`super::groups`]).
+    pub fn set_groups(&mut self, groups: Vec<TensorGroup>) {
+        self.groups = groups;
     }
 
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
@@ -80,7 +86,8 @@ impl RmsProp {
             .zip(state_chunks(&mut self.grad_avg, n_chunks).zip(state_chunks(&mut self.momentum_buf, n_chunks)))
             .enumerate()
             .for_each(|(ci, (((p, g), v), (g_avg, b)))| {
-                for (range, wd) in groups_in_chunk(groups, ci * CHUNK, p.len()) {
+                for (range, wd, lr_scale) in groups_in_chunk(groups, ci * CHUNK, p.len()) {
+                    let lr = lr * lr_scale;
                     for i in range {
                         let gi = g[i] * grad_scale + wd * p[i];
                         v[i] = alpha * v[i] + (1.0 - alpha) * gi * gi;

@@ -7,7 +7,8 @@
 //! p ← p - lr·g
 //! ```
 
-use super::{decay_groups, groups_in_chunk, state_chunks, state_vec, CHUNK};
+use super::groups::{default_groups, groups_in_chunk, TensorGroup};
+use super::{state_chunks, state_vec, CHUNK};
 use crate::model::ParamLayout;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -35,14 +36,19 @@ pub struct Sgd {
     pub momentum_buf: Vec<f32>,
     /// Number of updates taken so far (the first one initialises the momentum buffer).
     pub t: u64,
-    groups: Vec<(std::ops::Range<usize>, f32)>,
+    groups: Vec<TensorGroup>,
 }
 
 impl Sgd {
     pub fn new(config: SgdConfig, layout: &ParamLayout) -> Self {
-        let groups = decay_groups(layout, config.weight_decay, config.decay_embeddings);
+        let groups = default_groups(layout, config.weight_decay, config.decay_embeddings);
         let momentum_buf = state_vec(config.momentum != 0.0, layout.total);
         Sgd { config, momentum_buf, t: 0, groups }
+    }
+
+    /// Replaces the default per-tensor settings (see [`super::groups`]).
+    pub fn set_groups(&mut self, groups: Vec<TensorGroup>) {
+        self.groups = groups;
     }
 
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
@@ -64,7 +70,8 @@ impl Sgd {
             .zip(state_chunks(&mut self.momentum_buf, n_chunks))
             .enumerate()
             .for_each(|(ci, ((p, g), b))| {
-                for (range, wd) in groups_in_chunk(groups, ci * CHUNK, p.len()) {
+                for (range, wd, lr_scale) in groups_in_chunk(groups, ci * CHUNK, p.len()) {
+                    let lr = lr * lr_scale;
                     for i in range {
                         let mut gi = g[i] * grad_scale + wd * p[i];
                         if use_momentum {

@@ -8,14 +8,13 @@
 
 use super::config::RunConfig;
 use super::log::{MetricsLog, Progress};
-use super::{update, TrainOptions, TrainSummary};
+use super::{optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::data::bpe::{BpeTokenizer, BOS, PAD};
 use crate::data::classify::LabelledText;
 use crate::data::Tokenizer;
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
-use crate::optim::AdamW;
 use anyhow::{ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -146,9 +145,9 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
         ..cfg.model.clone()
     };
     let mut model = Transformer::new(model_cfg, tc.batch_size)?;
-    model.init(tc.seed);
+    model.init_with(tc.init, tc.init_std, tc.seed);
     model.label_smoothing = tc.label_smoothing;
-    let mut opt = AdamW::new(cfg.optim.adamw(), &model.layout);
+    let mut opt = cfg.optim.build(&model.layout)?;
     let schedule = cfg.optim.schedule();
     let mut batch = ClassBatch::new(tc.batch_size, d.max_len);
     let mut eval_batch = ClassBatch::new(tc.batch_size, d.max_len);
@@ -193,19 +192,24 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
         if step == tc.max_iters {
             break;
         }
-        if cursor + tc.batch_size > train_rows.len() {
-            train_rows.shuffle(&mut rng);
-            cursor = 0;
-        }
-        let rows = &train_rows[cursor..cursor + tc.batch_size.min(train_rows.len())];
-        cursor += rows.len();
-        batch.fill(&train_seqs, &train_set.labels, rows);
         model.zero_grad();
-        let seed = mix64(tc.seed ^ mix64(step));
-        let loss = model
-            .forward_classify(&batch.idx, Some(&batch.mask), Some(&batch.labels), batch.b, batch.t, true, seed)?
-            .unwrap_or(0.0);
-        let s = update(&mut model, &mut opt, cfg.optim.clipping(), step, loss, schedule.lr(step))?;
+        let mut acc = GradAccum::new(tc.grad_accum_steps);
+        for micro in 0..tc.grad_accum_steps as u64 {
+            if cursor + tc.batch_size > train_rows.len() {
+                train_rows.shuffle(&mut rng);
+                cursor = 0;
+            }
+            let rows = &train_rows[cursor..cursor + tc.batch_size.min(train_rows.len())];
+            cursor += rows.len();
+            batch.fill(&train_seqs, &train_set.labels, rows);
+            let seed = mix64(tc.seed ^ mix64(step)) ^ micro;
+            let loss = model
+                .forward_classify(&batch.idx, Some(&batch.mask), Some(&batch.labels), batch.b, batch.t, true, seed)?
+                .unwrap_or(0.0);
+            acc.backward(&mut model, loss, step)?;
+        }
+        let loss = acc.finish(&mut model);
+        let s = optimizer_step(&mut model, &mut opt, cfg.optim.clipping(), step, loss, schedule.lr(step))?;
         window.1 += 1;
         window.2 += s.loss as f64;
         if (step + 1) % tc.log_interval == 0 {

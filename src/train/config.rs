@@ -4,7 +4,10 @@
 //! overrides any key before validation.
 
 use crate::model::transformer::ModelConfig;
-use crate::optim::{AdamWConfig, LrSchedule, ScheduleKind};
+use crate::optim::{
+    AdagradConfig, AdamConfig, AdamWConfig, GroupRule, LrSchedule, OptimizerConfig, RmsPropConfig, ScheduleKind,
+    SgdConfig,
+};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -84,6 +87,14 @@ pub struct TrainSection {
     pub seed: u64,
     /// Worker threads; 0 means one per available core.
     pub threads: usize,
+    /// Weight initialisation: "gpt2" (default), "normal", "xavier_uniform", "xavier_normal",
+    /// "kaiming_uniform" or "kaiming_normal" (see `model::init`).
+    pub init: crate::model::InitScheme,
+    /// Standard deviation of the normal draws (embeddings; matrices under gpt2 and normal).
+    pub init_std: f32,
+    /// Micro-batches of `batch_size` whose gradients are summed into one optimizer step (the
+    /// effective batch is `batch_size · grad_accum_steps`).
+    pub grad_accum_steps: usize,
     /// Label smoothing ε of the training loss (PyTorch's `label_smoothing`); evaluation losses
     /// are always the plain cross-entropy.
     pub label_smoothing: f32,
@@ -101,6 +112,9 @@ impl Default for TrainSection {
             seed: 1337,
             threads: 0,
             label_smoothing: 0.0,
+            grad_accum_steps: 1,
+            init: crate::model::InitScheme::Gpt2,
+            init_std: 0.02,
         }
     }
 }
@@ -108,6 +122,9 @@ impl Default for TrainSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OptimSection {
+    /// The optimizer: "adamw" (default), "adam", "sgd", "rmsprop" or "adagrad", each with
+    /// torch.optim's update rule.
+    pub name: OptimizerName,
     /// "cosine" (warm-up + cosine, default), "linear", "step", "exponential", "inverse_sqrt",
     /// "constant".
     pub schedule: ScheduleKind,
@@ -116,12 +133,38 @@ pub struct OptimSection {
     pub warmup_iters: u64,
     pub lr_decay_iters: u64,
     pub decay_lr: bool,
+    /// Adam/AdamW moment decay rates.
     pub beta1: f32,
     pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
+    /// Denominator term; default 1e-8 (1e-10 for adagrad, as torch.optim).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f32>,
+    /// Weight decay of the decayed tensors: decoupled for adamw, an L2 term in the gradient for
+    /// the others. Default 0.1 for adamw (nanoGPT), 0 for the others (torch.optim).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f32>,
     /// Apply weight decay to the embedding tables too (nanoGPT does; off by default).
     pub decay_embeddings: bool,
+    /// Per-tensor overrides of weight decay and learning rate, first match wins (see
+    /// `optim::groups`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupRule>,
+    /// SGD and RMSprop: momentum factor.
+    pub momentum: f32,
+    /// SGD: dampening of the momentum.
+    pub dampening: f32,
+    /// SGD: Nesterov momentum (needs momentum > 0 and dampening 0).
+    pub nesterov: bool,
+    /// RMSprop: smoothing constant of the squared-gradient average.
+    pub alpha: f32,
+    /// RMSprop: normalise by the estimated variance of the gradient.
+    pub centered: bool,
+    /// Adam: use the running maximum of the second moment (AMSGrad).
+    pub amsgrad: bool,
+    /// Adagrad: learning-rate decay per update.
+    pub lr_decay: f32,
+    /// Adagrad: starting value of the squared-gradient sum.
+    pub initial_accumulator_value: f32,
     /// Clip the global gradient norm to this value; 0 disables clipping.
     pub grad_clip: f32,
     /// Clamp every gradient to [-clip_value, clip_value] before the norm clipping; 0 disables it.
@@ -132,9 +175,22 @@ pub struct OptimSection {
     pub gamma: f32,
 }
 
+/// The `optim.name` values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    #[default]
+    AdamW,
+    Adam,
+    Sgd,
+    RmsProp,
+    Adagrad,
+}
+
 impl Default for OptimSection {
     fn default() -> Self {
         OptimSection {
+            name: OptimizerName::AdamW,
             schedule: ScheduleKind::Cosine,
             learning_rate: 1e-3,
             min_lr: 1e-4,
@@ -143,9 +199,18 @@ impl Default for OptimSection {
             decay_lr: true,
             beta1: 0.9,
             beta2: 0.99,
-            eps: 1e-8,
-            weight_decay: 0.1,
+            eps: None,
+            weight_decay: None,
             decay_embeddings: false,
+            groups: Vec::new(),
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            alpha: 0.99,
+            centered: false,
+            amsgrad: false,
+            lr_decay: 0.0,
+            initial_accumulator_value: 0.0,
             grad_clip: 1.0,
             clip_value: 0.0,
             step_size: 1000,
@@ -170,14 +235,99 @@ impl OptimSection {
     pub fn clipping(&self) -> crate::optim::Clipping {
         crate::optim::Clipping { norm: self.grad_clip, value: self.clip_value }
     }
-    pub fn adamw(&self) -> AdamWConfig {
-        AdamWConfig {
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-            weight_decay: self.weight_decay,
-            decay_embeddings: self.decay_embeddings,
+    /// Weight decay after defaults: 0.1 for adamw, 0 for the others.
+    pub fn weight_decay(&self) -> f32 {
+        self.weight_decay.unwrap_or(if self.name == OptimizerName::AdamW { 0.1 } else { 0.0 })
+    }
+
+    pub fn eps(&self) -> f32 {
+        self.eps.unwrap_or(if self.name == OptimizerName::Adagrad { 1e-10 } else { 1e-8 })
+    }
+
+    /// The selected optimizer with its hyperparameters.
+    pub fn optimizer(&self) -> OptimizerConfig {
+        let (eps, weight_decay, decay_embeddings) = (self.eps(), self.weight_decay(), self.decay_embeddings);
+        let (beta1, beta2) = (self.beta1, self.beta2);
+        match self.name {
+            OptimizerName::AdamW => {
+                OptimizerConfig::AdamW(AdamWConfig { beta1, beta2, eps, weight_decay, decay_embeddings })
+            }
+            OptimizerName::Adam => OptimizerConfig::Adam(AdamConfig {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                amsgrad: self.amsgrad,
+                decay_embeddings,
+            }),
+            OptimizerName::Sgd => OptimizerConfig::Sgd(SgdConfig {
+                momentum: self.momentum,
+                dampening: self.dampening,
+                nesterov: self.nesterov,
+                weight_decay,
+                decay_embeddings,
+            }),
+            OptimizerName::RmsProp => OptimizerConfig::RmsProp(RmsPropConfig {
+                alpha: self.alpha,
+                eps,
+                momentum: self.momentum,
+                centered: self.centered,
+                weight_decay,
+                decay_embeddings,
+            }),
+            OptimizerName::Adagrad => OptimizerConfig::Adagrad(AdagradConfig {
+                lr_decay: self.lr_decay,
+                weight_decay,
+                initial_accumulator_value: self.initial_accumulator_value,
+                eps,
+                decay_embeddings,
+            }),
         }
+    }
+
+    /// The optimizer for a model with `layout`, per-tensor groups applied.
+    pub fn build(&self, layout: &crate::model::ParamLayout) -> Result<crate::optim::Optimizer> {
+        crate::optim::Optimizer::with_groups(&self.optimizer(), layout, &self.groups)
+    }
+
+    /// Keys set away from their defaults that the selected optimizer would ignore: a config
+    /// that sets `momentum` with adamw is a mistake, not a no-op.
+    fn check_applicable(&self) -> Result<()> {
+        use OptimizerName::*;
+        let d = OptimSection::default();
+        let keys: [(&str, bool, &[OptimizerName]); 8] = [
+            ("momentum", self.momentum != d.momentum, &[Sgd, RmsProp]),
+            ("dampening", self.dampening != d.dampening, &[Sgd]),
+            ("nesterov", self.nesterov != d.nesterov, &[Sgd]),
+            ("alpha", self.alpha != d.alpha, &[RmsProp]),
+            ("centered", self.centered != d.centered, &[RmsProp]),
+            ("amsgrad", self.amsgrad != d.amsgrad, &[Adam]),
+            ("lr_decay", self.lr_decay != d.lr_decay, &[Adagrad]),
+            ("initial_accumulator_value", self.initial_accumulator_value != d.initial_accumulator_value, &[Adagrad]),
+        ];
+        for (key, set, users) in keys {
+            if set && !users.contains(&self.name) {
+                let names: Vec<String> = users.iter().map(|u| format!("{u:?}").to_lowercase()).collect();
+                bail!(
+                    "optim.{key} applies to {} only, but optim.name = \"{}\"",
+                    names.join(" and "),
+                    format!("{:?}", self.name).to_lowercase()
+                );
+            }
+        }
+        if self.nesterov {
+            ensure!(self.momentum > 0.0 && self.dampening == 0.0, "optim.nesterov needs momentum > 0 and dampening 0");
+        }
+        ensure!(
+            self.momentum >= 0.0 && self.dampening >= 0.0,
+            "optim.momentum and optim.dampening must be non-negative"
+        );
+        ensure!((0.0..1.0).contains(&self.alpha), "optim.alpha must be in [0, 1)");
+        ensure!(self.eps() > 0.0, "optim.eps must be positive");
+        for rule in &self.groups {
+            rule.validate()?;
+        }
+        Ok(())
     }
 }
 
@@ -267,8 +417,11 @@ impl RunConfig {
         // The vocabulary is not known yet; any positive size validates the rest of the model.
         ModelConfig { vocab_size: self.model.vocab_size.max(1), ..self.model.clone() }.validate()?;
         let t = &self.train;
-        if t.batch_size == 0 {
-            bail!("train.batch_size must be positive");
+        if t.batch_size == 0 || t.grad_accum_steps == 0 {
+            bail!("train.batch_size and train.grad_accum_steps must be positive");
+        }
+        if !(t.init_std > 0.0 && t.init_std.is_finite()) {
+            bail!("train.init_std must be positive, got {}", t.init_std);
         }
         if !(0.0..1.0).contains(&t.label_smoothing) {
             bail!("train.label_smoothing must be in [0, 1), got {}", t.label_smoothing);
@@ -283,9 +436,10 @@ impl RunConfig {
         if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
             bail!("optim.beta1 and optim.beta2 must be in [0, 1)");
         }
-        if o.grad_clip < 0.0 || o.clip_value < 0.0 || o.weight_decay < 0.0 {
+        if o.grad_clip < 0.0 || o.clip_value < 0.0 || o.weight_decay() < 0.0 {
             bail!("optim.grad_clip, optim.clip_value and optim.weight_decay must be non-negative");
         }
+        o.check_applicable()?;
         Ok(())
     }
 }
@@ -345,6 +499,24 @@ mod tests {
         assert!(e.contains("max_iters") && e.contains("invalid type"), "{e}");
         let e = format!("{:#}", RunConfig::from_toml_str("[model]\nn_embd = 100\nn_head = 3\n", &[]).unwrap_err());
         assert!(e.contains("multiple of model.n_head"), "{e}");
+        let e = format!("{:#}", RunConfig::from_toml_str("[optim]\nmomentum = 0.9\n", &[]).unwrap_err());
+        assert!(e.contains("optim.momentum applies to sgd and rmsprop only") && e.contains("adamw"), "{e}");
+        let e = format!("{:#}", RunConfig::from_toml_str("[optim]\nname = \"lion\"\n", &[]).unwrap_err());
+        assert!(e.contains("lion") && e.contains("adagrad"), "{e}");
+        let e =
+            format!("{:#}", RunConfig::from_toml_str("[optim]\nname = \"sgd\"\nnesterov = true\n", &[]).unwrap_err());
+        assert!(e.contains("nesterov needs momentum"), "{e}");
+        let e = format!("{:#}", RunConfig::from_toml_str("[[optim.groups]]\nparams = []\n", &[]).unwrap_err());
+        assert!(e.contains("non-empty `params`"), "{e}");
+        let c = RunConfig::from_toml_str("[optim]\nname = \"sgd\"\n", &[]).unwrap();
+        assert_eq!(c.optim.weight_decay(), 0.0, "torch's SGD default");
+        assert_eq!(RunConfig::default().optim.weight_decay(), 0.1, "nanoGPT's AdamW default");
+        let c = RunConfig::from_toml_str("[optim]\nname = \"adagrad\"\n", &[]).unwrap();
+        assert_eq!(c.optim.eps(), 1e-10);
+        let text = "[[optim.groups]]\nparams = [\"embedding\", \"*.bias\"]\nweight_decay = 0.0\nlr_scale = 0.5\n";
+        let c = RunConfig::from_toml_str(text, &[]).unwrap();
+        assert_eq!(c.optim.groups.len(), 1);
+        assert_eq!(RunConfig::from_toml_str(&c.to_toml(), &[]).unwrap(), c, "groups survive the checkpoint round trip");
         let e = format!("{:#}", RunConfig::from_toml_str("", &["nokey".into()]).unwrap_err());
         assert!(e.contains("section.key=value"), "{e}");
     }

@@ -1,4 +1,4 @@
-//! The training loop: batches in, AdamW steps out, with evaluation, logging and checkpoints.
+//! The training loop: batches in, optimizer steps out, with evaluation, logging and checkpoints.
 pub mod classify;
 pub mod config;
 pub mod log;
@@ -9,7 +9,7 @@ use crate::data::{Batch, CharTokenizer, TokenDataset, Tokenizer};
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
-use crate::optim::{clip_factor, clip_grad_value, grad_norm, AdamW, Clipping, LrSchedule};
+use crate::optim::{clip_factor, clip_grad_value, grad_norm, Clipping, LrSchedule, Optimizer};
 use anyhow::{bail, ensure, Context, Result};
 use config::{RunConfig, Task};
 use log::MetricsLog;
@@ -32,13 +32,15 @@ pub fn read_corpus(path: &Path) -> Result<String> {
 /// allocates nothing.
 pub struct Trainer {
     pub model: Transformer,
-    pub opt: AdamW,
+    pub opt: Optimizer,
     pub schedule: LrSchedule,
     pub clip: Clipping,
     pub batch: Batch,
     pub rng: Xoshiro256PlusPlus,
     pub step: u64,
     pub seed: u64,
+    /// Micro-batches per optimizer step (`train.grad_accum_steps`).
+    pub accum: usize,
 }
 
 /// What one step measured.
@@ -51,26 +53,26 @@ pub struct StepStats {
 }
 
 impl Trainer {
-    /// One optimizer step on a fresh batch from `train_tokens`.
+    /// One optimizer step on `accum` fresh micro-batches from `train_tokens`.
     pub fn step(&mut self, train_tokens: &[u32]) -> Result<StepStats> {
         let lr = self.schedule.lr(self.step);
-        {
-            let _p = crate::profile::scope(crate::profile::Op::Batch);
-            sample_batch(train_tokens, &mut self.batch, &mut self.rng);
-        }
-        self.step_on_batch(lr)
-    }
-
-    /// One optimizer step on the batch already in `self.batch`.
-    pub fn step_on_batch(&mut self, lr: f32) -> Result<StepStats> {
         let (b, t) = (self.batch.b, self.batch.t);
         self.model.zero_grad();
-        let dropout_seed = mix64(self.seed ^ mix64(self.step));
-        let loss = self
-            .model
-            .forward_lm(&self.batch.inputs, Some(&self.batch.targets), b, t, true, dropout_seed)?
-            .unwrap_or(0.0);
-        let stats = update(&mut self.model, &mut self.opt, self.clip, self.step, loss, lr)?;
+        let mut acc = GradAccum::new(self.accum);
+        for micro in 0..self.accum as u64 {
+            {
+                let _p = crate::profile::scope(crate::profile::Op::Batch);
+                sample_batch(train_tokens, &mut self.batch, &mut self.rng);
+            }
+            let dropout_seed = mix64(self.seed ^ mix64(self.step)) ^ micro;
+            let loss = self
+                .model
+                .forward_lm(&self.batch.inputs, Some(&self.batch.targets), b, t, true, dropout_seed)?
+                .unwrap_or(0.0);
+            acc.backward(&mut self.model, loss, self.step)?;
+        }
+        let loss = acc.finish(&mut self.model);
+        let stats = optimizer_step(&mut self.model, &mut self.opt, self.clip, self.step, loss, lr)?;
         self.step += 1;
         Ok(stats)
     }
@@ -90,21 +92,65 @@ impl Trainer {
     }
 }
 
-/// The second half of every training step, whatever the task: backward from the loss of the
-/// forward pass just run, clipping by value, the global gradient norm (reported after value
-/// clipping), and norm clipping folded into the AdamW update.
-pub fn update(
+/// Backward passes of one optimizer step's micro-batches (`train.grad_accum_steps`): with one
+/// micro-batch, the plain backward of its mean loss; with several, each backpropagates its
+/// loss *sum* and [`GradAccum::finish`] divides by the total target count, so the update equals
+/// the one of the large batch made of them (up to float summation order; BatchNorm statistics
+/// stay per micro-batch).
+pub struct GradAccum {
+    micro_batches: usize,
+    loss_sum: f64,
+    count: usize,
+}
+
+impl GradAccum {
+    pub fn new(micro_batches: usize) -> Self {
+        GradAccum { micro_batches: micro_batches.max(1), loss_sum: 0.0, count: 0 }
+    }
+
+    /// Backward of the forward pass just run, whose mean loss was `loss`.
+    pub fn backward(&mut self, model: &mut Transformer, loss: f32, step: u64) -> Result<()> {
+        if !loss.is_finite() {
+            bail!(
+                "loss is {loss} at step {step}: training diverged (try a lower optim.learning_rate or optim.grad_clip)"
+            );
+        }
+        let n = model.loss_count();
+        if self.micro_batches == 1 {
+            model.backward()?;
+        } else {
+            model.backward_sum()?;
+        }
+        self.loss_sum += loss as f64 * n as f64;
+        self.count += n;
+        Ok(())
+    }
+
+    /// Turns the summed gradients into the gradient of the mean loss over all micro-batches;
+    /// returns that mean loss.
+    pub fn finish(&mut self, model: &mut Transformer) -> f32 {
+        let count = self.count.max(1);
+        if self.micro_batches > 1 {
+            let inv = 1.0 / count as f32;
+            model.grads.iter_mut().for_each(|g| *g *= inv);
+        }
+        let loss = (self.loss_sum / count as f64) as f32;
+        (self.loss_sum, self.count) = (0.0, 0);
+        loss
+    }
+}
+
+/// The second half of every training step, whatever the task, once the gradients are in
+/// `model.grads`: clipping by value, the global gradient norm (reported after value clipping),
+/// and norm clipping folded into the optimizer update.
+pub fn optimizer_step(
     model: &mut Transformer,
-    opt: &mut AdamW,
+    opt: &mut Optimizer,
     clip: Clipping,
     step: u64,
     loss: f32,
     lr: f32,
 ) -> Result<StepStats> {
-    if !loss.is_finite() {
-        bail!("loss is {loss} at step {step}: training diverged (try a lower optim.learning_rate or optim.grad_clip)");
-    }
-    model.backward()?;
     if clip.value > 0.0 {
         clip_grad_value(&mut model.grads, clip.value);
     }
@@ -185,11 +231,8 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 ck.run_config.model == cfg.model,
                 "the [model] section differs from the checkpoint's: a resumed run must keep the model's shape"
             );
-            let (m, v, t) = ck.optimizer.unwrap();
-            let mut opt = AdamW::new(cfg.optim.adamw(), &ck.model.layout);
-            opt.m = m;
-            opt.v = v;
-            opt.t = t;
+            let mut opt = cfg.optim.build(&ck.model.layout)?;
+            opt.restore(ck.optimizer.as_ref().expect("loaded with the optimizer"))?;
             let mut model = ck.model;
             model.label_smoothing = cfg.train.label_smoothing;
             let trainer = Trainer {
@@ -201,15 +244,16 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 rng: ck.state.rng,
                 step: ck.state.step,
                 seed: cfg.train.seed,
+                accum: cfg.train.grad_accum_steps,
             };
             (ck.tokenizer, trainer, ck.state.best_val_loss)
         }
         None => {
             let tokenizer = Tokenizer::Char(CharTokenizer::from_corpus(&text)?);
             let mut model = Transformer::new(cfg.model_config(tokenizer.vocab_size()), cfg.train.batch_size)?;
-            model.init(cfg.train.seed);
+            model.init_with(cfg.train.init, cfg.train.init_std, cfg.train.seed);
             model.label_smoothing = cfg.train.label_smoothing;
-            let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
+            let opt = cfg.optim.build(&model.layout)?;
             let trainer = Trainer {
                 model,
                 opt,
@@ -219,6 +263,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 rng: Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed),
                 step: 0,
                 seed: cfg.train.seed,
+                accum: cfg.train.grad_accum_steps,
             };
             (tokenizer, trainer, None)
         }
@@ -233,7 +278,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
     let mut log = MetricsLog::open(&out_dir.join("metrics.jsonl"))?;
     let tc = &cfg.train;
     let start_step = trainer.step;
-    let tokens_per_step = (tc.batch_size * cfg.model.block_size) as f64;
+    let tokens_per_step = (tc.batch_size * tc.grad_accum_steps * cfg.model.block_size) as f64;
     let progress = log::Progress::new(tc.max_iters, start_step, opts.quiet);
     if !opts.quiet {
         progress.println(format!(
@@ -308,8 +353,8 @@ pub fn profile_steps(
     let pool = thread_pool(cfg.train.threads)?;
     pool.install(|| {
         let mut model = Transformer::new(cfg.model_config(vocab_size), cfg.train.batch_size)?;
-        model.init(cfg.train.seed);
-        let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
+        model.init_with(cfg.train.init, cfg.train.init_std, cfg.train.seed);
+        let opt = cfg.optim.build(&model.layout)?;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
         let tokens: Vec<u32> = (0..100_000).map(|_| rand::Rng::gen_range(&mut rng, 0..vocab_size as u32)).collect();
         let mut trainer = Trainer {
@@ -321,6 +366,7 @@ pub fn profile_steps(
             rng,
             step: 0,
             seed: cfg.train.seed,
+            accum: cfg.train.grad_accum_steps,
         };
         for _ in 0..warmup {
             trainer.step(&tokens)?;

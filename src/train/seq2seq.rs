@@ -9,14 +9,14 @@
 
 use super::config::RunConfig;
 use super::log::{MetricsLog, Progress};
-use super::{update, TrainOptions, TrainSummary};
+use super::{optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::data::bpe::BpeTokenizer;
 use crate::data::parallel::{EvalBatcher, ParallelCorpus, Seq2SeqBatch, Seq2SeqBatcher};
 use crate::data::Tokenizer;
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
-use crate::optim::AdamW;
+use crate::optim::Optimizer;
 use anyhow::{Context, Result};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
@@ -58,9 +58,9 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
     let tokenizer = Tokenizer::Bpe(Box::new(bpe));
 
     let mut model = Transformer::new(cfg.model_config(tokenizer.vocab_size()), tc.batch_size)?;
-    model.init(tc.seed);
+    model.init_with(tc.init, tc.init_std, tc.seed);
     model.label_smoothing = tc.label_smoothing;
-    let mut opt = AdamW::new(cfg.optim.adamw(), &model.layout);
+    let mut opt = cfg.optim.build(&model.layout)?;
     let schedule = cfg.optim.schedule();
     let mut batcher = Seq2SeqBatcher::new(&train, tc.batch_size, d.max_len, d.max_len, tc.seed)?;
     let mut batch = Seq2SeqBatch::new(tc.batch_size, d.max_len, d.max_len);
@@ -93,7 +93,7 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
     let mut best: Option<f32> = None;
     let mut last_val = f32::NAN;
     let mut last_train = f32::NAN;
-    let mut evaluate = |model: &mut Transformer, opt: &AdamW, step: u64, train_loss: f32, log: &mut MetricsLog| {
+    let mut evaluate = |model: &mut Transformer, opt: &Optimizer, step: u64, train_loss: f32, log: &mut MetricsLog| {
         let val_loss = corpus_loss(model, &val, &mut eval_batch, d.max_len)? as f32;
         log.eval(step, train_loss, val_loss)?;
         progress.println(format!("step {step:>6}: train loss {train_loss:.4} (smoothed), val loss {val_loss:.4}"));
@@ -111,14 +111,18 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
             last_val = evaluate(&mut model, &opt, step, last_train, &mut log)?;
         }
         let lr = schedule.lr(step);
-        batcher.next_batch(&train, &mut batch);
-        let b = &batch;
         model.zero_grad();
-        let seed = mix64(tc.seed ^ mix64(step));
-        let loss = forward_batch(&mut model, b, true, seed)?;
-        let s = update(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr)?;
+        let mut acc = GradAccum::new(tc.grad_accum_steps);
+        for micro in 0..tc.grad_accum_steps as u64 {
+            batcher.next_batch(&train, &mut batch);
+            let seed = mix64(tc.seed ^ mix64(step)) ^ micro;
+            let loss = forward_batch(&mut model, &batch, true, seed)?;
+            acc.backward(&mut model, loss, step)?;
+            window_tokens += batch.b * (batch.src_len + batch.tgt_len);
+        }
+        let loss = acc.finish(&mut model);
+        let s = optimizer_step(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr)?;
         window_steps += 1;
-        window_tokens += b.b * (b.src_len + b.tgt_len);
         window_loss += s.loss as f64;
         let done = step + 1;
         if done % tc.log_interval == 0 || done == tc.max_iters {

@@ -211,8 +211,15 @@ impl Transformer {
     /// for the residual output projections (`c_proj`), zero biases, unit norm gains; BatchNorm
     /// running variance 1, cosine temperatures τ = 10.
     pub fn init(&mut self, seed: u64) {
+        self.init_with(crate::model::InitScheme::Gpt2, 0.02, seed);
+    }
+
+    /// Initialisation with any scheme of [`crate::model::init`] (normal draws with `std`), then
+    /// the fixed starting values every scheme shares: T5 biases 0, BatchNorm running variance
+    /// 1, cosine temperatures τ = 10.
+    pub fn init_with(&mut self, scheme: crate::model::InitScheme, std: f32, seed: u64) {
         let layers = self.encoder.iter().chain(self.decoder.iter()).map(|s| s.n_blocks()).sum::<usize>();
-        crate::model::layout::init_gpt2(&self.layout, &mut self.params, seed, layers);
+        crate::model::init::init_params(&self.layout, &mut self.params, scheme, std, seed, layers);
         // T5's relative biases start at zero (no preference for any distance).
         for t in self.layout.tensors.iter().filter(|t| t.name.ends_with("rel_bias.weight")) {
             self.params[t.range()].fill(0.0);
@@ -527,6 +534,24 @@ impl Transformer {
     /// Backward pass of the last forward pass (which must have had targets): accumulates the
     /// gradient of the mean loss into `self.grads`. Call [`Transformer::zero_grad`] first.
     pub fn backward(&mut self) -> Result<()> {
+        self.backward_weighted(None)
+    }
+
+    /// Number of targets the loss of the last forward pass averaged over (non-ignored tokens
+    /// or examples).
+    pub fn loss_count(&self) -> usize {
+        self.last.loss_count
+    }
+
+    /// Backward of `weight` times the last loss's *sum* (not its mean), for gradient
+    /// accumulation: micro-batches backpropagated with their target counts as weights, then
+    /// divided by the total count, give the gradient of the mean over all of them.
+    pub fn backward_sum(&mut self) -> Result<()> {
+        self.backward_weighted(Some(self.last.loss_count as f32))
+    }
+
+    /// The head's loss-gradient scale is `weight / loss_count` (1 / loss_count when `None`).
+    fn backward_weighted(&mut self, weight: Option<f32>) -> Result<()> {
         ensure!(self.last.has_targets && self.last.b > 0, "backward() needs a forward pass with targets first");
         let last = &self.last;
         let (b, t, te) = (last.b, last.t, last.t_enc);
@@ -538,7 +563,11 @@ impl Transformer {
         let cx = |t, self_mask, enc_mask| ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask);
         let ha = &self.head_acts;
         let eps = if last.train { self.label_smoothing } else { 0.0 };
-        let scale = if last.loss_count == 0 { 0.0 } else { 1.0 / last.loss_count as f32 };
+        let scale = match (last.loss_count, weight) {
+            (0, _) => 0.0,
+            (n, None) => 1.0 / n as f32,
+            (n, Some(w)) => (w as f64 / n as f64) as f32,
+        };
         // Head: d_logits → ∂L/∂(top stack output), written into that stack's d_out.
         let (top, top_acts) = top_stack(&self.encoder, &self.decoder, &self.enc_acts, &self.dec_acts);
         // The source mask is the encoder's self-attention mask, or the decoder's cross mask.
