@@ -1,12 +1,13 @@
 //! Evaluation of language models: loss, perplexity, bits per character.
 
 pub mod bleu;
+pub mod perplexity;
 
 use crate::model::transformer::Transformer;
 use anyhow::{ensure, Result};
 
 /// Loss over a token stream, per predicted token.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct LmEval {
     /// Mean cross-entropy in nats.
     pub loss: f64,
