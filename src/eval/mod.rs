@@ -1,6 +1,7 @@
 //! Evaluation of language models: loss, perplexity, bits per character.
 
 pub mod bleu;
+pub mod classification;
 pub mod perplexity;
 
 use crate::model::transformer::Transformer;
