@@ -2,6 +2,7 @@
 
 pub mod bleu;
 pub mod classification;
+pub mod efficiency;
 pub mod perplexity;
 
 use crate::model::transformer::Transformer;
