@@ -1,10 +1,11 @@
 //! `lmlab`: the command-line front end. Each subcommand parses its arguments and calls the
 //! library; no model logic lives here.
 
+mod cli_eval;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lmlab::demo;
-use lmlab::eval::evaluate_tokens;
 use lmlab::infer::sample::{generate, SampleOptions};
 use lmlab::io::checkpoint;
 use lmlab::model::transformer::Arch;
@@ -58,18 +59,11 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
-    /// Loss, perplexity and bits per character on the validation split or a text file.
+    /// Evaluate: language modelling, classification, BLEU, fluency, efficiency (see
+    /// `lmlab eval --help`).
     Eval {
-        #[arg(long)]
-        checkpoint: PathBuf,
-        /// Evaluate this UTF-8 file (whole) instead of the training data's validation split.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Print one JSON object instead of a line of text.
-        #[arg(long)]
-        json: bool,
+        #[command(subcommand)]
+        what: cli_eval::EvalCmd,
     },
     /// Translate sentences with an encoder-decoder checkpoint; with --reference, score them
     /// with BLEU (sacrebleu's defaults: 13a tokenisation, cased).
@@ -176,9 +170,7 @@ fn run(cli: Cli) -> Result<()> {
             let opts = SampleOptions { max_new_tokens, temperature, top_k };
             thread_pool(threads)?.install(|| cmd_sample(&checkpoint, &prompt, &opts, seed))
         }
-        Cmd::Eval { checkpoint, data, threads, json } => {
-            thread_pool(threads)?.install(|| cmd_eval(&checkpoint, data.as_deref(), json))
-        }
+        Cmd::Eval { what } => cli_eval::run(what),
         Cmd::Translate { checkpoint, input, reference, output, beam, length_penalty, max_len, batch, threads } => {
             let opts = lmlab::infer::translate::DecodeOptions { beam, max_len, length_penalty };
             thread_pool(threads)?
@@ -346,43 +338,6 @@ fn cmd_translate(
         let r: Vec<Vec<&str>> = refs.iter().map(|r| r.iter().map(|s| s.as_str()).collect()).collect();
         let bleu = lmlab::eval::bleu::corpus_bleu(&h, &r)?;
         println!("{bleu}");
-    }
-    Ok(())
-}
-
-fn cmd_eval(dir: &Path, data: Option<&Path>, json: bool) -> Result<()> {
-    let mut ck = checkpoint::load(dir, 8, false)?;
-    require_arch(&ck, Arch::Decoder, dir, "eval")?;
-    let (what, tokens) = match data {
-        Some(path) => {
-            let text = train::read_corpus(path)?;
-            let toks = ck
-                .tokenizer
-                .encode(&text)
-                .with_context(|| format!("{} cannot be encoded by the checkpoint's tokenizer", path.display()))?;
-            (format!("{}", path.display()), toks)
-        }
-        None => {
-            let path = PathBuf::from(&ck.run_config.data.path);
-            let text = train::read_corpus(&path).with_context(|| {
-                "the checkpoint's training data is needed for its validation split (or pass --data FILE)"
-            })?;
-            let toks = ck.tokenizer.encode(&text)?;
-            let split = lmlab::data::TokenDataset::split(toks, ck.run_config.data.val_fraction)?;
-            (format!("val split of {}", path.display()), split.val)
-        }
-    };
-    let r = evaluate_tokens(&mut ck.model, &tokens)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"data": what, "loss": r.loss, "perplexity": r.perplexity, "bits_per_char": r.bits_per_token, "tokens": r.tokens})
-        );
-    } else {
-        println!(
-            "{what}: loss {:.4} | perplexity {:.3} | bits/char {:.4} | {} tokens",
-            r.loss, r.perplexity, r.bits_per_token, r.tokens
-        );
     }
     Ok(())
 }

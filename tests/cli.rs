@@ -67,12 +67,30 @@ fn train_sample_eval_round_trip() {
     // Same seed, same text; greedy decoding is deterministic too.
     let again = lmlab(&["sample", "--checkpoint", ck, "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "3"]);
     assert_eq!(o.stdout, again.stdout);
-    let o = lmlab(&["eval", "--checkpoint", ck, "--json"]);
+    let o = lmlab(&["eval", "lm", "--checkpoint", ck, "--json"]);
     assert!(o.status.success(), "{:?}", text(&o));
-    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let all: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let v = &all["runs"][0]["metrics"];
     let loss = v["loss"].as_f64().unwrap();
     assert!((v["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-9 * loss.exp());
-    assert!((v["bits_per_char"].as_f64().unwrap() - loss / std::f64::consts::LN_2).abs() < 1e-9);
+    assert!((v["bits_per_token"].as_f64().unwrap() - loss / std::f64::consts::LN_2).abs() < 1e-9);
+    // A smaller stride gives every token more context: a trained model scores better.
+    let o = lmlab(&["eval", "lm", "--checkpoint", ck, "--stride", "4", "--json"]);
+    let strided: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let strided_loss = strided["runs"][0]["metrics"]["loss"].as_f64().unwrap();
+    assert!(strided_loss < loss, "stride 4 {strided_loss} vs disjoint {loss}");
+    // Two checkpoints (the same one twice): a summary with zero spread.
+    let o = lmlab(&["eval", "lm", "--checkpoint", ck, "--checkpoint", ck, "--json"]);
+    let two: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(two["summary"]["loss"]["std"].as_f64().unwrap(), 0.0);
+    assert_eq!(two["summary"]["loss"]["runs"].as_u64().unwrap(), 2);
+    let o = lmlab(&["eval", "efficiency", "--checkpoint", ck, "--iters", "3", "--gen-tokens", "8", "--json"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let e: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let d = &e["details"][0];
+    assert!(d["parameters"].as_u64().unwrap() > 1000 && d["tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert!(d["weights_bytes_on_disk"].as_u64().unwrap() >= 4 * d["parameters"].as_u64().unwrap());
+    assert!(d["generate_tokens_per_second"].as_f64().unwrap() > 0.0);
     // 32 distinct characters: uniform guessing scores ln 32 = 3.47; 60 steps learn far better.
     assert!(loss > 0.0 && loss < 2.5, "a trained model beats uniform: {loss}");
 }
@@ -125,7 +143,7 @@ fn divergence_is_an_error_not_a_nan_checkpoint() {
     let cfg = write_config(dir.path(), &data, "[optim]\nlearning_rate = 1e30\nwarmup_iters = 0\ngrad_clip = 0.0\n");
     assert_error(&lmlab(&["train", "--config", cfg.to_str().unwrap(), "--quiet"]), &["diverged"]);
     // The only checkpoint written is the one from before the first step, and it loads.
-    assert!(lmlab(&["eval", "--checkpoint", dir.path().join("run/ckpt").to_str().unwrap()]).status.success());
+    assert!(lmlab(&["eval", "lm", "--checkpoint", dir.path().join("run/ckpt").to_str().unwrap()]).status.success());
 }
 
 #[test]
@@ -153,7 +171,7 @@ fn bad_checkpoints_and_prompts() {
     let model = ck.join("model.safetensors");
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
-    assert_error(&lmlab(&["eval", "--checkpoint", cks]), &["model.safetensors", "corrupted or truncated"]);
+    assert_error(&lmlab(&["eval", "lm", "--checkpoint", cks]), &["model.safetensors", "corrupted or truncated"]);
     // One flipped bit inside the tensor data.
     let mut flipped = bytes.clone();
     let at = flipped.len() - 10;
@@ -161,13 +179,13 @@ fn bad_checkpoints_and_prompts() {
     std::fs::write(&model, &flipped).unwrap();
     assert_error(&lmlab(&["sample", "--checkpoint", cks]), &["model.safetensors", "corrupted"]);
     std::fs::write(&model, &bytes).unwrap();
-    assert!(lmlab(&["eval", "--checkpoint", cks]).status.success(), "restored checkpoint loads again");
+    assert!(lmlab(&["eval", "lm", "--checkpoint", cks]).status.success(), "restored checkpoint loads again");
     // Garbage state file.
     std::fs::write(ck.join("state.json"), "{not json").unwrap();
-    assert_error(&lmlab(&["eval", "--checkpoint", cks]), &["state.json", "corrupted"]);
+    assert_error(&lmlab(&["eval", "lm", "--checkpoint", cks]), &["state.json", "corrupted"]);
     // Missing state file.
     std::fs::remove_file(ck.join("state.json")).unwrap();
-    assert_error(&lmlab(&["eval", "--checkpoint", cks]), &["state.json"]);
+    assert_error(&lmlab(&["eval", "lm", "--checkpoint", cks]), &["state.json"]);
 }
 
 #[test]
@@ -177,7 +195,7 @@ fn eval_file_with_unknown_characters() {
     let other = dir.path().join("other.txt");
     std::fs::write(&other, "ROMEO: Zounds!").unwrap();
     assert_error(
-        &lmlab(&["eval", "--checkpoint", ck.to_str().unwrap(), "--data", other.to_str().unwrap()]),
+        &lmlab(&["eval", "lm", "--checkpoint", ck.to_str().unwrap(), "--data", other.to_str().unwrap()]),
         &["other.txt", "'Z'"],
     );
 }

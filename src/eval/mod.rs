@@ -3,7 +3,9 @@
 pub mod bleu;
 pub mod classification;
 pub mod efficiency;
+pub mod files;
 pub mod perplexity;
+pub mod stability;
 
 use crate::model::transformer::Transformer;
 use anyhow::{ensure, Result};
@@ -52,6 +54,26 @@ pub fn evaluate_tokens(model: &mut Transformer, tokens: &[u32]) -> Result<LmEval
             i = j;
         }
     }
+    let loss = sum / count as f64;
+    Ok(LmEval { loss, perplexity: loss.exp(), bits_per_token: loss / std::f64::consts::LN_2, tokens: count })
+}
+
+/// Fluency of generated texts: the token-weighted perplexity of `texts` under a reference
+/// language model, each text scored on its own (its first token is context only; texts longer
+/// than the model's block use disjoint sliding windows). Texts under 2 tokens are skipped.
+pub fn fluency(model: &mut Transformer, tokenizer: &crate::data::Tokenizer, texts: &[String]) -> Result<LmEval> {
+    let block = model.config.block_size;
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for (i, text) in texts.iter().enumerate() {
+        let tokens = tokenizer.encode(text).map_err(|e| anyhow::anyhow!("line {}: {e:#}", i + 1))?;
+        if tokens.len() < 2 {
+            continue;
+        }
+        let r = perplexity::sliding_window_eval(model, &tokens, (block + 1).min(tokens.len()), block)?;
+        sum += r.loss * r.tokens as f64;
+        count += r.tokens;
+    }
+    ensure!(count > 0, "no text has 2 or more tokens to score");
     let loss = sum / count as f64;
     Ok(LmEval { loss, perplexity: loss.exp(), bits_per_token: loss / std::f64::consts::LN_2, tokens: count })
 }

@@ -203,6 +203,11 @@ impl Transformer {
         self.layout.tensors.iter().filter(|t| t.kind != ParamKind::Buffer).map(|t| t.numel()).sum()
     }
 
+    /// Bytes of the preallocated buffers: parameters, gradients, activations (+ fixed tables).
+    pub fn buffer_bytes(&self) -> usize {
+        4 * (self.params.len() + self.grads.len() + self.acts.len() + self.consts.len())
+    }
+
     pub fn max_batch(&self) -> usize {
         self.max_batch
     }
