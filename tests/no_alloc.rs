@@ -1,11 +1,13 @@
 //! After the first step, a training step (batch sampling, forward, backward, clipping, AdamW)
-//! performs no heap allocation, on any thread. Counted through the global allocator.
+//! performs no heap allocation, on any thread, in fp32, bf16 and f16 (with loss scaling, clean
+//! and skipped steps). Counted through the global allocator.
 
 use lmlab::data::{Batch, CharTokenizer};
+use lmlab::kernels::precision::Precision;
 use lmlab::model::transformer::Transformer;
 use lmlab::model::Gpt;
 use lmlab::optim::AdamW;
-use lmlab::train::{config::RunConfig, thread_pool, Trainer};
+use lmlab::train::{config::RunConfig, precision::LossScaler, thread_pool, Trainer};
 use rand::SeedableRng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -56,35 +58,46 @@ fn training_step_allocates_nothing_after_the_first() {
     use lmlab::model::transformer::{ActivationKind, ModelConfig, NormKind, NormPosition, Position, ScoreKind};
     use lmlab::model::AttentionKind::{Dense, Flash};
     let base = ModelConfig { n_layer: 2, n_embd: 64, n_head: 4, block_size: 32, ..ModelConfig::default() };
+    // Llama's choices: the general attention kernel with RoPE and grouped-query heads.
+    let llama = ModelConfig {
+        norm: NormKind::Rmsnorm,
+        position: Position::Rope,
+        activation: ActivationKind::Swiglu,
+        n_kv_head: Some(2),
+        bias: false,
+        ..base.clone()
+    };
+    // Post-norm BatchNorm, T5 biases, cosine scores and attention dropout.
+    let post_bn = ModelConfig {
+        norm: NormKind::Batchnorm,
+        norm_position: NormPosition::Post,
+        position: Position::T5,
+        score: ScoreKind::Cosine,
+        attn_dropout: Some(0.1),
+        ..base.clone()
+    };
+    let fp32 = (Precision::Fp32, 65536.0);
     let variants = [
-        ModelConfig { attention: Dense, ..base.clone() },
-        ModelConfig { dropout: 0.1, ..base.clone() },
-        ModelConfig { attention: Flash, ..base.clone() },
-        // Llama's choices: the general attention kernel with RoPE and grouped-query heads.
-        ModelConfig {
-            norm: NormKind::Rmsnorm,
-            position: Position::Rope,
-            activation: ActivationKind::Swiglu,
-            n_kv_head: Some(2),
-            bias: false,
-            ..base.clone()
-        },
-        // Post-norm BatchNorm, T5 biases, cosine scores and attention dropout.
-        ModelConfig {
-            norm: NormKind::Batchnorm,
-            norm_position: NormPosition::Post,
-            position: Position::T5,
-            score: ScoreKind::Cosine,
-            attn_dropout: Some(0.1),
-            ..base.clone()
-        },
+        (ModelConfig { attention: Dense, ..base.clone() }, fp32),
+        (ModelConfig { dropout: 0.1, ..base.clone() }, fp32),
+        (ModelConfig { attention: Flash, ..base.clone() }, fp32),
+        (llama.clone(), fp32),
+        (post_bn.clone(), fp32),
+        (ModelConfig { dropout: 0.1, ..base.clone() }, (Precision::Bf16, 1.0)),
+        (post_bn, (Precision::Bf16, 1.0)),
+        (llama.clone(), (Precision::F16, 65536.0)),
+        // A loss scale so large that every f16 step overflows and is skipped.
+        (llama, (Precision::F16, 2f32.powi(100))),
     ];
-    for variant in variants {
-        let what =
-            format!("{:?}/{:?}/{:?}/dropout {}", variant.position, variant.norm, variant.attention, variant.dropout);
+    for (variant, (precision, scale)) in variants {
+        let what = format!(
+            "{:?}/{:?}/{:?}/dropout {}/{precision:?} scale {scale}",
+            variant.position, variant.norm, variant.attention, variant.dropout
+        );
         let cfg = RunConfig { model: variant, ..RunConfig::default() };
         let mut model = Transformer::new(cfg.model_config(tok.vocab_size()), 4).unwrap();
         model.init(1);
+        model.set_precision(precision);
         let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
         let mut tr = Trainer {
             model,
@@ -95,6 +108,7 @@ fn training_step_allocates_nothing_after_the_first() {
             rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0),
             step: 0,
             seed: 0,
+            scaler: LossScaler::new(precision, scale, 3),
         };
         let pool = thread_pool(2).unwrap();
         let counted = pool.install(|| {
@@ -102,10 +116,14 @@ fn training_step_allocates_nothing_after_the_first() {
             tr.step(&tokens).unwrap();
             ALLOCS.store(0, Ordering::SeqCst);
             COUNTING.store(true, Ordering::SeqCst);
+            let mut skipped = 0;
             for _ in 0..5 {
-                tr.step(&tokens).unwrap();
+                skipped += tr.step(&tokens).unwrap().skipped as usize;
             }
             COUNTING.store(false, Ordering::SeqCst);
+            // The counted steps took the path the case is about.
+            let expect_skips = if scale > 1e20 { 5 } else { 0 };
+            assert_eq!(skipped, expect_skips, "{what}: {skipped} skipped steps");
             ALLOCS.load(Ordering::SeqCst)
         });
         let sizes: Vec<usize> = SIZES.iter().map(|s| s.load(Ordering::Relaxed)).take(counted).collect();

@@ -1,12 +1,18 @@
 //! Resuming continues a run exactly: N steps + checkpoint + resume + N steps gives bit-identical
 //! weights and optimizer state to 2N uninterrupted steps (with dropout on, so the dropout masks
-//! and the batch RNG must both be restored).
+//! and the batch RNG must both be restored), in fp32 and in f16, where the loss scaler's state
+//! must be restored too.
 
 use lmlab::io::checkpoint;
 use lmlab::train::{config::RunConfig, train, TrainOptions};
 use std::path::Path;
 
 fn config(data: &Path, out: &Path, max_iters: u64) -> RunConfig {
+    config_with(data, out, max_iters, "")
+}
+
+/// The test config with extra `[train]` lines.
+fn config_with(data: &Path, out: &Path, max_iters: u64, train_extra: &str) -> RunConfig {
     let text = format!(
         r#"
 [model]
@@ -25,6 +31,7 @@ eval_interval = 3
 eval_iters = 2
 log_interval = 1
 threads = 2
+{train_extra}
 [optim]
 warmup_iters = 2
 lr_decay_iters = 8
@@ -37,6 +44,25 @@ lr_decay_iters = 8
 
 #[test]
 fn n_plus_resume_plus_n_equals_2n_bit_for_bit() {
+    resume_matches_straight_run("");
+}
+
+/// f16 with a loss scale that overflows at first (steps skipped, scale halved) and grows every
+/// two clean steps: the scale and the count of clean steps must survive the checkpoint.
+#[test]
+fn f16_resume_restores_the_loss_scaler_bit_for_bit() {
+    let (state, log) =
+        resume_matches_straight_run("precision = \"f16\"\nloss_scale_init = 16777216\nloss_scale_growth_interval = 2");
+    let s = state.expect("an f16 checkpoint holds the loss scaler");
+    let skipped = log.lines().filter(|l| l.contains("\"skipped\":true")).count();
+    assert!(skipped > 0 && skipped < 8, "{skipped} of 8 steps skipped:\n{log}");
+    assert!(s.scale < 16777216.0, "the scale backed off: {s:?}");
+}
+
+/// Trains 8 steps straight and 4 + resume + 4; asserts identical weights, optimizer and
+/// loss-scaler state; returns the scaler state and the straight run's metrics log.
+fn resume_matches_straight_run(train_extra: &str) -> (Option<lmlab::train::precision::ScalerState>, String) {
+    let config = |data: &Path, out: &Path, max_iters| config_with(data, out, max_iters, train_extra);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("corpus.txt");
     std::fs::write(
@@ -64,9 +90,11 @@ fn n_plus_resume_plus_n_equals_2n_bit_for_bit() {
     let (am, av, at) = a.optimizer.unwrap();
     let (bm, bv, bt) = b.optimizer.unwrap();
     assert!(am == bm && av == bv && at == bt, "optimizer state differs after resume");
+    assert_eq!(a.state.loss_scaler, b.state.loss_scaler, "loss scaler differs after resume");
     // The metrics log of the resumed run continues where the first half stopped.
     let log = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
     assert!(log.lines().any(|l| l.contains("\"iter\":8")));
+    (a.state.loss_scaler, std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap())
 }
 
 #[test]

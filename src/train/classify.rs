@@ -8,7 +8,8 @@
 
 use super::config::RunConfig;
 use super::log::{MetricsLog, Progress};
-use super::{update, TrainOptions, TrainSummary};
+use super::precision::LossScaler;
+use super::{log_skipped, update, TrainOptions, TrainSummary};
 use crate::data::bpe::{BpeTokenizer, BOS, PAD};
 use crate::data::classify::LabelledText;
 use crate::data::Tokenizer;
@@ -148,6 +149,8 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
     let mut model = Transformer::new(model_cfg, tc.batch_size)?;
     model.init(tc.seed);
     model.label_smoothing = tc.label_smoothing;
+    model.set_precision(tc.precision);
+    let mut scaler = LossScaler::from_config(tc);
     let mut opt = AdamW::new(cfg.optim.adamw(), &model.layout);
     let schedule = cfg.optim.schedule();
     let mut batch = ClassBatch::new(tc.batch_size, d.max_len);
@@ -187,7 +190,7 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
             ));
             last_val = val_loss;
             best = Some(best.map_or(val_loss, |b: f32| b.min(val_loss)));
-            let state = TrainState { step, rng: rng.clone(), best_val_loss: best };
+            let state = TrainState { step, rng: rng.clone(), best_val_loss: best, loss_scaler: scaler.state() };
             checkpoint::save(&ckpt_dir, &model, &opt, cfg, &tokenizer, &state)?;
         }
         if step == tc.max_iters {
@@ -205,7 +208,10 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
         let loss = model
             .forward_classify(&batch.idx, Some(&batch.mask), Some(&batch.labels), batch.b, batch.t, true, seed)?
             .unwrap_or(0.0);
-        let s = update(&mut model, &mut opt, cfg.optim.clipping(), step, loss, schedule.lr(step))?;
+        let s = update(&mut model, &mut opt, cfg.optim.clipping(), step, loss, schedule.lr(step), &mut scaler)?;
+        if s.skipped {
+            log_skipped(&mut log, &progress, step + 1, &s)?;
+        }
         window.1 += 1;
         window.2 += s.loss as f64;
         if (step + 1) % tc.log_interval == 0 {

@@ -2,6 +2,7 @@
 pub mod classify;
 pub mod config;
 pub mod log;
+pub mod precision;
 pub mod seq2seq;
 
 use crate::data::dataset::sample_batch;
@@ -13,6 +14,7 @@ use crate::optim::{clip_factor, clip_grad_value, grad_norm, AdamW, Clipping, LrS
 use anyhow::{bail, ensure, Context, Result};
 use config::{RunConfig, Task};
 use log::MetricsLog;
+use precision::{LossScaler, ScaleOutcome};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ pub struct Trainer {
     pub rng: Xoshiro256PlusPlus,
     pub step: u64,
     pub seed: u64,
+    /// Dynamic loss scaling (f16); disabled otherwise.
+    pub scaler: LossScaler,
 }
 
 /// What one step measured.
@@ -46,8 +50,12 @@ pub struct Trainer {
 pub struct StepStats {
     pub loss: f32,
     pub lr: f32,
-    /// Global gradient norm before clipping.
+    /// Global gradient norm before clipping (NaN when the step was skipped).
     pub grad_norm: f32,
+    /// f16: the gradients overflowed, so the optimizer step was skipped.
+    pub skipped: bool,
+    /// The loss scale for the next step (1 without loss scaling).
+    pub loss_scale: f32,
 }
 
 impl Trainer {
@@ -70,7 +78,7 @@ impl Trainer {
             .model
             .forward_lm(&self.batch.inputs, Some(&self.batch.targets), b, t, true, dropout_seed)?
             .unwrap_or(0.0);
-        let stats = update(&mut self.model, &mut self.opt, self.clip, self.step, loss, lr)?;
+        let stats = update(&mut self.model, &mut self.opt, self.clip, self.step, loss, lr, &mut self.scaler)?;
         self.step += 1;
         Ok(stats)
     }
@@ -91,8 +99,9 @@ impl Trainer {
 }
 
 /// The second half of every training step, whatever the task: backward from the loss of the
-/// forward pass just run, clipping by value, the global gradient norm (reported after value
-/// clipping), and norm clipping folded into the AdamW update.
+/// forward pass just run, loss unscaling (f16: a step whose gradients overflowed is skipped
+/// here, leaving weights and optimizer state untouched), clipping by value, the global gradient
+/// norm (reported after value clipping), and norm clipping folded into the AdamW update.
 pub fn update(
     model: &mut Transformer,
     opt: &mut AdamW,
@@ -100,11 +109,15 @@ pub fn update(
     step: u64,
     loss: f32,
     lr: f32,
+    scaler: &mut LossScaler,
 ) -> Result<StepStats> {
     if !loss.is_finite() {
         bail!("loss is {loss} at step {step}: training diverged (try a lower optim.learning_rate or optim.grad_clip)");
     }
-    model.backward()?;
+    model.backward_scaled(scaler.loss_scale())?;
+    if scaler.unscale(&mut model.grads)? == ScaleOutcome::Overflow {
+        return Ok(StepStats { loss, lr, grad_norm: f32::NAN, skipped: true, loss_scale: scaler.loss_scale() });
+    }
     if clip.value > 0.0 {
         clip_grad_value(&mut model.grads, clip.value);
     }
@@ -114,7 +127,29 @@ pub fn update(
     }
     let scale = if clip.norm > 0.0 { clip_factor(norm, clip.norm) } else { 1.0 };
     opt.step_scaled(&mut model.params, &model.grads, lr, scale);
-    Ok(StepStats { loss, lr, grad_norm: norm })
+    Ok(StepStats { loss, lr, grad_norm: norm, skipped: false, loss_scale: scaler.loss_scale() })
+}
+
+/// Writes a skipped f16 step (overflowed gradients) to the metrics log and the terminal.
+pub(crate) fn log_skipped(log: &mut MetricsLog, progress: &log::Progress, iter: u64, s: &StepStats) -> Result<()> {
+    log.skipped(iter, s.loss, s.loss_scale)?;
+    progress
+        .println(format!("step {iter:>6}: f16 gradients overflowed, step skipped; loss scale now {}", s.loss_scale));
+    Ok(())
+}
+
+/// "precision fp32", or the f16 loss scaler's settings.
+fn precision_note(scaler: &LossScaler, p: crate::kernels::precision::Precision) -> String {
+    if scaler.enabled {
+        format!(
+            "precision f16 (emulated), loss scale {} (x2 every {} clean steps)",
+            scaler.scale, scaler.growth_interval
+        )
+    } else if p.is_reduced() {
+        format!("precision {} (emulated)", p.name())
+    } else {
+        "precision fp32".into()
+    }
 }
 
 /// Options that do not change the result.
@@ -192,6 +227,9 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             opt.t = t;
             let mut model = ck.model;
             model.label_smoothing = cfg.train.label_smoothing;
+            model.set_precision(cfg.train.precision);
+            let mut scaler = LossScaler::from_config(&cfg.train);
+            scaler.restore(ck.state.loss_scaler);
             let trainer = Trainer {
                 model,
                 opt,
@@ -201,6 +239,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 rng: ck.state.rng,
                 step: ck.state.step,
                 seed: cfg.train.seed,
+                scaler,
             };
             (ck.tokenizer, trainer, ck.state.best_val_loss)
         }
@@ -209,6 +248,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             let mut model = Transformer::new(cfg.model_config(tokenizer.vocab_size()), cfg.train.batch_size)?;
             model.init(cfg.train.seed);
             model.label_smoothing = cfg.train.label_smoothing;
+            model.set_precision(cfg.train.precision);
             let opt = AdamW::new(cfg.optim.adamw(), &model.layout);
             let trainer = Trainer {
                 model,
@@ -219,6 +259,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 rng: Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed),
                 step: 0,
                 seed: cfg.train.seed,
+                scaler: LossScaler::from_config(&cfg.train),
             };
             (tokenizer, trainer, None)
         }
@@ -237,7 +278,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
     let progress = log::Progress::new(tc.max_iters, start_step, opts.quiet);
     if !opts.quiet {
         progress.println(format!(
-            "model: {} parameters ({} layers, {} heads, {} wide, block {}), vocab {}; data: {} train / {} val tokens; {} threads",
+            "model: {} parameters ({} layers, {} heads, {} wide, block {}), vocab {}; data: {} train / {} val tokens; {} threads; {}",
             trainer.model.num_params(),
             cfg.model.n_layer,
             cfg.model.n_head,
@@ -246,7 +287,8 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             tokenizer.vocab_size(),
             data.train.len(),
             data.val.len(),
-            rayon::current_num_threads()
+            rayon::current_num_threads(),
+            precision_note(&trainer.scaler, cfg.train.precision)
         ));
     }
     let mut eval_batch = Batch::new(tc.batch_size, cfg.model.block_size);
@@ -257,7 +299,12 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         log.eval(trainer.step, train_loss, val_loss)?;
         progress.println(format!("step {:>6}: train loss {train_loss:.4}, val loss {val_loss:.4}", trainer.step));
         *best = Some(best.map_or(val_loss, |b: f32| b.min(val_loss)));
-        let state = TrainState { step: trainer.step, rng: trainer.rng.clone(), best_val_loss: *best };
+        let state = TrainState {
+            step: trainer.step,
+            rng: trainer.rng.clone(),
+            best_val_loss: *best,
+            loss_scaler: trainer.scaler.state(),
+        };
         checkpoint::save(&ckpt_dir, &trainer.model, &trainer.opt, &cfg, &tokenizer, &state)?;
         Ok((train_loss, val_loss))
     };
@@ -273,6 +320,9 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         }
         let s = trainer.step(&data.train)?;
         window_steps += 1;
+        if s.skipped {
+            log_skipped(&mut log, &progress, trainer.step, &s)?;
+        }
         if trainer.step % tc.log_interval == 0 || trainer.step == tc.max_iters {
             let ms = window_start.elapsed().as_secs_f64() * 1e3 / window_steps as f64;
             log.step(trainer.step, s.loss, s.lr, s.grad_norm, ms, tokens_per_step / ms * 1e3)?;
@@ -321,7 +371,9 @@ pub fn profile_steps(
             rng,
             step: 0,
             seed: cfg.train.seed,
+            scaler: LossScaler::from_config(&cfg.train),
         };
+        trainer.model.set_precision(cfg.train.precision);
         for _ in 0..warmup {
             trainer.step(&tokens)?;
         }
