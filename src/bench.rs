@@ -155,8 +155,9 @@ pub fn run_case(
                 );
                 let schedule = LrSchedule { decay_lr: false, ..LrSchedule::cosine(1e-3, 1e-3, 0, 0) };
                 let clip = crate::optim::Clipping::norm(1.0);
-                let mut tr =
-                    Trainer { model, opt: Optimizer::AdamW(opt), schedule, clip, batch, rng, step: 0, seed, accum: 1 };
+                let scaler = crate::train::precision::LossScaler::disabled();
+                let opt = Optimizer::AdamW(opt);
+                let mut tr = Trainer { model, opt, schedule, clip, batch, rng, step: 0, seed, accum: 1, scaler };
                 time(&mut || tr.step(&data).map(|_| ()))?;
                 3.0 * forward_flops(&cfg, batch_size, t)
             }

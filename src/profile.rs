@@ -37,6 +37,7 @@ ops! {
     ClipGrad => "grad norm + clip",
     AdamW => "AdamW update",
     Batch => "batch sampling",
+    Round => "precision rounding (bf16/f16)",
 }
 
 const N_OPS: usize = LABELS.len();

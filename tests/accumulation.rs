@@ -8,7 +8,7 @@ mod common;
 use common::assert_close;
 use lmlab::model::transformer::{Arch, ModelConfig, Transformer};
 use lmlab::optim::{Clipping, OptimizerConfig, SgdConfig};
-use lmlab::train::{optimizer_step, GradAccum};
+use lmlab::train::{optimizer_step, precision::LossScaler, GradAccum};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -37,7 +37,7 @@ fn lm_micro_batches_equal_the_large_batch() {
 
     let mut small = model(cfg, b);
     small.zero_grad();
-    let mut acc = GradAccum::new(k);
+    let mut acc = GradAccum::new(k, 1.0);
     for m in 0..k {
         let rows = m * b * t..(m + 1) * b * t;
         let loss = small.forward_lm(&idx[rows.clone()], Some(&tgt[rows]), b, t, true, 0).unwrap().unwrap();
@@ -59,8 +59,8 @@ fn lm_micro_batches_equal_the_large_batch() {
     let mut opt_big = lmlab::optim::Optimizer::new(&oc, &big.layout);
     let mut opt_small = lmlab::optim::Optimizer::new(&oc, &small.layout);
     let clip = Clipping { norm: 0.5, value: 0.0 };
-    let a = optimizer_step(&mut big, &mut opt_big, clip, 0, big_loss, 0.1).unwrap();
-    let s = optimizer_step(&mut small, &mut opt_small, clip, 0, loss, 0.1).unwrap();
+    let a = optimizer_step(&mut big, &mut opt_big, clip, 0, big_loss, 0.1, &mut LossScaler::disabled()).unwrap();
+    let s = optimizer_step(&mut small, &mut opt_small, clip, 0, loss, 0.1, &mut LossScaler::disabled()).unwrap();
     assert!((a.grad_norm - s.grad_norm).abs() <= 1e-5 * a.grad_norm, "{} vs {}", a.grad_norm, s.grad_norm);
     assert_close("parameters after the update", &small.params, &to_f64(&big.params), 1e-6);
 }
@@ -93,7 +93,7 @@ fn seq2seq_micro_batches_weight_by_target_tokens() {
 
     let mut small = model(cfg, b);
     small.zero_grad();
-    let mut acc = GradAccum::new(k);
+    let mut acc = GradAccum::new(k, 1.0);
     let mut mean_of_means = 0.0;
     for m in 0..k {
         let (rs, rt) = (m * b * s..(m + 1) * b * s, m * b * t..(m + 1) * b * t);

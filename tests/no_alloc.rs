@@ -1,11 +1,14 @@
 //! After the first step, a training step (batch sampling, forward, backward, clipping, any
-//! optimizer, gradient accumulation) performs no heap allocation, on any thread. Counted through the global allocator.
+//! optimizer, gradient accumulation) performs no heap allocation, on any thread, in fp32, bf16
+//! and f16 (with loss scaling, clean and skipped steps). Counted through the global allocator.
 
 use lmlab::data::{Batch, CharTokenizer};
+use lmlab::kernels::precision::Precision;
 use lmlab::model::transformer::Transformer;
 use lmlab::model::Gpt;
 use lmlab::train::{
     config::{OptimizerName, RunConfig},
+    precision::LossScaler,
     thread_pool, Trainer,
 };
 use rand::SeedableRng;
@@ -58,33 +61,41 @@ fn training_step_allocates_nothing_after_the_first() {
     use lmlab::model::transformer::{ActivationKind, ModelConfig, NormKind, NormPosition, Position, ScoreKind};
     use lmlab::model::AttentionKind::{Dense, Flash};
     let base = ModelConfig { n_layer: 2, n_embd: 64, n_head: 4, block_size: 32, ..ModelConfig::default() };
+    // Llama's choices: the general attention kernel with RoPE and grouped-query heads.
+    let llama = ModelConfig {
+        norm: NormKind::Rmsnorm,
+        position: Position::Rope,
+        activation: ActivationKind::Swiglu,
+        n_kv_head: Some(2),
+        bias: false,
+        ..base.clone()
+    };
+    // Post-norm BatchNorm, T5 biases, cosine scores and attention dropout.
+    let post_bn = ModelConfig {
+        norm: NormKind::Batchnorm,
+        norm_position: NormPosition::Post,
+        position: Position::T5,
+        score: ScoreKind::Cosine,
+        attn_dropout: Some(0.1),
+        ..base.clone()
+    };
+    let fp32 = (Precision::Fp32, 65536.0);
     let variants = [
-        ModelConfig { attention: Dense, ..base.clone() },
-        ModelConfig { dropout: 0.1, ..base.clone() },
-        ModelConfig { attention: Flash, ..base.clone() },
-        // Llama's choices: the general attention kernel with RoPE and grouped-query heads.
-        ModelConfig {
-            norm: NormKind::Rmsnorm,
-            position: Position::Rope,
-            activation: ActivationKind::Swiglu,
-            n_kv_head: Some(2),
-            bias: false,
-            ..base.clone()
-        },
-        // Post-norm BatchNorm, T5 biases, cosine scores and attention dropout.
-        ModelConfig {
-            norm: NormKind::Batchnorm,
-            norm_position: NormPosition::Post,
-            position: Position::T5,
-            score: ScoreKind::Cosine,
-            attn_dropout: Some(0.1),
-            ..base.clone()
-        },
+        (ModelConfig { attention: Dense, ..base.clone() }, fp32),
+        (ModelConfig { dropout: 0.1, ..base.clone() }, fp32),
+        (ModelConfig { attention: Flash, ..base.clone() }, fp32),
+        (llama.clone(), fp32),
+        (post_bn.clone(), fp32),
+        (ModelConfig { dropout: 0.1, ..base.clone() }, (Precision::Bf16, 1.0)),
+        (post_bn, (Precision::Bf16, 1.0)),
+        (llama.clone(), (Precision::F16, 1024.0)),
+        // A loss scale so large that every f16 step overflows and is skipped.
+        (llama, (Precision::F16, 2f32.powi(100))),
     ];
     // Each variant also runs a different optimizer, and every other one accumulates gradients.
     use OptimizerName::*;
     let optimizers = [AdamW, Sgd, RmsProp, Adam, Adagrad];
-    for (i, variant) in variants.into_iter().enumerate() {
+    for (i, (variant, (precision, scale))) in variants.into_iter().enumerate() {
         let mut cfg = RunConfig { model: variant, ..RunConfig::default() };
         cfg.optim.name = optimizers[i % optimizers.len()];
         if matches!(cfg.optim.name, Sgd | RmsProp) {
@@ -94,11 +105,12 @@ fn training_step_allocates_nothing_after_the_first() {
         let accum = 1 + i % 2;
         let m = &cfg.model;
         let what = format!(
-            "{:?}/{:?}/{:?}/dropout {}/{:?}/accum {accum}",
+            "{:?}/{:?}/{:?}/dropout {}/{precision:?} scale {scale}/{:?}/accum {accum}",
             m.position, m.norm, m.attention, m.dropout, cfg.optim.name
         );
         let mut model = Transformer::new(cfg.model_config(tok.vocab_size()), 4).unwrap();
         model.init(1);
+        model.set_precision(precision);
         let opt = cfg.optim.build(&model.layout).unwrap();
         let mut tr = Trainer {
             accum,
@@ -110,6 +122,7 @@ fn training_step_allocates_nothing_after_the_first() {
             rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0),
             step: 0,
             seed: 0,
+            scaler: LossScaler::new(precision, scale, 3),
         };
         let pool = thread_pool(2).unwrap();
         let counted = pool.install(|| {
@@ -117,10 +130,14 @@ fn training_step_allocates_nothing_after_the_first() {
             tr.step(&tokens).unwrap();
             ALLOCS.store(0, Ordering::SeqCst);
             COUNTING.store(true, Ordering::SeqCst);
+            let mut skipped = 0;
             for _ in 0..5 {
-                tr.step(&tokens).unwrap();
+                skipped += tr.step(&tokens).unwrap().skipped as usize;
             }
             COUNTING.store(false, Ordering::SeqCst);
+            // The counted steps took the path the case is about.
+            let expect_skips = if scale > 1e20 { 5 } else { 0 };
+            assert_eq!(skipped, expect_skips, "{what}: {skipped} skipped steps");
             ALLOCS.load(Ordering::SeqCst)
         });
         let sizes: Vec<usize> = SIZES.iter().map(|s| s.load(Ordering::Relaxed)).take(counted).collect();

@@ -1,6 +1,7 @@
 //! Resuming continues a run exactly: N steps + checkpoint + resume + N steps gives bit-identical
 //! weights and optimizer state to 2N uninterrupted steps (with dropout on, so the dropout masks
-//! and the batch RNG must both be restored), for every optimizer and with gradient accumulation.
+//! and the batch RNG must both be restored), for every optimizer, with gradient accumulation,
+//! and in f16, where the loss scaler's state must be restored too.
 
 use lmlab::io::checkpoint;
 use lmlab::train::{config::RunConfig, train, TrainOptions};
@@ -42,8 +43,9 @@ lr_decay_iters = 8
 }
 
 /// Runs 8 steps straight and 4 + resume + 4 with the overrides `extra` and asserts
-/// bit-identical weights and optimizer state.
-fn check_resume(extra: &str) {
+/// bit-identical weights, optimizer and loss-scaler state; returns the scaler state and the
+/// straight run's metrics log.
+fn check_resume(extra: &str) -> (Option<lmlab::train::precision::ScalerState>, String) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("corpus.txt");
     std::fs::write(
@@ -69,12 +71,15 @@ fn check_resume(extra: &str) {
     assert!(a.model.params != first_half.model.params, "{extra}: the second half changed the weights");
     assert!(a.model.params == b.model.params, "{extra}: weights differ after resume");
     let (sa, sb) = (a.optimizer.unwrap(), b.optimizer.unwrap());
-    assert_eq!(sa.steps, 8, "{extra}");
+    // Every step updates the optimizer, except f16 steps skipped for overflowing gradients.
+    assert!(sa.steps == 8 || (extra.contains("f16") && (1..8).contains(&sa.steps)), "{extra}: {} updates", sa.steps);
     assert!(!sa.buffers.is_empty() || extra.contains("optim.name=sgd"), "{extra}: no optimizer state saved");
     assert!(sa == sb, "{extra}: optimizer state differs after resume");
+    assert_eq!(a.state.loss_scaler, b.state.loss_scaler, "{extra}: loss scaler differs after resume");
     // The metrics log of the resumed run continues where the first half stopped.
     let log = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
     assert!(log.lines().any(|l| l.contains("\"iter\":8")));
+    (a.state.loss_scaler, std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap())
 }
 
 #[test]
@@ -91,8 +96,26 @@ fn resume_is_exact_for_every_optimizer_and_with_accumulation() {
         "optim.name=rmsprop optim.momentum=0.5 optim.centered=true",
         "optim.name=adagrad optim.lr_decay=0.01",
         "train.grad_accum_steps=3",
+        "train.precision=bf16 optim.name=sgd optim.momentum=0.9",
     ] {
         check_resume(extra);
+    }
+}
+
+/// f16 with a loss scale that overflows at first (steps skipped, scale halved) and grows every
+/// two clean steps: the scale and the count of clean steps must survive the checkpoint.
+#[test]
+fn f16_resume_restores_the_loss_scaler_bit_for_bit() {
+    for extra in [
+        "train.precision=f16 train.loss_scale_init=16777216 train.loss_scale_growth_interval=2",
+        "train.precision=f16 train.loss_scale_init=1048576 train.loss_scale_growth_interval=2 train.grad_accum_steps=2",
+    ] {
+        let (state, log) = check_resume(extra);
+        let s = state.expect("an f16 checkpoint holds the loss scaler");
+        let skipped = log.lines().filter(|l| l.contains("\"skipped\":true")).count();
+        assert!(skipped > 0 && skipped < 8, "{extra}: {skipped} of 8 steps skipped:\n{log}");
+        let init: f32 = extra.split("loss_scale_init=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(s.scale < init, "{extra}: the scale backed off: {s:?}");
     }
 }
 

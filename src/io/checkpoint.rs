@@ -7,8 +7,8 @@
 //!                          exp_avg_sq.<name>, momentum_buffer.<name>, ...; metadata `optimizer`
 //!   config.toml            the full run config
 //!   tokenizer.json         the tokenizer (character vocabulary or BPE)
-//!   state.json             step, optimizer name and update count, batch-sampler RNG state, CRC32
-//!                          of every file
+//!   state.json             step, optimizer name and update count, batch-sampler RNG state, f16
+//!                          loss scale, CRC32 of every file
 //! ```
 //! Loading checks every CRC32, so a truncated or corrupted file is reported by name.
 
@@ -34,6 +34,9 @@ pub struct TrainState {
     /// State of the batch-sampling RNG, so a resumed run draws the same batches.
     pub rng: Xoshiro256PlusPlus,
     pub best_val_loss: Option<f32>,
+    /// The f16 loss scaler's scale and count of clean steps (absent in fp32 and bf16 runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<crate::train::precision::ScalerState>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -24,6 +24,7 @@ pub mod layernorm;
 pub mod math;
 pub mod matmul;
 pub mod positional;
+pub mod precision;
 pub mod residual;
 pub mod rmsnorm;
 

@@ -8,7 +8,8 @@
 
 use super::config::RunConfig;
 use super::log::{MetricsLog, Progress};
-use super::{optimizer_step, GradAccum, TrainOptions, TrainSummary};
+use super::precision::LossScaler;
+use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::data::bpe::{BpeTokenizer, BOS, PAD};
 use crate::data::classify::LabelledText;
 use crate::data::Tokenizer;
@@ -147,6 +148,8 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
     let mut model = Transformer::new(model_cfg, tc.batch_size)?;
     model.init_with(tc.init, tc.init_std, tc.seed);
     model.label_smoothing = tc.label_smoothing;
+    model.set_precision(tc.precision);
+    let mut scaler = LossScaler::from_config(tc);
     let mut opt = cfg.optim.build(&model.layout)?;
     let schedule = cfg.optim.schedule();
     let mut batch = ClassBatch::new(tc.batch_size, d.max_len);
@@ -186,14 +189,14 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
             ));
             last_val = val_loss;
             best = Some(best.map_or(val_loss, |b: f32| b.min(val_loss)));
-            let state = TrainState { step, rng: rng.clone(), best_val_loss: best };
+            let state = TrainState { step, rng: rng.clone(), best_val_loss: best, loss_scaler: scaler.state() };
             checkpoint::save(&ckpt_dir, &model, &opt, cfg, &tokenizer, &state)?;
         }
         if step == tc.max_iters {
             break;
         }
         model.zero_grad();
-        let mut acc = GradAccum::new(tc.grad_accum_steps);
+        let mut acc = GradAccum::new(tc.grad_accum_steps, scaler.loss_scale());
         for micro in 0..tc.grad_accum_steps as u64 {
             if cursor + tc.batch_size > train_rows.len() {
                 train_rows.shuffle(&mut rng);
@@ -209,7 +212,11 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
             acc.backward(&mut model, loss, step)?;
         }
         let loss = acc.finish(&mut model);
-        let s = optimizer_step(&mut model, &mut opt, cfg.optim.clipping(), step, loss, schedule.lr(step))?;
+        let lr = schedule.lr(step);
+        let s = optimizer_step(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr, &mut scaler)?;
+        if s.skipped {
+            log_skipped(&mut log, &progress, step + 1, &s)?;
+        }
         window.1 += 1;
         window.2 += s.loss as f64;
         if (step + 1) % tc.log_interval == 0 {

@@ -3,6 +3,7 @@
 //! Unknown keys and wrong types are errors that name the key. `--set section.key=value`
 //! overrides any key before validation.
 
+use crate::kernels::precision::Precision;
 use crate::model::transformer::ModelConfig;
 use crate::optim::{
     AdagradConfig, AdamConfig, AdamWConfig, GroupRule, LrSchedule, OptimizerConfig, RmsPropConfig, ScheduleKind,
@@ -98,6 +99,13 @@ pub struct TrainSection {
     /// Label smoothing ε of the training loss (PyTorch's `label_smoothing`); evaluation losses
     /// are always the plain cross-entropy.
     pub label_smoothing: f32,
+    /// Number format of the matrix products: "fp32", "bf16" or "f16" (emulated mixed
+    /// precision; master weights, optimizer and accumulation stay f32).
+    pub precision: Precision,
+    /// f16 only: initial loss scale (GradScaler's `init_scale`).
+    pub loss_scale_init: f32,
+    /// f16 only: clean steps in a row after which the loss scale doubles.
+    pub loss_scale_growth_interval: u64,
 }
 
 impl Default for TrainSection {
@@ -115,6 +123,9 @@ impl Default for TrainSection {
             grad_accum_steps: 1,
             init: crate::model::InitScheme::Gpt2,
             init_std: 0.02,
+            precision: Precision::Fp32,
+            loss_scale_init: 65536.0,
+            loss_scale_growth_interval: 2000,
         }
     }
 }
@@ -426,6 +437,9 @@ impl RunConfig {
         if !(0.0..1.0).contains(&t.label_smoothing) {
             bail!("train.label_smoothing must be in [0, 1), got {}", t.label_smoothing);
         }
+        if !(t.loss_scale_init.is_finite() && t.loss_scale_init > 0.0) || t.loss_scale_growth_interval == 0 {
+            bail!("train.loss_scale_init and train.loss_scale_growth_interval must be positive");
+        }
         if t.eval_interval == 0 || t.eval_iters == 0 || t.log_interval == 0 {
             bail!("train.eval_interval, train.eval_iters and train.log_interval must be positive");
         }
@@ -519,5 +533,12 @@ mod tests {
         assert_eq!(RunConfig::from_toml_str(&c.to_toml(), &[]).unwrap(), c, "groups survive the checkpoint round trip");
         let e = format!("{:#}", RunConfig::from_toml_str("", &["nokey".into()]).unwrap_err());
         assert!(e.contains("section.key=value"), "{e}");
+        let c = RunConfig::from_toml_str("[train]\nprecision = \"bf16\"\n", &[]).unwrap();
+        assert_eq!(c.train.precision, Precision::Bf16);
+        assert_eq!(RunConfig::from_toml_str("", &[]).unwrap().train.precision, Precision::Fp32);
+        let e = format!("{:#}", RunConfig::from_toml_str("", &["train.precision=fp8".into()]).unwrap_err());
+        assert!(e.contains("precision") && e.contains("unknown variant `fp8`") && e.contains("`bf16`"), "{e}");
+        let e = format!("{:#}", RunConfig::from_toml_str("", &["train.loss_scale_init=0".into()]).unwrap_err());
+        assert!(e.contains("loss_scale_init"), "{e}");
     }
 }

@@ -6,8 +6,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-/// Appends one JSON object per line: `{"iter", "loss", "lr", ...}` for training steps and
-/// `{"iter", "train_loss", "val_loss"}` for evaluations.
+/// Appends one JSON object per line: `{"iter", "loss", "lr", ...}` for training steps,
+/// `{"iter", "train_loss", "val_loss"}` for evaluations and `{"iter", "skipped": true, "loss",
+/// "loss_scale"}` for every f16 step skipped because its gradients overflowed.
 pub struct MetricsLog {
     out: BufWriter<File>,
 }
@@ -37,6 +38,15 @@ impl MetricsLog {
         });
         writeln!(self.out, "{line}")?;
         // Flushed per line so that a long run can be followed with `tail -f`.
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// An f16 step whose gradients overflowed: the optimizer step was skipped and the loss scale
+    /// halved to `loss_scale`.
+    pub fn skipped(&mut self, iter: u64, loss: f32, loss_scale: f32) -> Result<()> {
+        let line = serde_json::json!({"iter": iter, "skipped": true, "loss": loss, "loss_scale": loss_scale});
+        writeln!(self.out, "{line}")?;
         self.out.flush()?;
         Ok(())
     }

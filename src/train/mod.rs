@@ -2,6 +2,7 @@
 pub mod classify;
 pub mod config;
 pub mod log;
+pub mod precision;
 pub mod seq2seq;
 
 use crate::data::dataset::sample_batch;
@@ -13,6 +14,7 @@ use crate::optim::{clip_factor, clip_grad_value, grad_norm, Clipping, LrSchedule
 use anyhow::{bail, ensure, Context, Result};
 use config::{RunConfig, Task};
 use log::MetricsLog;
+use precision::{LossScaler, ScaleOutcome};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,8 @@ pub struct Trainer {
     pub seed: u64,
     /// Micro-batches per optimizer step (`train.grad_accum_steps`).
     pub accum: usize,
+    /// Dynamic loss scaling (f16); disabled otherwise.
+    pub scaler: LossScaler,
 }
 
 /// What one step measured.
@@ -48,8 +52,12 @@ pub struct Trainer {
 pub struct StepStats {
     pub loss: f32,
     pub lr: f32,
-    /// Global gradient norm before clipping.
+    /// Global gradient norm before clipping (NaN when the step was skipped).
     pub grad_norm: f32,
+    /// f16: the gradients overflowed, so the optimizer step was skipped.
+    pub skipped: bool,
+    /// The loss scale for the next step (1 without loss scaling).
+    pub loss_scale: f32,
 }
 
 impl Trainer {
@@ -58,7 +66,7 @@ impl Trainer {
         let lr = self.schedule.lr(self.step);
         let (b, t) = (self.batch.b, self.batch.t);
         self.model.zero_grad();
-        let mut acc = GradAccum::new(self.accum);
+        let mut acc = GradAccum::new(self.accum, self.scaler.loss_scale());
         for micro in 0..self.accum as u64 {
             {
                 let _p = crate::profile::scope(crate::profile::Op::Batch);
@@ -72,7 +80,7 @@ impl Trainer {
             acc.backward(&mut self.model, loss, self.step)?;
         }
         let loss = acc.finish(&mut self.model);
-        let stats = optimizer_step(&mut self.model, &mut self.opt, self.clip, self.step, loss, lr)?;
+        let stats = optimizer_step(&mut self.model, &mut self.opt, self.clip, self.step, loss, lr, &mut self.scaler)?;
         self.step += 1;
         Ok(stats)
     }
@@ -93,19 +101,24 @@ impl Trainer {
 }
 
 /// Backward passes of one optimizer step's micro-batches (`train.grad_accum_steps`): with one
-/// micro-batch, the plain backward of its mean loss; with several, each backpropagates its
-/// loss *sum* and [`GradAccum::finish`] divides by the total target count, so the update equals
-/// the one of the large batch made of them (up to float summation order; BatchNorm statistics
-/// stay per micro-batch).
+/// micro-batch, the plain backward of its mean loss; with several, every target of every
+/// micro-batch gets the same weight 1/n₀ (n₀ = the first micro-batch's target count, so the
+/// gradients keep the magnitude of a mean, which matters under f16), and [`GradAccum::finish`]
+/// rescales by n₀ / (total target count). The update then equals the one of the large batch made
+/// of them, even when micro-batches hold different numbers of real tokens (up to float summation
+/// order; BatchNorm statistics stay per micro-batch). Under f16 loss scaling every backward
+/// carries the loss scale, which [`optimizer_step`] removes again.
 pub struct GradAccum {
     micro_batches: usize,
+    loss_scale: f32,
     loss_sum: f64,
     count: usize,
+    first_count: usize,
 }
 
 impl GradAccum {
-    pub fn new(micro_batches: usize) -> Self {
-        GradAccum { micro_batches: micro_batches.max(1), loss_sum: 0.0, count: 0 }
+    pub fn new(micro_batches: usize, loss_scale: f32) -> Self {
+        GradAccum { micro_batches: micro_batches.max(1), loss_scale, loss_sum: 0.0, count: 0, first_count: 0 }
     }
 
     /// Backward of the forward pass just run, whose mean loss was `loss`.
@@ -117,22 +130,25 @@ impl GradAccum {
         }
         let n = model.loss_count();
         if self.micro_batches == 1 {
-            model.backward()?;
+            model.backward_scaled(self.loss_scale)?;
         } else {
-            model.backward_sum()?;
+            if self.count == 0 {
+                self.first_count = n.max(1);
+            }
+            model.backward_sum(self.loss_scale / self.first_count as f32)?;
         }
         self.loss_sum += loss as f64 * n as f64;
         self.count += n;
         Ok(())
     }
 
-    /// Turns the summed gradients into the gradient of the mean loss over all micro-batches;
-    /// returns that mean loss.
+    /// Turns the accumulated gradients into the gradient of the mean loss over all
+    /// micro-batches (still times the loss scale); returns that mean loss.
     pub fn finish(&mut self, model: &mut Transformer) -> f32 {
         let count = self.count.max(1);
         if self.micro_batches > 1 {
-            let inv = 1.0 / count as f32;
-            model.grads.iter_mut().for_each(|g| *g *= inv);
+            let factor = (self.first_count as f64 / count as f64) as f32;
+            model.grads.iter_mut().for_each(|g| *g *= factor);
         }
         let loss = (self.loss_sum / count as f64) as f32;
         (self.loss_sum, self.count) = (0.0, 0);
@@ -141,8 +157,9 @@ impl GradAccum {
 }
 
 /// The second half of every training step, whatever the task, once the gradients are in
-/// `model.grads`: clipping by value, the global gradient norm (reported after value clipping),
-/// and norm clipping folded into the optimizer update.
+/// `model.grads`: loss unscaling (f16: a step whose gradients overflowed is skipped here,
+/// leaving weights and optimizer state untouched), clipping by value, the global gradient norm
+/// (reported after value clipping), and norm clipping folded into the optimizer update.
 pub fn optimizer_step(
     model: &mut Transformer,
     opt: &mut Optimizer,
@@ -150,7 +167,11 @@ pub fn optimizer_step(
     step: u64,
     loss: f32,
     lr: f32,
+    scaler: &mut LossScaler,
 ) -> Result<StepStats> {
+    if scaler.unscale(&mut model.grads)? == ScaleOutcome::Overflow {
+        return Ok(StepStats { loss, lr, grad_norm: f32::NAN, skipped: true, loss_scale: scaler.loss_scale() });
+    }
     if clip.value > 0.0 {
         clip_grad_value(&mut model.grads, clip.value);
     }
@@ -160,7 +181,29 @@ pub fn optimizer_step(
     }
     let scale = if clip.norm > 0.0 { clip_factor(norm, clip.norm) } else { 1.0 };
     opt.step_scaled(&mut model.params, &model.grads, lr, scale);
-    Ok(StepStats { loss, lr, grad_norm: norm })
+    Ok(StepStats { loss, lr, grad_norm: norm, skipped: false, loss_scale: scaler.loss_scale() })
+}
+
+/// Writes a skipped f16 step (overflowed gradients) to the metrics log and the terminal.
+pub(crate) fn log_skipped(log: &mut MetricsLog, progress: &log::Progress, iter: u64, s: &StepStats) -> Result<()> {
+    log.skipped(iter, s.loss, s.loss_scale)?;
+    progress
+        .println(format!("step {iter:>6}: f16 gradients overflowed, step skipped; loss scale now {}", s.loss_scale));
+    Ok(())
+}
+
+/// "precision fp32", or the f16 loss scaler's settings.
+fn precision_note(scaler: &LossScaler, p: crate::kernels::precision::Precision) -> String {
+    if scaler.enabled {
+        format!(
+            "precision f16 (emulated), loss scale {} (x2 every {} clean steps)",
+            scaler.scale, scaler.growth_interval
+        )
+    } else if p.is_reduced() {
+        format!("precision {} (emulated)", p.name())
+    } else {
+        "precision fp32".into()
+    }
 }
 
 /// Options that do not change the result.
@@ -235,6 +278,9 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             opt.restore(ck.optimizer.as_ref().expect("loaded with the optimizer"))?;
             let mut model = ck.model;
             model.label_smoothing = cfg.train.label_smoothing;
+            model.set_precision(cfg.train.precision);
+            let mut scaler = LossScaler::from_config(&cfg.train);
+            scaler.restore(ck.state.loss_scaler);
             let trainer = Trainer {
                 model,
                 opt,
@@ -245,6 +291,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 step: ck.state.step,
                 seed: cfg.train.seed,
                 accum: cfg.train.grad_accum_steps,
+                scaler,
             };
             (ck.tokenizer, trainer, ck.state.best_val_loss)
         }
@@ -254,6 +301,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             model.init_with(cfg.train.init, cfg.train.init_std, cfg.train.seed);
             model.label_smoothing = cfg.train.label_smoothing;
             let opt = cfg.optim.build(&model.layout)?;
+            model.set_precision(cfg.train.precision);
             let trainer = Trainer {
                 model,
                 opt,
@@ -264,6 +312,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 step: 0,
                 seed: cfg.train.seed,
                 accum: cfg.train.grad_accum_steps,
+                scaler: LossScaler::from_config(&cfg.train),
             };
             (tokenizer, trainer, None)
         }
@@ -282,7 +331,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
     let progress = log::Progress::new(tc.max_iters, start_step, opts.quiet);
     if !opts.quiet {
         progress.println(format!(
-            "model: {} parameters ({} layers, {} heads, {} wide, block {}), vocab {}; data: {} train / {} val tokens; {} threads",
+            "model: {} parameters ({} layers, {} heads, {} wide, block {}), vocab {}; data: {} train / {} val tokens; {} threads; {}",
             trainer.model.num_params(),
             cfg.model.n_layer,
             cfg.model.n_head,
@@ -291,7 +340,8 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             tokenizer.vocab_size(),
             data.train.len(),
             data.val.len(),
-            rayon::current_num_threads()
+            rayon::current_num_threads(),
+            precision_note(&trainer.scaler, cfg.train.precision)
         ));
     }
     let mut eval_batch = Batch::new(tc.batch_size, cfg.model.block_size);
@@ -302,7 +352,12 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         log.eval(trainer.step, train_loss, val_loss)?;
         progress.println(format!("step {:>6}: train loss {train_loss:.4}, val loss {val_loss:.4}", trainer.step));
         *best = Some(best.map_or(val_loss, |b: f32| b.min(val_loss)));
-        let state = TrainState { step: trainer.step, rng: trainer.rng.clone(), best_val_loss: *best };
+        let state = TrainState {
+            step: trainer.step,
+            rng: trainer.rng.clone(),
+            best_val_loss: *best,
+            loss_scaler: trainer.scaler.state(),
+        };
         checkpoint::save(&ckpt_dir, &trainer.model, &trainer.opt, &cfg, &tokenizer, &state)?;
         Ok((train_loss, val_loss))
     };
@@ -318,6 +373,9 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         }
         let s = trainer.step(&data.train)?;
         window_steps += 1;
+        if s.skipped {
+            log_skipped(&mut log, &progress, trainer.step, &s)?;
+        }
         if trainer.step % tc.log_interval == 0 || trainer.step == tc.max_iters {
             let ms = window_start.elapsed().as_secs_f64() * 1e3 / window_steps as f64;
             log.step(trainer.step, s.loss, s.lr, s.grad_norm, ms, tokens_per_step / ms * 1e3)?;
@@ -367,7 +425,9 @@ pub fn profile_steps(
             step: 0,
             seed: cfg.train.seed,
             accum: cfg.train.grad_accum_steps,
+            scaler: LossScaler::from_config(&cfg.train),
         };
+        trainer.model.set_precision(cfg.train.precision);
         for _ in 0..warmup {
             trainer.step(&tokens)?;
         }

@@ -9,7 +9,8 @@
 
 use super::config::RunConfig;
 use super::log::{MetricsLog, Progress};
-use super::{optimizer_step, GradAccum, TrainOptions, TrainSummary};
+use super::precision::{LossScaler, ScalerState};
+use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::data::bpe::BpeTokenizer;
 use crate::data::parallel::{EvalBatcher, ParallelCorpus, Seq2SeqBatch, Seq2SeqBatcher};
 use crate::data::Tokenizer;
@@ -60,6 +61,8 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
     let mut model = Transformer::new(cfg.model_config(tokenizer.vocab_size()), tc.batch_size)?;
     model.init_with(tc.init, tc.init_std, tc.seed);
     model.label_smoothing = tc.label_smoothing;
+    model.set_precision(tc.precision);
+    let mut scaler = LossScaler::from_config(tc);
     let mut opt = cfg.optim.build(&model.layout)?;
     let schedule = cfg.optim.schedule();
     let mut batcher = Seq2SeqBatcher::new(&train, tc.batch_size, d.max_len, d.max_len, tc.seed)?;
@@ -93,13 +96,18 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
     let mut best: Option<f32> = None;
     let mut last_val = f32::NAN;
     let mut last_train = f32::NAN;
-    let mut evaluate = |model: &mut Transformer, opt: &Optimizer, step: u64, train_loss: f32, log: &mut MetricsLog| {
+    let mut evaluate = |model: &mut Transformer,
+                        opt: &Optimizer,
+                        step: u64,
+                        train_loss: f32,
+                        log: &mut MetricsLog,
+                        loss_scaler: Option<ScalerState>| {
         let val_loss = corpus_loss(model, &val, &mut eval_batch, d.max_len)? as f32;
         log.eval(step, train_loss, val_loss)?;
         progress.println(format!("step {step:>6}: train loss {train_loss:.4} (smoothed), val loss {val_loss:.4}"));
         best = Some(best.map_or(val_loss, |b: f32| b.min(val_loss)));
         let rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(tc.seed);
-        let state = TrainState { step, rng, best_val_loss: best };
+        let state = TrainState { step, rng, best_val_loss: best, loss_scaler };
         checkpoint::save(&ckpt_dir, model, opt, cfg, &tokenizer, &state)?;
         anyhow::Ok(val_loss)
     };
@@ -108,11 +116,11 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
     let (mut window_start, mut window_steps, mut window_tokens, mut window_loss) = (Instant::now(), 0u64, 0usize, 0f64);
     for step in 0..tc.max_iters {
         if step > 0 && step % tc.eval_interval == 0 {
-            last_val = evaluate(&mut model, &opt, step, last_train, &mut log)?;
+            last_val = evaluate(&mut model, &opt, step, last_train, &mut log, scaler.state())?;
         }
         let lr = schedule.lr(step);
         model.zero_grad();
-        let mut acc = GradAccum::new(tc.grad_accum_steps);
+        let mut acc = GradAccum::new(tc.grad_accum_steps, scaler.loss_scale());
         for micro in 0..tc.grad_accum_steps as u64 {
             batcher.next_batch(&train, &mut batch);
             let seed = mix64(tc.seed ^ mix64(step)) ^ micro;
@@ -121,7 +129,10 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
             window_tokens += batch.b * (batch.src_len + batch.tgt_len);
         }
         let loss = acc.finish(&mut model);
-        let s = optimizer_step(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr)?;
+        let s = optimizer_step(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr, &mut scaler)?;
+        if s.skipped {
+            log_skipped(&mut log, &progress, step + 1, &s)?;
+        }
         window_steps += 1;
         window_loss += s.loss as f64;
         let done = step + 1;
@@ -135,7 +146,7 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
         }
     }
     last_val = if tc.max_iters > 0 || last_val.is_nan() {
-        evaluate(&mut model, &opt, tc.max_iters, last_train, &mut log)?
+        evaluate(&mut model, &opt, tc.max_iters, last_train, &mut log, scaler.state())?
     } else {
         last_val
     };

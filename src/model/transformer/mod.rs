@@ -22,11 +22,11 @@ pub use config::{
 
 use crate::kernels::{
     crossentropy::{crossentropy_smoothed_backward, crossentropy_smoothed_forward},
-    matmul::{matmul_backward, matmul_forward},
+    precision::{matmul_lowp_scratch_len, round_into, Precision},
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout, Regions};
 use anyhow::{bail, ensure, Result};
-use layers::{Ctx, Scratch};
+use layers::{Ctx, LowScratch, Lowp, Scratch};
 use stack::{Stack, StackActs, StackKind};
 use std::ops::Range;
 
@@ -76,6 +76,22 @@ struct Last {
     gather_mask: Vec<bool>,
 }
 
+/// Mixed-precision state: the rounded weights the linear layers read and their scratch.
+struct LowState {
+    p: Precision,
+    /// `params` rounded to `p`, refreshed at the start of every forward pass.
+    w: Vec<f32>,
+    scratch: Vec<f32>,
+    ranges: LowScratch,
+}
+
+impl LowState {
+    /// Rounds the current parameters into the working copy.
+    fn refresh(&mut self, params: &[f32]) {
+        round_into(&mut self.w, params, self.p);
+    }
+}
+
 pub struct Transformer {
     pub config: ModelConfig,
     pub layout: ParamLayout,
@@ -100,6 +116,10 @@ pub struct Transformer {
     /// Label smoothing ε of the training loss (forward passes with `train = true`); evaluation
     /// always reports the plain cross-entropy.
     pub label_smoothing: f32,
+    /// Reduced-precision numerics (None in fp32); see [`Transformer::set_precision`].
+    low: Option<LowState>,
+    /// Widest input and output of any linear layer below the head, for the low-precision scratch.
+    widths: (usize, usize),
 }
 
 impl Transformer {
@@ -195,8 +215,39 @@ impl Transformer {
                 ..Last::default()
             },
             label_smoothing: 0.0,
+            low: None,
+            widths: (c.max(wide).max(cfg.ffn()), c.max(wide)),
             config,
         })
+    }
+
+    /// Runs every linear layer (the head included) as autocast does in `p`: inputs and weights
+    /// rounded to bf16/f16, f32 accumulation, the output and the gradients flowing back
+    /// through the layer rounded too (see `kernels::precision`). Everything else — embeddings,
+    /// norms, attention softmax, the loss, the gradients' f32 accumulation and the master
+    /// weights in `params` — stays f32. Allocates the rounded weight copy and the scratch here,
+    /// once; `Precision::Fp32` frees them.
+    pub fn set_precision(&mut self, p: Precision) {
+        if !p.is_reduced() {
+            self.low = None;
+            return;
+        }
+        let n = self.max_batch * self.config.block_size;
+        let (win, wout) = self.widths;
+        let head_out = self.config.vocab_size.max(self.config.num_classes);
+        let biggest = self.layout.tensors.iter().map(|t| t.numel()).max().unwrap_or(0);
+        let mut al = ActLayout::default();
+        let ranges = LowScratch {
+            x: al.alloc(n * win),
+            dout: al.alloc(n * wout),
+            bwd: al.alloc(matmul_lowp_scratch_len(n, win, 0) + biggest + wout.max(head_out)),
+        };
+        self.low = Some(LowState { p, w: vec![0.0; self.layout.total], scratch: vec![0.0; al.total], ranges });
+    }
+
+    /// The precision of the linear layers.
+    pub fn precision(&self) -> Precision {
+        self.low.as_ref().map_or(Precision::Fp32, |l| l.p)
     }
 
     pub fn num_params(&self) -> usize {
@@ -355,13 +406,18 @@ impl Transformer {
         self.begin(b, 0, s, false, 0);
         self.last.has_targets = false;
         self.last.src[..b * s].copy_from_slice(src);
+        if let Some(l) = &mut self.low {
+            l.refresh(&self.params);
+        }
         let last = &self.last;
         let (enc, ea) = (self.encoder.as_ref().unwrap(), self.enc_acts.as_ref().unwrap());
         let w = Regions::new(&mut self.params);
         let g = Regions::new(&mut self.grads);
         let r = Regions::new(&mut self.acts);
+        let low_views = self.low.as_mut().map(low_regions);
+        let low = lowp(&low_views);
         let mask = last.has_mask.then(|| &last.mask[..b * s]);
-        let cxe = ctx(&w, &g, &r, &self.consts, &self.scratch, last, s, mask, None);
+        let cxe = ctx(&w, &g, &r, &self.consts, &self.scratch, last, s, mask, None, low);
         enc.forward(&cxe, ea, &last.src[..b * s], None);
         self.last.encoded = true;
         Ok(())
@@ -454,13 +510,19 @@ impl Transformer {
     /// The forward pass; with `run_encoder` false, an encoder-decoder reuses the encoder
     /// output already in the activations ([`Transformer::decode`]).
     fn run_forward_from(&mut self, run_encoder: bool) -> Result<Option<f32>> {
+        if let Some(l) = &mut self.low {
+            l.refresh(&self.params);
+        }
         let last = &self.last;
         let (b, t, te) = (last.b, last.t, last.t_enc);
         let w = Regions::new(&mut self.params);
         let g = Regions::new(&mut self.grads);
         let r = Regions::new(&mut self.acts);
+        let low_views = self.low.as_mut().map(low_regions);
+        let low = lowp(&low_views);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
-        let cx = |t, self_mask, enc_mask| ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask);
+        let cx =
+            |t, self_mask, enc_mask| ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low);
         let c = self.config.n_embd;
         let eps = if last.train { self.label_smoothing } else { 0.0 };
         // The stack whose output feeds the head.
@@ -496,7 +558,7 @@ impl Transformer {
             Head::Lm { w: hw } => {
                 let (n, v) = (b * t, self.config.vocab_size);
                 let logits = r.mut_(&ha.logits, n * v);
-                matmul_forward(logits, h, w.get(hw, hw.len()), None, n, c, v);
+                top_cx.linear_forward(logits, h, hw, &None, n, c, v);
                 if !last.has_targets {
                     return Ok(None);
                 }
@@ -507,7 +569,7 @@ impl Transformer {
                 let pooled = r.mut_(&ha.pooled, b * c);
                 pool_forward(pooled, h, mask.filter(|_| *pooling == Pooling::Mean), *pooling, b, t, c);
                 let logits = r.mut_(&ha.logits, b * k);
-                matmul_forward(logits, pooled, w.get(hw, hw.len()), Some(w.get(hb, k)), b, c, k);
+                top_cx.linear_forward(logits, pooled, hw, &Some(hb.clone()), b, c, k);
                 if !last.has_targets {
                     return Ok(None);
                 }
@@ -539,7 +601,7 @@ impl Transformer {
     /// Backward pass of the last forward pass (which must have had targets): accumulates the
     /// gradient of the mean loss into `self.grads`. Call [`Transformer::zero_grad`] first.
     pub fn backward(&mut self) -> Result<()> {
-        self.backward_weighted(None)
+        self.backward_impl(false, 1.0)
     }
 
     /// Number of targets the loss of the last forward pass averaged over (non-ignored tokens
@@ -548,15 +610,21 @@ impl Transformer {
         self.last.loss_count
     }
 
-    /// Backward of `weight` times the last loss's *sum* (not its mean), for gradient
-    /// accumulation: micro-batches backpropagated with their target counts as weights, then
-    /// divided by the total count, give the gradient of the mean over all of them.
-    pub fn backward_sum(&mut self) -> Result<()> {
-        self.backward_weighted(Some(self.last.loss_count as f32))
+    /// [`Transformer::backward`] for the loss multiplied by `loss_scale`: the gradient of the
+    /// logits is scaled before anything is rounded, so that small gradients survive f16
+    /// (dynamic loss scaling; the caller divides the parameter gradients by `loss_scale`).
+    pub fn backward_scaled(&mut self, loss_scale: f32) -> Result<()> {
+        self.backward_impl(false, loss_scale)
     }
 
-    /// The head's loss-gradient scale is `weight / loss_count` (1 / loss_count when `None`).
-    fn backward_weighted(&mut self, weight: Option<f32>) -> Result<()> {
+    /// Backward of `loss_scale` times the last loss's *sum* over its targets (not its mean),
+    /// for gradient accumulation: micro-batches backpropagated this way, then divided by their
+    /// total target count, give the gradient of the mean over all of them.
+    pub fn backward_sum(&mut self, loss_scale: f32) -> Result<()> {
+        self.backward_impl(true, loss_scale)
+    }
+
+    fn backward_impl(&mut self, sum: bool, loss_scale: f32) -> Result<()> {
         ensure!(self.last.has_targets && self.last.b > 0, "backward() needs a forward pass with targets first");
         let last = &self.last;
         let (b, t, te) = (last.b, last.t, last.t_enc);
@@ -564,14 +632,17 @@ impl Transformer {
         let w = Regions::new(&mut self.params);
         let g = Regions::new(&mut self.grads);
         let r = Regions::new(&mut self.acts);
+        let low_views = self.low.as_mut().map(low_regions);
+        let low = lowp(&low_views);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
-        let cx = |t, self_mask, enc_mask| ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask);
+        let cx =
+            |t, self_mask, enc_mask| ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low);
         let ha = &self.head_acts;
         let eps = if last.train { self.label_smoothing } else { 0.0 };
-        let scale = match (last.loss_count, weight) {
-            (0, _) => 0.0,
-            (n, None) => 1.0 / n as f32,
-            (n, Some(w)) => (w as f64 / n as f64) as f32,
+        let scale = match last.loss_count {
+            0 => 0.0,
+            _ if sum => loss_scale,
+            n => loss_scale / n as f32,
         };
         // Head: d_logits → ∂L/∂(top stack output), written into that stack's d_out.
         let (top, top_acts) = top_stack(&self.encoder, &self.decoder, &self.enc_acts, &self.dec_acts);
@@ -584,24 +655,15 @@ impl Transformer {
                 let (n, v) = (b * t, self.config.vocab_size);
                 let d_logits = r.mut_(&ha.d_logits, n * v);
                 crossentropy_smoothed_backward(d_logits, r.get(&ha.logits, n * v), &last.targets[..n], v, scale, eps);
-                matmul_backward(d_h, g.mut_(hw, hw.len()), None, d_logits, h, w.get(hw, hw.len()), n, c, v);
+                top_cx.linear_backward_owned(d_h, hw, &None, d_logits, h, n, c, v);
             }
             Head::Classifier { w: hw, b: hb, pooling } => {
                 let k = self.config.num_classes;
                 let d_logits = r.mut_(&ha.d_logits, b * k);
                 crossentropy_smoothed_backward(d_logits, r.get(&ha.logits, b * k), &last.targets[..b], k, scale, eps);
                 let d_pooled = r.mut_(&ha.d_pooled, b * c);
-                matmul_backward(
-                    d_pooled,
-                    g.mut_(hw, hw.len()),
-                    Some(g.mut_(hb, k)),
-                    d_logits,
-                    r.get(&ha.pooled, b * c),
-                    w.get(hw, hw.len()),
-                    b,
-                    c,
-                    k,
-                );
+                let pooled = r.get(&ha.pooled, b * c);
+                top_cx.linear_backward_owned(d_pooled, hw, &Some(hb.clone()), d_logits, pooled, b, c, k);
                 pool_backward(d_h, d_pooled, mask.filter(|_| *pooling == Pooling::Mean), *pooling, b, t, c);
             }
         }
@@ -642,6 +704,17 @@ fn top_stack<'a>(
     }
 }
 
+/// Views of the mixed-precision buffers for one pass: (precision, rounded weights, scratch).
+type LowViews<'a> = (Precision, Regions<'a>, Regions<'a>, &'a LowScratch);
+
+fn low_regions(l: &mut LowState) -> LowViews<'_> {
+    (l.p, Regions::new(&mut l.w), Regions::new(&mut l.scratch), &l.ranges)
+}
+
+fn lowp<'a>(views: &'a Option<LowViews<'a>>) -> Option<Lowp<'a>> {
+    views.as_ref().map(|(p, w, s, ranges)| Lowp { p: *p, w, s, ranges })
+}
+
 /// The context of one stack's pass over the last forward's batch.
 #[allow(clippy::too_many_arguments)]
 fn ctx<'a>(
@@ -654,6 +727,7 @@ fn ctx<'a>(
     t: usize,
     self_mask: Option<&'a [bool]>,
     enc_mask: Option<&'a [bool]>,
+    low: Option<Lowp<'a>>,
 ) -> Ctx<'a> {
     Ctx {
         w,
@@ -668,6 +742,7 @@ fn ctx<'a>(
         dropout_seed: last.dropout_seed,
         self_mask,
         enc_mask,
+        low,
     }
 }
 

@@ -9,7 +9,6 @@ use crate::kernels::{
         general_attention_backward, general_attention_forward, general_attention_fwd_scratch_len,
         general_attention_scratch_len, AttnDims, AttnInputs, AttnMask, AttnParamGrads, PositionBias, QkvGrads, ScoreFn,
     },
-    matmul::{matmul_backward, matmul_forward},
     positional::{rope_backward, rope_forward},
     residual::residual_add_inplace,
 };
@@ -291,13 +290,13 @@ impl Attention {
         let (b, t, n) = (cx.b, cx.t, cx.n());
         let q = cx.r.mut_(&a.q, n * if a.kv.is_some() { h.nh * h.hs } else { h.qkv() });
         match &self.c_kv {
-            None => matmul_forward(q, x, cx.p(&self.c_q_w), cx.popt(&self.c_q_b), n, h.c, h.qkv()),
+            None => cx.linear_forward(q, x, &self.c_q_w, &self.c_q_b, n, h.c, h.qkv()),
             Some((kvw, kvb)) => {
-                matmul_forward(q, x, cx.p(&self.c_q_w), cx.popt(&self.c_q_b), n, h.c, h.nh * h.hs);
+                cx.linear_forward(q, x, &self.c_q_w, &self.c_q_b, n, h.c, h.nh * h.hs);
                 let enc = enc.expect("cross-attention needs the encoder output");
                 let ne = b * cx.t_enc;
                 let kv = cx.r.mut_(a.kv.as_ref().unwrap(), ne * 2 * h.kv());
-                matmul_forward(kv, enc, cx.p(kvw), cx.popt(kvb), ne, h.c, 2 * h.kv());
+                cx.linear_forward(kv, enc, kvw, kvb, ne, h.c, 2 * h.kv());
             }
         }
         if let SelfPosition::Rope { theta } = self.position {
@@ -340,7 +339,7 @@ impl Attention {
             }
         }
         let out = cx.r.mut_(&a.out, n * h.c);
-        matmul_forward(out, y, cx.p(&self.c_proj_w), cx.popt(&self.c_proj_b), n, h.nh * h.hs, h.c);
+        cx.linear_forward(out, y, &self.c_proj_w, &self.c_proj_b, n, h.nh * h.hs, h.c);
     }
 
     /// dx (N, C) = ∂L/∂x given dout (N, C); for cross-attention also d_enc (N_enc, C) += ∂L/∂enc.
@@ -359,17 +358,7 @@ impl Attention {
         let (b, t, n) = (cx.b, cx.t, cx.n());
         let tk = if a.kv.is_some() { cx.t_enc } else { t };
         let d_y = cx.r.mut_(&s.d_y, n * h.c);
-        matmul_backward(
-            d_y,
-            cx.gw(&self.c_proj_w),
-            cx.gopt(&self.c_proj_b),
-            dout,
-            cx.r.get(&a.y, n * h.c),
-            cx.p(&self.c_proj_w),
-            n,
-            h.nh * h.hs,
-            h.c,
-        );
+        cx.linear_backward(d_y, &self.c_proj_w, &self.c_proj_b, dout, cx.r.get(&a.y, n * h.c), n, h.nh * h.hs, h.c);
         let p_drop = cx.drop_p(self.attn_drop);
         let probs_len = b * h.nh * t * tk;
         let dropped =
@@ -450,12 +439,12 @@ impl Attention {
             rope_backward(d_q, n, w, h.nh, h.hs, t, 0, theta);
             rope_backward(&mut d_q[h.nh * h.hs..], n, w, h.nkv, h.hs, t, 0, theta);
         }
-        matmul_backward(dx, cx.gw(&self.c_q_w), cx.gopt(&self.c_q_b), d_q, x, cx.p(&self.c_q_w), n, h.c, qw);
+        cx.linear_backward_owned(dx, &self.c_q_w, &self.c_q_b, d_q, x, n, h.c, qw);
         if let (Some((kvw, kvb)), Some((enc, d_enc))) = (&self.c_kv, enc) {
             let ne = b * cx.t_enc;
             let part = cx.r.mut_(&s.d_enc_part, ne * h.c);
-            let d_kv = cx.r.get(&s.d_wide2, ne * 2 * h.kv());
-            matmul_backward(part, cx.gw(kvw), cx.gopt(kvb), d_kv, enc, cx.p(kvw), ne, h.c, 2 * h.kv());
+            let d_kv = cx.r.mut_(&s.d_wide2, ne * 2 * h.kv());
+            cx.linear_backward_owned(part, kvw, kvb, d_kv, enc, ne, h.c, 2 * h.kv());
             residual_add_inplace(d_enc, part);
         }
     }

@@ -1,9 +1,8 @@
 //! The feed-forward network: c_proj(act(c_fc(x))), or SwiGLU's gated form.
 
 use super::Ctx;
-use crate::kernels::{
-    activation::{activation_backward, activation_forward, swiglu_backward, swiglu_forward, Activation},
-    matmul::{matmul_backward, matmul_forward},
+use crate::kernels::activation::{
+    activation_backward, activation_forward, swiglu_backward, swiglu_forward, Activation,
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
 use crate::model::transformer::config::ModelConfig;
@@ -56,36 +55,26 @@ impl Mlp {
     pub fn forward(&self, cx: &Ctx, a: &MlpActs, x: &[f32]) {
         let (n, c, f, fi) = (cx.n(), self.c, self.f, self.f_in());
         let fc = cx.r.mut_(&a.fc, n * fi);
-        matmul_forward(fc, x, cx.p(&self.c_fc_w), cx.popt(&self.c_fc_b), n, c, fi);
+        cx.linear_forward(fc, x, &self.c_fc_w, &self.c_fc_b, n, c, fi);
         let fc_act = cx.r.mut_(&a.fc_act, n * f);
         match self.act {
             Some(act) => activation_forward(act, fc_act, fc),
             None => swiglu_forward(fc_act, fc, f),
         }
         let out = cx.r.mut_(&a.out, n * c);
-        matmul_forward(out, fc_act, cx.p(&self.c_proj_w), cx.popt(&self.c_proj_b), n, f, c);
+        cx.linear_forward(out, fc_act, &self.c_proj_w, &self.c_proj_b, n, f, c);
     }
 
     pub fn backward(&self, cx: &Ctx, a: &MlpActs, dx: &mut [f32], dout: &[f32], x: &[f32]) {
         let (n, c, f, fi, s) = (cx.n(), self.c, self.f, self.f_in(), cx.scratch);
         let d_act = cx.r.mut_(&s.d_wide2, n * f);
-        matmul_backward(
-            d_act,
-            cx.gw(&self.c_proj_w),
-            cx.gopt(&self.c_proj_b),
-            dout,
-            cx.r.get(&a.fc_act, n * f),
-            cx.p(&self.c_proj_w),
-            n,
-            f,
-            c,
-        );
+        cx.linear_backward(d_act, &self.c_proj_w, &self.c_proj_b, dout, cx.r.get(&a.fc_act, n * f), n, f, c);
         let d_fc = cx.r.mut_(&s.d_wide, n * fi);
         let fc = cx.r.get(&a.fc, n * fi);
         match self.act {
             Some(act) => activation_backward(act, d_fc, fc, d_act),
             None => swiglu_backward(d_fc, fc, d_act, f),
         }
-        matmul_backward(dx, cx.gw(&self.c_fc_w), cx.gopt(&self.c_fc_b), d_fc, x, cx.p(&self.c_fc_w), n, c, fi);
+        cx.linear_backward_owned(dx, &self.c_fc_w, &self.c_fc_b, d_fc, x, n, c, fi);
     }
 }

@@ -16,6 +16,8 @@ pub(crate) use norm::{Norm, NormActs};
 use super::config::NormPosition;
 use crate::kernels::{
     dropout::{dropout_backward, dropout_forward, site_seed},
+    matmul::{matmul_backward, matmul_forward},
+    precision::{matmul_backward_lowp, matmul_forward_lowp, round_inplace, round_into, Precision},
     residual::residual_forward,
 };
 use crate::model::layout::{ActLayout, Regions};
@@ -43,6 +45,31 @@ pub(crate) struct Ctx<'a> {
     pub self_mask: Option<&'a [bool]>,
     /// Source tokens cross-attention may see: (B, T_enc).
     pub enc_mask: Option<&'a [bool]>,
+    /// Mixed precision (bf16/f16): how the linear layers round; None in fp32.
+    pub low: Option<Lowp<'a>>,
+}
+
+/// What the linear layers of a reduced-precision pass read: the rounded copy of the weights and
+/// their scratch (see `kernels::precision`).
+#[derive(Clone, Copy)]
+pub(crate) struct Lowp<'a> {
+    pub p: Precision,
+    /// The parameters rounded to `p`, in the parameters' layout.
+    pub w: &'a Regions<'a>,
+    /// The scratch buffer, cut by `ranges`.
+    pub s: &'a Regions<'a>,
+    pub ranges: &'a LowScratch,
+}
+
+/// Ranges of the mixed-precision scratch buffer; one linear layer runs at a time, so all share it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LowScratch {
+    /// (N, widest input) the rounded input of a forward product.
+    pub x: Range<usize>,
+    /// (N, widest output) the rounded copy of an output gradient the caller still reads.
+    pub dout: Range<usize>,
+    /// `matmul_lowp_scratch_len` of the largest product.
+    pub bwd: Range<usize>,
 }
 
 impl Ctx<'_> {
@@ -71,6 +98,94 @@ impl Ctx<'_> {
     }
     pub fn seed(&self, site: u64) -> u64 {
         site_seed(self.dropout_seed, 0, site)
+    }
+
+    /// A linear layer's forward pass, out (N, OC) = x (N, C) · Wᵀ + b with the weight (OC, C) and
+    /// bias (OC) at `w` and `b`, in the pass's precision.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_forward(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        w: &Range<usize>,
+        b: &Option<Range<usize>>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        match &self.low {
+            None => matmul_forward(out, x, self.p(w), self.popt(b), n, c, oc),
+            Some(l) => {
+                let bias = b.as_ref().map(|b| l.w.get(b, b.len()));
+                let x_low = l.s.mut_(&l.ranges.x, n * c);
+                matmul_forward_lowp(out, x_low, x, l.w.get(w, w.len()), bias, n, c, oc, l.p);
+            }
+        }
+    }
+
+    /// A linear layer's backward pass: dx (N, C) overwritten, the gradients of `w` and `b`
+    /// accumulated, from dout (N, OC), which is left unchanged.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_backward(
+        &self,
+        dx: &mut [f32],
+        w: &Range<usize>,
+        b: &Option<Range<usize>>,
+        dout: &[f32],
+        x: &[f32],
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        match &self.low {
+            None => matmul_backward(dx, self.gw(w), self.gopt(b), dout, x, self.p(w), n, c, oc),
+            Some(l) => {
+                let d = l.s.mut_(&l.ranges.dout, n * oc);
+                round_into(d, &dout[..n * oc], l.p);
+                self.linear_backward_low(l, dx, w, b, d, x, n, c, oc);
+            }
+        }
+    }
+
+    /// [`Ctx::linear_backward`] for an output gradient the caller no longer needs: in reduced
+    /// precision it is rounded in place instead of into a copy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_backward_owned(
+        &self,
+        dx: &mut [f32],
+        w: &Range<usize>,
+        b: &Option<Range<usize>>,
+        dout: &mut [f32],
+        x: &[f32],
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        match &self.low {
+            None => matmul_backward(dx, self.gw(w), self.gopt(b), dout, x, self.p(w), n, c, oc),
+            Some(l) => {
+                round_inplace(&mut dout[..n * oc], l.p);
+                self.linear_backward_low(l, dx, w, b, dout, x, n, c, oc);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward_low(
+        &self,
+        l: &Lowp,
+        dx: &mut [f32],
+        w: &Range<usize>,
+        b: &Option<Range<usize>>,
+        dout: &[f32],
+        x: &[f32],
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        let scratch = l.s.mut_(&l.ranges.bwd, crate::kernels::precision::matmul_lowp_scratch_len(n, c, oc));
+        let weight = l.w.get(w, w.len());
+        matmul_backward_lowp(dx, self.gw(w), self.gopt(b), dout, x, weight, n, c, oc, l.p, scratch);
     }
 }
 
