@@ -1,6 +1,10 @@
 //! Evaluation of language models: loss, perplexity, bits per character.
 
 pub mod bleu;
+pub mod chrf;
+pub mod diversity;
+pub mod porter;
+pub mod rouge;
 
 use crate::model::transformer::Transformer;
 use anyhow::{ensure, Result};
