@@ -77,7 +77,7 @@ impl fmt::Display for Bleu {
 
 /// Python's `str.isspace()`, which `str.split()` and `str.rstrip()` use: Unicode White_Space
 /// plus the ASCII separators U+001C..U+001F.
-fn is_py_space(c: char) -> bool {
+pub(crate) fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 

@@ -1,10 +1,17 @@
-//! Evaluation of language models: loss, perplexity, bits per character.
+//! Evaluation, with the reference implementations' numbers: language-model loss and
+//! perplexity (sliding window), classification (scikit-learn), BLEU and chrF (sacrebleu), ROUGE
+//! (rouge-score), diversity, fluency, efficiency, and summaries over several runs. See
+//! docs/EVALUATION.md.
 
 pub mod bleu;
+pub mod chrf;
 pub mod classification;
+pub mod diversity;
 pub mod efficiency;
 pub mod files;
 pub mod perplexity;
+pub mod porter;
+pub mod rouge;
 pub mod stability;
 
 use crate::model::transformer::Transformer;
