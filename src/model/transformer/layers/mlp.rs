@@ -7,6 +7,7 @@ use crate::kernels::{
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
 use crate::model::transformer::config::ModelConfig;
+use crate::model::transformer::probe::{ActKind, ActTensor, View};
 use std::ops::Range;
 
 #[derive(Clone, Debug)]
@@ -87,5 +88,21 @@ impl Mlp {
             None => swiglu_backward(d_fc, fc, d_act, f),
         }
         matmul_backward(dx, cx.gw(&self.c_fc_w), cx.gopt(&self.c_fc_b), d_fc, x, cx.p(&self.c_fc_w), n, c, fi);
+    }
+}
+
+/// Read-only views for diagnostics (see `probe.rs`).
+impl Mlp {
+    /// The layer's activation tensors in forward order, named `{prefix}.{fc|act|out}`.
+    pub fn activations<'a>(&self, v: &View<'a>, a: &MlpActs, prefix: &str, layer: usize, out: &mut Vec<ActTensor<'a>>) {
+        let (n, l) = (v.n(), Some(layer));
+        v.push(out, format!("{prefix}.fc"), l, ActKind::FfnPre, &a.fc, n * self.f_in());
+        v.push(out, format!("{prefix}.act"), l, ActKind::FfnAct, &a.fc_act, n * self.f);
+        v.push(out, format!("{prefix}.out"), l, ActKind::BranchOut, &a.out, n * self.c);
+    }
+
+    /// The pre-activation (N, F_in), F_in and the hidden width F.
+    pub fn pre_activation<'a>(&self, v: &View<'a>, a: &MlpActs) -> (&'a [f32], usize, usize) {
+        (v.get(&a.fc, v.n() * self.f_in()), self.f_in(), self.f)
     }
 }
