@@ -12,6 +12,7 @@ use super::{update, TrainOptions, TrainSummary};
 use crate::data::bpe::{BpeTokenizer, BOS, PAD};
 use crate::data::classify::LabelledText;
 use crate::data::Tokenizer;
+use crate::inspect::HealthMonitor;
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
@@ -174,6 +175,7 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
         ));
     }
 
+    let mut health = HealthMonitor::new(tc.health_interval, &model);
     let started = Instant::now();
     let (mut cursor, mut last_train, mut last_val, mut best) = (train_rows.len(), f32::NAN, f32::NAN, None::<f32>);
     let mut window = (Instant::now(), 0u64, 0f64);
@@ -200,12 +202,16 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
         let rows = &train_rows[cursor..cursor + tc.batch_size.min(train_rows.len())];
         cursor += rows.len();
         batch.fill(&train_seqs, &train_set.labels, rows);
+        let health_due = health.before_step(step + 1, &model);
         model.zero_grad();
         let seed = mix64(tc.seed ^ mix64(step));
         let loss = model
             .forward_classify(&batch.idx, Some(&batch.mask), Some(&batch.labels), batch.b, batch.t, true, seed)?
             .unwrap_or(0.0);
         let s = update(&mut model, &mut opt, cfg.optim.clipping(), step, loss, schedule.lr(step))?;
+        if health_due {
+            log.health(step + 1, &health.stats(&model))?;
+        }
         window.1 += 1;
         window.2 += s.loss as f64;
         if (step + 1) % tc.log_interval == 0 {

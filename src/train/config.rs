@@ -87,6 +87,9 @@ pub struct TrainSection {
     /// Label smoothing ε of the training loss (PyTorch's `label_smoothing`); evaluation losses
     /// are always the plain cross-entropy.
     pub label_smoothing: f32,
+    /// Log per-layer health statistics (gradient norms, update ratios, activations, dead
+    /// units, attention entropy) every this many steps; 0 = off.
+    pub health_interval: u64,
 }
 
 impl Default for TrainSection {
@@ -101,6 +104,7 @@ impl Default for TrainSection {
             seed: 1337,
             threads: 0,
             label_smoothing: 0.0,
+            health_interval: 0,
         }
     }
 }

@@ -6,8 +6,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-/// Appends one JSON object per line: `{"iter", "loss", "lr", ...}` for training steps and
-/// `{"iter", "train_loss", "val_loss"}` for evaluations.
+/// Appends one JSON object per line: `{"iter", "loss", "lr", ...}` for training steps,
+/// `{"iter", "train_loss", "val_loss"}` for evaluations and `{"iter", "health"}` for the
+/// per-layer statistics (`train.health_interval`).
 pub struct MetricsLog {
     out: BufWriter<File>,
 }
@@ -37,6 +38,13 @@ impl MetricsLog {
         });
         writeln!(self.out, "{line}")?;
         // Flushed per line so that a long run can be followed with `tail -f`.
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// `{"iter", "health": {"layers": [...], "tensors": [...]}}` (see [`crate::inspect::health`]).
+    pub fn health(&mut self, iter: u64, stats: &crate::inspect::HealthStats) -> Result<()> {
+        writeln!(self.out, "{}", serde_json::json!({"iter": iter, "health": stats}))?;
         self.out.flush()?;
         Ok(())
     }

@@ -13,6 +13,7 @@ use super::{update, TrainOptions, TrainSummary};
 use crate::data::bpe::BpeTokenizer;
 use crate::data::parallel::{EvalBatcher, ParallelCorpus, Seq2SeqBatch, Seq2SeqBatcher};
 use crate::data::Tokenizer;
+use crate::inspect::HealthMonitor;
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
@@ -104,6 +105,7 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
         anyhow::Ok(val_loss)
     };
 
+    let mut health = HealthMonitor::new(tc.health_interval, &model);
     let loop_start = Instant::now();
     let (mut window_start, mut window_steps, mut window_tokens, mut window_loss) = (Instant::now(), 0u64, 0usize, 0f64);
     for step in 0..tc.max_iters {
@@ -113,10 +115,14 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
         let lr = schedule.lr(step);
         batcher.next_batch(&train, &mut batch);
         let b = &batch;
+        let health_due = health.before_step(step + 1, &model);
         model.zero_grad();
         let seed = mix64(tc.seed ^ mix64(step));
         let loss = forward_batch(&mut model, b, true, seed)?;
         let s = update(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr)?;
+        if health_due {
+            log.health(step + 1, &health.stats(&model))?;
+        }
         window_steps += 1;
         window_tokens += b.b * (b.src_len + b.tgt_len);
         window_loss += s.loss as f64;
