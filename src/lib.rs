@@ -6,6 +6,7 @@ pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod infer;
+pub mod inspect;
 pub mod io;
 pub mod kernels;
 pub mod model;

@@ -103,6 +103,21 @@ enum Cmd {
         /// Rows of the table.
         #[arg(long, default_value_t = 11)]
         rows: usize,
+        /// Also draw the schedule into this file (.png or .svg).
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+    },
+    /// Draw a run's charts from RUN_DIR/metrics.jsonl: loss, learning rate, gradient norm and,
+    /// with train.health_interval, the per-layer health statistics.
+    Plot {
+        /// The run directory (train.out_dir).
+        run_dir: PathBuf,
+        /// png or svg.
+        #[arg(long, default_value = "png")]
+        format: lmlab::inspect::plot::Format,
+        /// Where to write the charts (default RUN_DIR/plots).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Time training steps of a config's model and break the time down by operation.
     Profile {
@@ -176,10 +191,23 @@ fn run(cli: Cli) -> Result<()> {
             thread_pool(threads)?
                 .install(|| cmd_translate(&checkpoint, input.as_deref(), &reference, output.as_deref(), &opts, batch))
         }
-        Cmd::Schedule { config, set, rows } => {
+        Cmd::Schedule { config, set, rows, plot } => {
             let cfg = RunConfig::from_file(&config, &set)?;
             let text = lmlab::optim::schedule::describe(&cfg.optim.schedule(), cfg.train.max_iters, rows.max(2), 64);
             print!("{text}");
+            if let Some(path) = plot {
+                let text = lmlab::inspect::plot::plot_schedule(&cfg.optim.schedule(), cfg.train.max_iters, &path)?;
+                note_textless(text);
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Cmd::Plot { run_dir, format, out } => {
+            let (files, text) = lmlab::inspect::plot::plot_run(&run_dir, format, out.as_deref())?;
+            note_textless(text);
+            for f in files {
+                println!("wrote {}", f.display());
+            }
             Ok(())
         }
         Cmd::Profile { config, set, vocab, warmup, iters } => {
@@ -216,6 +244,16 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Demo { data, iters, out, offline } => cmd_demo(data.as_deref(), iters, &out, offline),
+    }
+}
+
+/// Says on stderr when the charts could not get text (no font found).
+fn note_textless(text: bool) {
+    if !text {
+        eprintln!(
+            "note: the charts have no text: no TrueType font was found (or LMLAB_FONT=none); install one \
+             (e.g. fonts-dejavu-core) or set LMLAB_FONT=/path/to/font.ttf"
+        );
     }
 }
 

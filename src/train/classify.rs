@@ -13,6 +13,7 @@ use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::data::bpe::{BpeTokenizer, BOS, PAD};
 use crate::data::classify::LabelledText;
 use crate::data::Tokenizer;
+use crate::inspect::HealthMonitor;
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
@@ -176,6 +177,7 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
         ));
     }
 
+    let mut health = HealthMonitor::new(tc.health_interval, &model);
     let started = Instant::now();
     let (mut cursor, mut last_train, mut last_val, mut best) = (train_rows.len(), f32::NAN, f32::NAN, None::<f32>);
     let mut window = (Instant::now(), 0u64, 0f64);
@@ -195,6 +197,7 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
         if step == tc.max_iters {
             break;
         }
+        let health_due = health.before_step(step + 1, &model);
         model.zero_grad();
         let mut acc = GradAccum::new(tc.grad_accum_steps, scaler.loss_scale());
         for micro in 0..tc.grad_accum_steps as u64 {
@@ -216,6 +219,9 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
         let s = optimizer_step(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr, &mut scaler)?;
         if s.skipped {
             log_skipped(&mut log, &progress, step + 1, &s)?;
+        }
+        if health_due {
+            log.health(step + 1, &health.stats(&model))?;
         }
         window.1 += 1;
         window.2 += s.loss as f64;

@@ -106,6 +106,9 @@ pub struct TrainSection {
     pub loss_scale_init: f32,
     /// f16 only: clean steps in a row after which the loss scale doubles.
     pub loss_scale_growth_interval: u64,
+    /// Log per-layer health statistics (gradient norms, update ratios, activations, dead
+    /// units, attention entropy) every this many steps; 0 = off.
+    pub health_interval: u64,
 }
 
 impl Default for TrainSection {
@@ -126,6 +129,7 @@ impl Default for TrainSection {
             precision: Precision::Fp32,
             loss_scale_init: 65536.0,
             loss_scale_growth_interval: 2000,
+            health_interval: 0,
         }
     }
 }

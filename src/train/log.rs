@@ -7,8 +7,9 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 /// Appends one JSON object per line: `{"iter", "loss", "lr", ...}` for training steps,
-/// `{"iter", "train_loss", "val_loss"}` for evaluations and `{"iter", "skipped": true, "loss",
-/// "loss_scale"}` for every f16 step skipped because its gradients overflowed.
+/// `{"iter", "train_loss", "val_loss"}` for evaluations, `{"iter", "skipped": true, "loss",
+/// "loss_scale"}` for every f16 step skipped because its gradients overflowed, and `{"iter",
+/// "health"}` for the per-layer statistics (`train.health_interval`).
 pub struct MetricsLog {
     out: BufWriter<File>,
 }
@@ -47,6 +48,13 @@ impl MetricsLog {
     pub fn skipped(&mut self, iter: u64, loss: f32, loss_scale: f32) -> Result<()> {
         let line = serde_json::json!({"iter": iter, "skipped": true, "loss": loss, "loss_scale": loss_scale});
         writeln!(self.out, "{line}")?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// `{"iter", "health": {"layers": [...], "tensors": [...]}}` (see [`crate::inspect::health`]).
+    pub fn health(&mut self, iter: u64, stats: &crate::inspect::HealthStats) -> Result<()> {
+        writeln!(self.out, "{}", serde_json::json!({"iter": iter, "health": stats}))?;
         self.out.flush()?;
         Ok(())
     }

@@ -7,6 +7,7 @@ pub mod seq2seq;
 
 use crate::data::dataset::sample_batch;
 use crate::data::{Batch, CharTokenizer, TokenDataset, Tokenizer};
+use crate::inspect::HealthMonitor;
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
@@ -125,7 +126,9 @@ impl GradAccum {
     pub fn backward(&mut self, model: &mut Transformer, loss: f32, step: u64) -> Result<()> {
         if !loss.is_finite() {
             bail!(
-                "loss is {loss} at step {step}: training diverged (try a lower optim.learning_rate or optim.grad_clip)"
+                "loss is {loss} at step {step}: {}; training diverged (try a lower optim.learning_rate or \
+                 optim.grad_clip)",
+                where_nonfinite(model)
             );
         }
         let n = model.loss_count();
@@ -177,7 +180,7 @@ pub fn optimizer_step(
     }
     let norm = grad_norm(&model.grads);
     if !norm.is_finite() {
-        bail!("gradient norm is {norm} at step {step}: training diverged");
+        bail!("gradient norm is {norm} at step {step}: {}; training diverged", where_nonfinite(model));
     }
     let scale = if clip.norm > 0.0 { clip_factor(norm, clip.norm) } else { 1.0 };
     opt.step_scaled(&mut model.params, &model.grads, lr, scale);
@@ -204,6 +207,12 @@ fn precision_note(scaler: &LossScaler, p: crate::kernels::precision::Precision) 
     } else {
         "precision fp32".into()
     }
+}
+
+/// Where the first NaN or infinity of the last step is, for the error that stops training.
+fn where_nonfinite(model: &Transformer) -> String {
+    crate::inspect::first_nonfinite(model)
+        .unwrap_or_else(|| "no activation or gradient holds a NaN or an infinity".into())
 }
 
 /// Options that do not change the result.
@@ -362,6 +371,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         Ok((train_loss, val_loss))
     };
 
+    let mut health = HealthMonitor::new(tc.health_interval, &trainer.model);
     let started = Instant::now();
     let mut window_start = Instant::now();
     let mut window_steps = 0u64;
@@ -371,7 +381,11 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         if trainer.step % tc.eval_interval == 0 && (trainer.step != start_step || resume.is_none()) {
             last = evaluate(&mut trainer, &mut best, &mut log)?;
         }
+        let health_due = health.before_step(trainer.step + 1, &trainer.model);
         let s = trainer.step(&data.train)?;
+        if health_due {
+            log.health(trainer.step, &health.stats(&trainer.model))?;
+        }
         window_steps += 1;
         if s.skipped {
             log_skipped(&mut log, &progress, trainer.step, &s)?;

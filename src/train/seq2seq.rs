@@ -14,6 +14,7 @@ use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::data::bpe::BpeTokenizer;
 use crate::data::parallel::{EvalBatcher, ParallelCorpus, Seq2SeqBatch, Seq2SeqBatcher};
 use crate::data::Tokenizer;
+use crate::inspect::HealthMonitor;
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
@@ -112,6 +113,7 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
         anyhow::Ok(val_loss)
     };
 
+    let mut health = HealthMonitor::new(tc.health_interval, &model);
     let loop_start = Instant::now();
     let (mut window_start, mut window_steps, mut window_tokens, mut window_loss) = (Instant::now(), 0u64, 0usize, 0f64);
     for step in 0..tc.max_iters {
@@ -119,6 +121,7 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
             last_val = evaluate(&mut model, &opt, step, last_train, &mut log, scaler.state())?;
         }
         let lr = schedule.lr(step);
+        let health_due = health.before_step(step + 1, &model);
         model.zero_grad();
         let mut acc = GradAccum::new(tc.grad_accum_steps, scaler.loss_scale());
         for micro in 0..tc.grad_accum_steps as u64 {
@@ -132,6 +135,9 @@ pub fn train_translation(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSu
         let s = optimizer_step(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr, &mut scaler)?;
         if s.skipped {
             log_skipped(&mut log, &progress, step + 1, &s)?;
+        }
+        if health_due {
+            log.health(step + 1, &health.stats(&model))?;
         }
         window_steps += 1;
         window_loss += s.loss as f64;

@@ -14,11 +14,13 @@
 
 pub mod config;
 mod layers;
+mod probe;
 mod stack;
 
 pub use config::{
     ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
 };
+pub use probe::{ActKind, ActTensor, AttnProbs, BlockProbe};
 
 use crate::kernels::{
     crossentropy::{crossentropy_smoothed_backward, crossentropy_smoothed_forward},

@@ -8,6 +8,7 @@
 
 use super::config::{ModelConfig, Position};
 use super::layers::{Attention, Ctx, Function, Mlp, Norm, NormActs, SelfPosition, Sublayer, SublayerActs};
+use super::probe::{ActKind, ActTensor, BlockProbe, View};
 use crate::kernels::{
     dropout::{dropout_backward, dropout_forward},
     embedding::{token_embedding_backward, token_embedding_forward},
@@ -29,6 +30,8 @@ pub(super) enum StackKind {
 
 #[derive(Clone, Debug)]
 pub(super) struct Stack {
+    /// Parameter-name prefix: "transformer", "encoder" or "decoder".
+    prefix: String,
     c: usize,
     pub wte: Range<usize>,     // (V, C), possibly shared with the other stack
     wpe: Option<Range<usize>>, // (block_size, C), learned positions
@@ -133,6 +136,7 @@ impl Stack {
         }
         let ln_f = cfg.final_norm.then(|| Norm::new(l, &format!("{prefix}.ln_f"), cfg));
         Stack {
+            prefix: prefix.to_string(),
             c,
             wte,
             wpe,
@@ -281,5 +285,55 @@ impl Stack {
         };
         let dpos = self.wpe.as_ref().map(|w| cx.gw(w));
         token_embedding_backward(cx.gw(&self.wte), dpos, d_emb, idx, self.emb_scale, cx.t, c);
+    }
+}
+
+/// Read-only views for diagnostics (see `probe.rs`).
+impl Stack {
+    /// Names of sublayer `k`: (block index, norm name, function name).
+    fn sublayer_names(&self, k: usize) -> (usize, &'static str, &'static str) {
+        let names = match (k % self.per_block, self.per_block) {
+            (0, _) => ("ln_1", "attn"),
+            (1, 3) => ("ln_cross", "cross_attn"),
+            _ => ("ln_2", "mlp"),
+        };
+        (k / self.per_block, names.0, names.1)
+    }
+
+    /// The stack's activation tensors of the last forward pass, in forward order.
+    pub fn activations<'a>(&self, v: &View<'a>, a: &StackActs, out: &mut Vec<ActTensor<'a>>) {
+        let (n, c, p) = (v.n(), self.c, &self.prefix);
+        v.push(out, format!("{p}.emb"), None, ActKind::Embedding, &a.emb, n * c);
+        if let (Some(r), true) = (&a.emb_drop, v.train && self.dropout > 0.0) {
+            v.push(out, format!("{p}.emb_drop"), None, ActKind::Dropout, r, n * c);
+        }
+        for (k, (s, sa)) in self.sublayers.iter().zip(&a.subs).enumerate() {
+            let (i, norm, f) = self.sublayer_names(k);
+            s.activations(v, sa, &format!("{p}.h.{i}"), i, (norm, f), out);
+        }
+        if let Some(na) = &a.ln_f {
+            v.push(out, format!("{p}.ln_f.out"), None, ActKind::NormOut, &na.out, n * c);
+        }
+    }
+
+    /// Per block: the output, the feed-forward pre-activation and the attention probabilities.
+    pub fn blocks<'a>(&'a self, v: &View<'a>, a: &StackActs, out: &mut Vec<BlockProbe<'a>>) {
+        let n = v.n();
+        for (i, (subs, sacts)) in self.sublayers.chunks(self.per_block).zip(a.subs.chunks(self.per_block)).enumerate() {
+            let (last, last_acts) = (&subs[self.per_block - 1], &sacts[self.per_block - 1]);
+            let output = v.get(&last.output_range(last_acts), n * self.c);
+            let (ffn_pre, ffn_in, ffn_hidden) = last.ffn_pre(v, last_acts).expect("a block ends with its MLP");
+            let attn = |k: usize| subs[k].attention_probs(v, &sacts[k]).expect("attention sublayer");
+            out.push(BlockProbe {
+                stack: &self.prefix,
+                layer: i,
+                output,
+                ffn_pre,
+                ffn_in,
+                ffn_hidden,
+                self_attn: attn(0),
+                cross_attn: (self.per_block == 3).then(|| attn(1)),
+            });
+        }
     }
 }

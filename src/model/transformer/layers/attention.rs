@@ -14,6 +14,7 @@ use crate::kernels::{
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
 use crate::model::transformer::config::{AttentionKind, ModelConfig, ScoreKind};
+use crate::model::transformer::probe::{ActKind, ActTensor, AttnProbs, View};
 use std::ops::Range;
 
 /// Shapes shared by the attention layers of a model.
@@ -446,6 +447,70 @@ impl Attention {
             let d_kv = cx.r.mut_(&s.d_wide2, ne * 2 * h.kv());
             cx.linear_backward_owned(part, kvw, kvb, d_kv, enc, ne, h.c, 2 * h.kv());
             residual_add_inplace(d_enc, part);
+        }
+    }
+}
+
+/// Read-only views for diagnostics (see `probe.rs`).
+impl Attention {
+    /// The layer's activation tensors in forward order, named `{prefix}.{what}`.
+    pub fn activations<'a>(
+        &self,
+        v: &View<'a>,
+        a: &AttentionActs,
+        prefix: &str,
+        layer: usize,
+        out: &mut Vec<ActTensor<'a>>,
+    ) {
+        let h = &self.heads;
+        let (b, t, n, l) = (v.b, v.t, v.n(), Some(layer));
+        match &a.kv {
+            None => v.push(out, format!("{prefix}.qkv"), l, ActKind::Query, &a.q, n * h.qkv()),
+            Some(kv) => {
+                v.push(out, format!("{prefix}.q"), l, ActKind::Query, &a.q, n * h.nh * h.hs);
+                v.push(out, format!("{prefix}.kv"), l, ActKind::KeyValue, kv, b * v.t_enc * 2 * h.kv());
+            }
+        }
+        let tk = if a.kv.is_some() { v.t_enc } else { t };
+        match self.fast {
+            Some(AttentionKind::Flash) => {
+                v.push(out, format!("{prefix}.lse"), l, ActKind::LogSumExp, &a.probs, b * h.nh * t)
+            }
+            _ => v.push(out, format!("{prefix}.probs"), l, ActKind::Probs, &a.probs, b * h.nh * t * tk),
+        }
+        if let (Some(r), true) = (&a.probs_drop, v.train && self.attn_drop > 0.0) {
+            v.push(out, format!("{prefix}.probs_drop"), l, ActKind::Dropout, r, b * h.nh * t * tk);
+        }
+        v.push(out, format!("{prefix}.y"), l, ActKind::Heads, &a.y, n * h.c);
+        v.push(out, format!("{prefix}.out"), l, ActKind::BranchOut, &a.out, n * h.c);
+    }
+
+    /// The attention probabilities of the last forward pass (before attention dropout).
+    pub fn probs<'a>(&self, v: &View<'a>, a: &AttentionActs) -> AttnProbs<'a> {
+        let h = &self.heads;
+        let (b, t) = (v.b, v.t);
+        match self.fast {
+            Some(AttentionKind::Flash) => AttnProbs::Flash {
+                lse: v.get(&a.probs, b * h.nh * t),
+                qkv: v.get(&a.q, b * t * h.qkv()),
+                b,
+                t,
+                c: h.c,
+                nh: h.nh,
+            },
+            _ => {
+                let cross = a.kv.is_some();
+                let tk = if cross { v.t_enc } else { t };
+                AttnProbs::Stored {
+                    probs: v.get(&a.probs, b * h.nh * t * tk),
+                    b,
+                    nh: h.nh,
+                    tq: t,
+                    tk,
+                    // Padded queries of an encoder still attend; their rows are left out.
+                    query_mask: if cross { None } else { v.self_mask },
+                }
+            }
         }
     }
 }

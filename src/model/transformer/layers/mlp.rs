@@ -6,6 +6,7 @@ use crate::kernels::activation::{
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
 use crate::model::transformer::config::ModelConfig;
+use crate::model::transformer::probe::{ActKind, ActTensor, View};
 use std::ops::Range;
 
 #[derive(Clone, Debug)]
@@ -76,5 +77,21 @@ impl Mlp {
             None => swiglu_backward(d_fc, fc, d_act, f),
         }
         cx.linear_backward_owned(dx, &self.c_fc_w, &self.c_fc_b, d_fc, x, n, c, fi);
+    }
+}
+
+/// Read-only views for diagnostics (see `probe.rs`).
+impl Mlp {
+    /// The layer's activation tensors in forward order, named `{prefix}.{fc|act|out}`.
+    pub fn activations<'a>(&self, v: &View<'a>, a: &MlpActs, prefix: &str, layer: usize, out: &mut Vec<ActTensor<'a>>) {
+        let (n, l) = (v.n(), Some(layer));
+        v.push(out, format!("{prefix}.fc"), l, ActKind::FfnPre, &a.fc, n * self.f_in());
+        v.push(out, format!("{prefix}.act"), l, ActKind::FfnAct, &a.fc_act, n * self.f);
+        v.push(out, format!("{prefix}.out"), l, ActKind::BranchOut, &a.out, n * self.c);
+    }
+
+    /// The pre-activation (N, F_in), F_in and the hidden width F.
+    pub fn pre_activation<'a>(&self, v: &View<'a>, a: &MlpActs) -> (&'a [f32], usize, usize) {
+        (v.get(&a.fc, v.n() * self.f_in()), self.f_in(), self.f)
     }
 }

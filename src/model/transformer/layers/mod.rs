@@ -14,6 +14,7 @@ pub(crate) use mlp::{Mlp, MlpActs};
 pub(crate) use norm::{Norm, NormActs};
 
 use super::config::NormPosition;
+use super::probe::{ActKind, ActTensor, AttnProbs, View};
 use crate::kernels::{
     dropout::{dropout_backward, dropout_forward, site_seed},
     matmul::{matmul_backward, matmul_forward},
@@ -375,6 +376,58 @@ impl Sublayer {
             }
             (Function::Mlp(m), FunctionActs::Mlp(ma)) => m.backward(cx, ma, d_fin, d_branch, u),
             _ => unreachable!("activation layout matches the function"),
+        }
+    }
+}
+
+/// Read-only views for diagnostics (see `probe.rs`).
+impl Sublayer {
+    /// The sublayer's activation tensors in forward order, named `{block}.{norm|f}.{what}`.
+    pub fn activations<'a>(
+        &self,
+        v: &View<'a>,
+        a: &SublayerActs,
+        block: &str,
+        layer: usize,
+        (norm, f): (&str, &str),
+        out: &mut Vec<ActTensor<'a>>,
+    ) {
+        let len = v.n() * self.norm_width();
+        let l = Some(layer);
+        let push_norm = |out: &mut Vec<ActTensor<'a>>| {
+            v.push(out, format!("{block}.{norm}.out"), l, ActKind::NormOut, &a.norm.out, len)
+        };
+        if self.position == NormPosition::Pre {
+            push_norm(out);
+        }
+        let prefix = format!("{block}.{f}");
+        match (&self.f, &a.f) {
+            (Function::Attention(at), FunctionActs::Attention(aa)) => at.activations(v, aa, &prefix, layer, out),
+            (Function::Mlp(m), FunctionActs::Mlp(ma)) => m.activations(v, ma, &prefix, layer, out),
+            _ => unreachable!("activation layout matches the function"),
+        }
+        if let (Some(r), true) = (&a.branch_drop, v.train && self.dropout > 0.0) {
+            v.push(out, format!("{prefix}.drop"), l, ActKind::Dropout, r, len);
+        }
+        v.push(out, format!("{prefix}.residual"), l, ActKind::Residual, &a.sum, len);
+        if self.position == NormPosition::Post {
+            push_norm(out);
+        }
+    }
+
+    /// A feed-forward sublayer's pre-activation, its width and the hidden width F.
+    pub fn ffn_pre<'a>(&self, v: &View<'a>, a: &SublayerActs) -> Option<(&'a [f32], usize, usize)> {
+        match (&self.f, &a.f) {
+            (Function::Mlp(m), FunctionActs::Mlp(ma)) => Some(m.pre_activation(v, ma)),
+            _ => None,
+        }
+    }
+
+    /// An attention sublayer's probabilities.
+    pub fn attention_probs<'a>(&self, v: &View<'a>, a: &SublayerActs) -> Option<AttnProbs<'a>> {
+        match (&self.f, &a.f) {
+            (Function::Attention(at), FunctionActs::Attention(aa)) => Some(at.probs(v, aa)),
+            _ => None,
         }
     }
 }
