@@ -74,7 +74,8 @@ impl Default for DataSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
-    /// Run directory: metrics.jsonl and the checkpoint `ckpt/` go here.
+    /// Run directory: config.toml, metrics.jsonl, the latest checkpoint `ckpt/` and the best
+    /// one `ckpt_best/` go here.
     pub out_dir: String,
     pub batch_size: usize,
     pub max_iters: u64,
@@ -98,6 +99,10 @@ pub struct TrainSection {
     /// Label smoothing ε of the training loss (PyTorch's `label_smoothing`); evaluation losses
     /// are always the plain cross-entropy.
     pub label_smoothing: f32,
+    /// Stop after this many evaluations in a row without an improvement of the val loss by more
+    /// than `early_stop_min_delta`; 0 turns early stopping off.
+    pub early_stop_patience: u64,
+    pub early_stop_min_delta: f32,
 }
 
 impl Default for TrainSection {
@@ -115,6 +120,8 @@ impl Default for TrainSection {
             grad_accum_steps: 1,
             init: crate::model::InitScheme::Gpt2,
             init_std: 0.02,
+            early_stop_patience: 0,
+            early_stop_min_delta: 0.0,
         }
     }
 }
@@ -425,6 +432,9 @@ impl RunConfig {
         }
         if !(0.0..1.0).contains(&t.label_smoothing) {
             bail!("train.label_smoothing must be in [0, 1), got {}", t.label_smoothing);
+        }
+        if !(t.early_stop_min_delta >= 0.0 && t.early_stop_min_delta.is_finite()) {
+            bail!("train.early_stop_min_delta must be a non-negative number, got {}", t.early_stop_min_delta);
         }
         if t.eval_interval == 0 || t.eval_iters == 0 || t.log_interval == 0 {
             bail!("train.eval_interval, train.eval_iters and train.log_interval must be positive");
