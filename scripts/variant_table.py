@@ -64,6 +64,8 @@ def run(name, sets, iters, binary, config, threads):
     with open(os.path.join(out_dir, "metrics.jsonl")) as f:
         for line in f:
             r = json.loads(line)
+            if "event" in r:  # resume / early_stop lines
+                continue
             (evals if "val_loss" in r else steps).append(r)
     last = evals[-1]
     ms = sorted(r["ms_per_iter"] for r in steps)

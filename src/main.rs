@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Train a model from a TOML config (or resume a language model from a checkpoint).
+    /// Train a model from a TOML config (or resume any run from a checkpoint).
     Train {
         /// Run config (TOML with [model], [data], [train], [optim]). Optional with --resume.
         #[arg(long)]
@@ -37,6 +37,10 @@ enum Cmd {
         /// No progress bar or log lines.
         #[arg(long)]
         quiet: bool,
+        /// JSON lines on standard output for scripts: each logged step, each evaluation,
+        /// events (resume, early stop), then a summary object; no progress bar.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate text from a checkpoint.
     Sample {
@@ -180,7 +184,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Train { config, set, resume, quiet } => cmd_train(config, set, resume, quiet),
+        Cmd::Train { config, set, resume, quiet, json } => cmd_train(config, set, resume, TrainOptions { quiet, json }),
         Cmd::Sample { checkpoint, prompt, max_new_tokens, temperature, top_k, seed, threads } => {
             let opts = SampleOptions { max_new_tokens, temperature, top_k };
             thread_pool(threads)?.install(|| cmd_sample(&checkpoint, &prompt, &opts, seed))
@@ -257,7 +261,7 @@ fn note_textless(text: bool) {
     }
 }
 
-fn cmd_train(config: Option<PathBuf>, set: Vec<String>, resume: Option<PathBuf>, quiet: bool) -> Result<()> {
+fn cmd_train(config: Option<PathBuf>, set: Vec<String>, resume: Option<PathBuf>, opts: TrainOptions) -> Result<()> {
     let cfg = match (&config, &resume) {
         (Some(path), _) => RunConfig::from_file(path, &set)?,
         (None, Some(dir)) => {
@@ -267,7 +271,14 @@ fn cmd_train(config: Option<PathBuf>, set: Vec<String>, resume: Option<PathBuf>,
         }
         (None, None) => anyhow::bail!("give --config FILE (or --resume DIR)"),
     };
-    let s = train::train(cfg, resume.as_deref(), &TrainOptions { quiet })?;
+    let s = train::train(cfg, resume.as_deref(), &opts)?;
+    if opts.json {
+        println!("{}", s.to_json());
+        return Ok(());
+    }
+    if let Some(reason) = &s.early_stop {
+        println!("stopped early at step {}: {reason}", s.steps);
+    }
     println!(
         "done: {} steps, train loss {:.4}, val loss {:.4}, {:.1} s ({:.1} ms/iter); checkpoint: {}",
         s.steps,
@@ -277,6 +288,9 @@ fn cmd_train(config: Option<PathBuf>, set: Vec<String>, resume: Option<PathBuf>,
         s.ms_per_iter,
         s.checkpoint.display()
     );
+    if let (Some(best), Some(step), Some(dir)) = (s.best_val_loss, s.best_step, &s.best_checkpoint) {
+        println!("best: val loss {best:.4} at step {step}; checkpoint: {}", dir.display());
+    }
     Ok(())
 }
 

@@ -199,3 +199,37 @@ fn eval_file_with_unknown_characters() {
         &["other.txt", "'Z'"],
     );
 }
+
+#[test]
+fn train_json_prints_only_json_lines_ending_with_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("corpus.txt");
+    std::fs::write(&data, CORPUS.repeat(20)).unwrap();
+    let cfg =
+        write_config(dir.path(), &data, "log_interval = 2\nearly_stop_patience = 1\nearly_stop_min_delta = 100.0\n");
+    let o = lmlab(&["train", "--config", cfg.to_str().unwrap(), "--json", "--set", "train.max_iters=20"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.is_empty(), "no progress bar or log lines: {err}");
+    let lines: Vec<serde_json::Value> =
+        out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"))).collect();
+    let events: Vec<&str> = lines.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    // Evaluations at 0 and 3; the second does not beat the first by 100 nats: early stop.
+    assert_eq!(events, ["eval", "step", "eval", "early_stop", "summary"], "{out}");
+    assert_eq!((lines[1]["iter"].as_u64(), lines[1]["loss"].as_f64().is_some()), (Some(2), true));
+    let s = lines.last().unwrap();
+    assert_eq!(s["steps"], 3);
+    assert_eq!(s["early_stop"], true);
+    assert_eq!(s["val_loss"], lines[2]["val_loss"]);
+    let best = lines[0]["val_loss"].as_f64().unwrap().min(lines[2]["val_loss"].as_f64().unwrap());
+    assert_eq!(s["best_val_loss"].as_f64(), Some(best));
+    for key in ["train_loss", "seconds", "ms_per_iter"] {
+        assert!(s[key].as_f64().is_some(), "summary lacks {key}: {s}");
+    }
+    let ckpt = s["checkpoint"].as_str().unwrap();
+    assert!(ckpt.ends_with("ckpt") && Path::new(ckpt).join("state.json").is_file(), "{s}");
+    assert!(s["best_checkpoint"].as_str().unwrap().ends_with("ckpt_best"), "{s}");
+    // The metrics log holds the same lines, without the summary.
+    let log = std::fs::read_to_string(dir.path().join("run/metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), lines.len() - 1);
+}

@@ -617,7 +617,12 @@ fn translation_and_classification_log_health() {
          log_interval = 2\nhealth_interval = 2\nthreads = 1\n",
         run.display().to_string()
     );
-    train::train(RunConfig::from_toml_str(&cfg, &[]).unwrap(), None, &TrainOptions { quiet: true }).unwrap();
+    train::train(
+        RunConfig::from_toml_str(&cfg, &[]).unwrap(),
+        None,
+        &TrainOptions { quiet: true, ..Default::default() },
+    )
+    .unwrap();
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let health: Vec<serde_json::Value> = text
         .lines()
@@ -648,7 +653,12 @@ fn translation_and_classification_log_health() {
          threads = 1\n",
         run.display().to_string()
     );
-    train::train(RunConfig::from_toml_str(&cfg, &[]).unwrap(), None, &TrainOptions { quiet: true }).unwrap();
+    train::train(
+        RunConfig::from_toml_str(&cfg, &[]).unwrap(),
+        None,
+        &TrainOptions { quiet: true, ..Default::default() },
+    )
+    .unwrap();
     let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let n = text.lines().filter(|l| l.contains("\"health\"")).count();
     assert_eq!(n, 3, "{text}");

@@ -459,7 +459,7 @@ fn overflowing_run_logs_every_skipped_step_and_checkpoints_the_initial_weights()
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
     let out = dir.path().join("f16");
-    let quiet = TrainOptions { quiet: true };
+    let quiet = TrainOptions { quiet: true, ..Default::default() };
     let cfg = config(&data, &out, "f16", "loss_scale_init = 1.2676506e30", 3); // 2^100
     train(cfg.clone(), None, &quiet).unwrap();
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -488,7 +488,7 @@ fn overflowing_run_logs_every_skipped_step_and_checkpoints_the_initial_weights()
 fn bf16_and_f16_training_stay_close_to_fp32_but_are_not_identical() {
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
-    let quiet = TrainOptions { quiet: true };
+    let quiet = TrainOptions { quiet: true, ..Default::default() };
     let run = |p: &str| {
         let out = dir.path().join(p);
         let s = train(config(&data, &out, p, "", 40), None, &quiet).unwrap();

@@ -1,7 +1,8 @@
 //! Resuming continues a run exactly: N steps + checkpoint + resume + N steps gives bit-identical
 //! weights and optimizer state to 2N uninterrupted steps (with dropout on, so the dropout masks
-//! and the batch RNG must both be restored), for every optimizer, with gradient accumulation,
-//! and in f16, where the loss scaler's state must be restored too.
+//! and the batch RNG must both be restored), for every optimizer, with gradient accumulation, in
+//! f16 (where the loss scaler's state must be restored too), for the language model, translation
+//! and classification.
 
 use lmlab::io::checkpoint;
 use lmlab::train::{config::RunConfig, train, TrainOptions};
@@ -53,7 +54,7 @@ fn check_resume(extra: &str) -> (Option<lmlab::train::precision::ScalerState>, S
         "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n".repeat(30),
     )
     .unwrap();
-    let quiet = TrainOptions { quiet: true };
+    let quiet = TrainOptions { quiet: true, ..Default::default() };
 
     let straight = dir.path().join("straight");
     train(config_with(&data, &straight, 8, extra), None, &quiet).unwrap();
@@ -124,7 +125,7 @@ fn resume_refuses_a_different_optimizer() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("corpus.txt");
     std::fs::write(&data, "Now is the winter of our discontent\n".repeat(40)).unwrap();
-    let quiet = TrainOptions { quiet: true };
+    let quiet = TrainOptions { quiet: true, ..Default::default() };
     let out = dir.path().join("run");
     train(config(&data, &out, 3), None, &quiet).unwrap();
     let e = train(config_with(&data, &out, 6, "optim.name=sgd optim.momentum=0.9"), Some(&out.join("ckpt")), &quiet)
@@ -138,7 +139,7 @@ fn same_seed_same_run_and_checkpoint_overwrite_is_clean() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("corpus.txt");
     std::fs::write(&data, "All the world's a stage, and all the men and women merely players.\n".repeat(30)).unwrap();
-    let quiet = TrainOptions { quiet: true };
+    let quiet = TrainOptions { quiet: true, ..Default::default() };
     let (o1, o2) = (dir.path().join("a"), dir.path().join("b"));
     let s1 = train(config(&data, &o1, 5), None, &quiet).unwrap();
     let s2 = train(config(&data, &o2, 5), None, &quiet).unwrap();
@@ -153,4 +154,145 @@ fn same_seed_same_run_and_checkpoint_overwrite_is_clean() {
         .filter(|n| n.to_string_lossy().contains("tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn write_lines(dir: &Path, name: &str, lines: &[String]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// A toy language pair: the target is the source's words in reverse order, upper-cased.
+fn toy_pairs(n: usize, seed: usize) -> (Vec<String>, Vec<String>) {
+    let words = ["der", "hund", "eine", "katze", "sieht", "den", "ball", "rot", "blau", "laeuft"];
+    let (mut src, mut tgt) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let len = 2 + (i * 7 + seed) % 4;
+        let s: Vec<&str> = (0..len).map(|j| words[(i * 3 + j * 5 + seed) % words.len()]).collect();
+        src.push(s.join(" "));
+        tgt.push(s.iter().rev().map(|w| w.to_uppercase()).collect::<Vec<_>>().join(" "));
+    }
+    (src, tgt)
+}
+
+/// SST-2-style rows whose label is decided by one keyword.
+fn toy_sentiment(n: usize, seed: usize) -> Vec<String> {
+    let (pos, neg) = (["good", "great", "fine", "lovely", "superb"], ["bad", "awful", "poor", "dull", "weak"]);
+    let filler = ["the", "movie", "was", "really", "a", "plot", "and", "acting"];
+    let mut v = vec!["sentence\tlabel".to_string()];
+    for i in 0..n {
+        let label = (i * 7 + seed) % 2;
+        let key = if label == 1 { pos[(i + seed) % 5] } else { neg[(i * 3 + seed) % 5] };
+        let mut words: Vec<&str> = (0..4).map(|j| filler[(i * 5 + j * 3 + seed) % filler.len()]).collect();
+        words.insert((i + seed) % 5, key);
+        v.push(format!("{} \t{label}", words.join(" ")));
+    }
+    v
+}
+
+/// The `[data]` section and model architecture of a tiny translation or classification run.
+fn task_sections(dir: &Path, task: &str) -> String {
+    let w = |n: &str, l: &[String]| write_lines(dir, n, l);
+    match task {
+        "translate" => {
+            let ((src, tgt), (vs, vt)) = (toy_pairs(60, 0), toy_pairs(10, 1));
+            format!(
+                "arch = \"encoder_decoder\"\n[data]\ntask = \"translate\"\nsrc_train = {:?}\ntgt_train = {:?}\n\
+                 src_val = {:?}\ntgt_val = {:?}\nvocab_size = 300\nmax_len = 12\n",
+                w("train.src", &src),
+                w("train.tgt", &tgt),
+                w("val.src", &vs),
+                w("val.tgt", &vt)
+            )
+        }
+        _ => format!(
+            "arch = \"encoder\"\npooling = \"mean\"\n[data]\ntask = \"classify\"\nformat = \"sst2\"\ntrain = {:?}\n\
+             test = {:?}\nvocab_size = 300\nmax_len = 10\nval_fraction = 0.2\n",
+            w("train.tsv", &toy_sentiment(50, 0)),
+            w("test.tsv", &toy_sentiment(20, 1))
+        ),
+    }
+}
+
+/// A tiny translation or classification run into `out` with dropout on and `extra` overrides.
+fn task_config(sections: &str, out: &Path, max_iters: u64, extra: &str) -> RunConfig {
+    let text = format!(
+        "[model]\nblock_size = 16\nn_layer = 1\nn_head = 2\nn_embd = 16\ndropout = 0.1\n{sections}\
+         [train]\nout_dir = {:?}\nbatch_size = 8\nmax_iters = {max_iters}\neval_interval = 3\nlog_interval = 1\n\
+         threads = 2\nlabel_smoothing = 0.1\n[optim]\nlearning_rate = 3e-3\nwarmup_iters = 2\nlr_decay_iters = 12\n",
+        out.display().to_string()
+    );
+    let sets: Vec<String> = extra.split_whitespace().map(String::from).collect();
+    RunConfig::from_toml_str(&text, &sets).unwrap()
+}
+
+/// 12 steps straight against 6 + resume + 6: bit-identical weights and optimizer state. The
+/// batch order crosses epoch boundaries after the resume (60 pairs / 40 training examples in
+/// batches of 8), so the batcher state must be restored, not restarted.
+fn check_task_resume(task: &str, extra: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let sections = task_sections(dir.path(), task);
+    let quiet = TrainOptions { quiet: true, ..Default::default() };
+    let straight = dir.path().join("straight");
+    let s = train(task_config(&sections, &straight, 12, extra), None, &quiet).unwrap();
+    let split = dir.path().join("split");
+    train(task_config(&sections, &split, 6, extra), None, &quiet).unwrap();
+    let half = checkpoint::load(&split.join("ckpt"), 8, true).unwrap();
+    assert_eq!(half.state.step, 6);
+    // data.vocab_size changes on resume: a run that trained its BPE tokenizer again would get a
+    // different vocabulary; the resumed run must keep the checkpoint's.
+    let resumed_extra = format!("{extra} data.vocab_size=280");
+    let r = train(task_config(&sections, &split, 12, &resumed_extra), Some(&split.join("ckpt")), &quiet).unwrap();
+
+    let a = checkpoint::load(&straight.join("ckpt"), 8, true).unwrap();
+    let b = checkpoint::load(&split.join("ckpt"), 8, true).unwrap();
+    assert_eq!((a.state.step, b.state.step), (12, 12), "{task} {extra}");
+    assert!(a.model.params != half.model.params, "{task} {extra}: the second half changed the weights");
+    assert!(a.model.params == b.model.params, "{task} {extra}: weights differ after resume");
+    assert!(a.optimizer.unwrap() == b.optimizer.unwrap(), "{task} {extra}: optimizer state differs after resume");
+    assert_eq!(a.tokenizer.to_json().unwrap(), b.tokenizer.to_json().unwrap(), "{task}: the tokenizer was kept");
+    assert_eq!(s.val_loss.to_bits(), r.val_loss.to_bits(), "{task} {extra}");
+    // The metrics log goes on from step 6: one line per step, none twice.
+    let log = std::fs::read_to_string(split.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| v["iter"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=12).collect::<Vec<_>>(), "{task}");
+}
+
+#[test]
+fn translation_resume_is_exact() {
+    check_task_resume("translate", "");
+    check_task_resume("translate", "train.grad_accum_steps=2 optim.name=sgd optim.momentum=0.9");
+}
+
+#[test]
+fn classification_resume_is_exact() {
+    check_task_resume("classify", "");
+    check_task_resume("classify", "train.grad_accum_steps=3 optim.name=rmsprop");
+}
+
+#[test]
+fn resume_refuses_another_task_or_changed_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let sections = task_sections(dir.path(), "classify");
+    let quiet = TrainOptions { quiet: true, ..Default::default() };
+    let out = dir.path().join("run");
+    train(task_config(&sections, &out, 3, ""), None, &quiet).unwrap();
+    // Fewer training examples: the saved example order no longer applies.
+    let fewer = dir.path().join("fewer.tsv");
+    std::fs::write(&fewer, toy_sentiment(45, 0).join("\n") + "\n").unwrap();
+    let extra = format!("data.train={}", fewer.display());
+    let e = train(task_config(&sections, &out, 6, &extra), Some(&out.join("ckpt")), &quiet).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("cannot resume the example order") && msg.contains("differ"), "{msg}");
+    // A classifier checkpoint does not resume a language model.
+    let data = dir.path().join("corpus.txt");
+    std::fs::write(&data, "Now is the winter of our discontent\n".repeat(40)).unwrap();
+    let e = train(config(&data, &dir.path().join("lm"), 6), Some(&out.join("ckpt")), &quiet).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("data.task = \"classify\", not \"lm\""), "{msg}");
 }

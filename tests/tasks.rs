@@ -68,7 +68,7 @@ lr_decay_iters = 300
         f("val.tgt", &vt),
         dir.path().join("run").display()
     );
-    let s = train::train(config(&cfg), None, &TrainOptions { quiet: true }).unwrap();
+    let s = train::train(config(&cfg), None, &TrainOptions { quiet: true, ..Default::default() }).unwrap();
     assert!(s.val_loss < 1.0, "the toy pair is learnable: val loss {}", s.val_loss);
     let mut ck = checkpoint::load(&s.checkpoint, 16, false).unwrap();
     assert!(matches!(ck.tokenizer, lmlab::data::Tokenizer::Bpe(_)), "the checkpoint keeps the BPE tokenizer");
@@ -128,7 +128,7 @@ lr_decay_iters = 150
         write(dir.path(), "test.tsv", &rows(100, 1)),
         dir.path().join("run").display()
     );
-    train::train(config(&cfg), None, &TrainOptions { quiet: true }).unwrap();
+    train::train(config(&cfg), None, &TrainOptions { quiet: true, ..Default::default() }).unwrap();
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/results.json")).unwrap()).unwrap();
     let acc = results["test_accuracy"].as_f64().unwrap();
@@ -166,6 +166,9 @@ fn translation_input_errors_name_the_file() {
         dir.path().join("missing.txt").display(),
         dir.path().join("run").display()
     );
-    let e = format!("{:#}", train::train(config(&cfg), None, &TrainOptions { quiet: true }).unwrap_err());
+    let e = format!(
+        "{:#}",
+        train::train(config(&cfg), None, &TrainOptions { quiet: true, ..Default::default() }).unwrap_err()
+    );
     assert!(e.contains("20") && e.contains("15"), "line counts named: {e}");
 }

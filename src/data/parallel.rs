@@ -12,6 +12,7 @@ use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// `rel` under the shared data directory: `$LMLAB_DATA/rel` (a directory), else
@@ -214,6 +215,23 @@ pub struct Seq2SeqBatcher {
     cursor: usize,
     epoch: usize,
     rng: Xoshiro256PlusPlus,
+    /// `rng` as it was before this epoch's shuffle: with the epoch and the cursor, all a
+    /// checkpoint needs to recreate the batcher ([`BatcherState`]).
+    epoch_rng: Xoshiro256PlusPlus,
+}
+
+/// Where a [`Seq2SeqBatcher`] stands, for checkpoints. The epoch's order is not stored: it is
+/// shuffled again from `epoch_rng`, which gives the same order (the shuffle depends only on the
+/// RNG state and the corpus).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatcherState {
+    pub epoch_rng: Xoshiro256PlusPlus,
+    pub epoch: usize,
+    /// Batches of this epoch already given.
+    pub cursor: usize,
+    /// The corpus size and batch size it was made for (checked on restore).
+    pub examples: usize,
+    pub batch_size: usize,
 }
 
 impl Seq2SeqBatcher {
@@ -239,12 +257,44 @@ impl Seq2SeqBatcher {
             cursor: 0,
             epoch: 0,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            epoch_rng: Xoshiro256PlusPlus::seed_from_u64(seed),
         };
         batcher.shuffle(corpus);
         Ok(batcher)
     }
 
+    /// The state to save with a checkpoint.
+    pub fn state(&self) -> BatcherState {
+        BatcherState {
+            epoch_rng: self.epoch_rng.clone(),
+            epoch: self.epoch,
+            cursor: self.cursor,
+            examples: self.order.len(),
+            batch_size: self.batch_size,
+        }
+    }
+
+    /// Continues from a saved state: the next batch is the one that followed when it was
+    /// saved. `corpus` must be the one the state was saved with.
+    pub fn restore(&mut self, corpus: &ParallelCorpus, state: &BatcherState) -> Result<()> {
+        ensure!(
+            state.examples == self.order.len() && state.batch_size == self.batch_size,
+            "the batch order was saved for {} sentence pairs in batches of {}, but now there are {} in batches of {}: \
+             the training data or train.batch_size changed",
+            state.examples,
+            state.batch_size,
+            self.order.len(),
+            self.batch_size
+        );
+        ensure!(state.cursor <= self.batches.len(), "the saved batch position {} is past the epoch", state.cursor);
+        self.rng = state.epoch_rng.clone();
+        self.shuffle(corpus);
+        (self.epoch, self.cursor) = (state.epoch, state.cursor);
+        Ok(())
+    }
+
     fn shuffle(&mut self, corpus: &ParallelCorpus) {
+        self.epoch_rng = self.rng.clone();
         for k in self.key.iter_mut() {
             *k = self.rng.gen();
         }

@@ -8,9 +8,11 @@
 //!   config.toml            the full run config
 //!   tokenizer.json         the tokenizer (character vocabulary or BPE)
 //!   state.json             step, optimizer name and update count, batch-sampler RNG state, f16
-//!                          loss scale, CRC32 of every file
+//!                          loss scale, the validation record (best loss, early-stopping count),
+//!                          the task's data-order state, CRC32 of every file
 //! ```
-//! Loading checks every CRC32, so a truncated or corrupted file is reported by name.
+//! Loading checks every CRC32, so a truncated or corrupted file is reported by name. Writing
+//! refuses weights that hold NaN or infinity, so a diverged run never replaces a good checkpoint.
 
 use super::atomic::write_dir_atomic;
 use super::tensors::{to_safetensors, TensorFile};
@@ -33,10 +35,34 @@ pub struct TrainState {
     pub step: u64,
     /// State of the batch-sampling RNG, so a resumed run draws the same batches.
     pub rng: Xoshiro256PlusPlus,
-    pub best_val_loss: Option<f32>,
+    /// The evaluations so far (its keys sit beside `step` in state.json; checkpoints from before
+    /// they existed load with defaults).
+    #[serde(flatten)]
+    pub record: EvalRecord,
+    /// Task-specific data-order state (translate: the batcher's epoch and position; classify:
+    /// the shuffles and position), so that a resumed run sees the same batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<serde_json::Value>,
     /// The f16 loss scaler's scale and count of clean steps (absent in fp32 and bf16 runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_scaler: Option<crate::train::precision::ScalerState>,
+}
+
+/// What the evaluations of a run have found so far: the best validation loss and its step, the
+/// early-stopping count, and the losses of the latest evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvalRecord {
+    pub best_val_loss: Option<f32>,
+    pub best_step: Option<u64>,
+    /// Losses of the evaluation at this checkpoint's step.
+    pub val_loss: Option<f32>,
+    pub train_loss: Option<f32>,
+    /// Early stopping: the val loss of the last evaluation that counted as an improvement (lower
+    /// than the previous such loss by more than `train.early_stop_min_delta`), and how many
+    /// evaluations came since.
+    pub early_stop_ref: Option<f32>,
+    pub evals_without_improvement: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,6 +94,20 @@ pub struct Checkpoint {
     pub state: TrainState,
 }
 
+/// A checkpoint's files, encoded once and writable to several directories (`ckpt` and
+/// `ckpt_best` get the same bytes).
+pub struct CheckpointFiles {
+    files: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl CheckpointFiles {
+    /// Writes the checkpoint as `dir`, atomically replacing any previous one.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let files: Vec<(&str, &[u8])> = self.files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        write_dir_atomic(dir, &files).with_context(|| format!("cannot write checkpoint {}", dir.display()))
+    }
+}
+
 pub fn save(
     dir: &Path,
     model: &Transformer,
@@ -76,6 +116,26 @@ pub fn save(
     tok: &Tokenizer,
     state: &TrainState,
 ) -> Result<()> {
+    encode(model, opt, run, tok, state)?.write(dir)
+}
+
+/// Encodes a checkpoint's files. Fails, naming the tensor, when a weight is NaN or infinite:
+/// such a checkpoint could not be loaded, and writing it would destroy the last good one.
+pub fn encode(
+    model: &Transformer,
+    opt: &Optimizer,
+    run: &RunConfig,
+    tok: &Tokenizer,
+    state: &TrainState,
+) -> Result<CheckpointFiles> {
+    if let Some(i) = model.params.iter().position(|x| !x.is_finite()) {
+        let name = model.layout.tensors.iter().find(|t| t.range().contains(&i)).map_or("?", |t| t.name.as_str());
+        bail!(
+            "refusing to write a checkpoint at step {}: weight {name} holds {} (training diverged)",
+            state.step,
+            model.params[i]
+        );
+    }
     let cfg_json = serde_json::to_string(&model.config)?;
     let weights: Vec<(String, Vec<usize>, &[f32])> =
         model.layout.tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()])).collect();
@@ -95,11 +155,11 @@ pub fn save(
     let opt_bytes = to_safetensors(&moments, HashMap::from([("optimizer".to_string(), opt.name().to_string())]))?;
     let config_bytes = run.to_toml().into_bytes();
     let tok_bytes = tok.to_json()?.into_bytes();
-    let files: Vec<(&str, &[u8])> = vec![
-        ("model.safetensors", &model_bytes),
-        ("optimizer.safetensors", &opt_bytes),
-        ("config.toml", &config_bytes),
-        ("tokenizer.json", &tok_bytes),
+    let mut files: Vec<(&'static str, Vec<u8>)> = vec![
+        ("model.safetensors", model_bytes),
+        ("optimizer.safetensors", opt_bytes),
+        ("config.toml", config_bytes),
+        ("tokenizer.json", tok_bytes),
     ];
     let checksums = files.iter().map(|(n, b)| (n.to_string(), crc32fast::hash(b))).collect();
     let state_file = StateFile {
@@ -110,10 +170,8 @@ pub fn save(
         state: state.clone(),
         checksums,
     };
-    let state_bytes = serde_json::to_vec_pretty(&state_file)?;
-    let mut all = files;
-    all.push(("state.json", &state_bytes));
-    write_dir_atomic(dir, &all).with_context(|| format!("cannot write checkpoint {}", dir.display()))
+    files.push(("state.json", serde_json::to_vec_pretty(&state_file)?));
+    Ok(CheckpointFiles { files })
 }
 
 fn read_checked(dir: &Path, name: &str, sums: &BTreeMap<String, u32>) -> Result<Vec<u8>> {

@@ -7,8 +7,8 @@
 //! ```
 
 use super::config::RunConfig;
-use super::log::{MetricsLog, Progress};
-use super::precision::LossScaler;
+use super::precision::{LossScaler, ScalerState};
+use super::run::{Eval, Resumed, RunTracker};
 use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::data::bpe::{BpeTokenizer, BOS, PAD};
 use crate::data::classify::LabelledText;
@@ -17,10 +17,12 @@ use crate::inspect::HealthMonitor;
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
-use anyhow::{ensure, Context, Result};
+use crate::optim::Optimizer;
+use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -109,7 +111,64 @@ fn load(format: &str, path: &Path, names: Option<&[String]>) -> Result<LabelledT
     }
 }
 
-pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+/// The training examples in batches: the rows in a random order, reshuffled (in place, from the
+/// current order) whenever a batch would run past the end.
+struct RowSampler {
+    rows: Vec<usize>,
+    cursor: usize,
+    /// Reshuffles so far: replaying them from the seed recreates `rows` and `rng`.
+    shuffles: u64,
+    rng: Xoshiro256PlusPlus,
+}
+
+/// What a checkpoint keeps of a [`RowSampler`]; `TrainState::rng` holds its RNG.
+#[derive(Serialize, Deserialize)]
+struct SamplerState {
+    shuffles: u64,
+    cursor: usize,
+}
+
+impl RowSampler {
+    /// Starts with `rows` (the first batch shuffles them) and the RNG that drew the split.
+    fn new(rows: Vec<usize>, rng: Xoshiro256PlusPlus) -> Self {
+        RowSampler { cursor: rows.len(), rows, shuffles: 0, rng }
+    }
+
+    fn next(&mut self, batch_size: usize) -> &[usize] {
+        if self.cursor + batch_size > self.rows.len() {
+            self.rows.shuffle(&mut self.rng);
+            self.shuffles += 1;
+            self.cursor = 0;
+        }
+        let start = self.cursor;
+        self.cursor += batch_size.min(self.rows.len());
+        &self.rows[start..self.cursor]
+    }
+
+    fn state(&self) -> SamplerState {
+        SamplerState { shuffles: self.shuffles, cursor: self.cursor }
+    }
+
+    /// Replays the saved number of shuffles; the RNG must come out as saved, else the data
+    /// (or the seed) is not the one the checkpoint was trained on.
+    fn restore(&mut self, state: &SamplerState, rng: &Xoshiro256PlusPlus) -> Result<()> {
+        ensure!(self.shuffles == 0, "restore: the sampler has already been used");
+        for _ in 0..state.shuffles {
+            self.rows.shuffle(&mut self.rng);
+        }
+        ensure!(
+            &self.rng == rng && state.cursor <= self.rows.len(),
+            "the training examples or train.seed differ from the checkpoint's, so its batch order cannot be resumed"
+        );
+        (self.shuffles, self.cursor) = (state.shuffles, state.cursor);
+        Ok(())
+    }
+}
+
+/// Trains a classifier, or resumes one from the checkpoint `resume` (its BPE tokenizer,
+/// optimizer state and example order included). Writes `results.json` with the test accuracy
+/// of the best checkpoint (`ckpt_best`) and of the last one.
+pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
     let (d, tc) = (&cfg.data, &cfg.train);
     let train_set = load(&d.format, Path::new(&d.train), None)?;
     let test_set = load(&d.format, Path::new(&d.test), Some(&train_set.label_names))
@@ -117,15 +176,47 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
     let out_dir = PathBuf::from(&tc.out_dir);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
 
-    // The BPE vocabulary is learned from the training texts only.
-    let corpus = out_dir.join(".tokenizer-train.txt");
-    std::fs::write(&corpus, train_set.texts.join("\n"))
-        .with_context(|| format!("cannot write {}", corpus.display()))?;
-    let bpe = BpeTokenizer::train(std::slice::from_ref(&corpus), d.vocab_size);
-    let _ = std::fs::remove_file(&corpus);
-    let bpe = bpe.context("training the BPE tokenizer")?;
-    let train_seqs = encode_all(&bpe, &train_set.texts, d.max_len)?;
-    let test_seqs = encode_all(&bpe, &test_set.texts, d.max_len)?;
+    let (tokenizer, mut model, mut opt, from) = match resume {
+        Some(dir) => {
+            let r = Resumed::load(dir, cfg)?;
+            ensure!(
+                r.model.config.num_classes == train_set.num_classes(),
+                "the checkpoint's classifier has {} classes, the training file {}",
+                r.model.config.num_classes,
+                train_set.num_classes()
+            );
+            (r.tokenizer, r.model, r.opt, Some(r.from))
+        }
+        None => {
+            // The BPE vocabulary is learned from the training texts only.
+            let corpus = out_dir.join(".tokenizer-train.txt");
+            std::fs::write(&corpus, train_set.texts.join("\n"))
+                .with_context(|| format!("cannot write {}", corpus.display()))?;
+            let bpe = BpeTokenizer::train(std::slice::from_ref(&corpus), d.vocab_size);
+            let _ = std::fs::remove_file(&corpus);
+            let tokenizer = Tokenizer::Bpe(Box::new(bpe.context("training the BPE tokenizer")?));
+            let model_cfg = crate::model::transformer::ModelConfig {
+                vocab_size: tokenizer.vocab_size(),
+                num_classes: train_set.num_classes(),
+                ..cfg.model.clone()
+            };
+            let mut model = Transformer::new(model_cfg, tc.batch_size)?;
+            model.init_with(tc.init, tc.init_std, tc.seed);
+            model.label_smoothing = tc.label_smoothing;
+            model.set_precision(tc.precision);
+            let opt = cfg.optim.build(&model.layout)?;
+            (tokenizer, model, opt, None)
+        }
+    };
+    let mut scaler = LossScaler::from_config(tc);
+    if let Some(from) = &from {
+        scaler.restore(from.state.loss_scaler);
+    }
+    let Tokenizer::Bpe(bpe) = &tokenizer else {
+        bail!("a classifier checkpoint must hold a BPE tokenizer");
+    };
+    let train_seqs = encode_all(bpe, &train_set.texts, d.max_len)?;
+    let test_seqs = encode_all(bpe, &test_set.texts, d.max_len)?;
     let test_rows: Vec<usize> = (0..test_seqs.len()).collect();
 
     // A seeded shuffle holds out the validation share of the training examples.
@@ -134,80 +225,75 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
     order.shuffle(&mut rng);
     let n_val = (train_seqs.len() as f64 * d.val_fraction).round() as usize;
     let (val_rows, train_rows) = order.split_at(n_val);
-    let (val_rows, mut train_rows) = (val_rows.to_vec(), train_rows.to_vec());
+    let (val_rows, train_rows) = (val_rows.to_vec(), train_rows.to_vec());
     ensure!(
         !train_rows.is_empty() && !val_rows.is_empty(),
         "data.val_fraction leaves no training or no validation examples"
     );
+    let n_train = train_rows.len();
+    let mut sampler = RowSampler::new(train_rows, rng);
+    if let Some(from) = &from {
+        sampler.restore(&from.task_state()?, &from.state.rng).context("cannot resume the example order")?;
+    }
 
-    let tokenizer = Tokenizer::Bpe(Box::new(bpe));
-    let model_cfg = crate::model::transformer::ModelConfig {
-        vocab_size: tokenizer.vocab_size(),
-        num_classes: train_set.num_classes(),
-        ..cfg.model.clone()
-    };
-    let mut model = Transformer::new(model_cfg, tc.batch_size)?;
-    model.init_with(tc.init, tc.init_std, tc.seed);
-    model.label_smoothing = tc.label_smoothing;
-    model.set_precision(tc.precision);
-    let mut scaler = LossScaler::from_config(tc);
-    let mut opt = cfg.optim.build(&model.layout)?;
     let schedule = cfg.optim.schedule();
     let mut batch = ClassBatch::new(tc.batch_size, d.max_len);
     let mut eval_batch = ClassBatch::new(tc.batch_size, d.max_len);
-    let ckpt_dir = out_dir.join("ckpt");
-    let mut log = MetricsLog::open(&out_dir.join("metrics.jsonl"))?;
-    let progress = Progress::new(tc.max_iters, 0, opts.quiet);
-    if !opts.quiet {
-        progress.println(format!(
-            "model: {} parameters ({} layers, {} heads, {} wide, {:?} pooling), {} classes {:?}, BPE vocab {}; \
-             data: {} train / {} val / {} test examples; {} threads",
-            model.num_params(),
-            cfg.model.n_layer,
-            cfg.model.n_head,
-            cfg.model.n_embd,
-            cfg.model.pooling,
-            train_set.num_classes(),
-            train_set.label_names,
-            tokenizer.vocab_size(),
-            train_rows.len(),
-            val_rows.len(),
-            test_rows.len(),
-            rayon::current_num_threads()
-        ));
-    }
+    let mut tracker = RunTracker::start(cfg, opts, from.as_ref())?;
+    tracker.info(format!(
+        "model: {} parameters ({} layers, {} heads, {} wide, {:?} pooling), {} classes {:?}, BPE vocab {}; \
+         data: {} train / {} val / {} test examples; {} threads",
+        model.num_params(),
+        cfg.model.n_layer,
+        cfg.model.n_head,
+        cfg.model.n_embd,
+        cfg.model.pooling,
+        train_set.num_classes(),
+        train_set.label_names,
+        tokenizer.vocab_size(),
+        n_train,
+        val_rows.len(),
+        test_rows.len(),
+        rayon::current_num_threads()
+    ));
+
+    let mut last_train = f32::NAN;
+    // Val loss and accuracy, then the checkpoint; true when early stopping ends the run.
+    let mut validate = |model: &mut Transformer,
+                        opt: &Optimizer,
+                        sampler: &RowSampler,
+                        step: u64,
+                        train_loss: f32,
+                        tracker: &mut RunTracker,
+                        loss_scaler: Option<ScalerState>| {
+        let (val_loss, val_acc) = evaluate(model, &train_seqs, &train_set.labels, &val_rows, &mut eval_batch)?;
+        let eval = Eval { step, train_loss, val_loss, val_accuracy: Some(val_acc) };
+        tracker.evaluated(eval, |record| {
+            let state = TrainState {
+                step,
+                rng: sampler.rng.clone(),
+                record: record.clone(),
+                task: Some(serde_json::to_value(sampler.state())?),
+                loss_scaler,
+            };
+            checkpoint::encode(model, opt, cfg, &tokenizer, &state)
+        })
+    };
 
     let mut health = HealthMonitor::new(tc.health_interval, &model);
-    let started = Instant::now();
-    let (mut cursor, mut last_train, mut last_val, mut best) = (train_rows.len(), f32::NAN, f32::NAN, None::<f32>);
+    let mut step = tracker.start_step();
     let mut window = (Instant::now(), 0u64, 0f64);
-    for step in 0..=tc.max_iters {
-        if step > 0 && (step % tc.eval_interval == 0 || step == tc.max_iters) {
-            let (val_loss, val_acc) = evaluate(&mut model, &train_seqs, &train_set.labels, &val_rows, &mut eval_batch)?;
-            log.eval(step, last_train, val_loss)?;
-            progress.println(format!(
-                "step {step:>6}: train loss {last_train:.4}, val loss {val_loss:.4}, val accuracy {:.2}%",
-                100.0 * val_acc
-            ));
-            last_val = val_loss;
-            best = Some(best.map_or(val_loss, |b: f32| b.min(val_loss)));
-            let state = TrainState { step, rng: rng.clone(), best_val_loss: best, loss_scaler: scaler.state() };
-            checkpoint::save(&ckpt_dir, &model, &opt, cfg, &tokenizer, &state)?;
-        }
-        if step == tc.max_iters {
+    while step < tc.max_iters {
+        if tracker.eval_due(step)
+            && validate(&mut model, &opt, &sampler, step, last_train, &mut tracker, scaler.state())?
+        {
             break;
         }
         let health_due = health.before_step(step + 1, &model);
         model.zero_grad();
         let mut acc = GradAccum::new(tc.grad_accum_steps, scaler.loss_scale());
         for micro in 0..tc.grad_accum_steps as u64 {
-            if cursor + tc.batch_size > train_rows.len() {
-                train_rows.shuffle(&mut rng);
-                cursor = 0;
-            }
-            let rows = &train_rows[cursor..cursor + tc.batch_size.min(train_rows.len())];
-            cursor += rows.len();
-            batch.fill(&train_seqs, &train_set.labels, rows);
+            batch.fill(&train_seqs, &train_set.labels, sampler.next(tc.batch_size));
             let seed = mix64(tc.seed ^ mix64(step)) ^ micro;
             let loss = model
                 .forward_classify(&batch.idx, Some(&batch.mask), Some(&batch.labels), batch.b, batch.t, true, seed)?
@@ -218,35 +304,63 @@ pub fn train_classifier(cfg: &RunConfig, opts: &TrainOptions) -> Result<TrainSum
         let lr = schedule.lr(step);
         let s = optimizer_step(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr, &mut scaler)?;
         if s.skipped {
-            log_skipped(&mut log, &progress, step + 1, &s)?;
+            log_skipped(&mut tracker.log, &tracker.progress, step + 1, &s)?;
         }
         if health_due {
-            log.health(step + 1, &health.stats(&model))?;
+            tracker.log.health(step + 1, &health.stats(&model))?;
         }
         window.1 += 1;
         window.2 += s.loss as f64;
-        if (step + 1) % tc.log_interval == 0 {
+        let done = step + 1;
+        if done % tc.log_interval == 0 {
             let ms = window.0.elapsed().as_secs_f64() * 1e3 / window.1 as f64;
             last_train = (window.2 / window.1 as f64) as f32;
-            log.step(step + 1, last_train, s.lr, s.grad_norm, ms, (batch.b * batch.t) as f64 / ms * 1e3)?;
-            progress.update(step + 1, last_train, s.lr, ms, (batch.b * batch.t) as f64 / ms * 1e3);
+            tracker.log.step(done, last_train, s.lr, s.grad_norm, ms, (batch.b * batch.t) as f64 / ms * 1e3)?;
+            tracker.progress.update(done, last_train, s.lr, ms, (batch.b * batch.t) as f64 / ms * 1e3);
             window = (Instant::now(), 0, 0.0);
         }
+        step = done;
     }
-    progress.finish();
-    let (test_loss, test_acc) = evaluate(&mut model, &test_seqs, &test_set.labels, &test_rows, &mut eval_batch)?;
+    if tracker.needs_final_eval(step) {
+        validate(&mut model, &opt, &sampler, step, last_train, &mut tracker, scaler.state())?;
+    }
+
+    // Test accuracy of the best checkpoint (loaded back unless it is the current model), and of
+    // the last one.
+    let record = tracker.record().clone();
+    let (last_loss, last_acc) = evaluate(&mut model, &test_seqs, &test_set.labels, &test_rows, &mut eval_batch)?;
+    let best_step = record.best_step.filter(|_| tracker.best_dir().join("state.json").is_file());
+    let (test_loss, test_acc, reported) = match best_step {
+        Some(b) if b != step => {
+            let mut best = checkpoint::load(tracker.best_dir(), tc.batch_size, false)?.model;
+            let (loss, acc) = evaluate(&mut best, &test_seqs, &test_set.labels, &test_rows, &mut eval_batch)?;
+            (loss, acc, ("ckpt_best", b, record.best_val_loss))
+        }
+        _ => (last_loss, last_acc, ("ckpt", step, record.val_loss)),
+    };
     let results = serde_json::json!({
-        "test_file": d.test, "test_examples": test_rows.len(), "test_accuracy": test_acc, "test_loss": test_loss,
-        "val_loss": last_val, "labels": train_set.label_names, "steps": tc.max_iters,
+        "test_file": d.test, "test_examples": test_rows.len(), "labels": train_set.label_names,
+        "checkpoint": reported.0, "step": reported.1, "val_loss": reported.2,
+        "test_accuracy": test_acc, "test_loss": test_loss,
+        "last": {"step": step, "val_loss": record.val_loss, "test_accuracy": last_acc, "test_loss": last_loss},
+        "steps": step,
     });
-    std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
-    if !opts.quiet {
+    crate::io::atomic::write_file_atomic(
+        &out_dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?.as_bytes(),
+    )?;
+    let mut summary = tracker.finish(step);
+    (summary.test_accuracy, summary.test_loss) = (Some(test_acc), Some(test_loss));
+    if !opts.quiet && !opts.json {
         println!(
-            "test accuracy {:.2}% on {} examples of {} (loss {test_loss:.4})",
+            "test accuracy {:.2}% on {} examples of {} (loss {test_loss:.4}) with {} (step {}); last step: {:.2}%",
             100.0 * test_acc,
             test_rows.len(),
-            d.test
+            d.test,
+            reported.0,
+            reported.1,
+            100.0 * last_acc
         );
     }
-    Ok(TrainSummary::new(tc.max_iters, last_train, last_val, ckpt_dir, started.elapsed().as_secs_f64()))
+    Ok(summary)
 }

@@ -75,7 +75,8 @@ impl Default for DataSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
-    /// Run directory: metrics.jsonl and the checkpoint `ckpt/` go here.
+    /// Run directory: config.toml, metrics.jsonl, the latest checkpoint `ckpt/` and the best
+    /// one `ckpt_best/` go here.
     pub out_dir: String,
     pub batch_size: usize,
     pub max_iters: u64,
@@ -109,6 +110,10 @@ pub struct TrainSection {
     /// Log per-layer health statistics (gradient norms, update ratios, activations, dead
     /// units, attention entropy) every this many steps; 0 = off.
     pub health_interval: u64,
+    /// Stop after this many evaluations in a row without an improvement of the val loss by more
+    /// than `early_stop_min_delta`; 0 turns early stopping off.
+    pub early_stop_patience: u64,
+    pub early_stop_min_delta: f32,
 }
 
 impl Default for TrainSection {
@@ -130,6 +135,8 @@ impl Default for TrainSection {
             loss_scale_init: 65536.0,
             loss_scale_growth_interval: 2000,
             health_interval: 0,
+            early_stop_patience: 0,
+            early_stop_min_delta: 0.0,
         }
     }
 }
@@ -443,6 +450,9 @@ impl RunConfig {
         }
         if !(t.loss_scale_init.is_finite() && t.loss_scale_init > 0.0) || t.loss_scale_growth_interval == 0 {
             bail!("train.loss_scale_init and train.loss_scale_growth_interval must be positive");
+        }
+        if !(t.early_stop_min_delta >= 0.0 && t.early_stop_min_delta.is_finite()) {
+            bail!("train.early_stop_min_delta must be a non-negative number, got {}", t.early_stop_min_delta);
         }
         if t.eval_interval == 0 || t.eval_iters == 0 || t.log_interval == 0 {
             bail!("train.eval_interval, train.eval_iters and train.log_interval must be positive");

@@ -3,6 +3,7 @@ pub mod classify;
 pub mod config;
 pub mod log;
 pub mod precision;
+pub mod run;
 pub mod seq2seq;
 
 use crate::data::dataset::sample_batch;
@@ -18,6 +19,7 @@ use log::MetricsLog;
 use precision::{LossScaler, ScaleOutcome};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
+use run::{Eval, Resumed, RunTracker};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -220,24 +222,60 @@ fn where_nonfinite(model: &Transformer) -> String {
 pub struct TrainOptions {
     /// No progress bar or log lines (metrics are still written).
     pub quiet: bool,
+    /// JSON lines on standard output for scripts (each log step, each evaluation, events);
+    /// no progress bar or log lines. The caller prints the summary ([`TrainSummary::to_json`]).
+    pub json: bool,
 }
 
 /// What a finished run reports.
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
+    /// The step the run ended at (counted from the start of training, resumes included).
     pub steps: u64,
+    /// Losses of the last evaluation (NaN if none happened).
     pub train_loss: f32,
     pub val_loss: f32,
+    /// The latest checkpoint, `RUN_DIR/ckpt`.
     pub checkpoint: PathBuf,
     pub seconds: f64,
+    /// Over the steps this process took.
     pub ms_per_iter: f64,
+    pub best_val_loss: Option<f32>,
+    pub best_step: Option<u64>,
+    /// `RUN_DIR/ckpt_best`, once written.
+    pub best_checkpoint: Option<PathBuf>,
+    /// Why early stopping ended the run, if it did.
+    pub early_stop: Option<String>,
+    pub run_dir: PathBuf,
+    /// Classification: accuracy and loss on the test file of the checkpoint `results.json`
+    /// reports (the best one).
+    pub test_accuracy: Option<f64>,
+    pub test_loss: Option<f32>,
 }
 
 impl TrainSummary {
-    /// A run of `steps` optimizer steps that took `seconds`.
-    pub fn new(steps: u64, train_loss: f32, val_loss: f32, checkpoint: PathBuf, seconds: f64) -> Self {
-        let ms_per_iter = if steps > 0 { seconds * 1e3 / steps as f64 } else { 0.0 };
-        TrainSummary { steps, train_loss, val_loss, checkpoint, seconds, ms_per_iter }
+    /// The `{"event": "summary", ...}` object that ends `lmlab train --json`'s output.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "event": "summary",
+            "steps": self.steps,
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "best_val_loss": self.best_val_loss,
+            "best_step": self.best_step,
+            "checkpoint": self.checkpoint,
+            "best_checkpoint": self.best_checkpoint,
+            "run_dir": self.run_dir,
+            "early_stop": self.early_stop.is_some(),
+            "early_stop_reason": self.early_stop,
+            "seconds": self.seconds,
+            "ms_per_iter": self.ms_per_iter,
+        });
+        if let Some(acc) = self.test_accuracy {
+            v["test_accuracy"] = acc.into();
+            v["test_loss"] = self.test_loss.into();
+        }
+        v
     }
 }
 
@@ -256,162 +294,117 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
 }
 
 /// Trains from `cfg`, or resumes from the checkpoint `resume` (whose config then applies, with
-/// `overrides` on top).
+/// `overrides` on top), for any task.
 pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
     let pool = thread_pool(cfg.train.threads)?;
     // The whole run executes inside the pool, so parallel kernels never inject work from outside.
     pool.install(|| match cfg.data.task {
         Task::Lm => train_in_pool(cfg, resume, opts),
-        Task::Translate => {
-            ensure!(resume.is_none(), "--resume is supported for language models only (data.task = \"lm\")");
-            seq2seq::train_translation(&cfg, opts)
-        }
-        Task::Classify => {
-            ensure!(resume.is_none(), "--resume is supported for language models only (data.task = \"lm\")");
-            classify::train_classifier(&cfg, opts)
-        }
+        Task::Translate => seq2seq::train_translation(&cfg, resume, opts),
+        Task::Classify => classify::train_classifier(&cfg, resume, opts),
     })
 }
 
 fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
     let text = read_corpus(Path::new(&cfg.data.path))?;
-    let (tokenizer, mut trainer, mut best) = match resume {
-        Some(dir) => {
-            let ck = checkpoint::load(dir, cfg.train.batch_size, true)
-                .with_context(|| format!("cannot resume from {}", dir.display()))?;
-            ensure!(
-                ck.run_config.model == cfg.model,
-                "the [model] section differs from the checkpoint's: a resumed run must keep the model's shape"
-            );
-            let mut opt = cfg.optim.build(&ck.model.layout)?;
-            opt.restore(ck.optimizer.as_ref().expect("loaded with the optimizer"))?;
-            let mut model = ck.model;
-            model.label_smoothing = cfg.train.label_smoothing;
-            model.set_precision(cfg.train.precision);
-            let mut scaler = LossScaler::from_config(&cfg.train);
-            scaler.restore(ck.state.loss_scaler);
-            let trainer = Trainer {
-                model,
-                opt,
-                schedule: cfg.optim.schedule(),
-                clip: cfg.optim.clipping(),
-                batch: Batch::new(cfg.train.batch_size, cfg.model.block_size),
-                rng: ck.state.rng,
-                step: ck.state.step,
-                seed: cfg.train.seed,
-                accum: cfg.train.grad_accum_steps,
-                scaler,
-            };
-            (ck.tokenizer, trainer, ck.state.best_val_loss)
+    let resumed = resume.map(|dir| Resumed::load(dir, &cfg)).transpose()?;
+    let trainer_with = |model: Transformer, opt: Optimizer, rng, step, scaler| Trainer {
+        model,
+        opt,
+        schedule: cfg.optim.schedule(),
+        clip: cfg.optim.clipping(),
+        batch: Batch::new(cfg.train.batch_size, cfg.model.block_size),
+        rng,
+        step,
+        seed: cfg.train.seed,
+        accum: cfg.train.grad_accum_steps,
+        scaler,
+    };
+    let mut scaler = LossScaler::from_config(&cfg.train);
+    let (tokenizer, mut trainer, from) = match resumed {
+        Some(Resumed { from, tokenizer, model, opt }) => {
+            scaler.restore(from.state.loss_scaler);
+            let trainer = trainer_with(model, opt, from.state.rng.clone(), from.state.step, scaler);
+            (tokenizer, trainer, Some(from))
         }
         None => {
             let tokenizer = Tokenizer::Char(CharTokenizer::from_corpus(&text)?);
             let mut model = Transformer::new(cfg.model_config(tokenizer.vocab_size()), cfg.train.batch_size)?;
             model.init_with(cfg.train.init, cfg.train.init_std, cfg.train.seed);
             model.label_smoothing = cfg.train.label_smoothing;
-            let opt = cfg.optim.build(&model.layout)?;
             model.set_precision(cfg.train.precision);
-            let trainer = Trainer {
-                model,
-                opt,
-                schedule: cfg.optim.schedule(),
-                clip: cfg.optim.clipping(),
-                batch: Batch::new(cfg.train.batch_size, cfg.model.block_size),
-                rng: Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed),
-                step: 0,
-                seed: cfg.train.seed,
-                accum: cfg.train.grad_accum_steps,
-                scaler: LossScaler::from_config(&cfg.train),
-            };
-            (tokenizer, trainer, None)
+            let opt = cfg.optim.build(&model.layout)?;
+            let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
+            (tokenizer, trainer_with(model, opt, rng, 0, scaler), None)
         }
     };
     let tokens = tokenizer.encode(&text).context("the data file does not fit the checkpoint's tokenizer")?;
     let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
     data.check_fits(cfg.model.block_size)?;
 
-    let out_dir = PathBuf::from(&cfg.train.out_dir);
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let ckpt_dir = out_dir.join("ckpt");
-    let mut log = MetricsLog::open(&out_dir.join("metrics.jsonl"))?;
+    let mut tracker = RunTracker::start(&cfg, opts, from.as_ref())?;
     let tc = &cfg.train;
-    let start_step = trainer.step;
     let tokens_per_step = (tc.batch_size * tc.grad_accum_steps * cfg.model.block_size) as f64;
-    let progress = log::Progress::new(tc.max_iters, start_step, opts.quiet);
-    if !opts.quiet {
-        progress.println(format!(
-            "model: {} parameters ({} layers, {} heads, {} wide, block {}), vocab {}; data: {} train / {} val tokens; {} threads; {}",
-            trainer.model.num_params(),
-            cfg.model.n_layer,
-            cfg.model.n_head,
-            cfg.model.n_embd,
-            cfg.model.block_size,
-            tokenizer.vocab_size(),
-            data.train.len(),
-            data.val.len(),
-            rayon::current_num_threads(),
-            precision_note(&trainer.scaler, cfg.train.precision)
-        ));
-    }
+    tracker.info(format!(
+        "model: {} parameters ({} layers, {} heads, {} wide, block {}), vocab {}; data: {} train / {} val tokens; \
+         {} threads; {}",
+        trainer.model.num_params(),
+        cfg.model.n_layer,
+        cfg.model.n_head,
+        cfg.model.n_embd,
+        cfg.model.block_size,
+        tokenizer.vocab_size(),
+        data.train.len(),
+        data.val.len(),
+        rayon::current_num_threads(),
+        precision_note(&trainer.scaler, cfg.train.precision)
+    ));
     let mut eval_batch = Batch::new(tc.batch_size, cfg.model.block_size);
-    let mut last = (f32::NAN, f32::NAN);
-    let mut evaluate = |trainer: &mut Trainer, best: &mut Option<f32>, log: &mut MetricsLog| -> Result<(f32, f32)> {
+    // Estimates train and val loss, then checkpoints; true when early stopping ends the run.
+    let mut evaluate = |trainer: &mut Trainer, tracker: &mut RunTracker| -> Result<bool> {
         let train_loss = trainer.estimate_loss(&data.train, 0, tc.eval_iters, &mut eval_batch)?;
         let val_loss = trainer.estimate_loss(&data.val, 1, tc.eval_iters, &mut eval_batch)?;
-        log.eval(trainer.step, train_loss, val_loss)?;
-        progress.println(format!("step {:>6}: train loss {train_loss:.4}, val loss {val_loss:.4}", trainer.step));
-        *best = Some(best.map_or(val_loss, |b: f32| b.min(val_loss)));
-        let state = TrainState {
-            step: trainer.step,
-            rng: trainer.rng.clone(),
-            best_val_loss: *best,
-            loss_scaler: trainer.scaler.state(),
-        };
-        checkpoint::save(&ckpt_dir, &trainer.model, &trainer.opt, &cfg, &tokenizer, &state)?;
-        Ok((train_loss, val_loss))
+        let step = trainer.step;
+        tracker.evaluated(Eval { step, train_loss, val_loss, val_accuracy: None }, |record| {
+            let state = TrainState {
+                step,
+                rng: trainer.rng.clone(),
+                record: record.clone(),
+                task: None,
+                loss_scaler: trainer.scaler.state(),
+            };
+            checkpoint::encode(&trainer.model, &trainer.opt, &cfg, &tokenizer, &state)
+        })
     };
 
     let mut health = HealthMonitor::new(tc.health_interval, &trainer.model);
-    let started = Instant::now();
     let mut window_start = Instant::now();
     let mut window_steps = 0u64;
     while trainer.step < tc.max_iters {
-        // Evaluate at every multiple of eval_interval, except the step a resumed run starts at
-        // (that evaluation already happened before the checkpoint was written).
-        if trainer.step % tc.eval_interval == 0 && (trainer.step != start_step || resume.is_none()) {
-            last = evaluate(&mut trainer, &mut best, &mut log)?;
+        if tracker.eval_due(trainer.step) && evaluate(&mut trainer, &mut tracker)? {
+            break;
         }
         let health_due = health.before_step(trainer.step + 1, &trainer.model);
         let s = trainer.step(&data.train)?;
+        if s.skipped {
+            log_skipped(&mut tracker.log, &tracker.progress, trainer.step, &s)?;
+        }
         if health_due {
-            log.health(trainer.step, &health.stats(&trainer.model))?;
+            tracker.log.health(trainer.step, &health.stats(&trainer.model))?;
         }
         window_steps += 1;
-        if s.skipped {
-            log_skipped(&mut log, &progress, trainer.step, &s)?;
-        }
         if trainer.step % tc.log_interval == 0 || trainer.step == tc.max_iters {
             let ms = window_start.elapsed().as_secs_f64() * 1e3 / window_steps as f64;
-            log.step(trainer.step, s.loss, s.lr, s.grad_norm, ms, tokens_per_step / ms * 1e3)?;
-            progress.update(trainer.step, s.loss, s.lr, ms, tokens_per_step / ms * 1e3);
+            tracker.log.step(trainer.step, s.loss, s.lr, s.grad_norm, ms, tokens_per_step / ms * 1e3)?;
+            tracker.progress.update(trainer.step, s.loss, s.lr, ms, tokens_per_step / ms * 1e3);
             window_start = Instant::now();
             window_steps = 0;
         }
     }
-    if trainer.step != start_step || resume.is_none() || last.1.is_nan() {
-        last = evaluate(&mut trainer, &mut best, &mut log)?;
+    if tracker.needs_final_eval(trainer.step) {
+        evaluate(&mut trainer, &mut tracker)?;
     }
-    progress.finish();
-    let seconds = started.elapsed().as_secs_f64();
-    let steps = trainer.step - start_step;
-    Ok(TrainSummary {
-        steps: trainer.step,
-        train_loss: last.0,
-        val_loss: last.1,
-        checkpoint: ckpt_dir,
-        seconds,
-        ms_per_iter: if steps > 0 { seconds * 1e3 / steps as f64 } else { 0.0 },
-    })
+    Ok(tracker.finish(trainer.step))
 }
 
 /// Times `iters` training steps of `cfg`'s model on random tokens (after `warmup` steps) with
