@@ -10,7 +10,7 @@ use lmlab::eval::classification::{classification_report, ZeroDivision};
 use lmlab::eval::files::{read_aligned, read_items};
 use lmlab::eval::perplexity::sliding_window_eval;
 use lmlab::eval::stability::{aggregate, render, Run};
-use lmlab::eval::{bleu, efficiency};
+use lmlab::eval::{bleu, chrf, diversity, efficiency, rouge};
 use lmlab::io::checkpoint;
 use lmlab::model::transformer::Arch;
 use lmlab::train::{self, thread_pool};
@@ -74,6 +74,53 @@ pub enum EvalCmd {
         /// Also print sentence BLEU of every line (sacrebleu.sentence_bleu).
         #[arg(long)]
         sentence: bool,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// chrF (default) or chrF++ identical to sacrebleu's CHRF.
+    Chrf {
+        /// Hypotheses, one per line (repeat for several runs).
+        #[arg(long, required = true)]
+        hyp: Vec<PathBuf>,
+        /// References, aligned with the hypotheses (repeat for multiple references).
+        #[arg(long = "ref", required = true)]
+        refs: Vec<PathBuf>,
+        /// chrF++: add word unigrams and bigrams.
+        #[arg(long)]
+        plusplus: bool,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// ROUGE-1/2/L/Lsum identical to Google's rouge-score (mean over pairs; with several
+    /// references, the best per pair). For ROUGE-Lsum put one sentence per line inside each
+    /// item, i.e. use JSONL with "\n" in the strings.
+    Rouge {
+        #[arg(long, required = true)]
+        hyp: Vec<PathBuf>,
+        #[arg(long = "ref", required = true)]
+        refs: Vec<PathBuf>,
+        /// Porter-stem tokens longer than 3 characters (rouge-score's use_stemmer).
+        #[arg(long)]
+        stem: bool,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Diversity of generated texts: distinct-n, seq-rep-n, n-gram entropy, self-BLEU.
+    Diversity {
+        #[arg(long, required = true)]
+        hyp: Vec<PathBuf>,
+        /// Largest n-gram order.
+        #[arg(long, default_value_t = 4)]
+        max_n: usize,
+        /// Skip self-BLEU (quadratic in the number of texts).
+        #[arg(long)]
+        no_self_bleu: bool,
         #[arg(long, default_value = "text")]
         field: String,
         #[arg(long)]
@@ -233,6 +280,54 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
             }
             Ok(())
         }
+        EvalCmd::Chrf { hyp, refs, plusplus, field, json } => {
+            let runs = with_references(&hyp, &refs, &field, |h, r| {
+                let c = if plusplus { chrf::corpus_chrf_pp(h, r)? } else { chrf::corpus_chrf(h, r)? };
+                if !json {
+                    println!("{c}");
+                }
+                Ok(vec![(c.name.clone(), c.score)])
+            })?;
+            if json || runs.len() > 1 {
+                report(&runs, json, None)?;
+            }
+            Ok(())
+        }
+        EvalCmd::Rouge { hyp, refs, stem, field, json } => {
+            let runs = with_references(&hyp, &refs, &field, |h, r| {
+                let m = rouge::corpus_rouge(h, r, stem)?.mean;
+                let mut out = Vec::new();
+                for (name, v) in rouge::Rouge::NAMES.iter().zip(m.variants()) {
+                    out.push((format!("{name}_f"), v.fmeasure));
+                    out.push((format!("{name}_p"), v.precision));
+                    out.push((format!("{name}_r"), v.recall));
+                }
+                Ok(out)
+            })?;
+            report(&runs, json, None)
+        }
+        EvalCmd::Diversity { hyp, max_n, no_self_bleu, field, json } => {
+            let mut runs = Vec::new();
+            for h in &hyp {
+                let items = read_items(h, &field)?;
+                let texts: Vec<&str> = items.iter().map(|s| s.as_str()).collect();
+                let mut m = Vec::new();
+                for n in 1..=max_n {
+                    m.push((format!("distinct-{n}"), diversity::distinct_n(&texts, n)?.ratio));
+                }
+                for n in 1..=max_n {
+                    m.push((format!("rep-{n}"), diversity::corpus_repetition(&texts, n)?.rate));
+                }
+                for n in 1..=max_n {
+                    m.push((format!("ent-{n}"), diversity::ngram_entropy(&texts, n)?.bits));
+                }
+                if !no_self_bleu && texts.len() > 1 {
+                    m.push(("self-bleu".into(), diversity::self_bleu(&texts)?.score));
+                }
+                runs.push((name(h), m));
+            }
+            report(&runs, json, None)
+        }
         EvalCmd::Fluency { hyp, checkpoint: dir, field, threads, json } => thread_pool(threads)?.install(|| {
             let mut ck = checkpoint::load(&dir, 8, false)?;
             ensure!(ck.model.config.arch == Arch::Decoder, "--checkpoint must hold a decoder language model");
@@ -266,6 +361,32 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
                 report(&runs, json, Some(serde_json::Value::Array(details)))
             }),
     }
+}
+
+/// Runs `score` on each hypothesis file against the aligned reference files.
+fn with_references(
+    hyp: &[PathBuf],
+    refs: &[PathBuf],
+    field: &str,
+    mut score: impl FnMut(&[&str], &[Vec<&str>]) -> Result<Vec<(String, f64)>>,
+) -> Result<Vec<Run>> {
+    let ref_paths: Vec<&Path> = refs.iter().map(|p| p.as_path()).collect();
+    let ref_sets = read_aligned(&ref_paths, field)?;
+    let rs: Vec<Vec<&str>> = ref_sets.iter().map(|r| r.iter().map(|s| s.as_str()).collect()).collect();
+    let mut runs = Vec::new();
+    for h in hyp {
+        let hyps = read_items(h, field)?;
+        ensure!(
+            hyps.len() == rs[0].len(),
+            "{} has {} lines but the references have {}",
+            h.display(),
+            hyps.len(),
+            rs[0].len()
+        );
+        let hs: Vec<&str> = hyps.iter().map(|s| s.as_str()).collect();
+        runs.push((name(h), score(&hs, &rs).with_context(|| format!("scoring {}", h.display()))?));
+    }
+    Ok(runs)
 }
 
 fn eval_lm(

@@ -67,3 +67,36 @@ fn classify_and_bleu_from_files() {
     let (ok, _, err) = lmlab(&["eval", "bleu", "--hyp", &p("hyp.txt"), "--ref", &p("gold.txt")]);
     assert!(!ok && err.contains("has 2 lines but the references have 4"), "{err}");
 }
+
+#[test]
+fn chrf_rouge_diversity_from_files_equal_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let hyps = ["the cat sat on the mat", "a dog barked at night", "the cat sat on the mat"];
+    let refs = ["the cat was sitting on the mat", "the dog barked loudly at night", "a cat on a mat"];
+    std::fs::write(p("hyp.txt"), hyps.join("\n") + "\n").unwrap();
+    std::fs::write(p("ref.txt"), refs.join("\n") + "\n").unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let (ok, out, err) = lmlab(args);
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let r: Vec<Vec<&str>> = vec![refs.to_vec()];
+    let v = json(&["eval", "chrf", "--hyp", &p("hyp.txt"), "--ref", &p("ref.txt"), "--plusplus", "--json"]);
+    let want = lmlab::eval::chrf::corpus_chrf_pp(&hyps, &r).unwrap();
+    assert_eq!(v["runs"][0]["metrics"]["chrF2++"].as_f64().unwrap(), want.score);
+    let v = json(&["eval", "rouge", "--hyp", &p("hyp.txt"), "--ref", &p("ref.txt"), "--stem", "--json"]);
+    let want = lmlab::eval::rouge::corpus_rouge(&hyps, &r, true).unwrap().mean;
+    assert_eq!(v["runs"][0]["metrics"]["rougeL_f"].as_f64().unwrap(), want.rouge_l.fmeasure);
+    assert_eq!(v["runs"][0]["metrics"]["rouge2_r"].as_f64().unwrap(), want.rouge2.recall);
+    // Two "seeds": the same file twice gives zero spread.
+    let v = json(&["eval", "diversity", "--hyp", &p("hyp.txt"), "--hyp", &p("hyp.txt"), "--json"]);
+    let d = lmlab::eval::diversity::distinct_n(&hyps, 2).unwrap().ratio;
+    assert_eq!(v["runs"][0]["metrics"]["distinct-2"].as_f64().unwrap(), d);
+    assert_eq!(v["summary"]["distinct-2"]["std"].as_f64().unwrap(), 0.0);
+    let sb = lmlab::eval::diversity::self_bleu(&hyps).unwrap().score;
+    assert_eq!(v["runs"][1]["metrics"]["self-bleu"].as_f64().unwrap(), sb);
+    std::fs::write(p("short.txt"), "one line\n").unwrap();
+    let (ok, _, err) = lmlab(&["eval", "rouge", "--hyp", &p("short.txt"), "--ref", &p("ref.txt")]);
+    assert!(!ok && err.contains("has 1 lines but the references have 3"), "{err}");
+}
