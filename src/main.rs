@@ -42,15 +42,29 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Generate text from a checkpoint.
+    /// Generate text from an lmlab checkpoint, or from a llama2.c model.bin with its
+    /// tokenizer.bin.
     Sample {
+        /// lmlab checkpoint directory.
+        #[arg(long, conflicts_with = "llama2c", required_unless_present = "llama2c")]
+        checkpoint: Option<PathBuf>,
+        /// llama2.c checkpoint (legacy version-0 model.bin); needs --tokenizer.
+        #[arg(long, value_name = "MODEL.bin", requires = "tokenizer")]
+        llama2c: Option<PathBuf>,
+        /// llama2.c tokenizer.bin (with --llama2c).
+        #[arg(long, value_name = "TOK.bin", requires = "llama2c")]
+        tokenizer: Option<PathBuf>,
+        /// Text to continue (lmlab default "\n", cropped to its last block_size characters if
+        /// longer; llama2.c default: none, generation starts from BOS).
         #[arg(long)]
-        checkpoint: PathBuf,
-        /// Text to continue; cropped to its last block_size characters if longer.
-        #[arg(long, default_value = "\n")]
-        prompt: String,
-        #[arg(long, default_value_t = 500)]
-        max_new_tokens: usize,
+        prompt: Option<String>,
+        /// New tokens after the prompt (lmlab default 500; with --llama2c default: --steps).
+        #[arg(long)]
+        max_new_tokens: Option<usize>,
+        /// llama2.c's -n: positions to run, counting BOS and the prompt tokens (default 256,
+        /// at most seq_len). Only with --llama2c.
+        #[arg(long, requires = "llama2c", conflicts_with = "max_new_tokens")]
+        steps: Option<usize>,
         /// 0 = greedy.
         #[arg(long, default_value_t = 0.8)]
         temperature: f32,
@@ -62,6 +76,16 @@ enum Cmd {
         /// Worker threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+    },
+    /// Write an lmlab checkpoint of a Llama-architecture model (rmsnorm, rope, swiglu, no
+    /// bias) as a llama2.c model.bin (legacy version-0 format).
+    Export {
+        /// Output file (written atomically).
+        #[arg(long, value_name = "OUT.bin")]
+        llama2c: PathBuf,
+        /// lmlab checkpoint directory.
+        #[arg(long)]
+        checkpoint: PathBuf,
     },
     /// Evaluate: language modelling, classification, BLEU, fluency, efficiency (see
     /// `lmlab eval --help`).
@@ -185,9 +209,34 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Train { config, set, resume, quiet, json } => cmd_train(config, set, resume, TrainOptions { quiet, json }),
-        Cmd::Sample { checkpoint, prompt, max_new_tokens, temperature, top_k, seed, threads } => {
-            let opts = SampleOptions { max_new_tokens, temperature, top_k };
+        Cmd::Sample {
+            checkpoint,
+            llama2c,
+            tokenizer,
+            prompt,
+            max_new_tokens,
+            steps,
+            temperature,
+            top_k,
+            seed,
+            threads,
+        } => {
+            if let (Some(model), Some(tok)) = (llama2c, tokenizer) {
+                let prompt = prompt.unwrap_or_default();
+                let run = Llama2cRun { max_new_tokens, steps, temperature, top_k, seed };
+                return thread_pool(threads)?.install(|| cmd_sample_llama2c(&model, &tok, &prompt, &run));
+            }
+            let checkpoint = checkpoint.context("give --checkpoint DIR or --llama2c MODEL.bin --tokenizer TOK.bin")?;
+            let opts = SampleOptions { max_new_tokens: max_new_tokens.unwrap_or(500), temperature, top_k };
+            let prompt = prompt.unwrap_or_else(|| "\n".into());
             thread_pool(threads)?.install(|| cmd_sample(&checkpoint, &prompt, &opts, seed))
+        }
+        Cmd::Export { llama2c, checkpoint } => {
+            let ck = checkpoint::load(&checkpoint, 1, false)?;
+            lmlab::io::llama2c::write(&llama2c, &ck.model, None)
+                .with_context(|| format!("cannot export {} as llama2.c", checkpoint.display()))?;
+            println!("wrote {} ({} parameters)", llama2c.display(), ck.model.num_params());
+            Ok(())
         }
         Cmd::Eval { what } => cli_eval::run(what),
         Cmd::Translate { checkpoint, input, reference, output, beam, length_penalty, max_len, batch, threads } => {
@@ -325,6 +374,74 @@ fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64) -> Resu
         }
     }
     writeln!(stdout)?;
+    Ok(())
+}
+
+/// `sample --llama2c`: the generation options.
+struct Llama2cRun {
+    max_new_tokens: Option<usize>,
+    steps: Option<usize>,
+    temperature: f32,
+    top_k: Option<usize>,
+    seed: u64,
+}
+
+/// Samples from a llama2.c checkpoint as llama2.c's `run` does: the prompt is encoded with BOS,
+/// its tokens are printed, then the generated ones; `steps` counts all positions.
+fn cmd_sample_llama2c(model_path: &Path, tok_path: &Path, prompt: &str, run: &Llama2cRun) -> Result<()> {
+    use lmlab::data::llama2c_tokenizer::{printable, Llama2cTokenizer};
+    let mut m = lmlab::io::llama2c::read(model_path, 1)?;
+    let tok = Llama2cTokenizer::read(tok_path)?;
+    anyhow::ensure!(
+        tok.vocab_size() == m.config.vocab_size,
+        "tokenizer {} has {} tokens but the model {} has vocab_size {}",
+        tok_path.display(),
+        tok.vocab_size(),
+        model_path.display(),
+        m.config.vocab_size
+    );
+    let ids = tok.encode(prompt, true, false).context("the prompt cannot be encoded")?;
+    let seq_len = m.config.seq_len;
+    let steps = match (run.steps, run.max_new_tokens) {
+        (Some(s), _) => s,
+        (None, Some(n)) => ids.len() - 1 + n,
+        (None, None) => 256,
+    };
+    if steps > seq_len {
+        eprintln!("note: {steps} steps asked; the model's seq_len is {seq_len}, so {seq_len} are run");
+    }
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(run.seed);
+    let mut stdout = std::io::stdout().lock();
+    let started = std::time::Instant::now();
+    let mut failed = None;
+    let out = lmlab::infer::llama2c::generate_steps(
+        &mut m.model,
+        &ids,
+        steps,
+        run.temperature,
+        run.top_k,
+        &mut rng,
+        |prev, next| match tok.piece(prev, next) {
+            Ok(p) if printable(&p) => {
+                let _ = stdout.write_all(&p);
+                let _ = stdout.flush();
+            }
+            Ok(_) => {}
+            Err(e) => failed = Some(e),
+        },
+    )?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    writeln!(stdout)?;
+    let secs = started.elapsed().as_secs_f64();
+    let positions = out.tokens.len().saturating_sub(1);
+    eprintln!(
+        "{} tokens ({} generated) in {secs:.2} s: {:.1} tokens/s",
+        positions,
+        out.generated,
+        positions as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 

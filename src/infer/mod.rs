@@ -1,3 +1,4 @@
 //! Running a trained model: autoregressive sampling and translation.
+pub mod llama2c;
 pub mod sample;
 pub mod translate;

@@ -1,4 +1,5 @@
 //! Files in and out: checkpoints (safetensors), atomic directory writes.
 pub mod atomic;
 pub mod checkpoint;
+pub mod llama2c;
 pub mod tensors;
