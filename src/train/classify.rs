@@ -7,8 +7,8 @@
 //! ```
 
 use super::config::RunConfig;
-use super::precision::{LossScaler, ScalerState};
-use super::run::{Eval, Resumed, RunTracker};
+use super::precision::ScalerState;
+use super::run::{fresh_model, loss_scaler, Eval, Resumed, RunTracker};
 use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::data::bpe::{BpeTokenizer, BOS, PAD};
 use crate::data::classify::LabelledText;
@@ -200,18 +200,11 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
                 num_classes: train_set.num_classes(),
                 ..cfg.model.clone()
             };
-            let mut model = Transformer::new(model_cfg, tc.batch_size)?;
-            model.init_with(tc.init, tc.init_std, tc.seed);
-            model.label_smoothing = tc.label_smoothing;
-            model.set_precision(tc.precision);
-            let opt = cfg.optim.build(&model.layout)?;
+            let (model, opt) = fresh_model(cfg, model_cfg)?;
             (tokenizer, model, opt, None)
         }
     };
-    let mut scaler = LossScaler::from_config(tc);
-    if let Some(from) = &from {
-        scaler.restore(from.state.loss_scaler);
-    }
+    let mut scaler = loss_scaler(cfg, from.as_ref());
     let Tokenizer::Bpe(bpe) = &tokenizer else {
         bail!("a classifier checkpoint must hold a BPE tokenizer");
     };

@@ -320,22 +320,17 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         accum: cfg.train.grad_accum_steps,
         scaler,
     };
-    let mut scaler = LossScaler::from_config(&cfg.train);
     let (tokenizer, mut trainer, from) = match resumed {
         Some(Resumed { from, tokenizer, model, opt }) => {
-            scaler.restore(from.state.loss_scaler);
+            let scaler = run::loss_scaler(&cfg, Some(&from));
             let trainer = trainer_with(model, opt, from.state.rng.clone(), from.state.step, scaler);
             (tokenizer, trainer, Some(from))
         }
         None => {
             let tokenizer = Tokenizer::Char(CharTokenizer::from_corpus(&text)?);
-            let mut model = Transformer::new(cfg.model_config(tokenizer.vocab_size()), cfg.train.batch_size)?;
-            model.init_with(cfg.train.init, cfg.train.init_std, cfg.train.seed);
-            model.label_smoothing = cfg.train.label_smoothing;
-            model.set_precision(cfg.train.precision);
-            let opt = cfg.optim.build(&model.layout)?;
+            let (model, opt) = run::fresh_model(&cfg, cfg.model_config(tokenizer.vocab_size()))?;
             let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
-            (tokenizer, trainer_with(model, opt, rng, 0, scaler), None)
+            (tokenizer, trainer_with(model, opt, rng, 0, run::loss_scaler(&cfg, None)), None)
         }
     };
     let tokens = tokenizer.encode(&text).context("the data file does not fit the checkpoint's tokenizer")?;

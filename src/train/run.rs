@@ -43,6 +43,30 @@ pub struct ResumePoint {
     pub state: TrainState,
 }
 
+/// A freshly initialised model of `model_cfg` with the run's initialisation, label smoothing
+/// and precision, and its optimizer.
+pub fn fresh_model(
+    cfg: &RunConfig,
+    model_cfg: crate::model::transformer::ModelConfig,
+) -> Result<(Transformer, Optimizer)> {
+    let tc = &cfg.train;
+    let mut model = Transformer::new(model_cfg, tc.batch_size)?;
+    model.init_with(tc.init, tc.init_std, tc.seed);
+    model.label_smoothing = tc.label_smoothing;
+    model.set_precision(tc.precision);
+    let opt = cfg.optim.build(&model.layout)?;
+    Ok((model, opt))
+}
+
+/// The run's f16 loss scaler (disabled otherwise), continuing the checkpoint's when resuming.
+pub fn loss_scaler(cfg: &RunConfig, from: Option<&ResumePoint>) -> crate::train::precision::LossScaler {
+    let mut scaler = crate::train::precision::LossScaler::from_config(&cfg.train);
+    if let Some(from) = from {
+        scaler.restore(from.state.loss_scaler);
+    }
+    scaler
+}
+
 impl Resumed {
     /// Loads the checkpoint `dir` for a run of `cfg`, which must have the checkpoint's task and
     /// `[model]` section; the optimizer is built from `cfg` and takes the saved state (an error

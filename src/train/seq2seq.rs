@@ -8,8 +8,8 @@
 //! ```
 
 use super::config::RunConfig;
-use super::precision::{LossScaler, ScalerState};
-use super::run::{Eval, Resumed, RunTracker};
+use super::precision::ScalerState;
+use super::run::{fresh_model, loss_scaler, Eval, Resumed, RunTracker};
 use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::data::bpe::BpeTokenizer;
 use crate::data::parallel::{EvalBatcher, ParallelCorpus, Seq2SeqBatch, Seq2SeqBatcher};
@@ -63,18 +63,11 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
             let files = [PathBuf::from(&d.src_train), PathBuf::from(&d.tgt_train)];
             let bpe = BpeTokenizer::train(&files, d.vocab_size).context("training the BPE tokenizer")?;
             let tokenizer = Tokenizer::Bpe(Box::new(bpe));
-            let mut model = Transformer::new(cfg.model_config(tokenizer.vocab_size()), tc.batch_size)?;
-            model.init_with(tc.init, tc.init_std, tc.seed);
-            model.label_smoothing = tc.label_smoothing;
-            model.set_precision(tc.precision);
-            let opt = cfg.optim.build(&model.layout)?;
+            let (model, opt) = fresh_model(cfg, cfg.model_config(tokenizer.vocab_size()))?;
             (tokenizer, model, opt, None)
         }
     };
-    let mut scaler = LossScaler::from_config(tc);
-    if let Some(from) = &from {
-        scaler.restore(from.state.loss_scaler);
-    }
+    let mut scaler = loss_scaler(cfg, from.as_ref());
     let Tokenizer::Bpe(bpe) = &tokenizer else {
         bail!("a translation checkpoint must hold a BPE tokenizer");
     };
