@@ -167,7 +167,8 @@ fn generation_allocates_nothing_per_token() {
     // Allocations of one generate() call with `n` new tokens (sampling with top-k and temperature).
     let mut count = |n: usize| {
         pool.install(|| {
-            let opts = SampleOptions { max_new_tokens: n, temperature: 0.9, top_k: Some(10) };
+            let opts =
+                SampleOptions { max_new_tokens: n, temperature: 0.9, top_k: Some(10), ..SampleOptions::default() };
             let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
             generate_cached(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
             ALLOCS.store(0, Ordering::SeqCst);
