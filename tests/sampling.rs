@@ -146,9 +146,9 @@ fn reference(logits: &[f32], seen: &[u32], o: &SampleOptions) -> Option<Vec<f64>
     let v = logits.len();
     let mut s: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
     let r = o.repetition_penalty as f64;
-    for i in 0..v {
+    for (i, x) in s.iter_mut().enumerate() {
         if seen.contains(&(i as u32)) {
-            s[i] = if s[i] < 0.0 { s[i] * r } else { s[i] / r };
+            *x = if *x < 0.0 { *x * r } else { *x / r };
         }
     }
     s.iter_mut().for_each(|x| *x /= o.temperature as f64);
