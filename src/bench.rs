@@ -166,7 +166,8 @@ pub fn run_case(
                 forward_flops(&cfg, 1, t)
             }
             _ => {
-                let opts = SampleOptions { max_new_tokens: t, temperature: 0.0, top_k: None };
+                let opts =
+                    SampleOptions { max_new_tokens: t, temperature: 0.0, top_k: None, ..SampleOptions::default() };
                 let prompt = [batch.inputs[0]];
                 let mut first = true;
                 // The KV-cache path: a GPT view of the same weights, built once outside the timing.

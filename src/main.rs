@@ -6,7 +6,7 @@ mod cli_eval;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lmlab::demo;
-use lmlab::infer::sample::{generate, SampleOptions};
+use lmlab::infer::sample::{generate_text, SampleOptions};
 use lmlab::io::checkpoint;
 use lmlab::model::transformer::Arch;
 use lmlab::train::{self, config::RunConfig, thread_pool, TrainOptions};
@@ -71,6 +71,18 @@ enum Cmd {
         /// Sample only among the k most likely tokens.
         #[arg(long)]
         top_k: Option<usize>,
+        /// Nucleus sampling: only the most likely tokens up to this total probability, in (0, 1].
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// Only tokens with at least this fraction of the top token's probability, in [0, 1].
+        #[arg(long)]
+        min_p: Option<f32>,
+        /// CTRL repetition penalty (> 1 discourages tokens already in the text; 1 = off).
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        /// Stop when the generated text contains this string, which is not printed (repeatable).
+        #[arg(long = "stop", value_name = "TEXT")]
+        stop: Vec<String>,
         #[arg(long, default_value_t = 1337)]
         seed: u64,
         /// Worker threads (0 = one per core).
@@ -218,16 +230,24 @@ fn run(cli: Cli) -> Result<()> {
             steps,
             temperature,
             top_k,
+            top_p,
+            min_p,
+            repetition_penalty,
+            stop,
             seed,
             threads,
         } => {
             if let (Some(model), Some(tok)) = (llama2c, tokenizer) {
+                // llama2.c's own sampler: temperature and top-k only.
+                anyhow::ensure!(repetition_penalty == 1.0, "--repetition-penalty is not available with --llama2c");
                 let prompt = prompt.unwrap_or_default();
                 let run = Llama2cRun { max_new_tokens, steps, temperature, top_k, seed };
                 return thread_pool(threads)?.install(|| cmd_sample_llama2c(&model, &tok, &prompt, &run));
             }
             let checkpoint = checkpoint.context("give --checkpoint DIR or --llama2c MODEL.bin --tokenizer TOK.bin")?;
-            let opts = SampleOptions { max_new_tokens: max_new_tokens.unwrap_or(500), temperature, top_k };
+            let max_new_tokens = max_new_tokens.unwrap_or(500);
+            let opts = SampleOptions { max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, stop };
+            opts.validate()?;
             let prompt = prompt.unwrap_or_else(|| "\n".into());
             thread_pool(threads)?.install(|| cmd_sample(&checkpoint, &prompt, &opts, seed))
         }
@@ -354,25 +374,13 @@ fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64) -> Resu
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "{prompt}")?;
+    stdout.flush()?;
     let tok = ck.tokenizer.clone();
-    // Stream text as tokens arrive: decode everything generated so far and print what is new
-    // (a subword token need not be a whole character on its own).
-    let (mut generated, mut printed) = (Vec::new(), 0usize);
-    generate(&mut ck.model, &ids, opts, &mut rng, |id| {
-        generated.push(id);
-        if let Ok(text) = tok.decode(&generated) {
-            if text.len() > printed && text.is_char_boundary(printed) && !text.ends_with('\u{FFFD}') {
-                let _ = write!(stdout, "{}", &text[printed..]);
-                let _ = stdout.flush();
-                printed = text.len();
-            }
-        }
+    // Each piece of text is written and flushed as soon as it is final (see generate_text).
+    generate_text(&mut ck.model, &tok, &ids, opts, &mut rng, |piece| {
+        let _ = write!(stdout, "{piece}");
+        let _ = stdout.flush();
     })?;
-    if let Ok(text) = tok.decode(&generated) {
-        if text.len() > printed && text.is_char_boundary(printed) {
-            write!(stdout, "{}", &text[printed..])?;
-        }
-    }
     writeln!(stdout)?;
     Ok(())
 }
@@ -526,7 +534,7 @@ fn cmd_demo(data: Option<&Path>, iters: u64, out: &Path, offline: bool) -> Resul
         s.steps, s.seconds, s.ms_per_iter, s.train_loss, s.val_loss
     );
     println!("\n--- samples (temperature 0.8, top-k 40) ---");
-    let opts = SampleOptions { max_new_tokens: 300, temperature: 0.8, top_k: Some(40) };
+    let opts = SampleOptions { max_new_tokens: 300, temperature: 0.8, top_k: Some(40), ..SampleOptions::default() };
     thread_pool(0)?.install(|| cmd_sample(&s.checkpoint, "\n", &opts, 7))?;
     println!("---\ncheckpoint: {}", s.checkpoint.display());
     println!("next: lmlab sample --checkpoint {} --prompt \"ROMEO:\"", s.checkpoint.display());

@@ -55,7 +55,7 @@ fn cached_logits_equal_full_forward_at_every_step() {
 fn greedy_generation_past_block_size_matches_uncached_definition() {
     let mut m = model(true);
     let prompt = [2u32, 7, 1];
-    let opts = SampleOptions { max_new_tokens: 25, temperature: 0.0, top_k: None };
+    let opts = SampleOptions { max_new_tokens: 25, temperature: 0.0, top_k: None, ..SampleOptions::default() };
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
     let got = generate_cached(&mut m, &prompt, &opts, &mut rng, |_| {}).unwrap();
     // Reference: full forward over the last block_size tokens, argmax of the last position.
@@ -90,7 +90,7 @@ fn generate_on_any_decoder_matches_uncached_definition() {
         m.init(4);
         m.params.iter_mut().for_each(|p| *p *= 10.0); // sharper logits: fewer near-ties
         let prompt = [2u32, 7, 1];
-        let opts = SampleOptions { max_new_tokens: 12, temperature: 0.0, top_k: None };
+        let opts = SampleOptions { max_new_tokens: 12, temperature: 0.0, top_k: None, ..SampleOptions::default() };
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
         let got = generate(&mut m, &prompt, &opts, &mut rng, |_| {}).unwrap();
         let (v, block) = (11, 8);

@@ -164,10 +164,18 @@ fn generation_allocates_nothing_per_token() {
     let mut model = Gpt::new(cfg, 1).unwrap();
     model.init_gpt2(3);
     let pool = thread_pool(2).unwrap();
-    // Allocations of one generate() call with `n` new tokens (sampling with top-k and temperature).
+    // Allocations of one generate() call with `n` new tokens (every sampling option on).
     let mut count = |n: usize| {
         pool.install(|| {
-            let opts = SampleOptions { max_new_tokens: n, temperature: 0.9, top_k: Some(10) };
+            let opts = SampleOptions {
+                max_new_tokens: n,
+                temperature: 0.9,
+                top_k: Some(10),
+                top_p: Some(0.9),
+                min_p: Some(0.05),
+                repetition_penalty: 1.3,
+                ..SampleOptions::default()
+            };
             let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
             generate_cached(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
             ALLOCS.store(0, Ordering::SeqCst);

@@ -2,6 +2,7 @@
 pub mod bpe;
 pub mod classify;
 pub mod dataset;
+pub mod gpt2;
 pub mod llama2c_tokenizer;
 pub mod parallel;
 pub mod tokenizer;

@@ -177,7 +177,8 @@ pub fn measure(
     let median = times[times.len() / 2];
     let flops = forward_flops(&cfg, batch, seq_len, seq_len);
     let generate_tokens_per_second = if cfg.arch == Arch::Decoder && gen_tokens > 0 {
-        let opts = SampleOptions { max_new_tokens: gen_tokens, temperature: 0.0, top_k: None };
+        let opts =
+            SampleOptions { max_new_tokens: gen_tokens, temperature: 0.0, top_k: None, ..SampleOptions::default() };
         let t = Instant::now();
         generate(model, &idx[..1], &opts, &mut rng, |_| {})?;
         Some(gen_tokens as f64 / t.elapsed().as_secs_f64())

@@ -45,7 +45,7 @@ pub fn generate_steps<R: Rng>(
         prompt.len(),
         model.config.block_size
     );
-    let opts = SampleOptions { max_new_tokens: 1, temperature, top_k };
+    let opts = SampleOptions { max_new_tokens: 1, temperature, top_k, ..SampleOptions::default() };
     let mut tokens = prompt.to_vec();
     for w in prompt.windows(2) {
         on_token(w[0], w[1]);

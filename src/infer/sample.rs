@@ -1,14 +1,39 @@
-//! Autoregressive sampling with temperature and top-k: on a KV cache for plain GPTs, by
-//! re-running the context window for the other decoder variants.
+//! Autoregressive sampling: on a KV cache for plain GPTs, by re-running the context window for
+//! the other decoder variants.
 //!
 //! The context is the last `block_size` tokens: a prompt longer than that is cropped from the
 //! left (the model cannot attend further back), exactly as nanoGPT's `generate` does.
+//!
+//! [`Sampler`] turns a row of logits into the next token. It applies, in Hugging Face
+//! `generate`'s order:
+//! 1. **repetition penalty** (CTRL, Keskar et al. 2019, with HF's sign rule): the logit of every
+//!    token already in the sequence (prompt included) is divided by the penalty when it is
+//!    positive (or zero) and multiplied by it when it is negative;
+//! 2. **temperature**: logits divided by it; temperature 0 is greedy decoding, the argmax of the
+//!    penalised logits, and skips the steps below;
+//! 3. **top-k**: logits below the k-th largest are removed (ties with the k-th are kept);
+//! 4. **top-p** (nucleus): the softmax of what is left, sorted by decreasing probability (ties
+//!    by id); the smallest prefix whose total reaches `p` is kept, so the token that crosses `p`
+//!    stays (HF keeps it too);
+//! 5. **min-p**: tokens whose probability is below `min_p` times the largest are removed;
+//!
+//! then the kept probabilities are renormalised and one token is drawn with one uniform number
+//! from the seeded RNG (inverse CDF), so a seed fixes the output.
+//!
+//! **Stop strings** ([`generate_text`]): generation ends at the first token after which the
+//! generated text (the prompt is not searched) contains one of the stop strings. The text is cut
+//! where that stop string begins: the stop string, and anything the same token decoded after
+//! it, are neither streamed nor returned; the token ids still include the last token. While a
+//! suffix of the text could be the start of a stop string it is held back, so streamed text
+//! never shows part of one.
 
+use crate::data::Tokenizer;
 use crate::kernels::math::softmax_inplace;
 use crate::model::transformer::Transformer;
 use crate::model::{Gpt, KvCache};
 use anyhow::{ensure, Result};
 use rand::Rng;
+use std::ops::ControlFlow;
 
 #[derive(Clone, Debug)]
 pub struct SampleOptions {
@@ -17,47 +42,248 @@ pub struct SampleOptions {
     pub temperature: f32,
     /// Keep only the `k` most likely tokens (None = all).
     pub top_k: Option<usize>,
+    /// Nucleus sampling: keep the most likely tokens up to total probability `p`, in (0, 1]
+    /// (None or 1 = all).
+    pub top_p: Option<f32>,
+    /// Keep tokens with probability at least `min_p` times the largest, in [0, 1] (None or 0 = all).
+    pub min_p: Option<f32>,
+    /// CTRL repetition penalty, > 0; 1 = none, > 1 discourages tokens already in the sequence.
+    pub repetition_penalty: f32,
+    /// Stop strings (used by [`generate_text`], which decodes; the id-level functions ignore them).
+    pub stop: Vec<String>,
 }
 
-/// Generates `opts.max_new_tokens` tokens after `prompt` with any decoder-only model, calling
-/// `on_token` with each new id as it is produced. Returns the new tokens.
+impl Default for SampleOptions {
+    /// 100 new tokens from the unmodified distribution (temperature 1, no filter, no penalty).
+    fn default() -> Self {
+        SampleOptions {
+            max_new_tokens: 100,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            min_p: None,
+            repetition_penalty: 1.0,
+            stop: Vec::new(),
+        }
+    }
+}
+
+impl SampleOptions {
+    /// Errors for values outside the ranges documented on each field.
+    pub fn validate(&self) -> Result<()> {
+        let t = self.temperature;
+        ensure!(t >= 0.0 && t.is_finite(), "temperature must be a finite number >= 0, got {t}");
+        ensure!(self.top_k != Some(0), "top_k must be at least 1");
+        if let Some(p) = self.top_p {
+            ensure!(p > 0.0 && p <= 1.0, "top_p must be in (0, 1], got {p}");
+        }
+        if let Some(m) = self.min_p {
+            ensure!((0.0..=1.0).contains(&m), "min_p must be in [0, 1], got {m}");
+        }
+        let r = self.repetition_penalty;
+        ensure!(r > 0.0 && r.is_finite(), "repetition_penalty must be a finite number > 0, got {r}");
+        ensure!(self.stop.iter().all(|s| !s.is_empty()), "a stop string must not be empty");
+        Ok(())
+    }
+}
+
+/// What the per-token callback of [`generate`] returns: `()` (always continue) or a
+/// [`ControlFlow`] (`Break(())` ends generation after this token).
+pub trait TokenFlow {
+    fn should_stop(self) -> bool;
+}
+
+impl TokenFlow for () {
+    fn should_stop(self) -> bool {
+        false
+    }
+}
+
+impl TokenFlow for ControlFlow<()> {
+    fn should_stop(self) -> bool {
+        self.is_break()
+    }
+}
+
+/// The sampling pipeline of the module docs, with every buffer allocated once in [`Sampler::new`]:
+/// picking a token allocates nothing.
+pub struct Sampler {
+    temperature: f32,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    min_p: Option<f32>,
+    penalty: f32,
+    scores: Vec<f32>,  // (V) penalised logits
+    probs: Vec<f32>,   // (V) the distribution being built
+    scratch: Vec<f32>, // (V) top-k selection
+    order: Vec<u32>,   // (V) ids sorted by probability, for top-p
+    seen: Vec<bool>,   // (V) tokens in the sequence, for the repetition penalty
+}
+
+impl Sampler {
+    /// A sampler for logits of `vocab_size` entries; `opts` must pass [`SampleOptions::validate`].
+    pub fn new(opts: &SampleOptions, vocab_size: usize) -> Result<Self> {
+        opts.validate()?;
+        ensure!(vocab_size > 0, "the vocabulary is empty");
+        let v = vocab_size;
+        Ok(Sampler {
+            temperature: opts.temperature,
+            top_k: opts.top_k.filter(|&k| k < v),
+            top_p: opts.top_p.filter(|&p| p < 1.0),
+            min_p: opts.min_p.filter(|&m| m > 0.0),
+            penalty: opts.repetition_penalty,
+            scores: vec![0.0; v],
+            probs: vec![0.0; v],
+            scratch: vec![0.0; v],
+            order: vec![0; v],
+            seen: vec![false; v],
+        })
+    }
+
+    /// Forgets the tokens seen so far and records `context` (the prompt) as seen.
+    pub fn reset(&mut self, context: &[u32]) {
+        self.seen.fill(false);
+        context.iter().for_each(|&t| self.observe(t));
+    }
+
+    /// Records `token` as part of the sequence (for the repetition penalty); ids outside the
+    /// vocabulary are ignored.
+    pub fn observe(&mut self, token: u32) {
+        if let Some(s) = self.seen.get_mut(token as usize) {
+            *s = true;
+        }
+    }
+
+    /// The logits after the repetition penalty (V).
+    pub fn penalised(&mut self, logits: &[f32]) -> &[f32] {
+        assert_eq!(logits.len(), self.scores.len(), "logits of the wrong vocabulary size");
+        self.scores.copy_from_slice(logits);
+        let p = self.penalty;
+        if p != 1.0 {
+            for (s, _) in self.scores.iter_mut().zip(&self.seen).filter(|(_, &seen)| seen) {
+                *s = if *s < 0.0 { *s * p } else { *s / p };
+            }
+        }
+        &self.scores
+    }
+
+    /// The distribution the next token is drawn from (V): every step of the module docs. At
+    /// temperature 0 it is one-hot on the greedy choice.
+    pub fn probabilities(&mut self, logits: &[f32]) -> &[f32] {
+        self.penalised(logits);
+        let probs = &mut self.probs;
+        if self.temperature == 0.0 {
+            probs.fill(0.0);
+            probs[argmax(&self.scores) as usize] = 1.0;
+            return probs;
+        }
+        for (p, &s) in probs.iter_mut().zip(&self.scores) {
+            *p = s / self.temperature;
+        }
+        let mut kth = f32::NEG_INFINITY;
+        if let Some(k) = self.top_k {
+            let sorted = &mut self.scratch;
+            sorted.copy_from_slice(probs);
+            sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            kth = sorted[k - 1];
+            probs.iter_mut().filter(|p| **p < kth).for_each(|p| *p = f32::NEG_INFINITY);
+        }
+        softmax_inplace(probs);
+        if self.top_k.is_some() {
+            // The kernels' fast exp maps -inf to a tiny positive number, not 0: removed tokens
+            // must have probability exactly 0 (top-p's candidates, the draw's fallback).
+            for (p, &s) in probs.iter_mut().zip(&self.scores) {
+                if s / self.temperature < kth {
+                    *p = 0.0;
+                }
+            }
+        }
+        if let Some(top_p) = self.top_p {
+            let mut n = 0;
+            for (i, &p) in probs.iter().enumerate() {
+                if p > 0.0 {
+                    self.order[n] = i as u32;
+                    n += 1;
+                }
+            }
+            let order = &mut self.order[..n];
+            // In place and unstable, but the id tiebreak makes the order unique (no allocation).
+            order.sort_unstable_by(|&a, &b| probs[b as usize].total_cmp(&probs[a as usize]).then(a.cmp(&b)));
+            // Keep a token while the tokens before it total less than p: the first always stays,
+            // and so does the one that crosses p.
+            let mut total = 0.0f32;
+            let mut keep = n;
+            for (j, &i) in order.iter().enumerate() {
+                if total >= top_p {
+                    keep = j;
+                    break;
+                }
+                total += probs[i as usize];
+            }
+            order[keep..].iter().for_each(|&i| probs[i as usize] = 0.0);
+            normalize(probs);
+        }
+        if let Some(min_p) = self.min_p {
+            let threshold = min_p * probs.iter().copied().fold(0.0f32, f32::max);
+            probs.iter_mut().filter(|p| **p < threshold).for_each(|p| *p = 0.0);
+            normalize(probs);
+        }
+        probs
+    }
+
+    /// The next token: the argmax at temperature 0 (no random number drawn), else a draw from
+    /// [`Sampler::probabilities`] with one uniform number. Does not [`Sampler::observe`] it.
+    pub fn pick<R: Rng>(&mut self, logits: &[f32], rng: &mut R) -> u32 {
+        if self.temperature == 0.0 {
+            return argmax(self.penalised(logits));
+        }
+        self.probabilities(logits);
+        sample_index(&self.probs, rng.gen::<f32>())
+    }
+}
+
+fn normalize(p: &mut [f32]) {
+    let inv = 1.0 / p.iter().sum::<f32>();
+    p.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// Generates up to `opts.max_new_tokens` tokens after `prompt` with any decoder-only model,
+/// calling `on_token` with each new id as it is produced; generation ends early when it returns
+/// `ControlFlow::Break(())`. Returns the new tokens.
 ///
 /// A plain GPT runs on the KV cache ([`generate_cached`]). Other variants re-run the last
 /// `block_size` tokens for every new token (O(T²) per token; a KV cache for every variant is
 /// issue 7's work).
-pub fn generate<R: Rng>(
+pub fn generate<R: Rng, F: TokenFlow>(
     model: &mut Transformer,
     prompt: &[u32],
     opts: &SampleOptions,
     rng: &mut R,
-    mut on_token: impl FnMut(u32),
+    mut on_token: impl FnMut(u32) -> F,
 ) -> Result<Vec<u32>> {
     if Gpt::supports(&model.config) {
         let mut gpt = Gpt::from_transformer(model)?;
         return generate_cached(&mut gpt, prompt, opts, rng, on_token);
     }
-    check_options(prompt, opts)?;
+    ensure!(!prompt.is_empty(), "the prompt must contain at least one token");
     let (block, v) = (model.config.block_size, model.config.vocab_size);
+    let mut sampler = Sampler::new(opts, v)?;
+    sampler.reset(prompt);
     let mut ctx: Vec<u32> = prompt.to_vec();
     let mut out = Vec::with_capacity(opts.max_new_tokens);
-    let (mut probs, mut sorted) = (vec![0.0f32; v], vec![0.0f32; v]);
     for _ in 0..opts.max_new_tokens {
         let window = &ctx[ctx.len().saturating_sub(block)..];
         model.forward_lm(window, None, 1, window.len(), false, 0)?;
         let logits = &model.logits()[(window.len() - 1) * v..window.len() * v];
-        let next = pick(logits, opts, &mut probs, &mut sorted, rng);
+        let next = sampler.pick(logits, rng);
+        sampler.observe(next);
         ctx.push(next);
         out.push(next);
-        on_token(next);
+        if on_token(next).should_stop() {
+            break;
+        }
     }
     Ok(out)
-}
-
-fn check_options(prompt: &[u32], opts: &SampleOptions) -> Result<()> {
-    ensure!(!prompt.is_empty(), "the prompt must contain at least one token");
-    ensure!(opts.temperature >= 0.0 && opts.temperature.is_finite(), "temperature must be a finite number >= 0");
-    ensure!(opts.top_k != Some(0), "top_k must be at least 1");
-    Ok(())
 }
 
 /// [`generate`] for a plain GPT, on a KV cache.
@@ -66,30 +292,30 @@ fn check_options(prompt: &[u32], opts: &SampleOptions) -> Result<()> {
 /// context reaches `block_size`, each step re-runs the last `block_size` tokens (positions
 /// shift, so cached keys no longer apply) — the same context nanoGPT's `generate` crops to.
 /// Apart from the returned vector, nothing is allocated per token.
-pub fn generate_cached<R: Rng>(
+pub fn generate_cached<R: Rng, F: TokenFlow>(
     model: &mut Gpt,
     prompt: &[u32],
     opts: &SampleOptions,
     rng: &mut R,
-    mut on_token: impl FnMut(u32),
+    mut on_token: impl FnMut(u32) -> F,
 ) -> Result<Vec<u32>> {
-    check_options(prompt, opts)?;
+    ensure!(!prompt.is_empty(), "the prompt must contain at least one token");
     let block = model.config.block_size;
     let v = model.config.vocab_size;
+    let mut sampler = Sampler::new(opts, v)?;
+    sampler.reset(prompt);
     let mut ctx: Vec<u32> = Vec::with_capacity(prompt.len() + opts.max_new_tokens);
     ctx.extend_from_slice(prompt);
     let mut out = Vec::with_capacity(opts.max_new_tokens);
     let mut logits = vec![0.0f32; v];
-    let mut probs = vec![0.0f32; v];
-    let mut sorted = vec![0.0f32; v];
     let mut cache = KvCache::new(&model.config);
     logits.copy_from_slice(model.forward_cached(&ctx[ctx.len().saturating_sub(block)..], &mut cache)?);
     for step in 0..opts.max_new_tokens {
-        let next = pick(&logits, opts, &mut probs, &mut sorted, rng);
+        let next = sampler.pick(&logits, rng);
+        sampler.observe(next);
         ctx.push(next);
         out.push(next);
-        on_token(next);
-        if step + 1 == opts.max_new_tokens {
+        if on_token(next).should_stop() || step + 1 == opts.max_new_tokens {
             break;
         }
         if cache.is_full() {
@@ -102,23 +328,113 @@ pub fn generate_cached<R: Rng>(
     Ok(out)
 }
 
-/// The next token from `logits`: argmax at temperature 0, else a draw from the softmax of
-/// `logits / temperature`, restricted to the `top_k` largest when set.
-fn pick<R: Rng>(logits: &[f32], opts: &SampleOptions, probs: &mut [f32], sorted: &mut [f32], rng: &mut R) -> u32 {
-    if opts.temperature == 0.0 {
-        return argmax(logits);
+/// Stop strings, searched in generated text (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct StopStrings {
+    stops: Vec<String>,
+}
+
+impl StopStrings {
+    /// An empty stop string is an error (it would match before any text).
+    pub fn new(stops: &[String]) -> Result<Self> {
+        ensure!(stops.iter().all(|s| !s.is_empty()), "a stop string must not be empty");
+        Ok(StopStrings { stops: stops.to_vec() })
     }
-    for (p, &l) in probs.iter_mut().zip(logits) {
-        *p = l / opts.temperature;
+
+    /// The first occurrence of a stop string in `text` that starts at or after byte `from`:
+    /// `(start byte, index of the stop string)`; the earliest start wins, then the first listed.
+    pub fn find(&self, text: &str, from: usize) -> Option<(usize, usize)> {
+        let hay = &text[from..];
+        self.stops.iter().enumerate().filter_map(|(i, s)| hay.find(s.as_str()).map(|at| (from + at, i))).min()
     }
-    if let Some(k) = opts.top_k.filter(|&k| k < probs.len()) {
-        sorted.copy_from_slice(probs);
-        sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-        let kth = sorted[k - 1];
-        probs.iter_mut().filter(|p| **p < kth).for_each(|p| *p = f32::NEG_INFINITY);
+
+    /// How many leading bytes of `text` can be shown: all but the longest suffix that is the
+    /// beginning of a stop string (more text could complete it). Assumes `text` holds no stop
+    /// string.
+    pub fn safe_len(&self, text: &str) -> usize {
+        let mut safe = text.len();
+        for s in &self.stops {
+            for k in (1..s.len().min(text.len() + 1)).rev() {
+                if s.is_char_boundary(k) && text.ends_with(&s[..k]) {
+                    safe = safe.min(text.len() - k);
+                    break;
+                }
+            }
+        }
+        safe
     }
-    softmax_inplace(probs);
-    sample_index(probs, rng.gen::<f32>())
+}
+
+/// The result of [`generate_text`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    /// Every generated id, the one that completed a stop string included.
+    pub tokens: Vec<u32>,
+    /// The generated text (not the prompt), cut before the stop string.
+    pub text: String,
+    /// Index in `opts.stop` of the stop string that ended generation.
+    pub stopped_by: Option<usize>,
+}
+
+/// [`generate`] with text: decodes the generated ids after every token, applies
+/// `opts.stop`, and streams the text through `on_text` as soon as it is final (a token that ends
+/// inside a multi-byte character waits for the rest; a possible start of a stop string waits
+/// until it is ruled out). The pieces passed to `on_text` concatenate to the returned text.
+/// Decoding allocates per token (the sampling itself does not).
+pub fn generate_text<R: Rng>(
+    model: &mut Transformer,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &SampleOptions,
+    rng: &mut R,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let stops = StopStrings::new(&opts.stop)?;
+    let (mut tokens, mut printed) = (Vec::new(), 0usize);
+    let mut done: Option<Result<(String, Option<usize>)>> = None;
+    // Emits what is final of `text` and says whether a stop string ended it.
+    let mut advance = |text: &str, printed: &mut usize, last: bool| -> Option<(usize, usize)> {
+        let found = stops.find(text, *printed);
+        let end = match found {
+            Some((at, _)) => at,
+            None if last => text.len(),
+            None => stops.safe_len(text),
+        };
+        if end > *printed {
+            on_text(&text[*printed..end]);
+            *printed = end;
+        }
+        found
+    };
+    generate(model, prompt, opts, rng, |id| {
+        tokens.push(id);
+        match tokenizer.decode(&tokens) {
+            Err(e) => {
+                done = Some(Err(e));
+                ControlFlow::Break(())
+            }
+            // An incomplete character: wait for its remaining bytes.
+            Ok(text) if text.ends_with('\u{FFFD}') => ControlFlow::Continue(()),
+            Ok(text) => match advance(&text, &mut printed, false) {
+                Some((at, which)) => {
+                    done = Some(Ok((text[..at].to_owned(), Some(which))));
+                    ControlFlow::Break(())
+                }
+                None => ControlFlow::Continue(()),
+            },
+        }
+    })?;
+    let (text, stopped_by) = match done {
+        Some(r) => r?,
+        None => {
+            let text = tokenizer.decode(&tokens)?;
+            match advance(&text, &mut printed, true) {
+                Some((at, which)) => (text[..at].to_owned(), Some(which)),
+                None => (text, None),
+            }
+        }
+    };
+    Ok(Generation { tokens, text, stopped_by })
 }
 
 fn argmax(x: &[f32]) -> u32 {
