@@ -67,6 +67,32 @@ fn train_sample_eval_round_trip() {
     // Same seed, same text; greedy decoding is deterministic too.
     let again = lmlab(&["sample", "--checkpoint", ck, "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "3"]);
     assert_eq!(o.stdout, again.stdout);
+    // Every sampling option together; the stop string ends the text and is not printed.
+    let o = lmlab(&[
+        "sample",
+        "--checkpoint",
+        ck,
+        "--prompt",
+        "ROMEO:",
+        "--max-new-tokens",
+        "200",
+        "--top-p",
+        "0.9",
+        "--min-p",
+        "0.05",
+        "--repetition-penalty",
+        "1.2",
+        "--stop",
+        "\n",
+        "--seed",
+        "5",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let generated = out.strip_prefix("ROMEO:").unwrap();
+    assert!(!generated.trim_end_matches('\n').contains('\n'), "stopped at the first newline: {out:?}");
+    let o = lmlab(&["sample", "--checkpoint", ck, "--top-p", "1.5"]);
+    assert!(!o.status.success() && text(&o).1.contains("top"), "{:?}", text(&o));
     let o = lmlab(&["eval", "lm", "--checkpoint", ck, "--json"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let all: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
