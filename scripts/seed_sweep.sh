@@ -13,7 +13,7 @@ for s in $seeds; do
     rm -rf "$out"
     line=$(./target/release/lmlab train --config configs/shakespeare-char-cpu.toml --quiet \
         --set train.seed="$s" --set train.out_dir="$out" --set data.path="$data")
-    full=$(./target/release/lmlab eval --checkpoint "$out/ckpt" --json)
+    full=$(./target/release/lmlab eval lm --checkpoint "$out/ckpt" --json)
     echo "lmlab seed $s: $line | full val split: $full"
     if [ "${2:-}" = "--torch" ]; then
         echo "torch seed $s: $(.venv/bin/python scripts/train_reference.py --data "$data" --seed "$s" --json | python3 -c 'import json,sys; r=json.load(sys.stdin); print("val", round(r["final_val_loss"],4), "train", round(r["final_train_loss"],4), "median step ms", round(r["median_step_ms"],1))')"
