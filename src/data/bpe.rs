@@ -142,23 +142,34 @@ impl BpeTokenizer {
 
     /// Token ids of `text`, without BOS/EOS.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| anyhow!("cannot encode {text:?}: {e}"))?;
-        Ok(enc.get_ids().to_vec())
+        encode_ids(&self.inner, text)
     }
 
     /// Text of `ids`, special tokens skipped; an id outside the vocabulary is an error.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        let n = self.vocab_size();
-        if let Some((pos, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= n) {
-            bail!("token id {id} at position {pos} is outside the vocabulary of {n} tokens");
-        }
-        self.inner.decode(ids, true).map_err(|e| anyhow!("cannot decode: {e}"))
+        decode_ids(&self.inner, ids, true)
     }
 
     /// The token string of `id` (byte-level symbols, e.g. `Ġthe` for " the"), for inspection.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
+}
+
+/// Token ids of `text` under a Hugging Face tokenizer, without added BOS/EOS.
+pub(crate) fn encode_ids(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let enc = tok.encode_fast(text, false).map_err(|e| anyhow!("cannot encode {text:?}: {e}"))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+/// Text of `ids` (special tokens dropped when `skip_special`); an id outside the vocabulary is
+/// an error naming it, not a panic inside `tokenizers`.
+pub(crate) fn decode_ids(tok: &Tokenizer, ids: &[u32], skip_special: bool) -> Result<String> {
+    let n = tok.get_vocab_size(true);
+    if let Some((pos, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= n) {
+        bail!("token id {id} at position {pos} is outside the vocabulary of {n} tokens");
+    }
+    tok.decode(ids, skip_special).map_err(|e| anyhow!("cannot decode: {e}"))
 }
 
 #[cfg(test)]

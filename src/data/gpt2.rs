@@ -59,18 +59,13 @@ impl Gpt2Tokenizer {
 
     /// Token ids of `text` (no BOS/EOS added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode_fast(text, false).map_err(|e| anyhow!("cannot encode {text:?}: {e}"))?;
-        Ok(enc.get_ids().to_vec())
+        super::bpe::encode_ids(&self.inner, text)
     }
 
     /// Text of `ids`; an id outside the vocabulary is an error. A sequence that ends inside a
     /// multi-byte character decodes that character's bytes to U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        let n = self.vocab_size();
-        if let Some((pos, id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= n) {
-            bail!("token id {id} at position {pos} is outside the vocabulary of {n} tokens");
-        }
-        self.inner.decode(ids, false).map_err(|e| anyhow!("cannot decode: {e}"))
+        super::bpe::decode_ids(&self.inner, ids, false)
     }
 
     /// The token string of `id` (byte-level symbols, e.g. `Ġthe` for " the").
