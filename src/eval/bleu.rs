@@ -263,15 +263,7 @@ pub fn corpus_bleu_with(
     smoothing: Smoothing,
     effective_order: bool,
 ) -> Result<Bleu> {
-    ensure!(!refs.is_empty(), "BLEU needs at least one reference stream");
-    for (r, stream) in refs.iter().enumerate() {
-        ensure!(
-            stream.len() == hyps.len(),
-            "reference stream {r} has {} lines but there are {} hypotheses",
-            stream.len(),
-            hyps.len()
-        );
-    }
+    super::check_reference_streams("BLEU", hyps.len(), refs)?;
     let mut total: Stats = [0; 2 + 2 * MAX_NGRAM_ORDER];
     let mut seg_refs = Vec::with_capacity(refs.len());
     for (i, hyp) in hyps.iter().enumerate() {

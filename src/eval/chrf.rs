@@ -248,15 +248,7 @@ fn check_config(cfg: &ChrfConfig) -> Result<()> {
 pub fn corpus_chrf_with(hyps: &[&str], refs: &[Vec<&str>], cfg: &ChrfConfig) -> Result<Chrf> {
     check_config(cfg)?;
     ensure!(!hyps.is_empty(), "chrF of an empty corpus: there are no hypotheses");
-    ensure!(!refs.is_empty(), "chrF needs at least one reference stream");
-    for (r, stream) in refs.iter().enumerate() {
-        ensure!(
-            stream.len() == hyps.len(),
-            "reference stream {r} has {} lines but there are {} hypotheses",
-            stream.len(),
-            hyps.len()
-        );
-    }
+    super::check_reference_streams("chrF", hyps.len(), refs)?;
     // Segments are independent and their counts are integers, so threads do not change the sums.
     let segments: Vec<Vec<NgramCounts>> = (0..hyps.len())
         .into_par_iter()

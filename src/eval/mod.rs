@@ -84,3 +84,18 @@ pub fn fluency(model: &mut Transformer, tokenizer: &crate::data::Tokenizer, text
     let loss = sum / count as f64;
     Ok(LmEval { loss, perplexity: loss.exp(), bits_per_token: loss / std::f64::consts::LN_2, tokens: count })
 }
+
+/// Corpus metrics take references as streams (`refs[r][i]` = the r-th reference of hypothesis
+/// i, sacrebleu's layout): at least one stream, each with one line per hypothesis. sacrebleu
+/// silently stops at the shorter one; here a mismatch is an error.
+pub(crate) fn check_reference_streams(metric: &str, n_hyps: usize, refs: &[Vec<&str>]) -> Result<()> {
+    ensure!(!refs.is_empty(), "{metric} needs at least one reference stream");
+    for (r, stream) in refs.iter().enumerate() {
+        ensure!(
+            stream.len() == n_hyps,
+            "reference stream {r} has {} lines but there are {n_hyps} hypotheses",
+            stream.len()
+        );
+    }
+    Ok(())
+}

@@ -251,15 +251,7 @@ pub fn rouge_multi(hyp: &str, references: &[&str], use_stemmer: bool) -> Result<
 /// stream must have one line per hypothesis.
 pub fn corpus_rouge(hyps: &[&str], refs: &[Vec<&str>], use_stemmer: bool) -> Result<CorpusRouge> {
     ensure!(!hyps.is_empty(), "ROUGE of an empty corpus: there are no hypotheses");
-    ensure!(!refs.is_empty(), "ROUGE needs at least one reference stream");
-    for (r, stream) in refs.iter().enumerate() {
-        ensure!(
-            stream.len() == hyps.len(),
-            "reference stream {r} has {} lines but there are {} hypotheses",
-            stream.len(),
-            hyps.len()
-        );
-    }
+    super::check_reference_streams("ROUGE", hyps.len(), refs)?;
     // Pairs are independent; the mean below adds them in order, so threads do not change it.
     let pairs = (0..hyps.len())
         .into_par_iter()
