@@ -6,10 +6,9 @@
 
 use crate::data::dataset::sample_batch;
 use crate::data::Batch;
-use crate::infer::sample::{generate_cached, SampleOptions};
+use crate::infer::sample::{generate, SampleOptions};
 use crate::io::tensors::{to_safetensors_raw, RawTensor};
 use crate::model::transformer::{ModelConfig, Transformer};
-use crate::model::Gpt;
 use crate::optim::{AdamW, AdamWConfig, LrSchedule, Optimizer};
 use crate::train::{thread_pool, Trainer};
 use anyhow::{bail, Result};
@@ -170,10 +169,9 @@ pub fn run_case(
                     SampleOptions { max_new_tokens: t, temperature: 0.0, top_k: None, ..SampleOptions::default() };
                 let prompt = [batch.inputs[0]];
                 let mut first = true;
-                // The KV-cache path: a GPT view of the same weights, built once outside the timing.
-                let mut gpt = Gpt::from_transformer(&model)?;
+                // The KV-cache path every decoder variant uses.
                 time(&mut || {
-                    let out = generate_cached(&mut gpt, &prompt, &opts, &mut rng, |_| {})?;
+                    let out = generate(&mut model, &prompt, &opts, &mut rng, |_| {})?;
                     if first {
                         tokens = out;
                         first = false;

@@ -7,8 +7,8 @@
 //! as in llama2.c.
 
 use crate::data::llama2c_tokenizer::BOS;
-use crate::infer::sample::{generate, SampleOptions};
-use crate::model::transformer::Transformer;
+use crate::infer::sample::{SampleOptions, Sampler};
+use crate::model::transformer::{LogitRows, Transformer};
 use anyhow::{ensure, Result};
 use rand::Rng;
 
@@ -25,8 +25,8 @@ pub struct StepsOutput {
 /// `on_token(prev, next)` for every token that follows another (prompt tokens after the first,
 /// then generated ones), as llama2.c prints them.
 ///
-/// Each new token runs the whole context through [`generate`] (one new token per call): the
-/// Llama configuration has no KV cache yet, so a token costs O(T) forward work.
+/// Runs on the KV cache like llama2.c: the prompt in one pass (llama2.c feeds it token by
+/// token; the logits are the same), then one position per step.
 pub fn generate_steps<R: Rng>(
     model: &mut Transformer,
     prompt: &[u32],
@@ -46,20 +46,27 @@ pub fn generate_steps<R: Rng>(
         model.config.block_size
     );
     let opts = SampleOptions { max_new_tokens: 1, temperature, top_k, ..SampleOptions::default() };
+    let mut sampler = Sampler::new(&opts, model.config.vocab_size)?;
+    let mut cache = model.kv_cache(1)?;
     let mut tokens = prompt.to_vec();
     for w in prompt.windows(2) {
         on_token(w[0], w[1]);
     }
     let mut generated = 0;
+    let mut logits = model.forward_cached(prompt, &[prompt.len()], prompt.len(), &mut cache, LogitRows::Last)?;
     // Position pos predicts token pos + 1; the prompt fixes tokens up to prompt.len() - 1.
-    for _pos in prompt.len() - 1..steps {
-        let next = generate(model, &tokens, &opts, rng, |_| {})?[0];
+    for pos in prompt.len() - 1..steps {
+        let next = sampler.pick(logits, rng);
         if next == BOS {
             break;
         }
         on_token(*tokens.last().unwrap(), next);
         tokens.push(next);
         generated += 1;
+        if pos + 1 == steps {
+            break;
+        }
+        logits = model.forward_cached(&[next], &[1], 1, &mut cache, LogitRows::Last)?;
     }
     Ok(StepsOutput { tokens, generated })
 }

@@ -1,5 +1,5 @@
-//! Autoregressive sampling: on a KV cache for plain GPTs, by re-running the context window for
-//! the other decoder variants.
+//! Autoregressive sampling on the KV cache, for every decoder variant, one prompt at a time
+//! ([`generate`]) or a batch of prompts of different lengths ([`generate_batch`]).
 //!
 //! The context is the last `block_size` tokens: a prompt longer than that is cropped from the
 //! left (the model cannot attend further back), exactly as nanoGPT's `generate` does.
@@ -29,9 +29,9 @@
 
 use crate::data::Tokenizer;
 use crate::kernels::math::softmax_inplace;
-use crate::model::transformer::Transformer;
+use crate::model::transformer::{LogitRows, Transformer};
 use crate::model::{Gpt, KvCache};
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 use rand::Rng;
 use std::ops::ControlFlow;
 
@@ -251,9 +251,11 @@ fn normalize(p: &mut [f32]) {
 /// calling `on_token` with each new id as it is produced; generation ends early when it returns
 /// `ControlFlow::Break(())`. Returns the new tokens.
 ///
-/// A plain GPT runs on the KV cache ([`generate_cached`]). Other variants re-run the last
-/// `block_size` tokens for every new token (O(T²) per token; a KV cache for every variant is
-/// issue 7's work).
+/// Runs on the model's KV cache ([`Transformer::forward_cached`]), for every decoder variant:
+/// the prompt is processed in one pass, then each step runs one token. Once the context
+/// reaches `block_size`, a step re-runs the last `block_size` tokens (learned positions run
+/// out, and every variant then sees exactly the window nanoGPT's `generate` crops to). Apart
+/// from the returned vector and the cache made at the start, nothing is allocated per token.
 pub fn generate<R: Rng, F: TokenFlow>(
     model: &mut Transformer,
     prompt: &[u32],
@@ -261,26 +263,103 @@ pub fn generate<R: Rng, F: TokenFlow>(
     rng: &mut R,
     mut on_token: impl FnMut(u32) -> F,
 ) -> Result<Vec<u32>> {
-    if Gpt::supports(&model.config) {
-        let mut gpt = Gpt::from_transformer(model)?;
-        return generate_cached(&mut gpt, prompt, opts, rng, on_token);
-    }
     ensure!(!prompt.is_empty(), "the prompt must contain at least one token");
     let (block, v) = (model.config.block_size, model.config.vocab_size);
     let mut sampler = Sampler::new(opts, v)?;
     sampler.reset(prompt);
-    let mut ctx: Vec<u32> = prompt.to_vec();
+    let mut cache = model.kv_cache(1)?;
+    let mut ctx: Vec<u32> = Vec::with_capacity(prompt.len() + opts.max_new_tokens);
+    ctx.extend_from_slice(prompt);
     let mut out = Vec::with_capacity(opts.max_new_tokens);
-    for _ in 0..opts.max_new_tokens {
-        let window = &ctx[ctx.len().saturating_sub(block)..];
-        model.forward_lm(window, None, 1, window.len(), false, 0)?;
-        let logits = &model.logits()[(window.len() - 1) * v..window.len() * v];
-        let next = sampler.pick(logits, rng);
+    let mut logits = vec![0.0f32; v];
+    let window = &ctx[ctx.len().saturating_sub(block)..];
+    logits.copy_from_slice(model.forward_cached(window, &[window.len()], window.len(), &mut cache, LogitRows::Last)?);
+    for step in 0..opts.max_new_tokens {
+        let next = sampler.pick(&logits, rng);
         sampler.observe(next);
         ctx.push(next);
         out.push(next);
-        if on_token(next).should_stop() {
+        if on_token(next).should_stop() || step + 1 == opts.max_new_tokens {
             break;
+        }
+        if cache.len(0) == block {
+            cache.clear_row(0);
+            let window = &ctx[ctx.len() - block..];
+            logits.copy_from_slice(model.forward_cached(window, &[block], block, &mut cache, LogitRows::Last)?);
+        } else {
+            logits.copy_from_slice(model.forward_cached(&[next], &[1], 1, &mut cache, LogitRows::Last)?);
+        }
+    }
+    Ok(out)
+}
+
+/// [`generate`] for a batch of prompts of any lengths at once, one RNG per prompt: row `r`
+/// produces exactly what `generate(model, &prompts[r], opts, &mut rngs[r], ..)` would (up to
+/// float summation order in the batched products). Prompts run in groups of the model's batch
+/// capacity; each group is one right-padded prefill pass, then one pass per step for all rows
+/// still generating. `on_token(row, id)` sees each new token; `Break` ends that row only.
+pub fn generate_batch<R: Rng, F: TokenFlow>(
+    model: &mut Transformer,
+    prompts: &[Vec<u32>],
+    opts: &SampleOptions,
+    rngs: &mut [R],
+    mut on_token: impl FnMut(usize, u32) -> F,
+) -> Result<Vec<Vec<u32>>> {
+    ensure!(rngs.len() == prompts.len(), "{} RNGs for {} prompts", rngs.len(), prompts.len());
+    if let Some(r) = prompts.iter().position(|p| p.is_empty()) {
+        bail!("prompt {r} is empty: every prompt must contain at least one token");
+    }
+    let (block, v, cap) = (model.config.block_size, model.config.vocab_size, model.max_batch());
+    let mut cache = model.kv_cache(cap)?;
+    let mut out: Vec<Vec<u32>> = prompts.iter().map(|_| Vec::with_capacity(opts.max_new_tokens)).collect();
+    let mut samplers = (0..cap.min(prompts.len())).map(|_| Sampler::new(opts, v)).collect::<Result<Vec<_>>>()?;
+    let mut logits = vec![0.0f32; cap * v];
+    let (mut batch, mut counts) = (Vec::new(), Vec::new());
+    for (g, group) in prompts.chunks(cap).enumerate() {
+        let first = g * cap;
+        let n = group.len();
+        cache.reset(n)?;
+        let mut ctx: Vec<Vec<u32>> = group.to_vec();
+        // Rows still generating, and whether a row's next pass re-runs its whole window.
+        let mut live = vec![opts.max_new_tokens > 0; n];
+        let mut refill = vec![true; n];
+        for (s, p) in samplers.iter_mut().zip(group) {
+            s.reset(p);
+        }
+        while live.iter().any(|&l| l) {
+            // One pass: a full window for rows that (re)start, one token for the others.
+            let window = |c: &Vec<u32>| c.len().min(block);
+            let t = (0..n).filter(|&r| live[r]).map(|r| if refill[r] { window(&ctx[r]) } else { 1 }).max().unwrap_or(1);
+            batch.clear();
+            batch.resize(n * t, 0);
+            counts.clear();
+            for r in 0..n {
+                let c = &ctx[r];
+                let k = match (live[r], refill[r]) {
+                    (false, _) => 0,
+                    (true, true) => window(c),
+                    (true, false) => 1,
+                };
+                batch[r * t..r * t + k].copy_from_slice(&c[c.len() - k..]);
+                counts.push(k);
+            }
+            let step = model.forward_cached(&batch, &counts, t, &mut cache, LogitRows::Last)?;
+            logits[..n * v].copy_from_slice(step);
+            for r in 0..n {
+                if !live[r] {
+                    continue;
+                }
+                let next = samplers[r].pick(&logits[r * v..(r + 1) * v], &mut rngs[first + r]);
+                samplers[r].observe(next);
+                ctx[r].push(next);
+                out[first + r].push(next);
+                let stop = on_token(first + r, next).should_stop();
+                live[r] = !stop && out[first + r].len() < opts.max_new_tokens;
+                refill[r] = cache.len(r) == block;
+                if refill[r] {
+                    cache.clear_row(r);
+                }
+            }
         }
     }
     Ok(out)

@@ -104,6 +104,11 @@ impl<'a> Regions<'a> {
     pub(crate) fn get(&self, r: &Range<usize>, len: usize) -> &'a [f32] {
         self.mut_(r, len)
     }
+    /// The first `len` elements of the whole buffer.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) fn prefix(&self, len: usize) -> &'a mut [f32] {
+        self.mut_(&(0..self.len), len)
+    }
 }
 
 /// GPT-2 initialisation of a whole layout: N(0, 0.02) for matrices and embeddings,

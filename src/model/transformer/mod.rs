@@ -12,11 +12,13 @@
 //! named ranges; parameter names follow nanoGPT for the decoder (`transformer.h.0.attn.c_attn.weight`)
 //! and are listed in `docs/ARCHITECTURE.md` for the rest.
 
+mod cache;
 pub mod config;
 mod layers;
 mod probe;
 mod stack;
 
+pub use cache::{KvCache, LogitRows};
 pub use config::{
     ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
 };
@@ -745,6 +747,7 @@ fn ctx<'a>(
         self_mask,
         enc_mask,
         low,
+        cache: None,
     }
 }
 

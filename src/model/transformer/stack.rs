@@ -119,12 +119,13 @@ impl Stack {
             let p = format!("{prefix}.h.{i}");
             // Parameters are laid out in data-flow order: ln_1, attn, (ln_cross, cross_attn),
             // ln_2, mlp (arguments are evaluated left to right).
-            let attn =
-                |l: &mut ParamLayout| Attention::new(l, &format!("{p}.attn"), cfg, false, causal, position.clone());
+            let attn = |l: &mut ParamLayout| {
+                Attention::new(l, &format!("{p}.attn"), cfg, false, causal, position.clone()).at_layer(i)
+            };
             push(&mut sublayers, Norm::new(l, &format!("{p}.ln_1"), cfg), Function::Attention(attn(l)));
             if kind == StackKind::CrossDecoder {
                 let cross = |l: &mut ParamLayout| {
-                    Attention::new(l, &format!("{p}.cross_attn"), cfg, true, false, SelfPosition::None)
+                    Attention::new(l, &format!("{p}.cross_attn"), cfg, true, false, SelfPosition::None).at_layer(i)
                 };
                 push(&mut sublayers, Norm::new(l, &format!("{p}.ln_cross"), cfg), Function::Attention(cross(l)));
             }
@@ -190,6 +191,18 @@ impl Stack {
             .unwrap_or(0)
     }
 
+    /// Largest attention-kernel forward scratch of any sublayer in a cached pass.
+    pub fn cached_attention_scratch(&self, block: usize, t_enc: usize) -> usize {
+        self.sublayers
+            .iter()
+            .filter_map(|s| match &s.f {
+                Function::Attention(a) => Some(a.cached_scratch_needs(block, t_enc)),
+                Function::Mlp(_) => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Widest projection output of any sublayer (for the shared gradient buffers).
     pub fn widest(&self, cfg: &ModelConfig) -> usize {
         let h = super::layers::Heads::of(cfg);
@@ -244,7 +257,19 @@ impl Stack {
             (None, None) => None,
         };
         let emb = cx.r.mut_(&a.emb, n * c);
-        token_embedding_forward(emb, idx, cx.p(&self.wte), self.emb_scale, pos, cx.t, c);
+        match cx.cache {
+            None => token_embedding_forward(emb, idx, cx.p(&self.wte), self.emb_scale, pos, cx.t, c),
+            Some(kc) => {
+                // Row b's new tokens sit at positions start[b] ..; its padding rows are zero.
+                let t = cx.t;
+                for (bi, (rows, ids)) in emb.chunks_mut(t * c).zip(idx.chunks(t)).enumerate() {
+                    let (start, count) = (kc.start[bi], kc.count[bi]);
+                    let pos = pos.map(|p| &p[start * c..]);
+                    token_embedding_forward(rows, &ids[..count], cx.p(&self.wte), self.emb_scale, pos, t, c);
+                    rows[count * c..].fill(0.0);
+                }
+            }
+        }
         if let (Some(r), true) = (&a.emb_drop, cx.train && self.dropout > 0.0) {
             dropout_forward(cx.r.mut_(r, n * c), emb, self.dropout, cx.seed(self.site));
         }

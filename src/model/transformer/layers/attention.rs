@@ -1,7 +1,7 @@
 //! Attention layers: self-attention (packed q/k/v projection, RoPE, position biases) and
 //! cross-attention (queries from the decoder, keys and values from the encoder output).
 
-use super::Ctx;
+use super::{CacheView, Ctx};
 use crate::kernels::{
     attention::{attention_backward, attention_forward},
     flash_attention::{flash_attention_backward, flash_attention_forward, scratch_per_head},
@@ -13,6 +13,7 @@ use crate::kernels::{
     residual::residual_add_inplace,
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
+use crate::model::transformer::cache::Q_CHUNK;
 use crate::model::transformer::config::{AttentionKind, ModelConfig, ScoreKind};
 use crate::model::transformer::probe::{ActKind, ActTensor, AttnProbs, View};
 use std::ops::Range;
@@ -81,6 +82,8 @@ pub(crate) struct Attention {
     /// Use the dedicated causal MHA kernels (dense or flash).
     fast: Option<AttentionKind>,
     attn_drop: f32,
+    /// Block index in the stack: the layer's slot in a KV cache.
+    layer: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -154,7 +157,14 @@ impl Attention {
             causal,
             fast: fast_ok.then_some(cfg.attention),
             attn_drop: cfg.attn_drop(),
+            layer: 0,
         }
+    }
+
+    /// The same layer as block `layer` of its stack (its KV-cache slot).
+    pub fn at_layer(mut self, layer: usize) -> Self {
+        self.layer = layer;
+        self
     }
 
     /// Cosine temperatures start at τ = 10, so that scores span about ±10 like scaled dot
@@ -285,7 +295,7 @@ impl Attention {
     }
 
     /// out (N, C) = attention of `x` (N, C) (over itself, or over `enc` (N_enc, C) for
-    /// cross-attention).
+    /// cross-attention). In a cached pass ([`Ctx::cache`]) the queries attend to the cache.
     pub fn forward(&self, cx: &Ctx, a: &AttentionActs, x: &[f32], enc: Option<&[f32]>, site: u64) {
         let h = &self.heads;
         let (b, t, n) = (cx.b, cx.t, cx.n());
@@ -296,18 +306,53 @@ impl Attention {
                 cx.linear_forward(q, x, &self.c_q_w, &self.c_q_b, n, h.c, h.nh * h.hs);
                 let enc = enc.expect("cross-attention needs the encoder output");
                 let ne = b * cx.t_enc;
-                let kv = cx.r.mut_(a.kv.as_ref().unwrap(), ne * 2 * h.kv());
-                cx.linear_forward(kv, enc, kvw, kvb, ne, h.c, 2 * h.kv());
+                // A cached pass projects the encoder output once, into the cache.
+                let kv = match cx.cache {
+                    None => Some(cx.r.mut_(a.kv.as_ref().unwrap(), ne * 2 * h.kv())),
+                    Some(kc) if !kc.cross_ready => {
+                        Some(kc.cross.mut_(&kc.cross_layer(self.layer, b, cx.t_enc), ne * 2 * h.kv()))
+                    }
+                    Some(_) => None,
+                };
+                if let Some(kv) = kv {
+                    cx.linear_forward(kv, enc, kvw, kvb, ne, h.c, 2 * h.kv());
+                }
             }
         }
         if let SelfPosition::Rope { theta } = self.position {
             let w = h.qkv();
-            rope_forward(q, n, w, h.nh, h.hs, t, 0, theta);
-            rope_forward(&mut q[h.nh * h.hs..], n, w, h.nkv, h.hs, t, 0, theta);
+            match cx.cache {
+                None => {
+                    rope_forward(q, n, w, h.nh, h.hs, t, 0, theta);
+                    rope_forward(&mut q[h.nh * h.hs..], n, w, h.nkv, h.hs, t, 0, theta);
+                }
+                Some(kc) => {
+                    // Each row's new tokens start at its own cached length.
+                    for bi in 0..b {
+                        let (rows, q) = (kc.count[bi], &mut q[bi * t * w..]);
+                        rope_forward(q, rows, w, h.nh, h.hs, t, kc.start[bi], theta);
+                        rope_forward(&mut q[h.nh * h.hs..], rows, w, h.nkv, h.hs, t, kc.start[bi], theta);
+                    }
+                }
+            }
         }
+        let y = cx.r.mut_(&a.y, n * h.c);
+        if let Some(kc) = cx.cache {
+            self.attend_cached(cx, kc, y, q);
+        } else {
+            self.attend(cx, a, y, q, site);
+        }
+        let out = cx.r.mut_(&a.out, n * h.c);
+        cx.linear_forward(out, y, &self.c_proj_w, &self.c_proj_b, n, h.nh * h.hs, h.c);
+    }
+
+    /// y (N, C) = the heads' outputs of a full pass, with q the projected queries (and keys
+    /// and values).
+    fn attend(&self, cx: &Ctx, a: &AttentionActs, y: &mut [f32], q: &[f32], site: u64) {
+        let h = &self.heads;
+        let (b, t) = (cx.b, cx.t);
         let tk = if a.kv.is_some() { cx.t_enc } else { t };
         let p_drop = cx.drop_p(self.attn_drop);
-        let y = cx.r.mut_(&a.y, n * h.c);
         let probs_len = b * h.nh * t * tk;
         let dropped =
             a.probs_drop.as_ref().filter(|_| p_drop > 0.0).map(|r| (cx.r.mut_(r, probs_len), p_drop, cx.seed(site)));
@@ -339,8 +384,77 @@ impl Attention {
                 );
             }
         }
-        let out = cx.r.mut_(&a.out, n * h.c);
-        cx.linear_forward(out, y, &self.c_proj_w, &self.c_proj_b, n, h.nh * h.hs, h.c);
+    }
+
+    /// y (N, C) of a cached pass: self-attention appends each row's new keys and values to the
+    /// cache and attends over the row's cached positions (causally, query `i` at position
+    /// `start + i`); cross-attention attends over the cached encoder keys and values. Rows run
+    /// one at a time (each has its own length), their queries in chunks of [`Q_CHUNK`];
+    /// padding rows of y are zero.
+    fn attend_cached(&self, cx: &Ctx, kc: &CacheView, y: &mut [f32], q: &[f32]) {
+        let h = &self.heads;
+        let (t, kv) = (cx.t, h.kv());
+        let (lt, sv) = self.tensors(cx);
+        let (score, pos) = (self.score_fn(lt, sv), self.position_bias(cx));
+        let cross = self.c_kv.is_some();
+        let qw = if cross { h.nh * h.hs } else { h.qkv() };
+        let cross_all =
+            cross.then(|| kc.cross.get(&kc.cross_layer(self.layer, cx.b, cx.t_enc), cx.b * cx.t_enc * 2 * kv));
+        for bi in 0..cx.b {
+            let (start, count) = (kc.start[bi], kc.count[bi]);
+            let y_row = &mut y[bi * t * h.c..(bi + 1) * t * h.c];
+            y_row[count * h.c..].fill(0.0);
+            if count == 0 {
+                continue;
+            }
+            let q_row = &q[bi * t * qw..];
+            let (inputs, tk_end, key_mask, causal) = match cross_all {
+                Some(all) => {
+                    let te = cx.t_enc;
+                    let kvr = &all[bi * te * 2 * kv..(bi + 1) * te * 2 * kv];
+                    let inputs = AttnInputs {
+                        q: q_row,
+                        q_stride: qw,
+                        k: kvr,
+                        k_stride: 2 * kv,
+                        v: &kvr[kv..],
+                        v_stride: 2 * kv,
+                    };
+                    (inputs, None, cx.enc_mask.map(|m| &m[bi * te..(bi + 1) * te]), false)
+                }
+                None => {
+                    let (kr, vr) = (
+                        kc.k.mut_(&kc.row(self.layer, bi), kc.block * kv),
+                        kc.v.mut_(&kc.row(self.layer, bi), kc.block * kv),
+                    );
+                    for i in 0..count {
+                        let src = &q_row[i * qw..];
+                        kr[(start + i) * kv..][..kv].copy_from_slice(&src[h.nh * h.hs..][..kv]);
+                        vr[(start + i) * kv..][..kv].copy_from_slice(&src[(h.nh + h.nkv) * h.hs..][..kv]);
+                    }
+                    let inputs = AttnInputs { q: q_row, q_stride: qw, k: kr, k_stride: kv, v: vr, v_stride: kv };
+                    (inputs, Some(start), None, true)
+                }
+            };
+            for c0 in (0..count).step_by(Q_CHUNK) {
+                let tq = Q_CHUNK.min(count - c0);
+                // Causal: the chunk sees keys up to its last query's position.
+                let tk = tk_end.map_or(cx.t_enc, |s| s + c0 + tq);
+                let dims = self.dims(1, tq, tk);
+                let x = AttnInputs { q: &inputs.q[c0 * qw..], ..inputs };
+                let mask = AttnMask { causal, q_offset: tk_end.map_or(0, |s| s + c0), key_mask };
+                let probs = kc.probs.prefix(h.nh * tq * tk);
+                let scratch = kc.scratch.prefix(general_attention_fwd_scratch_len(&dims, &score, &pos));
+                general_attention_forward(&mut y_row[c0 * h.c..], probs, None, scratch, &x, &dims, &score, &pos, &mask);
+            }
+        }
+    }
+
+    /// Forward-scratch elements a cached pass of this layer needs (see [`Q_CHUNK`]).
+    pub fn cached_scratch_needs(&self, block: usize, t_enc: usize) -> usize {
+        let tk = if self.c_kv.is_some() { t_enc } else { block };
+        let dims = self.dims(1, Q_CHUNK.min(block), tk);
+        general_attention_fwd_scratch_len(&dims, &self.score_fn(&[], &[]), &self.position_bias_shape())
     }
 
     /// dx (N, C) = ∂L/∂x given dout (N, C); for cross-attention also d_enc (N_enc, C) += ∂L/∂enc.

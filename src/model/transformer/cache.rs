@@ -1,0 +1,353 @@
+//! The key/value cache of a decoder: what incremental generation keeps between forward passes.
+//!
+//! One code path serves prompt processing (prefill) and token-by-token decoding:
+//! [`super::Transformer::forward_cached`] runs a batch of *new* tokens — any number per row —
+//! through the stack, appends their self-attention keys and values to the cache, and lets
+//! every new query attend to everything its row has cached. Each row keeps its own length, so
+//! a batch of prompts of different lengths needs no left padding and no position shift: row
+//! `b`'s new tokens sit at positions `len[b] ..` exactly as if the row ran alone.
+//!
+//! ```text
+//! k, v   (L, R, block_size, NKV·hs)   keys after RoPE, values; row r's positions 0..len[r]
+//! cross  (L, R·T_enc, 2·NKV·hs)       encoder-decoder: cross-attention [k | v] of the encoder output
+//! probs  (NH, Q_CHUNK, block_size)    attention probabilities of one row's query chunk
+//! ```
+//!
+//! Positions enter wherever the full forward pass puts them: learned and sinusoidal tables at
+//! `len[b] + i`, RoPE rotates new queries and keys by their absolute position before the keys
+//! are cached, and ALiBi, T5 and Shaw biases see query position `len[b] + i` against key
+//! positions `0 ..` (the attention kernel's `q_offset`). So cached and uncached passes give
+//! the same logits up to float summation order (tests/kv_cache.rs checks every variant).
+
+use super::config::{Arch, ModelConfig};
+use super::layers::CacheView;
+use super::{ctx, low_regions, lowp, Head, Transformer};
+use crate::model::layout::Regions;
+use anyhow::{bail, ensure, Context, Result};
+
+/// Queries of one row attend in chunks of this many, bounding the probability buffer to
+/// (NH, Q_CHUNK, block_size) however long the prompt.
+pub(crate) const Q_CHUNK: usize = 64;
+
+/// Keys and values of every self-attention layer (and, for an encoder-decoder, the
+/// cross-attention keys and values of the encoder output) for up to `capacity` rows.
+pub struct KvCache {
+    /// (L, R, block, KV) self-attention keys (after RoPE) and values.
+    pub(crate) k: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    /// (L, R·T_enc, 2·KV) cross-attention [k | v] rows; valid when `cross_len > 0`.
+    pub(crate) cross: Vec<f32>,
+    /// T_enc of the cross entries (0: not computed yet; the next pass computes them).
+    pub(crate) cross_len: usize,
+    /// (NH, Q_CHUNK, block) probabilities and the attention kernel's forward scratch.
+    pub(crate) probs: Vec<f32>,
+    pub(crate) scratch: Vec<f32>,
+    /// Positions cached per row (R; the first `rows` are in use).
+    pub(crate) lens: Vec<usize>,
+    rows: usize,
+    pub(crate) capacity: usize,
+    pub(crate) layers: usize,
+    pub(crate) block: usize,
+    /// NKV·hs.
+    pub(crate) kv: usize,
+    /// Gather buffer for [`KvCache::reorder`]: (R, block, KV).
+    tmp: Vec<f32>,
+    tmp_lens: Vec<usize>,
+}
+
+impl KvCache {
+    /// A cache for `capacity` rows of `cfg`'s decoder (`scratch` elements of attention-kernel
+    /// scratch), holding no positions; its batch size is `capacity`.
+    pub(crate) fn new(cfg: &ModelConfig, capacity: usize, scratch: usize) -> Result<Self> {
+        ensure!(capacity >= 1, "a KV cache needs at least one row");
+        ensure!(cfg.arch != Arch::Encoder, "an encoder has no causal decoder to cache");
+        let layers = if cfg.arch == Arch::EncoderDecoder { cfg.dec_layers() } else { cfg.n_layer };
+        let (block, kv) = (cfg.block_size, cfg.kv_heads() * cfg.head_size());
+        let size = layers * capacity * block * kv;
+        let cross = if cfg.arch == Arch::EncoderDecoder { layers * capacity * block * 2 * kv } else { 0 };
+        Ok(KvCache {
+            k: vec![0.0; size],
+            v: vec![0.0; size],
+            cross: vec![0.0; cross],
+            cross_len: 0,
+            probs: vec![0.0; cfg.n_head * Q_CHUNK.min(block) * block],
+            scratch: vec![0.0; scratch],
+            lens: vec![0; capacity],
+            rows: capacity,
+            capacity,
+            layers,
+            block,
+            kv,
+            tmp: vec![0.0; capacity * block * 2 * kv],
+            tmp_lens: vec![0; capacity],
+        })
+    }
+
+    /// Rows in use (the batch size of the next cached pass).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Positions cached in row `r`.
+    pub fn len(&self, r: usize) -> usize {
+        self.lens[r]
+    }
+
+    /// Positions cached per row in use.
+    pub fn lens(&self) -> &[usize] {
+        &self.lens[..self.rows]
+    }
+
+    /// The model's context: no row can hold more positions.
+    pub fn block_size(&self) -> usize {
+        self.block
+    }
+
+    /// Empties every row and sets the batch size to `rows`; cross-attention entries are
+    /// recomputed on the next pass.
+    pub fn reset(&mut self, rows: usize) -> Result<()> {
+        ensure!(
+            (1..=self.capacity).contains(&rows),
+            "KV cache: {rows} rows outside 1..={} (its capacity)",
+            self.capacity
+        );
+        self.rows = rows;
+        self.lens.fill(0);
+        self.cross_len = 0;
+        Ok(())
+    }
+
+    /// Empties row `r` only (its next pass starts again at position 0).
+    pub fn clear_row(&mut self, r: usize) {
+        self.lens[r] = 0;
+    }
+
+    /// Rearranges the rows: new row `i` is old row `rows[i]` (rows may repeat or be dropped),
+    /// and the batch size becomes `rows.len()`. Beam search follows each surviving hypothesis's
+    /// parent this way. Copies only the cached positions; allocates nothing.
+    pub fn reorder(&mut self, rows: &[usize]) -> Result<()> {
+        ensure!(
+            (1..=self.capacity).contains(&rows.len()),
+            "KV cache reorder: {} rows outside 1..={}",
+            rows.len(),
+            self.capacity
+        );
+        if let Some(bad) = rows.iter().find(|&&r| r >= self.rows) {
+            bail!("KV cache reorder: row {bad} out of range for {} rows", self.rows);
+        }
+        let (block, kv, cap) = (self.block, self.kv, self.capacity);
+        for buf in [&mut self.k, &mut self.v] {
+            for l in 0..self.layers {
+                let layer = &mut buf[l * cap * block * kv..(l + 1) * cap * block * kv];
+                for (i, &r) in rows.iter().enumerate() {
+                    let n = self.lens[r] * kv;
+                    self.tmp[i * block * kv..][..n].copy_from_slice(&layer[r * block * kv..][..n]);
+                }
+                for (i, &r) in rows.iter().enumerate() {
+                    let n = self.lens[r] * kv;
+                    layer[i * block * kv..][..n].copy_from_slice(&self.tmp[i * block * kv..][..n]);
+                }
+            }
+        }
+        if self.cross_len > 0 {
+            let row = self.cross_len * 2 * kv;
+            for l in 0..self.layers {
+                let layer = &mut self.cross[l * cap * block * 2 * kv..(l + 1) * cap * block * 2 * kv];
+                for (i, &r) in rows.iter().enumerate() {
+                    self.tmp[i * row..(i + 1) * row].copy_from_slice(&layer[r * row..(r + 1) * row]);
+                }
+                layer[..rows.len() * row].copy_from_slice(&self.tmp[..rows.len() * row]);
+            }
+        }
+        for (i, &r) in rows.iter().enumerate() {
+            self.tmp_lens[i] = self.lens[r];
+        }
+        self.lens[..rows.len()].copy_from_slice(&self.tmp_lens[..rows.len()]);
+        self.rows = rows.len();
+        Ok(())
+    }
+
+    /// Bytes held by the cache.
+    pub fn bytes(&self) -> usize {
+        4 * (self.k.len() + self.v.len() + self.cross.len() + self.probs.len() + self.scratch.len() + self.tmp.len())
+    }
+}
+
+/// Which logits a cached pass computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitRows {
+    /// (B, V): each row's last new token (zeros for a row without new tokens).
+    Last,
+    /// (B, T, V): every position of the padded batch (padding positions hold garbage).
+    All,
+}
+
+impl Transformer {
+    /// A KV cache for up to `capacity` rows of this model's decoder (at most the model's
+    /// batch capacity).
+    pub fn kv_cache(&self, capacity: usize) -> Result<KvCache> {
+        ensure!(
+            capacity <= self.max_batch,
+            "KV cache of {capacity} rows exceeds the model's batch capacity {}",
+            self.max_batch
+        );
+        let dec = self.decoder.as_ref().context("an encoder has no causal decoder to cache")?;
+        let block = self.config.block_size;
+        KvCache::new(&self.config, capacity, dec.cached_attention_scratch(block, block))
+    }
+
+    /// Decoder-only LM, incremental: runs `tokens` (B, T) — row `b` holds `counts[b]` new tokens
+    /// followed by padding (any valid ids) — at positions `cache.len(b) ..`, appends their
+    /// keys and values to `cache` and returns the logits `rows` asks for. B = `cache.rows()`.
+    /// Prompt processing is a call with the whole prompt, decoding a call with one token per
+    /// row; both are this function, and a row with `counts[b] = 0` just waits.
+    pub fn forward_cached(
+        &mut self,
+        tokens: &[u32],
+        counts: &[usize],
+        t: usize,
+        cache: &mut KvCache,
+        rows: LogitRows,
+    ) -> Result<&[f32]> {
+        ensure!(self.config.arch == Arch::Decoder, "forward_cached needs arch = \"decoder\" (use decode_cached)");
+        self.check_cached(tokens, counts, t, cache)?;
+        let b = counts.len();
+        self.begin(b, t, t, false, 0);
+        self.last.has_targets = false;
+        self.last.has_mask = false;
+        self.run_cached(tokens, counts, cache, rows)
+    }
+
+    /// Encoder-decoder, incremental: [`Transformer::decode`] on a KV cache. Decoder row `b`
+    /// reads encoded row `b` (B = `cache.rows()` = the encoded batch; after
+    /// [`Transformer::reorder_encoded`] reorder the cache the same way). The first pass after
+    /// [`KvCache::reset`] projects the encoder output into the cache's cross-attention entries.
+    pub fn decode_cached(
+        &mut self,
+        tokens: &[u32],
+        counts: &[usize],
+        t: usize,
+        cache: &mut KvCache,
+        rows: LogitRows,
+    ) -> Result<&[f32]> {
+        ensure!(self.config.arch == Arch::EncoderDecoder, "decode_cached needs arch = \"encoder_decoder\"");
+        ensure!(self.last.encoded, "decode_cached() needs encode() first (a forward pass discards the encoder output)");
+        ensure!(
+            counts.len() == self.last.b,
+            "decode_cached with {} rows, but {} rows are encoded",
+            counts.len(),
+            self.last.b
+        );
+        ensure!(
+            cache.cross_len == 0 || cache.cross_len == self.last.t_enc,
+            "the KV cache holds cross-attention entries of another encoding: reset it after encode()"
+        );
+        self.check_cached(tokens, counts, t, cache)?;
+        self.last.t = t;
+        self.run_cached(tokens, counts, cache, rows)
+    }
+
+    fn check_cached(&self, tokens: &[u32], counts: &[usize], t: usize, cache: &KvCache) -> Result<()> {
+        let cfg = &self.config;
+        let layers = if cfg.arch == Arch::EncoderDecoder { cfg.dec_layers() } else { cfg.n_layer };
+        ensure!(
+            cache.layers == layers && cache.block == cfg.block_size && cache.kv == cfg.kv_heads() * cfg.head_size(),
+            "the KV cache was made for another model"
+        );
+        ensure!(
+            counts.len() == cache.rows,
+            "{} rows of new tokens for a KV cache of {} rows",
+            counts.len(),
+            cache.rows
+        );
+        self.check_shape(counts.len(), t, "new-token")?;
+        ensure!(
+            tokens.len() == counts.len() * t,
+            "tokens has {} ids, expected B·T = {}",
+            tokens.len(),
+            counts.len() * t
+        );
+        self.check_tokens("tokens", tokens)?;
+        for (r, &n) in counts.iter().enumerate() {
+            ensure!(n <= t, "row {r}: {n} new tokens in a batch of length {t}");
+            ensure!(
+                cache.lens[r] + n <= cfg.block_size,
+                "row {r}: {} cached + {n} new tokens exceed block_size {}",
+                cache.lens[r],
+                cfg.block_size
+            );
+        }
+        Ok(())
+    }
+
+    fn run_cached(&mut self, tokens: &[u32], counts: &[usize], cache: &mut KvCache, rows: LogitRows) -> Result<&[f32]> {
+        if let Some(l) = &mut self.low {
+            l.refresh(&self.params);
+        }
+        let (b, t) = (counts.len(), self.last.t);
+        self.last.idx[..b * t].copy_from_slice(tokens);
+        let last = &self.last;
+        let te = last.t_enc;
+        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        let w = Regions::new(&mut self.params);
+        let g = Regions::new(&mut self.grads);
+        let r = Regions::new(&mut self.acts);
+        let low_views = self.low.as_mut().map(low_regions);
+        let low = lowp(&low_views);
+        let enc_mask = last.has_mask.then(|| &last.mask[..b * te]);
+        let KvCache { k, v: vals, cross, cross_len, probs, scratch, lens, capacity, block, kv, .. } = cache;
+        let view = CacheView {
+            k: Regions::new(k),
+            v: Regions::new(vals),
+            cross: Regions::new(cross),
+            cross_ready: *cross_len > 0,
+            probs: Regions::new(probs),
+            scratch: Regions::new(scratch),
+            start: &lens[..b],
+            count: counts,
+            capacity: *capacity,
+            block: *block,
+            kv: *kv,
+        };
+        let mut cx = ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, None, enc_mask, low);
+        cx.cache = Some(&view);
+        let (dec, da) = (self.decoder.as_ref().unwrap(), self.dec_acts.as_ref().unwrap());
+        let enc_out = self.encoder.as_ref().map(|enc| {
+            enc.output(
+                &ctx(&w, &g, &r, &self.consts, &self.scratch, last, te, None, None, low),
+                self.enc_acts.as_ref().unwrap(),
+            )
+        });
+        dec.forward(&cx, da, &last.idx[..b * t], enc_out);
+        let h = dec.output(&cx, da);
+        let Head::Lm { w: hw } = &self.head else { unreachable!("a decoder has an LM head") };
+        let logits = r.mut_(&self.head_acts.logits, b * t * v);
+        let out_rows = match rows {
+            LogitRows::All => {
+                cx.linear_forward(logits, h, hw, &None, b * t, c, v);
+                b * t
+            }
+            LogitRows::Last => {
+                // Gather each row's last new hidden state (zeros for a waiting row), then one product.
+                let last_h = r.mut_(&self.scratch.d_fin, b * c);
+                for (bi, &n) in counts.iter().enumerate() {
+                    let dst = &mut last_h[bi * c..(bi + 1) * c];
+                    match n {
+                        0 => dst.fill(0.0),
+                        n => dst.copy_from_slice(&h[(bi * t + n - 1) * c..(bi * t + n) * c]),
+                    }
+                }
+                cx.linear_forward(logits, last_h, hw, &None, b, c, v);
+                b
+            }
+        };
+        for (len, &n) in lens.iter_mut().zip(counts) {
+            *len += n;
+        }
+        if self.encoder.is_some() {
+            *cross_len = te;
+        }
+        let start = self.head_acts.logits.start;
+        Ok(&self.acts[start..start + out_rows * v])
+    }
+}
