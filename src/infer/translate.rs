@@ -8,11 +8,13 @@
 //!
 //! Decoding never emits PAD or BOS (no training target is ever one of them); scores are still
 //! log-probabilities under the model's full softmax, so they equal what teacher forcing the
-//! output gives. Each step re-runs the decoder over the whole prefix (there is no decoder KV
-//! cache yet), against the encoder output computed once per batch.
+//! output gives. The encoder runs once per batch; the decoder runs one token per hypothesis and
+//! step on a KV cache (self-attention keys and values of the prefix, cross-attention keys and
+//! values of the encoder output). Beam search itself is [`crate::infer::beam`].
 
 use crate::data::bpe::{BOS, EOS, PAD};
-use crate::model::transformer::{Arch, Transformer};
+use crate::infer::beam::{log_softmax, BeamRules, Search};
+use crate::model::transformer::{Arch, LogitRows, Transformer};
 use anyhow::{bail, ensure, Result};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -33,32 +35,7 @@ impl Default for DecodeOptions {
     }
 }
 
-/// A finished translation.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Hypothesis {
-    /// Target tokens, without BOS/EOS.
-    pub tokens: Vec<u32>,
-    /// log p(tokens, EOS | source): the sum of the log-probabilities of every token and of the
-    /// final EOS (forced when `max_len` is reached).
-    pub log_prob: f64,
-    /// `log_prob` with the length penalty, which is what beam search maximises.
-    pub score: f64,
-}
-
-/// GNMT's length normaliser ((5 + len) / 6)^α (Wu et al., 2016), 1 for len = 1 or α = 0.
-pub fn length_normaliser(len: usize, alpha: f32) -> f64 {
-    if alpha == 0.0 {
-        1.0
-    } else {
-        ((5.0 + len as f64) / 6.0).powf(alpha as f64)
-    }
-}
-
-/// The score a hypothesis of `len` tokens (EOS included) with total log-probability `log_prob`
-/// is ranked by: `log_prob / ((5 + len) / 6)^alpha`.
-pub fn penalised_score(log_prob: f64, len: usize, alpha: f32) -> f64 {
-    log_prob / length_normaliser(len, alpha)
-}
+pub use crate::infer::beam::{length_normaliser, penalised_score, Hypothesis};
 
 /// Most target tokens (EOS not counted) for a source of `src_len` tokens.
 pub fn max_target_len(opts: &DecodeOptions, src_len: usize, block_size: usize) -> usize {
@@ -126,112 +103,11 @@ pub fn translate_batch_hyps(
     Ok(out)
 }
 
-/// A live hypothesis.
-struct Live {
-    tokens: Vec<u32>,
-    log_prob: f64,
-}
-
-/// One sentence's search state.
-struct Search {
-    live: Vec<Live>,
-    finished: Vec<Hypothesis>,
-    max_len: usize,
-    done: bool,
-}
-
-impl Search {
-    fn best(&self) -> Option<&Hypothesis> {
-        // The first of equal scores wins: only a strictly better one replaces it.
-        self.finished.iter().fold(None, |best: Option<&Hypothesis>, h| match best {
-            Some(b) if h.score <= b.score => Some(b),
-            _ => Some(h),
-        })
-    }
-
-    fn finish(&mut self, tokens: Vec<u32>, log_prob: f64, alpha: f32) {
-        let score = penalised_score(log_prob, tokens.len() + 1, alpha);
-        self.finished.push(Hypothesis { tokens, log_prob, score });
-    }
-
-    /// Extends the live hypotheses given their next-token log-probabilities `logp` (live, V);
-    /// `step` = tokens each live hypothesis holds.
-    fn advance(
-        &mut self,
-        logp: &[f64],
-        v: usize,
-        step: usize,
-        beam: usize,
-        alpha: f32,
-        cands: &mut Vec<(f64, u32, u32)>,
-    ) {
-        let live = std::mem::take(&mut self.live);
-        if step == self.max_len {
-            for (h, lp) in live.into_iter().zip(logp.chunks_exact(v)) {
-                self.finish(h.tokens, h.log_prob + lp[EOS as usize], alpha);
-            }
-            self.done = true;
-            return;
-        }
-        cands.clear();
-        for (hi, (h, lp)) in live.iter().zip(logp.chunks_exact(v)).enumerate() {
-            for (tok, &l) in lp.iter().enumerate() {
-                if tok as u32 != PAD && tok as u32 != BOS {
-                    cands.push((h.log_prob + l, hi as u32, tok as u32));
-                }
-            }
-        }
-        // Best first; ties go to the earlier hypothesis, then the lower token id (like argmax).
-        let order =
-            |a: &(f64, u32, u32), b: &(f64, u32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2));
-        let m = (2 * beam).min(cands.len());
-        if m < cands.len() {
-            cands.select_nth_unstable_by(m - 1, order);
-        }
-        cands[..m].sort_unstable_by(order);
-        let mut next = Vec::with_capacity(beam);
-        for (rank, &(lp, hi, tok)) in cands[..m].iter().enumerate() {
-            let parent = &live[hi as usize];
-            if tok == EOS {
-                // Only an EOS that would have made the beam finishes a hypothesis.
-                if rank < beam {
-                    self.finish(parent.tokens.clone(), lp, alpha);
-                }
-            } else {
-                let mut tokens = Vec::with_capacity(parent.tokens.len() + 1);
-                tokens.extend_from_slice(&parent.tokens);
-                tokens.push(tok);
-                next.push(Live { tokens, log_prob: lp });
-                if next.len() == beam {
-                    break;
-                }
-            }
-        }
-        self.live = next;
-        // Upper bound on any future score of a live hypothesis: log-probabilities only fall,
-        // and a longer final length can only shrink a negative score's magnitude, so the bound
-        // takes the longest possible length (max_len tokens + EOS).
-        let bound = self
-            .live
-            .iter()
-            .map(|h| h.log_prob / length_normaliser(self.max_len + 1, alpha))
-            .fold(f64::NEG_INFINITY, f64::max);
-        let beaten = self.best().is_some_and(|b| bound <= b.score);
-        self.done = self.live.is_empty() || self.finished.len() >= beam || beaten;
-    }
-}
-
-/// Log-softmax of `logits` (V) into `out` (V), in f64.
-fn log_softmax(out: &mut [f64], logits: &[f32]) {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-    let lse = max + sum.ln();
-    for (o, &x) in out.iter_mut().zip(logits) {
-        *o = x as f64 - lse;
-    }
-}
-
 /// Translates one group of at most ⌊max_batch / beam⌋ sentences, appending to `out`.
+///
+/// The decoder runs on a KV cache: step 0 feeds BOS to one row per sentence, each later step
+/// one token per live hypothesis. After each step the cache rows and the encoded rows are
+/// reordered together to follow the surviving hypotheses' parents.
 fn translate_group(
     model: &mut Transformer,
     srcs: &[Vec<u32>],
@@ -239,7 +115,8 @@ fn translate_group(
     out: &mut Vec<Hypothesis>,
 ) -> Result<()> {
     let (v, block) = (model.config.vocab_size, model.config.block_size);
-    let (n, beam, alpha) = (srcs.len(), opts.beam, opts.length_penalty);
+    let n = srcs.len();
+    let rules = BeamRules { beam: opts.beam, alpha: opts.length_penalty, end: Some(EOS), banned: &[PAD, BOS] };
     // The source batch exactly as Seq2SeqBatch::fill builds it.
     let s = srcs.iter().map(Vec::len).max().unwrap_or(0).max(1);
     let mut src = vec![PAD; n * s];
@@ -249,57 +126,39 @@ fn translate_group(
         mask[r * s..r * s + x.len()].fill(true);
     }
     model.encode(&src, Some(&mask), n, s)?;
-    let mut searches: Vec<Search> = srcs
-        .iter()
-        .map(|x| Search {
-            live: vec![Live { tokens: Vec::new(), log_prob: 0.0 }],
-            finished: Vec::new(),
-            max_len: max_target_len(opts, x.len(), block),
-            done: false,
-        })
-        .collect();
-    // Sentence of each encoded row (rows are repeated per live hypothesis).
-    let mut encoded: Vec<usize> = (0..n).collect();
-    let mut wanted = Vec::with_capacity(n * beam);
-    let mut gather = Vec::with_capacity(n * beam);
-    let mut tgt_in = Vec::new();
-    let mut logp = Vec::new();
-    let mut cands = Vec::new();
+    let mut cache = model.kv_cache(model.max_batch())?;
+    cache.reset(n)?;
+    let mut searches: Vec<Search> = srcs.iter().map(|x| Search::new(max_target_len(opts, x.len(), block))).collect();
+    let mut next = vec![BOS; n];
+    let mut counts = vec![1; n];
+    let (mut rows, mut logp, mut cands) = (Vec::new(), Vec::new(), Vec::new());
     for step in 0.. {
-        wanted.clear();
-        for (i, se) in searches.iter().enumerate().filter(|(_, se)| !se.done) {
-            wanted.extend(std::iter::repeat_n(i, se.live.len()));
+        let logits = model.decode_cached(&next, &counts, 1, &mut cache, LogitRows::Last)?;
+        logp.resize(next.len() * v, 0.0);
+        for (o, l) in logp.chunks_exact_mut(v).zip(logits.chunks_exact(v)) {
+            log_softmax(o, l);
         }
-        if wanted.is_empty() {
-            break;
-        }
-        if wanted != encoded {
-            gather.clear();
-            gather
-                .extend(wanted.iter().map(|&i| encoded.iter().position(|&e| e == i).expect("sentence still encoded")));
-            model.reorder_encoded(&gather)?;
-            std::mem::swap(&mut encoded, &mut wanted);
-        }
-        let (rows, t) = (encoded.len(), step + 1);
-        tgt_in.clear();
-        for se in searches.iter().filter(|se| !se.done) {
-            for h in &se.live {
-                tgt_in.push(BOS);
-                tgt_in.extend_from_slice(&h.tokens);
-            }
-        }
-        let logits = model.decode(&tgt_in, rows, t)?;
-        logp.resize(rows * v, 0.0);
-        for r in 0..rows {
-            let last = (r * t + t - 1) * v;
-            log_softmax(&mut logp[r * v..(r + 1) * v], &logits[last..last + v]);
-        }
-        let mut row = 0;
+        // Rows of the live searches are consecutive, in sentence order.
+        let (mut row, mut first_row) = (0, 0);
+        rows.clear();
+        next.clear();
         for se in searches.iter_mut().filter(|se| !se.done) {
             let k = se.live.len();
-            se.advance(&logp[row * v..(row + k) * v], v, step, beam, alpha, &mut cands);
+            se.advance(&logp[row * v..(row + k) * v], v, step, &rules, &mut cands);
             row += k;
+            if !se.done {
+                rows.extend(se.live.iter().map(|h| first_row + h.parent));
+                next.extend(se.live.iter().map(|h| *h.tokens.last().expect("a live hypothesis has a token")));
+            }
+            first_row += k;
         }
+        if rows.is_empty() {
+            break;
+        }
+        model.reorder_encoded(&rows)?;
+        cache.reorder(&rows)?;
+        counts.clear();
+        counts.resize(rows.len(), 1);
     }
     for se in searches {
         out.push(se.best().cloned().expect("every search finishes at least one hypothesis"));
