@@ -284,6 +284,12 @@ fn gpt2_tokenizer_round_trip_with_openai_vocabulary() {
     assert_eq!(body(&merges), body(&bpe));
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["eos_token_id"], 50256);
+    // `lmlab sample` on the imported checkpoint, with the GPT-2 tokenizer.
+    let ck = dir.path().join("ck");
+    let out = ok(lmlab(&["import", "--hf", s(&hf), "--out", s(&ck)]));
+    assert!(out.contains("gpt2 tokenizer of 50257 tokens"), "{out}");
+    let text = ok(lmlab(&["sample", "--checkpoint", s(&ck), "--prompt", "Hello world", "--max-new-tokens", "5"]));
+    assert!(text.starts_with("Hello world") && text.len() > "Hello world\n".len(), "{text:?}");
 }
 
 #[test]
@@ -452,6 +458,7 @@ fn malformed_config_is_a_clear_error() {
         (|v| v["n_layer"] = 3.into(), &["transformer.h.2.ln_1.weight", "missing"]),
         (|v| v["n_layer"] = 1.into(), &["transformer.h.1", "GPT2LMHeadModel does not have"]),
         (|v| v["n_positions"] = (1u64 << 40).into(), &["transformer.wpe.weight", "[1099511627776, 8]"]),
+        (|v| v["n_layer"] = (1u64 << 50).into(), &["n_layer 1125899906842624", "only 28 tensors"]),
     ];
     for (f, words) in cases {
         let (_t, dir) = fixture_copy();

@@ -55,8 +55,8 @@ pub const FILES: [&str; 6] =
 /// that holds only these and [`FILES`].
 const HF_SIDE_FILES: [&str; 3] = ["generation_config.json", "special_tokens_map.json", "added_tokens.json"];
 
-/// Most logits an imported model may preallocate (16 GiB of f32).
-const MAX_LOGITS: usize = 1 << 32;
+/// Most values one activation buffer of an imported model may hold (16 GiB of f32).
+const MAX_ACTIVATION_ROWS: usize = 1 << 32;
 
 /// PyTorch's default negative slope, the only one transformers' `"leaky_relu"` has.
 const TORCH_LEAKY_SLOPE: f32 = 0.01;
@@ -613,19 +613,20 @@ pub fn import(dir: &Path, max_batch: usize) -> Result<(Transformer, Tokenizer)> 
     );
 
     // Every tensor is present with its shape, so the file's size bounds the parameters; the
-    // logits buffers (max_batch · n_positions · vocab_size) are not bounded by it.
-    let logits = max_batch.checked_mul(cfg.block_size).and_then(|n| n.checked_mul(cfg.vocab_size));
+    // activation buffers (max_batch · n_positions · the widest row: logits, MLP, qkv) are not
+    // bounded by it.
+    let widest = cfg.vocab_size.max(cfg.ffn()).max(cfg.n_embd.saturating_mul(3));
+    let acts = max_batch.checked_mul(cfg.block_size).and_then(|n| n.checked_mul(widest));
     ensure!(
-        logits.is_some_and(|n| n <= MAX_LOGITS),
-        "config.json: n_positions {} × vocab_size {} (× batch {max_batch}) is too large for lmlab's preallocated \
-         logits",
-        cfg.block_size,
-        cfg.vocab_size
+        acts.is_some_and(|n| n <= MAX_ACTIVATION_ROWS),
+        "config.json: n_positions {} × {widest} (the widest of vocab_size, n_inner, 3·n_embd) × batch {max_batch} \
+         is too large for lmlab's preallocated activations",
+        cfg.block_size
     );
     let mut model = Transformer::new(cfg, max_batch)?;
     for (t, file_name) in &found {
         let p = model.layout.get(&t.name).with_context(|| format!("the model has no parameter {}", t.name))?.clone();
-        let view = tf.st.tensor(file_name).expect("checked by match_tensors");
+        let view = tf.st.tensor(file_name).map_err(|e| anyhow!("tensor {file_name}: {e}"))?;
         let values: Vec<f32> =
             view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let dst = &mut model.params[p.range()];
@@ -646,8 +647,15 @@ pub fn import(dir: &Path, max_batch: usize) -> Result<(Transformer, Tokenizer)> 
 /// dtype and shape, and refuses tensors GPT2LMHeadModel does not have. Returns each expected
 /// tensor with its name in the file.
 fn match_tensors(cfg: &ModelConfig, tf: &TensorFile) -> Result<Vec<(HfTensor, String)>> {
-    let tensors = hf_tensors(cfg).context("config.json: the model's sizes overflow")?;
     let names: BTreeSet<&str> = tf.st.names().into_iter().map(String::as_str).collect();
+    // Each layer has 12 tensors; a far larger n_layer would only build a huge list of missing ones.
+    ensure!(
+        cfg.n_layer <= names.len(),
+        "config.json has n_layer {} but the file holds only {} tensors",
+        cfg.n_layer,
+        names.len()
+    );
+    let tensors = hf_tensors(cfg).context("config.json: the model's sizes overflow")?;
     let mut out = Vec::with_capacity(tensors.len());
     let mut claimed = BTreeSet::new();
     for t in tensors {
