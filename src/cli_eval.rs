@@ -39,6 +39,19 @@ pub enum EvalCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Logits: a decoder's next-token logits at every position of a text, as JSON
+    /// {"ids": [...], "logits": [[...], ...]} (T × vocab_size, f32 printed exactly), for
+    /// comparing with another implementation (scripts/check_hf_gpt2.py against transformers).
+    Logits {
+        /// Checkpoint directory of a decoder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The text, encoded with the checkpoint's tokenizer (at most block_size tokens).
+        #[arg(long)]
+        text: String,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
     /// Classification: per-class precision, recall, F1, support; micro/macro/weighted averages;
     /// confusion matrix (scikit-learn's classification_report).
     Classify {
@@ -202,6 +215,12 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
                 runs.push((name(dir), r));
             }
             report(&runs, json, None)
+        }),
+        EvalCmd::Logits { checkpoint, text, threads } => thread_pool(threads)?.install(|| {
+            let out =
+                logits_json(&checkpoint, &text).with_context(|| format!("evaluating {}", checkpoint.display()))?;
+            println!("{out}");
+            Ok(())
         }),
         EvalCmd::Classify { gold, pred, labels, zero_division, digits, field, json } => {
             let zd: ZeroDivision = zero_division.parse()?;
@@ -387,6 +406,27 @@ fn with_references(
         runs.push((name(h), score(&hs, &rs).with_context(|| format!("scoring {}", h.display()))?));
     }
     Ok(runs)
+}
+
+/// `lmlab eval logits`: {"ids", "logits"} of one forward pass over the encoded text.
+fn logits_json(dir: &Path, text: &str) -> Result<String> {
+    let mut ck = checkpoint::load(dir, 1, false)?;
+    ensure!(
+        ck.model.config.arch == Arch::Decoder,
+        "lmlab eval logits needs a decoder checkpoint, but {} holds model.arch = {:?}",
+        dir.display(),
+        ck.model.config.arch
+    );
+    let ids = ck.tokenizer.encode(text).context("the text cannot be encoded")?;
+    let (t, v) = (ids.len(), ck.model.config.vocab_size);
+    ensure!(
+        t >= 1 && t <= ck.model.config.block_size,
+        "the text is {t} tokens; it must be 1..={} (block_size)",
+        ck.model.config.block_size
+    );
+    ck.model.forward_lm(&ids, None, 1, t, false, 0)?;
+    let rows: Vec<&[f32]> = ck.model.logits().chunks_exact(v).collect();
+    Ok(serde_json::to_string(&serde_json::json!({ "ids": ids, "logits": rows }))?)
 }
 
 fn eval_lm(

@@ -89,15 +89,33 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
-    /// Write an lmlab checkpoint of a Llama-architecture model (rmsnorm, rope, swiglu, no
-    /// bias) as a llama2.c model.bin (legacy version-0 format).
+    /// Write an lmlab checkpoint in another format: a Llama-architecture model (rmsnorm, rope,
+    /// swiglu, no bias) as a llama2.c model.bin (legacy version-0 format), or a GPT-2-architecture
+    /// model as a Hugging Face GPT-2 directory (transformers' GPT2LMHeadModel and AutoTokenizer
+    /// load it unchanged).
     Export {
-        /// Output file (written atomically).
-        #[arg(long, value_name = "OUT.bin")]
-        llama2c: PathBuf,
+        /// llama2.c output file (written atomically).
+        #[arg(long, value_name = "OUT.bin", conflicts_with = "hf", required_unless_present = "hf")]
+        llama2c: Option<PathBuf>,
+        /// Hugging Face output directory: config.json, model.safetensors, tokenizer files
+        /// (written atomically; an existing directory must hold only such files).
+        #[arg(long, value_name = "OUT_DIR")]
+        hf: Option<PathBuf>,
         /// lmlab checkpoint directory.
         #[arg(long)]
         checkpoint: PathBuf,
+    },
+    /// Convert a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json or
+    /// vocab.json + merges.txt) into an lmlab checkpoint, which `sample`, `eval` and
+    /// `train --resume` then use.
+    Import {
+        /// Hugging Face GPT-2 directory (as GPT2LMHeadModel.save_pretrained writes it).
+        #[arg(long, value_name = "DIR")]
+        hf: PathBuf,
+        /// Checkpoint directory to write (atomically; an existing directory must hold only
+        /// checkpoint files).
+        #[arg(long, value_name = "CKPT_DIR")]
+        out: PathBuf,
     },
     /// Evaluate: language modelling, classification, BLEU, fluency, efficiency (see
     /// `lmlab eval --help`).
@@ -251,11 +269,40 @@ fn run(cli: Cli) -> Result<()> {
             let prompt = prompt.unwrap_or_else(|| "\n".into());
             thread_pool(threads)?.install(|| cmd_sample(&checkpoint, &prompt, &opts, seed))
         }
-        Cmd::Export { llama2c, checkpoint } => {
+        Cmd::Export { llama2c, hf, checkpoint } => {
             let ck = checkpoint::load(&checkpoint, 1, false)?;
-            lmlab::io::llama2c::write(&llama2c, &ck.model, None)
-                .with_context(|| format!("cannot export {} as llama2.c", checkpoint.display()))?;
-            println!("wrote {} ({} parameters)", llama2c.display(), ck.model.num_params());
+            if let Some(out) = llama2c {
+                lmlab::io::llama2c::write(&out, &ck.model, None)
+                    .with_context(|| format!("cannot export {} as llama2.c", checkpoint.display()))?;
+                println!("wrote {} ({} parameters)", out.display(), ck.model.num_params());
+            }
+            if let Some(out) = hf {
+                lmlab::io::hf_gpt2::export(&ck.model, &ck.tokenizer, &out)
+                    .with_context(|| format!("cannot export {} as Hugging Face GPT-2", checkpoint.display()))?;
+                println!(
+                    "wrote {} ({} parameters, {} tokenizer)",
+                    out.display(),
+                    ck.model.num_params(),
+                    ck.tokenizer.kind()
+                );
+            }
+            Ok(())
+        }
+        Cmd::Import { hf, out } => {
+            let (model, tok) = lmlab::io::hf_gpt2::import(&hf, 1)
+                .with_context(|| format!("cannot import Hugging Face GPT-2 directory {}", hf.display()))?;
+            checkpoint::save_new(&out, &model, &tok)
+                .with_context(|| format!("cannot write checkpoint {}", out.display()))?;
+            println!(
+                "wrote {} ({} parameters, {} layers, {} wide, block {}, {} tokenizer of {} tokens)",
+                out.display(),
+                model.num_params(),
+                model.config.n_layer,
+                model.config.n_embd,
+                model.config.block_size,
+                tok.kind(),
+                tok.vocab_size()
+            );
             Ok(())
         }
         Cmd::Eval { what } => cli_eval::run(what),

@@ -1,8 +1,9 @@
-//! GPT-2's tokenizer from OpenAI's original files reproduces llama.cpp's GPT-2 test vectors
-//! (`ggml-vocab-gpt-2.gguf.inp` / `.out`, the ids of OpenAI's / HF's tokenizer), and every test
-//! string decodes back exactly. Skipped, with a message, when the shared data is absent.
+//! GPT-2's tokenizer from OpenAI's original files, stored and reloaded as lmlab checkpoints
+//! store it, reproduces llama.cpp's GPT-2 test vectors (`ggml-vocab-gpt-2.gguf.inp` / `.out`,
+//! the ids of OpenAI's / HF's tokenizer), and every test string decodes back exactly. Skipped, with a message, when the shared data is absent.
 
 use lmlab::data::gpt2::{Gpt2Tokenizer, END_OF_TEXT};
+use lmlab::data::Tokenizer;
 use std::path::{Path, PathBuf};
 
 /// `gpt2-tokenizer/` under `$LMLAB_DATA` or `../shared/data` (relative to the crate).
@@ -34,8 +35,16 @@ fn llama_cpp_gpt2_vectors_and_round_trip() {
         println!("skipping: gpt2-tokenizer/ not found (set LMLAB_DATA to the shared data directory)");
         return;
     };
-    let tok = Gpt2Tokenizer::from_dir(&dir).unwrap();
+    let openai = Gpt2Tokenizer::from_dir(&dir).unwrap();
+    // As lmlab checkpoints store it: a tokenizers document in tokenizer.json, read back as the
+    // GPT-2 kind. The vectors below run on the tokenizer that went through it.
+    let stored = Tokenizer::Gpt2(Box::new(openai)).to_json().unwrap();
+    let tok = match Tokenizer::from_json(&stored).unwrap() {
+        Tokenizer::Gpt2(t) => t,
+        other => panic!("tokenizer.json came back as the {} kind", other.kind()),
+    };
     assert_eq!(tok.vocab_size(), 50257);
+    assert_eq!(tok.end_of_text(), Some(END_OF_TEXT));
     assert_eq!(tok.id_to_token(END_OF_TEXT).as_deref(), Some("<|endoftext|>"));
     let cases = vectors(&dir);
     assert_eq!(cases.len(), 46);

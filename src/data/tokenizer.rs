@@ -1,5 +1,6 @@
-//! Tokenizers: character-level (the vocabulary is the sorted set of characters in the corpus)
-//! and subword BPE ([`crate::data::bpe`]), behind one [`Tokenizer`] type that checkpoints store.
+//! Tokenizers: character-level (the vocabulary is the sorted set of characters in the corpus),
+//! subword BPE ([`crate::data::bpe`]) and GPT-2's byte-level BPE ([`crate::data::gpt2`]), behind
+//! one [`Tokenizer`] type that checkpoints store.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -35,6 +36,24 @@ impl CharTokenizer {
     fn from_chars(chars: Vec<char>) -> Self {
         let index = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
         CharTokenizer { chars, index }
+    }
+
+    /// A tokenizer whose id `i` is `chars[i]` (any order); the list must be non-empty and
+    /// without repeats.
+    pub fn new(chars: Vec<char>) -> Result<Self> {
+        if chars.is_empty() {
+            bail!("a character tokenizer needs at least one character");
+        }
+        let tok = Self::from_chars(chars);
+        if tok.index.len() != tok.chars.len() {
+            bail!("the character list has a character twice");
+        }
+        Ok(tok)
+    }
+
+    /// The vocabulary: the character of each id.
+    pub fn chars(&self) -> &[char] {
+        &self.chars
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -86,6 +105,9 @@ pub enum Tokenizer {
     Char(CharTokenizer),
     /// Boxed: a tokenizers pipeline is large.
     Bpe(Box<crate::data::bpe::BpeTokenizer>),
+    /// GPT-2's byte-level BPE (OpenAI's vocabulary, or any with GPT-2's pipeline), e.g. of a
+    /// model imported from Hugging Face.
+    Gpt2(Box<crate::data::gpt2::Gpt2Tokenizer>),
 }
 
 impl Tokenizer {
@@ -93,42 +115,69 @@ impl Tokenizer {
         match self {
             Tokenizer::Char(t) => t.vocab_size(),
             Tokenizer::Bpe(t) => t.vocab_size(),
+            Tokenizer::Gpt2(t) => t.vocab_size(),
         }
     }
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self {
             Tokenizer::Char(t) => t.encode(text),
             Tokenizer::Bpe(t) => t.encode(text),
+            Tokenizer::Gpt2(t) => t.encode(text),
         }
     }
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match self {
             Tokenizer::Char(t) => Ok(t.decode(ids)),
             Tokenizer::Bpe(t) => t.decode(ids),
+            Tokenizer::Gpt2(t) => t.decode(ids),
         }
     }
-    /// `tokenizer.json`: lmlab's char format, or a Hugging Face tokenizers document.
+    /// The kind's name, as error messages and `lmlab import` print it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Tokenizer::Char(_) => "char",
+            Tokenizer::Bpe(_) => "bpe",
+            Tokenizer::Gpt2(_) => "gpt2",
+        }
+    }
+    /// `tokenizer.json`: lmlab's char format, or a Hugging Face tokenizers document (BPE, GPT-2).
     pub fn to_json(&self) -> Result<String> {
         match self {
             Tokenizer::Char(t) => Ok(t.to_json()),
             Tokenizer::Bpe(t) => t.to_json(),
+            Tokenizer::Gpt2(t) => t.to_json(),
         }
     }
-    /// Reads either format (a tokenizers document has a "model" key).
+    /// Reads any of the formats. A tokenizers document (it has a "model" key) is lmlab's BPE
+    /// tokenizer when it has lmlab's special tokens (`<pad>` = 0, ...), otherwise a GPT-2
+    /// tokenizer when it has GPT-2's pipeline; lmlab's char format has no "model" key.
     pub fn from_json(s: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(s).context("tokenizer.json is not valid JSON")?;
-        if v.get("model").is_some() {
-            Ok(Tokenizer::Bpe(Box::new(crate::data::bpe::BpeTokenizer::from_json(s, "tokenizer.json")?)))
-        } else {
-            Ok(Tokenizer::Char(CharTokenizer::from_json(s)?))
+        if v.get("model").is_none() {
+            return Ok(Tokenizer::Char(CharTokenizer::from_json(s)?));
         }
+        if !is_lmlab_bpe(&v) && crate::data::gpt2::Gpt2Tokenizer::check_pipeline(&v).is_ok() {
+            return Ok(Tokenizer::Gpt2(Box::new(crate::data::gpt2::Gpt2Tokenizer::from_json(s, "tokenizer.json")?)));
+        }
+        Ok(Tokenizer::Bpe(Box::new(crate::data::bpe::BpeTokenizer::from_json(s, "tokenizer.json")?)))
     }
     pub fn as_char(&self) -> Option<&CharTokenizer> {
         match self {
             Tokenizer::Char(t) => Some(t),
-            Tokenizer::Bpe(_) => None,
+            _ => None,
         }
     }
+}
+
+/// Whether a tokenizers document registers lmlab's BPE special tokens (`<pad>` at id 0 first).
+pub(crate) fn is_lmlab_bpe(doc: &serde_json::Value) -> bool {
+    let pad = crate::data::bpe::SPECIAL_TOKENS[crate::data::bpe::PAD as usize];
+    doc.get("added_tokens").and_then(|a| a.as_array()).is_some_and(|a| {
+        a.iter().any(|t| {
+            t.get("id").and_then(|i| i.as_u64()) == Some(crate::data::bpe::PAD as u64)
+                && t.get("content").and_then(|c| c.as_str()) == Some(pad)
+        })
+    })
 }
 
 #[cfg(test)]

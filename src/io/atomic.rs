@@ -57,6 +57,26 @@ pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     Ok(())
 }
 
+/// Refuses to replace `dir` (as [`write_dir_atomic`] would, removing what it holds) unless it
+/// does not exist, or is a directory holding nothing but entries named in `allowed` (files a
+/// previous write of the same kind left). Protects a user's directory given by mistake.
+pub fn check_replaceable(dir: &Path, allowed: &[&str]) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    anyhow::ensure!(dir.is_dir(), "{} exists and is not a directory", dir.display());
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        anyhow::ensure!(
+            allowed.contains(&name.as_ref()),
+            "{} already exists and holds {name}, which writing there would delete; give a new or empty directory",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes the file `path` atomically: a temporary file in the same directory, fsynced, then
 /// renamed over `path`.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

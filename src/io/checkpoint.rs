@@ -119,6 +119,32 @@ pub fn save(
     encode(model, opt, run, tok, state)?.write(dir)
 }
 
+/// The files of a checkpoint directory.
+pub const FILES: [&str; 5] =
+    ["model.safetensors", "optimizer.safetensors", "config.toml", "tokenizer.json", "state.json"];
+
+/// Writes a checkpoint at step 0 of a model that lmlab did not train (an imported one): the
+/// default run config with the model's `[model]` section, fresh optimizer state (zeros) and the
+/// batch RNG seeded with `train.seed`. It samples and evaluates like any checkpoint, and
+/// `lmlab train --resume DIR --set data.path=TEXT` fine-tunes it. An existing `dir` is replaced
+/// only if it holds nothing but checkpoint files.
+pub fn save_new(dir: &Path, model: &Transformer, tok: &Tokenizer) -> Result<()> {
+    use rand::SeedableRng;
+    let run = RunConfig { model: model.config.clone(), ..RunConfig::default() };
+    run.validate()?;
+    let opt = run.optim.build(&model.layout)?;
+    let state = TrainState {
+        step: 0,
+        rng: Xoshiro256PlusPlus::seed_from_u64(run.train.seed),
+        record: EvalRecord::default(),
+        task: None,
+        loss_scaler: None,
+    };
+    let files = encode(model, &opt, &run, tok, &state)?;
+    super::atomic::check_replaceable(dir, &FILES)?;
+    files.write(dir)
+}
+
 /// Encodes a checkpoint's files. Fails, naming the tensor, when a weight is NaN or infinite:
 /// such a checkpoint could not be loaded, and writing it would destroy the last good one.
 pub fn encode(
