@@ -6,7 +6,8 @@ mod cli_eval;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lmlab::demo;
-use lmlab::infer::sample::{generate_text, SampleOptions};
+use lmlab::infer::beam::{beam_search, BeamOptions};
+use lmlab::infer::sample::{generate_batch, generate_text, SampleOptions, StopStrings};
 use lmlab::io::checkpoint;
 use lmlab::model::transformer::Arch;
 use lmlab::train::{self, config::RunConfig, thread_pool, TrainOptions};
@@ -85,6 +86,17 @@ enum Cmd {
         stop: Vec<String>,
         #[arg(long, default_value_t = 1337)]
         seed: u64,
+        /// Independent samples of the prompt, generated together as one batch (sample i uses
+        /// seed + i); printed one after another, separated by a `---` line.
+        #[arg(long, default_value_t = 1, conflicts_with_all = ["llama2c", "beam"])]
+        num_samples: usize,
+        /// Beam search with this many hypotheses instead of sampling (deterministic; ends at the
+        /// tokenizer's end-of-text token when it has one, else after --max-new-tokens).
+        #[arg(long, conflicts_with = "llama2c")]
+        beam: Option<usize>,
+        /// GNMT length-penalty exponent α of beam search (0 = plain log-probability).
+        #[arg(long, default_value_t = 0.0, requires = "beam")]
+        length_penalty: f32,
         /// Worker threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -253,6 +265,9 @@ fn run(cli: Cli) -> Result<()> {
             repetition_penalty,
             stop,
             seed,
+            num_samples,
+            beam,
+            length_penalty,
             threads,
         } => {
             if let (Some(model), Some(tok)) = (llama2c, tokenizer) {
@@ -267,7 +282,11 @@ fn run(cli: Cli) -> Result<()> {
             let opts = SampleOptions { max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty, stop };
             opts.validate()?;
             let prompt = prompt.unwrap_or_else(|| "\n".into());
-            thread_pool(threads)?.install(|| cmd_sample(&checkpoint, &prompt, &opts, seed))
+            let how = match beam {
+                Some(beam) => SampleHow::Beam { beam, length_penalty },
+                None => SampleHow::Sample { num_samples },
+            };
+            thread_pool(threads)?.install(|| cmd_sample(&checkpoint, &prompt, &opts, seed, how))
         }
         Cmd::Export { llama2c, hf, checkpoint } => {
             let ck = checkpoint::load(&checkpoint, 1, false)?;
@@ -410,25 +429,91 @@ fn cmd_train(config: Option<PathBuf>, set: Vec<String>, resume: Option<PathBuf>,
     Ok(())
 }
 
-fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64) -> Result<()> {
-    let mut ck = checkpoint::load(dir, 1, false)?;
+/// How `lmlab sample` produces text from a checkpoint.
+enum SampleHow {
+    /// `num_samples` independent samples (one streamed, or a batch printed in turn).
+    Sample { num_samples: usize },
+    /// Beam search: the best hypothesis.
+    Beam { beam: usize, length_penalty: f32 },
+}
+
+fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64, how: SampleHow) -> Result<()> {
+    let rows = match how {
+        SampleHow::Sample { num_samples } => {
+            anyhow::ensure!(num_samples >= 1, "--num-samples must be at least 1");
+            num_samples.min(16)
+        }
+        SampleHow::Beam { beam, .. } => beam.max(1),
+    };
+    let mut ck = checkpoint::load(dir, rows, false)?;
     require_arch(&ck, Arch::Decoder, dir, "sample")?;
     let ids = ck.tokenizer.encode(prompt).context("the prompt cannot be encoded")?;
+    anyhow::ensure!(!ids.is_empty(), "the prompt is empty: give --prompt with at least one character");
     let block = ck.model.config.block_size;
     if ids.len() > block {
         eprintln!("note: the prompt has {} tokens; the model sees only the last {block} (block_size)", ids.len());
     }
-    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut stdout = std::io::stdout().lock();
-    write!(stdout, "{prompt}")?;
-    stdout.flush()?;
     let tok = ck.tokenizer.clone();
-    // Each piece of text is written and flushed as soon as it is final (see generate_text).
-    generate_text(&mut ck.model, &tok, &ids, opts, &mut rng, |piece| {
-        let _ = write!(stdout, "{piece}");
-        let _ = stdout.flush();
-    })?;
-    writeln!(stdout)?;
+    let mut stdout = std::io::stdout().lock();
+    match how {
+        SampleHow::Sample { num_samples: 1 } => {
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+            write!(stdout, "{prompt}")?;
+            stdout.flush()?;
+            // Each piece of text is written and flushed as soon as it is final (see generate_text).
+            generate_text(&mut ck.model, &tok, &ids, opts, &mut rng, |piece| {
+                let _ = write!(stdout, "{piece}");
+                let _ = stdout.flush();
+            })?;
+            writeln!(stdout)?;
+        }
+        SampleHow::Sample { num_samples } => {
+            let prompts = vec![ids; num_samples];
+            let mut rngs: Vec<_> =
+                (0..num_samples as u64).map(|i| rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed + i)).collect();
+            let stops = StopStrings::new(&opts.stop)?;
+            let mut out: Vec<Vec<u32>> = vec![Vec::new(); num_samples];
+            let mut failed = None;
+            // A row ends once its text holds a stop string; it is cut there when printed.
+            generate_batch(&mut ck.model, &prompts, opts, &mut rngs, |r, id| {
+                out[r].push(id);
+                if opts.stop.is_empty() {
+                    return std::ops::ControlFlow::Continue(());
+                }
+                match tok.decode(&out[r]) {
+                    Ok(text) if stops.find(&text, 0).is_some() => std::ops::ControlFlow::Break(()),
+                    Ok(_) => std::ops::ControlFlow::Continue(()),
+                    Err(e) => {
+                        failed = Some(e);
+                        std::ops::ControlFlow::Break(())
+                    }
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            for (i, ids) in out.iter().enumerate() {
+                let text = tok.decode(ids)?;
+                let end = stops.find(&text, 0).map_or(text.len(), |(at, _)| at);
+                if i > 0 {
+                    writeln!(stdout, "---")?;
+                }
+                writeln!(stdout, "{prompt}{}", &text[..end])?;
+            }
+        }
+        SampleHow::Beam { beam, length_penalty } => {
+            let bo = BeamOptions { beam, max_new_tokens: opts.max_new_tokens, length_penalty, end: tok.end_of_text() };
+            let hyps = beam_search(&mut ck.model, &ids, &bo)?;
+            let best = hyps.first().context("beam search finished no hypothesis")?;
+            writeln!(stdout, "{prompt}{}", tok.decode(&best.tokens)?)?;
+            eprintln!(
+                "beam {beam}: log p = {:.4}, score = {:.4} ({} tokens)",
+                best.log_prob,
+                best.score,
+                best.tokens.len()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -582,7 +667,7 @@ fn cmd_demo(data: Option<&Path>, iters: u64, out: &Path, offline: bool) -> Resul
     );
     println!("\n--- samples (temperature 0.8, top-k 40) ---");
     let opts = SampleOptions { max_new_tokens: 300, temperature: 0.8, top_k: Some(40), ..SampleOptions::default() };
-    thread_pool(0)?.install(|| cmd_sample(&s.checkpoint, "\n", &opts, 7))?;
+    thread_pool(0)?.install(|| cmd_sample(&s.checkpoint, "\n", &opts, 7, SampleHow::Sample { num_samples: 1 }))?;
     println!("---\ncheckpoint: {}", s.checkpoint.display());
     println!("next: lmlab sample --checkpoint {} --prompt \"ROMEO:\"", s.checkpoint.display());
     Ok(())

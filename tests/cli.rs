@@ -93,6 +93,27 @@ fn train_sample_eval_round_trip() {
     assert!(!generated.trim_end_matches('\n').contains('\n'), "stopped at the first newline: {out:?}");
     let o = lmlab(&["sample", "--checkpoint", ck, "--top-p", "1.5"]);
     assert!(!o.status.success() && text(&o).1.contains("top"), "{:?}", text(&o));
+    // A batch of samples: sample i equals a single run with seed + i.
+    let args = ["sample", "--checkpoint", ck, "--prompt", "ROMEO:", "--max-new-tokens", "20"];
+    let o = lmlab(&[&args[..], &["--num-samples", "3", "--seed", "3"]].concat());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let samples: Vec<&str> = out.trim_end_matches('\n').split("\n---\n").collect();
+    assert_eq!(samples.len(), 3, "{out}");
+    for (i, s) in samples.iter().enumerate() {
+        let single = lmlab(&[&args[..], &["--seed", &(3 + i).to_string()]].concat());
+        assert_eq!(*s, text(&single).0.trim_end_matches('\n'), "sample {i}");
+    }
+    // Beam search: deterministic, and a beam of 1 is greedy decoding (within block_size:
+    // beam search does not slide the window).
+    let args = ["sample", "--checkpoint", ck, "--prompt", "ROMEO:", "--max-new-tokens", "8"];
+    let beam = |k: &str| lmlab(&[&args[..], &["--beam", k, "--length-penalty", "0.6"]].concat());
+    let (b1, b4) = (beam("1"), beam("4"));
+    assert!(b1.status.success() && b4.status.success(), "{:?}", text(&b4));
+    assert!(text(&b4).1.contains("beam 4: log p ="), "{:?}", text(&b4));
+    let greedy = lmlab(&[&args[..], &["--temperature", "0"]].concat());
+    assert_eq!(b1.stdout, greedy.stdout);
+    assert_eq!(beam("4").stdout, b4.stdout);
     let o = lmlab(&["eval", "lm", "--checkpoint", ck, "--json"]);
     assert!(o.status.success(), "{:?}", text(&o));
     let all: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();

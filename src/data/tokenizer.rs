@@ -132,6 +132,13 @@ impl Tokenizer {
             Tokenizer::Gpt2(t) => t.decode(ids),
         }
     }
+    /// The id of the end-of-text token, if the vocabulary has one (GPT-2's `<|endoftext|>`).
+    pub fn end_of_text(&self) -> Option<u32> {
+        match self {
+            Tokenizer::Gpt2(t) => t.end_of_text(),
+            Tokenizer::Char(_) | Tokenizer::Bpe(_) => None,
+        }
+    }
     /// The kind's name, as error messages and `lmlab import` print it.
     pub fn kind(&self) -> &'static str {
         match self {
