@@ -1,4 +1,5 @@
 //! Running a trained model: autoregressive sampling and translation.
+pub mod embed;
 pub mod llama2c;
 pub mod sample;
 pub mod translate;

@@ -1,5 +1,6 @@
 //! Files in and out: checkpoints (safetensors), atomic directory writes.
 pub mod atomic;
 pub mod checkpoint;
+pub mod hf_bert;
 pub mod llama2c;
 pub mod tensors;
