@@ -165,8 +165,10 @@ enum Cmd {
         /// Hits to print (with --search).
         #[arg(long, default_value_t = 5)]
         top_k: usize,
-        /// Sentences per forward pass.
-        #[arg(long, default_value_t = 32)]
+        /// Sentences per forward pass (memory grows with it: about 60 MB per sentence of
+        /// all-MiniLM-L6-v2's 256-token context; larger batches were not faster, see
+        /// docs/BENCHMARKS.md).
+        #[arg(long, default_value_t = 8)]
         batch: usize,
         /// Worker threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
