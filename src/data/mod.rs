@@ -3,6 +3,7 @@ pub mod bpe;
 pub mod classify;
 pub mod dataset;
 pub mod gpt2;
+pub mod hf_tokenizer;
 pub mod llama2c_tokenizer;
 pub mod parallel;
 pub mod tokenizer;

@@ -201,6 +201,7 @@ impl Llama2cConfig {
         need(m.final_norm, "model.final_norm is false, expected true".into())?;
         need(m.score == ScoreKind::Scaled, format!("model.score is {}, expected scaled", name(&m.score)))?;
         need(!m.scale_embeddings, "model.scale_embeddings is true, expected false".into())?;
+        need(!m.embedding_norm, "model.embedding_norm is true, expected false".into())?;
         need(
             m.rope_theta == ROPE_THETA,
             format!("model.rope_theta is {}, llama2.c hard-codes {ROPE_THETA}", m.rope_theta),

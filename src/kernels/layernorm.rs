@@ -3,9 +3,11 @@
 use super::{COLUMN_CHUNK, MIN_ROWS_PER_TASK};
 use rayon::prelude::*;
 
+/// PyTorch's `nn.LayerNorm` default (GPT-2's value).
 pub const LN_EPS: f32 = 1e-5;
 
-/// out (N, C), mean (N), rstd (N) from inp (N, C), weight (C), bias (C) optional.
+/// out (N, C), mean (N), rstd (N) from inp (N, C), weight (C), bias (C) optional, with
+/// eps = [`LN_EPS`].
 pub fn layernorm_forward(
     out: &mut [f32],
     mean: &mut [f32],
@@ -15,6 +17,22 @@ pub fn layernorm_forward(
     bias: Option<&[f32]>,
     c: usize,
 ) {
+    layernorm_forward_eps(out, mean, rstd, inp, weight, bias, c, LN_EPS)
+}
+
+/// [`layernorm_forward`] with any `eps` (BERT uses 1e-12). The backward pass needs no eps: it
+/// reads the `rstd` stored here.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_forward_eps(
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    c: usize,
+    eps: f32,
+) {
     let _p = crate::profile::scope(crate::profile::Op::LayerNormFwd);
     out.par_chunks_mut(c)
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
@@ -23,7 +41,7 @@ pub fn layernorm_forward(
         .for_each(|((o, (m, r)), x)| {
             let mu = x.iter().sum::<f32>() / c as f32;
             let var = x.iter().map(|&v| (v - mu) * (v - mu)).sum::<f32>() / c as f32;
-            let s = 1.0 / (var + LN_EPS).sqrt();
+            let s = 1.0 / (var + eps).sqrt();
             match bias {
                 Some(b) => {
                     for i in 0..c {

@@ -355,6 +355,8 @@ impl Gpt {
             && c.kv_heads() == c.n_head
             && c.ffn() == 4 * c.n_embd
             && !c.scale_embeddings
+            && !c.embedding_norm
+            && c.norm_eps == crate::kernels::layernorm::LN_EPS
     }
 
     pub fn num_params(&self) -> usize {

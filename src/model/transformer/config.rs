@@ -141,6 +141,9 @@ pub struct ModelConfig {
     pub position: Position,
     /// Multiply token embeddings by √n_embd (Vaswani et al.).
     pub scale_embeddings: bool,
+    /// A norm (`{stack}.ln_emb`) on the embedding sum, before embedding dropout (BERT's
+    /// `embeddings.LayerNorm`).
+    pub embedding_norm: bool,
     /// Shaw et al.'s clipping distance k.
     pub shaw_k: usize,
     /// Relative representations on values as well as keys.
@@ -186,6 +189,7 @@ impl Default for ModelConfig {
             final_norm: true,
             position: Position::Learned,
             scale_embeddings: false,
+            embedding_norm: false,
             shaw_k: 8,
             shaw_values: true,
             t5_buckets: 32,

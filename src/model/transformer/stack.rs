@@ -3,7 +3,7 @@
 //! encoder-decoder is two, the decoder's blocks having a cross-attention sublayer.
 //!
 //! ```text
-//! idx (B,T) ─ scale·wte[idx] (+ pos) ─ dropout ─ [attn ─ (cross) ─ mlp] × n_layer ─ (norm_f) ─ (B,T,C)
+//! idx (B,T) ─ scale·wte[idx] (+ pos) ─ (norm_emb) ─ dropout ─ [attn ─ (cross) ─ mlp] × n_layer ─ (norm_f) ─ (B,T,C)
 //! ```
 
 use super::config::{ModelConfig, Position};
@@ -38,6 +38,8 @@ pub(super) struct Stack {
     /// Sinusoidal table (block_size, C) in the model's constants.
     pos_table: Option<Range<usize>>,
     emb_scale: f32,
+    /// Norm of the embedding sum (`embedding_norm`, BERT's `embeddings.LayerNorm`).
+    ln_emb: Option<Norm>,
     dropout: f32,
     site: u64,
     pub sublayers: Vec<Sublayer>,
@@ -49,6 +51,7 @@ pub(super) struct Stack {
 #[derive(Clone, Debug)]
 pub(super) struct StackActs {
     emb: Range<usize>,              // (N, C)
+    ln_emb: Option<NormActs>,       // (N, C) output and its statistics
     emb_drop: Option<Range<usize>>, // (N, C)
     subs: Vec<SublayerActs>,
     ln_f: Option<NormActs>,
@@ -75,6 +78,7 @@ impl Stack {
             .unwrap_or_else(|| l.push(format!("{prefix}.wte.weight"), &[cfg.vocab_size, c], ParamKind::Embedding));
         let wpe = (cfg.position == Position::Learned)
             .then(|| l.push(format!("{prefix}.wpe.weight"), &[cfg.block_size, c], ParamKind::Embedding));
+        let ln_emb = cfg.embedding_norm.then(|| Norm::new(l, &format!("{prefix}.ln_emb"), cfg));
         let pos_table = (cfg.position == Position::Sinusoidal).then(|| {
             let start = consts.len();
             consts.resize(start + cfg.block_size * c, 0.0);
@@ -143,6 +147,7 @@ impl Stack {
             wpe,
             pos_table,
             emb_scale: if cfg.scale_embeddings { (c as f32).sqrt() } else { 1.0 },
+            ln_emb,
             dropout: cfg.dropout,
             site,
             sublayers,
@@ -156,6 +161,9 @@ impl Stack {
     }
 
     pub fn init_fixed(&self, params: &mut [f32]) {
+        if let Some(n) = &self.ln_emb {
+            n.init(params);
+        }
         for s in &self.sublayers {
             s.norm.init(params);
             if let Function::Attention(a) = &s.f {
@@ -171,6 +179,7 @@ impl Stack {
         let n = max_b * t;
         StackActs {
             emb: l.alloc(n * self.c),
+            ln_emb: self.ln_emb.as_ref().map(|_| Norm::acts(l, n, self.c)),
             emb_drop: l.alloc_if(self.dropout > 0.0, n * self.c),
             subs: self.sublayers.iter().map(|s| s.acts(l, max_b, t, t_enc)).collect(),
             ln_f: self.ln_f.as_ref().map(|_| Norm::acts(l, n, self.c)),
@@ -224,9 +233,17 @@ impl Stack {
         match i {
             0 => match &a.emb_drop {
                 Some(r) if cx.train && self.dropout > 0.0 => cx.r.get(r, len),
-                _ => cx.r.get(&a.emb, len),
+                _ => cx.r.get(&self.emb_norm_range(a), len),
             },
             i => self.sublayers[i - 1].output(cx, &a.subs[i - 1]),
+        }
+    }
+
+    /// The embedding before dropout: the embedding norm's output, or the sum itself.
+    fn emb_norm_range(&self, a: &StackActs) -> Range<usize> {
+        match &a.ln_emb {
+            Some(na) => na.out.clone(),
+            None => a.emb.clone(),
         }
     }
 
@@ -236,7 +253,7 @@ impl Stack {
             (Some(_), Some(na)) => na.out.clone(),
             _ => match self.sublayers.last().zip(a.subs.last()) {
                 Some((s, sa)) => s.output_range(sa),
-                None => a.emb.clone(),
+                None => self.emb_norm_range(a),
             },
         }
     }
@@ -270,6 +287,10 @@ impl Stack {
                 }
             }
         }
+        let emb: &[f32] = match (&self.ln_emb, &a.ln_emb) {
+            (Some(norm), Some(na)) => norm.forward(cx, na, emb, c),
+            _ => emb,
+        };
         if let (Some(r), true) = (&a.emb_drop, cx.train && self.dropout > 0.0) {
             dropout_forward(cx.r.mut_(r, n * c), emb, self.dropout, cx.seed(self.site));
         }
@@ -301,13 +322,21 @@ impl Stack {
             let e = enc.as_mut().map(|(e, d)| (*e, &mut **d));
             s.backward(cx, sa, d_res, x, e);
         }
-        let d_emb: &[f32] = if cx.train && self.dropout > 0.0 {
+        let mut d_emb: &[f32] = if cx.train && self.dropout > 0.0 {
             let d = cx.r.mut_(&cx.scratch.d_branch, n * c);
             dropout_backward(d, d_res, self.dropout, cx.seed(self.site));
             d
         } else {
             d_res
         };
+        if let (Some(norm), Some(na)) = (&self.ln_emb, &a.ln_emb) {
+            // The sublayers are done with the scratch: d_sum takes ∂L/∂(embedding sum), which
+            // the norm's backward adds into.
+            let d_sum = cx.r.mut_(&cx.scratch.d_sum, n * c);
+            d_sum.fill(0.0);
+            norm.backward(cx, na, d_sum, d_emb, cx.r.get(&a.emb, n * c), c);
+            d_emb = d_sum;
+        }
         let dpos = self.wpe.as_ref().map(|w| cx.gw(w));
         token_embedding_backward(cx.gw(&self.wte), dpos, d_emb, idx, self.emb_scale, cx.t, c);
     }
@@ -329,6 +358,9 @@ impl Stack {
     pub fn activations<'a>(&self, v: &View<'a>, a: &StackActs, out: &mut Vec<ActTensor<'a>>) {
         let (n, c, p) = (v.n(), self.c, &self.prefix);
         v.push(out, format!("{p}.emb"), None, ActKind::Embedding, &a.emb, n * c);
+        if let Some(na) = &a.ln_emb {
+            v.push(out, format!("{p}.ln_emb.out"), None, ActKind::NormOut, &na.out, n * c);
+        }
         if let (Some(r), true) = (&a.emb_drop, v.train && self.dropout > 0.0) {
             v.push(out, format!("{p}.emb_drop"), None, ActKind::Dropout, r, n * c);
         }

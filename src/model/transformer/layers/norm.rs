@@ -3,7 +3,7 @@
 use super::Ctx;
 use crate::kernels::{
     batchnorm::{batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train},
-    layernorm::{layernorm_backward, layernorm_forward},
+    layernorm::{layernorm_backward, layernorm_forward_eps},
     rmsnorm::{rmsnorm_backward, rmsnorm_forward},
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
@@ -58,7 +58,7 @@ impl Norm {
         let n = cx.n();
         let out = cx.r.mut_(&a.out, n * c);
         match self.kind {
-            NormKind::Layernorm => layernorm_forward(
+            NormKind::Layernorm => layernorm_forward_eps(
                 out,
                 cx.r.mut_(&a.mean, n),
                 cx.r.mut_(&a.rstd, n),
@@ -66,6 +66,7 @@ impl Norm {
                 cx.p(&self.w),
                 cx.popt(&self.b),
                 c,
+                self.eps,
             ),
             NormKind::Rmsnorm => rmsnorm_forward(out, cx.r.mut_(&a.rstd, n), x, cx.p(&self.w), c, self.eps),
             NormKind::Batchnorm => {
