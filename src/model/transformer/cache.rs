@@ -200,7 +200,9 @@ impl Transformer {
     /// followed by padding (any valid ids) — at positions `cache.len(b) ..`, appends their
     /// keys and values to `cache` and returns the logits `rows` asks for. B = `cache.rows()`.
     /// Prompt processing is a call with the whole prompt, decoding a call with one token per
-    /// row; both are this function, and a row with `counts[b] = 0` just waits.
+    /// row; both are this function, and a row with `counts[b] = 0` just waits. Read the logits
+    /// from the returned slice: [`Transformer::logits`] and [`Transformer::hidden`] describe
+    /// full forward passes.
     pub fn forward_cached(
         &mut self,
         tokens: &[u32],
