@@ -195,7 +195,7 @@ enum Cmd {
         /// Hits to print (with --search).
         #[arg(long, default_value_t = 5)]
         top_k: usize,
-        /// Sentences per forward pass (memory grows with it: about 60 MB per sentence of
+        /// Sentences per forward pass (memory grows with it: about 13 MB per sentence of
         /// all-MiniLM-L6-v2's 256-token context; larger batches were not faster, see
         /// docs/BENCHMARKS.md).
         #[arg(long, default_value_t = 8)]
@@ -496,7 +496,7 @@ fn cmd_sample(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64, how: Sa
         }
         SampleHow::Beam { beam, .. } => beam.max(1),
     };
-    let mut ck = checkpoint::load(dir, rows, false)?;
+    let mut ck = checkpoint::load_inference(dir, rows)?;
     require_arch(&ck, Arch::Decoder, dir, "sample")?;
     let ids = ck.tokenizer.encode(prompt).context("the prompt cannot be encoded")?;
     anyhow::ensure!(!ids.is_empty(), "the prompt is empty: give --prompt with at least one character");
@@ -659,7 +659,7 @@ fn cmd_translate(
     batch: usize,
 ) -> Result<()> {
     use lmlab::data::parallel::read_lines;
-    let mut ck = checkpoint::load(dir, batch, false)?;
+    let mut ck = checkpoint::load_inference(dir, batch)?;
     require_arch(&ck, Arch::EncoderDecoder, dir, "translate")?;
     let lines = match input {
         Some(p) => read_lines(p)?,

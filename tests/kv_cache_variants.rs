@@ -301,3 +301,55 @@ fn batch_generation_equals_one_prompt_at_a_time() {
         assert_eq!((got[0].len(), got[1].len()), (1, 6), "{name}");
     }
 }
+
+#[test]
+fn inference_models_equal_training_models_with_less_memory() {
+    let seq2seq = ModelConfig { arch: Arch::EncoderDecoder, position: Position::Rope, ..base() };
+    let encoder =
+        ModelConfig { arch: Arch::Encoder, norm_position: NormPosition::Post, embedding_norm: true, ..base() };
+    let mut configs: Vec<(&str, ModelConfig)> = variants();
+    configs.push(("seq2seq", seq2seq));
+    configs.push(("encoder", encoder));
+    configs.push(("dropout", ModelConfig { dropout: 0.1, ..base() }));
+    for (name, cfg) in configs {
+        let mut train = model(cfg.clone(), 2, 21);
+        let mut inf = Transformer::new_inference(cfg.clone(), 2).unwrap();
+        inf.params.copy_from_slice(&train.params);
+        assert!(inf.is_inference() && !train.is_inference());
+        assert!(
+            inf.buffer_bytes() < train.buffer_bytes(),
+            "{name}: {} vs {}",
+            inf.buffer_bytes(),
+            train.buffer_bytes()
+        );
+        let s: Vec<u32> = [seq(BLOCK, 60), seq(BLOCK, 61)].concat();
+        let mask: Vec<bool> = (0..2 * BLOCK).map(|i| i < BLOCK + 9).collect();
+        let (a, b) = match cfg.arch {
+            Arch::Decoder => {
+                train.forward_lm(&s, None, 2, BLOCK, false, 0).unwrap();
+                inf.forward_lm(&s, None, 2, BLOCK, false, 0).unwrap();
+                assert!(inf.forward_lm(&s, None, 2, BLOCK, true, 0).unwrap_err().to_string().contains("inference"));
+                (train.logits().to_vec(), inf.logits().to_vec())
+            }
+            Arch::Encoder => {
+                train.forward_classify(&s, Some(&mask), None, 2, BLOCK, false, 0).unwrap();
+                inf.forward_classify(&s, Some(&mask), None, 2, BLOCK, false, 0).unwrap();
+                (train.hidden().to_vec(), inf.hidden().to_vec())
+            }
+            Arch::EncoderDecoder => {
+                let tgt = seq(2 * 6, 62);
+                train.encode(&s, Some(&mask), 2, BLOCK).unwrap();
+                inf.encode(&s, Some(&mask), 2, BLOCK).unwrap();
+                (train.decode(&tgt, 2, 6).unwrap().to_vec(), inf.decode(&tgt, 2, 6).unwrap().to_vec())
+            }
+        };
+        assert_eq!(a, b, "{name}: the same kernels on the same inputs give the same bits");
+        assert!(inf.activations().is_empty() && inf.blocks().is_empty(), "{name}: no per-layer probes");
+        assert!(inf.backward().is_err(), "{name}: no backward pass");
+        if cfg.arch == Arch::Decoder {
+            let mut cache = inf.kv_cache(1).unwrap();
+            let got = inf.forward_cached(&s[..BLOCK], &[BLOCK], BLOCK, &mut cache, LogitRows::All).unwrap().to_vec();
+            assert_close(&got, &a[..BLOCK * V], 1e-5, &format!("{name}: cached on an inference model"));
+        }
+    }
+}

@@ -218,6 +218,16 @@ fn read_checked(dir: &Path, name: &str, sums: &BTreeMap<String, u32>) -> Result<
 /// Loads a checkpoint. `max_batch` sizes the model's activation buffers; `with_optimizer`
 /// also loads the optimizer state (for resuming).
 pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkpoint> {
+    load_impl(dir, max_batch, with_optimizer, false)
+}
+
+/// Loads a checkpoint's model for inference only ([`Transformer::new_inference`]: no
+/// gradients, activation buffers shared by the blocks), without the optimizer state.
+pub fn load_inference(dir: &Path, max_batch: usize) -> Result<Checkpoint> {
+    load_impl(dir, max_batch, false, true)
+}
+
+fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool) -> Result<Checkpoint> {
     ensure!(dir.is_dir(), "checkpoint directory {} does not exist", dir.display());
     let state_path = dir.join("state.json");
     let state_text =
@@ -239,7 +249,11 @@ pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkp
 
     let model_bytes = read_checked(dir, "model.safetensors", &sf.checksums)?;
     let tf = TensorFile::parse(&model_bytes, "model.safetensors")?;
-    let mut model = Transformer::new(sf.model_config.clone(), max_batch)?;
+    let mut model = if inference {
+        Transformer::new_inference(sf.model_config.clone(), max_batch)?
+    } else {
+        Transformer::new(sf.model_config.clone(), max_batch)?
+    };
     load_params(&mut model, &tf)?;
 
     let optimizer = if with_optimizer {

@@ -226,7 +226,7 @@ pub fn from_parts(config_json: &str, safetensors: &[u8], max_batch: usize, conte
     let mc = config.model_config(context.unwrap_or(config.max_position_embeddings))?;
     let tf = TensorFile::parse(safetensors, "model.safetensors")?;
     let w = Weights::new(&tf)?;
-    let mut model = Transformer::new(mc, max_batch)?;
+    let mut model = Transformer::new_inference(mc, max_batch)?;
     let (c, v, t) = (config.hidden_size, config.vocab_size, model.config.block_size);
 
     put(&mut model, "transformer.wte.weight", &w.get("embeddings.word_embeddings.weight", &[v, c])?)?;

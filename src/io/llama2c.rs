@@ -282,7 +282,7 @@ pub fn from_bytes(bytes: &[u8], max_batch: usize) -> Result<Llama2cModel> {
     }
     let floats: Vec<f32> =
         bytes[HEADER_BYTES..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-    let mut model = Transformer::new(cfg.model_config(), max_batch)?;
+    let mut model = Transformer::new_inference(cfg.model_config(), max_batch)?;
     let ranges = param_ranges(&model, &cfg)?;
     let mut pos = 0usize;
     let mut take = |n: usize| {

@@ -124,6 +124,8 @@ pub struct Transformer {
     low: Option<LowState>,
     /// Widest input and output of any linear layer below the head, for the low-precision scratch.
     widths: (usize, usize),
+    /// Built by [`Transformer::new_inference`]: no gradients, activations shared by the blocks.
+    inference: bool,
 }
 
 impl Transformer {
@@ -131,6 +133,25 @@ impl Transformer {
     /// up to `block_size` tokens (encoder and decoder alike). Call [`Transformer::init`] or load
     /// weights next.
     pub fn new(config: ModelConfig, max_batch: usize) -> Result<Self> {
+        Self::build(config, max_batch, false)
+    }
+
+    /// [`Transformer::new`] for inference only: no gradients, no backward buffers, and one set
+    /// of activation buffers per sublayer kind shared by all blocks (a forward pass keeps
+    /// nothing for a backward one). For a GPT-2-sized model this is the difference between
+    /// the parameters plus one layer's activations and the parameters twice plus every layer's
+    /// attention maps. Training passes, [`Transformer::backward`] and the per-layer probes
+    /// ([`Transformer::activations`], [`Transformer::blocks`]) are not available.
+    pub fn new_inference(config: ModelConfig, max_batch: usize) -> Result<Self> {
+        Self::build(config, max_batch, true)
+    }
+
+    /// Whether the model was built by [`Transformer::new_inference`].
+    pub fn is_inference(&self) -> bool {
+        self.inference
+    }
+
+    fn build(config: ModelConfig, max_batch: usize, inference: bool) -> Result<Self> {
         config.validate()?;
         ensure!(max_batch > 0, "batch size must be positive");
         let cfg = &config;
@@ -168,35 +189,39 @@ impl Transformer {
 
         let mut al = ActLayout::default();
         let n = max_batch * t;
-        let enc_acts = encoder.as_ref().map(|s| s.acts(&mut al, max_batch, t, t));
-        let dec_acts = decoder.as_ref().map(|s| s.acts(&mut al, max_batch, t, t));
+        let enc_acts = encoder.as_ref().map(|s| s.acts(&mut al, max_batch, t, t, inference));
+        let dec_acts = decoder.as_ref().map(|s| s.acts(&mut al, max_batch, t, t, inference));
         let out_width = if decoder.is_some() { n * v } else { max_batch * cfg.num_classes };
+        // Gradient buffers only when training is possible.
+        let grad = |len: usize| if inference { 0 } else { len };
         let head_acts = HeadActs {
             logits: al.alloc(out_width),
             losses: al.alloc(n),
-            d_logits: al.alloc(out_width),
+            d_logits: al.alloc(grad(out_width)),
             pooled: al.alloc(max_batch * c),
-            d_pooled: al.alloc(max_batch * c),
+            d_pooled: al.alloc(grad(max_batch * c)),
         };
         let stacks = || encoder.iter().chain(decoder.iter());
-        let att = stacks().map(|s| s.attention_scratch(max_batch, t, t)).max().unwrap_or(0);
+        let att = stacks().map(|s| s.attention_scratch(max_batch, t, t, inference)).max().unwrap_or(0);
         let wide = stacks().map(|s| s.widest(cfg)).max().unwrap_or(0).max(2 * cfg.kv_heads() * cfg.head_size());
         let scratch = Scratch {
+            // The forward pass uses d_fin (gathers) and d_att (attention-kernel scratch).
             d_fin: al.alloc(n * c),
-            d_sum: al.alloc(n * c),
-            d_branch: al.alloc(n * c),
-            d_wide: al.alloc(n * wide),
-            d_wide2: al.alloc(n * wide),
-            d_y: al.alloc(n * c),
+            d_sum: al.alloc(grad(n * c)),
+            d_branch: al.alloc(grad(n * c)),
+            d_wide: al.alloc(grad(n * wide)),
+            d_wide2: al.alloc(grad(n * wide)),
+            d_y: al.alloc(grad(n * c)),
             d_att: al.alloc(att),
-            d_enc_part: al.alloc(if cfg.arch == Arch::EncoderDecoder { n * c } else { 0 }),
+            d_enc_part: al.alloc(grad(if cfg.arch == Arch::EncoderDecoder { n * c } else { 0 })),
         };
         let mut params = vec![0.0; l.total];
         for s in stacks() {
             s.init_fixed(&mut params);
         }
         Ok(Transformer {
-            grads: vec![0.0; l.total],
+            grads: vec![0.0; if inference { 0 } else { l.total }],
+            inference,
             params,
             layout: l,
             consts,
@@ -323,6 +348,7 @@ impl Transformer {
         dropout_seed: u64,
     ) -> Result<Option<f32>> {
         ensure!(self.config.arch == Arch::Decoder, "forward_lm needs arch = \"decoder\"");
+        self.check_train(train)?;
         self.check_shape(b, t, "sequence")?;
         ensure!(idx.len() == b * t, "idx has {} tokens, expected B·T = {}", idx.len(), b * t);
         self.check_tokens("idx", idx)?;
@@ -347,6 +373,7 @@ impl Transformer {
         dropout_seed: u64,
     ) -> Result<Option<f32>> {
         ensure!(self.config.arch == Arch::Encoder, "forward_classify needs arch = \"encoder\"");
+        self.check_train(train)?;
         self.check_shape(b, t, "sequence")?;
         ensure!(idx.len() == b * t, "idx has {} tokens, expected B·T = {}", idx.len(), b * t);
         self.check_tokens("idx", idx)?;
@@ -374,6 +401,7 @@ impl Transformer {
         dropout_seed: u64,
     ) -> Result<Option<f32>> {
         ensure!(self.config.arch == Arch::EncoderDecoder, "forward_seq2seq needs arch = \"encoder_decoder\"");
+        self.check_train(train)?;
         self.check_shape(b, s, "source")?;
         self.check_shape(b, t, "target")?;
         ensure!(src.len() == b * s, "src has {} tokens, expected B·S = {}", src.len(), b * s);
@@ -386,6 +414,14 @@ impl Transformer {
         self.last.idx[..b * t].copy_from_slice(tgt_in);
         self.set_mask(src_mask, b, s)?;
         self.run_forward()
+    }
+
+    fn check_train(&self, train: bool) -> Result<()> {
+        ensure!(
+            !(train && self.inference),
+            "this model was built for inference (Transformer::new_inference): it cannot run a training pass"
+        );
+        Ok(())
     }
 
     fn begin(&mut self, b: usize, t: usize, t_enc: usize, train: bool, seed: u64) {
@@ -629,6 +665,10 @@ impl Transformer {
     }
 
     fn backward_impl(&mut self, sum: bool, loss_scale: f32) -> Result<()> {
+        ensure!(
+            !self.inference,
+            "this model was built for inference (Transformer::new_inference): it has no gradients"
+        );
         ensure!(self.last.has_targets && self.last.b > 0, "backward() needs a forward pass with targets first");
         let last = &self.last;
         let (b, t, te) = (last.b, last.t, last.t_enc);

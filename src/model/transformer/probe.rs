@@ -147,10 +147,11 @@ impl Transformer {
 
     /// Every activation tensor of the last forward pass, in the order the forward pass wrote
     /// them: per stack (encoder first) the embedding, each sublayer's tensors, the final norm;
-    /// then the head. Empty before the first forward pass.
+    /// then the head. Empty before the first forward pass, and for an inference model (whose
+    /// blocks share their buffers).
     pub fn activations(&self) -> Vec<ActTensor<'_>> {
         let mut out = Vec::new();
-        if self.last.b == 0 || self.last.t == 0 {
+        if self.last.b == 0 || self.last.t == 0 || self.inference {
             return out;
         }
         for (stack, acts, view) in self.stack_views() {
@@ -177,10 +178,11 @@ impl Transformer {
     }
 
     /// Per block of every stack (encoder first), the tensors of the last forward pass that
-    /// the health statistics read. Empty before the first forward pass.
+    /// the health statistics read. Empty before the first forward pass, and for an inference
+    /// model (whose blocks share their buffers).
     pub fn blocks(&self) -> Vec<BlockProbe<'_>> {
         let mut out = Vec::new();
-        if self.last.b == 0 || self.last.t == 0 {
+        if self.last.b == 0 || self.last.t == 0 || self.inference {
             return out;
         }
         for (stack, acts, view) in self.stack_views() {

@@ -175,25 +175,36 @@ impl Stack {
         }
     }
 
-    pub fn acts(&self, l: &mut ActLayout, max_b: usize, t: usize, t_enc: usize) -> StackActs {
+    /// The stack's activation ranges. For `inference`, the blocks share one set (block k's
+    /// sublayer reads block k−1's output of another kind, so it never overwrites its input),
+    /// and there are no dropout or gradient buffers.
+    pub fn acts(&self, l: &mut ActLayout, max_b: usize, t: usize, t_enc: usize, inference: bool) -> StackActs {
         let n = max_b * t;
+        let grad = |len: usize| if inference { 0 } else { len };
+        let subs: Vec<SublayerActs> = if inference {
+            let shared: Vec<SublayerActs> =
+                self.sublayers.iter().take(self.per_block).map(|s| s.acts(l, max_b, t, t_enc, true)).collect();
+            (0..self.sublayers.len()).map(|i| shared[i % self.per_block].clone()).collect()
+        } else {
+            self.sublayers.iter().map(|s| s.acts(l, max_b, t, t_enc, false)).collect()
+        };
         StackActs {
             emb: l.alloc(n * self.c),
             ln_emb: self.ln_emb.as_ref().map(|_| Norm::acts(l, n, self.c)),
-            emb_drop: l.alloc_if(self.dropout > 0.0, n * self.c),
-            subs: self.sublayers.iter().map(|s| s.acts(l, max_b, t, t_enc)).collect(),
+            emb_drop: l.alloc_if(self.dropout > 0.0 && !inference, n * self.c),
+            subs,
             ln_f: self.ln_f.as_ref().map(|_| Norm::acts(l, n, self.c)),
-            d_out: l.alloc(n * self.c),
-            d_res: l.alloc(n * self.c),
+            d_out: l.alloc(grad(n * self.c)),
+            d_res: l.alloc(grad(n * self.c)),
         }
     }
 
-    /// Largest attention-kernel backward scratch of any sublayer.
-    pub fn attention_scratch(&self, max_b: usize, t: usize, t_enc: usize) -> usize {
+    /// Largest attention-kernel scratch of any sublayer (forward only for `inference`).
+    pub fn attention_scratch(&self, max_b: usize, t: usize, t_enc: usize, inference: bool) -> usize {
         self.sublayers
             .iter()
             .filter_map(|s| match &s.f {
-                Function::Attention(a) => Some(a.scratch_needs(max_b, t, t_enc)),
+                Function::Attention(a) => Some(a.scratch_needs(max_b, t, t_enc, inference)),
                 Function::Mlp(_) => None,
             })
             .max()

@@ -175,7 +175,7 @@ impl Attention {
         }
     }
 
-    pub fn acts(&self, l: &mut ActLayout, max_b: usize, t: usize, t_enc: usize) -> AttentionActs {
+    pub fn acts(&self, l: &mut ActLayout, max_b: usize, t: usize, t_enc: usize, inference: bool) -> AttentionActs {
         let h = &self.heads;
         let n = max_b * t;
         let tk = if self.c_kv.is_some() { t_enc } else { t };
@@ -184,23 +184,29 @@ impl Attention {
             q: l.alloc(n * if self.c_kv.is_some() { h.nh * h.hs } else { h.qkv() }),
             kv: self.c_kv.as_ref().map(|_| l.alloc(max_b * t_enc * 2 * h.kv())),
             probs: l.alloc(if flash { max_b * h.nh * t } else { max_b * h.nh * t * tk }),
-            probs_drop: l.alloc_if(self.attn_drop > 0.0, max_b * h.nh * t * tk),
+            probs_drop: l.alloc_if(self.attn_drop > 0.0 && !inference, max_b * h.nh * t * tk),
             y: l.alloc(n * h.c),
             out: l.alloc(n * h.c),
         }
     }
 
-    /// Length of the attention kernel's scratch (forward and backward share it).
-    pub fn scratch_needs(&self, max_b: usize, t: usize, t_enc: usize) -> usize {
+    /// Length of the attention kernel's scratch (forward and backward share it; the forward
+    /// pass's alone when `forward_only`).
+    pub fn scratch_needs(&self, max_b: usize, t: usize, t_enc: usize, forward_only: bool) -> usize {
         let h = &self.heads;
         let tk = if self.c_kv.is_some() { t_enc } else { t };
         match self.fast {
             Some(AttentionKind::Flash) => max_b * h.nh * scratch_per_head(t),
+            Some(AttentionKind::Dense) if forward_only => 0,
             Some(AttentionKind::Dense) => max_b * h.nh * t * t,
             None => {
                 let (dims, score, pos) = (self.dims(max_b, t, tk), self.score_fn(&[], &[]), self.position_bias_shape());
-                general_attention_scratch_len(&dims, &score, &pos)
-                    .max(general_attention_fwd_scratch_len(&dims, &score, &pos))
+                let fwd = general_attention_fwd_scratch_len(&dims, &score, &pos);
+                if forward_only {
+                    fwd
+                } else {
+                    general_attention_scratch_len(&dims, &score, &pos).max(fwd)
+                }
             }
         }
     }

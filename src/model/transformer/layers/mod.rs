@@ -284,16 +284,17 @@ pub(crate) struct SublayerActs {
 }
 
 impl Sublayer {
-    pub fn acts(&self, l: &mut ActLayout, max_b: usize, t: usize, t_enc: usize) -> SublayerActs {
+    /// Activation ranges; `inference`: no dropout buffers.
+    pub fn acts(&self, l: &mut ActLayout, max_b: usize, t: usize, t_enc: usize, inference: bool) -> SublayerActs {
         let n = max_b * t;
         let c = self.norm_width();
         SublayerActs {
             norm: Norm::acts(l, n, c),
             f: match &self.f {
-                Function::Attention(at) => FunctionActs::Attention(at.acts(l, max_b, t, t_enc)),
+                Function::Attention(at) => FunctionActs::Attention(at.acts(l, max_b, t, t_enc, inference)),
                 Function::Mlp(m) => FunctionActs::Mlp(m.acts(l, n)),
             },
-            branch_drop: l.alloc_if(self.dropout > 0.0, n * c),
+            branch_drop: l.alloc_if(self.dropout > 0.0 && !inference, n * c),
             sum: l.alloc(n * c),
         }
     }
