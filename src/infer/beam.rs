@@ -170,6 +170,18 @@ impl Search {
     }
 }
 
+/// Errors for a beam size outside 1..=`max_batch` (one model row per live hypothesis) or a
+/// length penalty that is not a finite number >= 0.
+pub(crate) fn check_beam(beam: usize, length_penalty: f32, max_batch: usize) -> Result<()> {
+    ensure!(beam >= 1, "beam size must be at least 1");
+    ensure!(beam <= max_batch, "beam size {beam} exceeds the model's batch capacity {max_batch}");
+    ensure!(
+        length_penalty.is_finite() && length_penalty >= 0.0,
+        "length_penalty must be a finite number >= 0, got {length_penalty}"
+    );
+    Ok(())
+}
+
 /// Log-softmax of `logits` (V) into `out` (V), in f64.
 pub(crate) fn log_softmax(out: &mut [f64], logits: &[f32]) {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
@@ -202,19 +214,8 @@ pub struct BeamOptions {
 pub fn beam_search(model: &mut Transformer, prompt: &[u32], opts: &BeamOptions) -> Result<Vec<Hypothesis>> {
     let (block, v) = (model.config.block_size, model.config.vocab_size);
     ensure!(!prompt.is_empty(), "the prompt must contain at least one token");
-    ensure!(opts.beam >= 1, "beam size must be at least 1");
+    check_beam(opts.beam, opts.length_penalty, model.max_batch())?;
     ensure!(opts.max_new_tokens >= 1, "max_new_tokens must be at least 1");
-    ensure!(
-        opts.beam <= model.max_batch(),
-        "beam size {} exceeds the model's batch capacity {}",
-        opts.beam,
-        model.max_batch()
-    );
-    ensure!(
-        opts.length_penalty.is_finite() && opts.length_penalty >= 0.0,
-        "length_penalty must be a finite number >= 0, got {}",
-        opts.length_penalty
-    );
     if let Some(e) = opts.end {
         ensure!((e as usize) < v, "end token {e} is out of range for vocab_size {v}");
     }

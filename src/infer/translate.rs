@@ -13,7 +13,7 @@
 //! values of the encoder output). Beam search itself is [`crate::infer::beam`].
 
 use crate::data::bpe::{BOS, EOS, PAD};
-use crate::infer::beam::{log_softmax, BeamRules, Search};
+use crate::infer::beam::{check_beam, log_softmax, BeamRules, Search};
 use crate::model::transformer::{Arch, LogitRows, Transformer};
 use anyhow::{bail, ensure, Result};
 
@@ -70,18 +70,7 @@ pub fn translate_batch_hyps(
 ) -> Result<Vec<Hypothesis>> {
     let cfg = &model.config;
     ensure!(cfg.arch == Arch::EncoderDecoder, "translation needs an encoder_decoder model");
-    ensure!(opts.beam >= 1, "beam size must be at least 1");
-    ensure!(
-        opts.beam <= model.max_batch(),
-        "beam size {} exceeds the model's batch capacity {}",
-        opts.beam,
-        model.max_batch()
-    );
-    ensure!(
-        opts.length_penalty.is_finite() && opts.length_penalty >= 0.0,
-        "length_penalty must be a finite number >= 0, got {}",
-        opts.length_penalty
-    );
+    check_beam(opts.beam, opts.length_penalty, model.max_batch())?;
     ensure!(cfg.vocab_size > EOS as usize, "vocab_size {} has no room for the special tokens", cfg.vocab_size);
     ensure!(cfg.block_size >= 2, "block_size {} leaves no room for a target after BOS", cfg.block_size);
     for (i, s) in srcs.iter().enumerate() {
