@@ -353,3 +353,37 @@ fn inference_models_equal_training_models_with_less_memory() {
         }
     }
 }
+
+/// `generate` (on the KV cache) gives the tokens of the uncached definition, greedy: a full
+/// forward pass over the last block_size tokens for every new token, past block_size too.
+#[test]
+fn generate_on_any_decoder_matches_uncached_definition() {
+    use lmlab::infer::sample::{generate, SampleOptions};
+    for position in [Position::Learned, Position::Rope, Position::Alibi] {
+        let cfg = ModelConfig {
+            vocab_size: 11,
+            block_size: 8,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 16,
+            position,
+            ..ModelConfig::default()
+        };
+        let mut m = Transformer::new(cfg, 1).unwrap();
+        m.init(4);
+        m.params.iter_mut().for_each(|p| *p *= 10.0); // sharper logits: fewer near-ties
+        let prompt = [2u32, 7, 1];
+        let opts = SampleOptions { max_new_tokens: 12, temperature: 0.0, top_k: None, ..SampleOptions::default() };
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
+        let got = generate(&mut m, &prompt, &opts, &mut rng, |_| {}).unwrap();
+        let (v, block) = (11, 8);
+        let mut ctx = prompt.to_vec();
+        for _ in 0..12 {
+            let w = ctx[ctx.len().saturating_sub(block)..].to_vec();
+            m.forward_lm(&w, None, 1, w.len(), false, 0).unwrap();
+            let last = &m.logits()[(w.len() - 1) * v..w.len() * v];
+            ctx.push((0..v).max_by(|&a, &b| last[a].total_cmp(&last[b])).unwrap() as u32);
+        }
+        assert_eq!(got, ctx[3..].to_vec(), "{position:?}");
+    }
+}

@@ -5,7 +5,6 @@
 use lmlab::data::{Batch, CharTokenizer};
 use lmlab::kernels::precision::Precision;
 use lmlab::model::transformer::Transformer;
-use lmlab::model::Gpt;
 use lmlab::train::{
     config::{OptimizerName, RunConfig},
     precision::LossScaler,
@@ -148,24 +147,9 @@ fn training_step_allocates_nothing_after_the_first() {
 #[test]
 fn generation_allocates_nothing_per_token() {
     let _serial = SERIAL.lock().unwrap();
-    use lmlab::infer::sample::{generate, generate_cached, SampleOptions};
+    use lmlab::infer::sample::{generate, SampleOptions};
     use lmlab::model::transformer::{ModelConfig, Position, Transformer};
-    use lmlab::model::GptConfig;
-    let cfg = GptConfig {
-        vocab_size: 30,
-        block_size: 48,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 32,
-        dropout: 0.0,
-        bias: true,
-        tie_embeddings: true,
-        attention: Default::default(),
-    };
-    let mut gpt = Gpt::new(cfg, 1).unwrap();
-    gpt.init_gpt2(3);
-    // The general Transformer's cache, on a variant the plain GPT does not cover.
-    let tcfg = ModelConfig {
+    let cfg = ModelConfig {
         vocab_size: 30,
         block_size: 48,
         n_layer: 2,
@@ -175,47 +159,40 @@ fn generation_allocates_nothing_per_token() {
         position: Position::Rope,
         ..ModelConfig::default()
     };
-    let mut transformer = Transformer::new(tcfg, 1).unwrap();
-    transformer.init(3);
+    let mut model = Transformer::new(cfg, 1).unwrap();
+    model.init(3);
     let pool = thread_pool(2).unwrap();
-    for general in [false, true] {
-        // Allocations of one generation call with `n` new tokens (every sampling option on).
-        // A worker thread allocates its GEMM packing buffers the first time it runs a product,
-        // which work stealing may delay to any call: the least of three calls is the call's own.
-        let mut count = |n: usize| {
-            pool.install(|| {
-                let opts = SampleOptions {
-                    max_new_tokens: n,
-                    temperature: 0.9,
-                    top_k: Some(10),
-                    top_p: Some(0.9),
-                    min_p: Some(0.05),
-                    repetition_penalty: 1.3,
-                    ..SampleOptions::default()
-                };
-                let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
-                let mut run = |rng: &mut rand_xoshiro::Xoshiro256PlusPlus| match general {
-                    false => generate_cached(&mut gpt, &[1, 2, 3], &opts, rng, |_| {}).unwrap(),
-                    true => generate(&mut transformer, &[1, 2, 3], &opts, rng, |_| {}).unwrap(),
-                };
-                run(&mut rng);
-                (0..3)
-                    .map(|_| {
-                        ALLOCS.store(0, Ordering::SeqCst);
-                        COUNTING.store(true, Ordering::SeqCst);
-                        run(&mut rng);
-                        COUNTING.store(false, Ordering::SeqCst);
-                        ALLOCS.load(Ordering::SeqCst)
-                    })
-                    .min()
-                    .unwrap()
-            })
-        };
-        // The same fixed set of buffers whether 5 or 40 tokens are generated (all within the
-        // cache) or 70 (past block_size, where each step re-runs the last 48 tokens).
-        let (few, many, past) = (count(5), count(40), count(70));
-        let what = if general { "Transformer::forward_cached" } else { "Gpt::forward_cached" };
-        assert_eq!(few, many, "{what}: allocations grow with the number of tokens: {few} for 5, {many} for 40");
-        assert_eq!(few, past, "{what}: allocations grow past the cache: {few} for 5, {past} for 70");
-    }
+    // Allocations of one generate() call with `n` new tokens (every sampling option on). A
+    // worker thread allocates its GEMM packing buffers the first time it runs a product, which
+    // work stealing may delay to any call: the least of three calls is the call's own.
+    let mut count = |n: usize| {
+        pool.install(|| {
+            let opts = SampleOptions {
+                max_new_tokens: n,
+                temperature: 0.9,
+                top_k: Some(10),
+                top_p: Some(0.9),
+                min_p: Some(0.05),
+                repetition_penalty: 1.3,
+                ..SampleOptions::default()
+            };
+            let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
+            generate(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
+            (0..3)
+                .map(|_| {
+                    ALLOCS.store(0, Ordering::SeqCst);
+                    COUNTING.store(true, Ordering::SeqCst);
+                    generate(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
+                    COUNTING.store(false, Ordering::SeqCst);
+                    ALLOCS.load(Ordering::SeqCst)
+                })
+                .min()
+                .unwrap()
+        })
+    };
+    // The same fixed set of buffers whether 5 or 40 tokens are generated (all within the cache)
+    // or 70 (past block_size, where each step re-runs the last 48 tokens).
+    let (few, many, past) = (count(5), count(40), count(70));
+    assert_eq!(few, many, "allocations grow with the number of tokens: {few} for 5, {many} for 40");
+    assert_eq!(few, past, "allocations grow past the cache: {few} for 5, {past} for 70");
 }

@@ -30,7 +30,6 @@
 use crate::data::Tokenizer;
 use crate::kernels::math::softmax_inplace;
 use crate::model::transformer::{LogitRows, Transformer};
-use crate::model::{Gpt, KvCache};
 use anyhow::{bail, ensure, Result};
 use rand::Rng;
 use std::ops::ControlFlow;
@@ -360,48 +359,6 @@ pub fn generate_batch<R: Rng, F: TokenFlow>(
                     cache.clear_row(r);
                 }
             }
-        }
-    }
-    Ok(out)
-}
-
-/// [`generate`] for a plain GPT, on a KV cache.
-///
-/// Uses a KV cache: the prompt is processed once, then each step runs one token. Once the
-/// context reaches `block_size`, each step re-runs the last `block_size` tokens (positions
-/// shift, so cached keys no longer apply) — the same context nanoGPT's `generate` crops to.
-/// Apart from the returned vector, nothing is allocated per token.
-pub fn generate_cached<R: Rng, F: TokenFlow>(
-    model: &mut Gpt,
-    prompt: &[u32],
-    opts: &SampleOptions,
-    rng: &mut R,
-    mut on_token: impl FnMut(u32) -> F,
-) -> Result<Vec<u32>> {
-    ensure!(!prompt.is_empty(), "the prompt must contain at least one token");
-    let block = model.config.block_size;
-    let v = model.config.vocab_size;
-    let mut sampler = Sampler::new(opts, v)?;
-    sampler.reset(prompt);
-    let mut ctx: Vec<u32> = Vec::with_capacity(prompt.len() + opts.max_new_tokens);
-    ctx.extend_from_slice(prompt);
-    let mut out = Vec::with_capacity(opts.max_new_tokens);
-    let mut logits = vec![0.0f32; v];
-    let mut cache = KvCache::new(&model.config);
-    logits.copy_from_slice(model.forward_cached(&ctx[ctx.len().saturating_sub(block)..], &mut cache)?);
-    for step in 0..opts.max_new_tokens {
-        let next = sampler.pick(&logits, rng);
-        sampler.observe(next);
-        ctx.push(next);
-        out.push(next);
-        if on_token(next).should_stop() || step + 1 == opts.max_new_tokens {
-            break;
-        }
-        if cache.is_full() {
-            cache.clear();
-            logits.copy_from_slice(model.forward_cached(&ctx[ctx.len() - block..], &mut cache)?);
-        } else {
-            logits.copy_from_slice(model.forward_cached(&[next], &mut cache)?);
         }
     }
     Ok(out)

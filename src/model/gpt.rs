@@ -25,12 +25,9 @@ use crate::kernels::{
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout, Regions};
 pub use crate::model::transformer::config::AttentionKind;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
-
-mod decode;
-pub use decode::KvCache;
 
 /// Model hyperparameters, with nanoGPT's names and meaning.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -315,48 +312,6 @@ impl Gpt {
             loss_count: 0,
             config,
         })
-    }
-
-    /// The GPT with the same weights as `model`, when `model` is a plain GPT (what
-    /// [`Gpt::supports`] checks): used for KV-cache generation. Activations for batch 1.
-    pub fn from_transformer(model: &crate::model::transformer::Transformer) -> Result<Self> {
-        let c = &model.config;
-        ensure!(Self::supports(c), "this model is not a plain GPT; KV-cache generation supports only GPT-2's choices");
-        let config = GptConfig {
-            vocab_size: c.vocab_size,
-            block_size: c.block_size,
-            n_layer: c.n_layer,
-            n_head: c.n_head,
-            n_embd: c.n_embd,
-            dropout: 0.0,
-            bias: c.bias,
-            tie_embeddings: c.tie_embeddings,
-            attention: AttentionKind::Dense,
-        };
-        let mut gpt = Gpt::new(config, 1)?;
-        for t in gpt.layout.tensors.clone() {
-            let src = model.layout.get(&t.name).filter(|s| s.shape == t.shape);
-            let src = src.with_context(|| format!("the model has no tensor {} of shape {:?}", t.name, t.shape))?;
-            gpt.params[t.range()].copy_from_slice(&model.params[src.range()]);
-        }
-        Ok(gpt)
-    }
-
-    /// True when `c` describes GPT-2's architecture exactly (the choices this type implements).
-    pub fn supports(c: &crate::model::transformer::ModelConfig) -> bool {
-        use crate::model::transformer::*;
-        c.arch == Arch::Decoder
-            && c.position == Position::Learned
-            && c.norm == NormKind::Layernorm
-            && c.norm_position == NormPosition::Pre
-            && c.final_norm
-            && c.activation == ActivationKind::GeluTanh
-            && c.score == ScoreKind::Scaled
-            && c.kv_heads() == c.n_head
-            && c.ffn() == 4 * c.n_embd
-            && !c.scale_embeddings
-            && !c.embedding_norm
-            && c.norm_eps == crate::kernels::layernorm::LN_EPS
     }
 
     pub fn num_params(&self) -> usize {

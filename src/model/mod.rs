@@ -4,6 +4,6 @@ pub mod init;
 pub mod layout;
 pub mod transformer;
 
-pub use gpt::{AttentionKind, Gpt, GptConfig, KvCache};
+pub use gpt::{AttentionKind, Gpt, GptConfig};
 pub use init::InitScheme;
 pub use layout::{ParamKind, ParamLayout, TensorView};
