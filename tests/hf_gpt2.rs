@@ -13,7 +13,6 @@ mod common;
 use common::{assert_close, fixture};
 use lmlab::data::bpe::BpeTokenizer;
 use lmlab::data::gpt2::Gpt2Tokenizer;
-use lmlab::data::parallel::shared_data_file;
 use lmlab::data::{CharTokenizer, Tokenizer};
 use lmlab::io::hf_gpt2::{self, char_tokenizer_json, export, export_files, import};
 use lmlab::io::tensors::{to_safetensors_raw, RawTensor, TensorFile};
@@ -259,10 +258,7 @@ fn import_of_export_gives_identical_models() {
 
 #[test]
 fn gpt2_tokenizer_round_trip_with_openai_vocabulary() {
-    let Some(enc) = shared_data_file("gpt2-tokenizer/encoder.json") else {
-        println!("skipping: gpt2-tokenizer/ not found (set LMLAB_DATA to the shared data directory)");
-        return;
-    };
+    let Some(enc) = common::shared_data("gpt2-tokenizer/encoder.json") else { return };
     let gpt2 = Gpt2Tokenizer::from_dir(enc.parent().unwrap()).unwrap();
     let tok = Tokenizer::Gpt2(Box::new(gpt2));
     let cfg = ModelConfig { n_embd: 8, n_layer: 1, ..small(50257) };

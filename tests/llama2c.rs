@@ -6,8 +6,8 @@
 //! The real files live in the shared data directory (`LMLAB_DATA` or `../shared/data`); tests
 //! that need them say so and pass when they are absent.
 
+mod common;
 use lmlab::data::llama2c_tokenizer::{Llama2cTokenizer, BOS, EOS};
-use lmlab::data::parallel::shared_data_file;
 use lmlab::infer::llama2c::generate_steps;
 use lmlab::io::llama2c::{self, Llama2cConfig};
 use lmlab::model::transformer::{ActivationKind, ModelConfig, NormKind, Position, Transformer};
@@ -16,11 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn data(rel: &str) -> Option<PathBuf> {
-    let p = shared_data_file(rel);
-    if p.is_none() {
-        println!("skipping: {rel} not found (set LMLAB_DATA to the shared data directory)");
-    }
-    p
+    common::shared_data(rel)
 }
 
 fn model_and_tokenizer() -> Option<(PathBuf, PathBuf)> {

@@ -352,13 +352,9 @@ fn diversity_matches_python() {
 fn dialogsum_matches_reference_packages() {
     let want = expected();
     let Some(w) = want.get("dialogsum_test") else {
-        println!("skipping: expected.json has no DialogSum entry");
-        return;
+        return common::skip("the metrics fixture has no DialogSum entry");
     };
-    let Some(path) = lmlab::data::parallel::shared_data_file("dialogsum/dialogsum.test.jsonl") else {
-        println!("skipping: dialogsum not found (set LMLAB_DATA to the shared data directory)");
-        return;
-    };
+    let Some(path) = common::shared_data("dialogsum/dialogsum.test.jsonl") else { return };
     let rows: Vec<Value> =
         std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len() as u64, w["lines"].as_u64().unwrap());

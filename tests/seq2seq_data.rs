@@ -1,8 +1,9 @@
 //! Parallel corpus loading and seq2seq batching: file errors, truncation, batch layout, length
 //! grouping, determinism, epoch coverage, and no allocation after construction.
 
+mod common;
 use lmlab::data::bpe::{BpeTokenizer, BOS, EOS, PAD};
-use lmlab::data::parallel::{shared_data_file, EvalBatcher, ParallelCorpus, Seq2SeqBatch, Seq2SeqBatcher};
+use lmlab::data::parallel::{EvalBatcher, ParallelCorpus, Seq2SeqBatch, Seq2SeqBatcher};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -308,12 +309,9 @@ fn batching_allocates_nothing_after_construction() {
 fn multi30k_corpus_and_batches() {
     let files: Vec<Option<PathBuf>> = ["train.de", "train.en", "val.de", "val.en"]
         .iter()
-        .map(|f| shared_data_file(&format!("multi30k/{f}")))
+        .map(|f| common::shared_data(&format!("multi30k/{f}")))
         .collect();
-    let [Some(tde), Some(ten), Some(vde), Some(ven)] = &files[..] else {
-        println!("skipping: multi30k not found (set LMLAB_DATA to the shared data directory)");
-        return;
-    };
+    let [Some(tde), Some(ten), Some(vde), Some(ven)] = &files[..] else { return };
     let tok = BpeTokenizer::train(&[tde.clone(), ten.clone()], 8000).unwrap();
     let train = ParallelCorpus::load(tde, ten, &tok, 64).unwrap();
     let val = ParallelCorpus::load(vde, ven, &tok, 64).unwrap();

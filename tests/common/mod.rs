@@ -46,3 +46,30 @@ pub fn check(name: &str, x: &[f32], analytic: &[f32], mut loss: impl FnMut(&[f32
     }
     assert!(worst < 2e-3, "{name}: finite-difference mismatch {worst:.2e} (relative to max |grad| {scale:.3})");
 }
+
+/// Whether a missing optional input (the shared data directory, the downloaded
+/// all-MiniLM-L6-v2) must fail the test instead of skipping it: `LMLAB_REQUIRE_DATA=1`, which
+/// `.ci/run` sets, so CI cannot go green on tests that did not run.
+pub fn data_required() -> bool {
+    std::env::var("LMLAB_REQUIRE_DATA").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Ends a test that cannot run here: says so and why, or panics under `LMLAB_REQUIRE_DATA=1`.
+/// The line goes to the process's stderr directly, past the test harness's output capture, so
+/// a plain `cargo test` shows it next to the test's `ok`.
+pub fn skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("test").to_owned();
+    assert!(!data_required(), "{test}: {why} (LMLAB_REQUIRE_DATA is set, so a missing input is a failure)");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// A file of the shared data directory (`$LMLAB_DATA` or `../shared/data`), or None after
+/// [`skip`] said why the test does not run.
+pub fn shared_data(rel: &str) -> Option<PathBuf> {
+    let p = lmlab::data::parallel::shared_data_file(rel);
+    if p.is_none() {
+        skip(&format!("{rel} not found (set LMLAB_DATA to the shared data directory)"));
+    }
+    p
+}
