@@ -28,7 +28,7 @@
 //! position_bias.rs  s += bias(pos_i, pos_j)         ALiBi, T5, Shaw (and Shaw's value term)
 //! mask_softmax.rs   p = softmax(mask(s))            causal rule, key padding
 //! (dropout)         p' = dropout(p)                 kernels::dropout
-//! weighted_sum.rs   out = p'·v (+ Shaw values)
+//! weighted_sum.rs   out = p'·v                      (Shaw's value term: position_bias.rs)
 //! ```
 //!
 //! [`general_attention_forward`] and [`general_attention_backward`] below only carve the
