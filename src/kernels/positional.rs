@@ -1,8 +1,10 @@
 //! Positional-encoding helpers without parameters: the sinusoidal table, ALiBi slopes, the
 //! relative-position buckets of T5 and of Shaw et al., and rotary embeddings (RoPE).
 //!
-//! The learned parts of the relative schemes (T5's bias table, Shaw's key and value
-//! embeddings) live in [`super::general_attention`], which calls the index functions here.
+//! The relative schemes' biases on the attention scores (ALiBi, T5's table, Shaw's keys and
+//! values) and their gradients are applied in `general_attention/position_bias.rs`, which
+//! calls the index functions here. Which scheme a model uses, and where its tables and
+//! parameters live, is decided in `model/transformer/layers/position.rs`.
 
 use rayon::prelude::*;
 

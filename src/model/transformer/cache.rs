@@ -13,21 +13,154 @@
 //! probs  (NH, Q_CHUNK, block_size)    attention probabilities of one row's query chunk
 //! ```
 //!
-//! Positions enter wherever the full forward pass puts them: learned and sinusoidal tables at
-//! `len[b] + i`, RoPE rotates new queries and keys by their absolute position before the keys
-//! are cached, and ALiBi, T5 and Shaw biases see query position `len[b] + i` against key
-//! positions `0 ..` (the attention kernel's `q_offset`). So cached and uncached passes give
-//! the same logits up to float summation order (tests/kv_cache.rs checks every variant).
+//! Positions enter wherever the full forward pass puts them (`layers/position.rs`): learned
+//! and sinusoidal tables at `len[b] + i`, RoPE rotates new queries and keys by their absolute
+//! position before the keys are cached, and ALiBi, T5 and Shaw biases see query position
+//! `len[b] + i` against key positions `0 ..` (the attention kernel's `q_offset`). So cached and
+//! uncached passes give the same logits up to float summation order
+//! (tests/kv_cache_variants.rs checks every variant).
+//!
+//! This file holds all of it: the cache ([`KvCache`]), the view of it that one pass's layers
+//! read ([`CacheView`], reached through `Ctx::cache`), the cached attention computation
+//! ([`CacheView::attend`]) and the cached passes themselves ([`Transformer::forward_cached`],
+//! [`Transformer::decode_cached`]). The attention layer only dispatches here.
 
 use super::config::{Arch, ModelConfig};
-use super::layers::CacheView;
+use super::layers::{Attention, Ctx};
+use super::stack::Stack;
 use super::{ctx, low_regions, lowp, Head, Transformer};
+use crate::kernels::general_attention::{
+    general_attention_forward, general_attention_fwd_scratch_len, AttnInputs, AttnMask,
+};
 use crate::model::layout::Regions;
 use anyhow::{bail, ensure, Context, Result};
+use std::ops::Range;
 
 /// Queries of one row attend in chunks of this many, bounding the probability buffer to
 /// (NH, Q_CHUNK, block_size) however long the prompt.
 pub(crate) const Q_CHUNK: usize = 64;
+
+/// What attention reads and writes in a cached pass: views of a [`KvCache`]'s buffers (layouts
+/// above) and the rows' positions.
+/// Row `b` of the batch holds `count[b]` new tokens (the rest of its T positions is padding)
+/// at positions `start[b] ..`.
+pub(crate) struct CacheView<'a> {
+    /// (L, R, block, KV) keys and values.
+    pub k: Regions<'a>,
+    pub v: Regions<'a>,
+    /// (L, R·T_enc, 2·KV) cross-attention keys and values.
+    pub cross: Regions<'a>,
+    /// Whether `cross` already holds this encoding's entries (else the pass computes them).
+    pub cross_ready: bool,
+    /// (NH, Q_CHUNK, block) probabilities and the kernel's forward scratch.
+    pub probs: Regions<'a>,
+    pub scratch: Regions<'a>,
+    pub start: &'a [usize],
+    pub count: &'a [usize],
+    /// Cache capacity R, block size and KV = NKV·hs.
+    pub capacity: usize,
+    pub block: usize,
+    pub kv: usize,
+}
+
+impl CacheView<'_> {
+    /// Range of row `b`'s keys (or values) of `layer`: (block, KV).
+    pub fn row(&self, layer: usize, b: usize) -> Range<usize> {
+        let size = self.block * self.kv;
+        let start = (layer * self.capacity + b) * size;
+        start..start + size
+    }
+
+    /// Range of the cross entries of `layer` for `b` rows of `t_enc` positions: (b·T_enc, 2·KV).
+    pub fn cross_layer(&self, layer: usize, b: usize, t_enc: usize) -> Range<usize> {
+        let start = layer * self.capacity * self.block * 2 * self.kv;
+        start..start + b * t_enc * 2 * self.kv
+    }
+    /// The cross-attention [k | v] entries (b·T_enc, 2·KV) of `layer` that this pass must
+    /// project the encoder output into; None when the cache holds them already (the encoder
+    /// output is projected once per encoding).
+    #[allow(clippy::mut_from_ref)]
+    pub fn cross_to_fill(&self, layer: usize, b: usize, t_enc: usize) -> Option<&mut [f32]> {
+        (!self.cross_ready).then(|| self.cross.mut_(&self.cross_layer(layer, b, t_enc), b * t_enc * 2 * self.kv))
+    }
+
+    /// y (N, C) of a cached pass of attention layer `at`, with q its projected queries (and,
+    /// for self-attention, the new keys and values): self-attention appends each row's new keys
+    /// and values to the cache and attends over the row's cached positions (causally, query
+    /// `i` at position `start + i`); cross-attention attends over the cached encoder keys and
+    /// values. Rows run one at a time (each has its own length), their queries in chunks of
+    /// [`Q_CHUNK`]; padding rows of y are zero.
+    pub fn attend(&self, at: &Attention, cx: &Ctx, y: &mut [f32], q: &[f32]) {
+        let h = &at.heads;
+        let (t, kv, layer) = (cx.t, h.kv(), at.layer());
+        let (score, pos) = at.kernel_fns(cx);
+        let cross = at.is_cross();
+        let qw = if cross { h.nh * h.hs } else { h.qkv() };
+        let cross_all =
+            cross.then(|| self.cross.get(&self.cross_layer(layer, cx.b, cx.t_enc), cx.b * cx.t_enc * 2 * kv));
+        for bi in 0..cx.b {
+            let (start, count) = (self.start[bi], self.count[bi]);
+            let y_row = &mut y[bi * t * h.c..(bi + 1) * t * h.c];
+            y_row[count * h.c..].fill(0.0);
+            if count == 0 {
+                continue;
+            }
+            let q_row = &q[bi * t * qw..];
+            let (inputs, tk_end, key_mask, causal) = match cross_all {
+                Some(all) => {
+                    let te = cx.t_enc;
+                    let kvr = &all[bi * te * 2 * kv..(bi + 1) * te * 2 * kv];
+                    let inputs = AttnInputs {
+                        q: q_row,
+                        q_stride: qw,
+                        k: kvr,
+                        k_stride: 2 * kv,
+                        v: &kvr[kv..],
+                        v_stride: 2 * kv,
+                    };
+                    (inputs, None, cx.enc_mask.map(|m| &m[bi * te..(bi + 1) * te]), false)
+                }
+                None => {
+                    let (kr, vr) = (
+                        self.k.mut_(&self.row(layer, bi), self.block * kv),
+                        self.v.mut_(&self.row(layer, bi), self.block * kv),
+                    );
+                    for i in 0..count {
+                        let src = &q_row[i * qw..];
+                        kr[(start + i) * kv..][..kv].copy_from_slice(&src[h.nh * h.hs..][..kv]);
+                        vr[(start + i) * kv..][..kv].copy_from_slice(&src[(h.nh + h.nkv) * h.hs..][..kv]);
+                    }
+                    let inputs = AttnInputs { q: q_row, q_stride: qw, k: kr, k_stride: kv, v: vr, v_stride: kv };
+                    (inputs, Some(start), None, true)
+                }
+            };
+            for c0 in (0..count).step_by(Q_CHUNK) {
+                let tq = Q_CHUNK.min(count - c0);
+                // Causal: the chunk sees keys up to its last query's position.
+                let tk = tk_end.map_or(cx.t_enc, |s| s + c0 + tq);
+                let dims = at.dims(1, tq, tk);
+                let x = AttnInputs { q: &inputs.q[c0 * qw..], ..inputs };
+                let mask = AttnMask { causal, q_offset: tk_end.map_or(0, |s| s + c0), key_mask };
+                let probs = self.probs.prefix(h.nh * tq * tk);
+                let scratch = self.scratch.prefix(general_attention_fwd_scratch_len(&dims, &score, &pos));
+                general_attention_forward(&mut y_row[c0 * h.c..], probs, None, scratch, &x, &dims, &score, &pos, &mask);
+            }
+        }
+    }
+}
+
+/// Forward-scratch elements the attention kernel needs in a cached pass of `dec`'s layers:
+/// one query chunk (see [`Q_CHUNK`]) against up to `block` cached keys or `t_enc` encoder keys.
+fn cached_attention_scratch(dec: &Stack, block: usize, t_enc: usize) -> usize {
+    dec.attention_layers()
+        .map(|at| {
+            let tk = if at.is_cross() { t_enc } else { block };
+            let (score, pos) = at.kernel_shape();
+            general_attention_fwd_scratch_len(&at.dims(1, Q_CHUNK.min(block), tk), &score, &pos)
+        })
+        .max()
+        .unwrap_or(0)
+}
 
 /// Keys and values of every self-attention layer (and, for an encoder-decoder, the
 /// cross-attention keys and values of the encoder output) for up to `capacity` rows.
@@ -193,7 +326,7 @@ impl Transformer {
         );
         let dec = self.decoder.as_ref().context("an encoder has no causal decoder to cache")?;
         let block = self.config.block_size;
-        KvCache::new(&self.config, capacity, dec.cached_attention_scratch(block, block))
+        KvCache::new(&self.config, capacity, cached_attention_scratch(dec, block, block))
     }
 
     /// Decoder-only LM, incremental: runs `tokens` (B, T) — row `b` holds `counts[b]` new tokens

@@ -6,14 +6,12 @@
 //! idx (B,T) ─ scale·wte[idx] (+ pos) ─ (norm_emb) ─ dropout ─ [attn ─ (cross) ─ mlp] × n_layer ─ (norm_f) ─ (B,T,C)
 //! ```
 
-use super::config::{ModelConfig, Position};
-use super::layers::{Attention, Ctx, Function, Mlp, Norm, NormActs, SelfPosition, Sublayer, SublayerActs};
-use super::probe::{ActKind, ActTensor, BlockProbe, View};
-use crate::kernels::{
-    dropout::{dropout_backward, dropout_forward},
-    embedding::{token_embedding_backward, token_embedding_forward},
-    positional::{alibi_slopes, sinusoidal_table},
+use super::config::ModelConfig;
+use super::layers::{
+    AbsolutePosition, Attention, Ctx, Function, Mlp, Norm, NormActs, SelfPosition, Sublayer, SublayerActs,
 };
+use super::probe::{ActKind, ActTensor, BlockProbe, View};
+use crate::kernels::dropout::{dropout_backward, dropout_forward};
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
 use std::ops::Range;
 
@@ -33,10 +31,10 @@ pub(super) struct Stack {
     /// Parameter-name prefix: "transformer", "encoder" or "decoder".
     prefix: String,
     c: usize,
-    pub wte: Range<usize>,     // (V, C), possibly shared with the other stack
-    wpe: Option<Range<usize>>, // (block_size, C), learned positions
-    /// Sinusoidal table (block_size, C) in the model's constants.
-    pos_table: Option<Range<usize>>,
+    pub wte: Range<usize>, // (V, C), possibly shared with the other stack
+    /// Learned or sinusoidal positions added to the token embeddings (RoPE and the relative
+    /// schemes live in the attention layers; see `layers/position.rs`).
+    position: AbsolutePosition,
     emb_scale: f32,
     /// Norm of the embedding sum (`embedding_norm`, BERT's `embeddings.LayerNorm`).
     ln_emb: Option<Norm>,
@@ -76,34 +74,10 @@ impl Stack {
         let c = cfg.n_embd;
         let wte = shared_wte
             .unwrap_or_else(|| l.push(format!("{prefix}.wte.weight"), &[cfg.vocab_size, c], ParamKind::Embedding));
-        let wpe = (cfg.position == Position::Learned)
-            .then(|| l.push(format!("{prefix}.wpe.weight"), &[cfg.block_size, c], ParamKind::Embedding));
+        // Parameter order: wte, wpe, ln_emb, rel_bias, then the blocks.
+        let abs_position = AbsolutePosition::new(l, consts, cfg, prefix);
         let ln_emb = cfg.embedding_norm.then(|| Norm::new(l, &format!("{prefix}.ln_emb"), cfg));
-        let pos_table = (cfg.position == Position::Sinusoidal).then(|| {
-            let start = consts.len();
-            consts.resize(start + cfg.block_size * c, 0.0);
-            sinusoidal_table(&mut consts[start..], cfg.block_size, c);
-            start..consts.len()
-        });
-        let bidirectional = kind == StackKind::Encoder;
-        let position = match cfg.position {
-            Position::Rope => SelfPosition::Rope { theta: cfg.rope_theta },
-            Position::Alibi => {
-                let start = consts.len();
-                consts.resize(start + cfg.n_head, 0.0);
-                alibi_slopes(&mut consts[start..]);
-                SelfPosition::Alibi { slopes: start..consts.len() }
-            }
-            Position::T5 => SelfPosition::T5 {
-                table: l.push(format!("{prefix}.rel_bias.weight"), &[cfg.t5_buckets, cfg.n_head], ParamKind::Embedding),
-                buckets: cfg.t5_buckets,
-                max_distance: cfg.t5_max_distance,
-                bidirectional,
-            },
-            // Shaw's tables are per layer: Attention::new lays them out.
-            Position::Shaw => SelfPosition::Shaw { k: cfg.shaw_k, keys: 0..0, values: None },
-            Position::None | Position::Learned | Position::Sinusoidal => SelfPosition::None,
-        };
+        let position = SelfPosition::new(l, consts, cfg, prefix, kind == StackKind::Encoder);
         let n_layer = if kind == StackKind::CrossDecoder { cfg.dec_layers() } else { cfg.n_layer };
         let causal = kind != StackKind::Encoder;
         let per_block = if kind == StackKind::CrossDecoder { 3 } else { 2 };
@@ -144,8 +118,7 @@ impl Stack {
             prefix: prefix.to_string(),
             c,
             wte,
-            wpe,
-            pos_table,
+            position: abs_position,
             emb_scale: if cfg.scale_embeddings { (c as f32).sqrt() } else { 1.0 },
             ln_emb,
             dropout: cfg.dropout,
@@ -199,28 +172,17 @@ impl Stack {
         }
     }
 
-    /// Largest attention-kernel scratch of any sublayer (forward only for `inference`).
-    pub fn attention_scratch(&self, max_b: usize, t: usize, t_enc: usize, inference: bool) -> usize {
-        self.sublayers
-            .iter()
-            .filter_map(|s| match &s.f {
-                Function::Attention(a) => Some(a.scratch_needs(max_b, t, t_enc, inference)),
-                Function::Mlp(_) => None,
-            })
-            .max()
-            .unwrap_or(0)
+    /// The attention layers (self and cross), in order.
+    pub fn attention_layers(&self) -> impl Iterator<Item = &Attention> {
+        self.sublayers.iter().filter_map(|s| match &s.f {
+            Function::Attention(a) => Some(a),
+            Function::Mlp(_) => None,
+        })
     }
 
-    /// Largest attention-kernel forward scratch of any sublayer in a cached pass.
-    pub fn cached_attention_scratch(&self, block: usize, t_enc: usize) -> usize {
-        self.sublayers
-            .iter()
-            .filter_map(|s| match &s.f {
-                Function::Attention(a) => Some(a.cached_scratch_needs(block, t_enc)),
-                Function::Mlp(_) => None,
-            })
-            .max()
-            .unwrap_or(0)
+    /// Largest attention-kernel scratch of any sublayer (forward only for `inference`).
+    pub fn attention_scratch(&self, max_b: usize, t: usize, t_enc: usize, inference: bool) -> usize {
+        self.attention_layers().map(|a| a.scratch_needs(max_b, t, t_enc, inference)).max().unwrap_or(0)
     }
 
     /// Widest projection output of any sublayer (for the shared gradient buffers).
@@ -279,25 +241,8 @@ impl Stack {
 
     pub fn forward(&self, cx: &Ctx, a: &StackActs, idx: &[u32], enc: Option<&[f32]>) {
         let (n, c) = (cx.n(), self.c);
-        let pos = match (&self.wpe, &self.pos_table) {
-            (Some(w), _) => Some(cx.p(w)),
-            (None, Some(t)) => Some(&cx.consts[t.clone()]),
-            (None, None) => None,
-        };
         let emb = cx.r.mut_(&a.emb, n * c);
-        match cx.cache {
-            None => token_embedding_forward(emb, idx, cx.p(&self.wte), self.emb_scale, pos, cx.t, c),
-            Some(kc) => {
-                // Row b's new tokens sit at positions start[b] ..; its padding rows are zero.
-                let t = cx.t;
-                for (bi, (rows, ids)) in emb.chunks_mut(t * c).zip(idx.chunks(t)).enumerate() {
-                    let (start, count) = (kc.start[bi], kc.count[bi]);
-                    let pos = pos.map(|p| &p[start * c..]);
-                    token_embedding_forward(rows, &ids[..count], cx.p(&self.wte), self.emb_scale, pos, t, c);
-                    rows[count * c..].fill(0.0);
-                }
-            }
-        }
+        self.position.embed_forward(cx, emb, idx, cx.p(&self.wte), self.emb_scale, c);
         let emb: &[f32] = match (&self.ln_emb, &a.ln_emb) {
             (Some(norm), Some(na)) => norm.forward(cx, na, emb, c),
             _ => emb,
@@ -348,8 +293,7 @@ impl Stack {
             norm.backward(cx, na, d_sum, d_emb, cx.r.get(&a.emb, n * c), c);
             d_emb = d_sum;
         }
-        let dpos = self.wpe.as_ref().map(|w| cx.gw(w));
-        token_embedding_backward(cx.gw(&self.wte), dpos, d_emb, idx, self.emb_scale, cx.t, c);
+        self.position.embed_backward(cx, cx.gw(&self.wte), d_emb, idx, self.emb_scale, c);
     }
 }
 

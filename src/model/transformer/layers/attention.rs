@@ -1,7 +1,7 @@
 //! Attention layers: self-attention (packed q/k/v projection, RoPE, position biases) and
 //! cross-attention (queries from the decoder, keys and values from the encoder output).
 
-use super::{CacheView, Ctx};
+use super::{Ctx, SelfPosition};
 use crate::kernels::{
     attention::{attention_backward, attention_forward},
     flash_attention::{flash_attention_backward, flash_attention_forward, scratch_per_head},
@@ -9,11 +9,9 @@ use crate::kernels::{
         general_attention_backward, general_attention_forward, general_attention_fwd_scratch_len,
         general_attention_scratch_len, AttnDims, AttnInputs, AttnMask, AttnParamGrads, PositionBias, QkvGrads, ScoreFn,
     },
-    positional::{rope_backward, rope_forward},
     residual::residual_add_inplace,
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
-use crate::model::transformer::cache::Q_CHUNK;
 use crate::model::transformer::config::{AttentionKind, ModelConfig, ScoreKind};
 use crate::model::transformer::probe::{ActKind, ActTensor, AttnProbs, View};
 use std::ops::Range;
@@ -40,30 +38,6 @@ impl Heads {
     }
 }
 
-/// How a self-attention layer handles positions.
-#[derive(Clone, Debug)]
-pub(crate) enum SelfPosition {
-    None,
-    Rope {
-        theta: f32,
-    },
-    /// Offset of the (NH) slopes in the constants buffer; `bidirectional` for encoders.
-    Alibi {
-        slopes: Range<usize>,
-    },
-    T5 {
-        table: Range<usize>,
-        buckets: usize,
-        max_distance: usize,
-        bidirectional: bool,
-    },
-    Shaw {
-        k: usize,
-        keys: Range<usize>,
-        values: Option<Range<usize>>,
-    },
-}
-
 #[derive(Clone, Debug)]
 pub(crate) struct Attention {
     pub heads: Heads,
@@ -77,6 +51,7 @@ pub(crate) struct Attention {
     score: ScoreKind,
     log_tau: Option<Range<usize>>, // (NH)
     score_v: Option<Range<usize>>, // (NH, hs)
+    /// RoPE or a score bias (see `position.rs`); None for cross-attention.
     position: SelfPosition,
     causal: bool,
     /// Use the dedicated causal MHA kernels (dense or flash).
@@ -126,23 +101,12 @@ impl Attention {
         let c_proj_w = l.push(format!("{name}.c_proj.weight"), &[h.c, h.nh * h.hs], ParamKind::Matrix);
         let c_proj_b = bias(l, "c_proj", h.c);
         // Position parameters come after the projections (names as in docs/ARCHITECTURE.md).
-        let position = match position {
-            SelfPosition::Shaw { k, .. } => {
-                let keys = l.push(format!("{name}.rel_k"), &[2 * k + 1, h.hs], ParamKind::Embedding);
-                let values =
-                    cfg.shaw_values.then(|| l.push(format!("{name}.rel_v"), &[2 * k + 1, h.hs], ParamKind::Embedding));
-                SelfPosition::Shaw { k, keys, values }
-            }
-            p => p,
-        };
+        let position = position.for_layer(l, name, cfg);
         let log_tau =
             (cfg.score == ScoreKind::Cosine).then(|| l.push(format!("{name}.log_tau"), &[h.nh], ParamKind::Norm));
         let score_v = (cfg.score == ScoreKind::Additive)
             .then(|| l.push(format!("{name}.score_v"), &[h.nh, h.hs], ParamKind::Matrix));
-        let fast_ok = !cross
-            && causal
-            && cfg.plain_attention()
-            && matches!(position, SelfPosition::None | SelfPosition::Rope { .. });
+        let fast_ok = !cross && causal && cfg.plain_attention() && position.is_bias_free();
         Attention {
             heads: h,
             c_q_w,
@@ -200,7 +164,7 @@ impl Attention {
             Some(AttentionKind::Dense) if forward_only => 0,
             Some(AttentionKind::Dense) => max_b * h.nh * t * t,
             None => {
-                let (dims, score, pos) = (self.dims(max_b, t, tk), self.score_fn(&[], &[]), self.position_bias_shape());
+                let (dims, (score, pos)) = (self.dims(max_b, t, tk), self.kernel_shape());
                 let fwd = general_attention_fwd_scratch_len(&dims, &score, &pos);
                 if forward_only {
                     fwd
@@ -211,9 +175,33 @@ impl Attention {
         }
     }
 
-    fn dims(&self, b: usize, tq: usize, tk: usize) -> AttnDims {
+    /// Kernel sizes of a call on b rows of tq queries and tk keys.
+    pub fn dims(&self, b: usize, tq: usize, tk: usize) -> AttnDims {
         let h = &self.heads;
         AttnDims { b, tq, tk, n_head: h.nh, n_kv_head: h.nkv, head_size: h.hs }
+    }
+
+    /// Whether the keys and values come from an encoder's output.
+    pub fn is_cross(&self) -> bool {
+        self.c_kv.is_some()
+    }
+
+    /// The layer's slot in a KV cache.
+    pub fn layer(&self) -> usize {
+        self.layer
+    }
+
+    /// The score function and position bias the general kernel computes, with this layer's
+    /// parameters in `cx`.
+    pub fn kernel_fns<'a>(&self, cx: &Ctx<'a>) -> (ScoreFn<'a>, PositionBias<'a>) {
+        let lt = self.log_tau.as_ref().map_or(&[][..], |r| cx.w.get(r, r.len()));
+        let sv = self.score_v.as_ref().map_or(&[][..], |r| cx.w.get(r, r.len()));
+        (self.score_fn(lt, sv), self.position.bias(cx))
+    }
+
+    /// [`Attention::kernel_fns`] with empty tables: only kinds and sizes, for scratch sizing.
+    pub fn kernel_shape(&self) -> (ScoreFn<'static>, PositionBias<'static>) {
+        (self.score_fn(&[], &[]), self.position.bias_shape())
     }
 
     fn score_fn<'a>(&self, log_tau: &'a [f32], score_v: &'a [f32]) -> ScoreFn<'a> {
@@ -223,47 +211,6 @@ impl Attention {
             ScoreKind::Cosine => ScoreFn::Cosine { log_tau },
             ScoreKind::Additive => ScoreFn::Additive { v: score_v },
         }
-    }
-
-    /// A position bias with empty tables: only its kind and sizes matter for scratch sizing.
-    fn position_bias_shape(&self) -> PositionBias<'static> {
-        match &self.position {
-            SelfPosition::Shaw { k, values, .. } => {
-                PositionBias::Shaw { k: *k, keys: &[], values: values.as_ref().map(|_| &[][..]) }
-            }
-            SelfPosition::T5 { buckets, max_distance, bidirectional, .. } => PositionBias::T5 {
-                table: &[],
-                num_buckets: *buckets,
-                max_distance: *max_distance,
-                bidirectional: *bidirectional,
-            },
-            SelfPosition::Alibi { .. } => PositionBias::Alibi { slopes: &[] },
-            _ => PositionBias::None,
-        }
-    }
-
-    fn position_bias<'a>(&self, cx: &Ctx<'a>) -> PositionBias<'a> {
-        match &self.position {
-            SelfPosition::Alibi { slopes } => PositionBias::Alibi { slopes: &cx.consts[slopes.clone()] },
-            SelfPosition::T5 { table, buckets, max_distance, bidirectional } => PositionBias::T5 {
-                table: cx.w.get(table, table.len()),
-                num_buckets: *buckets,
-                max_distance: *max_distance,
-                bidirectional: *bidirectional,
-            },
-            SelfPosition::Shaw { k, keys, values } => PositionBias::Shaw {
-                k: *k,
-                keys: cx.w.get(keys, keys.len()),
-                values: values.as_ref().map(|v| cx.w.get(v, v.len())),
-            },
-            SelfPosition::None | SelfPosition::Rope { .. } => PositionBias::None,
-        }
-    }
-
-    fn tensors<'a>(&self, cx: &Ctx<'a>) -> (&'a [f32], &'a [f32]) {
-        let lt = self.log_tau.as_ref().map_or(&[][..], |r| cx.w.get(r, r.len()));
-        let sv = self.score_v.as_ref().map_or(&[][..], |r| cx.w.get(r, r.len()));
-        (lt, sv)
     }
 
     fn inputs<'a>(&self, cx: &Ctx<'a>, a: &AttentionActs) -> AttnInputs<'a> {
@@ -304,7 +251,7 @@ impl Attention {
     /// cross-attention). In a cached pass ([`Ctx::cache`]) the queries attend to the cache.
     pub fn forward(&self, cx: &Ctx, a: &AttentionActs, x: &[f32], enc: Option<&[f32]>, site: u64) {
         let h = &self.heads;
-        let (b, t, n) = (cx.b, cx.t, cx.n());
+        let (b, n) = (cx.b, cx.n());
         let q = cx.r.mut_(&a.q, n * if a.kv.is_some() { h.nh * h.hs } else { h.qkv() });
         match &self.c_kv {
             None => cx.linear_forward(q, x, &self.c_q_w, &self.c_q_b, n, h.c, h.qkv()),
@@ -315,36 +262,17 @@ impl Attention {
                 // A cached pass projects the encoder output once, into the cache.
                 let kv = match cx.cache {
                     None => Some(cx.r.mut_(a.kv.as_ref().unwrap(), ne * 2 * h.kv())),
-                    Some(kc) if !kc.cross_ready => {
-                        Some(kc.cross.mut_(&kc.cross_layer(self.layer, b, cx.t_enc), ne * 2 * h.kv()))
-                    }
-                    Some(_) => None,
+                    Some(kc) => kc.cross_to_fill(self.layer, b, cx.t_enc),
                 };
                 if let Some(kv) = kv {
                     cx.linear_forward(kv, enc, kvw, kvb, ne, h.c, 2 * h.kv());
                 }
             }
         }
-        if let SelfPosition::Rope { theta } = self.position {
-            let w = h.qkv();
-            match cx.cache {
-                None => {
-                    rope_forward(q, n, w, h.nh, h.hs, t, 0, theta);
-                    rope_forward(&mut q[h.nh * h.hs..], n, w, h.nkv, h.hs, t, 0, theta);
-                }
-                Some(kc) => {
-                    // Each row's new tokens start at its own cached length.
-                    for bi in 0..b {
-                        let (rows, q) = (kc.count[bi], &mut q[bi * t * w..]);
-                        rope_forward(q, rows, w, h.nh, h.hs, t, kc.start[bi], theta);
-                        rope_forward(&mut q[h.nh * h.hs..], rows, w, h.nkv, h.hs, t, kc.start[bi], theta);
-                    }
-                }
-            }
-        }
+        self.position.rope_forward(cx, q, h);
         let y = cx.r.mut_(&a.y, n * h.c);
         if let Some(kc) = cx.cache {
-            self.attend_cached(cx, kc, y, q);
+            kc.attend(self, cx, y, q);
         } else {
             self.attend(cx, a, y, q, site);
         }
@@ -373,8 +301,7 @@ impl Attention {
                 attention_forward(y, cx.r.mut_(&a.probs, probs_len), dropped, q, b, t, h.c, h.nh)
             }
             None => {
-                let (lt, sv) = self.tensors(cx);
-                let (dims, score, pos) = (self.dims(b, t, tk), self.score_fn(lt, sv), self.position_bias(cx));
+                let (dims, (score, pos)) = (self.dims(b, t, tk), self.kernel_fns(cx));
                 // The backward scratch is free during the forward pass.
                 let scratch = cx.r.mut_(&cx.scratch.d_att, general_attention_fwd_scratch_len(&dims, &score, &pos));
                 general_attention_forward(
@@ -390,77 +317,6 @@ impl Attention {
                 );
             }
         }
-    }
-
-    /// y (N, C) of a cached pass: self-attention appends each row's new keys and values to the
-    /// cache and attends over the row's cached positions (causally, query `i` at position
-    /// `start + i`); cross-attention attends over the cached encoder keys and values. Rows run
-    /// one at a time (each has its own length), their queries in chunks of [`Q_CHUNK`];
-    /// padding rows of y are zero.
-    fn attend_cached(&self, cx: &Ctx, kc: &CacheView, y: &mut [f32], q: &[f32]) {
-        let h = &self.heads;
-        let (t, kv) = (cx.t, h.kv());
-        let (lt, sv) = self.tensors(cx);
-        let (score, pos) = (self.score_fn(lt, sv), self.position_bias(cx));
-        let cross = self.c_kv.is_some();
-        let qw = if cross { h.nh * h.hs } else { h.qkv() };
-        let cross_all =
-            cross.then(|| kc.cross.get(&kc.cross_layer(self.layer, cx.b, cx.t_enc), cx.b * cx.t_enc * 2 * kv));
-        for bi in 0..cx.b {
-            let (start, count) = (kc.start[bi], kc.count[bi]);
-            let y_row = &mut y[bi * t * h.c..(bi + 1) * t * h.c];
-            y_row[count * h.c..].fill(0.0);
-            if count == 0 {
-                continue;
-            }
-            let q_row = &q[bi * t * qw..];
-            let (inputs, tk_end, key_mask, causal) = match cross_all {
-                Some(all) => {
-                    let te = cx.t_enc;
-                    let kvr = &all[bi * te * 2 * kv..(bi + 1) * te * 2 * kv];
-                    let inputs = AttnInputs {
-                        q: q_row,
-                        q_stride: qw,
-                        k: kvr,
-                        k_stride: 2 * kv,
-                        v: &kvr[kv..],
-                        v_stride: 2 * kv,
-                    };
-                    (inputs, None, cx.enc_mask.map(|m| &m[bi * te..(bi + 1) * te]), false)
-                }
-                None => {
-                    let (kr, vr) = (
-                        kc.k.mut_(&kc.row(self.layer, bi), kc.block * kv),
-                        kc.v.mut_(&kc.row(self.layer, bi), kc.block * kv),
-                    );
-                    for i in 0..count {
-                        let src = &q_row[i * qw..];
-                        kr[(start + i) * kv..][..kv].copy_from_slice(&src[h.nh * h.hs..][..kv]);
-                        vr[(start + i) * kv..][..kv].copy_from_slice(&src[(h.nh + h.nkv) * h.hs..][..kv]);
-                    }
-                    let inputs = AttnInputs { q: q_row, q_stride: qw, k: kr, k_stride: kv, v: vr, v_stride: kv };
-                    (inputs, Some(start), None, true)
-                }
-            };
-            for c0 in (0..count).step_by(Q_CHUNK) {
-                let tq = Q_CHUNK.min(count - c0);
-                // Causal: the chunk sees keys up to its last query's position.
-                let tk = tk_end.map_or(cx.t_enc, |s| s + c0 + tq);
-                let dims = self.dims(1, tq, tk);
-                let x = AttnInputs { q: &inputs.q[c0 * qw..], ..inputs };
-                let mask = AttnMask { causal, q_offset: tk_end.map_or(0, |s| s + c0), key_mask };
-                let probs = kc.probs.prefix(h.nh * tq * tk);
-                let scratch = kc.scratch.prefix(general_attention_fwd_scratch_len(&dims, &score, &pos));
-                general_attention_forward(&mut y_row[c0 * h.c..], probs, None, scratch, &x, &dims, &score, &pos, &mask);
-            }
-        }
-    }
-
-    /// Forward-scratch elements a cached pass of this layer needs (see [`Q_CHUNK`]).
-    pub fn cached_scratch_needs(&self, block: usize, t_enc: usize) -> usize {
-        let tk = if self.c_kv.is_some() { t_enc } else { block };
-        let dims = self.dims(1, Q_CHUNK.min(block), tk);
-        general_attention_fwd_scratch_len(&dims, &self.score_fn(&[], &[]), &self.position_bias_shape())
     }
 
     /// dx (N, C) = ∂L/∂x given dout (N, C); for cross-attention also d_enc (N_enc, C) += ∂L/∂enc.
@@ -505,10 +361,7 @@ impl Attention {
                 h.nh,
             ),
             None => {
-                let (lt, sv) = self.tensors(cx);
-                let dims = self.dims(b, t, tk);
-                let score = self.score_fn(lt, sv);
-                let pos = self.position_bias(cx);
+                let (dims, (score, pos)) = (self.dims(b, t, tk), self.kernel_fns(cx));
                 let scratch_len = general_attention_scratch_len(&dims, &score, &pos);
                 let d_kv_len = b * cx.t_enc * 2 * h.kv();
                 let grads = match &a.kv {
@@ -528,17 +381,10 @@ impl Attention {
                         v_off: h.kv(),
                     },
                 };
-                let (keys, values, table) = match &self.position {
-                    SelfPosition::Shaw { keys, values, .. } => (Some(keys), values.as_ref(), None),
-                    SelfPosition::T5 { table, .. } => (None, None, Some(table)),
-                    _ => (None, None, None),
-                };
                 let pgrads = AttnParamGrads {
                     log_tau: cx.gopt(&self.log_tau),
                     additive_v: cx.gopt(&self.score_v),
-                    t5_table: table.map(|r| cx.gw(r)),
-                    shaw_keys: keys.map(|r| cx.gw(r)),
-                    shaw_values: values.map(|r| cx.gw(r)),
+                    ..self.position.param_grads(cx)
                 };
                 general_attention_backward(
                     grads,
@@ -555,11 +401,7 @@ impl Attention {
                 );
             }
         }
-        if let SelfPosition::Rope { theta } = self.position {
-            let w = h.qkv();
-            rope_backward(d_q, n, w, h.nh, h.hs, t, 0, theta);
-            rope_backward(&mut d_q[h.nh * h.hs..], n, w, h.nkv, h.hs, t, 0, theta);
-        }
+        self.position.rope_backward(cx, d_q, h);
         cx.linear_backward_owned(dx, &self.c_q_w, &self.c_q_b, d_q, x, n, h.c, qw);
         if let (Some((kvw, kvb)), Some((enc, d_enc))) = (&self.c_kv, enc) {
             let ne = b * cx.t_enc;

@@ -8,11 +8,14 @@
 mod attention;
 mod mlp;
 mod norm;
+mod position;
 
-pub(crate) use attention::{Attention, AttentionActs, Heads, SelfPosition};
+pub(crate) use attention::{Attention, AttentionActs, Heads};
 pub(crate) use mlp::{Mlp, MlpActs};
 pub(crate) use norm::{Norm, NormActs};
+pub(crate) use position::{AbsolutePosition, SelfPosition};
 
+use super::cache::CacheView;
 use super::config::NormPosition;
 use super::probe::{ActKind, ActTensor, AttnProbs, View};
 use crate::kernels::{
@@ -48,45 +51,9 @@ pub(crate) struct Ctx<'a> {
     pub enc_mask: Option<&'a [bool]>,
     /// Mixed precision (bf16/f16): how the linear layers round; None in fp32.
     pub low: Option<Lowp<'a>>,
-    /// An incremental pass over a KV cache (inference only); None for full passes.
+    /// An incremental pass over a KV cache (inference only, see `transformer/cache.rs`); None
+    /// for full passes.
     pub cache: Option<&'a CacheView<'a>>,
-}
-
-/// What attention reads and writes in a cached pass (see `transformer/cache.rs` for layouts).
-/// Row `b` of the batch holds `count[b]` new tokens (the rest of its T positions is padding)
-/// at positions `start[b] ..`.
-pub(crate) struct CacheView<'a> {
-    /// (L, R, block, KV) keys and values.
-    pub k: Regions<'a>,
-    pub v: Regions<'a>,
-    /// (L, R·T_enc, 2·KV) cross-attention keys and values.
-    pub cross: Regions<'a>,
-    /// Whether `cross` already holds this encoding's entries (else the pass computes them).
-    pub cross_ready: bool,
-    /// (NH, Q_CHUNK, block) probabilities and the kernel's forward scratch.
-    pub probs: Regions<'a>,
-    pub scratch: Regions<'a>,
-    pub start: &'a [usize],
-    pub count: &'a [usize],
-    /// Cache capacity R, block size and KV = NKV·hs.
-    pub capacity: usize,
-    pub block: usize,
-    pub kv: usize,
-}
-
-impl CacheView<'_> {
-    /// Range of row `b`'s keys (or values) of `layer`: (block, KV).
-    pub fn row(&self, layer: usize, b: usize) -> Range<usize> {
-        let size = self.block * self.kv;
-        let start = (layer * self.capacity + b) * size;
-        start..start + size
-    }
-
-    /// Range of the cross entries of `layer` for `b` rows of `t_enc` positions: (b·T_enc, 2·KV).
-    pub fn cross_layer(&self, layer: usize, b: usize, t_enc: usize) -> Range<usize> {
-        let start = layer * self.capacity * self.block * 2 * self.kv;
-        start..start + b * t_enc * 2 * self.kv
-    }
 }
 
 /// What the linear layers of a reduced-precision pass read: the rounded copy of the weights and
