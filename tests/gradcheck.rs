@@ -221,9 +221,10 @@ fn crossentropy_gradients_and_ignore_index() {
 
 #[test]
 fn whole_model_gradients_with_and_without_dropout() {
-    use lmlab::model::{Gpt, GptConfig};
+    use lmlab::model::transformer::{ModelConfig, Transformer};
     for dropout in [0.0, 0.2] {
-        let cfg = GptConfig {
+        // The default decoder: nanoGPT's GPT.
+        let cfg = ModelConfig {
             vocab_size: 9,
             block_size: 6,
             n_layer: 2,
@@ -232,16 +233,16 @@ fn whole_model_gradients_with_and_without_dropout() {
             dropout,
             bias: true,
             tie_embeddings: true,
-            attention: Default::default(),
+            ..ModelConfig::default()
         };
-        let mut m = Gpt::new(cfg, 2).unwrap();
-        m.init_gpt2(3);
+        let mut m = Transformer::new(cfg, 2).unwrap();
+        m.init(3);
         // Larger weights than GPT-2's init so gradients are well above rounding noise.
         m.params.iter_mut().for_each(|p| *p *= 5.0);
         let idx = [1u32, 2, 3, 4, 5, 6, 7, 8, 0, 1];
         let tg = [2i32, 3, 4, -1, 6, 7, 8, 0, 1, 2];
         m.zero_grad();
-        m.forward(&idx, Some(&tg), 2, 5, true, 77).unwrap();
+        m.forward_lm(&idx, Some(&tg), 2, 5, true, 77).unwrap();
         m.backward().unwrap();
         let grads = m.grads.clone();
         let params = m.params.clone();
@@ -261,7 +262,7 @@ fn whole_model_gradients_with_and_without_dropout() {
                 m.params.copy_from_slice(&params);
                 m.params[i] = x;
                 // Same dropout seed: the same masks as the analytic pass.
-                m.forward(&idx, Some(&tg), 2, 5, true, 77).unwrap().unwrap() as f64
+                m.forward_lm(&idx, Some(&tg), 2, 5, true, 77).unwrap().unwrap() as f64
             };
             let numeric = (loss_at(params[i] + h) - loss_at(params[i] - h)) / (2.0 * h as f64);
             worst = worst.max((numeric - grads[i] as f64).abs() / scale);
