@@ -220,6 +220,28 @@ fn crossentropy_gradients_and_ignore_index() {
 }
 
 #[test]
+fn pooling_gradients() {
+    use lmlab::kernels::pool::{Pool, PoolingMode};
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+    let (b, t, c) = (2, 5, 4);
+    let h = rand_vec(&mut rng, b * t * c, 2.0);
+    let r = rand_vec(&mut rng, b * c, 1.0);
+    let mask: Vec<bool> = (0..b * t).map(|i| i < t || i % t < 3).collect(); // second row: 3 tokens
+    for mode in [PoolingMode::Cls, PoolingMode::Mean, PoolingMode::Max, PoolingMode::MeanSqrtLen] {
+        let pool = Pool { mode, mask: Some(&mask), b, t, c };
+        let f = |h: &[f32]| {
+            let mut pooled = vec![0.0; b * c];
+            pool.forward::<f32>(&mut pooled, h);
+            dot(&pooled, &r)
+        };
+        let mut dh = vec![f32::NAN; b * t * c];
+        pool.backward(&mut dh, &r, &h);
+        assert!(dh[(t + 3) * c..].iter().all(|&g| g == 0.0), "{mode:?}: padding gets no gradient");
+        check(&format!("pooling {mode:?}"), &h, &dh, f);
+    }
+}
+
+#[test]
 fn whole_model_gradients_with_and_without_dropout() {
     use lmlab::model::transformer::{ModelConfig, Transformer};
     for dropout in [0.0, 0.2] {
