@@ -38,11 +38,11 @@ fn layernorm_gradients() {
     let r = rand_vec(&mut rng, n * c, 1.0);
     let f = |inp: &[f32], w: &[f32], b: &[f32]| {
         let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-        layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, inp, w, Some(b), c);
+        layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, inp, w, Some(b), c, 1e-5);
         dot(&out, &r)
     };
     let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-    layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &w, Some(&b), c);
+    layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &w, Some(&b), c, 1e-5);
     let (mut di, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
     layernorm::layernorm_backward(&mut di, &mut dw, Some(&mut db), &r, &inp, &w, &mean, &rstd, c);
     check("layernorm dinp", &inp, &di, |x| f(x, &w, &b));
