@@ -116,7 +116,7 @@ class GPT(nn.Module):
 
 def gpt2_init(model, n_layer, gen=None):
     """GPT-2 initialisation: N(0, 0.02), residual projections N(0, 0.02/sqrt(2 n_layer)),
-    zero biases, unit LayerNorm gains (as lmlab's Gpt::init_gpt2)."""
+    zero biases, unit LayerNorm gains (as lmlab's Transformer::init)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("bias"):

@@ -38,11 +38,11 @@ fn layernorm_gradients() {
     let r = rand_vec(&mut rng, n * c, 1.0);
     let f = |inp: &[f32], w: &[f32], b: &[f32]| {
         let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-        layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, inp, w, Some(b), c);
+        layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, inp, w, Some(b), c, 1e-5);
         dot(&out, &r)
     };
     let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-    layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &w, Some(&b), c);
+    layernorm::layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &w, Some(&b), c, 1e-5);
     let (mut di, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
     layernorm::layernorm_backward(&mut di, &mut dw, Some(&mut db), &r, &inp, &w, &mean, &rstd, c);
     check("layernorm dinp", &inp, &di, |x| f(x, &w, &b));
@@ -220,10 +220,33 @@ fn crossentropy_gradients_and_ignore_index() {
 }
 
 #[test]
+fn pooling_gradients() {
+    use lmlab::kernels::pool::{Pool, PoolingMode};
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+    let (b, t, c) = (2, 5, 4);
+    let h = rand_vec(&mut rng, b * t * c, 2.0);
+    let r = rand_vec(&mut rng, b * c, 1.0);
+    let mask: Vec<bool> = (0..b * t).map(|i| i < t || i % t < 3).collect(); // second row: 3 tokens
+    for mode in [PoolingMode::Cls, PoolingMode::Mean, PoolingMode::Max, PoolingMode::MeanSqrtLen] {
+        let pool = Pool { mode, mask: Some(&mask), b, t, c };
+        let f = |h: &[f32]| {
+            let mut pooled = vec![0.0; b * c];
+            pool.forward::<f32>(&mut pooled, h);
+            dot(&pooled, &r)
+        };
+        let mut dh = vec![f32::NAN; b * t * c];
+        pool.backward(&mut dh, &r, &h);
+        assert!(dh[(t + 3) * c..].iter().all(|&g| g == 0.0), "{mode:?}: padding gets no gradient");
+        check(&format!("pooling {mode:?}"), &h, &dh, f);
+    }
+}
+
+#[test]
 fn whole_model_gradients_with_and_without_dropout() {
-    use lmlab::model::{Gpt, GptConfig};
+    use lmlab::model::transformer::{ModelConfig, Transformer};
     for dropout in [0.0, 0.2] {
-        let cfg = GptConfig {
+        // The default decoder: nanoGPT's GPT.
+        let cfg = ModelConfig {
             vocab_size: 9,
             block_size: 6,
             n_layer: 2,
@@ -232,16 +255,16 @@ fn whole_model_gradients_with_and_without_dropout() {
             dropout,
             bias: true,
             tie_embeddings: true,
-            attention: Default::default(),
+            ..ModelConfig::default()
         };
-        let mut m = Gpt::new(cfg, 2).unwrap();
-        m.init_gpt2(3);
+        let mut m = Transformer::new(cfg, 2).unwrap();
+        m.init(3);
         // Larger weights than GPT-2's init so gradients are well above rounding noise.
         m.params.iter_mut().for_each(|p| *p *= 5.0);
         let idx = [1u32, 2, 3, 4, 5, 6, 7, 8, 0, 1];
         let tg = [2i32, 3, 4, -1, 6, 7, 8, 0, 1, 2];
         m.zero_grad();
-        m.forward(&idx, Some(&tg), 2, 5, true, 77).unwrap();
+        m.forward_lm(&idx, Some(&tg), 2, 5, true, 77).unwrap();
         m.backward().unwrap();
         let grads = m.grads.clone();
         let params = m.params.clone();
@@ -261,7 +284,7 @@ fn whole_model_gradients_with_and_without_dropout() {
                 m.params.copy_from_slice(&params);
                 m.params[i] = x;
                 // Same dropout seed: the same masks as the analytic pass.
-                m.forward(&idx, Some(&tg), 2, 5, true, 77).unwrap().unwrap() as f64
+                m.forward_lm(&idx, Some(&tg), 2, 5, true, 77).unwrap().unwrap() as f64
             };
             let numeric = (loss_at(params[i] + h) - loss_at(params[i] - h)) / (2.0 * h as f64);
             worst = worst.max((numeric - grads[i] as f64).abs() / scale);

@@ -57,8 +57,8 @@ fn training_step_allocates_nothing_after_the_first() {
     let text = "First Citizen:\nBefore we proceed any further, hear me speak.\n".repeat(40);
     let tok = CharTokenizer::from_corpus(&text).unwrap();
     let tokens = tok.encode(&text).unwrap();
+    use lmlab::model::transformer::AttentionKind::{Dense, Flash};
     use lmlab::model::transformer::{ActivationKind, ModelConfig, NormKind, NormPosition, Position, ScoreKind};
-    use lmlab::model::AttentionKind::{Dense, Flash};
     let base = ModelConfig { n_layer: 2, n_embd: 64, n_head: 4, block_size: 32, ..ModelConfig::default() };
     // Llama's choices: the general attention kernel with RoPE and grouped-query heads.
     let llama = ModelConfig {

@@ -3,9 +3,11 @@
 //! permutation equivariance without positions, and sequences longer than block_size.
 
 mod common;
-use common::{assert_close, fixture};
-use lmlab::io::tensors::TensorFile;
-use lmlab::model::transformer::{Arch, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind, Transformer};
+use common::assert_close;
+use common::gpt_fixture::check_forward_backward;
+use lmlab::model::transformer::{
+    Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind, Transformer,
+};
 use lmlab::model::ParamKind;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -14,43 +16,13 @@ fn tiny(arch: Arch) -> ModelConfig {
     ModelConfig { arch, vocab_size: 9, block_size: 8, n_layer: 2, n_head: 2, n_embd: 8, ..ModelConfig::default() }
 }
 
-/// The decoder with default choices is nanoGPT's GPT: it reproduces the fixtures written for
-/// `model::Gpt` (logits, loss, every gradient).
+/// The decoder with default choices is nanoGPT's GPT: in evaluation mode too it reproduces
+/// the GPT fixtures (logits, loss, every gradient; tests/gpt_reference.rs checks training mode
+/// and AdamW steps).
 #[test]
 fn default_decoder_matches_the_gpt_fixtures() {
     for name in ["gpt_tiny_bias_tied.safetensors", "gpt_tiny_nobias_untied.safetensors"] {
-        let bytes = std::fs::read(fixture(name)).unwrap();
-        let tf = TensorFile::parse(&bytes, name).unwrap();
-        let j: serde_json::Value = serde_json::from_str(&tf.metadata["config"]).unwrap();
-        let u = |k: &str| j[k].as_u64().unwrap() as usize;
-        let cfg = ModelConfig {
-            vocab_size: u("vocab_size"),
-            block_size: u("block_size"),
-            n_layer: u("n_layer"),
-            n_head: u("n_head"),
-            n_embd: u("n_embd"),
-            bias: j["bias"].as_bool().unwrap(),
-            tie_embeddings: j["tie_embeddings"].as_bool().unwrap(),
-            ..ModelConfig::default()
-        };
-        let mut m = Transformer::new(cfg, u("batch")).unwrap();
-        for t in m.layout.tensors.clone() {
-            let (_, vals) = tf.read_any(&format!("param.{}", t.name)).unwrap();
-            m.params[t.range()].iter_mut().zip(vals).for_each(|(d, v)| *d = v as f32);
-        }
-        let (shape, idx) = tf.read_any("idx").unwrap();
-        let (_, tg) = tf.read_any("targets").unwrap();
-        let idx: Vec<u32> = idx.iter().map(|&x| x as u32).collect();
-        let tg: Vec<i32> = tg.iter().map(|&x| x as i32).collect();
-        m.zero_grad();
-        let loss = m.forward_lm(&idx, Some(&tg), shape[0], shape[1], false, 0).unwrap().unwrap();
-        assert_close(&format!("{name} loss"), &[loss], &tf.read_any("loss").unwrap().1, 1e-4);
-        assert_close(&format!("{name} logits"), m.logits(), &tf.read_any("logits").unwrap().1, 1e-4);
-        m.backward().unwrap();
-        for t in m.layout.tensors.clone() {
-            let (_, want) = tf.read_any(&format!("grad.{}", t.name)).unwrap();
-            assert_close(&format!("{name} grad {}", t.name), &m.grads[t.range()], &want, 1e-4);
-        }
+        check_forward_backward(name, AttentionKind::Dense, false);
     }
 }
 

@@ -29,42 +29,6 @@ pub struct LmEval {
     pub tokens: usize,
 }
 
-/// Scores every token of `tokens` after the first, in consecutive non-overlapping windows of
-/// `block_size` (each window starts with a fresh context), batched by the model's batch size.
-pub fn evaluate_tokens(model: &mut Transformer, tokens: &[u32]) -> Result<LmEval> {
-    ensure!(tokens.len() >= 2, "need at least 2 tokens to evaluate, got {}", tokens.len());
-    let t = model.config.block_size;
-    let b_max = model.max_batch();
-    // Window starts: every t tokens; each window predicts tokens[s+1 ..= s+len].
-    let starts: Vec<usize> = (0..tokens.len() - 1).step_by(t).collect();
-    let (mut sum, mut count) = (0.0f64, 0usize);
-    let mut inputs = Vec::with_capacity(b_max * t);
-    let mut targets = Vec::with_capacity(b_max * t);
-    for group in starts.chunks(b_max) {
-        // Windows in one batch must share a length: the last, shorter window goes alone.
-        let mut i = 0;
-        while i < group.len() {
-            let len = (tokens.len() - 1 - group[i]).min(t);
-            let mut j = i;
-            while j < group.len() && (tokens.len() - 1 - group[j]).min(t) == len {
-                j += 1;
-            }
-            inputs.clear();
-            targets.clear();
-            for &s in &group[i..j] {
-                inputs.extend_from_slice(&tokens[s..s + len]);
-                targets.extend(tokens[s + 1..s + len + 1].iter().map(|&x| x as i32));
-            }
-            let loss = model.forward_lm(&inputs, Some(&targets), j - i, len, false, 0)?.unwrap_or(0.0);
-            sum += loss as f64 * ((j - i) * len) as f64;
-            count += (j - i) * len;
-            i = j;
-        }
-    }
-    let loss = sum / count as f64;
-    Ok(LmEval { loss, perplexity: loss.exp(), bits_per_token: loss / std::f64::consts::LN_2, tokens: count })
-}
-
 /// Fluency of generated texts: the token-weighted perplexity of `texts` under a reference
 /// language model, each text scored on its own (its first token is context only; texts longer
 /// than the model's block use disjoint sliding windows). Texts under 2 tokens are skipped.

@@ -14,23 +14,14 @@
 
 use crate::data::hf_tokenizer::HfTokenizer;
 use crate::io::hf_bert::{self, BertConfig};
+use crate::kernels::pool::Pool;
 use crate::model::transformer::Transformer;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// How token vectors become one sentence vector (sentence-transformers' `Pooling` modes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PoolingMode {
-    /// The first token's vector ([CLS]).
-    Cls,
-    /// The mean over the sentence's tokens (special tokens included, padding excluded).
-    Mean,
-    /// The element-wise maximum over the sentence's tokens.
-    Max,
-    /// The sum over the tokens divided by √(token count).
-    MeanSqrtLen,
-}
+/// How token vectors become one sentence vector: the pooling kernel's modes.
+pub use crate::kernels::pool::PoolingMode;
 
 /// The sentence-transformers pipeline around the BERT.
 #[derive(Clone, Debug, PartialEq)]
@@ -257,7 +248,7 @@ impl Embedder {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let mut out = vec![Vec::new(); ids.len()];
-        let (mut idx, mut mask) = (Vec::new(), Vec::new());
+        let (mut idx, mut mask, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
         for batch in order.chunks(self.model.max_batch()) {
             let (b, t) = (batch.len(), ids[batch[0]].len());
             idx.clear();
@@ -268,10 +259,12 @@ impl Embedder {
                 mask.extend((0..t).map(|j| j < s.len()));
             }
             self.model.forward_classify(&idx, Some(&mask), None, b, t, false, 0)?;
-            let h = self.model.hidden();
+            // (B, C), summed in f64.
+            pooled.resize(b * c, 0.0);
+            let pool = Pool { mode: self.config.pooling, mask: Some(&mask), b, t, c };
+            pool.forward::<f64>(&mut pooled, self.model.hidden());
             for (row, &i) in batch.iter().enumerate() {
-                let tokens = &h[row * t * c..(row * t + ids[i].len()) * c];
-                let mut v = pool(tokens, c, self.config.pooling);
+                let mut v = pooled[row * c..(row + 1) * c].to_vec();
                 if self.config.normalize {
                     normalize(&mut v);
                 }
@@ -287,25 +280,6 @@ impl Embedder {
         let q = self.embed(&[query])?.pop().expect("one query, one embedding");
         let docs = self.embed(corpus)?;
         Ok(rank(&q, &docs, top_k))
-    }
-}
-
-/// Pools the token vectors `tokens` (L, C) of one sentence (L ≥ 1, padding excluded) in f64.
-fn pool(tokens: &[f32], c: usize, mode: PoolingMode) -> Vec<f32> {
-    let n = tokens.len() / c;
-    match mode {
-        PoolingMode::Cls => tokens[..c].to_vec(),
-        PoolingMode::Max => {
-            (0..c).map(|j| (0..n).map(|i| tokens[i * c + j]).fold(f32::NEG_INFINITY, f32::max)).collect()
-        }
-        PoolingMode::Mean | PoolingMode::MeanSqrtLen => {
-            let mut sum = vec![0f64; c];
-            for row in tokens.chunks_exact(c) {
-                sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x as f64);
-            }
-            let div = if mode == PoolingMode::Mean { n as f64 } else { (n as f64).sqrt() };
-            sum.iter().map(|&s| (s / div) as f32).collect()
-        }
     }
 }
 
@@ -343,14 +317,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pooling_modes_by_hand() {
-        let t = [1.0f32, -2.0, 3.0, 4.0, 5.0, -6.0]; // three tokens of width 2
-        assert_eq!(pool(&t, 2, PoolingMode::Cls), vec![1.0, -2.0]);
-        assert_eq!(pool(&t, 2, PoolingMode::Mean), vec![3.0, -4.0 / 3.0]);
-        assert_eq!(pool(&t, 2, PoolingMode::Max), vec![5.0, 4.0]);
-        let s = 3f32.sqrt();
-        let got = pool(&t, 2, PoolingMode::MeanSqrtLen);
-        assert!((got[0] - 9.0 / s).abs() < 1e-6 && (got[1] + 4.0 / s).abs() < 1e-6, "{got:?}");
+    fn normalize_by_hand() {
         let mut v = vec![3.0f32, 4.0];
         normalize(&mut v);
         assert_eq!(v, vec![0.6, 0.8]);

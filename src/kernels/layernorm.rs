@@ -3,27 +3,11 @@
 use super::{COLUMN_CHUNK, MIN_ROWS_PER_TASK};
 use rayon::prelude::*;
 
-/// PyTorch's `nn.LayerNorm` default (GPT-2's value).
-pub const LN_EPS: f32 = 1e-5;
-
-/// out (N, C), mean (N), rstd (N) from inp (N, C), weight (C), bias (C) optional, with
-/// eps = [`LN_EPS`].
-pub fn layernorm_forward(
-    out: &mut [f32],
-    mean: &mut [f32],
-    rstd: &mut [f32],
-    inp: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    c: usize,
-) {
-    layernorm_forward_eps(out, mean, rstd, inp, weight, bias, c, LN_EPS)
-}
-
-/// [`layernorm_forward`] with any `eps` (BERT uses 1e-12). The backward pass needs no eps: it
-/// reads the `rstd` stored here.
+/// out (N, C), mean (N), rstd (N) from inp (N, C), weight (C), bias (C) optional. `eps` is
+/// PyTorch's `nn.LayerNorm` default 1e-5 for GPT-2, 1e-12 for BERT. The backward pass needs no
+/// eps: it reads the `rstd` stored here.
 #[allow(clippy::too_many_arguments)]
-pub fn layernorm_forward_eps(
+pub fn layernorm_forward(
     out: &mut [f32],
     mean: &mut [f32],
     rstd: &mut [f32],

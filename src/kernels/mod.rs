@@ -23,6 +23,7 @@ pub mod general_attention;
 pub mod layernorm;
 pub mod math;
 pub mod matmul;
+pub mod pool;
 pub mod positional;
 pub mod precision;
 pub mod residual;

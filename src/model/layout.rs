@@ -110,10 +110,3 @@ impl<'a> Regions<'a> {
         self.mut_(&(0..self.len), len)
     }
 }
-
-/// GPT-2 initialisation of a whole layout: N(0, 0.02) for matrices and embeddings,
-/// N(0, 0.02/√(2·layers)) for the residual output projections (`c_proj`), zero biases and
-/// buffers, unit norm gains.
-pub fn init_gpt2(layout: &ParamLayout, params: &mut [f32], seed: u64, layers: usize) {
-    super::init::init_params(layout, params, super::init::InitScheme::Gpt2, 0.02, seed, layers);
-}

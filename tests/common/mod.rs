@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod gpt_fixture;
+
 use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::path::PathBuf;

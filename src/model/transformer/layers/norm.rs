@@ -3,7 +3,7 @@
 use super::Ctx;
 use crate::kernels::{
     batchnorm::{batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train},
-    layernorm::{layernorm_backward, layernorm_forward_eps},
+    layernorm::{layernorm_backward, layernorm_forward},
     rmsnorm::{rmsnorm_backward, rmsnorm_forward},
 };
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
@@ -58,7 +58,7 @@ impl Norm {
         let n = cx.n();
         let out = cx.r.mut_(&a.out, n * c);
         match self.kind {
-            NormKind::Layernorm => layernorm_forward_eps(
+            NormKind::Layernorm => layernorm_forward(
                 out,
                 cx.r.mut_(&a.mean, n),
                 cx.r.mut_(&a.rstd, n),

@@ -1,0 +1,158 @@
+//! The output layer on top of the last stack, and the loss:
+//!
+//! ```text
+//! LM:          h (B,T,C) ─ lm_head (V,C) ─ logits (B,T,V) ─ cross-entropy with targets (B,T)
+//! classifier:  h (B,T,C) ─ pool over the real tokens (B,C) ─ classifier (K,C) + b
+//!              ─ logits (B,K) ─ cross-entropy with labels (B)
+//! ```
+
+use super::config::{ModelConfig, Pooling};
+use super::layers::Ctx;
+use super::stack::Stack;
+use crate::kernels::crossentropy::{crossentropy_smoothed_backward, crossentropy_smoothed_forward};
+use crate::kernels::pool::{Pool, PoolingMode};
+use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
+use std::ops::Range;
+
+/// The output layer.
+#[derive(Clone, Debug)]
+pub(super) enum Head {
+    /// logits = h·Wᵀ, W (V, C); possibly the token embedding.
+    Lm { w: Range<usize> },
+    /// logits = pool(h)·Wᵀ + b, W (K, C).
+    Classifier { w: Range<usize>, b: Range<usize>, pooling: Pooling },
+}
+
+/// Model-level activations: logits, losses and the pooled encoder output.
+#[derive(Clone, Debug)]
+pub(super) struct HeadActs {
+    pub logits: Range<usize>,   // (N, V) or (B, K)
+    pub losses: Range<usize>,   // (N) or (B)
+    pub d_logits: Range<usize>, // like logits
+    pub pooled: Range<usize>,   // (B, C)
+    pub d_pooled: Range<usize>, // (B, C)
+}
+
+impl From<Pooling> for PoolingMode {
+    fn from(p: Pooling) -> Self {
+        match p {
+            Pooling::Cls => PoolingMode::Cls,
+            Pooling::Mean => PoolingMode::Mean,
+        }
+    }
+}
+
+impl Head {
+    /// The LM head over `decoder` (its token embedding when tied), or the classifier of an
+    /// encoder; its parameters go last in the layout.
+    pub(super) fn new(l: &mut ParamLayout, cfg: &ModelConfig, decoder: Option<&Stack>) -> Head {
+        let c = cfg.n_embd;
+        match decoder {
+            Some(d) => Head::Lm {
+                w: if cfg.tie_embeddings {
+                    d.wte.clone()
+                } else {
+                    l.push("lm_head.weight", &[cfg.vocab_size, c], ParamKind::Matrix)
+                },
+            },
+            None => Head::Classifier {
+                w: l.push("classifier.weight", &[cfg.num_classes, c], ParamKind::Matrix),
+                b: l.push("classifier.bias", &[cfg.num_classes], ParamKind::Bias),
+                pooling: cfg.pooling,
+            },
+        }
+    }
+
+    /// Activations for up to `max_batch` sequences of `block_size` tokens; no gradient buffers
+    /// for inference.
+    pub(super) fn acts(&self, al: &mut ActLayout, cfg: &ModelConfig, max_batch: usize, inference: bool) -> HeadActs {
+        let (n, c) = (max_batch * cfg.block_size, cfg.n_embd);
+        let out_width = match self {
+            Head::Lm { .. } => n * cfg.vocab_size,
+            Head::Classifier { .. } => max_batch * cfg.num_classes,
+        };
+        let grad = |len: usize| if inference { 0 } else { len };
+        HeadActs {
+            logits: al.alloc(out_width),
+            losses: al.alloc(n),
+            d_logits: al.alloc(grad(out_width)),
+            pooled: al.alloc(max_batch * c),
+            d_pooled: al.alloc(grad(max_batch * c)),
+        }
+    }
+
+    /// Number of logits of a pass over (B, T): B·T·V for the LM, B·K for the classifier.
+    pub(super) fn logits_len(&self, cfg: &ModelConfig, b: usize, t: usize) -> usize {
+        match self {
+            Head::Lm { .. } => b * t * cfg.vocab_size,
+            Head::Classifier { .. } => b * cfg.num_classes,
+        }
+    }
+
+    /// Logits from the top stack's output `h` (B, T, C) of the pass `cx` (whose self-attention
+    /// mask is the classifier's padding mask) and, with `targets` ((B, T) token ids or (B)
+    /// labels, -1 = ignore), the loss with label smoothing `eps`: (sum, number of targets).
+    pub(super) fn forward(
+        &self,
+        cx: &Ctx,
+        a: &HeadActs,
+        cfg: &ModelConfig,
+        h: &[f32],
+        targets: Option<&[i32]>,
+        eps: f32,
+    ) -> Option<(f64, usize)> {
+        let (b, t, c, r) = (cx.b, cx.t, cfg.n_embd, cx.r);
+        match self {
+            Head::Lm { w } => {
+                let (n, v) = (b * t, cfg.vocab_size);
+                let logits = r.mut_(&a.logits, n * v);
+                cx.linear_forward(logits, h, w, &None, n, c, v);
+                let targets = targets?;
+                Some(crossentropy_smoothed_forward(r.mut_(&a.losses, n), logits, &targets[..n], v, eps))
+            }
+            Head::Classifier { w, b: bias, pooling } => {
+                let k = cfg.num_classes;
+                let pooled = r.mut_(&a.pooled, b * c);
+                Pool { mode: (*pooling).into(), mask: cx.self_mask, b, t, c }.forward::<f32>(pooled, h);
+                let logits = r.mut_(&a.logits, b * k);
+                cx.linear_forward(logits, pooled, w, &Some(bias.clone()), b, c, k);
+                let targets = targets?;
+                Some(crossentropy_smoothed_forward(r.mut_(&a.losses, b), logits, &targets[..b], k, eps))
+            }
+        }
+    }
+
+    /// Backward of [`Head::forward`] for `scale` times the loss sum: accumulates the head's
+    /// parameter gradients and overwrites `d_h` (B, T, C) with ∂L/∂h.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward(
+        &self,
+        cx: &Ctx,
+        a: &HeadActs,
+        cfg: &ModelConfig,
+        d_h: &mut [f32],
+        h: &[f32],
+        targets: &[i32],
+        scale: f32,
+        eps: f32,
+    ) {
+        let (b, t, c, r) = (cx.b, cx.t, cfg.n_embd, cx.r);
+        match self {
+            Head::Lm { w } => {
+                let (n, v) = (b * t, cfg.vocab_size);
+                let d_logits = r.mut_(&a.d_logits, n * v);
+                crossentropy_smoothed_backward(d_logits, r.get(&a.logits, n * v), &targets[..n], v, scale, eps);
+                cx.linear_backward_owned(d_h, w, &None, d_logits, h, n, c, v);
+            }
+            Head::Classifier { w, b: bias, pooling } => {
+                let k = cfg.num_classes;
+                let d_logits = r.mut_(&a.d_logits, b * k);
+                crossentropy_smoothed_backward(d_logits, r.get(&a.logits, b * k), &targets[..b], k, scale, eps);
+                let d_pooled = r.mut_(&a.d_pooled, b * c);
+                let pooled = r.get(&a.pooled, b * c);
+                cx.linear_backward_owned(d_pooled, w, &Some(bias.clone()), d_logits, pooled, b, c, k);
+                Pool { mode: (*pooling).into(), mask: cx.self_mask, b, t, c }.backward(d_h, d_pooled, h);
+            }
+        }
+    }
+}
