@@ -161,11 +161,11 @@ fn embedding_gradients() {
     let r = rand_vec(&mut rng, b * t * c, 1.0);
     let f = |wte: &[f32], wpe: &[f32]| {
         let mut out = vec![0.0; b * t * c];
-        embedding::embedding_forward(&mut out, &idx, wte, wpe, t, c);
+        embedding::token_embedding_forward(&mut out, &idx, wte, 1.0, Some(wpe), t, c);
         dot(&out, &r)
     };
     let (mut dwte, mut dwpe) = (vec![0.0; v * c], vec![0.0; block * c]);
-    embedding::embedding_backward(&mut dwte, &mut dwpe, &r, &idx, t, c);
+    embedding::token_embedding_backward(&mut dwte, Some(&mut dwpe), &r, &idx, 1.0, t, c);
     check("embedding dwte", &wte, &dwte, |x| f(x, &wpe));
     check("embedding dwpe", &wpe, &dwpe, |x| f(&wte, x));
 }
@@ -179,7 +179,7 @@ fn label_smoothed_crossentropy() {
     let x = [0.5f32, -1.0, 2.0, 0.1, 0.0, 1.5, 0.2, -0.3, 0.9, -2.0, 0.0, 0.0, 0.0, 0.0, 0.0];
     let targets = [2, 0, -1];
     let mut losses = vec![0.0; 3];
-    let (sum, count) = crossentropy::crossentropy_smoothed_forward(&mut losses, &x, &targets, v, 0.1);
+    let (sum, count) = crossentropy::crossentropy_forward(&mut losses, &x, &targets, v, 0.1);
     assert_eq!(count, 2);
     assert!((sum / 2.0 - 0.7284099578839937).abs() < 1e-6, "smoothed loss {}", sum / 2.0);
 
@@ -189,11 +189,11 @@ fn label_smoothed_crossentropy() {
     let targets = [3, -1, 0, 6];
     let f = |l: &[f32]| {
         let mut losses = vec![0.0; n];
-        let (sum, count) = crossentropy::crossentropy_smoothed_forward(&mut losses, l, &targets, v, 0.2);
+        let (sum, count) = crossentropy::crossentropy_forward(&mut losses, l, &targets, v, 0.2);
         sum / count as f64
     };
     let mut d = vec![0.0; n * v];
-    crossentropy::crossentropy_smoothed_backward(&mut d, &logits, &targets, v, 1.0 / 3.0, 0.2);
+    crossentropy::crossentropy_backward(&mut d, &logits, &targets, v, 1.0 / 3.0, 0.2);
     check("smoothed crossentropy", &logits, &d, f);
 }
 
@@ -205,17 +205,17 @@ fn crossentropy_gradients_and_ignore_index() {
     let targets = [3, -1, 0, 8, 4];
     let f = |l: &[f32]| {
         let mut losses = vec![0.0; n];
-        let (sum, count) = crossentropy::crossentropy_forward(&mut losses, l, &targets, v);
+        let (sum, count) = crossentropy::crossentropy_forward(&mut losses, l, &targets, v, 0.0);
         assert_eq!(count, 4);
         sum / count as f64
     };
     let mut d = vec![0.0; n * v];
-    crossentropy::crossentropy_backward(&mut d, &logits, &targets, v, 0.25);
+    crossentropy::crossentropy_backward(&mut d, &logits, &targets, v, 0.25, 0.0);
     assert!(d[v..2 * v].iter().all(|&g| g == 0.0), "ignored row has no gradient");
     check("crossentropy", &logits, &d, f);
     // Uniform logits give loss ln(V).
     let mut losses = vec![0.0; 1];
-    let (s, _) = crossentropy::crossentropy_forward(&mut losses, &vec![0.5; v], &[2], v);
+    let (s, _) = crossentropy::crossentropy_forward(&mut losses, &vec![0.5; v], &[2], v, 0.0);
     assert!((s - (v as f64).ln()).abs() < 1e-6);
 }
 

@@ -13,20 +13,9 @@ use rayon::prelude::*;
 /// Target value that marks a position to skip.
 pub const IGNORE_INDEX: i32 = -1;
 
-/// losses (N) = -log softmax(logits (N, V))[target]; 0 for ignored rows.
-/// Returns (Σ losses, number of counted rows).
-pub fn crossentropy_forward(losses: &mut [f32], logits: &[f32], targets: &[i32], v: usize) -> (f64, usize) {
-    crossentropy_smoothed_forward(losses, logits, targets, v, 0.0)
-}
-
-/// [`crossentropy_forward`] with label smoothing `eps`.
-pub fn crossentropy_smoothed_forward(
-    losses: &mut [f32],
-    logits: &[f32],
-    targets: &[i32],
-    v: usize,
-    eps: f32,
-) -> (f64, usize) {
+/// losses (N) = -log softmax(logits (N, V))[target] (with label smoothing `eps`: the mix above);
+/// 0 for ignored rows. Returns (Σ losses, number of counted rows).
+pub fn crossentropy_forward(losses: &mut [f32], logits: &[f32], targets: &[i32], v: usize, eps: f32) -> (f64, usize) {
     let _p = crate::profile::scope(crate::profile::Op::CrossEntropyFwd);
     losses.par_iter_mut().zip(logits.par_chunks(v).zip(targets.par_iter())).with_min_len(MIN_ROWS_PER_TASK).for_each(
         |(l, (row, &tgt))| {
@@ -53,21 +42,10 @@ pub fn crossentropy_smoothed_forward(
     (total, count)
 }
 
-/// dlogits (N, V) = scale · (softmax(logits) - onehot(target)) for counted rows, 0 for ignored ones.
-/// With `scale = 1 / count` this is the gradient of the mean loss.
-pub fn crossentropy_backward(dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, scale: f32) {
-    crossentropy_smoothed_backward(dlogits, logits, targets, v, scale, 0.0)
-}
-
-/// dlogits (N, V) = scale · (softmax(logits) - (1-ε)·onehot(target) - ε/V) for counted rows.
-pub fn crossentropy_smoothed_backward(
-    dlogits: &mut [f32],
-    logits: &[f32],
-    targets: &[i32],
-    v: usize,
-    scale: f32,
-    eps: f32,
-) {
+/// dlogits (N, V) = scale · (softmax(logits) - (1-ε)·onehot(target) - ε/V) for counted rows, 0
+/// for ignored ones (ε = 0: softmax - onehot). With `scale = 1 / count` this is the gradient of
+/// the mean loss.
+pub fn crossentropy_backward(dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, scale: f32, eps: f32) {
     let _p = crate::profile::scope(crate::profile::Op::CrossEntropyBwd);
     dlogits
         .par_chunks_mut(v)

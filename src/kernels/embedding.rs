@@ -3,16 +3,6 @@
 use super::{COLUMN_CHUNK, MIN_ROWS_PER_TASK};
 use rayon::prelude::*;
 
-/// out (B, T, C) = wte[idx[b, t]] + wpe[t], for idx (B, T), wte (V, C), wpe (block_size, C).
-pub fn embedding_forward(out: &mut [f32], idx: &[u32], wte: &[f32], wpe: &[f32], t: usize, c: usize) {
-    token_embedding_forward(out, idx, wte, 1.0, Some(wpe), t, c);
-}
-
-/// dwte (V, C) += scatter of dout (B, T, C) by token; dwpe (block_size, C) += Σ_b dout[b, t].
-pub fn embedding_backward(dwte: &mut [f32], dwpe: &mut [f32], dout: &[f32], idx: &[u32], t: usize, c: usize) {
-    token_embedding_backward(dwte, Some(dwpe), dout, idx, 1.0, t, c);
-}
-
 /// out (B, T, C) = scale · wte[idx[b, t]] (+ pos[t]), for idx (B, T), wte (V, C) and an optional
 /// position table pos (≥ T, C) (learned or fixed sinusoidal).
 pub fn token_embedding_forward(

@@ -9,7 +9,7 @@
 use super::config::{ModelConfig, Pooling};
 use super::layers::Ctx;
 use super::stack::Stack;
-use crate::kernels::crossentropy::{crossentropy_smoothed_backward, crossentropy_smoothed_forward};
+use crate::kernels::crossentropy::{crossentropy_backward, crossentropy_forward};
 use crate::kernels::pool::{Pool, PoolingMode};
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
 use std::ops::Range;
@@ -108,7 +108,7 @@ impl Head {
                 let logits = r.mut_(&a.logits, n * v);
                 cx.linear_forward(logits, h, w, &None, n, c, v);
                 let targets = targets?;
-                Some(crossentropy_smoothed_forward(r.mut_(&a.losses, n), logits, &targets[..n], v, eps))
+                Some(crossentropy_forward(r.mut_(&a.losses, n), logits, &targets[..n], v, eps))
             }
             Head::Classifier { w, b: bias, pooling } => {
                 let k = cfg.num_classes;
@@ -117,7 +117,7 @@ impl Head {
                 let logits = r.mut_(&a.logits, b * k);
                 cx.linear_forward(logits, pooled, w, &Some(bias.clone()), b, c, k);
                 let targets = targets?;
-                Some(crossentropy_smoothed_forward(r.mut_(&a.losses, b), logits, &targets[..b], k, eps))
+                Some(crossentropy_forward(r.mut_(&a.losses, b), logits, &targets[..b], k, eps))
             }
         }
     }
@@ -141,13 +141,13 @@ impl Head {
             Head::Lm { w } => {
                 let (n, v) = (b * t, cfg.vocab_size);
                 let d_logits = r.mut_(&a.d_logits, n * v);
-                crossentropy_smoothed_backward(d_logits, r.get(&a.logits, n * v), &targets[..n], v, scale, eps);
+                crossentropy_backward(d_logits, r.get(&a.logits, n * v), &targets[..n], v, scale, eps);
                 cx.linear_backward_owned(d_h, w, &None, d_logits, h, n, c, v);
             }
             Head::Classifier { w, b: bias, pooling } => {
                 let k = cfg.num_classes;
                 let d_logits = r.mut_(&a.d_logits, b * k);
-                crossentropy_smoothed_backward(d_logits, r.get(&a.logits, b * k), &targets[..b], k, scale, eps);
+                crossentropy_backward(d_logits, r.get(&a.logits, b * k), &targets[..b], k, scale, eps);
                 let d_pooled = r.mut_(&a.d_pooled, b * c);
                 let pooled = r.get(&a.pooled, b * c);
                 cx.linear_backward_owned(d_pooled, w, &Some(bias.clone()), d_logits, pooled, b, c, k);
