@@ -13,7 +13,7 @@ use lmlab::eval::stability::{aggregate, render, Run};
 use lmlab::eval::{bleu, chrf, diversity, efficiency, rouge};
 use lmlab::io::checkpoint;
 use lmlab::model::transformer::Arch;
-use lmlab::train::{self, thread_pool};
+use lmlab::util::{read_corpus, thread_pool};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -444,14 +444,14 @@ fn eval_lm(
     );
     let tokens = match data {
         Some(path) => {
-            let text = train::read_corpus(path)?;
+            let text = read_corpus(path)?;
             ck.tokenizer
                 .encode(&text)
                 .with_context(|| format!("{} cannot be encoded by the checkpoint's tokenizer", path.display()))?
         }
         None => {
             let path = PathBuf::from(&ck.run_config.data.path);
-            let text = train::read_corpus(&path).with_context(|| {
+            let text = read_corpus(&path).with_context(|| {
                 "the checkpoint's training data is needed for its validation split (or pass --data FILE)"
             })?;
             let toks = ck.tokenizer.encode(&text)?;

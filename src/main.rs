@@ -5,12 +5,14 @@ mod cli_eval;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use lmlab::config::RunConfig;
 use lmlab::demo;
 use lmlab::infer::beam::{beam_search, BeamOptions};
 use lmlab::infer::sample::{generate_batch, generate_text, SampleOptions, StopStrings};
 use lmlab::io::checkpoint;
 use lmlab::model::transformer::Arch;
-use lmlab::train::{self, config::RunConfig, thread_pool, TrainOptions};
+use lmlab::train::{self, TrainOptions};
+use lmlab::util::thread_pool;
 use rand::SeedableRng;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -658,7 +660,7 @@ fn cmd_translate(
     opts: &lmlab::infer::translate::DecodeOptions,
     batch: usize,
 ) -> Result<()> {
-    use lmlab::data::parallel::read_lines;
+    use lmlab::util::read_lines;
     let mut ck = checkpoint::load_inference(dir, batch)?;
     require_arch(&ck, Arch::EncoderDecoder, dir, "translate")?;
     let lines = match input {
@@ -710,8 +712,8 @@ enum EmbedWhat {
 }
 
 fn cmd_embed(model: Option<PathBuf>, what: EmbedWhat, batch: usize, timing: bool) -> Result<()> {
-    use lmlab::data::parallel::read_lines;
     use lmlab::infer::embed::{cosine, default_model_dir, rank, Embedder};
+    use lmlab::util::read_lines;
     anyhow::ensure!(batch > 0, "--batch must be positive");
     let given = model.is_some();
     let dir = model.unwrap_or_else(default_model_dir);

@@ -159,7 +159,7 @@ fn multi30k_corpus_bleu_matches_sacrebleu() {
         println!("skipping: multi30k not found (set LMLAB_DATA to the shared data directory)");
         return;
     };
-    let refs = lmlab::data::parallel::read_lines(&path).unwrap();
+    let refs = lmlab::util::read_lines(&path).unwrap();
     let hyps: Vec<String> = (0..refs.len())
         .map(|i| {
             if i % 2 == 0 {

@@ -6,8 +6,8 @@
 use crate::kernels::precision::Precision;
 use crate::model::transformer::ModelConfig;
 use crate::optim::{
-    AdagradConfig, AdamConfig, AdamWConfig, GroupRule, LrSchedule, OptimizerConfig, RmsPropConfig, ScheduleKind,
-    SgdConfig,
+    AdagradConfig, AdamConfig, AdamWConfig, GroupRule, LossScaler, LrSchedule, OptimizerConfig, RmsPropConfig,
+    ScheduleKind, SgdConfig,
 };
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -138,6 +138,14 @@ impl Default for TrainSection {
             early_stop_patience: 0,
             early_stop_min_delta: 0.0,
         }
+    }
+}
+
+impl TrainSection {
+    /// The f16 loss scaler `precision`, `loss_scale_init` and `loss_scale_growth_interval`
+    /// describe (disabled unless the run is f16).
+    pub fn loss_scaler(&self) -> LossScaler {
+        LossScaler::new(self.precision, self.loss_scale_init, self.loss_scale_growth_interval)
     }
 }
 
