@@ -392,6 +392,17 @@ impl RunConfig {
         Self::from_toml_str(&text, overrides).with_context(|| format!("in config file {}", path.display()))
     }
 
+    /// The config of a run: the file `config` when given, else the one saved in the checkpoint
+    /// `resume` continues from; `overrides` apply on top.
+    pub fn for_run(config: Option<&Path>, resume: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        match (config, resume) {
+            (Some(path), _) => RunConfig::from_file(path, overrides),
+            (None, Some(dir)) => RunConfig::from_file(&dir.join("config.toml"), overrides)
+                .with_context(|| format!("cannot read the config of checkpoint {}", dir.display())),
+            (None, None) => bail!("give --config FILE (or --resume DIR)"),
+        }
+    }
+
     /// The model's full config once the tokenizer has fixed the vocabulary size.
     pub fn model_config(&self, vocab_size: usize) -> ModelConfig {
         ModelConfig { vocab_size, ..self.model.clone() }
