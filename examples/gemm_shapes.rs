@@ -4,7 +4,7 @@ use lmlab::kernels::gemm::{sgemm, Threads};
 use std::time::Instant;
 
 fn main() {
-    let pool = lmlab::train::thread_pool(2).unwrap();
+    let pool = lmlab::util::thread_pool(2).unwrap();
     let shapes: &[(&str, bool, bool, usize, usize, usize)] = &[
         ("S c_attn fwd NT", false, true, 768, 384, 128),
         ("S c_attn dinp NN", false, false, 768, 128, 384),

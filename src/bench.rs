@@ -10,7 +10,8 @@ use crate::infer::sample::{generate, SampleOptions};
 use crate::io::tensors::{to_safetensors_raw, RawTensor};
 use crate::model::transformer::{ModelConfig, Transformer};
 use crate::optim::{AdamW, AdamWConfig, LrSchedule, Optimizer};
-use crate::train::{thread_pool, Trainer};
+use crate::train::Trainer;
+use crate::util::thread_pool;
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -154,7 +155,7 @@ pub fn run_case(
                 );
                 let schedule = LrSchedule { decay_lr: false, ..LrSchedule::cosine(1e-3, 1e-3, 0, 0) };
                 let clip = crate::optim::Clipping::norm(1.0);
-                let scaler = crate::train::precision::LossScaler::disabled();
+                let scaler = crate::optim::LossScaler::disabled();
                 let opt = Optimizer::AdamW(opt);
                 let mut tr = Trainer { model, opt, schedule, clip, batch, rng, step: 0, seed, accum: 1, scaler };
                 time(&mut || tr.step(&data).map(|_| ()))?;

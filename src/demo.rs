@@ -1,6 +1,7 @@
 //! The quick demo: find Tiny Shakespeare (or make a corpus), train a small GPT for about a
 //! minute, print samples and the validation loss.
 
+use crate::config::RunConfig;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +47,18 @@ impl DataSource {
             ),
         }
     }
+}
+
+/// The demo's run: the default config (a small character-level GPT) on the text file `data`
+/// for `iters` steps, with the learning rate decaying over all of them and four evaluations.
+pub fn run_config(data: &Path, iters: u64, out: &Path) -> RunConfig {
+    let mut cfg = RunConfig::default();
+    cfg.data.path = data.to_string_lossy().into_owned();
+    cfg.train.out_dir = out.to_string_lossy().into_owned();
+    cfg.train.max_iters = iters;
+    cfg.optim.lr_decay_iters = iters;
+    cfg.train.eval_interval = (iters / 4).max(1);
+    cfg
 }
 
 pub fn cache_dir() -> PathBuf {

@@ -2,6 +2,7 @@
 // Numeric kernels index several arrays with one loop variable; iterator zips would hide that.
 #![allow(clippy::needless_range_loop)]
 pub mod bench;
+pub mod config;
 pub mod data;
 pub mod demo;
 pub mod eval;
@@ -13,3 +14,4 @@ pub mod model;
 pub mod optim;
 pub mod profile;
 pub mod train;
+pub mod util;

@@ -7,8 +7,9 @@
 mod common;
 use common::assert_close;
 use lmlab::model::transformer::{Arch, ModelConfig, Transformer};
+use lmlab::optim::LossScaler;
 use lmlab::optim::{Clipping, OptimizerConfig, SgdConfig};
-use lmlab::train::{optimizer_step, precision::LossScaler, GradAccum};
+use lmlab::train::{optimizer_step, GradAccum};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 

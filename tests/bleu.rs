@@ -155,7 +155,7 @@ fn multi30k_corpus_bleu_matches_sacrebleu() {
         return common::skip("tests/fixtures/bleu/expected.json has no Multi30k entry");
     };
     let Some(path) = common::shared_data("multi30k/test_2016_flickr.en") else { return };
-    let refs = lmlab::data::parallel::read_lines(&path).unwrap();
+    let refs = lmlab::util::read_lines(&path).unwrap();
     let hyps: Vec<String> = (0..refs.len())
         .map(|i| {
             if i % 2 == 0 {

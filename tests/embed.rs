@@ -71,7 +71,7 @@ fn expected() -> Value {
 }
 
 fn sentences() -> Vec<String> {
-    lmlab::data::parallel::read_lines(&common::fixture("embed/sentences.txt")).unwrap()
+    lmlab::util::read_lines(&common::fixture("embed/sentences.txt")).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f32> {

@@ -321,9 +321,11 @@ fn a_nan_weight_is_found_in_the_first_activation_it_reaches() {
 
 #[test]
 fn a_training_step_stops_with_the_place_of_the_nan() {
+    use lmlab::config::RunConfig;
     use lmlab::data::Batch;
     use lmlab::optim::Clipping;
-    use lmlab::train::{config::RunConfig, optimizer_step, precision::LossScaler, GradAccum, Trainer};
+    use lmlab::optim::LossScaler;
+    use lmlab::train::{optimizer_step, GradAccum, Trainer};
     use rand::SeedableRng;
     let cfg = RunConfig { model: tiny(Arch::Decoder), ..RunConfig::default() };
     let mut m = model(cfg.model.clone(), 11);
@@ -596,7 +598,8 @@ fn activations_are_listed_in_forward_order() {
 /// both stacks and the cross-attention entropy, which `lmlab plot` draws.
 #[test]
 fn translation_and_classification_log_health() {
-    use lmlab::train::{self, config::RunConfig, TrainOptions};
+    use lmlab::config::RunConfig;
+    use lmlab::train::{self, TrainOptions};
     let dir = tempfile::tempdir().unwrap();
     let words = ["der", "hund", "eine", "katze", "sieht", "den", "ball", "rot"];
     let sentence =

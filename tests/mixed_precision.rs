@@ -6,6 +6,7 @@
 
 mod common;
 use common::rand_vec;
+use lmlab::config::RunConfig;
 use lmlab::data::{Batch, CharTokenizer};
 use lmlab::io::checkpoint;
 use lmlab::kernels::precision::{
@@ -14,8 +15,9 @@ use lmlab::kernels::precision::{
 };
 use lmlab::model::transformer::{ActivationKind, Arch, ModelConfig, Position, Transformer};
 use lmlab::optim::Clipping;
-use lmlab::train::precision::LossScaler;
-use lmlab::train::{config::RunConfig, thread_pool, train, TrainOptions, Trainer};
+use lmlab::optim::LossScaler;
+use lmlab::train::{train, TrainOptions, Trainer};
+use lmlab::util::thread_pool;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::path::Path;

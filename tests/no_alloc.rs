@@ -2,14 +2,13 @@
 //! optimizer, gradient accumulation) performs no heap allocation, on any thread, in fp32, bf16
 //! and f16 (with loss scaling, clean and skipped steps). Counted through the global allocator.
 
+use lmlab::config::{OptimizerName, RunConfig};
 use lmlab::data::{Batch, CharTokenizer};
 use lmlab::kernels::precision::Precision;
 use lmlab::model::transformer::Transformer;
-use lmlab::train::{
-    config::{OptimizerName, RunConfig},
-    precision::LossScaler,
-    thread_pool, Trainer,
-};
+use lmlab::optim::LossScaler;
+use lmlab::train::Trainer;
+use lmlab::util::thread_pool;
 use rand::SeedableRng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

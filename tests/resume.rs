@@ -4,8 +4,9 @@
 //! f16 (where the loss scaler's state must be restored too), for the language model, translation
 //! and classification.
 
+use lmlab::config::RunConfig;
 use lmlab::io::checkpoint;
-use lmlab::train::{config::RunConfig, train, TrainOptions};
+use lmlab::train::{train, TrainOptions};
 use std::path::Path;
 
 fn config(data: &Path, out: &Path, max_iters: u64) -> RunConfig {
@@ -46,7 +47,7 @@ lr_decay_iters = 8
 /// Runs 8 steps straight and 4 + resume + 4 with the overrides `extra` and asserts
 /// bit-identical weights, optimizer and loss-scaler state; returns the scaler state and the
 /// straight run's metrics log.
-fn check_resume(extra: &str) -> (Option<lmlab::train::precision::ScalerState>, String) {
+fn check_resume(extra: &str) -> (Option<lmlab::optim::ScalerState>, String) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("corpus.txt");
     std::fs::write(

@@ -1,9 +1,10 @@
 //! The run directory of every task: config.toml, the best checkpoint next to the latest, early
 //! stopping on the val loss, and a diverged run that leaves the last good checkpoints intact.
 
+use lmlab::config::RunConfig;
 use lmlab::io::checkpoint::{self, EvalRecord, TrainState};
 use lmlab::train::run::{Eval, RunTracker};
-use lmlab::train::{config::RunConfig, train, TrainOptions};
+use lmlab::train::{train, TrainOptions};
 use rand::SeedableRng;
 use std::path::Path;
 

@@ -1,9 +1,10 @@
 //! The translation and classification tasks end to end on small synthetic data: config
 //! validation, training through `train::train`, checkpoints, translation and BLEU, accuracy.
 
+use lmlab::config::RunConfig;
 use lmlab::infer::translate::{translate_lines, DecodeOptions};
 use lmlab::io::checkpoint;
-use lmlab::train::{self, config::RunConfig, TrainOptions};
+use lmlab::train::{self, TrainOptions};
 use std::path::Path;
 
 fn write(dir: &Path, name: &str, lines: &[String]) -> String {

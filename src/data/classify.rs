@@ -10,7 +10,7 @@
 //! Labels are indices into `label_names`, which is sorted. A test set must be read with the
 //! training set's names ([`LabelledText::with_labels`]) so that index `i` means the same class.
 
-use super::parallel::read_lines;
+use crate::util::read_lines;
 use anyhow::{bail, ensure, Result};
 use std::path::Path;
 

@@ -8,7 +8,8 @@
 //!   tagged with its corpus line ([`Seq2SeqBatch::index`]) so outputs can be put back in order.
 
 use super::bpe::{BpeTokenizer, BOS, EOS, PAD};
-use anyhow::{bail, ensure, Context, Result};
+use crate::util::read_lines;
+use anyhow::{ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -35,31 +36,6 @@ pub struct ParallelCorpus {
     /// Source / target sequences cut to `max_len` tokens by [`ParallelCorpus::load`].
     pub truncated_src: usize,
     pub truncated_tgt: usize,
-}
-
-/// The lines of a text file, without their `\n` / `\r\n` endings; a final newline does not start
-/// another line. Invalid UTF-8 is an error naming the file and the line.
-pub fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    if bytes.is_empty() {
-        return Ok(Vec::new());
-    }
-    body.split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(i, line)| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            match std::str::from_utf8(line) {
-                Ok(s) => Ok(s.to_owned()),
-                Err(e) => bail!(
-                    "{}: line {} is not valid UTF-8 (byte {} of the line)",
-                    path.display(),
-                    i + 1,
-                    e.valid_up_to() + 1
-                ),
-            }
-        })
-        .collect()
 }
 
 impl ParallelCorpus {

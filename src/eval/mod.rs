@@ -4,15 +4,18 @@
 //! docs/EVALUATION.md.
 
 pub mod bleu;
+pub mod checkpoints;
 pub mod chrf;
 pub mod classification;
 pub mod diversity;
 pub mod efficiency;
+pub mod file_metrics;
 pub mod files;
 pub mod perplexity;
 pub mod porter;
 pub mod rouge;
 pub mod stability;
+pub mod translation;
 
 use crate::model::transformer::Transformer;
 use anyhow::{ensure, Result};

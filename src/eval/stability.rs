@@ -76,6 +76,29 @@ pub fn render(runs: &[Run]) -> String {
     out
 }
 
+/// `{"runs": [{name, metrics}], "summary": {metric: Summary}}` (the summary only for several
+/// runs), with `details` under "details" when given.
+pub fn to_json(runs: &[Run], details: Option<serde_json::Value>) -> serde_json::Value {
+    let runs_json: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|(name, m)| {
+            let obj: serde_json::Map<String, serde_json::Value> =
+                m.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+            serde_json::json!({"name": name, "metrics": obj})
+        })
+        .collect();
+    let mut out = serde_json::json!({"runs": runs_json});
+    if runs.len() > 1 {
+        let summary: serde_json::Map<String, serde_json::Value> =
+            aggregate(runs).into_iter().map(|(k, s)| (k, serde_json::to_value(s).unwrap())).collect();
+        out["summary"] = serde_json::Value::Object(summary);
+    }
+    if let Some(e) = details {
+        out["details"] = e;
+    }
+    out
+}
+
 fn format_value(v: f64) -> String {
     if v.is_nan() {
         "nan".into()

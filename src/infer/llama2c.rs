@@ -6,11 +6,13 @@
 //! logits ([`generate`]'s rules: argmax at temperature 0). A picked BOS (id 1) ends the text,
 //! as in llama2.c.
 
-use crate::data::llama2c_tokenizer::BOS;
+use crate::data::llama2c_tokenizer::{printable, Llama2cTokenizer, BOS};
 use crate::infer::sample::{SampleOptions, Sampler};
 use crate::model::transformer::{LogitRows, Transformer};
-use anyhow::{ensure, Result};
-use rand::Rng;
+use anyhow::{ensure, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::path::Path;
 
 /// What [`generate_steps`] did.
 #[derive(Clone, Debug)]
@@ -69,4 +71,86 @@ pub fn generate_steps<R: Rng>(
         logits = model.forward_cached(&[next], &[1], 1, &mut cache, LogitRows::Last)?;
     }
     Ok(StepsOutput { tokens, generated })
+}
+
+/// A llama2.c `model.bin` with its `tokenizer.bin`, sampled as llama2.c's `run` does.
+pub struct Llama2cRunner {
+    model: Transformer,
+    tokenizer: Llama2cTokenizer,
+    seq_len: usize,
+}
+
+/// What one run of [`Llama2cRunner::generate`] asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct Llama2cRun {
+    /// llama2.c's `-n`: positions to run, BOS and the prompt included (default 256).
+    pub steps: Option<usize>,
+    /// Instead of `steps`: new tokens after the prompt.
+    pub max_new_tokens: Option<usize>,
+    pub temperature: f32,
+    pub top_k: Option<usize>,
+    pub seed: u64,
+}
+
+impl Llama2cRunner {
+    /// Reads both files; the tokenizer must have the model's vocabulary size.
+    pub fn load(model_path: &Path, tok_path: &Path) -> Result<Self> {
+        let m = crate::io::llama2c::read(model_path, 1)?;
+        let tokenizer = Llama2cTokenizer::read(tok_path)?;
+        ensure!(
+            tokenizer.vocab_size() == m.config.vocab_size,
+            "tokenizer {} has {} tokens but the model {} has vocab_size {}",
+            tok_path.display(),
+            tokenizer.vocab_size(),
+            model_path.display(),
+            m.config.vocab_size
+        );
+        Ok(Llama2cRunner { seq_len: m.config.seq_len, model: m.model, tokenizer })
+    }
+
+    /// The model's context (llama2.c's `seq_len`).
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// `prompt` encoded with BOS, as llama2.c encodes it.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(prompt, true, false).context("the prompt cannot be encoded")
+    }
+
+    /// The positions `run` asks for after the encoded prompt `ids` (before capping at seq_len).
+    pub fn steps(ids: &[u32], run: &Llama2cRun) -> usize {
+        match (run.steps, run.max_new_tokens) {
+            (Some(s), _) => s,
+            (None, Some(n)) => ids.len() - 1 + n,
+            (None, None) => 256,
+        }
+    }
+
+    /// Generates `steps` positions after the encoded prompt `ids`, passing the bytes of every
+    /// printable piece (prompt tokens after BOS, then generated ones) to `on_piece` as llama2.c
+    /// prints them. A piece that cannot be decoded is an error once generation has finished.
+    pub fn generate(
+        &mut self,
+        ids: &[u32],
+        steps: usize,
+        run: &Llama2cRun,
+        mut on_piece: impl FnMut(&[u8]),
+    ) -> Result<StepsOutput> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(run.seed);
+        let tok = &self.tokenizer;
+        let mut failed = None;
+        let out =
+            generate_steps(&mut self.model, ids, steps, run.temperature, run.top_k, &mut rng, |prev, next| match tok
+                .piece(prev, next)
+            {
+                Ok(p) if printable(&p) => on_piece(&p),
+                Ok(_) => {}
+                Err(e) => failed = Some(e),
+            })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
 }

@@ -1,6 +1,9 @@
-//! Running a trained model: autoregressive sampling and translation.
+//! Running a trained model: sampling (one prompt, a batch, beam search, llama2.c's loop),
+//! translation, and sentence embeddings.
 pub mod beam;
+pub mod checkpoint_sampler;
 pub mod embed;
+pub mod embed_driver;
 pub mod llama2c;
 pub mod sample;
 pub mod translate;

@@ -14,8 +14,10 @@
 
 use crate::data::bpe::{BOS, EOS, PAD};
 use crate::infer::beam::{check_beam, log_softmax, BeamRules, Search};
+use crate::io::checkpoint::{self, Checkpoint};
 use crate::model::transformer::{Arch, LogitRows, Transformer};
 use anyhow::{bail, ensure, Result};
+use std::path::Path;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecodeOptions {
@@ -187,4 +189,30 @@ pub fn translate_lines(
         on_progress(done);
     }
     Ok(out)
+}
+
+/// An encoder-decoder checkpoint loaded for translating lines of text.
+pub struct Translator {
+    ck: Checkpoint,
+}
+
+impl Translator {
+    /// Loads the encoder-decoder checkpoint `dir`, decoding `batch` rows (sentences × beam) at
+    /// once.
+    pub fn load(dir: &Path, batch: usize) -> Result<Self> {
+        let ck = checkpoint::load_inference(dir, batch)?;
+        ck.require_arch(Arch::EncoderDecoder, dir, "translate")?;
+        Ok(Translator { ck })
+    }
+
+    /// [`translate_lines`] with the checkpoint's tokenizer; sources are cut to block_size tokens.
+    pub fn translate(
+        &mut self,
+        lines: &[String],
+        opts: &DecodeOptions,
+        on_progress: impl FnMut(usize),
+    ) -> Result<Vec<String>> {
+        let max_src = self.ck.model.config.block_size;
+        translate_lines(&mut self.ck.model, &self.ck.tokenizer, lines, opts, max_src, on_progress)
+    }
 }

@@ -16,10 +16,10 @@
 
 use super::atomic::write_dir_atomic;
 use super::tensors::{to_safetensors, TensorFile};
+use crate::config::RunConfig;
 use crate::data::Tokenizer;
-use crate::model::transformer::{ModelConfig, Transformer};
+use crate::model::transformer::{Arch, ModelConfig, Transformer};
 use crate::optim::{Optimizer, OptimizerState};
-use crate::train::config::RunConfig;
 use anyhow::{bail, ensure, Context, Result};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,7 @@ pub struct TrainState {
     pub task: Option<serde_json::Value>,
     /// The f16 loss scaler's scale and count of clean steps (absent in fp32 and bf16 runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_scaler: Option<crate::train::precision::ScalerState>,
+    pub loss_scaler: Option<crate::optim::ScalerState>,
 }
 
 /// What the evaluations of a run have found so far: the best validation loss and its step, the
@@ -92,6 +92,23 @@ pub struct Checkpoint {
     /// Optimizer state (absent when loaded for inference only).
     pub optimizer: Option<OptimizerState>,
     pub state: TrainState,
+}
+
+impl Checkpoint {
+    /// A clear error when `lmlab COMMAND` meets a checkpoint (loaded from `dir`) of the wrong
+    /// kind of model.
+    pub fn require_arch(&self, want: Arch, dir: &Path, command: &str) -> Result<()> {
+        let got = self.model.config.arch;
+        let name = |a: Arch| serde_json::to_string(&a).unwrap_or_default();
+        ensure!(
+            got == want,
+            "lmlab {command} needs a checkpoint with model.arch = {}, but {} holds model.arch = {}",
+            name(want),
+            dir.display(),
+            name(got)
+        );
+        Ok(())
+    }
 }
 
 /// A checkpoint's files, encoded once and writable to several directories (`ckpt` and

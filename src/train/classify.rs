@@ -6,10 +6,9 @@
 //! [CLS] tokens (B,T) + mask ─ encoder ─ pool ([CLS] or mean) ─ classifier ─ (B,K) ─ CE(label)
 //! ```
 
-use super::config::RunConfig;
-use super::precision::ScalerState;
 use super::run::{fresh_model, loss_scaler, Eval, Resumed, RunTracker};
 use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
+use crate::config::RunConfig;
 use crate::data::bpe::{BpeTokenizer, BOS, PAD};
 use crate::data::classify::LabelledText;
 use crate::data::Tokenizer;
@@ -18,6 +17,7 @@ use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
 use crate::optim::Optimizer;
+use crate::optim::ScalerState;
 use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;

@@ -1,11 +1,10 @@
 //! The training loop: batches in, optimizer steps out, with evaluation, logging and checkpoints.
 pub mod classify;
-pub mod config;
 pub mod log;
-pub mod precision;
 pub mod run;
 pub mod seq2seq;
 
+use crate::config::{RunConfig, Task};
 use crate::data::dataset::sample_batch;
 use crate::data::{Batch, CharTokenizer, TokenDataset, Tokenizer};
 use crate::inspect::HealthMonitor;
@@ -13,25 +12,15 @@ use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
 use crate::optim::{clip_factor, clip_grad_value, grad_norm, Clipping, LrSchedule, Optimizer};
-use anyhow::{bail, ensure, Context, Result};
-use config::{RunConfig, Task};
+use crate::optim::{LossScaler, ScaleOutcome};
+use crate::util::{read_corpus, thread_pool};
+use anyhow::{bail, Context, Result};
 use log::MetricsLog;
-use precision::{LossScaler, ScaleOutcome};
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use run::{Eval, Resumed, RunTracker};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// Reads a UTF-8 text corpus, with errors that say what is wrong with the file.
-pub fn read_corpus(path: &Path) -> Result<String> {
-    ensure!(!path.as_os_str().is_empty(), "no data file given (set data.path in the config or pass --data)");
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
-    ensure!(!bytes.is_empty(), "data file {} is empty", path.display());
-    String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!("data file {} is not valid UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to())
-    })
-}
 
 /// Everything one optimizer step needs, preallocated: after the first step, [`Trainer::step`]
 /// allocates nothing.
@@ -279,20 +268,6 @@ impl TrainSummary {
     }
 }
 
-/// Builds a thread pool of `threads` workers (0 = one per core), each with its GEMM packing
-/// buffers allocated up front.
-pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    let mut b = rayon::ThreadPoolBuilder::new().start_handler(|_| crate::kernels::gemm::prepare_thread());
-    if threads > 0 {
-        b = b.num_threads(threads);
-    }
-    let pool = b.build()?;
-    // Wait until every worker is running (and has run its start handler), so no thread starts
-    // up later, in the middle of a step.
-    pool.broadcast(|_| ());
-    Ok(pool)
-}
-
 /// Trains from `cfg`, or resumes from the checkpoint `resume` (whose config then applies, with
 /// `overrides` on top), for any task.
 pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
@@ -427,7 +402,7 @@ pub fn profile_steps(
             step: 0,
             seed: cfg.train.seed,
             accum: cfg.train.grad_accum_steps,
-            scaler: LossScaler::from_config(&cfg.train),
+            scaler: cfg.train.loss_scaler(),
         };
         trainer.model.set_precision(cfg.train.precision);
         for _ in 0..warmup {

@@ -14,9 +14,9 @@
 //! closure that encodes the checkpoint to [`RunTracker::evaluated`], which logs, updates the
 //! record, writes the checkpoints and says whether early stopping ends the run.
 
-use super::config::{RunConfig, Task};
 use super::log::{MetricsLog, Progress};
 use super::{TrainOptions, TrainSummary};
+use crate::config::{RunConfig, Task};
 use crate::data::Tokenizer;
 use crate::io::atomic::write_file_atomic;
 use crate::io::checkpoint::{self, CheckpointFiles, EvalRecord, TrainState};
@@ -59,8 +59,8 @@ pub fn fresh_model(
 }
 
 /// The run's f16 loss scaler (disabled otherwise), continuing the checkpoint's when resuming.
-pub fn loss_scaler(cfg: &RunConfig, from: Option<&ResumePoint>) -> crate::train::precision::LossScaler {
-    let mut scaler = crate::train::precision::LossScaler::from_config(&cfg.train);
+pub fn loss_scaler(cfg: &RunConfig, from: Option<&ResumePoint>) -> crate::optim::LossScaler {
+    let mut scaler = cfg.train.loss_scaler();
     if let Some(from) = from {
         scaler.restore(from.state.loss_scaler);
     }

@@ -7,10 +7,9 @@
 //! BOS tgt (B,T) ─ decoder ────────┴─ logits ─ CE(tgt EOS)
 //! ```
 
-use super::config::RunConfig;
-use super::precision::ScalerState;
 use super::run::{fresh_model, loss_scaler, Eval, Resumed, RunTracker};
 use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
+use crate::config::RunConfig;
 use crate::data::bpe::BpeTokenizer;
 use crate::data::parallel::{EvalBatcher, ParallelCorpus, Seq2SeqBatch, Seq2SeqBatcher};
 use crate::data::Tokenizer;
@@ -19,6 +18,7 @@ use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
 use crate::model::transformer::Transformer;
 use crate::optim::Optimizer;
+use crate::optim::ScalerState;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;

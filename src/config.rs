@@ -6,8 +6,8 @@
 use crate::kernels::precision::Precision;
 use crate::model::transformer::ModelConfig;
 use crate::optim::{
-    AdagradConfig, AdamConfig, AdamWConfig, GroupRule, LrSchedule, OptimizerConfig, RmsPropConfig, ScheduleKind,
-    SgdConfig,
+    AdagradConfig, AdamConfig, AdamWConfig, GroupRule, LossScaler, LrSchedule, OptimizerConfig, RmsPropConfig,
+    ScheduleKind, SgdConfig,
 };
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -138,6 +138,14 @@ impl Default for TrainSection {
             early_stop_patience: 0,
             early_stop_min_delta: 0.0,
         }
+    }
+}
+
+impl TrainSection {
+    /// The f16 loss scaler `precision`, `loss_scale_init` and `loss_scale_growth_interval`
+    /// describe (disabled unless the run is f16).
+    pub fn loss_scaler(&self) -> LossScaler {
+        LossScaler::new(self.precision, self.loss_scale_init, self.loss_scale_growth_interval)
     }
 }
 
@@ -382,6 +390,17 @@ impl RunConfig {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         Self::from_toml_str(&text, overrides).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// The config of a run: the file `config` when given, else the one saved in the checkpoint
+    /// `resume` continues from; `overrides` apply on top.
+    pub fn for_run(config: Option<&Path>, resume: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        match (config, resume) {
+            (Some(path), _) => RunConfig::from_file(path, overrides),
+            (None, Some(dir)) => RunConfig::from_file(&dir.join("config.toml"), overrides)
+                .with_context(|| format!("cannot read the config of checkpoint {}", dir.display())),
+            (None, None) => bail!("give --config FILE (or --resume DIR)"),
+        }
     }
 
     /// The model's full config once the tokenizer has fixed the vocabulary size.

@@ -10,7 +10,6 @@
 //! bf16 has f32's exponent range and needs no scaling (as in PyTorch); neither does fp32.
 
 use crate::kernels::precision::{unscale_and_check, Precision};
-use crate::train::config::TrainSection;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -61,12 +60,6 @@ impl LossScaler {
         } else {
             LossScaler::disabled()
         }
-    }
-
-    /// The scaler `train.precision`, `train.loss_scale_init` and
-    /// `train.loss_scale_growth_interval` describe.
-    pub fn from_config(t: &TrainSection) -> Self {
-        LossScaler::new(t.precision, t.loss_scale_init, t.loss_scale_growth_interval)
     }
 
     /// The state to checkpoint (None when disabled).

@@ -1,0 +1,283 @@
+//! `lmlab eval ...`: the evaluation subcommands. Each reads plain files (one item per line) or
+//! JSON Lines, calls the metric in `lmlab::eval`, and prints a table (or JSON with `--json`).
+//! Giving several checkpoints (`--checkpoint` repeated) or several hypothesis files (`--hyp` /
+//! `--pred` repeated, e.g. outputs of different seeds) evaluates each and adds mean, standard
+//! deviation and range over them.
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use lmlab::eval::checkpoints::{self, run_name};
+use lmlab::eval::chrf;
+use lmlab::eval::classification::ZeroDivision;
+use lmlab::eval::file_metrics::{self as metrics, score_with_references};
+use lmlab::eval::files::read_items;
+use lmlab::eval::stability::{render, to_json, Run};
+use lmlab::util::thread_pool;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum EvalCmd {
+    /// Language modelling: loss, perplexity and bits per token of a text, with a sliding
+    /// window (the Hugging Face perplexity guide's method).
+    Lm {
+        /// Checkpoint directory of a decoder (repeat to compare several).
+        #[arg(long, required = true)]
+        checkpoint: Vec<PathBuf>,
+        /// UTF-8 text to score (default: the validation split of the checkpoint's training data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Window length in tokens (default: block_size + 1, the longest the model can use).
+        #[arg(long)]
+        context: Option<usize>,
+        /// Tokens the window moves each time (default: context − 1: disjoint model inputs, every
+        /// token scored once; smaller = more context per token, slower).
+        #[arg(long)]
+        stride: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Logits: a decoder's next-token logits at every position of a text, as JSON
+    /// {"ids": [...], "logits": [[...], ...]} (T × vocab_size, f32 printed exactly), for
+    /// comparing with another implementation (scripts/check_hf_gpt2.py against transformers).
+    Logits {
+        /// Checkpoint directory of a decoder.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The text, encoded with the checkpoint's tokenizer (at most block_size tokens).
+        #[arg(long)]
+        text: String,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Classification: per-class precision, recall, F1, support; micro/macro/weighted averages;
+    /// confusion matrix (scikit-learn's classification_report).
+    Classify {
+        /// Gold labels, one per line (or JSONL with --field).
+        #[arg(long)]
+        gold: PathBuf,
+        /// Predicted labels, aligned with --gold (repeat for several runs).
+        #[arg(long, required = true)]
+        pred: Vec<PathBuf>,
+        /// The label set, one per line, in report order (default: every label that occurs,
+        /// sorted); labels outside it are an error.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// What 0/0 becomes: warn (0, with a warning), 0, 1 or nan.
+        #[arg(long, default_value = "warn")]
+        zero_division: String,
+        #[arg(long, default_value_t = 2)]
+        digits: usize,
+        /// JSONL field holding the label.
+        #[arg(long, default_value = "label")]
+        field: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Corpus BLEU identical to sacrebleu's defaults (13a, exp smoothing), or per-sentence BLEU.
+    Bleu {
+        /// Hypotheses, one per line (repeat for several runs).
+        #[arg(long, required = true)]
+        hyp: Vec<PathBuf>,
+        /// References, aligned with the hypotheses (repeat for multiple references).
+        #[arg(long = "ref", required = true)]
+        refs: Vec<PathBuf>,
+        /// Also print sentence BLEU of every line (sacrebleu.sentence_bleu).
+        #[arg(long)]
+        sentence: bool,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// chrF (default) or chrF++ identical to sacrebleu's CHRF.
+    Chrf {
+        /// Hypotheses, one per line (repeat for several runs).
+        #[arg(long, required = true)]
+        hyp: Vec<PathBuf>,
+        /// References, aligned with the hypotheses (repeat for multiple references).
+        #[arg(long = "ref", required = true)]
+        refs: Vec<PathBuf>,
+        /// chrF++: add word unigrams and bigrams.
+        #[arg(long)]
+        plusplus: bool,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// ROUGE-1/2/L/Lsum identical to Google's rouge-score (mean over pairs; with several
+    /// references, the best per pair). For ROUGE-Lsum put one sentence per line inside each
+    /// item, i.e. use JSONL with "\n" in the strings.
+    Rouge {
+        #[arg(long, required = true)]
+        hyp: Vec<PathBuf>,
+        #[arg(long = "ref", required = true)]
+        refs: Vec<PathBuf>,
+        /// Porter-stem tokens longer than 3 characters (rouge-score's use_stemmer).
+        #[arg(long)]
+        stem: bool,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Diversity of generated texts: distinct-n, seq-rep-n, n-gram entropy, self-BLEU.
+    Diversity {
+        #[arg(long, required = true)]
+        hyp: Vec<PathBuf>,
+        /// Largest n-gram order.
+        #[arg(long, default_value_t = 4)]
+        max_n: usize,
+        /// Skip self-BLEU (quadratic in the number of texts).
+        #[arg(long)]
+        no_self_bleu: bool,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fluency: perplexity of each hypothesis file under a reference language model.
+    Fluency {
+        #[arg(long, required = true)]
+        hyp: Vec<PathBuf>,
+        /// The reference model (a decoder checkpoint).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Efficiency: parameters, FLOPs per token, latency, throughput, memory, size on disk.
+    Efficiency {
+        #[arg(long, required = true)]
+        checkpoint: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Sequence length of the timed forward passes (default: block_size).
+        #[arg(long)]
+        seq_len: Option<usize>,
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// Tokens of greedy generation to time (decoders; 0 = skip).
+        #[arg(long, default_value_t = 64)]
+        gen_tokens: usize,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Prints the runs as a table, or as JSON: {"runs": [{name, metrics}], "summary": {...}}.
+fn report(runs: &[Run], json: bool, extra: Option<serde_json::Value>) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&to_json(runs, extra))?);
+    } else {
+        print!("{}", render(runs));
+    }
+    Ok(())
+}
+
+pub fn run(cmd: EvalCmd) -> Result<()> {
+    match cmd {
+        EvalCmd::Lm { checkpoint, data, context, stride, threads, json } => thread_pool(threads)?.install(|| {
+            let mut runs = Vec::new();
+            for dir in &checkpoint {
+                let r = checkpoints::language_model(dir, data.as_deref(), context, stride)
+                    .with_context(|| format!("evaluating {}", dir.display()))?;
+                runs.push((run_name(dir), r));
+            }
+            report(&runs, json, None)
+        }),
+        EvalCmd::Logits { checkpoint, text, threads } => thread_pool(threads)?.install(|| {
+            let out = checkpoints::next_token_logits(&checkpoint, &text)
+                .and_then(|l| l.to_json())
+                .with_context(|| format!("evaluating {}", checkpoint.display()))?;
+            println!("{out}");
+            Ok(())
+        }),
+        EvalCmd::Classify { gold, pred, labels, zero_division, digits, field, json } => {
+            let zd: ZeroDivision = zero_division.parse()?;
+            let gold_items = read_items(&gold, &field)?;
+            let label_set = labels.as_deref().map(|p| read_items(p, &field)).transpose()?;
+            let mut runs = Vec::new();
+            let mut details = Vec::new();
+            for p in &pred {
+                let r = metrics::classify_file(&gold, &gold_items, p, label_set.as_deref(), zd, &field)?;
+                if !json {
+                    println!("{}:\n{}", p.display(), r.to_text(digits));
+                    println!("confusion matrix (rows gold, columns predicted; {}):", r.labels.join(", "));
+                    for row in &r.confusion {
+                        println!("  {}", row.iter().map(|c| format!("{c:>6}")).collect::<String>());
+                    }
+                    for w in &r.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    println!();
+                }
+                runs.push((run_name(p), metrics::classification_metrics(&r)));
+                details.push(metrics::classification_details(p, &r));
+            }
+            if json || runs.len() > 1 {
+                report(&runs, json, Some(serde_json::Value::Array(details)))?;
+            }
+            Ok(())
+        }
+        EvalCmd::Bleu { hyp, refs, sentence, field, json } => {
+            let ref_sets = metrics::read_references(&refs, &field)?;
+            let mut runs = Vec::new();
+            for h in &hyp {
+                let b = metrics::bleu_file(h, &ref_sets, &field, sentence)?;
+                if !json {
+                    println!("{}: {}", h.display(), b.bleu);
+                }
+                for (i, score) in b.sentences.iter().enumerate() {
+                    println!("{}\t{score:.2}", i + 1);
+                }
+                runs.push((run_name(h), metrics::bleu_metrics(&b.bleu)));
+            }
+            if json || runs.len() > 1 {
+                report(&runs, json, None)?;
+            }
+            Ok(())
+        }
+        EvalCmd::Chrf { hyp, refs, plusplus, field, json } => {
+            let runs = score_with_references(&hyp, &refs, &field, |h, r| {
+                let c = if plusplus { chrf::corpus_chrf_pp(h, r)? } else { chrf::corpus_chrf(h, r)? };
+                if !json {
+                    println!("{c}");
+                }
+                Ok(vec![(c.name.clone(), c.score)])
+            })?;
+            if json || runs.len() > 1 {
+                report(&runs, json, None)?;
+            }
+            Ok(())
+        }
+        EvalCmd::Rouge { hyp, refs, stem, field, json } => {
+            let runs = score_with_references(&hyp, &refs, &field, |h, r| metrics::rouge_metrics(h, r, stem))?;
+            report(&runs, json, None)
+        }
+        EvalCmd::Diversity { hyp, max_n, no_self_bleu, field, json } => {
+            let mut runs = Vec::new();
+            for h in &hyp {
+                runs.push((run_name(h), metrics::diversity_file(h, &field, max_n, !no_self_bleu)?));
+            }
+            report(&runs, json, None)
+        }
+        EvalCmd::Fluency { hyp, checkpoint: dir, field, threads, json } => thread_pool(threads)?.install(|| {
+            let runs = checkpoints::fluency(&dir, &hyp, &field)?;
+            report(&runs, json, None)
+        }),
+        EvalCmd::Efficiency { checkpoint, batch, seq_len, iters, gen_tokens, threads, json } => thread_pool(threads)?
+            .install(|| {
+                let (runs, details) = checkpoints::efficiency(&checkpoint, batch, seq_len, iters, gen_tokens)?;
+                report(&runs, json, Some(serde_json::Value::Array(details)))
+            }),
+    }
+}

@@ -1,0 +1,54 @@
+//! Small helpers shared by training, inference and evaluation: the worker thread pool and
+//! reading text files with errors that name the file.
+
+use anyhow::{bail, ensure, Context, Result};
+use std::path::Path;
+
+/// Builds a thread pool of `threads` workers (0 = one per core), each with its GEMM packing
+/// buffers allocated up front.
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    let mut b = rayon::ThreadPoolBuilder::new().start_handler(|_| crate::kernels::gemm::prepare_thread());
+    if threads > 0 {
+        b = b.num_threads(threads);
+    }
+    let pool = b.build()?;
+    // Wait until every worker is running (and has run its start handler), so no thread starts
+    // up later, in the middle of a step.
+    pool.broadcast(|_| ());
+    Ok(pool)
+}
+
+/// Reads a UTF-8 text corpus, with errors that say what is wrong with the file.
+pub fn read_corpus(path: &Path) -> Result<String> {
+    ensure!(!path.as_os_str().is_empty(), "no data file given (set data.path in the config or pass --data)");
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
+    ensure!(!bytes.is_empty(), "data file {} is empty", path.display());
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!("data file {} is not valid UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to())
+    })
+}
+
+/// The lines of a text file, without their `\n` / `\r\n` endings; a final newline does not start
+/// another line. Invalid UTF-8 is an error naming the file and the line.
+pub fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            match std::str::from_utf8(line) {
+                Ok(s) => Ok(s.to_owned()),
+                Err(e) => bail!(
+                    "{}: line {} is not valid UTF-8 (byte {} of the line)",
+                    path.display(),
+                    i + 1,
+                    e.valid_up_to() + 1
+                ),
+            }
+        })
+        .collect()
+}
