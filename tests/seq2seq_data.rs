@@ -344,3 +344,39 @@ fn multi30k_corpus_and_batches() {
     }
     assert_eq!(n, 1014);
 }
+
+/// A joint German+English vocabulary on Multi30k; the first 1000 lines of each training file
+/// must decode back exactly.
+#[test]
+fn bpe_multi30k_round_trip() {
+    let (Some(de), Some(en)) = (common::shared_data("multi30k/train.de"), common::shared_data("multi30k/train.en"))
+    else {
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let tok = BpeTokenizer::train(&[de.clone(), en.clone()], 8000).unwrap();
+    println!("trained vocab {} in {:.1?}", tok.vocab_size(), t0.elapsed());
+    assert_eq!(tok.vocab_size(), 8000);
+    for path in [de, en] {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (mut exact, mut tokens, mut chars) = (0, 0, 0);
+        let mut failures = Vec::new();
+        for line in text.lines().take(1000) {
+            let ids = tok.encode(line).unwrap();
+            assert!(ids.iter().all(|&i| i > lmlab::data::bpe::UNK));
+            tokens += ids.len();
+            chars += line.chars().count();
+            if tok.decode(&ids).unwrap() == line {
+                exact += 1;
+            } else {
+                failures.push(line.to_owned());
+            }
+        }
+        println!(
+            "{}: {exact}/1000 lines round-trip exactly; {:.2} chars/token",
+            path.display(),
+            chars as f64 / tokens as f64
+        );
+        assert_eq!(exact, 1000, "lines that do not round-trip: {failures:?}");
+    }
+}

@@ -175,7 +175,6 @@ pub(crate) fn decode_ids(tok: &Tokenizer, ids: &[u32], skip_special: bool) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::parallel::shared_data_file;
 
     const SAMPLE: &str = "Zwei junge weiße Männer sind im Freien in der Nähe vieler Büsche.\n\
         Two young, White males are outside near many bushes.\n\
@@ -251,42 +250,5 @@ mod tests {
         assert!(BpeTokenizer::train(&[missing], 1000).is_err());
         let err = BpeTokenizer::train(&[], 200).err().unwrap().to_string();
         assert!(err.contains("too small"), "{err}");
-    }
-
-    /// A joint German+English vocabulary on Multi30k; the first 1000 lines of each training file
-    /// must decode back exactly.
-    #[test]
-    fn bpe_multi30k_round_trip() {
-        let (Some(de), Some(en)) = (shared_data_file("multi30k/train.de"), shared_data_file("multi30k/train.en"))
-        else {
-            println!("skipping: multi30k not found (set LMLAB_DATA to the shared data directory)");
-            return;
-        };
-        let t0 = std::time::Instant::now();
-        let tok = BpeTokenizer::train(&[de.clone(), en.clone()], 8000).unwrap();
-        println!("trained vocab {} in {:.1?}", tok.vocab_size(), t0.elapsed());
-        assert_eq!(tok.vocab_size(), 8000);
-        for path in [de, en] {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let (mut exact, mut tokens, mut chars) = (0, 0, 0);
-            let mut failures = Vec::new();
-            for line in text.lines().take(1000) {
-                let ids = tok.encode(line).unwrap();
-                assert!(ids.iter().all(|&i| i > UNK));
-                tokens += ids.len();
-                chars += line.chars().count();
-                if tok.decode(&ids).unwrap() == line {
-                    exact += 1;
-                } else {
-                    failures.push(line.to_owned());
-                }
-            }
-            println!(
-                "{}: {exact}/1000 lines round-trip exactly; {:.2} chars/token",
-                path.display(),
-                chars as f64 / tokens as f64
-            );
-            assert_eq!(exact, 1000, "lines that do not round-trip: {failures:?}");
-        }
     }
 }
