@@ -1,0 +1,247 @@
+//! Rendering a chart with plotters: the axes (a log axis with 1-2-5 ticks), the lines, the
+//! title and legend, and the PNG or SVG file.
+
+use super::font::FONT;
+use super::Format;
+use anyhow::{Context, Result};
+use plotters::coord::ranged1d::{AsRangedCoord, DefaultFormatting, KeyPointHint, Ranged, ValueFormatter};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::ops::Range;
+use std::path::Path;
+
+/// One line of a chart.
+pub(super) struct Series {
+    pub(super) name: String,
+    pub(super) points: Vec<(f64, f64)>,
+    pub(super) color: RGBColor,
+    pub(super) markers: bool,
+}
+
+pub(super) struct Chart {
+    /// File name without extension.
+    pub(super) file: String,
+    pub(super) title: String,
+    pub(super) y_desc: String,
+    pub(super) log_y: bool,
+    /// Name the series in a column on the right.
+    pub(super) legend: bool,
+    pub(super) series: Vec<Series>,
+}
+
+const SIZE: (u32, u32) = (960, 540);
+/// Pixels of the legend column.
+const LEGEND_WIDTH: u32 = 150;
+
+/// `lo..hi` with a margin, never empty.
+fn padded(lo: f64, hi: f64) -> Range<f64> {
+    let span = if hi > lo { hi - lo } else { lo.abs().max(1.0) };
+    lo - 0.05 * span..hi + 0.05 * span
+}
+
+/// A y tick label: plain decimals for ordinary magnitudes, scientific notation otherwise.
+fn tick_label(y: f64) -> String {
+    let a = y.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if !(1e-2..1e5).contains(&a) {
+        format!("{y:.1e}")
+    } else {
+        // Enough decimals for three significant digits, trailing zeros dropped.
+        let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
+        let s = format!("{y:.decimals$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    }
+}
+
+fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing the chart failed: {e:?}")
+}
+
+/// Draws `c` (whose y values are already log10 when `c.log_y`) with `y_label` formatting the
+/// y ticks.
+fn draw_on<DB, Y>(
+    root: &DrawingArea<DB, Shift>,
+    c: &Chart,
+    x: Range<f64>,
+    y: Y,
+    y_label: &dyn Fn(&f64) -> String,
+    text: bool,
+) -> Result<()>
+where
+    DB: DrawingBackend,
+    Y: AsRangedCoord<Value = f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
+{
+    root.fill(&WHITE).map_err(draw_err)?;
+    // Title on top; the legend, when there is one, in a column of its own on the right, so
+    // that it never hides a line.
+    let legend = text && c.legend;
+    let area =
+        if text { root.margin(8, 0, 0, 0).titled(&c.title, (FONT, 24)).map_err(draw_err)? } else { root.clone() };
+    let (plot, side) = if legend {
+        let (w, _) = area.dim_in_pixel();
+        let (l, r) = area.split_horizontally(w.saturating_sub(LEGEND_WIDTH));
+        (l, Some(r))
+    } else {
+        (area, None)
+    };
+    let mut b = ChartBuilder::on(&plot);
+    b.margin(16);
+    if text {
+        b.x_label_area_size(44).y_label_area_size(80);
+    } else {
+        b.x_label_area_size(2).y_label_area_size(2);
+    }
+    let mut chart = b.build_cartesian_2d(x, y).map_err(draw_err)?;
+    let mut mesh = chart.configure_mesh();
+    mesh.light_line_style(RGBColor(235, 235, 235));
+    if text {
+        mesh.x_desc("iteration")
+            .y_desc(c.y_desc.as_str())
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 16))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(y_label);
+    } else {
+        // No labels at all: without a font, plotters cannot measure or draw text.
+        mesh.x_labels(0).y_labels(0);
+    }
+    mesh.draw().map_err(draw_err)?;
+    for s in &c.series {
+        let style = s.color.stroke_width(2);
+        let line = LineSeries::new(s.points.iter().copied(), style).point_size(if s.markers { 3 } else { 0 });
+        chart.draw_series(line).map_err(draw_err)?;
+    }
+    if let Some(side) = side {
+        for (i, s) in c.series.iter().enumerate() {
+            let y = 30 + 24 * i as i32;
+            side.draw(&PathElement::new(vec![(4, y), (28, y)], s.color.stroke_width(3))).map_err(draw_err)?;
+            let style = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+            side.draw(&Text::new(s.name.clone(), (36, y), style)).map_err(draw_err)?;
+        }
+    }
+    root.present().map_err(draw_err)?;
+    Ok(())
+}
+
+/// Draws `c` onto a backend, with a log or linear y axis.
+///
+/// A log axis is drawn as log10(y) on a linear axis with ticks at 1, 2 and 5 × 10^k:
+/// plotters' own log axis puts no tick below the first power of ten in range.
+fn draw_any<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart, text: bool) -> Result<()> {
+    let logged;
+    let c = if c.log_y {
+        let series = c
+            .series
+            .iter()
+            .map(|s| Series {
+                name: s.name.clone(),
+                points: s.points.iter().map(|&(x, y)| (x, y.log10())).collect(),
+                color: s.color,
+                markers: s.markers,
+            })
+            .collect();
+        logged = Chart {
+            file: c.file.clone(),
+            title: c.title.clone(),
+            y_desc: c.y_desc.clone(),
+            log_y: true,
+            legend: c.legend,
+            series,
+        };
+        &logged
+    } else {
+        c
+    };
+    let pts = || c.series.iter().flat_map(|s| s.points.iter().copied());
+    let (x0, x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (x, _)| (a.min(x), b.max(x)));
+    let (y0, y1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, y)| (a.min(y), b.max(y)));
+    let x = if x1 > x0 { x0..x1 } else { x0 - 1.0..x1 + 1.0 };
+    if c.log_y {
+        let y = if y1 - y0 < 0.2 { y0 - 0.3..y1 + 0.3 } else { padded(y0, y1) };
+        let axis = LogAxis { major: log_ticks(&y, false), minor: log_ticks(&y, true), range: y };
+        draw_on(&root, c, x, axis, &|v| tick_label(10f64.powf(*v)), text)
+    } else {
+        draw_on(&root, c, x, padded(y0, y1), &|v| tick_label(*v), text)
+    }
+}
+
+/// A linear axis over log10(y) with its ticks at given places: labelled `major` ticks and
+/// light grid lines at `minor` ones.
+struct LogAxis {
+    range: Range<f64>,
+    major: Vec<f64>,
+    minor: Vec<f64>,
+}
+
+impl Ranged for LogAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let t = (v - self.range.start) / (self.range.end - self.range.start);
+        limit.0 + (t * (limit.1 - limit.0) as f64).round() as i32
+    }
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        let points = if hint.weight().allow_light_points() { &self.minor } else { &self.major };
+        let max = hint.max_num_points();
+        if max == 0 {
+            return Vec::new();
+        }
+        points.iter().step_by(points.len().div_ceil(max).max(1)).copied().collect()
+    }
+    fn range(&self) -> Range<f64> {
+        self.range.clone()
+    }
+}
+
+/// log10 of 1, 2, 5 × 10^k (every digit when that gives fewer than four, or `all`) inside
+/// the log10 range `r`.
+fn log_ticks(r: &Range<f64>, all: bool) -> Vec<f64> {
+    let pick = |digits: &[f64]| -> Vec<f64> {
+        let mut out = Vec::new();
+        for k in r.start.floor() as i32..=r.end.ceil() as i32 {
+            for d in digits {
+                let v = d.log10() + k as f64;
+                if r.contains(&v) {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    };
+    let coarse = pick(&[1.0, 2.0, 5.0]);
+    if coarse.len() >= 4 && !all {
+        coarse
+    } else {
+        pick(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    }
+}
+
+/// Writes `c` to `path` as PNG or SVG.
+pub(super) fn write_chart(c: &Chart, path: &Path, format: Format, text: bool) -> Result<()> {
+    match format {
+        Format::Svg => {
+            let mut svg = String::new();
+            draw_any(SVGBackend::with_string(&mut svg, SIZE).into_drawing_area(), c, text)?;
+            std::fs::write(path, svg).with_context(|| format!("cannot write {}", path.display()))
+        }
+        Format::Png => {
+            let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+            draw_any(BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area(), c, text)?;
+            let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+            let mut enc = png::Encoder::new(std::io::BufWriter::new(file), SIZE.0, SIZE.1);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            enc.set_compression(png::Compression::Best);
+            let mut w = enc.write_header().with_context(|| format!("cannot write {}", path.display()))?;
+            w.write_image_data(&rgb).with_context(|| format!("cannot write {}", path.display()))?;
+            w.finish().with_context(|| format!("cannot write {}", path.display()))
+        }
+    }
+}

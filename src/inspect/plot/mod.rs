@@ -1,0 +1,110 @@
+//! Charts of a run (`lmlab plot RUN_DIR`) and of a learning-rate schedule
+//! (`lmlab schedule --plot FILE`), as PNG or SVG.
+//!
+//! Drawing is plotters' (pure Rust). Text needs a TrueType font, which is looked up at run
+//! time and never shipped: `$LMLAB_FONT`, then the usual places of DejaVu Sans, Liberation
+//! Sans, FreeSans or Noto Sans (Linux), Arial (macOS, Windows), then any `*.ttf` under
+//! `/usr/share/fonts`. Without one (or with `LMLAB_FONT=none`) the charts are drawn without
+//! text (axes and lines only), and a note says so.
+//!
+//! The code: this file has the entry points ([`plot_run`], [`plot_schedule`]) and [`Format`];
+//! `metrics` reads a run's metrics.jsonl into lines, `charts` decides which charts those lines
+//! make, `draw` renders a chart with plotters, and `font` finds the font for its text.
+
+mod charts;
+mod draw;
+mod font;
+mod metrics;
+
+pub use metrics::{read_metrics, LayerLines, Line, RunMetrics, HEALTH_KEYS};
+
+use crate::optim::LrSchedule;
+use anyhow::{bail, ensure, Context, Result};
+use charts::charts;
+use draw::{write_chart, Chart, Series};
+use font::text_available;
+use plotters::style::RGBColor;
+use std::path::{Path, PathBuf};
+
+/// Image format of the charts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Png,
+    Svg,
+}
+
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Svg => "svg",
+        }
+    }
+
+    /// The format a file name asks for (`.png` or `.svg`).
+    pub fn of_path(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+            Some("png") => Ok(Format::Png),
+            Some("svg") => Ok(Format::Svg),
+            _ => bail!("{}: the chart file must end in .png or .svg", path.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "png" => Ok(Format::Png),
+            "svg" => Ok(Format::Svg),
+            _ => bail!("unknown chart format {s:?} (png or svg)"),
+        }
+    }
+}
+
+/// Draws the charts of the run in `run_dir` (its `metrics.jsonl`) into `out_dir`
+/// (default `run_dir/plots`): loss, learning rate, gradient norm and, when the run logged
+/// health statistics, one chart per statistic with a line per layer. Returns the files
+/// written and whether they have text (see the module doc).
+pub fn plot_run(run_dir: &Path, format: Format, out_dir: Option<&Path>) -> Result<(Vec<PathBuf>, bool)> {
+    ensure!(run_dir.is_dir(), "run directory {} does not exist", run_dir.display());
+    let path = run_dir.join("metrics.jsonl");
+    ensure!(path.is_file(), "{} not found: is {} a run directory?", path.display(), run_dir.display());
+    let m = read_metrics(&path)?;
+    let charts = charts(&m);
+    ensure!(!charts.is_empty(), "{} has no step, eval or health lines to plot", path.display());
+    let out = out_dir.map_or_else(|| run_dir.join("plots"), Path::to_path_buf);
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let text = text_available()?;
+    let mut files = Vec::new();
+    for c in &charts {
+        let file = out.join(format!("{}.{}", c.file, format.extension()));
+        write_chart(c, &file, format, text)?;
+        files.push(file);
+    }
+    Ok((files, text))
+}
+
+/// Draws the learning rate of `schedule` over `iters` iterations into `path` (.png or .svg).
+/// Returns whether the chart has text.
+pub fn plot_schedule(schedule: &LrSchedule, iters: u64, path: &Path) -> Result<bool> {
+    let format = Format::of_path(path)?;
+    let stride = (iters / 2000).max(1);
+    let mut its: Vec<u64> = (0..iters).step_by(stride as usize).collect();
+    if its.last().is_some_and(|&l| l + 1 < iters) {
+        its.push(iters - 1);
+    }
+    let points: Vec<(f64, f64)> = its.iter().map(|&it| (it as f64, schedule.lr(it) as f64)).collect();
+    ensure!(!points.is_empty(), "the schedule has no iterations (train.max_iters = 0)");
+    let chart = Chart {
+        file: String::new(),
+        title: format!("{:?} learning-rate schedule", schedule.kind),
+        y_desc: "learning rate".into(),
+        log_y: false,
+        legend: false,
+        series: vec![Series { name: "learning rate".into(), points, color: RGBColor(20, 120, 60), markers: false }],
+    };
+    let text = text_available()?;
+    write_chart(&chart, path, format, text)?;
+    Ok(text)
+}
