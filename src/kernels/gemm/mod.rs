@@ -15,10 +15,20 @@
 //! per-thread and allocated once, so steady-state calls allocate nothing. Work is split across
 //! threads by output rows or columns only, never along `k`, so every output element is summed
 //! in the same order whatever the thread count: results are bit-identical for any pool size.
+//!
+//! Layout: this file holds the public API, the blocking constants, the thread split and the
+//! loop nest; `pack.rs` the per-thread packing buffers and the routines that fill them;
+//! `microkernel.rs` the micro-kernels and the run-time choice between them (new ISA kernels go
+//! there); `gemv.rs` the single-row (matrix-vector) path.
 
-use super::SendPtr;
+mod gemv;
+mod microkernel;
+mod pack;
+
+use gemv::gemv_row;
+use microkernel::micro_kernel_fn;
+use pack::{allocate_packing, pack_a, pack_b, PACK};
 use rayon::prelude::*;
-use std::cell::RefCell;
 
 /// Whether a product may use the rayon pool. Products issued from inside a parallel loop
 /// (attention, one per head) run single-threaded; the big projections use every thread.
@@ -39,16 +49,6 @@ const MC: usize = 120;
 const NC: usize = 2048;
 /// Below this many multiply-adds a product runs on one thread (splitting costs more).
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
-
-thread_local! {
-    /// (packed A block, packed B block), allocated at full size once per thread.
-    static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
-fn allocate_packing(pa: &mut Vec<f32>, pb: &mut Vec<f32>) {
-    pa.resize(MC.div_ceil(MR) * MR * KC, 0.0);
-    pb.resize(NC.div_ceil(NR) * NR * KC, 0.0);
-}
 
 /// Allocates this thread's packing buffers now rather than on its first product. Thread pools
 /// call it when each worker starts (see `train::thread_pool`), so no product ever allocates,
@@ -186,68 +186,6 @@ pub unsafe fn sgemm_raw(
     });
 }
 
-/// c (n) = alpha · a (k) · B (k, n) + beta · c, for one row `a` with stride `a_cs`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemv_row(
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: *const f32,
-    a_cs: usize,
-    b: *const f32,
-    b_rs: usize,
-    b_cs: usize,
-    beta: f32,
-    c: *mut f32,
-    threads: Threads,
-) {
-    use super::math::{axpy, dot};
-    const COLS: usize = 64;
-    // The row of A, contiguous (k is at most a few thousand here; the stack holds it).
-    let mut row = [0.0f32; 8192];
-    let row: &[f32] = if a_cs == 1 {
-        std::slice::from_raw_parts(a, k)
-    } else {
-        assert!(k <= row.len(), "gemv: k too large for a strided row");
-        for p in 0..k {
-            row[p] = *a.add(p * a_cs);
-        }
-        &row[..k]
-    };
-    let bp = SendPtr(b as *mut f32);
-    let cp = SendPtr(c);
-    let chunk = move |j0: usize| {
-        let (b, c) = (bp.get() as *const f32, cp.get());
-        let cols = COLS.min(n - j0);
-        let out = std::slice::from_raw_parts_mut(c.add(j0), cols);
-        if b_rs == 1 {
-            // Column j of B is contiguous (B = Wᵀ): one dot product per output.
-            for (jj, o) in out.iter_mut().enumerate() {
-                let col = std::slice::from_raw_parts(b.add((j0 + jj) * b_cs), k);
-                let v = alpha * dot(row, col);
-                *o = if beta == 0.0 { v } else { v + beta * *o };
-            }
-        } else {
-            // Rows of B are contiguous: accumulate alpha·a[p]·B[p, j0..] into a local tile.
-            let mut acc = [0.0f32; COLS];
-            for p in 0..k {
-                let brow = std::slice::from_raw_parts(b.add(p * b_rs + j0 * b_cs), cols);
-                axpy(&mut acc[..cols], row[p], brow);
-            }
-            for (o, v) in out.iter_mut().zip(&acc) {
-                *o = if beta == 0.0 { alpha * v } else { alpha * v + beta * *o };
-            }
-        }
-    };
-    if threads == Threads::Pool && n * k >= PARALLEL_MIN_FLOPS / 4 {
-        (0..n.div_ceil(COLS)).into_par_iter().for_each(|i| chunk(i * COLS));
-    } else {
-        for i in 0..n.div_ceil(COLS) {
-            chunk(i * COLS);
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 struct Problem {
     m: usize,
@@ -335,207 +273,6 @@ unsafe fn gemm_serial(p: &Problem) {
     });
 }
 
-/// Packs the (mc, kc) block of A into MR-row panels: panel r holds, for each p, MR values
-/// `A[r·MR + 0..MR, p]`, zero-padded past `mc`.
-unsafe fn pack_a(dst: &mut [f32], a: *const f32, rs: usize, cs: usize, mc: usize, kc: usize) {
-    for (panel, r0) in (0..mc).step_by(MR).enumerate() {
-        let out = &mut dst[panel * MR * kc..(panel + 1) * MR * kc];
-        let rows = MR.min(mc - r0);
-        if cs == 1 {
-            // Rows of A are contiguous: read each row once, scatter with stride MR.
-            for i in 0..MR {
-                if i < rows {
-                    let src = a.add((r0 + i) * rs);
-                    for q in 0..kc {
-                        out[q * MR + i] = *src.add(q);
-                    }
-                } else {
-                    for q in 0..kc {
-                        out[q * MR + i] = 0.0;
-                    }
-                }
-            }
-        } else {
-            for q in 0..kc {
-                let src = a.add(q * cs + r0 * rs);
-                for i in 0..MR {
-                    out[q * MR + i] = if i < rows { *src.add(i * rs) } else { 0.0 };
-                }
-            }
-        }
-    }
-}
-
-/// Packs the (kc, nc) block of B into NR-column panels: panel j holds, for each p, NR values
-/// `B[p, j·NR + 0..NR]`, zero-padded past `nc`.
-unsafe fn pack_b(dst: &mut [f32], b: *const f32, rs: usize, cs: usize, kc: usize, nc: usize) {
-    for (panel, c0) in (0..nc).step_by(NR).enumerate() {
-        let out = &mut dst[panel * NR * kc..(panel + 1) * NR * kc];
-        let cols = NR.min(nc - c0);
-        if cs == 1 {
-            for q in 0..kc {
-                let src = b.add(q * rs + c0);
-                let o = &mut out[q * NR..(q + 1) * NR];
-                for j in 0..NR {
-                    o[j] = if j < cols { *src.add(j) } else { 0.0 };
-                }
-            }
-        } else {
-            // Columns of B are contiguous (B = Wᵀ): read each column once, scatter with stride NR.
-            for j in 0..NR {
-                if j < cols {
-                    let src = b.add((c0 + j) * cs);
-                    for q in 0..kc {
-                        out[q * NR + j] = *src.add(q * rs);
-                    }
-                } else {
-                    for q in 0..kc {
-                        out[q * NR + j] = 0.0;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// (kc, a, a_rs, a_cs, packed b, c, ldc, alpha, beta, mr, nr): A element (i, q) is
-/// `a[i·a_rs + q·a_cs]` for i < MR (all MR rows must be readable), B is one packed NR panel.
-type MicroKernel = unsafe fn(usize, *const f32, usize, usize, *const f32, *mut f32, usize, f32, f32, usize, usize);
-
-fn micro_kernel_fn() -> MicroKernel {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return micro_kernel_avx2;
-        }
-    }
-    micro_kernel_generic
-}
-
-/// Writes the MR×NR accumulator tile to C: `C = alpha·acc + beta·C` on the valid (mr, nr) part.
-#[inline(always)]
-unsafe fn store_tile(acc: &[[f32; NR]; MR], c: *mut f32, ldc: usize, alpha: f32, beta: f32, mr: usize, nr: usize) {
-    for i in 0..mr {
-        let row = c.add(i * ldc);
-        for j in 0..nr {
-            let v = alpha * acc[i][j];
-            *row.add(j) = if beta == 0.0 { v } else { v + beta * *row.add(j) };
-        }
-    }
-}
-
-/// Portable micro-kernel (any CPU); the compiler vectorises the inner loop.
-#[allow(clippy::too_many_arguments)]
-unsafe fn micro_kernel_generic(
-    kc: usize,
-    a: *const f32,
-    a_rs: usize,
-    a_cs: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    alpha: f32,
-    beta: f32,
-    mr: usize,
-    nr: usize,
-) {
-    let mut acc = [[0.0f32; NR]; MR];
-    for q in 0..kc {
-        let bq = std::slice::from_raw_parts(b.add(q * NR), NR);
-        for i in 0..MR {
-            let ai = *a.add(i * a_rs + q * a_cs);
-            for j in 0..NR {
-                acc[i][j] += ai * bq[j];
-            }
-        }
-    }
-    store_tile(&acc, c, ldc, alpha, beta, mr, nr);
-}
-
-/// 6×16 AVX2/FMA micro-kernel: 12 accumulator registers, two B loads and six broadcasts per k.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn micro_kernel_avx2(
-    kc: usize,
-    a: *const f32,
-    a_rs: usize,
-    a_cs: usize,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    alpha: f32,
-    beta: f32,
-    mr: usize,
-    nr: usize,
-) {
-    use std::arch::x86_64::*;
-    let mut c00 = _mm256_setzero_ps();
-    let mut c01 = _mm256_setzero_ps();
-    let mut c10 = _mm256_setzero_ps();
-    let mut c11 = _mm256_setzero_ps();
-    let mut c20 = _mm256_setzero_ps();
-    let mut c21 = _mm256_setzero_ps();
-    let mut c30 = _mm256_setzero_ps();
-    let mut c31 = _mm256_setzero_ps();
-    let mut c40 = _mm256_setzero_ps();
-    let mut c41 = _mm256_setzero_ps();
-    let mut c50 = _mm256_setzero_ps();
-    let mut c51 = _mm256_setzero_ps();
-    // Six row pointers and one shared offset: every broadcast address is base + offset, with no
-    // chain of dependent pointer updates between them.
-    let (a0p, a1p, a2p) = (a, a.add(a_rs), a.add(2 * a_rs));
-    let (a3p, a4p, a5p) = (a.add(3 * a_rs), a.add(4 * a_rs), a.add(5 * a_rs));
-    let mut bp = b;
-    let mut off = 0usize;
-    for _ in 0..kc {
-        let b0 = _mm256_loadu_ps(bp);
-        let b1 = _mm256_loadu_ps(bp.add(8));
-        let a0 = _mm256_broadcast_ss(&*a0p.add(off));
-        c00 = _mm256_fmadd_ps(a0, b0, c00);
-        c01 = _mm256_fmadd_ps(a0, b1, c01);
-        let a1 = _mm256_broadcast_ss(&*a1p.add(off));
-        c10 = _mm256_fmadd_ps(a1, b0, c10);
-        c11 = _mm256_fmadd_ps(a1, b1, c11);
-        let a2 = _mm256_broadcast_ss(&*a2p.add(off));
-        c20 = _mm256_fmadd_ps(a2, b0, c20);
-        c21 = _mm256_fmadd_ps(a2, b1, c21);
-        let a3 = _mm256_broadcast_ss(&*a3p.add(off));
-        c30 = _mm256_fmadd_ps(a3, b0, c30);
-        c31 = _mm256_fmadd_ps(a3, b1, c31);
-        let a4 = _mm256_broadcast_ss(&*a4p.add(off));
-        c40 = _mm256_fmadd_ps(a4, b0, c40);
-        c41 = _mm256_fmadd_ps(a4, b1, c41);
-        let a5 = _mm256_broadcast_ss(&*a5p.add(off));
-        c50 = _mm256_fmadd_ps(a5, b0, c50);
-        c51 = _mm256_fmadd_ps(a5, b1, c51);
-        off += a_cs;
-        bp = bp.add(NR);
-    }
-    let rows = [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]];
-    if mr == MR && nr == NR {
-        let va = _mm256_set1_ps(alpha);
-        let vb = _mm256_set1_ps(beta);
-        for (i, [lo, hi]) in rows.iter().enumerate() {
-            let row = c.add(i * ldc);
-            let (mut lo, mut hi) = (_mm256_mul_ps(*lo, va), _mm256_mul_ps(*hi, va));
-            if beta != 0.0 {
-                lo = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row), lo);
-                hi = _mm256_fmadd_ps(vb, _mm256_loadu_ps(row.add(8)), hi);
-            }
-            _mm256_storeu_ps(row, lo);
-            _mm256_storeu_ps(row.add(8), hi);
-        }
-    } else {
-        let mut acc = [[0.0f32; NR]; MR];
-        for (i, [lo, hi]) in rows.iter().enumerate() {
-            _mm256_storeu_ps(acc[i].as_mut_ptr(), *lo);
-            _mm256_storeu_ps(acc[i].as_mut_ptr().add(8), *hi);
-        }
-        store_tile(&acc, c, ldc, alpha, beta, mr, nr);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,21 +339,5 @@ mod tests {
             sgemm(false, true, m, n, k, 1.0, &a, k, &b, k, 0.0, &mut c2, n, Threads::Pool);
         });
         assert_eq!(c1, c2);
-    }
-
-    #[test]
-    fn generic_kernel_matches_avx2_kernel() {
-        let kc = 37;
-        let a: Vec<f32> = (0..kc * MR).map(|i| (i as f32 * 0.3).sin()).collect();
-        let b: Vec<f32> = (0..kc * NR).map(|i| (i as f32 * 0.7).cos()).collect();
-        let mut c1 = vec![1.0f32; MR * NR];
-        let mut c2 = c1.clone();
-        unsafe {
-            micro_kernel_generic(kc, a.as_ptr(), 1, MR, b.as_ptr(), c1.as_mut_ptr(), NR, 0.5, 2.0, MR, NR);
-            micro_kernel_fn()(kc, a.as_ptr(), 1, MR, b.as_ptr(), c2.as_mut_ptr(), NR, 0.5, 2.0, MR, NR);
-        }
-        for (x, y) in c1.iter().zip(&c2) {
-            assert!((x - y).abs() < 1e-4);
-        }
     }
 }
