@@ -28,6 +28,13 @@ enum Cmd {
     /// vocab.json + merges.txt) into an lmlab checkpoint, which `sample`, `eval` and
     /// `train --resume` then use.
     Import(cli::import::ImportArgs),
+    /// Quantize a checkpoint's linear layers (int8/W8A8, GGML's Q8_0 and Q4_0, 4-bit round to
+    /// nearest with groups) into a new, smaller checkpoint that samples and evaluates like any
+    /// other.
+    Quantize(cli::quantize::QuantizeArgs),
+    /// What a checkpoint holds: the model, its tokenizer, each tensor's type (f32 or a
+    /// quantization), the files and their size.
+    Info(cli::info::InfoArgs),
     /// Evaluate: language modelling, classification, BLEU, fluency, efficiency (see
     /// `lmlab eval --help`).
     Eval {
@@ -68,6 +75,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Sample(a) => cli::sample::run(a),
         Cmd::Export(a) => cli::export::run(a),
         Cmd::Import(a) => cli::import::run(a),
+        Cmd::Quantize(a) => cli::quantize::run(a),
+        Cmd::Info(a) => cli::info::run(a),
         Cmd::Eval { what } => cli::eval::run(what),
         Cmd::Translate(a) => cli::translate::run(a),
         Cmd::Embed(a) => cli::embed::run(a),

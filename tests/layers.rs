@@ -33,7 +33,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["io"],
     &["inspect"],
-    &["train", "infer", "eval"],
+    &["train", "infer", "eval", "compress"],
     &["bench", "demo"],
 ];
 

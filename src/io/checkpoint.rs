@@ -162,6 +162,55 @@ pub fn save_new(dir: &Path, model: &Transformer, tok: &Tokenizer) -> Result<()> 
     files.write(dir)
 }
 
+/// The files of a quantized checkpoint (`io/quant_checkpoint.rs`): no optimizer state.
+pub const QUANT_FILES: [&str; 5] =
+    ["model.safetensors", "quant.safetensors", "config.toml", "tokenizer.json", "state.json"];
+
+/// Writes a model whose linear weights are quantized ([`Transformer::set_quantized`]):
+/// `model.safetensors` with its other tensors (f32), `quant.safetensors` with the quantized
+/// ones, the run config, the tokenizer and `state.json` (step 0, optimizer "none"). An
+/// existing `dir` is replaced only if it holds nothing but checkpoint files.
+pub fn save_quantized(dir: &Path, model: &Transformer, run: &RunConfig, tok: &Tokenizer, scheme: &str) -> Result<()> {
+    use rand::SeedableRng;
+    let q = model.quantized().context("the model has no quantized weights")?;
+    let is_quantized = |name: &str| q.iter().any(|(n, _)| n == name);
+    let cfg_json = serde_json::to_string(&model.config)?;
+    let weights: Vec<(String, Vec<usize>, &[f32])> = model
+        .layout
+        .tensors
+        .iter()
+        .filter(|t| !is_quantized(&t.name))
+        .map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()]))
+        .collect();
+    let mut files: Vec<(&'static str, Vec<u8>)> = vec![
+        ("model.safetensors", to_safetensors(&weights, HashMap::from([("lmlab_config".to_string(), cfg_json)]))?),
+        ("quant.safetensors", super::quant_checkpoint::encode(scheme, q.iter())?),
+        ("config.toml", run.to_toml().into_bytes()),
+        ("tokenizer.json", tok.to_json()?.into_bytes()),
+    ];
+    let checksums = files.iter().map(|(n, b)| (n.to_string(), crc32fast::hash(b))).collect();
+    let state = TrainState {
+        step: 0,
+        rng: Xoshiro256PlusPlus::seed_from_u64(run.train.seed),
+        record: EvalRecord::default(),
+        task: None,
+        loss_scaler: None,
+    };
+    let state_file = StateFile {
+        format: FORMAT.into(),
+        model_config: model.config.clone(),
+        optimizer: "none".into(),
+        optimizer_steps: 0,
+        state,
+        checksums,
+    };
+    files.push(("state.json", serde_json::to_vec_pretty(&state_file)?));
+    // A float checkpoint there may be replaced too.
+    let replaceable = [&FILES[..], &["quant.safetensors"]].concat();
+    super::atomic::check_replaceable(dir, &replaceable)?;
+    CheckpointFiles { files }.write(dir)
+}
+
 /// Encodes a checkpoint's files. Fails, naming the tensor, when a weight is NaN or infinite:
 /// such a checkpoint could not be loaded, and writing it would destroy the last good one.
 pub fn encode(
@@ -271,6 +320,21 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
     } else {
         Transformer::new(sf.model_config.clone(), max_batch)?
     };
+    if sf.checksums.contains_key("quant.safetensors") {
+        ensure!(
+            !with_optimizer,
+            "{} is a quantized checkpoint: it has no optimizer state and cannot be trained or resumed",
+            dir.display()
+        );
+        let (_, mats) = super::quant_checkpoint::decode(&read_checked(dir, "quant.safetensors", &sf.checksums)?)?;
+        let quantized: Vec<&str> = mats.iter().map(|(n, _)| n.as_str()).collect();
+        load_params_except(&mut model, &tf, &quantized)?;
+        for (name, m) in mats {
+            model.set_quantized(&name, m).with_context(|| format!("quant.safetensors: tensor {name}"))?;
+        }
+        ensure!(model.params.iter().all(|x| x.is_finite()), "quant.safetensors holds NaN or infinite weights");
+        return Ok(Checkpoint { run_config, tokenizer, model, optimizer: None, state: sf.state });
+    }
     load_params(&mut model, &tf)?;
 
     let optimizer = if with_optimizer {
@@ -297,9 +361,19 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
 
 /// Copies every parameter of `model` from `tf` by name, checking shapes.
 pub fn load_params(model: &mut Transformer, tf: &TensorFile) -> Result<()> {
+    load_params_except(model, tf, &[])
+}
+
+/// [`load_params`] for every parameter but those named in `absent` (a quantized checkpoint's
+/// quantized weights), which `tf` must not hold.
+fn load_params_except(model: &mut Transformer, tf: &TensorFile, absent: &[&str]) -> Result<()> {
     let mut names: Vec<&str> = tf.st.names().into_iter().map(|s| s.as_str()).collect();
     names.sort();
     for t in &model.layout.tensors {
+        if absent.contains(&t.name.as_str()) {
+            ensure!(tf.st.tensor(&t.name).is_err(), "{} is both in model.safetensors and quantized", t.name);
+            continue;
+        }
         tf.read_f32_into(&t.name, &t.shape, &mut model.params[t.range()])?;
     }
     if let Some(extra) = names.iter().find(|n| model.layout.get(n).is_none()) {

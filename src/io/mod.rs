@@ -4,4 +4,5 @@ pub mod checkpoint;
 pub mod hf_bert;
 pub mod hf_gpt2;
 pub mod llama2c;
+pub mod quant_checkpoint;
 pub mod tensors;

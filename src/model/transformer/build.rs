@@ -83,6 +83,7 @@ impl Transformer {
         Ok(Transformer {
             grads: vec![0.0; if inference { 0 } else { l.total }],
             inference,
+            quant: None,
             params,
             layout: l,
             consts,

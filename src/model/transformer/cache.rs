@@ -444,12 +444,12 @@ impl Transformer {
             block: *block,
             kv: *kv,
         };
-        let mut cx = ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, None, enc_mask, low);
+        let mut cx = ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, None, enc_mask, low, self.quant.as_ref());
         cx.cache = Some(&view);
         let (dec, da) = (self.decoder.as_ref().unwrap(), self.dec_acts.as_ref().unwrap());
         let enc_out = self.encoder.as_ref().map(|enc| {
             enc.output(
-                &ctx(&w, &g, &r, &self.consts, &self.scratch, last, te, None, None, low),
+                &ctx(&w, &g, &r, &self.consts, &self.scratch, last, te, None, None, low, self.quant.as_ref()),
                 self.enc_acts.as_ref().unwrap(),
             )
         });

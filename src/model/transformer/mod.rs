@@ -24,6 +24,7 @@ mod head;
 mod layers;
 mod precision;
 mod probe;
+mod quant;
 mod seq2seq;
 mod stack;
 
@@ -32,6 +33,7 @@ pub use config::{
     ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
 };
 pub use probe::{ActKind, ActTensor, AttnProbs, BlockProbe};
+pub use quant::QuantLinears;
 
 use crate::model::layout::{ParamLayout, Regions};
 use anyhow::{bail, ensure, Result};
@@ -99,6 +101,8 @@ pub struct Transformer {
     widths: (usize, usize),
     /// Built by [`Transformer::new_inference`]: no gradients, activations shared by the blocks.
     inference: bool,
+    /// Quantized linear weights (see `quant.rs`); None for a float model.
+    quant: Option<QuantLinears>,
 }
 
 impl Transformer {
@@ -169,8 +173,9 @@ impl Transformer {
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
-        let cx =
-            |t, self_mask, enc_mask| ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low);
+        let cx = |t, self_mask, enc_mask| {
+            ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, self.quant.as_ref())
+        };
         let eps = if last.train { self.label_smoothing } else { 0.0 };
         // The stack whose output feeds the head.
         let (top_cx, top, top_acts) = match (&self.encoder, &self.decoder) {
@@ -264,8 +269,9 @@ impl Transformer {
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
-        let cx =
-            |t, self_mask, enc_mask| ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low);
+        let cx = |t, self_mask, enc_mask| {
+            ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, self.quant.as_ref())
+        };
         let eps = if last.train { self.label_smoothing } else { 0.0 };
         let scale = match last.loss_count {
             0 => 0.0,
@@ -306,6 +312,7 @@ impl Transformer {
             !(train && self.inference),
             "this model was built for inference (Transformer::new_inference): it cannot run a training pass"
         );
+        ensure!(!(train && self.quant.is_some()), "a model with quantized weights runs inference only");
         Ok(())
     }
 
@@ -382,6 +389,7 @@ fn ctx<'a>(
     self_mask: Option<&'a [bool]>,
     enc_mask: Option<&'a [bool]>,
     low: Option<Lowp<'a>>,
+    quant: Option<&'a QuantLinears>,
 ) -> Ctx<'a> {
     Ctx {
         w,
@@ -397,6 +405,7 @@ fn ctx<'a>(
         self_mask,
         enc_mask,
         low,
+        quant,
         cache: None,
     }
 }

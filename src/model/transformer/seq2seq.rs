@@ -68,7 +68,7 @@ impl Transformer {
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
         let mask = last.has_mask.then(|| &last.mask[..b * s]);
-        let cxe = ctx(&w, &g, &r, &self.consts, &self.scratch, last, s, mask, None, low);
+        let cxe = ctx(&w, &g, &r, &self.consts, &self.scratch, last, s, mask, None, low, self.quant.as_ref());
         enc.forward(&cxe, ea, &last.src[..b * s], None);
         self.last.encoded = true;
         Ok(())

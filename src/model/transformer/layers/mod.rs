@@ -18,6 +18,7 @@ pub(crate) use position::{AbsolutePosition, SelfPosition};
 use super::cache::CacheView;
 use super::config::NormPosition;
 use super::probe::{ActKind, ActTensor, AttnProbs, View};
+use super::quant::QuantLinears;
 use crate::kernels::{
     dropout::{dropout_backward, dropout_forward, site_seed},
     matmul::{matmul_backward, matmul_forward},
@@ -51,6 +52,9 @@ pub(crate) struct Ctx<'a> {
     pub enc_mask: Option<&'a [bool]>,
     /// Mixed precision (bf16/f16): how the linear layers round; None in fp32.
     pub low: Option<Lowp<'a>>,
+    /// Quantized linear weights (inference only, see `transformer/quant.rs`); None for a
+    /// float model.
+    pub quant: Option<&'a QuantLinears>,
     /// An incremental pass over a KV cache (inference only, see `transformer/cache.rs`); None
     /// for full passes.
     pub cache: Option<&'a CacheView<'a>>,
@@ -120,6 +124,9 @@ impl Ctx<'_> {
         c: usize,
         oc: usize,
     ) {
+        if self.quant.is_some_and(|q| q.forward(out, x, w, self.popt(b), n)) {
+            return;
+        }
         match &self.low {
             None => matmul_forward(out, x, self.p(w), self.popt(b), n, c, oc),
             Some(l) => {

@@ -1,0 +1,76 @@
+//! `lmlab info`: what a checkpoint holds.
+
+use anyhow::Result;
+use clap::Args;
+use lmlab::io::checkpoint;
+use std::path::PathBuf;
+
+// The subcommand's description is the doc comment of `Cmd::Info` in main.rs.
+#[derive(Args)]
+pub struct InfoArgs {
+    /// Checkpoint directory.
+    checkpoint: PathBuf,
+    /// One JSON object on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: InfoArgs) -> Result<()> {
+    let ck = checkpoint::load_inference(&a.checkpoint, 1)?;
+    let m = &ck.model;
+    let files: Vec<(String, u64)> = std::fs::read_dir(&a.checkpoint)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len())))
+        .collect();
+    let quant: Vec<(String, String)> = m
+        .quantized()
+        .map(|q| {
+            q.iter().map(|(n, qm)| (n.to_string(), lmlab::io::quant_checkpoint::type_name(qm.ty).to_string())).collect()
+        })
+        .unwrap_or_default();
+    let disk: u64 = files.iter().map(|(_, s)| s).sum();
+    if a.json {
+        let tensors: Vec<serde_json::Value> = m
+            .layout
+            .tensors
+            .iter()
+            .map(|t| {
+                let ty = quant.iter().find(|(n, _)| *n == t.name).map_or("f32".to_string(), |(_, ty)| ty.clone());
+                serde_json::json!({"name": t.name, "shape": t.shape, "type": ty})
+            })
+            .collect();
+        let j = serde_json::json!({"checkpoint": a.checkpoint, "step": ck.state.step, "model": m.config,
+            "parameters": m.num_params(), "tokenizer": ck.tokenizer.kind(), "vocab_size": ck.tokenizer.vocab_size(),
+            "tensors": tensors, "files": files.iter().map(|(n, s)| serde_json::json!({"name": n, "bytes": s})).collect::<Vec<_>>(),
+            "bytes_on_disk": disk});
+        println!("{j}");
+        return Ok(());
+    }
+    let c = &m.config;
+    println!("{}: step {}", a.checkpoint.display(), ck.state.step);
+    println!(
+        "model: {:?}, {} layers, {} wide, {} heads ({} kv), block {}, vocab {}; {} parameters",
+        c.arch,
+        c.n_layer,
+        c.n_embd,
+        c.n_head,
+        c.n_kv_head.unwrap_or(c.n_head),
+        c.block_size,
+        c.vocab_size,
+        m.num_params()
+    );
+    println!("tokenizer: {} ({} tokens)", ck.tokenizer.kind(), ck.tokenizer.vocab_size());
+    if quant.is_empty() {
+        println!("weights: f32");
+    } else {
+        let mut kinds: Vec<&str> = quant.iter().map(|(_, t)| t.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        println!("weights: {} linear weights quantized ({}); the rest f32", quant.len(), kinds.join(", "));
+        for (n, t) in &quant {
+            println!("  {n}: {t}");
+        }
+    }
+    println!("on disk: {:.2} MB", disk as f64 / 1e6);
+    Ok(())
+}

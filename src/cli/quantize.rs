@@ -1,0 +1,58 @@
+//! `lmlab quantize`: a checkpoint's linear layers quantized, written as a new checkpoint.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lmlab::compress::quantize::{quantize_model, KeepFloat, Scheme};
+use lmlab::io::checkpoint;
+use std::path::PathBuf;
+
+// The subcommand's description is the doc comment of `Cmd::Quantize` in main.rs.
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// Checkpoint to quantize.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// int8 (= w8a8: int8 weights per output channel, activations per token at run time),
+    /// q8_0 or q4_0 (GGML's block formats), int4 or int4-gG (round to nearest, group G, default 32).
+    #[arg(long)]
+    scheme: String,
+    /// Checkpoint directory to write (atomically; an existing directory must hold only
+    /// checkpoint files).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Keep the output layer (an untied lm_head) in f32. A tied one is always kept.
+    #[arg(long)]
+    keep_output: bool,
+    /// One JSON object on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: QuantizeArgs) -> Result<()> {
+    let scheme = Scheme::parse(&a.scheme)?;
+    let mut ck = checkpoint::load_inference(&a.checkpoint, 1)?;
+    let f32_bytes = 4 * ck.model.params.len();
+    let names = quantize_model(&mut ck.model, scheme, KeepFloat { output: a.keep_output })
+        .with_context(|| format!("cannot quantize {}", a.checkpoint.display()))?;
+    checkpoint::save_quantized(&a.out, &ck.model, &ck.run_config, &ck.tokenizer, &a.scheme)
+        .with_context(|| format!("cannot write checkpoint {}", a.out.display()))?;
+    let q = ck.model.quantized().map_or(0, |q| q.bytes());
+    let quantized_f32: usize = names.iter().filter_map(|n| ck.model.layout.get(n)).map(|t| 4 * t.numel()).sum();
+    let weights_after = f32_bytes - quantized_f32 + q;
+    if a.json {
+        let j = serde_json::json!({"out": a.out, "scheme": a.scheme, "tensors": names,
+            "weight_bytes_before": f32_bytes, "weight_bytes_after": weights_after});
+        println!("{j}");
+    } else {
+        println!(
+            "wrote {}: {} linear weights as {}; weights {:.2} MB -> {:.2} MB ({:.2}x smaller)",
+            a.out.display(),
+            names.len(),
+            a.scheme,
+            f32_bytes as f64 / 1e6,
+            weights_after as f64 / 1e6,
+            f32_bytes as f64 / weights_after as f64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,2 @@
+//! Making models smaller: quantization (`quantize.rs`, GPTQ in `gptq.rs`).
+pub mod quantize;

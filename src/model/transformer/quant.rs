@@ -1,0 +1,93 @@
+//! Linear layers with quantized weights, for inference.
+//!
+//! A quantized model keeps its f32 parameter buffer (norms, biases, embeddings, and the
+//! dequantized value of every quantized weight, so whatever reads `params` sees the numbers
+//! that run), and a [`QuantLinears`] table: for each quantized linear weight, keyed by the
+//! start of its range in `params`, the [`QuantMatrix`] that [`super::layers::Ctx::linear_forward`]
+//! multiplies with instead (`kernels::quant`). Training passes are refused.
+
+use super::Transformer;
+use crate::kernels::quant::{quant_matmul_forward, quant_matmul_scratch_len, QuantMatrix};
+use anyhow::{ensure, Context, Result};
+use std::ops::Range;
+use std::sync::Mutex;
+
+/// The quantized linear weights of a model.
+#[derive(Debug, Default)]
+pub struct QuantLinears {
+    /// (parameter name, range start, the quantized weight), sorted by range start.
+    mats: Vec<(String, usize, QuantMatrix)>,
+    /// The activations of the running product, quantized (one linear layer runs at a time);
+    /// sized once for the largest product, so a forward pass allocates nothing.
+    scratch: Mutex<Vec<u8>>,
+}
+
+impl QuantLinears {
+    /// The quantized weight whose f32 copy sits at `w`, if that weight is quantized.
+    fn get(&self, w: &Range<usize>) -> Option<&QuantMatrix> {
+        self.mats.binary_search_by_key(&w.start, |(_, s, _)| *s).ok().map(|i| &self.mats[i].2)
+    }
+
+    /// out (N, rows) = x (N, cols) · Wᵀ (+ bias) with the quantized weight at `w`; false (and
+    /// nothing done) when that weight is not quantized.
+    pub(crate) fn forward(&self, out: &mut [f32], x: &[f32], w: &Range<usize>, bias: Option<&[f32]>, n: usize) -> bool {
+        let Some(m) = self.get(w) else { return false };
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        quant_matmul_forward(out, x, m, bias, n, &mut scratch);
+        true
+    }
+
+    /// Every quantized weight: (parameter name, matrix), in layout order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &QuantMatrix)> {
+        self.mats.iter().map(|(n, _, m)| (n.as_str(), m))
+    }
+
+    pub fn len(&self) -> usize {
+        self.mats.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mats.is_empty()
+    }
+
+    /// Bytes of the quantized weights (codes and scales).
+    pub fn bytes(&self) -> usize {
+        self.mats.iter().map(|(_, _, m)| m.bytes()).sum()
+    }
+}
+
+impl Transformer {
+    /// Replaces the linear weight `name` (rows, cols) by its quantized form `m` in every
+    /// forward pass; `params` gets the dequantized values. The model runs inference only from
+    /// then on.
+    pub fn set_quantized(&mut self, name: &str, m: QuantMatrix) -> Result<()> {
+        let t = self.layout.get(name).with_context(|| format!("the model has no tensor {name}"))?;
+        ensure!(
+            t.shape == [m.rows, m.cols],
+            "quantized {name} is {}×{}, but the model's tensor has shape {:?}",
+            m.rows,
+            m.cols,
+            t.shape
+        );
+        let range = t.range();
+        m.dequantize(&mut self.params[range.clone()]);
+        // The largest product this weight takes part in: every row of the largest batch.
+        let rows = self.max_batch() * self.config.block_size;
+        let need = quant_matmul_scratch_len(&m, rows);
+        let q = self.quant.get_or_insert_with(QuantLinears::default);
+        let scratch = q.scratch.get_mut().unwrap_or_else(|e| e.into_inner());
+        if scratch.len() < need {
+            scratch.resize(need, 0);
+        }
+        match q.mats.binary_search_by_key(&range.start, |(_, s, _)| *s) {
+            Ok(i) => q.mats[i] = (name.to_string(), range.start, m),
+            Err(i) => q.mats.insert(i, (name.to_string(), range.start, m)),
+        }
+        Ok(())
+    }
+
+    /// The quantized linear weights, if any.
+    pub fn quantized(&self) -> Option<&QuantLinears> {
+        self.quant.as_ref()
+    }
+}

@@ -1,0 +1,166 @@
+//! `lmlab quantize` on whole models: every linear layer of a decoder runs on quantized weights,
+//! the logits stay close to the float model's, a quantized checkpoint reloads to the same
+//! logits bit for bit and is smaller on disk, training a quantized model is refused, and a
+//! corrupt `quant.safetensors` is a clear error. The kernels themselves are checked in
+//! tests/quant_kernels.rs.
+
+use lmlab::compress::quantize::{linear_weights, quantize_model, KeepFloat, Scheme};
+use lmlab::config::RunConfig;
+use lmlab::data::{CharTokenizer, Tokenizer};
+use lmlab::io::checkpoint;
+use lmlab::model::transformer::{ModelConfig, Transformer};
+use std::path::Path;
+use std::process::Command;
+
+const TEXT: &str = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll: Speak, speak.\n";
+
+fn config(vocab: usize, tie: bool) -> ModelConfig {
+    ModelConfig {
+        vocab_size: vocab,
+        block_size: 16,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 64,
+        tie_embeddings: tie,
+        ..ModelConfig::default()
+    }
+}
+
+fn model(tie: bool) -> (Transformer, Tokenizer) {
+    let tok = CharTokenizer::from_corpus(TEXT).unwrap();
+    let mut m = Transformer::new_inference(config(tok.vocab_size(), tie), 2).unwrap();
+    m.init(7);
+    (m, Tokenizer::Char(tok))
+}
+
+fn logits(m: &mut Transformer, tok: &Tokenizer) -> Vec<f32> {
+    let ids = tok.encode(&TEXT[..16]).unwrap();
+    m.forward_lm(&ids, None, 1, 16, false, 0).unwrap();
+    m.logits().to_vec()
+}
+
+/// max |a − b| / max |b|
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn every_scheme_quantizes_every_linear_layer_and_stays_close() {
+    for (scheme, tol) in [("int8", 0.02), ("q8_0", 0.02), ("q4_0", 0.25), ("int4-g32", 0.25)] {
+        for tie in [true, false] {
+            let (mut m, tok) = model(tie);
+            let want = logits(&mut m, &tok);
+            let names = quantize_model(&mut m, Scheme::parse(scheme).unwrap(), KeepFloat::default()).unwrap();
+            // 2 layers × (c_attn, attn.c_proj, c_fc, mlp.c_proj), plus lm_head when untied.
+            assert_eq!(names.len(), 8 + usize::from(!tie), "{scheme} tie={tie}: {names:?}");
+            assert_eq!(m.quantized().unwrap().len(), names.len());
+            let got = logits(&mut m, &tok);
+            let err = rel_err(&got, &want);
+            assert!(err > 0.0 && err < tol, "{scheme} tie={tie}: relative logit error {err}");
+        }
+    }
+}
+
+#[test]
+fn keep_output_leaves_the_head_in_f32() {
+    let (m, _) = model(false);
+    let all = linear_weights(&m, KeepFloat::default());
+    let kept = linear_weights(&m, KeepFloat { output: true });
+    assert!(all.contains(&"lm_head.weight".to_string()));
+    assert_eq!(kept.len() + 1, all.len());
+    assert!(!kept.contains(&"lm_head.weight".to_string()));
+}
+
+#[test]
+fn quantized_checkpoint_reloads_bit_identical_and_is_smaller() {
+    let dir = tempfile::tempdir().unwrap();
+    let (float_dir, q_dir) = (dir.path().join("f32"), dir.path().join("q"));
+    let (mut m, tok) = model(false);
+    checkpoint::save_new(&float_dir, &m, &tok).unwrap();
+    let run = RunConfig { model: m.config.clone(), ..RunConfig::default() };
+    quantize_model(&mut m, Scheme::Q8_0, KeepFloat::default()).unwrap();
+    let want = logits(&mut m, &tok);
+    checkpoint::save_quantized(&q_dir, &m, &run, &tok, "q8_0").unwrap();
+    let mut back = checkpoint::load_inference(&q_dir, 2).unwrap();
+    assert_eq!(back.model.quantized().unwrap().len(), 9);
+    let got = logits(&mut back.model, &back.tokenizer);
+    assert_eq!(
+        got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    // The float checkpoint also holds the optimizer's two moments; compare the weights only.
+    let size = |d: &Path, f: &str| std::fs::metadata(d.join(f)).unwrap().len();
+    let q_bytes = size(&q_dir, "model.safetensors") + size(&q_dir, "quant.safetensors");
+    assert!(q_bytes * 2 < size(&float_dir, "model.safetensors"), "{q_bytes} bytes");
+    // No optimizer state: training is refused, naming why.
+    let err = checkpoint::load(&q_dir, 2, true).err().unwrap().to_string();
+    assert!(err.contains("quantized checkpoint"), "{err}");
+    let mut trainable = checkpoint::load(&q_dir, 2, false).unwrap();
+    let ids = tok.encode(&TEXT[..16]).unwrap();
+    let err = trainable.model.forward_lm(&ids, None, 1, 16, true, 0).err().unwrap().to_string();
+    assert!(err.contains("inference only"), "{err}");
+}
+
+#[test]
+fn corrupt_quant_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut m, tok) = model(true);
+    let run = RunConfig { model: m.config.clone(), ..RunConfig::default() };
+    quantize_model(&mut m, Scheme::Int8, KeepFloat::default()).unwrap();
+    checkpoint::save_quantized(dir.path(), &m, &run, &tok, "int8").unwrap();
+    let f = dir.path().join("quant.safetensors");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x40;
+    std::fs::write(&f, &bytes).unwrap();
+    let err = format!("{:#}", checkpoint::load_inference(dir.path(), 1).err().unwrap());
+    assert!(err.contains("quant.safetensors") && err.contains("corrupted"), "{err}");
+}
+
+#[test]
+fn bad_schemes_and_shapes_are_errors() {
+    assert!(Scheme::parse("int5").is_err());
+    assert!(Scheme::parse("int4-g0").is_err());
+    assert_eq!(Scheme::parse("int4-g64").unwrap(), Scheme::Int4 { group: 64 });
+    // n_embd 48 is not a multiple of Q8_0's block of 32: the error names the tensor.
+    let tok = CharTokenizer::from_corpus(TEXT).unwrap();
+    let mut m = Transformer::new_inference(ModelConfig { n_embd: 48, ..config(tok.vocab_size(), true) }, 1).unwrap();
+    let err = format!("{:#}", quantize_model(&mut m, Scheme::Q8_0, KeepFloat::default()).err().unwrap());
+    assert!(err.contains("transformer.h.0.attn.c_attn.weight"), "{err}");
+}
+
+fn lmlab(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_lmlab")).args(args).output().expect("run lmlab");
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_quantize_info_sample_and_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (float_dir, q_dir) = (dir.path().join("f32"), dir.path().join("q"));
+    let (m, tok) = model(false);
+    checkpoint::save_new(&float_dir, &m, &tok).unwrap();
+    let (f, q) = (float_dir.to_str().unwrap(), q_dir.to_str().unwrap());
+    let (ok, out, err) = lmlab(&["quantize", "--checkpoint", f, "--scheme", "q4_0", "--out", q]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("9 linear weights as q4_0"), "{out}");
+    let (ok, out, err) = lmlab(&["info", q, "--json"]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let types: Vec<&str> = j["tensors"].as_array().unwrap().iter().map(|t| t["type"].as_str().unwrap()).collect();
+    assert_eq!(types.iter().filter(|t| **t == "q4_0").count(), 9, "{types:?}");
+    let (ok, out, err) =
+        lmlab(&["sample", "--checkpoint", q, "--prompt", "First", "--max-new-tokens", "20", "--seed", "1"]);
+    assert!(ok && out.starts_with("First"), "{out}{err}");
+    let corpus = dir.path().join("text.txt");
+    std::fs::write(&corpus, TEXT.repeat(3)).unwrap();
+    let (ok, out, err) = lmlab(&["eval", "lm", "--checkpoint", q, "--data", corpus.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = lmlab(&["quantize", "--checkpoint", f, "--scheme", "int9", "--out", q]);
+    assert!(!ok && err.contains("unknown quantization scheme"), "{err}");
+}
