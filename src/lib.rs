@@ -2,6 +2,7 @@
 // Numeric kernels index several arrays with one loop variable; iterator zips would hide that.
 #![allow(clippy::needless_range_loop)]
 pub mod bench;
+pub mod compress;
 pub mod config;
 pub mod data;
 pub mod demo;
