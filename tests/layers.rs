@@ -7,7 +7,7 @@
 //! kernels                  forward/backward kernels
 //! util                     thread pool (with the kernels' per-thread buffers), reading text files
 //! model                    the Transformer
-//! optim                    optimizers, schedules, clipping, f16 loss scaling
+//! optim | compress         optimizers, schedules, clipping, f16 loss scaling; GPTQ, RTN
 //! data                     tokenizers, datasets, batches
 //! config                   the run configuration ([model], [data], [train], [optim])
 //! io                       checkpoints and model formats
@@ -28,12 +28,12 @@ const LAYERS: &[&[&str]] = &[
     &["kernels"],
     &["util"],
     &["model"],
-    &["optim"],
+    &["optim", "compress"],
     &["data"],
     &["config"],
     &["io"],
     &["inspect"],
-    &["train", "infer", "eval", "compress"],
+    &["train", "infer", "eval"],
     &["bench", "demo"],
 ];
 

@@ -1,2 +1,7 @@
-//! Making models smaller: quantization (`quantize.rs`, GPTQ in `gptq.rs`).
+//! Post-training compression of trained weights: quantizing a model's linear layers
+//! ([`quantize`]), GPTQ and round-to-nearest on one weight matrix ([`gptq`]), and the f64
+//! linear algebra GPTQ needs ([`linalg`]).
+
+pub mod gptq;
+pub mod linalg;
 pub mod quantize;
