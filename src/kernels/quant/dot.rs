@@ -160,7 +160,7 @@ macro_rules! int4_row {
     ($w:ident, $ws:ident, $wz:ident, $xq:ident, $xd:ident, $xs:ident, $group:ident, $dot:expr) => {{
         let ng = $xd.len();
         assert!(
-            $group % QK == 0
+            $group.is_multiple_of(QK)
                 && $w.len() * 2 == ng * $group
                 && $xq.len() == ng * $group
                 && $ws.len() == ng

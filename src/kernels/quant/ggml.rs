@@ -51,7 +51,7 @@ pub(crate) fn q8_block(x: &[f32], q: &mut [i8]) -> f32 {
 
 /// y (k/32 · 34 bytes) = Q8_0 blocks of x (k), k a multiple of 32.
 pub fn quantize_row_q8_0(x: &[f32], y: &mut [u8]) {
-    assert!(x.len() % QK == 0, "quantize_row_q8_0: length {} is not a multiple of {QK}", x.len());
+    assert!(x.len().is_multiple_of(QK), "quantize_row_q8_0: length {} is not a multiple of {QK}", x.len());
     assert_eq!(y.len(), x.len() / QK * Q8_0_BYTES, "quantize_row_q8_0: output length");
     for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(Q8_0_BYTES)) {
         let mut q = [0i8; QK];
@@ -65,7 +65,7 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [u8]) {
 
 /// y (k) = values of the Q8_0 blocks x (k/32 · 34 bytes).
 pub fn dequantize_row_q8_0(x: &[u8], y: &mut [f32]) {
-    assert!(y.len() % QK == 0 && x.len() == y.len() / QK * Q8_0_BYTES, "dequantize_row_q8_0: lengths");
+    assert!(y.len().is_multiple_of(QK) && x.len() == y.len() / QK * Q8_0_BYTES, "dequantize_row_q8_0: lengths");
     for (xb, yb) in x.chunks_exact(Q8_0_BYTES).zip(y.chunks_exact_mut(QK)) {
         let d = block_scale(xb);
         for (o, q) in yb.iter_mut().zip(&xb[2..]) {
@@ -76,7 +76,7 @@ pub fn dequantize_row_q8_0(x: &[u8], y: &mut [f32]) {
 
 /// y (k/32 · 18 bytes) = Q4_0 blocks of x (k), k a multiple of 32.
 pub fn quantize_row_q4_0(x: &[f32], y: &mut [u8]) {
-    assert!(x.len() % QK == 0, "quantize_row_q4_0: length {} is not a multiple of {QK}", x.len());
+    assert!(x.len().is_multiple_of(QK), "quantize_row_q4_0: length {} is not a multiple of {QK}", x.len());
     assert_eq!(y.len(), x.len() / QK * Q4_0_BYTES, "quantize_row_q4_0: output length");
     for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(Q4_0_BYTES)) {
         let (mut amax, mut max) = (0.0f32, 0.0f32);
@@ -98,7 +98,7 @@ pub fn quantize_row_q4_0(x: &[f32], y: &mut [u8]) {
 
 /// y (k) = values of the Q4_0 blocks x (k/32 · 18 bytes).
 pub fn dequantize_row_q4_0(x: &[u8], y: &mut [f32]) {
-    assert!(y.len() % QK == 0 && x.len() == y.len() / QK * Q4_0_BYTES, "dequantize_row_q4_0: lengths");
+    assert!(y.len().is_multiple_of(QK) && x.len() == y.len() / QK * Q4_0_BYTES, "dequantize_row_q4_0: lengths");
     for (xb, yb) in x.chunks_exact(Q4_0_BYTES).zip(y.chunks_exact_mut(QK)) {
         let d = block_scale(xb);
         for j in 0..QK / 2 {

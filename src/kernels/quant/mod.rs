@@ -189,12 +189,12 @@ impl QuantMatrix {
 fn check_cols(ty: QuantType, cols: usize) -> Result<()> {
     match ty {
         QuantType::Q8_0 | QuantType::Q4_0 => {
-            ensure!(cols % QK == 0, "{ty:?}: cols {cols} is not a multiple of the block size {QK}")
+            ensure!(cols.is_multiple_of(QK), "{ty:?}: cols {cols} is not a multiple of the block size {QK}")
         }
         QuantType::Int8 => {}
         QuantType::Int4 { group } => {
-            ensure!(group > 0 && group % QK == 0, "Int4: group {group} must be a positive multiple of {QK}");
-            ensure!(cols % group == 0, "Int4: cols {cols} is not a multiple of the group size {group}");
+            ensure!(group > 0 && group.is_multiple_of(QK), "Int4: group {group} must be a positive multiple of {QK}");
+            ensure!(cols.is_multiple_of(group), "Int4: cols {cols} is not a multiple of the group size {group}");
         }
     }
     Ok(())
