@@ -26,6 +26,7 @@ pub mod matmul;
 pub mod pool;
 pub mod positional;
 pub mod precision;
+pub mod quant;
 pub mod residual;
 pub mod rmsnorm;
 

@@ -1,0 +1,426 @@
+//! Integer dot products of one quantized weight row with one quantized activation row, for each
+//! instruction set, and the run-time choice between them.
+//!
+//! Every path computes, per block or group, the same exact `i32` sum of int8 × int8 (or
+//! unsigned 4-bit × int8) products, and then the same scalar f32 accumulation over blocks in
+//! block order, written once in the `*_row!` macros below. Integer sums do not depend on the
+//! order of their terms, so every path gives bit-identical results.
+//!
+//! - scalar: plain Rust, any CPU.
+//! - AVX2: `_mm256_maddubs_epi16` (u8 × i8 → pairs summed to i16) and `_mm256_madd_epi16` with
+//!   ones (→ i32). For int8 × int8 the unsigned operand is `|x|` and the signed one
+//!   `sign(w, x)` (llama.cpp's trick; both are in −127..=127, so no pair sum saturates i16:
+//!   2·127·127 < 32767). 4-bit codes (0..=15) are already unsigned.
+//! - AVX-512 VNNI: `_mm512_dpbusd_epi32` / `_mm256_dpbusd_epi32` (u8 × i8 → i32 in one
+//!   instruction), with the same `|x|`, `sign(w, x)` trick for int8 × int8.
+//!
+//! 4-bit codes are unpacked in registers (`& 0x0F`, `>> 4`), never into a temporary row.
+//! Q4_0 (`q − 8`) and asymmetric int4 (`q − z`) use `Σ q·x − z·Σ x` with `Σ x` precomputed per
+//! activation block.
+//!
+//! The choice is made once ([`Isa::selected`]): the best the CPU has, or the one named by the
+//! environment variable `LMLAB_QUANT_ISA=scalar|avx2|avx512vnni` (for tests and benchmarks).
+
+use super::ggml::{block_scale, Q4_0_BYTES, Q8_0_BYTES, QK};
+use std::sync::OnceLock;
+
+/// An instruction set for the quantized dot products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni];
+
+    /// Whether this CPU can run the path.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The fastest path this CPU has.
+    pub fn best() -> Isa {
+        [Isa::Avx512Vnni, Isa::Avx2].into_iter().find(|i| i.available()).unwrap_or(Isa::Scalar)
+    }
+
+    /// The name `LMLAB_QUANT_ISA` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// The path `quant_matmul_forward` uses, chosen on first use: `LMLAB_QUANT_ISA` if set
+    /// (panics if it names an unknown path or one this CPU lacks), else [`Isa::best`].
+    pub fn selected() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| match std::env::var("LMLAB_QUANT_ISA") {
+            Ok(v) if !v.is_empty() => {
+                let isa = Isa::from_name(&v)
+                    .unwrap_or_else(|| panic!("LMLAB_QUANT_ISA={v}: expected scalar, avx2 or avx512vnni"));
+                assert!(isa.available(), "LMLAB_QUANT_ISA={v}: this CPU lacks that instruction set");
+                isa
+            }
+            _ => Isa::best(),
+        })
+    }
+}
+
+/// Q8_0 weight row (nb · 34 bytes) · Q8 activations (nb · 32 codes, nb f32 scales).
+pub(crate) type Q8Row = unsafe fn(&[u8], &[i8], &[f32]) -> f32;
+/// Q4_0 weight row (nb · 18 bytes) · Q8 activations (codes, scales, Σ codes per block).
+pub(crate) type Q4Row = unsafe fn(&[u8], &[i8], &[f32], &[i32]) -> f32;
+/// Σ w·x over an int8 weight row and an int8 activation row of the same length.
+pub(crate) type I8Row = unsafe fn(&[i8], &[i8]) -> i32;
+/// Int4 weight row (cols/2 bytes, per-group scales and zero points) · int8 activations
+/// (codes, per-group scales and Σ codes), group size last.
+pub(crate) type I4Row = unsafe fn(&[u8], &[f32], &[u8], &[i8], &[f32], &[i32], usize) -> f32;
+
+/// The row kernels of one path. Unsafe to call only because the SIMD ones need their CPU
+/// features: [`kernels`] hands them out only for an available [`Isa`].
+#[derive(Clone, Copy)]
+pub(crate) struct Kernels {
+    pub q8_0: Q8Row,
+    pub q4_0: Q4Row,
+    pub int8: I8Row,
+    pub int4: I4Row,
+}
+
+pub(crate) fn kernels(isa: Isa) -> Kernels {
+    assert!(isa.available(), "quantized matmul: this CPU lacks {}", isa.name());
+    match isa {
+        Isa::Scalar => Kernels { q8_0: q8_0_scalar, q4_0: q4_0_scalar, int8: int8_scalar, int4: int4_scalar },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Kernels { q8_0: x86::q8_0_avx2, q4_0: x86::q4_0_avx2, int8: x86::int8_avx2, int4: x86::int4_avx2 },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => {
+            Kernels { q8_0: x86::q8_0_vnni, q4_0: x86::q4_0_vnni, int8: x86::int8_vnni, int4: x86::int4_vnni }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!(),
+    }
+}
+
+// The f32 accumulation shared by every path: `$dot` is the exact integer block sum.
+
+/// Σ_b (Σ w·x)_b · (d_w,b · d_x,b) over Q8_0 blocks. `$dot(32 w codes, 32 x codes) -> i32`.
+macro_rules! q8_0_row {
+    ($w:ident, $xq:ident, $xd:ident, $dot:expr) => {{
+        let nb = $xd.len();
+        assert!($w.len() == nb * Q8_0_BYTES && $xq.len() == nb * QK, "q8_0 row: lengths");
+        let mut acc = 0.0f32;
+        for (b, &xd) in $xd.iter().enumerate() {
+            let wb = &$w[b * Q8_0_BYTES..(b + 1) * Q8_0_BYTES];
+            let isum: i32 = $dot(wb.as_ptr().add(2) as *const i8, $xq.as_ptr().add(b * QK));
+            acc += isum as f32 * (block_scale(wb) * xd);
+        }
+        acc
+    }};
+}
+
+/// Σ_b (Σ q·x − 8·Σx)_b · (d_w,b · d_x,b) over Q4_0 blocks. `$dot(16 packed bytes, 32 codes)`.
+macro_rules! q4_0_row {
+    ($w:ident, $xq:ident, $xd:ident, $xs:ident, $dot:expr) => {{
+        let nb = $xd.len();
+        assert!($w.len() == nb * Q4_0_BYTES && $xq.len() == nb * QK && $xs.len() == nb, "q4_0 row: lengths");
+        let mut acc = 0.0f32;
+        for (b, &xd) in $xd.iter().enumerate() {
+            let wb = &$w[b * Q4_0_BYTES..(b + 1) * Q4_0_BYTES];
+            let isum: i32 = $dot(wb.as_ptr().add(2), $xq.as_ptr().add(b * QK), 1) - 8 * $xs[b];
+            acc += isum as f32 * (block_scale(wb) * xd);
+        }
+        acc
+    }};
+}
+
+/// Σ_g (Σ q·x − z_g·Σx)_g · (s_w,g · s_x,g) over groups. `$dot(packed, codes, sub-blocks of 32)`.
+macro_rules! int4_row {
+    ($w:ident, $ws:ident, $wz:ident, $xq:ident, $xd:ident, $xs:ident, $group:ident, $dot:expr) => {{
+        let ng = $xd.len();
+        assert!(
+            $group.is_multiple_of(QK)
+                && $w.len() * 2 == ng * $group
+                && $xq.len() == ng * $group
+                && $ws.len() == ng
+                && $wz.len() == ng
+                && $xs.len() == ng,
+            "int4 row: lengths"
+        );
+        let mut acc = 0.0f32;
+        for (g, &xd) in $xd.iter().enumerate() {
+            let dot: i32 = $dot($w.as_ptr().add(g * $group / 2), $xq.as_ptr().add(g * $group), $group / QK);
+            let isum = dot - $wz[g] as i32 * $xs[g];
+            acc += isum as f32 * ($ws[g] * xd);
+        }
+        acc
+    }};
+}
+
+// ---- scalar ----
+
+/// Σ w[i]·x[i], i < len.
+#[inline(always)]
+unsafe fn dot_i8_scalar(w: *const i8, x: *const i8, len: usize) -> i32 {
+    let (w, x) = (std::slice::from_raw_parts(w, len), std::slice::from_raw_parts(x, len));
+    w.iter().zip(x).map(|(a, b)| *a as i32 * *b as i32).sum()
+}
+
+/// Σ q·x over `nsub` sub-blocks of 32 codes packed GGML-style (16 bytes each: value j in the
+/// low nibble of byte j, value j+16 in the high nibble).
+#[inline(always)]
+unsafe fn dot_q4_scalar(p: *const u8, x: *const i8, nsub: usize) -> i32 {
+    let (p, x) = (std::slice::from_raw_parts(p, nsub * QK / 2), std::slice::from_raw_parts(x, nsub * QK));
+    let mut s = 0i32;
+    for (pb, xb) in p.chunks_exact(QK / 2).zip(x.chunks_exact(QK)) {
+        for j in 0..QK / 2 {
+            s += (pb[j] & 0x0F) as i32 * xb[j] as i32 + (pb[j] >> 4) as i32 * xb[j + QK / 2] as i32;
+        }
+    }
+    s
+}
+
+#[inline(always)]
+unsafe fn dot32_scalar(w: *const i8, x: *const i8) -> i32 {
+    dot_i8_scalar(w, x, QK)
+}
+
+unsafe fn q8_0_scalar(w: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
+    q8_0_row!(w, xq, xd, dot32_scalar)
+}
+
+unsafe fn q4_0_scalar(w: &[u8], xq: &[i8], xd: &[f32], xs: &[i32]) -> f32 {
+    q4_0_row!(w, xq, xd, xs, dot_q4_scalar)
+}
+
+unsafe fn int8_scalar(w: &[i8], x: &[i8]) -> i32 {
+    assert_eq!(w.len(), x.len(), "int8 row: lengths");
+    dot_i8_scalar(w.as_ptr(), x.as_ptr(), w.len())
+}
+
+unsafe fn int4_scalar(w: &[u8], ws: &[f32], wz: &[u8], xq: &[i8], xd: &[f32], xs: &[i32], group: usize) -> f32 {
+    int4_row!(w, ws, wz, xq, xd, xs, group, dot_q4_scalar)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Sum of the eight i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn hsum256(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// 32 codes unpacked from 16 GGML-packed bytes: low nibbles (values 0..16) in the low
+    /// 128 bits, high nibbles (values 16..32) in the high 128 bits.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn unpack32(p: *const u8) -> __m256i {
+        let b = _mm_loadu_si128(p as *const __m128i);
+        let m = _mm_set1_epi8(0x0F);
+        _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16::<4>(b), m), _mm_and_si128(b, m))
+    }
+
+    // ---- AVX2 ----
+
+    /// i32 lanes of Σ w·x over 32 int8 pairs (|x| · sign(w, x); values in −127..=127).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn madd_i8_avx2(w: __m256i, x: __m256i) -> __m256i {
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x));
+        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot_i8_avx2(w: *const i8, x: *const i8, len: usize) -> i32 {
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 32 <= len {
+            let wv = _mm256_loadu_si256(w.add(i) as *const __m256i);
+            let xv = _mm256_loadu_si256(x.add(i) as *const __m256i);
+            acc = _mm256_add_epi32(acc, madd_i8_avx2(wv, xv));
+            i += 32;
+        }
+        hsum256(acc) + dot_i8_scalar(w.add(i), x.add(i), len - i)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot32_avx2(w: *const i8, x: *const i8) -> i32 {
+        let wv = _mm256_loadu_si256(w as *const __m256i);
+        let xv = _mm256_loadu_si256(x as *const __m256i);
+        hsum256(madd_i8_avx2(wv, xv))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot_q4_avx2(p: *const u8, x: *const i8, nsub: usize) -> i32 {
+        let mut acc = _mm256_setzero_si256();
+        for s in 0..nsub {
+            let q = unpack32(p.add(s * QK / 2));
+            let xv = _mm256_loadu_si256(x.add(s * QK) as *const __m256i);
+            // codes 0..=15 · |x| ≤ 127: pair sums ≤ 3810, no i16 saturation.
+            let pr = _mm256_maddubs_epi16(q, xv);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pr, _mm256_set1_epi16(1)));
+        }
+        hsum256(acc)
+    }
+
+    // SAFETY (all row kernels below): the `*_row!` macros assert every slice length before the
+    // loops, so every pointer read stays inside its slice; `kernels` hands these functions out
+    // only when `Isa::available` found their CPU features.
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn q8_0_avx2(w: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
+        q8_0_row!(w, xq, xd, dot32_avx2)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn q4_0_avx2(w: &[u8], xq: &[i8], xd: &[f32], xs: &[i32]) -> f32 {
+        q4_0_row!(w, xq, xd, xs, dot_q4_avx2)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn int8_avx2(w: &[i8], x: &[i8]) -> i32 {
+        assert_eq!(w.len(), x.len(), "int8 row: lengths");
+        dot_i8_avx2(w.as_ptr(), x.as_ptr(), w.len())
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn int4_avx2(
+        w: &[u8],
+        ws: &[f32],
+        wz: &[u8],
+        xq: &[i8],
+        xd: &[f32],
+        xs: &[i32],
+        group: usize,
+    ) -> f32 {
+        int4_row!(w, ws, wz, xq, xd, xs, group, dot_q4_avx2)
+    }
+
+    // ---- AVX-512 VNNI ----
+
+    /// Σ w·x over 32 int8 pairs in one `vpdpbusd` (256-bit, AVX512VL).
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn dot32_vnni(w: *const i8, x: *const i8) -> i32 {
+        let wv = _mm256_loadu_si256(w as *const __m256i);
+        let xv = _mm256_loadu_si256(x as *const __m256i);
+        let acc = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(xv, xv), _mm256_sign_epi8(wv, xv));
+        hsum256(acc)
+    }
+
+    /// Σ w·x over `len` int8 pairs, 64 per step; the tail through masked loads (masked-off bytes
+    /// are not read and count as zero).
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn dot_i8_vnni(w: *const i8, x: *const i8, len: usize) -> i32 {
+        #[inline]
+        #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn step(acc: __m512i, wv: __m512i, xv: __m512i) -> __m512i {
+            let neg = _mm512_movepi8_mask(xv);
+            let sw = _mm512_mask_sub_epi8(wv, neg, _mm512_setzero_si512(), wv);
+            _mm512_dpbusd_epi32(acc, _mm512_abs_epi8(xv), sw)
+        }
+        let mut acc = _mm512_setzero_si512();
+        let mut i = 0;
+        while i + 64 <= len {
+            let wv = _mm512_loadu_si512(w.add(i) as *const __m512i);
+            let xv = _mm512_loadu_si512(x.add(i) as *const __m512i);
+            acc = step(acc, wv, xv);
+            i += 64;
+        }
+        if i < len {
+            let m: __mmask64 = (1u64 << (len - i)) - 1;
+            let wv = _mm512_maskz_loadu_epi8(m, w.add(i));
+            let xv = _mm512_maskz_loadu_epi8(m, x.add(i));
+            acc = step(acc, wv, xv);
+        }
+        _mm512_reduce_add_epi32(acc)
+    }
+
+    /// Σ q·x over `nsub` GGML-packed sub-blocks of 32, two per 512-bit step.
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn dot_q4_vnni(p: *const u8, x: *const i8, nsub: usize) -> i32 {
+        let m = _mm256_set1_epi8(0x0F);
+        let mut acc = _mm512_setzero_si512();
+        let mut s = 0;
+        while s + 2 <= nsub {
+            let b = _mm256_loadu_si256(p.add(s * QK / 2) as *const __m256i);
+            let lo = _mm256_and_si256(b, m);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(b), m);
+            // [lo0, lo1, hi0, hi1] (128-bit lanes) → [lo0, hi0, lo1, hi1] = codes of 64 values.
+            let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            let q = _mm512_shuffle_i64x2::<0b11_01_10_00>(q, q);
+            let xv = _mm512_loadu_si512(x.add(s * QK) as *const __m512i);
+            acc = _mm512_dpbusd_epi32(acc, q, xv);
+            s += 2;
+        }
+        let mut sum = _mm512_reduce_add_epi32(acc);
+        if s < nsub {
+            let q = unpack32(p.add(s * QK / 2));
+            let xv = _mm256_loadu_si256(x.add(s * QK) as *const __m256i);
+            sum += hsum256(_mm256_dpbusd_epi32(_mm256_setzero_si256(), q, xv));
+        }
+        sum
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn q8_0_vnni(w: &[u8], xq: &[i8], xd: &[f32]) -> f32 {
+        q8_0_row!(w, xq, xd, dot32_vnni)
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn q4_0_vnni(w: &[u8], xq: &[i8], xd: &[f32], xs: &[i32]) -> f32 {
+        q4_0_row!(w, xq, xd, xs, dot_q4_vnni)
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn int8_vnni(w: &[i8], x: &[i8]) -> i32 {
+        assert_eq!(w.len(), x.len(), "int8 row: lengths");
+        dot_i8_vnni(w.as_ptr(), x.as_ptr(), w.len())
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn int4_vnni(
+        w: &[u8],
+        ws: &[f32],
+        wz: &[u8],
+        xq: &[i8],
+        xd: &[f32],
+        xs: &[i32],
+        group: usize,
+    ) -> f32 {
+        int4_row!(w, ws, wz, xq, xd, xs, group, dot_q4_vnni)
+    }
+}

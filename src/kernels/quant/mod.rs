@@ -1,0 +1,338 @@
+//! Weight quantization and the quantized linear layer `out = x · Wᵀ + b` (inference only).
+//!
+//! A weight matrix W (rows, cols), stored like `nn.Linear`'s weight (out, in), is quantized once
+//! into a [`QuantMatrix`] of one of four [`QuantType`]s:
+//!
+//! | type | weights | activations (quantized per call, into `scratch`) |
+//! |---|---|---|
+//! | `Q8_0` | GGML Q8_0 blocks of 32 (f16 scale, 32 × i8), see [`ggml`] | Q8_0 blocks of 32 |
+//! | `Q4_0` | GGML Q4_0 blocks of 32 (f16 scale, 16 bytes of nibbles) | Q8_0 blocks of 32 |
+//! | `Int8` | i8 per element, one f32 scale per row (`amax/127`, symmetric) | int8 per row (per token), f32 scale `amax/127` |
+//! | `Int4 { group }` | 4-bit codes, per row and group of `group` columns an f32 scale and a u8 zero point | int8 per group, f32 scale `amax/127` |
+//!
+//! `Int8` weights with per-token int8 activations is W8A8 (SmoothQuant-style dynamic
+//! per-token activations; no smoothing here). Q8_0/Q4_0 follow llama.cpp's `vec_dot_q8_0_q8_0`
+//! and `vec_dot_q4_0_q8_0`: activations go to Q8_0 blocks with the reference rounding
+//! (`quantize_row_q8_0_ref`; the block scale rounded to f16).
+//!
+//! Int4 is asymmetric round-to-nearest with GPTQ's quantizer: per group, the range
+//! `[min(x_min, 0), max(x_max, 0)]` (an all-zero group uses `[−1, 1]`), `scale = range / 15`,
+//! `zero = round(−min/scale)`, `q = clamp(round(x/scale) + zero, 0, 15)` (ties to even, as
+//! `torch.round`), value `scale · (q − zero)`. `group` must be a multiple of 32 and divide
+//! `cols`. Layout: `data` holds rows × cols/2 bytes, row-major; each run of 32 columns is 16
+//! bytes, column j in the low nibble of byte j and column j+16 in the high nibble (the Q4_0
+//! nibble order, so the dot product unpacks 32 codes with one AND and one shift); `scales`
+//! (f32) and `zeros` (u8) are (rows, cols/group). GPTQ's output (codes, scale and zero per
+//! group; int3 codes fit too) goes in through [`QuantMatrix::from_int4_codes`].
+//!
+//! The integer dot products and their run-time instruction-set choice are in [`dot`] (env
+//! `LMLAB_QUANT_ISA=scalar|avx2|avx512vnni` forces one). All paths give bit-identical outputs,
+//! and the work split (fixed tiles of output rows × W rows) does not change any element's
+//! arithmetic, so results do not depend on the thread count either.
+
+pub mod dot;
+pub mod ggml;
+
+use super::SendPtr;
+use anyhow::{bail, ensure, Result};
+use dot::{kernels, Isa};
+use ggml::{q8_block, Q4_0_BYTES, Q8_0_BYTES, QK};
+use rayon::prelude::*;
+
+/// How a [`QuantMatrix`] stores its weights (table in the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantType {
+    Q8_0,
+    Q4_0,
+    Int8,
+    Int4 { group: usize },
+}
+
+/// A quantized weight matrix W (rows, cols): `rows` outputs, `cols` inputs.
+#[derive(Clone, Debug)]
+pub struct QuantMatrix {
+    pub ty: QuantType,
+    pub rows: usize,
+    pub cols: usize,
+    /// Q8_0/Q4_0: the GGML blocks, row after row (rows × cols/32 blocks of 34 or 18 bytes);
+    /// Int8: rows × cols i8; Int4: rows × cols/2 bytes of packed codes.
+    pub data: Vec<u8>,
+    /// Int8: one per row; Int4: (rows, cols/group); empty for Q8_0/Q4_0 (scales are in blocks).
+    pub scales: Vec<f32>,
+    /// Int4: zero points (rows, cols/group), 0..=15; empty otherwise.
+    pub zeros: Vec<u8>,
+}
+
+impl QuantMatrix {
+    /// Quantizes w (rows, cols), row-major. Errors on a length mismatch, a non-finite weight,
+    /// or `cols` not a multiple of the type's block (32 for Q8_0/Q4_0; `group` for Int4, which
+    /// must itself be a positive multiple of 32).
+    pub fn quantize(w: &[f32], rows: usize, cols: usize, ty: QuantType) -> Result<Self> {
+        ensure!(w.len() == rows * cols, "quantize: w has {} values, expected rows {rows} × cols {cols}", w.len());
+        check_cols(ty, cols)?;
+        if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+            bail!("quantize: weight {i} (row {}, col {}) is {}", i / cols.max(1), i % cols.max(1), w[i]);
+        }
+        let mut m = QuantMatrix { ty, rows, cols, data: Vec::new(), scales: Vec::new(), zeros: Vec::new() };
+        match ty {
+            QuantType::Q8_0 | QuantType::Q4_0 => {
+                let rb = m.row_bytes();
+                m.data = vec![0u8; rows * rb];
+                m.data.par_chunks_mut(rb.max(1)).zip(w.par_chunks(cols.max(1))).for_each(|(d, x)| {
+                    if ty == QuantType::Q8_0 {
+                        ggml::quantize_row_q8_0(x, d)
+                    } else {
+                        ggml::quantize_row_q4_0(x, d)
+                    }
+                });
+            }
+            QuantType::Int8 => {
+                m.data = vec![0u8; rows * cols];
+                m.scales = vec![0.0; rows];
+                for ((d, s), x) in m.data.chunks_mut(cols.max(1)).zip(&mut m.scales).zip(w.chunks(cols.max(1))) {
+                    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    *s = amax / 127.0;
+                    let id = if *s != 0.0 { 1.0 / *s } else { 0.0 };
+                    for (d, v) in d.iter_mut().zip(x) {
+                        *d = ((v * id).round().clamp(-127.0, 127.0) as i8) as u8;
+                    }
+                }
+            }
+            QuantType::Int4 { group } => {
+                let ng = cols / group;
+                let mut codes = vec![0u8; rows * cols];
+                m.scales = vec![0.0; rows * ng];
+                m.zeros = vec![0; rows * ng];
+                let groups = codes.chunks_mut(group).zip(w.chunks(group));
+                for (((c, x), s), z) in groups.zip(&mut m.scales).zip(&mut m.zeros) {
+                    let lo = x.iter().fold(0.0f32, |m, v| m.min(*v));
+                    let hi = x.iter().fold(0.0f32, |m, v| m.max(*v));
+                    let (lo, hi) = if lo == 0.0 && hi == 0.0 { (-1.0, 1.0) } else { (lo, hi) };
+                    *s = (hi - lo) / 15.0;
+                    *z = (-lo / *s).round_ties_even().clamp(0.0, 15.0) as u8;
+                    for (c, v) in c.iter_mut().zip(x) {
+                        *c = ((v / *s).round_ties_even() + *z as f32).clamp(0.0, 15.0) as u8;
+                    }
+                }
+                m.data = pack_int4(&codes);
+            }
+        }
+        Ok(m)
+    }
+
+    /// An Int4 matrix from GPTQ-style parts: `codes` (rows, cols) in 0..=15 (int3 codes 0..=7
+    /// fit), `scales` and `zeros` (rows, cols/group); value = scale · (code − zero).
+    pub fn from_int4_codes(
+        rows: usize,
+        cols: usize,
+        group: usize,
+        codes: &[u8],
+        scales: Vec<f32>,
+        zeros: Vec<u8>,
+    ) -> Result<Self> {
+        let ty = QuantType::Int4 { group };
+        check_cols(ty, cols)?;
+        let ng = rows * (cols / group);
+        ensure!(codes.len() == rows * cols, "from_int4_codes: {} codes, expected {rows} × {cols}", codes.len());
+        ensure!(scales.len() == ng && zeros.len() == ng, "from_int4_codes: scales/zeros need {ng} values each");
+        ensure!(codes.iter().chain(&zeros).all(|c| *c < 16), "from_int4_codes: codes and zeros must be < 16");
+        Ok(QuantMatrix { ty, rows, cols, data: pack_int4(codes), scales, zeros })
+    }
+
+    /// Bytes of one row of `data`.
+    pub fn row_bytes(&self) -> usize {
+        match self.ty {
+            QuantType::Q8_0 => self.cols / QK * Q8_0_BYTES,
+            QuantType::Q4_0 => self.cols / QK * Q4_0_BYTES,
+            QuantType::Int8 => self.cols,
+            QuantType::Int4 { .. } => self.cols / 2,
+        }
+    }
+
+    /// out (rows, cols) = the values W stands for.
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let (rows, cols) = (self.rows, self.cols);
+        assert_eq!(out.len(), rows * cols, "dequantize: out length");
+        let rb = self.row_bytes();
+        for (r, o) in out.chunks_exact_mut(cols.max(1)).take(rows).enumerate() {
+            let d = &self.data[r * rb..(r + 1) * rb];
+            match self.ty {
+                QuantType::Q8_0 => ggml::dequantize_row_q8_0(d, o),
+                QuantType::Q4_0 => ggml::dequantize_row_q4_0(d, o),
+                QuantType::Int8 => o.iter_mut().zip(d).for_each(|(o, q)| *o = (*q as i8) as f32 * self.scales[r]),
+                QuantType::Int4 { group } => {
+                    let ng = cols / group;
+                    for (c, o) in o.iter_mut().enumerate() {
+                        let g = r * ng + c / group;
+                        *o = self.scales[g] * (int4_code(d, c) as i32 - self.zeros[g] as i32) as f32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Memory of the quantized weights: data, scales and zero points.
+    pub fn bytes(&self) -> usize {
+        self.data.len() + 4 * self.scales.len() + self.zeros.len()
+    }
+
+    /// Columns per activation block: 32 (Q8_0/Q4_0), the row (Int8) or the group (Int4).
+    fn act_block(&self) -> usize {
+        match self.ty {
+            QuantType::Q8_0 | QuantType::Q4_0 => QK,
+            QuantType::Int8 => self.cols.max(1),
+            QuantType::Int4 { group } => group,
+        }
+    }
+}
+
+fn check_cols(ty: QuantType, cols: usize) -> Result<()> {
+    match ty {
+        QuantType::Q8_0 | QuantType::Q4_0 => {
+            ensure!(cols.is_multiple_of(QK), "{ty:?}: cols {cols} is not a multiple of the block size {QK}")
+        }
+        QuantType::Int8 => {}
+        QuantType::Int4 { group } => {
+            ensure!(group > 0 && group.is_multiple_of(QK), "Int4: group {group} must be a positive multiple of {QK}");
+            ensure!(cols.is_multiple_of(group), "Int4: cols {cols} is not a multiple of the group size {group}");
+        }
+    }
+    Ok(())
+}
+
+/// Code of column `c` in a packed Int4 row.
+#[inline]
+fn int4_code(row: &[u8], c: usize) -> u8 {
+    let (blk, j) = (c / QK, c % QK);
+    let b = row[blk * QK / 2 + j % (QK / 2)];
+    if j < QK / 2 {
+        b & 0x0F
+    } else {
+        b >> 4
+    }
+}
+
+/// Packs codes (0..=15; length a multiple of 32) in the Q4_0 nibble order, 32 per 16 bytes.
+fn pack_int4(codes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; codes.len() / 2];
+    for (o, c) in out.chunks_exact_mut(QK / 2).zip(codes.chunks_exact(QK)) {
+        for j in 0..QK / 2 {
+            o[j] = c[j] | (c[j + QK / 2] << 4);
+        }
+    }
+    out
+}
+
+/// Bytes of `scratch` that [`quant_matmul_forward`] needs for n activation rows.
+pub fn quant_matmul_scratch_len(w: &QuantMatrix, n: usize) -> usize {
+    let nb = w.cols / w.act_block();
+    3 + n * nb * 8 + n * w.cols
+}
+
+/// The scratch split into activation codes (n, cols), scales (n, nb) and Σ codes (n, nb).
+fn split_scratch(scratch: &mut [u8], n: usize, cols: usize, nb: usize) -> (&mut [i8], &mut [f32], &mut [i32]) {
+    let off = scratch.as_ptr().align_offset(4);
+    assert!(off < 4, "scratch: cannot align");
+    let (_, rest) = scratch.split_at_mut(off);
+    let (fl, rest) = rest.split_at_mut(n * nb * 4);
+    let (su, rest) = rest.split_at_mut(n * nb * 4);
+    let codes = &mut rest[..n * cols];
+    // SAFETY: each region is in bounds (split_at_mut checked), `fl` and `su` start 4-aligned
+    // (`off`, and n·nb·4 bytes later), every bit pattern is a valid i8/f32/i32, and the
+    // three regions are disjoint, as the borrows they replace were.
+    unsafe {
+        (
+            std::slice::from_raw_parts_mut(codes.as_mut_ptr() as *mut i8, n * cols),
+            std::slice::from_raw_parts_mut(fl.as_mut_ptr() as *mut f32, n * nb),
+            std::slice::from_raw_parts_mut(su.as_mut_ptr() as *mut i32, n * nb),
+        )
+    }
+}
+
+/// Output rows (activation rows) per task when N > 1.
+const N_TILE: usize = 16;
+/// W rows per task.
+const R_TILE: usize = 32;
+
+/// out (N, rows) = x (N, cols) · Wᵀ (+ bias (rows)), W quantized. `scratch` (at least
+/// [`quant_matmul_scratch_len`] bytes) receives the activations quantized per row (see the
+/// module doc). No allocation. Uses the instruction set of [`Isa::selected`].
+pub fn quant_matmul_forward(
+    out: &mut [f32],
+    x: &[f32],
+    w: &QuantMatrix,
+    bias: Option<&[f32]>,
+    n: usize,
+    scratch: &mut [u8],
+) {
+    quant_matmul_forward_isa(out, x, w, bias, n, scratch, Isa::selected())
+}
+
+/// [`quant_matmul_forward`] on a given instruction set (panics if the CPU lacks it).
+pub fn quant_matmul_forward_isa(
+    out: &mut [f32],
+    x: &[f32],
+    w: &QuantMatrix,
+    bias: Option<&[f32]>,
+    n: usize,
+    scratch: &mut [u8],
+    isa: Isa,
+) {
+    let (rows, cols) = (w.rows, w.cols);
+    assert!(out.len() >= n * rows && x.len() >= n * cols, "quant_matmul_forward: out/x too short");
+    assert!(bias.is_none_or(|b| b.len() == rows), "quant_matmul_forward: bias length");
+    assert!(scratch.len() >= quant_matmul_scratch_len(w, n), "quant_matmul_forward: scratch too short");
+    if n == 0 || rows == 0 {
+        return;
+    }
+    let k = kernels(isa);
+    let ab = w.act_block();
+    let nb = cols / ab;
+    let (xq, xd, xs) = split_scratch(scratch, n, cols, nb);
+    let f16_scales = matches!(w.ty, QuantType::Q8_0 | QuantType::Q4_0);
+    if cols > 0 {
+        let rows_q = xq.par_chunks_mut(cols).zip(xd.par_chunks_mut(nb)).zip(xs.par_chunks_mut(nb));
+        rows_q.zip(x[..n * cols].par_chunks(cols)).for_each(|(((q, d), s), x)| {
+            for (b, xb) in x.chunks_exact(ab).enumerate() {
+                let qb = &mut q[b * ab..(b + 1) * ab];
+                let db = q8_block(xb, qb);
+                d[b] = if f16_scales { half::f16::from_f32(db).to_f32() } else { db };
+                s[b] = qb.iter().map(|v| *v as i32).sum();
+            }
+        });
+    }
+    let (xq, xd, xs) = (&*xq, &*xd, &*xs);
+    let rb = w.row_bytes();
+    let ng = nb; // Int4: one activation block per weight group
+    let n_tile = if n == 1 { 1 } else { N_TILE };
+    let (nt, rt) = (n.div_ceil(n_tile), rows.div_ceil(R_TILE));
+    let outp = SendPtr(out.as_mut_ptr());
+    (0..nt * rt).into_par_iter().for_each(|t| {
+        let (n0, r0) = ((t / rt) * n_tile, (t % rt) * R_TILE);
+        for r in r0..(r0 + R_TILE).min(rows) {
+            let wr = &w.data[r * rb..(r + 1) * rb];
+            let b = bias.map_or(0.0, |b| b[r]);
+            for i in n0..(n0 + n_tile).min(n) {
+                let (q, d, s) = (&xq[i * cols..(i + 1) * cols], &xd[i * nb..(i + 1) * nb], &xs[i * nb..(i + 1) * nb]);
+                // SAFETY: `kernels` checked the CPU features; the row kernels check lengths.
+                let v = unsafe {
+                    match w.ty {
+                        QuantType::Q8_0 => (k.q8_0)(wr, q, d),
+                        QuantType::Q4_0 => (k.q4_0)(wr, q, d, s),
+                        QuantType::Int8 => {
+                            let wi = std::slice::from_raw_parts(wr.as_ptr() as *const i8, rb);
+                            (k.int8)(wi, q) as f32 * (w.scales[r] * d.first().copied().unwrap_or(0.0))
+                        }
+                        QuantType::Int4 { group } => {
+                            let (ws, wz) = (&w.scales[r * ng..(r + 1) * ng], &w.zeros[r * ng..(r + 1) * ng]);
+                            (k.int4)(wr, ws, wz, q, d, s, group)
+                        }
+                    }
+                };
+                // SAFETY: i < n, r < rows, so the index is inside `out` (checked above); tiles
+                // are disjoint, so no two tasks write one element.
+                unsafe { *outp.get().add(i * rows + r) = v + b };
+            }
+        }
+    });
+}
