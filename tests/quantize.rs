@@ -4,10 +4,14 @@
 //! corrupt `quant.safetensors` is a clear error. The kernels themselves are checked in
 //! tests/quant_kernels.rs.
 
-use lmlab::compress::quantize::{linear_weights, quantize_model, KeepFloat, Scheme};
+use lmlab::compress::gptq::rtn;
+use lmlab::compress::quantize::{
+    calibration_windows, linear_weights, quantize_model, quantize_model_gptq, KeepFloat, Scheme,
+};
 use lmlab::config::RunConfig;
 use lmlab::data::{CharTokenizer, Tokenizer};
 use lmlab::io::checkpoint;
+use lmlab::kernels::quant::{QuantMatrix, QuantType};
 use lmlab::model::transformer::{ModelConfig, Transformer};
 use std::path::Path;
 use std::process::Command;
@@ -163,4 +167,65 @@ fn cli_quantize_info_sample_and_eval() {
     assert!(ok, "{out}{err}");
     let (ok, _, err) = lmlab(&["quantize", "--checkpoint", f, "--scheme", "int9", "--out", q]);
     assert!(!ok && err.contains("unknown quantization scheme"), "{err}");
+}
+
+#[test]
+fn kernel_int4_and_gptq_quantizer_round_to_nearest_agree() {
+    // Two implementations of 4-bit asymmetric round-to-nearest, the kernels' Int4 (f32) and
+    // GPTQ's quantizer (f64), on every linear weight: the same codes and zero points, scales
+    // equal to f32 rounding.
+    let (m, _) = model(false);
+    for name in linear_weights(&m, KeepFloat::default()) {
+        let t = m.layout.get(&name).unwrap();
+        let (rows, cols, w) = (t.shape[0], t.shape[1], &m.params[t.range()]);
+        let kernel = QuantMatrix::quantize(w, rows, cols, QuantType::Int4 { group: 32 }).unwrap();
+        let q = rtn(w, rows, cols, 4, 32).unwrap();
+        let zeros: Vec<u8> = q.zero.iter().map(|&z| z as u8).collect();
+        let via_gptq = QuantMatrix::from_int4_codes(rows, cols, 32, &q.codes, q.scale.clone(), zeros).unwrap();
+        assert_eq!(kernel.data, via_gptq.data, "{name}: codes");
+        assert_eq!(kernel.zeros, via_gptq.zeros, "{name}: zero points");
+        assert!(rel_err(&kernel.scales, &via_gptq.scales) < 1e-6, "{name}: scales");
+    }
+}
+
+#[test]
+fn gptq_on_the_model_beats_round_to_nearest() {
+    let (float, tok) = model(false);
+    let text = TEXT.repeat(8);
+    let tokens = tok.encode(&text).unwrap();
+    let windows = calibration_windows(&tokens, 16, 16);
+    assert_eq!(windows.len(), 16);
+    let mut f = float;
+    let want: Vec<Vec<f32>> = windows
+        .iter()
+        .map(|w| {
+            f.forward_lm(w, None, 1, 16, false, 0).unwrap();
+            f.logits().to_vec()
+        })
+        .collect();
+    let err = |m: &mut Transformer| -> f64 {
+        windows
+            .iter()
+            .zip(&want)
+            .map(|(w, y)| {
+                m.forward_lm(w, None, 1, 16, false, 0).unwrap();
+                m.logits().iter().zip(y).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>()
+            })
+            .sum()
+    };
+    for bits in [3, 4] {
+        let (mut rtn, _) = model(false);
+        let (mut gptq, _) = model(false);
+        let keep = KeepFloat::default();
+        quantize_model(&mut rtn, Scheme::parse(&format!("rtn{bits}-g32")).unwrap(), keep).unwrap();
+        let names =
+            quantize_model_gptq(&mut gptq, Scheme::parse(&format!("gptq{bits}-g32")).unwrap(), keep, &windows).unwrap();
+        assert_eq!(names.len(), 9);
+        let (e_rtn, e_gptq) = (err(&mut rtn), err(&mut gptq));
+        assert!(e_gptq < e_rtn, "{bits} bits: GPTQ squared logit error {e_gptq} ≥ RTN's {e_rtn}");
+    }
+    // GPTQ without calibration text is an error, not a silent RTN.
+    let (mut m, _) = model(false);
+    let err = quantize_model(&mut m, Scheme::parse("gptq4-g32").unwrap(), KeepFloat::default()).err().unwrap();
+    assert!(err.to_string().contains("calibration"), "{err}");
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lmlab::compress::quantize::{quantize_model, KeepFloat, Scheme};
+use lmlab::compress::quantize::{calibration_windows, quantize_model, quantize_model_gptq, KeepFloat, Scheme};
 use lmlab::io::checkpoint;
 use std::path::PathBuf;
 
@@ -13,9 +13,18 @@ pub struct QuantizeArgs {
     #[arg(long, value_name = "DIR")]
     checkpoint: PathBuf,
     /// int8 (= w8a8: int8 weights per output channel, activations per token at run time),
-    /// q8_0 or q4_0 (GGML's block formats), int4 or int4-gG (round to nearest, group G, default 32).
+    /// q8_0 or q4_0 (GGML's block formats), int4 or int4-gG (round to nearest, group G, default
+    /// 32), gptq4-gG / gptq3-gG (GPTQ, needs --calib), rtn4-gG / rtn3-gG (round to nearest
+    /// with GPTQ's quantizer, for comparison).
     #[arg(long)]
     scheme: String,
+    /// Calibration text for GPTQ (e.g. a slice of the training data), read with the
+    /// checkpoint's tokenizer.
+    #[arg(long, value_name = "FILE")]
+    calib: Option<PathBuf>,
+    /// Calibration windows of block_size tokens (consecutive, from the start of --calib).
+    #[arg(long, default_value_t = 32)]
+    calib_samples: usize,
     /// Checkpoint directory to write (atomically; an existing directory must hold only
     /// checkpoint files).
     #[arg(long, value_name = "DIR")]
@@ -32,8 +41,24 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     let scheme = Scheme::parse(&a.scheme)?;
     let mut ck = checkpoint::load_inference(&a.checkpoint, 1)?;
     let f32_bytes = 4 * ck.model.params.len();
-    let names = quantize_model(&mut ck.model, scheme, KeepFloat { output: a.keep_output })
-        .with_context(|| format!("cannot quantize {}", a.checkpoint.display()))?;
+    let keep = KeepFloat { output: a.keep_output };
+    let names = match (&a.calib, scheme) {
+        (Some(path), Scheme::Gptq { rtn: false, .. }) => {
+            let text = lmlab::util::read_corpus(path)?;
+            let tokens = ck.tokenizer.encode(&text).with_context(|| format!("cannot tokenize {}", path.display()))?;
+            let windows = calibration_windows(&tokens, ck.model.config.block_size, a.calib_samples);
+            anyhow::ensure!(
+                !windows.is_empty(),
+                "{} holds {} tokens: not one calibration window of block_size {}",
+                path.display(),
+                tokens.len(),
+                ck.model.config.block_size
+            );
+            quantize_model_gptq(&mut ck.model, scheme, keep, &windows)
+        }
+        _ => quantize_model(&mut ck.model, scheme, keep),
+    }
+    .with_context(|| format!("cannot quantize {}", a.checkpoint.display()))?;
     checkpoint::save_quantized(&a.out, &ck.model, &ck.run_config, &ck.tokenizer, &a.scheme)
         .with_context(|| format!("cannot write checkpoint {}", a.out.display()))?;
     let q = ck.model.quantized().map_or(0, |q| q.bytes());

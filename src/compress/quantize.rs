@@ -5,9 +5,12 @@
 //! installed with [`Transformer::set_quantized`]; embeddings, norms and biases stay f32. A
 //! head tied to the token embedding stays f32 too: its weight is also the embedding table.
 
+use super::gptq::{gptq, rtn as gptq_rtn, GptqConfig, HessianAccumulator};
 use crate::kernels::quant::{QuantMatrix, QuantType};
-use crate::model::transformer::Transformer;
-use anyhow::{bail, Result};
+use crate::model::transformer::{Arch, Transformer};
+use anyhow::{bail, ensure, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// What `lmlab quantize --scheme` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,29 +23,55 @@ pub enum Scheme {
     Q4_0,
     /// 4-bit round-to-nearest, asymmetric, one scale and zero point per `group` columns.
     Int4 { group: usize },
+    /// GPTQ (or, with `rtn`, plain round-to-nearest through the same quantizer) at `bits`
+    /// (3 or 4; stored as 4-bit codes) with groups of `group` columns; GPTQ needs calibration
+    /// text ([`quantize_model_gptq`]).
+    Gptq { bits: u32, group: usize, rtn: bool },
 }
 
 impl Scheme {
-    /// Parses `int8`, `w8a8`, `q8_0`, `q4_0`, `int4` (group 32) or `int4-gG`.
+    /// Parses `int8`, `w8a8`, `q8_0`, `q4_0`, `int4` (group 32), `int4-gG`, `gptqB-gG` or
+    /// `rtnB-gG` (B = 3 or 4).
     pub fn parse(s: &str) -> Result<Self> {
+        let bad = || {
+            anyhow::anyhow!(
+                "unknown quantization scheme {s:?}: expected int8 (= w8a8), q8_0, q4_0, int4, int4-gG, \
+                 gptq4-gG, gptq3-gG, rtn4-gG or rtn3-gG (G: a multiple of 32 dividing the layer widths)"
+            )
+        };
+        let group = |g: &str| g.parse::<usize>().ok().filter(|g| *g > 0).ok_or_else(bad);
         Ok(match s {
             "int8" | "w8a8" => Scheme::Int8,
             "q8_0" => Scheme::Q8_0,
             "q4_0" => Scheme::Q4_0,
             "int4" => Scheme::Int4 { group: 32 },
-            _ => match s.strip_prefix("int4-g").map(str::parse::<usize>) {
-                Some(Ok(g)) if g > 0 => Scheme::Int4 { group: g },
-                _ => bail!("unknown quantization scheme {s:?}: expected int8 (= w8a8), q8_0, q4_0, int4 or int4-gG"),
-            },
+            _ => {
+                if let Some(g) = s.strip_prefix("int4-g") {
+                    return Ok(Scheme::Int4 { group: group(g)? });
+                }
+                let (rtn, rest) = match (s.strip_prefix("gptq"), s.strip_prefix("rtn")) {
+                    (Some(r), _) => (false, r),
+                    (_, Some(r)) => (true, r),
+                    _ => return Err(bad()),
+                };
+                let (bits, g) = rest.split_once("-g").ok_or_else(bad)?;
+                let bits = match bits {
+                    "3" => 3,
+                    "4" => 4,
+                    _ => return Err(bad()),
+                };
+                Scheme::Gptq { bits, group: group(g)?, rtn }
+            }
         })
     }
 
+    /// The storage type of the quantized weights.
     pub fn quant_type(self) -> QuantType {
         match self {
             Scheme::Int8 => QuantType::Int8,
             Scheme::Q8_0 => QuantType::Q8_0,
             Scheme::Q4_0 => QuantType::Q4_0,
-            Scheme::Int4 { group } => QuantType::Int4 { group },
+            Scheme::Int4 { group } | Scheme::Gptq { group, .. } => QuantType::Int4 { group },
         }
     }
 }
@@ -66,16 +95,90 @@ pub fn linear_weights(model: &Transformer, keep: KeepFloat) -> Vec<String> {
         .collect()
 }
 
-/// Quantizes every linear weight of `model` with `scheme` (round to nearest). Returns the
-/// names of the quantized tensors.
+/// Quantizes every linear weight of `model` with `scheme`, round to nearest (GPTQ schemes:
+/// [`quantize_model_gptq`]). Returns the names of the quantized tensors.
 pub fn quantize_model(model: &mut Transformer, scheme: Scheme, keep: KeepFloat) -> Result<Vec<String>> {
+    if let Scheme::Gptq { rtn: false, .. } = scheme {
+        bail!("GPTQ needs calibration text (lmlab quantize --calib FILE)");
+    }
     let names = linear_weights(model, keep);
     for name in &names {
-        let t = model.layout.get(name).expect("a tensor of the layout").clone();
-        let (rows, cols) = (t.shape[0], t.shape[1]);
-        let m = QuantMatrix::quantize(&model.params[t.range()], rows, cols, scheme.quant_type())
-            .map_err(|e| anyhow::anyhow!("{name} ({rows}×{cols}): {e:#}"))?;
-        model.set_quantized(name, m)?;
+        quantize_weight(model, name, scheme, None)?;
     }
     Ok(names)
+}
+
+/// Quantizes the weight `name` with `scheme`; GPTQ schemes take the Hessian of its inputs.
+fn quantize_weight(model: &mut Transformer, name: &str, scheme: Scheme, h: Option<&[f64]>) -> Result<()> {
+    let t = model.layout.get(name).expect("a tensor of the layout").clone();
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let w = &model.params[t.range()];
+    let m = match scheme {
+        Scheme::Gptq { bits, group, rtn } => {
+            let q = match h {
+                Some(h) if !rtn => gptq(w, rows, cols, h, &GptqConfig::new(bits, group)),
+                _ => gptq_rtn(w, rows, cols, bits, group),
+            }
+            .map_err(|e| anyhow::anyhow!("{name} ({rows}×{cols}): {e:#}"))?;
+            // Without act-order the groups are in column order, as the 4-bit storage keeps them;
+            // zero points are integers in 0..2^bits.
+            let zeros = q.zero.iter().map(|&z| z as u8).collect();
+            QuantMatrix::from_int4_codes(rows, cols, group, &q.codes, q.scale, zeros)
+        }
+        _ => QuantMatrix::quantize(w, rows, cols, scheme.quant_type()),
+    }
+    .map_err(|e| anyhow::anyhow!("{name} ({rows}×{cols}): {e:#}"))?;
+    model.set_quantized(name, m)
+}
+
+/// GPTQ on a whole decoder, block by block as the paper does: the inputs of block l's linear
+/// layers are collected on `windows` (token ids, each at most `block_size` long) with blocks
+/// 0..l already quantized, their Hessians H = 2·XᵀX/n feed GPTQ, and the block is quantized;
+/// the output layer comes last. Returns the names of the quantized tensors.
+pub fn quantize_model_gptq(
+    model: &mut Transformer,
+    scheme: Scheme,
+    keep: KeepFloat,
+    windows: &[Vec<u32>],
+) -> Result<Vec<String>> {
+    let Scheme::Gptq { .. } = scheme else { return quantize_model(model, scheme, keep) };
+    ensure!(model.config.arch == Arch::Decoder, "GPTQ calibration runs decoder language models only");
+    ensure!(!windows.is_empty() && windows.iter().all(|w| !w.is_empty()), "no calibration text");
+    let names = linear_weights(model, keep);
+    let mut stages: Vec<Vec<String>> = (0..model.config.n_layer)
+        .map(|l| names.iter().filter(|n| n.starts_with(&format!("transformer.h.{l}."))).cloned().collect())
+        .collect();
+    stages.push(names.iter().filter(|n| !n.starts_with("transformer.h.")).cloned().collect());
+    for stage in stages.iter().filter(|s| !s.is_empty()) {
+        // The inputs of this stage's weights, keyed by the start of their parameter range.
+        let targets: HashMap<usize, usize> = stage
+            .iter()
+            .map(|n| model.layout.get(n).map(|t| (t.offset, t.shape[1])).expect("a tensor of the layout"))
+            .collect();
+        let acc: Arc<Mutex<HashMap<usize, HessianAccumulator>>> = Arc::new(Mutex::new(
+            targets.iter().map(|(&start, &cols)| (start, HessianAccumulator::new(cols))).collect(),
+        ));
+        let sink = Arc::clone(&acc);
+        model.set_linear_observer(Some(Arc::new(move |start: usize, x: &[f32], n: usize| {
+            if let Some(h) = sink.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&start) {
+                // Shapes are the model's own, so add_batch cannot fail here.
+                h.add_batch(x, n).expect("calibration input of the layer's width");
+            }
+        })));
+        let run = windows.iter().try_for_each(|w| model.forward_lm(w, None, 1, w.len(), false, 0).map(|_| ()));
+        model.set_linear_observer(None);
+        run?;
+        let mut acc = acc.lock().unwrap_or_else(|e| e.into_inner());
+        for name in stage {
+            let start = model.layout.get(name).expect("a tensor of the layout").offset;
+            let h = acc.remove(&start).expect("an accumulator per target");
+            quantize_weight(model, name, scheme, Some(h.hessian()))?;
+        }
+    }
+    Ok(names)
+}
+
+/// Calibration windows: up to `count` consecutive windows of `len` tokens from `tokens`.
+pub fn calibration_windows(tokens: &[u32], len: usize, count: usize) -> Vec<Vec<u32>> {
+    tokens.chunks(len.max(1)).filter(|c| c.len() == len).take(count).map(<[u32]>::to_vec).collect()
 }

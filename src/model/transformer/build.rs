@@ -84,6 +84,7 @@ impl Transformer {
             grads: vec![0.0; if inference { 0 } else { l.total }],
             inference,
             quant: None,
+            observer: None,
             params,
             layout: l,
             consts,

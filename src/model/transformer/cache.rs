@@ -27,6 +27,7 @@
 
 use super::config::{Arch, ModelConfig};
 use super::layers::{Attention, Ctx};
+use super::quant::linear_hooks;
 use super::stack::Stack;
 use super::{ctx, low_regions, lowp, Head, Transformer};
 use crate::kernels::general_attention::{
@@ -444,12 +445,36 @@ impl Transformer {
             block: *block,
             kv: *kv,
         };
-        let mut cx = ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, None, enc_mask, low, self.quant.as_ref());
+        let mut cx = ctx(
+            &w,
+            &g,
+            &r,
+            &self.consts,
+            &self.scratch,
+            last,
+            t,
+            None,
+            enc_mask,
+            low,
+            linear_hooks(&self.quant, &self.observer),
+        );
         cx.cache = Some(&view);
         let (dec, da) = (self.decoder.as_ref().unwrap(), self.dec_acts.as_ref().unwrap());
         let enc_out = self.encoder.as_ref().map(|enc| {
             enc.output(
-                &ctx(&w, &g, &r, &self.consts, &self.scratch, last, te, None, None, low, self.quant.as_ref()),
+                &ctx(
+                    &w,
+                    &g,
+                    &r,
+                    &self.consts,
+                    &self.scratch,
+                    last,
+                    te,
+                    None,
+                    None,
+                    low,
+                    linear_hooks(&self.quant, &self.observer),
+                ),
                 self.enc_acts.as_ref().unwrap(),
             )
         });

@@ -33,14 +33,16 @@ pub use config::{
     ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
 };
 pub use probe::{ActKind, ActTensor, AttnProbs, BlockProbe};
-pub use quant::QuantLinears;
+use quant::linear_hooks;
+pub use quant::{LinearObserver, QuantLinears};
 
 use crate::model::layout::{ParamLayout, Regions};
 use anyhow::{bail, ensure, Result};
 use head::{Head, HeadActs};
-use layers::{Ctx, Lowp, Scratch};
+use layers::{Ctx, LinearHooks, Lowp, Scratch};
 use precision::{low_regions, lowp, LowState};
 use stack::{Stack, StackActs};
+use std::sync::Arc;
 
 /// Inputs of the last forward pass, kept for backward.
 #[derive(Clone, Debug, Default)]
@@ -103,6 +105,8 @@ pub struct Transformer {
     inference: bool,
     /// Quantized linear weights (see `quant.rs`); None for a float model.
     quant: Option<QuantLinears>,
+    /// Sees the input of every linear layer (see [`Transformer::set_linear_observer`]).
+    observer: Option<Arc<LinearObserver>>,
 }
 
 impl Transformer {
@@ -174,7 +178,19 @@ impl Transformer {
         let low = lowp(&low_views);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| {
-            ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, self.quant.as_ref())
+            ctx(
+                &w,
+                &g,
+                &r,
+                &self.consts,
+                &self.scratch,
+                last,
+                t,
+                self_mask,
+                enc_mask,
+                low,
+                linear_hooks(&self.quant, &self.observer),
+            )
         };
         let eps = if last.train { self.label_smoothing } else { 0.0 };
         // The stack whose output feeds the head.
@@ -270,7 +286,19 @@ impl Transformer {
         let low = lowp(&low_views);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| {
-            ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, self.quant.as_ref())
+            ctx(
+                &w,
+                &g,
+                &r,
+                &self.consts,
+                &self.scratch,
+                last,
+                t,
+                self_mask,
+                enc_mask,
+                low,
+                linear_hooks(&self.quant, &self.observer),
+            )
         };
         let eps = if last.train { self.label_smoothing } else { 0.0 };
         let scale = match last.loss_count {
@@ -389,7 +417,7 @@ fn ctx<'a>(
     self_mask: Option<&'a [bool]>,
     enc_mask: Option<&'a [bool]>,
     low: Option<Lowp<'a>>,
-    quant: Option<&'a QuantLinears>,
+    linear: LinearHooks<'a>,
 ) -> Ctx<'a> {
     Ctx {
         w,
@@ -405,7 +433,7 @@ fn ctx<'a>(
         self_mask,
         enc_mask,
         low,
-        quant,
+        linear,
         cache: None,
     }
 }

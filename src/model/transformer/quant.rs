@@ -6,11 +6,16 @@
 //! start of its range in `params`, the [`QuantMatrix`] that [`super::layers::Ctx::linear_forward`]
 //! multiplies with instead (`kernels::quant`). Training passes are refused.
 
+use super::layers::LinearHooks;
 use super::Transformer;
 use crate::kernels::quant::{quant_matmul_forward, quant_matmul_scratch_len, QuantMatrix};
 use anyhow::{ensure, Context, Result};
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// Called with (the start of the weight's range in `params`, the layer's input x (N, C), N)
+/// before every linear layer's product (see [`Transformer::set_linear_observer`]).
+pub type LinearObserver = dyn Fn(usize, &[f32], usize) + Send + Sync;
 
 /// The quantized linear weights of a model.
 #[derive(Debug, Default)]
@@ -86,8 +91,24 @@ impl Transformer {
         Ok(())
     }
 
+    /// Calls `observer` with the input of every linear layer in every forward pass from now
+    /// on (None: stop): calibration for GPTQ. The weight is named by the start of its range in
+    /// `params` (`layout.tensors[i].offset`).
+    pub fn set_linear_observer(&mut self, observer: Option<Arc<LinearObserver>>) {
+        self.observer = observer;
+    }
+
     /// The quantized linear weights, if any.
     pub fn quantized(&self) -> Option<&QuantLinears> {
         self.quant.as_ref()
     }
+}
+
+/// The hooks of a model's linear layers, from its fields (a function of the fields, not of
+/// `&self`, so a pass can hold its buffers mutably at the same time).
+pub(crate) fn linear_hooks<'a>(
+    quant: &'a Option<QuantLinears>,
+    observer: &'a Option<Arc<LinearObserver>>,
+) -> LinearHooks<'a> {
+    LinearHooks { quant: quant.as_ref(), observe: observer.as_deref() }
 }

@@ -4,6 +4,7 @@
 
 use super::config::Arch;
 use super::precision::{low_regions, lowp};
+use super::quant::linear_hooks;
 use super::{ctx, Transformer};
 use crate::model::layout::Regions;
 use anyhow::{bail, ensure, Result};
@@ -68,7 +69,19 @@ impl Transformer {
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
         let mask = last.has_mask.then(|| &last.mask[..b * s]);
-        let cxe = ctx(&w, &g, &r, &self.consts, &self.scratch, last, s, mask, None, low, self.quant.as_ref());
+        let cxe = ctx(
+            &w,
+            &g,
+            &r,
+            &self.consts,
+            &self.scratch,
+            last,
+            s,
+            mask,
+            None,
+            low,
+            linear_hooks(&self.quant, &self.observer),
+        );
         enc.forward(&cxe, ea, &last.src[..b * s], None);
         self.last.encoded = true;
         Ok(())

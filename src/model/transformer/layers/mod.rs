@@ -18,7 +18,7 @@ pub(crate) use position::{AbsolutePosition, SelfPosition};
 use super::cache::CacheView;
 use super::config::NormPosition;
 use super::probe::{ActKind, ActTensor, AttnProbs, View};
-use super::quant::QuantLinears;
+use super::quant::{LinearObserver, QuantLinears};
 use crate::kernels::{
     dropout::{dropout_backward, dropout_forward, site_seed},
     matmul::{matmul_backward, matmul_forward},
@@ -52,12 +52,19 @@ pub(crate) struct Ctx<'a> {
     pub enc_mask: Option<&'a [bool]>,
     /// Mixed precision (bf16/f16): how the linear layers round; None in fp32.
     pub low: Option<Lowp<'a>>,
-    /// Quantized linear weights (inference only, see `transformer/quant.rs`); None for a
-    /// float model.
-    pub quant: Option<&'a QuantLinears>,
+    /// Quantized weights and the input observer of the linear layers (`transformer/quant.rs`).
+    pub linear: LinearHooks<'a>,
     /// An incremental pass over a KV cache (inference only, see `transformer/cache.rs`); None
     /// for full passes.
     pub cache: Option<&'a CacheView<'a>>,
+}
+
+/// What the linear layers see besides their weights: quantized weights that replace them, and
+/// an observer of their inputs (calibration).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct LinearHooks<'a> {
+    pub quant: Option<&'a QuantLinears>,
+    pub observe: Option<&'a LinearObserver>,
 }
 
 /// What the linear layers of a reduced-precision pass read: the rounded copy of the weights and
@@ -124,7 +131,10 @@ impl Ctx<'_> {
         c: usize,
         oc: usize,
     ) {
-        if self.quant.is_some_and(|q| q.forward(out, x, w, self.popt(b), n)) {
+        if let Some(observe) = self.linear.observe {
+            observe(w.start, &x[..n * c], n);
+        }
+        if self.linear.quant.is_some_and(|q| q.forward(out, x, w, self.popt(b), n)) {
             return;
         }
         match &self.low {
