@@ -146,7 +146,6 @@ fn training_step_allocates_nothing_after_the_first() {
 #[test]
 fn generation_allocates_nothing_per_token() {
     let _serial = SERIAL.lock().unwrap();
-    use lmlab::infer::sample::{generate, SampleOptions};
     use lmlab::model::transformer::{ModelConfig, Position, Transformer};
     let cfg = ModelConfig {
         vocab_size: 30,
@@ -158,8 +157,22 @@ fn generation_allocates_nothing_per_token() {
         position: Position::Rope,
         ..ModelConfig::default()
     };
-    let mut model = Transformer::new(cfg, 1).unwrap();
-    model.init(3);
+    // Float weights, and every linear layer quantized (GGML Q4_0; int8 per channel).
+    use lmlab::compress::quantize::{quantize_model, KeepFloat, Scheme};
+    for scheme in [None, Some(Scheme::Q4_0), Some(Scheme::Int8)] {
+        let mut model = Transformer::new(cfg.clone(), 1).unwrap();
+        model.init(3);
+        if let Some(s) = scheme {
+            quantize_model(&mut model, s, KeepFloat::default()).unwrap();
+        }
+        generation_allocations_do_not_grow(&mut model, &format!("{scheme:?}"));
+    }
+}
+
+/// Asserts that generating 5, 40 or 70 tokens (past block_size 48) with `model` allocates the
+/// same, i.e. nothing per token.
+fn generation_allocations_do_not_grow(model: &mut lmlab::model::transformer::Transformer, what: &str) {
+    use lmlab::infer::sample::{generate, SampleOptions};
     let pool = thread_pool(2).unwrap();
     // Allocations of one generate() call with `n` new tokens (every sampling option on). A
     // worker thread allocates its GEMM packing buffers the first time it runs a product, which
@@ -176,12 +189,12 @@ fn generation_allocates_nothing_per_token() {
                 ..SampleOptions::default()
             };
             let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1);
-            generate(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
+            generate(model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
             (0..3)
                 .map(|_| {
                     ALLOCS.store(0, Ordering::SeqCst);
                     COUNTING.store(true, Ordering::SeqCst);
-                    generate(&mut model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
+                    generate(model, &[1, 2, 3], &opts, &mut rng, |_| {}).unwrap();
                     COUNTING.store(false, Ordering::SeqCst);
                     ALLOCS.load(Ordering::SeqCst)
                 })
@@ -192,6 +205,6 @@ fn generation_allocates_nothing_per_token() {
     // The same fixed set of buffers whether 5 or 40 tokens are generated (all within the cache)
     // or 70 (past block_size, where each step re-runs the last 48 tokens).
     let (few, many, past) = (count(5), count(40), count(70));
-    assert_eq!(few, many, "allocations grow with the number of tokens: {few} for 5, {many} for 40");
-    assert_eq!(few, past, "allocations grow past the cache: {few} for 5, {past} for 70");
+    assert_eq!(few, many, "{what}: allocations grow with the number of tokens: {few} for 5, {many} for 40");
+    assert_eq!(few, past, "{what}: allocations grow past the cache: {few} for 5, {past} for 70");
 }
