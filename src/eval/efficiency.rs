@@ -72,7 +72,8 @@ pub struct Efficiency {
     pub parameters: usize,
     /// Parameters outside embedding tables and the output layer (Kaplan's N).
     pub non_embedding_parameters: usize,
-    /// Bytes of `model.safetensors` (weights on disk) and of the whole checkpoint directory.
+    /// Bytes of the weights on disk (`model.safetensors`, plus `quant.safetensors` in a
+    /// quantized checkpoint) and of the whole checkpoint directory.
     pub weights_bytes_on_disk: u64,
     pub checkpoint_bytes_on_disk: u64,
     /// Forward FLOPs per token at the measured sequence length.
@@ -188,7 +189,10 @@ pub fn measure(
     Ok(Efficiency {
         parameters: model.num_params(),
         non_embedding_parameters: non_embedding_parameters(model),
-        weights_bytes_on_disk: std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0),
+        weights_bytes_on_disk: ["model.safetensors", "quant.safetensors"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len()))
+            .sum(),
         checkpoint_bytes_on_disk: dir_bytes(dir)?,
         forward_flops_per_token: flops / (batch * seq_len) as f64,
         seq_len,
