@@ -36,7 +36,9 @@ use crate::data::{CharTokenizer, Tokenizer};
 use crate::io::atomic::write_file_atomic;
 use crate::io::hf_gpt2::check_exportable;
 use crate::io::llama2c::check_llama_arch;
-use crate::model::transformer::{ActivationKind, Arch, ModelConfig, NormKind, NormPosition, Position, ScoreKind, Transformer};
+use crate::model::transformer::{
+    ActivationKind, Arch, ModelConfig, NormKind, NormPosition, Position, ScoreKind, Transformer,
+};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -301,9 +303,8 @@ fn bpe_vocab(doc: &str, n: usize) -> Result<(Vec<String>, Vec<i32>, Vec<String>)
     let vocab = v["model"]["vocab"].as_object().context("the tokenizer document has no BPE vocabulary")?;
     let added = v["added_tokens"].as_array().cloned().unwrap_or_default();
     let entries = vocab.iter().map(|(t, id)| (t.as_str(), id, false));
-    let added_entries = added.iter().filter_map(|a| {
-        Some((a["content"].as_str()?, &a["id"], a["special"].as_bool().unwrap_or(false)))
-    });
+    let added_entries =
+        added.iter().filter_map(|a| Some((a["content"].as_str()?, &a["id"], a["special"].as_bool().unwrap_or(false))));
     for (t, id, special) in entries.chain(added_entries) {
         let id = id.as_u64().and_then(|i| usize::try_from(i).ok()).filter(|&i| i < n);
         let id = id.with_context(|| format!("token {t:?} has an id outside the vocabulary of {n}"))?;
@@ -323,9 +324,13 @@ fn bpe_vocab(doc: &str, n: usize) -> Result<(Vec<String>, Vec<i32>, Vec<String>)
         let s = match m {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Array(p) if p.len() == 2 => {
-                let part = |x: &serde_json::Value| x.as_str().map(str::to_string).context("a merge part is not a string");
+                let part =
+                    |x: &serde_json::Value| x.as_str().map(str::to_string).context("a merge part is not a string");
                 let (a, b) = (part(&p[0])?, part(&p[1])?);
-                ensure!(!a.contains(' ') && !b.contains(' '), "merge ({a:?}, {b:?}) has a space, which GGUF cannot hold");
+                ensure!(
+                    !a.contains(' ') && !b.contains(' '),
+                    "merge ({a:?}, {b:?}) has a space, which GGUF cannot hold"
+                );
                 format!("{a} {b}")
             }
             other => bail!("unexpected merge {other}"),
@@ -345,7 +350,10 @@ fn key<'a>(g: &'a Gguf, k: &str) -> Result<&'a Value> {
 fn key_usize(g: &Gguf, k: &str) -> Result<usize> {
     let v = key(g, k)?;
     let n = v.as_u64().with_context(|| format!("metadata key {k} is {v:?}, expected a non-negative integer"))?;
-    usize::try_from(n).ok().filter(|&n| n > 0).with_context(|| format!("metadata key {k} is {n}, expected a positive size"))
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .with_context(|| format!("metadata key {k} is {n}, expected a positive size"))
 }
 
 fn key_f32(g: &Gguf, k: &str, default: Option<f32>) -> Result<f32> {
@@ -390,7 +398,10 @@ fn model_config(g: &Gguf) -> Result<(ModelConfig, GgufArch)> {
         tie_embeddings: g.tensor("output.weight").is_none(),
         ..ModelConfig::default()
     };
-    ensure!(n_embd.is_multiple_of(n_head), "{p}.attention.head_count {n_head} does not divide {p}.embedding_length {n_embd}");
+    ensure!(
+        n_embd.is_multiple_of(n_head),
+        "{p}.attention.head_count {n_head} does not divide {p}.embedding_length {n_embd}"
+    );
     let hs = n_embd / n_head;
     let cfg = match arch {
         GgufArch::Llama => {
@@ -401,7 +412,10 @@ fn model_config(g: &Gguf) -> Result<(ModelConfig, GgufArch)> {
             for k in ["llama.attention.key_length", "llama.attention.value_length", "llama.rope.dimension_count"] {
                 if g.get(k).is_some() {
                     let v = key_usize(g, k)?;
-                    ensure!(v == hs, "{k} is {v}; lmlab rotates and attends over whole heads of n_embd / head_count = {hs}");
+                    ensure!(
+                        v == hs,
+                        "{k} is {v}; lmlab rotates and attends over whole heads of n_embd / head_count = {hs}"
+                    );
                 }
             }
             if let Some(v) = g.get("llama.rope.scaling.type") {
@@ -431,7 +445,11 @@ fn model_config(g: &Gguf) -> Result<(ModelConfig, GgufArch)> {
         },
     };
     if arch == GgufArch::Llama {
-        ensure!(n_head.is_multiple_of(cfg.kv_heads()), "llama.attention.head_count_kv {} does not divide head_count {n_head}", cfg.kv_heads());
+        ensure!(
+            n_head.is_multiple_of(cfg.kv_heads()),
+            "llama.attention.head_count_kv {} does not divide head_count {n_head}",
+            cfg.kv_heads()
+        );
         ensure!(hs.is_multiple_of(2), "the head size {hs} must be even for RoPE");
     }
     cfg.validate().context("the GGUF file's model")?;
@@ -568,7 +586,12 @@ fn gpt2_from_tokens(g: &Gguf, tokens: &[String]) -> Result<Gpt2Tokenizer> {
         Some(v) => bail!("tokenizer.ggml.token_type is a {:?}, expected an array", v.value_type()),
         None => vec![TOKEN_NORMAL as i64; tokens.len()],
     };
-    ensure!(types.len() == tokens.len(), "tokenizer.ggml.token_type has {} entries for {} tokens", types.len(), tokens.len());
+    ensure!(
+        types.len() == tokens.len(),
+        "tokenizer.ggml.token_type has {} entries for {} tokens",
+        types.len(),
+        tokens.len()
+    );
     let mut vocab = tokenizers::models::bpe::Vocab::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
         ensure!(vocab.insert(t.clone(), i as u32).is_none(), "tokenizer.ggml.tokens has {t:?} twice");
@@ -581,7 +604,8 @@ fn gpt2_from_tokens(g: &Gguf, tokens: &[String]) -> Result<Gpt2Tokenizer> {
             Ok((a.to_string(), b.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bpe = BPE::builder().vocab_and_merges(vocab, pairs).build().map_err(|e| anyhow!("cannot build the BPE: {e}"))?;
+    let bpe =
+        BPE::builder().vocab_and_merges(vocab, pairs).build().map_err(|e| anyhow!("cannot build the BPE: {e}"))?;
     let mut t = tokenizers::Tokenizer::new(bpe);
     t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     t.with_decoder(Some(ByteLevelDecoder::default()));

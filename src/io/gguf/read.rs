@@ -63,8 +63,13 @@ impl<'a> Cursor<'a> {
 
     fn string(&mut self, what: &str) -> Result<String> {
         let at = self.pos;
-        let n = self.count(1, &format!("{what}: length"))?;
-        let bytes = self.take(n, what)?;
+        let n = self.u64(what)?;
+        ensure!(
+            n <= self.remaining() as u64,
+            "{what}: length at byte {at} is {n}, but only {} bytes are left in the file",
+            self.remaining()
+        );
+        let bytes = self.take(n as usize, what)?;
         String::from_utf8(bytes.to_vec()).with_context(|| format!("{what} at byte {at} is not valid UTF-8"))
     }
 
@@ -105,7 +110,10 @@ impl<'a> Cursor<'a> {
             ($variant:ident, $ty:ty) => {{
                 let bytes = self.take(n * std::mem::size_of::<$ty>(), what)?;
                 Array::$variant(
-                    bytes.chunks_exact(std::mem::size_of::<$ty>()).map(|c| <$ty>::from_le_bytes(c.try_into().unwrap())).collect(),
+                    bytes
+                        .chunks_exact(std::mem::size_of::<$ty>())
+                        .map(|c| <$ty>::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
                 )
             }};
         }
@@ -123,21 +131,21 @@ impl<'a> Cursor<'a> {
             ValueType::Bool => {
                 let mut v = Vec::with_capacity(n);
                 for i in 0..n {
-                    v.push(self.bool(&format!("{what}[{i}]"))?);
+                    v.push(self.bool(what).with_context(|| format!("element {i}"))?);
                 }
                 Array::Bool(v)
             }
             ValueType::String => {
                 let mut v = Vec::with_capacity(n);
                 for i in 0..n {
-                    v.push(self.string(&format!("{what}[{i}]"))?);
+                    v.push(self.string(what).with_context(|| format!("element {i}"))?);
                 }
                 Array::String(v)
             }
             ValueType::Array => {
                 let mut v = Vec::with_capacity(n);
                 for i in 0..n {
-                    v.push(self.array_value(&format!("{what}[{i}]"), depth + 1)?);
+                    v.push(self.array_value(what, depth + 1).with_context(|| format!("element {i}"))?);
                 }
                 Array::Array(v)
             }
@@ -195,7 +203,10 @@ pub fn parse(bytes: &[u8]) -> Result<Gguf> {
         let name = c.string(&format!("tensor {i}: name"))?;
         let what = format!("tensor {i} ({name:?})");
         let n_dims = c.u32(&format!("{what}: n_dims"))?;
-        ensure!((1..=MAX_DIMS as u32).contains(&n_dims), "{what} at byte {at}: n_dims is {n_dims}, expected 1 to {MAX_DIMS}");
+        ensure!(
+            (1..=MAX_DIMS as u32).contains(&n_dims),
+            "{what} at byte {at}: n_dims is {n_dims}, expected 1 to {MAX_DIMS}"
+        );
         let mut dims = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
             let v = c.u64(&format!("{what}: dimension {d}"))?;
@@ -258,7 +269,9 @@ pub fn parse(bytes: &[u8]) -> Result<Gguf> {
         let start = data_start + t.offset as usize;
         let raw = &bytes[start..start + t.bytes];
         let data = match t.ty {
-            GgmlType::F32 => TensorData::F32(raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()),
+            GgmlType::F32 => {
+                TensorData::F32(raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+            }
             GgmlType::F16 => {
                 TensorData::F32(raw.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect())
             }

@@ -83,7 +83,12 @@ pub fn to_bytes(g: &Gguf) -> Result<Vec<u8>> {
     let mut names = std::collections::HashSet::new();
     for t in &g.tensors {
         ensure!(names.insert(t.name.as_str()), "tensor name {:?} appears twice", t.name);
-        ensure!((1..=MAX_DIMS).contains(&t.dims.len()), "tensor {:?} has {} dims, expected 1 to {MAX_DIMS}", t.name, t.dims.len());
+        ensure!(
+            (1..=MAX_DIMS).contains(&t.dims.len()),
+            "tensor {:?} has {} dims, expected 1 to {MAX_DIMS}",
+            t.name,
+            t.dims.len()
+        );
         let size = t.ty.bytes_for(&t.dims).map_err(|e| anyhow::anyhow!("tensor {:?}: {e}", t.name))?;
         let blob = match (&t.data, t.ty) {
             (TensorData::F32(v), GgmlType::F32) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -91,7 +96,14 @@ pub fn to_bytes(g: &Gguf) -> Result<Vec<u8>> {
             (TensorData::Raw(b), ty) if ty != GgmlType::F32 && ty != GgmlType::F16 => b.clone(),
             (_, ty) => bail!("tensor {:?}: {} data cannot be written as {}", t.name, t.data.kind(), ty.name()),
         };
-        ensure!(blob.len() == size, "tensor {:?}: {} bytes of data, but dims {:?} of {} take {size}", t.name, blob.len(), t.dims, t.ty.name());
+        ensure!(
+            blob.len() == size,
+            "tensor {:?}: {} bytes of data, but dims {:?} of {} take {size}",
+            t.name,
+            blob.len(),
+            t.dims,
+            t.ty.name()
+        );
         put_str(&mut out, &t.name);
         out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
         t.dims.iter().for_each(|d| out.extend_from_slice(&d.to_le_bytes()));
