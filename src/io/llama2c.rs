@@ -241,7 +241,10 @@ pub fn check_llama_arch(m: &ModelConfig, format: &str) -> Result<()> {
     need(m.arch == Arch::Decoder, format!("model.arch is {}, expected decoder", name(&m.arch)))?;
     need(m.norm == NormKind::Rmsnorm, format!("model.norm is {}, expected rmsnorm", name(&m.norm)))?;
     need(m.position == Position::Rope, format!("model.position is {}, expected rope", name(&m.position)))?;
-    need(m.activation == ActivationKind::Swiglu, format!("model.activation is {}, expected swiglu", name(&m.activation)))?;
+    need(
+        m.activation == ActivationKind::Swiglu,
+        format!("model.activation is {}, expected swiglu", name(&m.activation)),
+    )?;
     need(!m.bias, format!("model.bias is true, expected false ({format} has no biases)"))?;
     need(m.norm_position == NormPosition::Pre, "model.norm_position is post, expected pre".into())?;
     need(m.final_norm, "model.final_norm is false, expected true".into())?;
