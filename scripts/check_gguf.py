@@ -13,7 +13,9 @@ file with `gguf.GGUFReader` and checks:
     lmlab's fused c_attn and c_fc, unpermuted;
   - `lmlab import --gguf` of the file gives the same logits (`lmlab eval logits`) as the
     checkpoint (bit-identical for F32).
-It also reads llama.cpp's vocab-only GPT-2 file with gguf-py and lmlab (same tokens).
+The same for a GPT-2 tokenizer (transformers' tiny GPT-2 fixture, `lmlab import --hf`): tokens,
+merges, token types, special ids and the tokenizers document. It also reads llama.cpp's
+vocab-only GPT-2 file with gguf-py and lmlab (same tokens).
 
 Usage: /work/venv/bin/python scripts/check_gguf.py [--lmlab target/release/lmlab] [--keep DIR]
 Needs: gguf==0.19.0, numpy, safetensors.
@@ -68,7 +70,42 @@ def field_value(f):
     return f.parts[f.data[0]].tolist()[0]
 
 
-def expected_keys(m, tok_chars, ftype):
+def tokenizer_keys(tok_text):
+    """The tokenizer.* keys lmlab writes for a checkpoint's tokenizer.json."""
+    tok = json.loads(tok_text)
+    if "chars" in tok:
+        return {
+            "tokenizer.ggml.model": (GGUFValueType.STRING, "none"),
+            "tokenizer.ggml.tokens": (GGUFValueType.ARRAY, tok["chars"]),
+            "tokenizer.ggml.token_type": (GGUFValueType.ARRAY, [1] * len(tok["chars"])),
+        }
+    vocab = dict(tok["model"]["vocab"])
+    special = {}
+    for a in tok.get("added_tokens", []):
+        vocab[a["content"]] = a["id"]
+        if a.get("special"):
+            special[a["content"]] = a["id"]
+    tokens = sorted(vocab, key=vocab.get)
+    assert [vocab[t] for t in tokens] == list(range(len(tokens)))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]]
+    k = {
+        "tokenizer.ggml.model": (GGUFValueType.STRING, "gpt2"),
+        "tokenizer.ggml.pre": (GGUFValueType.STRING, "gpt-2"),
+        "tokenizer.ggml.tokens": (GGUFValueType.ARRAY, tokens),
+        "tokenizer.ggml.token_type": (GGUFValueType.ARRAY, [3 if t in special else 1 for t in tokens]),
+        "tokenizer.ggml.merges": (GGUFValueType.ARRAY, merges),
+        "tokenizer.huggingface.json": (GGUFValueType.STRING, tok_text),
+    }
+    if "<pad>" in special:  # lmlab's BPE
+        for key, name in [("bos", "<s>"), ("eos", "</s>"), ("unknown", "<unk>"), ("padding", "<pad>")]:
+            k[f"tokenizer.ggml.{key}_token_id"] = (GGUFValueType.UINT32, special[name])
+    elif "<|endoftext|>" in vocab:
+        for key in ("bos", "eos"):
+            k[f"tokenizer.ggml.{key}_token_id"] = (GGUFValueType.UINT32, vocab["<|endoftext|>"])
+    return k
+
+
+def expected_keys(m, tok_text, ftype):
     arch = "llama" if m["norm"] == "rmsnorm" else "gpt2"
     ffn = m.get("ffn_hidden") or 4 * m["n_embd"]
     k = {
@@ -81,9 +118,7 @@ def expected_keys(m, tok_chars, ftype):
         f"{arch}.block_count": (GGUFValueType.UINT32, m["n_layer"]),
         f"{arch}.feed_forward_length": (GGUFValueType.UINT32, ffn),
         f"{arch}.attention.head_count": (GGUFValueType.UINT32, m["n_head"]),
-        "tokenizer.ggml.model": (GGUFValueType.STRING, "none"),
-        "tokenizer.ggml.tokens": (GGUFValueType.ARRAY, tok_chars),
-        "tokenizer.ggml.token_type": (GGUFValueType.ARRAY, [1] * len(tok_chars)),
+        **tokenizer_keys(tok_text),
     }
     if arch == "llama":
         k["llama.attention.head_count_kv"] = (GGUFValueType.UINT32, m.get("n_kv_head") or m["n_head"])
@@ -136,8 +171,7 @@ def expected_tensors(m, arch, w):
 def check_file(path, ckpt, ftype, label):
     state = json.loads((ckpt / "state.json").read_text())
     m = state["model_config"]
-    tok = json.loads((ckpt / "tokenizer.json").read_text())
-    arch, want_keys = expected_keys(m, tok["chars"], ftype)
+    arch, want_keys = expected_keys(m, (ckpt / "tokenizer.json").read_text(), ftype)
     r = GGUFReader(str(path))
     got = {k: f for k, f in r.fields.items() if not k.startswith("GGUF.")}
     assert set(got) == set(want_keys), f"{label}: keys differ: {sorted(set(got) ^ set(want_keys))}"
@@ -211,6 +245,18 @@ def main():
             ours, theirs = logits(a.lmlab, ckpt, text), logits(a.lmlab, back, text)
             assert ours.tobytes() == theirs.tobytes(), f"{name}: imported logits differ"
             print(f"  ok {name}: import --gguf gives bit-identical logits")
+        print("a GPT-2 tokenizer: transformers' tiny GPT-2 fixture, imported with lmlab import --hf")
+        ckpt = work / "hf_fixture"
+        run(a.lmlab, "import", "--hf", ROOT / "tests" / "fixtures" / "hf_gpt2" / "tied", "--out", ckpt)
+        for ty, ftype in (("f32", 0), ("f16", 1)):
+            out = work / f"fixture.{ty}.gguf"
+            run(a.lmlab, "export", "--gguf", out, "--type", ty, "--checkpoint", ckpt)
+            check_file(out, ckpt, ftype, f"hf_fixture/{ty}")
+        back = work / "back_fixture"
+        run(a.lmlab, "import", "--gguf", work / "fixture.f32.gguf", "--out", back)
+        ours, theirs = logits(a.lmlab, ckpt, text), logits(a.lmlab, back, text)
+        assert ours.tobytes() == theirs.tobytes(), "hf_fixture: imported logits differ"
+        print("  ok hf_fixture: import --gguf gives bit-identical logits and the same ids")
         vocab = data / "gpt2-tokenizer" / "ggml-vocab-gpt-2.gguf"
         if vocab.is_file():
             r = GGUFReader(str(vocab))
