@@ -486,7 +486,7 @@ fn fuzzed_files_never_panic_nor_overallocate() {
     if let Some(dir) = gpt2_dir() {
         files.push(("llama.cpp vocab".into(), std::fs::read(dir.join("ggml-vocab-gpt-2.gguf")).unwrap(), 1000));
     }
-    let (mut total, mut oks, mut errs, mut worst_ratio) = (0usize, 0usize, 0usize, 0.0f64);
+    let (mut total, mut oks, mut errs, mut imported, mut worst_ratio) = (0usize, 0usize, 0usize, 0usize, 0.0f64);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(2024);
     for (what, orig, n) in &files {
         let f = fields(orig);
@@ -502,6 +502,18 @@ fn fuzzed_files_never_panic_nor_overallocate() {
                 Ok(Ok(_)) => oks += 1,
                 Ok(Err(_)) => errs += 1,
             }
+            // A file that reads is imported too (any answer but a panic; the model's own
+            // buffers are not bounded by the file, so no allocation limit here).
+            if what == "lmlab llama" {
+                if let Ok(g) = gguf::parse(&b) {
+                    let r = std::panic::catch_unwind(|| gguf::from_gguf(&g, 1).map(|_| ()));
+                    match r {
+                        Err(_) => panic!("{what}, mutation {i}: import panicked"),
+                        Ok(Ok(())) => imported += 1,
+                        Ok(Err(_)) => {}
+                    }
+                }
+            }
             // Against at least 4 KiB: tiny truncated files still format an error message.
             let ratio = largest as f64 / b.len().max(4096) as f64;
             assert!(
@@ -514,7 +526,7 @@ fn fuzzed_files_never_panic_nor_overallocate() {
         }
     }
     assert!(total >= 10_000);
-    eprintln!("fuzz: {total} mutations, {oks} Ok, {errs} Err, largest single allocation {worst_ratio:.2}× the file size (or 4 KiB)");
+    eprintln!("fuzz: {total} mutations, {oks} Ok ({imported} of the lmlab file's also import), {errs} Err, largest single allocation {worst_ratio:.2}× the file size (or 4 KiB)");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -398,6 +398,13 @@ fn model_config(g: &Gguf) -> Result<(ModelConfig, GgufArch)> {
         tie_embeddings: g.tensor("output.weight").is_none(),
         ..ModelConfig::default()
     };
+    // Bound the layer count by the file before anything is sized by it.
+    ensure!(
+        base.n_layer <= g.tensors.len(),
+        "{p}.block_count is {} but the file has only {} tensors",
+        base.n_layer,
+        g.tensors.len()
+    );
     ensure!(
         n_embd.is_multiple_of(n_head),
         "{p}.attention.head_count {n_head} does not divide {p}.embedding_length {n_embd}"
