@@ -1,24 +1,46 @@
-//! `lmlab export`: an lmlab checkpoint as a llama2.c model.bin or a Hugging Face GPT-2
-//! directory.
+//! `lmlab export`: an lmlab checkpoint as a llama2.c model.bin, a Hugging Face GPT-2
+//! directory or a GGUF file.
 
 use anyhow::{Context, Result};
-use clap::Args;
-use lmlab::io::checkpoint;
+use clap::{Args, ValueEnum};
+use lmlab::io::{checkpoint, gguf};
 use std::path::PathBuf;
 
 // The subcommand's description is the doc comment of `Cmd::Export` in main.rs.
 #[derive(Args)]
 pub struct ExportArgs {
     /// llama2.c output file (written atomically).
-    #[arg(long, value_name = "OUT.bin", conflicts_with = "hf", required_unless_present = "hf")]
+    #[arg(long, value_name = "OUT.bin", conflicts_with_all = ["hf", "gguf"], required_unless_present_any = ["hf", "gguf"])]
     llama2c: Option<PathBuf>,
     /// Hugging Face output directory: config.json, model.safetensors, tokenizer files
     /// (written atomically; an existing directory must hold only such files).
-    #[arg(long, value_name = "OUT_DIR")]
+    #[arg(long, value_name = "OUT_DIR", conflicts_with = "gguf")]
     hf: Option<PathBuf>,
+    /// GGUF output file (llama.cpp's format; llama or gpt2 architecture; written atomically).
+    #[arg(long, value_name = "OUT.gguf")]
+    gguf: Option<PathBuf>,
+    /// Tensor type of the GGUF matrices (norms and biases stay f32).
+    #[arg(long = "type", value_enum, default_value_t = GgufType::F32, requires = "gguf")]
+    ty: GgufType,
     /// lmlab checkpoint directory.
     #[arg(long)]
     checkpoint: PathBuf,
+}
+
+/// `--type`: the GGUF tensor types export can write.
+#[derive(Clone, Copy, ValueEnum)]
+enum GgufType {
+    F32,
+    F16,
+}
+
+impl From<GgufType> for gguf::ExportType {
+    fn from(t: GgufType) -> Self {
+        match t {
+            GgufType::F32 => gguf::ExportType::F32,
+            GgufType::F16 => gguf::ExportType::F16,
+        }
+    }
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
@@ -31,6 +53,11 @@ pub fn run(a: ExportArgs) -> Result<()> {
     if let Some(out) = a.hf {
         lmlab::io::hf_gpt2::export(&ck.model, &ck.tokenizer, &out)
             .with_context(|| format!("cannot export {} as Hugging Face GPT-2", a.checkpoint.display()))?;
+        println!("wrote {} ({} parameters, {} tokenizer)", out.display(), ck.model.num_params(), ck.tokenizer.kind());
+    }
+    if let Some(out) = a.gguf {
+        gguf::export(&ck.model, &ck.tokenizer, a.ty.into(), &out)
+            .with_context(|| format!("cannot export {} as GGUF", a.checkpoint.display()))?;
         println!("wrote {} ({} parameters, {} tokenizer)", out.display(), ck.model.num_params(), ck.tokenizer.kind());
     }
     Ok(())

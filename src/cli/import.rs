@@ -1,4 +1,4 @@
-//! `lmlab import`: a Hugging Face GPT-2 directory as an lmlab checkpoint.
+//! `lmlab import`: a Hugging Face GPT-2 directory or a GGUF file as an lmlab checkpoint.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -9,8 +9,11 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct ImportArgs {
     /// Hugging Face GPT-2 directory (as GPT2LMHeadModel.save_pretrained writes it).
-    #[arg(long, value_name = "DIR")]
-    hf: PathBuf,
+    #[arg(long, value_name = "DIR", conflicts_with = "gguf", required_unless_present = "gguf")]
+    hf: Option<PathBuf>,
+    /// GGUF file (llama or gpt2 architecture, F32/F16 tensors).
+    #[arg(long, value_name = "FILE")]
+    gguf: Option<PathBuf>,
     /// Checkpoint directory to write (atomically; an existing directory must hold only
     /// checkpoint files).
     #[arg(long, value_name = "CKPT_DIR")]
@@ -18,8 +21,14 @@ pub struct ImportArgs {
 }
 
 pub fn run(a: ImportArgs) -> Result<()> {
-    let (model, tok) = lmlab::io::hf_gpt2::import(&a.hf, 1)
-        .with_context(|| format!("cannot import Hugging Face GPT-2 directory {}", a.hf.display()))?;
+    let (model, tok) = match (&a.hf, &a.gguf) {
+        (Some(dir), _) => lmlab::io::hf_gpt2::import(dir, 1)
+            .with_context(|| format!("cannot import Hugging Face GPT-2 directory {}", dir.display()))?,
+        (None, Some(file)) => {
+            lmlab::io::gguf::import(file, 1).with_context(|| format!("cannot import GGUF file {}", file.display()))?
+        }
+        (None, None) => unreachable!("clap requires --hf or --gguf"),
+    };
     checkpoint::save_new(&a.out, &model, &tok)
         .with_context(|| format!("cannot write checkpoint {}", a.out.display()))?;
     println!(

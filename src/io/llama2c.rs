@@ -185,23 +185,11 @@ impl Llama2cConfig {
     /// The header for an lmlab model, or an error naming the first choice llama2.c's format
     /// cannot express.
     pub fn from_model_config(m: &ModelConfig) -> Result<Self> {
+        check_llama_arch(m, "llama2.c's format")?;
         let need = |ok: bool, what: String| -> Result<()> {
             ensure!(ok, "llama2.c's format holds only Llama-architecture models: {what}");
             Ok(())
         };
-        need(m.arch == Arch::Decoder, format!("model.arch is {}, expected decoder", name(&m.arch)))?;
-        need(m.norm == NormKind::Rmsnorm, format!("model.norm is {}, expected rmsnorm", name(&m.norm)))?;
-        need(m.position == Position::Rope, format!("model.position is {}, expected rope", name(&m.position)))?;
-        need(
-            m.activation == ActivationKind::Swiglu,
-            format!("model.activation is {}, expected swiglu", name(&m.activation)),
-        )?;
-        need(!m.bias, "model.bias is true, expected false (llama2.c has no biases)".into())?;
-        need(m.norm_position == NormPosition::Pre, "model.norm_position is post, expected pre".into())?;
-        need(m.final_norm, "model.final_norm is false, expected true".into())?;
-        need(m.score == ScoreKind::Scaled, format!("model.score is {}, expected scaled", name(&m.score)))?;
-        need(!m.scale_embeddings, "model.scale_embeddings is true, expected false".into())?;
-        need(!m.embedding_norm, "model.embedding_norm is true, expected false".into())?;
         need(
             m.rope_theta == ROPE_THETA,
             format!("model.rope_theta is {}, llama2.c hard-codes {ROPE_THETA}", m.rope_theta),
@@ -238,6 +226,32 @@ impl Llama2cConfig {
         }
         out
     }
+}
+
+/// Checks that `m` is a Llama-architecture model (decoder, pre-norm RMSNorm, RoPE, SwiGLU, no
+/// biases, a final norm, scaled dot-product scores, no embedding scaling or norm): what llama2.c's
+/// format and GGUF's "llama" architecture hold. θ and ε are not checked (GGUF stores them,
+/// llama2.c hard-codes them). The error starts with "`format` holds only Llama-architecture
+/// models" and names the first setting that differs.
+pub fn check_llama_arch(m: &ModelConfig, format: &str) -> Result<()> {
+    let need = |ok: bool, what: String| -> Result<()> {
+        ensure!(ok, "{format} holds only Llama-architecture models: {what}");
+        Ok(())
+    };
+    need(m.arch == Arch::Decoder, format!("model.arch is {}, expected decoder", name(&m.arch)))?;
+    need(m.norm == NormKind::Rmsnorm, format!("model.norm is {}, expected rmsnorm", name(&m.norm)))?;
+    need(m.position == Position::Rope, format!("model.position is {}, expected rope", name(&m.position)))?;
+    need(
+        m.activation == ActivationKind::Swiglu,
+        format!("model.activation is {}, expected swiglu", name(&m.activation)),
+    )?;
+    need(!m.bias, format!("model.bias is true, expected false ({format} has no biases)"))?;
+    need(m.norm_position == NormPosition::Pre, "model.norm_position is post, expected pre".into())?;
+    need(m.final_norm, "model.final_norm is false, expected true".into())?;
+    need(m.score == ScoreKind::Scaled, format!("model.score is {}, expected scaled", name(&m.score)))?;
+    need(!m.scale_embeddings, "model.scale_embeddings is true, expected false".into())?;
+    need(!m.embedding_norm, "model.embedding_norm is true, expected false".into())?;
+    Ok(())
 }
 
 /// A config enum's name as written in TOML.

@@ -1,0 +1,628 @@
+//! lmlab models as GGUF, with llama.cpp's architecture keys and tensor names, and back.
+//!
+//! Two architectures, as llama.cpp names them:
+//! - `llama`: what [`crate::io::llama2c::check_llama_arch`] accepts (decoder, pre-norm RMSNorm,
+//!   RoPE, SwiGLU, no biases, GQA), with θ and ε from the keys. Tensors `token_embd`,
+//!   `blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up,
+//!   ffn_down}`, `output_norm`, `output` (absent when the embeddings are tied; llama.cpp then
+//!   uses `token_embd`). No permutation of Q and K: lmlab's RoPE rotates the interleaved pairs
+//!   (2i, 2i+1) of each head, as Meta's and llama2.c's weights expect, and llama.cpp's "llama"
+//!   architecture uses rope mode 0 (normal), which rotates the same adjacent pairs. llama.cpp's
+//!   converters store exactly that layout: `convert_hf_to_gguf.py` un-permutes HF's rotate-half
+//!   Q/K back to Meta's order, and `convert-llama2c-to-ggml` copies llama2.c's wq/wk unchanged.
+//! - `gpt2`: what [`crate::io::hf_gpt2::check_exportable`] accepts, restricted to what
+//!   llama.cpp's gpt2 graph computes (GELU with the tanh approximation, scaled scores).
+//!   Tensors `token_embd`, `position_embd`, `blk.N.{attn_norm, attn_qkv, attn_output, ffn_norm,
+//!   ffn_up, ffn_down}.{weight, bias}`, `output_norm.{weight, bias}`, `output` (untied only).
+//!   Weights are (out, in) row-major, lmlab's own layout (llama.cpp's converter transposes HF's
+//!   Conv1D weights to that); `bias = false` is written as zero biases.
+//!
+//! A row-major (rows, cols) matrix has ggml dims [cols, rows]. Matrices are F32 or F16
+//! (`--type`), vectors (norms, biases) always F32, as llama.cpp's converter does.
+//!
+//! Tokenizers (`tokenizer.ggml.*`): GPT-2 and lmlab's byte-level BPE are model `gpt2` (tokens,
+//! token_type, merges, pre `gpt-2`, special ids) plus the whole tokenizers document as
+//! `tokenizer.huggingface.json` (import prefers it, so lmlab's BPE comes back as itself); a file
+//! without that key (llama.cpp's) is built from tokens and merges. The character tokenizer has
+//! no llama.cpp counterpart: it is model `none` (llama.cpp's "no vocabulary") with the characters
+//! as `tokenizer.ggml.tokens`, so llama.cpp can load the weights but not tokenize text.
+//! SentencePiece (`llama`) vocabularies are not a tokenizer kind lmlab checkpoints hold: import
+//! refuses them.
+
+use super::value::{Array, Value};
+use super::{to_bytes, GgmlType, Gguf, Tensor, TensorData};
+use crate::data::gpt2::Gpt2Tokenizer;
+use crate::data::{CharTokenizer, Tokenizer};
+use crate::io::atomic::write_file_atomic;
+use crate::io::hf_gpt2::check_exportable;
+use crate::io::llama2c::check_llama_arch;
+use crate::model::transformer::{
+    ActivationKind, Arch, ModelConfig, NormKind, NormPosition, Position, ScoreKind, Transformer,
+};
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Most values one activation buffer of an imported model may hold (16 GiB of f32).
+const MAX_ACTIVATION_ROWS: usize = 1 << 32;
+
+/// The type of the exported matrices (`lmlab export --gguf --type`). Quantized types come with
+/// the quantized kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportType {
+    F32,
+    F16,
+}
+
+impl ExportType {
+    fn ggml(self) -> GgmlType {
+        match self {
+            ExportType::F32 => GgmlType::F32,
+            ExportType::F16 => GgmlType::F16,
+        }
+    }
+    /// llama.cpp's `general.file_type` (LLAMA_FTYPE_ALL_F32, _MOSTLY_F16).
+    fn file_type(self) -> u32 {
+        match self {
+            ExportType::F32 => 0,
+            ExportType::F16 => 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GgufArch {
+    Llama,
+    Gpt2,
+}
+
+impl GgufArch {
+    fn name(self) -> &'static str {
+        match self {
+            GgufArch::Llama => "llama",
+            GgufArch::Gpt2 => "gpt2",
+        }
+    }
+}
+
+fn arch_of(cfg: &ModelConfig) -> Result<GgufArch> {
+    let llama = check_llama_arch(cfg, "GGUF's \"llama\" architecture");
+    if llama.is_ok() {
+        ensure!(cfg.head_size().is_multiple_of(2), "RoPE needs an even head size, got {}", cfg.head_size());
+        return Ok(GgufArch::Llama);
+    }
+    let gpt2 = check_exportable(cfg).and_then(|_| {
+        ensure!(
+            cfg.activation == ActivationKind::GeluTanh,
+            "llama.cpp's gpt2 computes GELU with the tanh approximation; model.activation is not gelu_tanh"
+        );
+        ensure!(cfg.score == ScoreKind::Scaled, "llama.cpp's gpt2 scales the scores; model.score is unscaled");
+        Ok(())
+    });
+    match (cfg.norm, gpt2) {
+        (_, Ok(())) => Ok(GgufArch::Gpt2),
+        (NormKind::Layernorm, Err(e)) => Err(e.context("GGUF export: not a GPT-2-architecture model")),
+        (_, Err(_)) => Err(llama.unwrap_err().context("GGUF export: not a Llama-architecture model")),
+    }
+}
+
+/// One GGUF tensor and the lmlab parameter rows it holds.
+struct Slot {
+    gguf: String,
+    param: String,
+    /// Rows [row0, row0 + rows) of the parameter seen as (·, cols); a vector is one row.
+    row0: usize,
+    rows: usize,
+    cols: usize,
+    vector: bool,
+}
+
+impl Slot {
+    fn dims(&self) -> Vec<u64> {
+        if self.vector {
+            vec![self.cols as u64]
+        } else {
+            vec![self.cols as u64, self.rows as u64]
+        }
+    }
+    fn range(&self, start: usize) -> std::ops::Range<usize> {
+        start + self.row0 * self.cols..start + (self.row0 + self.rows) * self.cols
+    }
+}
+
+fn slots(cfg: &ModelConfig, arch: GgufArch) -> Vec<Slot> {
+    let (c, v, f) = (cfg.n_embd, cfg.vocab_size, cfg.ffn());
+    let mut s = Vec::new();
+    let mut add = |gguf: String, param: String, row0: usize, rows: usize, cols: usize, vector: bool| {
+        s.push(Slot { gguf, param, row0, rows, cols, vector });
+    };
+    add("token_embd.weight".into(), "transformer.wte.weight".into(), 0, v, c, false);
+    match arch {
+        GgufArch::Llama => {
+            let kv = cfg.kv_heads() * cfg.head_size();
+            for l in 0..cfg.n_layer {
+                let (b, p) = (format!("blk.{l}"), format!("transformer.h.{l}"));
+                add(format!("{b}.attn_norm.weight"), format!("{p}.ln_1.weight"), 0, 1, c, true);
+                add(format!("{b}.attn_q.weight"), format!("{p}.attn.c_attn.weight"), 0, c, c, false);
+                add(format!("{b}.attn_k.weight"), format!("{p}.attn.c_attn.weight"), c, kv, c, false);
+                add(format!("{b}.attn_v.weight"), format!("{p}.attn.c_attn.weight"), c + kv, kv, c, false);
+                add(format!("{b}.attn_output.weight"), format!("{p}.attn.c_proj.weight"), 0, c, c, false);
+                add(format!("{b}.ffn_norm.weight"), format!("{p}.ln_2.weight"), 0, 1, c, true);
+                // lmlab's c_fc rows [0, H) go through SiLU (the gate), [H, 2H) are the up projection.
+                add(format!("{b}.ffn_gate.weight"), format!("{p}.mlp.c_fc.weight"), 0, f, c, false);
+                add(format!("{b}.ffn_up.weight"), format!("{p}.mlp.c_fc.weight"), f, f, c, false);
+                add(format!("{b}.ffn_down.weight"), format!("{p}.mlp.c_proj.weight"), 0, c, f, false);
+            }
+            add("output_norm.weight".into(), "transformer.ln_f.weight".into(), 0, 1, c, true);
+        }
+        GgufArch::Gpt2 => {
+            add("position_embd.weight".into(), "transformer.wpe.weight".into(), 0, cfg.block_size, c, false);
+            for l in 0..cfg.n_layer {
+                let (b, p) = (format!("blk.{l}"), format!("transformer.h.{l}"));
+                for (g, m, rows, cols) in [
+                    ("attn_norm", "ln_1", 0, c),
+                    ("attn_qkv", "attn.c_attn", 3 * c, c),
+                    ("attn_output", "attn.c_proj", c, c),
+                    ("ffn_norm", "ln_2", 0, c),
+                    ("ffn_up", "mlp.c_fc", f, c),
+                    ("ffn_down", "mlp.c_proj", c, f),
+                ] {
+                    let vector = rows == 0;
+                    add(format!("{b}.{g}.weight"), format!("{p}.{m}.weight"), 0, rows.max(1), cols, vector);
+                    let out = if vector { cols } else { rows };
+                    add(format!("{b}.{g}.bias"), format!("{p}.{m}.bias"), 0, 1, out, true);
+                }
+            }
+            add("output_norm.weight".into(), "transformer.ln_f.weight".into(), 0, 1, c, true);
+            add("output_norm.bias".into(), "transformer.ln_f.bias".into(), 0, 1, c, true);
+        }
+    }
+    if !cfg.tie_embeddings {
+        add("output.weight".into(), "lm_head.weight".into(), 0, v, c, false);
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export
+
+/// The GGUF file of `model` with its tokenizer; matrices of type `ty`.
+pub fn to_gguf(model: &Transformer, tokenizer: &Tokenizer, ty: ExportType) -> Result<Gguf> {
+    let cfg = &model.config;
+    let arch = arch_of(cfg)?;
+    ensure!(
+        tokenizer.vocab_size() == cfg.vocab_size,
+        "the tokenizer has {} tokens but the model's vocab_size is {}",
+        tokenizer.vocab_size(),
+        cfg.vocab_size
+    );
+    if let Some(i) = model.params.iter().position(|x| !x.is_finite()) {
+        let t = model.layout.tensors.iter().find(|t| t.range().contains(&i)).map_or("?", |t| t.name.as_str());
+        bail!("weight {t} holds NaN or infinity");
+    }
+    let mut g = Gguf::new();
+    let a = arch.name();
+    let u = |x: usize| -> Result<Value> { Ok(Value::U32(u32::try_from(x).context("a size does not fit GGUF's u32")?)) };
+    g.set("general.architecture", Value::String(a.into()));
+    g.set("general.name", Value::String("lmlab".into()));
+    g.set("general.file_type", Value::U32(ty.file_type()));
+    g.set(&format!("{a}.vocab_size"), u(cfg.vocab_size)?);
+    g.set(&format!("{a}.context_length"), u(cfg.block_size)?);
+    g.set(&format!("{a}.embedding_length"), u(cfg.n_embd)?);
+    g.set(&format!("{a}.block_count"), u(cfg.n_layer)?);
+    g.set(&format!("{a}.feed_forward_length"), u(cfg.ffn())?);
+    g.set(&format!("{a}.attention.head_count"), u(cfg.n_head)?);
+    match arch {
+        GgufArch::Llama => {
+            g.set("llama.attention.head_count_kv", u(cfg.kv_heads())?);
+            g.set("llama.rope.dimension_count", u(cfg.head_size())?);
+            g.set("llama.rope.freq_base", Value::F32(cfg.rope_theta));
+            g.set("llama.attention.layer_norm_rms_epsilon", Value::F32(cfg.norm_eps));
+        }
+        GgufArch::Gpt2 => g.set("gpt2.attention.layer_norm_epsilon", Value::F32(cfg.norm_eps)),
+    }
+    for (k, v) in tokenizer_metadata(tokenizer)? {
+        g.set(k, v);
+    }
+
+    let mut used = BTreeSet::new();
+    for s in slots(cfg, arch) {
+        let values = match model.layout.get(&s.param) {
+            Some(p) => {
+                used.insert(p.name.clone());
+                model.params[s.range(p.range().start)].to_vec()
+            }
+            // bias = false in a GPT-2: llama.cpp's gpt2 has biases; zeros compute the same.
+            None if arch == GgufArch::Gpt2 && s.param.ends_with(".bias") && !cfg.bias => vec![0.0; s.rows * s.cols],
+            None => bail!("the model has no parameter {} (unexpected layout)", s.param),
+        };
+        let tty = if s.vector { GgmlType::F32 } else { ty.ggml() };
+        g.tensors.push(Tensor { name: s.gguf.clone(), dims: s.dims(), ty: tty, data: TensorData::F32(values) });
+    }
+    if let Some(extra) = model.layout.tensors.iter().find(|p| !used.contains(&p.name)) {
+        bail!("GGUF cannot express the model: its parameter {} has no GGUF counterpart", extra.name);
+    }
+    Ok(g)
+}
+
+pub fn export_bytes(model: &Transformer, tokenizer: &Tokenizer, ty: ExportType) -> Result<Vec<u8>> {
+    to_bytes(&to_gguf(model, tokenizer, ty)?)
+}
+
+/// Writes `model` as a GGUF file, atomically (temporary file, fsync, rename).
+pub fn export(model: &Transformer, tokenizer: &Tokenizer, ty: ExportType, path: &Path) -> Result<()> {
+    write_file_atomic(path, &export_bytes(model, tokenizer, ty)?)
+}
+
+/// llama.cpp's token types.
+const TOKEN_NORMAL: i32 = 1;
+const TOKEN_CONTROL: i32 = 3;
+
+fn strings(v: Vec<String>) -> Value {
+    Value::Array(Array::String(v))
+}
+
+fn tokenizer_metadata(tok: &Tokenizer) -> Result<Vec<(&'static str, Value)>> {
+    let mut m = Vec::new();
+    match tok {
+        Tokenizer::Char(t) => {
+            m.push(("tokenizer.ggml.model", Value::String("none".into())));
+            m.push(("tokenizer.ggml.tokens", strings(t.chars().iter().map(|c| c.to_string()).collect())));
+            m.push(("tokenizer.ggml.token_type", Value::Array(Array::I32(vec![TOKEN_NORMAL; t.vocab_size()]))));
+        }
+        Tokenizer::Bpe(_) | Tokenizer::Gpt2(_) => {
+            let doc = tok.to_json()?;
+            let (tokens, types, merges) = bpe_vocab(&doc, tok.vocab_size())?;
+            m.push(("tokenizer.ggml.model", Value::String("gpt2".into())));
+            m.push(("tokenizer.ggml.pre", Value::String("gpt-2".into())));
+            m.push(("tokenizer.ggml.tokens", strings(tokens)));
+            m.push(("tokenizer.ggml.token_type", Value::Array(Array::I32(types))));
+            m.push(("tokenizer.ggml.merges", strings(merges)));
+            if let Tokenizer::Bpe(_) = tok {
+                use crate::data::bpe::{BOS, EOS, PAD, UNK};
+                m.push(("tokenizer.ggml.bos_token_id", Value::U32(BOS)));
+                m.push(("tokenizer.ggml.eos_token_id", Value::U32(EOS)));
+                m.push(("tokenizer.ggml.unknown_token_id", Value::U32(UNK)));
+                m.push(("tokenizer.ggml.padding_token_id", Value::U32(PAD)));
+            } else if let Some(eot) = tok.end_of_text() {
+                m.push(("tokenizer.ggml.bos_token_id", Value::U32(eot)));
+                m.push(("tokenizer.ggml.eos_token_id", Value::U32(eot)));
+            }
+            m.push(("tokenizer.huggingface.json", Value::String(doc)));
+        }
+    }
+    Ok(m)
+}
+
+/// Tokens by id, their llama.cpp types (special added tokens are control tokens) and the merges
+/// ("a b") of a BPE tokenizers document.
+fn bpe_vocab(doc: &str, n: usize) -> Result<(Vec<String>, Vec<i32>, Vec<String>)> {
+    let v: serde_json::Value = serde_json::from_str(doc)?;
+    let mut tokens: Vec<Option<String>> = vec![None; n];
+    let mut types = vec![TOKEN_NORMAL; n];
+    let vocab = v["model"]["vocab"].as_object().context("the tokenizer document has no BPE vocabulary")?;
+    let added = v["added_tokens"].as_array().cloned().unwrap_or_default();
+    let entries = vocab.iter().map(|(t, id)| (t.as_str(), id, false));
+    let added_entries =
+        added.iter().filter_map(|a| Some((a["content"].as_str()?, &a["id"], a["special"].as_bool().unwrap_or(false))));
+    for (t, id, special) in entries.chain(added_entries) {
+        let id = id.as_u64().and_then(|i| usize::try_from(i).ok()).filter(|&i| i < n);
+        let id = id.with_context(|| format!("token {t:?} has an id outside the vocabulary of {n}"))?;
+        tokens[id] = Some(t.to_string());
+        if special {
+            types[id] = TOKEN_CONTROL;
+        }
+    }
+    let tokens = tokens
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.with_context(|| format!("the tokenizer has no token with id {i}")))
+        .collect::<Result<Vec<_>>>()?;
+    let mut merges = Vec::new();
+    for m in v["model"]["merges"].as_array().context("the tokenizer document has no BPE merges")? {
+        // tokenizers ≥ 0.20 writes [a, b]; older versions "a b".
+        let s = match m {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(p) if p.len() == 2 => {
+                let part =
+                    |x: &serde_json::Value| x.as_str().map(str::to_string).context("a merge part is not a string");
+                let (a, b) = (part(&p[0])?, part(&p[1])?);
+                ensure!(
+                    !a.contains(' ') && !b.contains(' '),
+                    "merge ({a:?}, {b:?}) has a space, which GGUF cannot hold"
+                );
+                format!("{a} {b}")
+            }
+            other => bail!("unexpected merge {other}"),
+        };
+        merges.push(s);
+    }
+    Ok((tokens, types, merges))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import
+
+fn key<'a>(g: &'a Gguf, k: &str) -> Result<&'a Value> {
+    g.get(k).with_context(|| format!("metadata key {k} is missing"))
+}
+
+fn key_usize(g: &Gguf, k: &str) -> Result<usize> {
+    let v = key(g, k)?;
+    let n = v.as_u64().with_context(|| format!("metadata key {k} is {v:?}, expected a non-negative integer"))?;
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .with_context(|| format!("metadata key {k} is {n}, expected a positive size"))
+}
+
+fn key_f32(g: &Gguf, k: &str, default: Option<f32>) -> Result<f32> {
+    match (g.get(k), default) {
+        (None, Some(d)) => Ok(d),
+        (None, None) => bail!("metadata key {k} is missing"),
+        (Some(v), _) => {
+            let x = v.as_f64().with_context(|| format!("metadata key {k} is {v:?}, expected a number"))?;
+            ensure!(x.is_finite() && x > 0.0, "metadata key {k} is {x}, expected a positive number");
+            Ok(x as f32)
+        }
+    }
+}
+
+/// lmlab's model configuration of a GGUF file's metadata and tensors.
+fn model_config(g: &Gguf) -> Result<(ModelConfig, GgufArch)> {
+    let a = key(g, "general.architecture")?;
+    let arch = match a.as_str() {
+        Some("llama") => GgufArch::Llama,
+        Some("gpt2") => GgufArch::Gpt2,
+        _ => bail!("general.architecture is {a:?}; lmlab imports \"llama\" and \"gpt2\""),
+    };
+    let p = arch.name();
+    let emb = g.tensor("token_embd.weight").context("tensor token_embd.weight is missing")?;
+    ensure!(emb.dims.len() == 2, "tensor token_embd.weight has dims {:?}, expected [n_embd, n_vocab]", emb.dims);
+    let vocab_size = usize::try_from(emb.dims[1]).context("the vocabulary size overflows")?;
+    let n_embd = key_usize(g, &format!("{p}.embedding_length"))?;
+    let n_head = key_usize(g, &format!("{p}.attention.head_count"))?;
+    let base = ModelConfig {
+        arch: Arch::Decoder,
+        vocab_size,
+        block_size: key_usize(g, &format!("{p}.context_length"))?,
+        n_layer: key_usize(g, &format!("{p}.block_count"))?,
+        n_head,
+        n_embd,
+        ffn_hidden: Some(key_usize(g, &format!("{p}.feed_forward_length"))?),
+        norm_position: NormPosition::Pre,
+        final_norm: true,
+        score: ScoreKind::Scaled,
+        dropout: 0.0,
+        attn_dropout: Some(0.0),
+        tie_embeddings: g.tensor("output.weight").is_none(),
+        ..ModelConfig::default()
+    };
+    // Bound the layer count by the file before anything is sized by it.
+    ensure!(
+        base.n_layer <= g.tensors.len(),
+        "{p}.block_count is {} but the file has only {} tensors",
+        base.n_layer,
+        g.tensors.len()
+    );
+    ensure!(
+        n_embd.is_multiple_of(n_head),
+        "{p}.attention.head_count {n_head} does not divide {p}.embedding_length {n_embd}"
+    );
+    let hs = n_embd / n_head;
+    let cfg = match arch {
+        GgufArch::Llama => {
+            let n_kv = match g.get("llama.attention.head_count_kv") {
+                None => n_head,
+                Some(_) => key_usize(g, "llama.attention.head_count_kv")?,
+            };
+            for k in ["llama.attention.key_length", "llama.attention.value_length", "llama.rope.dimension_count"] {
+                if g.get(k).is_some() {
+                    let v = key_usize(g, k)?;
+                    ensure!(
+                        v == hs,
+                        "{k} is {v}; lmlab rotates and attends over whole heads of n_embd / head_count = {hs}"
+                    );
+                }
+            }
+            if let Some(v) = g.get("llama.rope.scaling.type") {
+                ensure!(v.as_str() == Some("none"), "llama.rope.scaling.type is {v:?}; lmlab has no RoPE scaling");
+            }
+            if let Some(v) = g.get("llama.expert_count") {
+                ensure!(v.as_u64() == Some(0), "llama.expert_count is {v:?}; lmlab has no mixture of experts");
+            }
+            ModelConfig {
+                n_kv_head: Some(n_kv),
+                activation: ActivationKind::Swiglu,
+                norm: NormKind::Rmsnorm,
+                norm_eps: key_f32(g, "llama.attention.layer_norm_rms_epsilon", None)?,
+                position: Position::Rope,
+                rope_theta: key_f32(g, "llama.rope.freq_base", Some(10000.0))?,
+                bias: false,
+                ..base
+            }
+        }
+        GgufArch::Gpt2 => ModelConfig {
+            activation: ActivationKind::GeluTanh,
+            norm: NormKind::Layernorm,
+            norm_eps: key_f32(g, "gpt2.attention.layer_norm_epsilon", None)?,
+            position: Position::Learned,
+            bias: true,
+            ..base
+        },
+    };
+    if arch == GgufArch::Llama {
+        ensure!(
+            n_head.is_multiple_of(cfg.kv_heads()),
+            "llama.attention.head_count_kv {} does not divide head_count {n_head}",
+            cfg.kv_heads()
+        );
+        ensure!(hs.is_multiple_of(2), "the head size {hs} must be even for RoPE");
+    }
+    cfg.validate().context("the GGUF file's model")?;
+    Ok((cfg, arch))
+}
+
+/// Reads a GGUF file as an lmlab model and tokenizer; `max_batch` sizes the activation buffers.
+pub fn import(path: &Path, max_batch: usize) -> Result<(Transformer, Tokenizer)> {
+    let g = Gguf::read(path)?;
+    from_gguf(&g, max_batch).with_context(|| format!("GGUF file {}", path.display()))
+}
+
+pub fn import_bytes(bytes: &[u8], max_batch: usize) -> Result<(Transformer, Tokenizer)> {
+    from_gguf(&super::parse(bytes)?, max_batch)
+}
+
+/// An lmlab model and tokenizer from a parsed GGUF file.
+pub fn from_gguf(g: &Gguf, max_batch: usize) -> Result<(Transformer, Tokenizer)> {
+    let (cfg, arch) = model_config(g)?;
+    let slots = slots(&cfg, arch);
+    // Every tensor present with its dims and a float type before anything is allocated: the
+    // file's size then bounds the parameters.
+    for s in &slots {
+        let t = g.tensor(&s.gguf).with_context(|| format!("tensor {} is missing", s.gguf))?;
+        ensure!(t.dims == s.dims(), "tensor {} has dims {:?}, expected {:?}", s.gguf, t.dims, s.dims());
+        ensure!(
+            t.f32s().is_some(),
+            "tensor {} is {}; lmlab imports F32 and F16 tensors (quantized ones come with the quantized kernels)",
+            s.gguf,
+            t.ty.name()
+        );
+    }
+    let known: BTreeSet<&str> = slots.iter().map(|s| s.gguf.as_str()).collect();
+    if let Some(extra) = g.tensors.iter().find(|t| !known.contains(t.name.as_str())) {
+        bail!("tensor {} has no place in lmlab's {} model", extra.name, arch.name());
+    }
+    let tokenizer = tokenizer_from_gguf(g)?;
+    ensure!(
+        tokenizer.vocab_size() == cfg.vocab_size,
+        "the tokenizer has {} tokens but token_embd.weight has {} rows",
+        tokenizer.vocab_size(),
+        cfg.vocab_size
+    );
+    let widest = cfg.vocab_size.max(2 * cfg.ffn()).max(cfg.n_embd.saturating_mul(3));
+    let acts = max_batch.checked_mul(cfg.block_size).and_then(|n| n.checked_mul(widest));
+    ensure!(
+        acts.is_some_and(|n| n <= MAX_ACTIVATION_ROWS),
+        "{}.context_length {} × {widest} (the widest activation row) × batch {max_batch} is too large for lmlab's \
+         preallocated activations",
+        arch.name(),
+        cfg.block_size
+    );
+    let mut model = Transformer::new(cfg, max_batch)?;
+    for s in &slots {
+        let p = model.layout.get(&s.param).with_context(|| format!("the model has no parameter {}", s.param))?;
+        let r = s.range(p.range().start);
+        let src = g.tensor(&s.gguf).and_then(|t| t.f32s()).expect("checked above");
+        if let Some(x) = src.iter().find(|x| !x.is_finite()) {
+            bail!("tensor {} holds {x}", s.gguf);
+        }
+        model.params[r].copy_from_slice(src);
+    }
+    Ok((model, tokenizer))
+}
+
+/// The tokenizer of a GGUF file (see the module documentation for the kinds).
+pub fn tokenizer_from_gguf(g: &Gguf) -> Result<Tokenizer> {
+    let model = key(g, "tokenizer.ggml.model")?;
+    let tokens = match g.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(Array::String(t))) => t,
+        Some(v) => bail!("tokenizer.ggml.tokens is a {:?}, expected an array of strings", v.value_type()),
+        None => bail!("metadata key tokenizer.ggml.tokens is missing"),
+    };
+    match model.as_str() {
+        Some("none") => {
+            let chars = tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let mut it = t.chars();
+                    match (it.next(), it.next()) {
+                        (Some(c), None) => Ok(c),
+                        _ => bail!(
+                            "tokenizer.ggml.model \"none\": token {i} is {t:?}; lmlab reads this as its character \
+                             tokenizer, one character per token"
+                        ),
+                    }
+                })
+                .collect::<Result<Vec<char>>>()?;
+            Ok(Tokenizer::Char(CharTokenizer::new(chars).context("tokenizer.ggml.tokens")?))
+        }
+        Some("gpt2") => {
+            if let Some(pre) = g.get("tokenizer.ggml.pre") {
+                ensure!(
+                    matches!(pre.as_str(), Some("gpt-2" | "default")),
+                    "tokenizer.ggml.pre is {pre:?}; lmlab's byte-level BPE has GPT-2's pre-tokenizer (\"gpt-2\")"
+                );
+            }
+            let tok = match g.get("tokenizer.huggingface.json") {
+                Some(Value::String(doc)) => Tokenizer::from_json(doc).context("tokenizer.huggingface.json")?,
+                Some(v) => bail!("tokenizer.huggingface.json is a {:?}, expected a string", v.value_type()),
+                None => Tokenizer::Gpt2(Box::new(gpt2_from_tokens(g, tokens)?)),
+            };
+            ensure!(
+                tok.vocab_size() == tokens.len(),
+                "tokenizer.huggingface.json has {} tokens but tokenizer.ggml.tokens has {}",
+                tok.vocab_size(),
+                tokens.len()
+            );
+            Ok(tok)
+        }
+        Some("llama") => bail!(
+            "tokenizer.ggml.model is \"llama\" (SentencePiece); lmlab checkpoints hold character, BPE and GPT-2 \
+             tokenizers only"
+        ),
+        _ => bail!("tokenizer.ggml.model is {model:?}; lmlab imports \"gpt2\" and \"none\""),
+    }
+}
+
+/// A GPT-2 tokenizer from `tokenizer.ggml.tokens`, `.merges` and `.token_type` (control tokens
+/// become special tokens).
+fn gpt2_from_tokens(g: &Gguf, tokens: &[String]) -> Result<Gpt2Tokenizer> {
+    use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+    use tokenizers::models::bpe::BPE;
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::AddedToken;
+    let merges = match g.get("tokenizer.ggml.merges") {
+        Some(Value::Array(Array::String(m))) => m,
+        Some(v) => bail!("tokenizer.ggml.merges is a {:?}, expected an array of strings", v.value_type()),
+        None => bail!("metadata key tokenizer.ggml.merges is missing"),
+    };
+    let types = match g.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(a)) => a.to_i64s().context("tokenizer.ggml.token_type is not an integer array")?,
+        Some(v) => bail!("tokenizer.ggml.token_type is a {:?}, expected an array", v.value_type()),
+        None => vec![TOKEN_NORMAL as i64; tokens.len()],
+    };
+    ensure!(
+        types.len() == tokens.len(),
+        "tokenizer.ggml.token_type has {} entries for {} tokens",
+        types.len(),
+        tokens.len()
+    );
+    let mut vocab = tokenizers::models::bpe::Vocab::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        ensure!(vocab.insert(t.clone(), i as u32).is_none(), "tokenizer.ggml.tokens has {t:?} twice");
+    }
+    let pairs = merges
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (a, b) = m.split_once(' ').with_context(|| format!("tokenizer.ggml.merges[{i}] {m:?} has no space"))?;
+            Ok((a.to_string(), b.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bpe =
+        BPE::builder().vocab_and_merges(vocab, pairs).build().map_err(|e| anyhow!("cannot build the BPE: {e}"))?;
+    let mut t = tokenizers::Tokenizer::new(bpe);
+    t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    t.with_decoder(Some(ByteLevelDecoder::default()));
+    let specials: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&types)
+        .filter(|(_, &ty)| ty == TOKEN_CONTROL as i64)
+        .map(|(s, _)| AddedToken::from(s.clone(), true))
+        .collect();
+    t.add_special_tokens(&specials);
+    let doc = t.to_string(false).map_err(|e| anyhow!("cannot serialize the tokenizer: {e}"))?;
+    Gpt2Tokenizer::from_json(&doc, "the GGUF vocabulary")
+}
