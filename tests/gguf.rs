@@ -315,14 +315,14 @@ fn export_refuses_what_llama_cpp_cannot_run() {
         let e = format!("{:#}", gguf::export_bytes(&m, &tok, ExportType::F32).unwrap_err());
         assert!(e.contains(want), "{want}: {e}");
     }
-    // A quantized tensor is not imported (yet).
+    // A quantized type lmlab does not import (F32, F16, Q8_0 and Q4_0 only) is refused.
     let m = random_model(llama_cfg(v, true), 1);
     let mut g = gguf::to_gguf(&m, &tok, ExportType::F32).unwrap();
     let t = g.tensors.iter_mut().find(|t| t.name == "blk.0.attn_q.weight").unwrap();
-    t.ty = GgmlType::Q8_0;
-    t.data = TensorData::Raw(vec![0; 34 * 8]);
+    t.ty = GgmlType::Q4_1;
+    t.data = TensorData::Raw(vec![0; 20 * 8]);
     let e = format!("{:#}", gguf::from_gguf(&g, 1).err().unwrap());
-    assert!(e.contains("blk.0.attn_q.weight is Q8_0"), "{e}");
+    assert!(e.contains("blk.0.attn_q.weight is Q4_1"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -564,4 +564,54 @@ fn cli_export_import() {
     ok(lmlab(&["export", "--gguf", s(&dir.path().join("h.gguf")), "--type", "f16", "--checkpoint", s(&ck)]));
     let g = Gguf::read(&dir.path().join("h.gguf")).unwrap();
     assert_eq!(g.tensor("blk.0.ffn_up.weight").unwrap().ty, GgmlType::F16);
+}
+
+#[test]
+fn q8_0_and_q4_0_export_ggml_blocks_and_import_their_values() {
+    use lmlab::kernels::quant::{QuantMatrix, QuantType};
+    let tok = char_tok();
+    let ids = tok.encode("First Citizen: hear").unwrap();
+    let cfg = ModelConfig {
+        n_embd: 64,
+        n_head: 4,
+        n_kv_head: Some(2),
+        ffn_hidden: Some(96),
+        ..llama_cfg(tok.vocab_size(), false)
+    };
+    let mut m = random_model(cfg, 11);
+    let mut errs = vec![];
+    for (ty, qt, ggml, file_type) in
+        [(ExportType::Q8_0, QuantType::Q8_0, GgmlType::Q8_0, 7), (ExportType::Q4_0, QuantType::Q4_0, GgmlType::Q4_0, 2)]
+    {
+        let g = gguf::to_gguf(&m, &tok, ty).unwrap();
+        assert_eq!(g.get("general.file_type"), Some(&Value::U32(file_type)));
+        // attn_k: rows [C, C + KV) of c_attn, as the kernels' GGML-exact blocks.
+        let k = g.tensor("blk.0.attn_k.weight").unwrap();
+        assert_eq!(k.ty, ggml);
+        let p = m.layout.get("transformer.h.0.attn.c_attn.weight").unwrap().range();
+        let rows = &m.params[p.start + 64 * 64..p.start + (64 + 32) * 64];
+        let want = QuantMatrix::quantize(rows, 32, 64, qt).unwrap();
+        assert_eq!(k.data, TensorData::Raw(want.data.clone()));
+        assert_eq!(g.tensor("blk.0.attn_norm.weight").unwrap().ty, GgmlType::F32, "norms stay f32");
+        // Import: every matrix comes back as its dequantized values, so the logits are those of
+        // the dequantized model.
+        let (mut back, _) = gguf::import_bytes(&gguf::to_bytes(&g).unwrap(), 1).unwrap();
+        let mut deq = vec![0.0; rows.len()];
+        want.dequantize(&mut deq);
+        assert_eq!(bits(&back.params[p.start + 64 * 64..p.start + (64 + 32) * 64]), bits(&deq));
+        let mut dequantized = random_model(m.config.clone(), 11);
+        dequantized.params.copy_from_slice(&back.params);
+        assert_eq!(bits(&logits(&mut back, &ids)), bits(&logits(&mut dequantized, &ids)));
+        let float = logits(&mut m, &ids);
+        let scale = float.iter().fold(0.0f32, |s, x| s.max(x.abs()));
+        let err = logits(&mut back, &ids).iter().zip(&float).fold(0.0f32, |e, (a, b)| e.max((a - b).abs())) / scale;
+        errs.push(err);
+    }
+    // Largest logit difference over the largest logit (this test's weights are large):
+    // Q8_0 stays close, Q4_0 is further off.
+    assert!(errs[0] > 0.0 && errs[0] < 0.1 && errs[1] > errs[0], "{errs:?}");
+    // A width that is not a multiple of 32 cannot be Q8_0: the error names the tensor.
+    let small = random_model(llama_cfg(tok.vocab_size(), false), 7);
+    let err = format!("{:#}", gguf::to_gguf(&small, &tok, ExportType::Q8_0).err().unwrap());
+    assert!(err.contains("token_embd.weight") || err.contains("blk.0"), "{err}");
 }

@@ -32,6 +32,10 @@ pub struct ExportArgs {
 enum GgufType {
     F32,
     F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
 impl From<GgufType> for gguf::ExportType {
@@ -39,6 +43,8 @@ impl From<GgufType> for gguf::ExportType {
         match t {
             GgufType::F32 => gguf::ExportType::F32,
             GgufType::F16 => gguf::ExportType::F16,
+            GgufType::Q8_0 => gguf::ExportType::Q8_0,
+            GgufType::Q4_0 => gguf::ExportType::Q4_0,
         }
     }
 }

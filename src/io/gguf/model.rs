@@ -36,6 +36,8 @@ use crate::data::{CharTokenizer, Tokenizer};
 use crate::io::atomic::write_file_atomic;
 use crate::io::hf_gpt2::check_exportable;
 use crate::io::llama2c::check_llama_arch;
+use crate::kernels::quant::ggml::{dequantize_row_q4_0, dequantize_row_q8_0};
+use crate::kernels::quant::{QuantMatrix, QuantType};
 use crate::model::transformer::{
     ActivationKind, Arch, ModelConfig, NormKind, NormPosition, Position, ScoreKind, Transformer,
 };
@@ -46,12 +48,14 @@ use std::path::Path;
 /// Most values one activation buffer of an imported model may hold (16 GiB of f32).
 const MAX_ACTIVATION_ROWS: usize = 1 << 32;
 
-/// The type of the exported matrices (`lmlab export --gguf --type`). Quantized types come with
-/// the quantized kernels.
+/// The type of the exported matrices (`lmlab export --gguf --type`): f32, f16, or GGML's
+/// Q8_0 / Q4_0 blocks (`kernels::quant`, byte-exact to ggml's reference quantizers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportType {
     F32,
     F16,
+    Q8_0,
+    Q4_0,
 }
 
 impl ExportType {
@@ -59,14 +63,29 @@ impl ExportType {
         match self {
             ExportType::F32 => GgmlType::F32,
             ExportType::F16 => GgmlType::F16,
+            ExportType::Q8_0 => GgmlType::Q8_0,
+            ExportType::Q4_0 => GgmlType::Q4_0,
         }
     }
-    /// llama.cpp's `general.file_type` (LLAMA_FTYPE_ALL_F32, _MOSTLY_F16).
+    /// llama.cpp's `general.file_type` (LLAMA_FTYPE_ALL_F32, _MOSTLY_F16, _MOSTLY_Q8_0,
+    /// _MOSTLY_Q4_0).
     fn file_type(self) -> u32 {
         match self {
             ExportType::F32 => 0,
             ExportType::F16 => 1,
+            ExportType::Q8_0 => 7,
+            ExportType::Q4_0 => 2,
         }
+    }
+    /// The matrix data of `values` (rows, cols) for a tensor of this type.
+    fn matrix_data(self, name: &str, values: Vec<f32>, rows: usize, cols: usize) -> Result<TensorData> {
+        let q = match self {
+            ExportType::F32 | ExportType::F16 => return Ok(TensorData::F32(values)),
+            ExportType::Q8_0 => QuantType::Q8_0,
+            ExportType::Q4_0 => QuantType::Q4_0,
+        };
+        let m = QuantMatrix::quantize(&values, rows, cols, q).with_context(|| format!("tensor {name}"))?;
+        Ok(TensorData::Raw(m.data))
     }
 }
 
@@ -236,8 +255,12 @@ pub fn to_gguf(model: &Transformer, tokenizer: &Tokenizer, ty: ExportType) -> Re
             None if arch == GgufArch::Gpt2 && s.param.ends_with(".bias") && !cfg.bias => vec![0.0; s.rows * s.cols],
             None => bail!("the model has no parameter {} (unexpected layout)", s.param),
         };
-        let tty = if s.vector { GgmlType::F32 } else { ty.ggml() };
-        g.tensors.push(Tensor { name: s.gguf.clone(), dims: s.dims(), ty: tty, data: TensorData::F32(values) });
+        let (tty, data) = if s.vector {
+            (GgmlType::F32, TensorData::F32(values))
+        } else {
+            (ty.ggml(), ty.matrix_data(&s.gguf, values, s.rows, s.cols)?)
+        };
+        g.tensors.push(Tensor { name: s.gguf.clone(), dims: s.dims(), ty: tty, data });
     }
     if let Some(extra) = model.layout.tensors.iter().find(|p| !used.contains(&p.name)) {
         bail!("GGUF cannot express the model: its parameter {} has no GGUF counterpart", extra.name);
@@ -483,11 +506,23 @@ pub fn from_gguf(g: &Gguf, max_batch: usize) -> Result<(Transformer, Tokenizer)>
         let t = g.tensor(&s.gguf).with_context(|| format!("tensor {} is missing", s.gguf))?;
         ensure!(t.dims == s.dims(), "tensor {} has dims {:?}, expected {:?}", s.gguf, t.dims, s.dims());
         ensure!(
-            t.f32s().is_some(),
-            "tensor {} is {}; lmlab imports F32 and F16 tensors (quantized ones come with the quantized kernels)",
+            t.f32s().is_some() || matches!(t.ty, GgmlType::Q8_0 | GgmlType::Q4_0),
+            "tensor {} is {}; lmlab imports F32, F16, Q8_0 and Q4_0 tensors",
             s.gguf,
             t.ty.name()
         );
+        if let TensorData::Raw(b) = &t.data {
+            let (block, bytes) = t.ty.block();
+            ensure!(
+                s.cols % block == 0 && b.len() == s.rows * s.cols / block * bytes,
+                "tensor {} ({}) holds {} bytes, expected {} rows of {} columns in blocks of {block}",
+                s.gguf,
+                t.ty.name(),
+                b.len(),
+                s.rows,
+                s.cols
+            );
+        }
     }
     let known: BTreeSet<&str> = slots.iter().map(|s| s.gguf.as_str()).collect();
     if let Some(extra) = g.tensors.iter().find(|t| !known.contains(t.name.as_str())) {
@@ -513,11 +548,17 @@ pub fn from_gguf(g: &Gguf, max_batch: usize) -> Result<(Transformer, Tokenizer)>
     for s in &slots {
         let p = model.layout.get(&s.param).with_context(|| format!("the model has no parameter {}", s.param))?;
         let r = s.range(p.range().start);
-        let src = g.tensor(&s.gguf).and_then(|t| t.f32s()).expect("checked above");
-        if let Some(x) = src.iter().find(|x| !x.is_finite()) {
+        let t = g.tensor(&s.gguf).expect("checked above");
+        match (&t.data, t.ty) {
+            (TensorData::F32(src), _) => model.params[r.clone()].copy_from_slice(src),
+            // Q8_0 / Q4_0 come in as their f32 values (the reader checked the data's size).
+            (TensorData::Raw(b), GgmlType::Q8_0) => dequantize_row_q8_0(b, &mut model.params[r.clone()]),
+            (TensorData::Raw(b), GgmlType::Q4_0) => dequantize_row_q4_0(b, &mut model.params[r.clone()]),
+            _ => unreachable!("checked above"),
+        }
+        if let Some(x) = model.params[r].iter().find(|x| !x.is_finite()) {
             bail!("tensor {} holds {x}", s.gguf);
         }
-        model.params[r].copy_from_slice(src);
     }
     Ok((model, tokenizer))
 }
