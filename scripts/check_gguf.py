@@ -31,6 +31,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import gguf.quants
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType
 from safetensors.numpy import load_file
 
@@ -47,7 +48,16 @@ VARIANTS = {
     "llama_tied": [
         'model.norm="rmsnorm"', 'model.position="rope"', 'model.activation="swiglu"', "model.bias=false",
     ],
+    # 64 wide: every matrix width a multiple of 32, so it is also exported as Q8_0 and Q4_0.
+    "llama_q": [
+        'model.norm="rmsnorm"', 'model.position="rope"', 'model.activation="swiglu"', "model.bias=false",
+        "model.n_embd=64", "model.n_head=4", "model.n_kv_head=2", "model.ffn_hidden=96",
+        "model.tie_embeddings=false",
+    ],
 }
+# --type: llama.cpp's general.file_type and the matrices' ggml type.
+TYPES = {"f32": (0, GGMLQuantizationType.F32), "f16": (1, GGMLQuantizationType.F16),
+         "q8_0": (7, GGMLQuantizationType.Q8_0), "q4_0": (2, GGMLQuantizationType.Q4_0)}
 
 
 def run(lmlab, *args):
@@ -184,13 +194,18 @@ def check_file(path, ckpt, ftype, label):
     want = expected_tensors(m, arch, w)
     names = [t.name for t in r.tensors]
     assert sorted(names) == sorted(want), f"{label}: tensors differ: {sorted(set(names) ^ set(want))}"
-    mat_type = GGMLQuantizationType.F16 if ftype == 1 else GGMLQuantizationType.F32
+    mat_type = next(t for f, t in TYPES.values() if f == ftype)
     for t in r.tensors:
         ref = np.asarray(want[t.name], dtype=np.float32)
         dims = [int(d) for d in t.shape]
         assert dims == list(reversed(ref.shape)), f"{label}: {t.name} dims {dims}, expected {list(reversed(ref.shape))}"
         wt = mat_type if ref.ndim == 2 else GGMLQuantizationType.F32
         assert t.tensor_type == wt, f"{label}: {t.name} is {t.tensor_type.name}, expected {wt.name}"
+        if wt in (GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_0):
+            # The blocks gguf-py's own (ggml-exact) quantizer writes for the f32 weights.
+            want_blocks = gguf.quants.quantize(ref, wt)
+            assert np.asarray(t.data).tobytes() == want_blocks.tobytes(), f"{label}: {t.name} blocks differ from gguf-py's"
+            continue
         data = np.asarray(t.data).reshape(ref.shape)
         if wt == GGMLQuantizationType.F16:
             assert data.dtype == np.float16
@@ -236,7 +251,9 @@ def main():
                 args += ["--set", s]
             run(a.lmlab, *args)
             ckpt = run_dir / "ckpt"
-            for ty, ftype in (("f32", 0), ("f16", 1)):
+            types = ("f32", "f16", "q8_0", "q4_0") if name == "llama_q" else ("f32", "f16")
+            for ty in types:
+                ftype = TYPES[ty][0]
                 out = work / f"{name}.{ty}.gguf"
                 run(a.lmlab, "export", "--gguf", out, "--type", ty, "--checkpoint", ckpt)
                 check_file(out, ckpt, ftype, f"{name}/{ty}")

@@ -20,13 +20,13 @@ enum Cmd {
     /// tokenizer.bin.
     Sample(cli::sample::SampleArgs),
     /// Write an lmlab checkpoint in another format: a Llama-architecture model (rmsnorm, rope,
-    /// swiglu, no bias) as a llama2.c model.bin (legacy version-0 format), or a GPT-2-architecture
+    /// swiglu, no bias) as a llama2.c model.bin (legacy version-0 format), a GPT-2-architecture
     /// model as a Hugging Face GPT-2 directory (transformers' GPT2LMHeadModel and AutoTokenizer
-    /// load it unchanged).
+    /// load it unchanged), or either as a GGUF file (llama.cpp's format; f32, f16, q8_0, q4_0).
     Export(cli::export::ExportArgs),
     /// Convert a Hugging Face GPT-2 directory (config.json, model.safetensors, tokenizer.json or
-    /// vocab.json + merges.txt) into an lmlab checkpoint, which `sample`, `eval` and
-    /// `train --resume` then use.
+    /// vocab.json + merges.txt) or a GGUF file (llama or gpt2 architecture) into an lmlab
+    /// checkpoint, which `sample`, `eval` and `train --resume` then use.
     Import(cli::import::ImportArgs),
     /// Quantize a checkpoint's linear layers (int8/W8A8, GGML's Q8_0 and Q4_0, 4-bit round to
     /// nearest with groups) into a new, smaller checkpoint that samples and evaluates like any

@@ -11,7 +11,7 @@ pub struct ImportArgs {
     /// Hugging Face GPT-2 directory (as GPT2LMHeadModel.save_pretrained writes it).
     #[arg(long, value_name = "DIR", conflicts_with = "gguf", required_unless_present = "gguf")]
     hf: Option<PathBuf>,
-    /// GGUF file (llama or gpt2 architecture, F32/F16 tensors).
+    /// GGUF file (llama or gpt2 architecture; F32, F16, Q8_0 or Q4_0 tensors, read as f32).
     #[arg(long, value_name = "FILE")]
     gguf: Option<PathBuf>,
     /// Checkpoint directory to write (atomically; an existing directory must hold only

@@ -17,8 +17,10 @@
 //!   Weights are (out, in) row-major, lmlab's own layout (llama.cpp's converter transposes HF's
 //!   Conv1D weights to that); `bias = false` is written as zero biases.
 //!
-//! A row-major (rows, cols) matrix has ggml dims [cols, rows]. Matrices are F32 or F16
-//! (`--type`), vectors (norms, biases) always F32, as llama.cpp's converter does.
+//! A row-major (rows, cols) matrix has ggml dims [cols, rows]. Matrices are F32, F16, Q8_0 or
+//! Q4_0 (`--type`; the quantized blocks are `kernels::quant`'s, byte-exact to ggml's reference
+//! quantizers), vectors (norms, biases) always F32, as llama.cpp's converter does. Import reads
+//! Q8_0 and Q4_0 matrices as their dequantized values.
 //!
 //! Tokenizers (`tokenizer.ggml.*`): GPT-2 and lmlab's byte-level BPE are model `gpt2` (tokens,
 //! token_type, merges, pre `gpt-2`, special ids) plus the whole tokenizers document as
