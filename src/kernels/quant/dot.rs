@@ -14,6 +14,11 @@
 //! - AVX-512 VNNI: `_mm512_dpbusd_epi32` / `_mm256_dpbusd_epi32` (u8 × i8 → i32 in one
 //!   instruction), with the same `|x|`, `sign(w, x)` trick for int8 × int8.
 //!
+//! On the SIMD paths, `quant_matmul_forward` runs Q8_0, Q4_0 and Int4 through register tiles
+//! ([`TileArgs`]): 8 outputs (8 W rows × 1 x row, or 4 × 2) per step, the eight block sums
+//! reduced together (`reduce8`) and scaled and accumulated as one f32 vector, each lane with
+//! the very operations of the scalar reference, in block order.
+//!
 //! 4-bit codes are unpacked in registers (`& 0x0F`, `>> 4`), never into a temporary row.
 //! Q4_0 (`q − 8`) and asymmetric int4 (`q − z`) use `Σ q·x − z·Σ x` with `Σ x` precomputed per
 //! activation block.
@@ -40,10 +45,11 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c"),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => {
                 std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("f16c")
                     && std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vl")
@@ -106,18 +112,65 @@ pub(crate) struct Kernels {
     pub q4_0: Q4Row,
     pub int8: I8Row,
     pub int4: I4Row,
+    /// Register-tiled kernels for Q8_0, Q4_0 and Int4 ([`TILE_Q8_0`]…), for 1 and 2 x rows;
+    /// None on the scalar path.
+    pub tiles: Option<[[TileFn; 2]; 3]>,
 }
+
+/// Indices into [`Kernels::tiles`].
+pub(crate) const TILE_Q8_0: usize = 0;
+pub(crate) const TILE_Q4_0: usize = 1;
+pub(crate) const TILE_INT4: usize = 2;
+
+/// One tile: 8 outputs, for `8 / NX` weight rows × `NX` activation rows (NX = 1 or 2); output
+/// lane `k` is weight row `k / NX`, activation row `k % NX`.
+///
+/// - `w[r]`: weight row `r`'s data; Int4 also `ws[r]`, `wz[r]` (its `ng` scales and zero
+///   points); unused entries (r ≥ 8 / NX) are ignored.
+/// - `x`: the first activation row's codes, the next `xq_step` later; `xd`, `xs`: its block
+///   scales and Σ codes, the next row's `xb_step` later (steps of 0 repeat the row).
+/// - `nb`: blocks (Q8_0/Q4_0) or groups (Int4); `nsub`: sub-blocks of 32 per group (Int4).
+///
+/// Each lane computes exactly what the row kernels' `*_row!` macros compute (same i32 block
+/// sums, same f32 operations in the same block order); the lanes just run side by side.
+pub(crate) struct TileArgs {
+    pub w: [*const u8; 8],
+    pub ws: [*const f32; 8],
+    pub wz: [*const u8; 8],
+    pub x: *const i8,
+    pub xd: *const f32,
+    pub xs: *const i32,
+    pub xq_step: usize,
+    pub xb_step: usize,
+    pub nb: usize,
+    pub nsub: usize,
+}
+
+/// A tile kernel; unsafe: every pointer must cover what [`TileArgs`] says it is read for.
+pub(crate) type TileFn = unsafe fn(&TileArgs, &mut [f32; 8]);
 
 pub(crate) fn kernels(isa: Isa) -> Kernels {
     assert!(isa.available(), "quantized matmul: this CPU lacks {}", isa.name());
     match isa {
-        Isa::Scalar => Kernels { q8_0: q8_0_scalar, q4_0: q4_0_scalar, int8: int8_scalar, int4: int4_scalar },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Kernels { q8_0: x86::q8_0_avx2, q4_0: x86::q4_0_avx2, int8: x86::int8_avx2, int4: x86::int4_avx2 },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => {
-            Kernels { q8_0: x86::q8_0_vnni, q4_0: x86::q4_0_vnni, int8: x86::int8_vnni, int4: x86::int4_vnni }
+        Isa::Scalar => {
+            Kernels { q8_0: q8_0_scalar, q4_0: q4_0_scalar, int8: int8_scalar, int4: int4_scalar, tiles: None }
         }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Kernels {
+            q8_0: x86::q8_0_avx2,
+            q4_0: x86::q4_0_avx2,
+            int8: x86::int8_avx2,
+            int4: x86::int4_avx2,
+            tiles: Some(x86::TILES_AVX2),
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => Kernels {
+            q8_0: x86::q8_0_vnni,
+            q4_0: x86::q4_0_vnni,
+            int8: x86::int8_vnni,
+            int4: x86::int4_vnni,
+            tiles: Some(x86::TILES_VNNI),
+        },
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!(),
     }
@@ -423,4 +476,146 @@ mod x86 {
     ) -> f32 {
         int4_row!(w, ws, wz, xq, xd, xs, group, dot_q4_vnni)
     }
+
+    // ---- register tiles (8 outputs per step, see `TileArgs`) ----
+
+    /// Lane k = the sum of the eight i32 lanes of v[k].
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn reduce8(v: &[__m256i; 8]) -> __m256i {
+        let s01 = _mm256_hadd_epi32(v[0], v[1]);
+        let s23 = _mm256_hadd_epi32(v[2], v[3]);
+        let s45 = _mm256_hadd_epi32(v[4], v[5]);
+        let s67 = _mm256_hadd_epi32(v[6], v[7]);
+        // t0 = [Σlo v0..v3 | Σhi v0..v3], t1 the same for v4..v7.
+        let t0 = _mm256_hadd_epi32(s01, s23);
+        let t1 = _mm256_hadd_epi32(s45, s67);
+        _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(t0, t1), _mm256_permute2x128_si256::<0x31>(t0, t1))
+    }
+
+    /// The tile kernel for one ISA: `$dot8(w, x)` (int8 × int8 → 8 i32 lanes) and
+    /// `$dot4(codes, x)` (u4 × int8 → 8 i32 lanes, accumulated onto `$acc`).
+    macro_rules! tile_kernel {
+        ($name:ident, $feat:literal, $dot8:ident, $dot4:ident) => {
+            #[target_feature(enable = $feat)]
+            unsafe fn $name<const K: usize, const NX: usize>(a: &TileArgs, out: &mut [f32; 8]) {
+                let rw = 8 / NX;
+                let mut acc = _mm256_setzero_ps();
+                for b in 0..a.nb {
+                    let mut d = [_mm256_setzero_si256(); 8];
+                    let mut h = [0u16; 8];
+                    let mut dws = [0f32; 8];
+                    let (mut dx, mut sx) = ([0f32; 2], [0i32; 2]);
+                    for i in 0..NX {
+                        dx[i] = *a.xd.add(i * a.xb_step + b);
+                        sx[i] = *a.xs.add(i * a.xb_step + b);
+                    }
+                    if K == TILE_INT4 {
+                        for s in 0..a.nsub {
+                            let mut xv = [_mm256_setzero_si256(); 2];
+                            for (i, xv) in xv.iter_mut().enumerate().take(NX) {
+                                *xv = _mm256_loadu_si256(
+                                    a.x.add(i * a.xq_step + (b * a.nsub + s) * QK) as *const __m256i
+                                );
+                            }
+                            for r in 0..rw {
+                                let q = unpack32(a.w[r].add((b * a.nsub + s) * QK / 2));
+                                for i in 0..NX {
+                                    d[r * NX + i] = $dot4(d[r * NX + i], q, xv[i]);
+                                }
+                            }
+                        }
+                    } else {
+                        let mut xv = [_mm256_setzero_si256(); 2];
+                        for (i, xv) in xv.iter_mut().enumerate().take(NX) {
+                            *xv = _mm256_loadu_si256(a.x.add(i * a.xq_step + b * QK) as *const __m256i);
+                        }
+                        for r in 0..rw {
+                            let p = a.w[r].add(b * if K == TILE_Q8_0 { Q8_0_BYTES } else { Q4_0_BYTES });
+                            h[r] = (p as *const u16).read_unaligned().to_le();
+                            if K == TILE_Q8_0 {
+                                let wv = _mm256_loadu_si256(p.add(2) as *const __m256i);
+                                for i in 0..NX {
+                                    d[r * NX + i] = $dot8(wv, xv[i]);
+                                }
+                            } else {
+                                let q = unpack32(p.add(2));
+                                for i in 0..NX {
+                                    d[r * NX + i] = $dot4(_mm256_setzero_si256(), q, xv[i]);
+                                }
+                            }
+                        }
+                    }
+                    let mut isum = reduce8(&d);
+                    let mut sxl = [0i32; 8];
+                    let mut dxl = [0f32; 8];
+                    let mut hl = [0u16; 8];
+                    let mut zl = [0i32; 8];
+                    for k in 0..8 {
+                        sxl[k] = sx[k % NX];
+                        dxl[k] = dx[k % NX];
+                        hl[k] = h[k / NX];
+                        if K == TILE_INT4 {
+                            dws[k] = *a.ws[k / NX].add(b);
+                            zl[k] = *a.wz[k / NX].add(b) as i32;
+                        }
+                    }
+                    let sxv = _mm256_loadu_si256(sxl.as_ptr() as *const __m256i);
+                    let dw = if K == TILE_INT4 {
+                        isum = _mm256_sub_epi32(
+                            isum,
+                            _mm256_mullo_epi32(_mm256_loadu_si256(zl.as_ptr() as *const __m256i), sxv),
+                        );
+                        _mm256_loadu_ps(dws.as_ptr())
+                    } else {
+                        if K == TILE_Q4_0 {
+                            isum = _mm256_sub_epi32(isum, _mm256_slli_epi32::<3>(sxv));
+                        }
+                        _mm256_cvtph_ps(_mm_loadu_si128(hl.as_ptr() as *const __m128i))
+                    };
+                    let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(dxl.as_ptr()));
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(isum), sc));
+                }
+                _mm256_storeu_ps(out.as_mut_ptr(), acc);
+            }
+        };
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot8_avx2(w: __m256i, x: __m256i) -> __m256i {
+        madd_i8_avx2(w, x)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot4_avx2(acc: __m256i, q: __m256i, x: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn dot8_vnni(w: __m256i, x: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn dot4_vnni(acc: __m256i, q: __m256i, x: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, q, x)
+    }
+
+    tile_kernel!(tile_avx2, "avx2,f16c", dot8_avx2, dot4_avx2);
+    tile_kernel!(tile_vnni, "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni", dot8_vnni, dot4_vnni);
+
+    pub(super) const TILES_AVX2: [[TileFn; 2]; 3] = [
+        [tile_avx2::<TILE_Q8_0, 1>, tile_avx2::<TILE_Q8_0, 2>],
+        [tile_avx2::<TILE_Q4_0, 1>, tile_avx2::<TILE_Q4_0, 2>],
+        [tile_avx2::<TILE_INT4, 1>, tile_avx2::<TILE_INT4, 2>],
+    ];
+    pub(super) const TILES_VNNI: [[TileFn; 2]; 3] = [
+        [tile_vnni::<TILE_Q8_0, 1>, tile_vnni::<TILE_Q8_0, 2>],
+        [tile_vnni::<TILE_Q4_0, 1>, tile_vnni::<TILE_Q4_0, 2>],
+        [tile_vnni::<TILE_INT4, 1>, tile_vnni::<TILE_INT4, 2>],
+    ];
 }
