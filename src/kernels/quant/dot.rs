@@ -115,7 +115,13 @@ pub(crate) struct Kernels {
     /// Register-tiled kernels for Q8_0, Q4_0 and Int4 ([`TILE_Q8_0`]…), for 1 and 2 x rows;
     /// None on the scalar path.
     pub tiles: Option<[[TileFn; 2]; 3]>,
+    /// Int8 4 W rows × 4 x rows ([`I8Tile`]); None where the path has none.
+    pub int8_tile: Option<I8Tile>,
 }
+
+/// Σ w·x over `len` int8 pairs for 4 W rows × 4 x rows: `out[4·r + i]` = row `w[r]` · row `x[i]`
+/// (each pointer covers `len` values). The exact integer sums of [`I8Row`].
+pub(crate) type I8Tile = unsafe fn(&[*const i8; 4], &[*const i8; 4], usize, &mut [i32; 16]);
 
 /// Indices into [`Kernels::tiles`].
 pub(crate) const TILE_Q8_0: usize = 0;
@@ -152,9 +158,14 @@ pub(crate) type TileFn = unsafe fn(&TileArgs, &mut [f32; 8]);
 pub(crate) fn kernels(isa: Isa) -> Kernels {
     assert!(isa.available(), "quantized matmul: this CPU lacks {}", isa.name());
     match isa {
-        Isa::Scalar => {
-            Kernels { q8_0: q8_0_scalar, q4_0: q4_0_scalar, int8: int8_scalar, int4: int4_scalar, tiles: None }
-        }
+        Isa::Scalar => Kernels {
+            q8_0: q8_0_scalar,
+            q4_0: q4_0_scalar,
+            int8: int8_scalar,
+            int4: int4_scalar,
+            tiles: None,
+            int8_tile: None,
+        },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Kernels {
             q8_0: x86::q8_0_avx2,
@@ -162,6 +173,7 @@ pub(crate) fn kernels(isa: Isa) -> Kernels {
             int8: x86::int8_avx2,
             int4: x86::int4_avx2,
             tiles: Some(x86::TILES_AVX2),
+            int8_tile: None,
         },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => Kernels {
@@ -170,6 +182,7 @@ pub(crate) fn kernels(isa: Isa) -> Kernels {
             int8: x86::int8_vnni,
             int4: x86::int4_vnni,
             tiles: Some(x86::TILES_VNNI),
+            int8_tile: Some(x86::int8_tile_vnni),
         },
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!(),
@@ -618,4 +631,36 @@ mod x86 {
         [tile_vnni::<TILE_Q4_0, 1>, tile_vnni::<TILE_Q4_0, 2>],
         [tile_vnni::<TILE_INT4, 1>, tile_vnni::<TILE_INT4, 2>],
     ];
+
+    /// [`I8Tile`] with `vpdpbusd`: u = x + 128 (x ^ 0x80, unsigned), so Σ u·w = Σ x·w + 128·Σ w,
+    /// and Σ w comes from `vpdpbusd(1, w)`; one instruction per pair and 64 values. The tail
+    /// goes through masked loads (zeros: w = 0 adds nothing to either sum).
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub(super) unsafe fn int8_tile_vnni(w: &[*const i8; 4], x: &[*const i8; 4], len: usize, out: &mut [i32; 16]) {
+        let (ones, flip) = (_mm512_set1_epi8(1), _mm512_set1_epi8(-128));
+        let mut acc = [_mm512_setzero_si512(); 16];
+        let mut sw = [_mm512_setzero_si512(); 4];
+        let mut i = 0;
+        while i < len {
+            let m: __mmask64 = if len - i >= 64 { !0 } else { (1u64 << (len - i)) - 1 };
+            let mut u = [_mm512_setzero_si512(); 4];
+            for (u, x) in u.iter_mut().zip(x) {
+                *u = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, x.add(i)), flip);
+            }
+            for r in 0..4 {
+                let wv = _mm512_maskz_loadu_epi8(m, w[r].add(i));
+                sw[r] = _mm512_dpbusd_epi32(sw[r], ones, wv);
+                for c in 0..4 {
+                    acc[4 * r + c] = _mm512_dpbusd_epi32(acc[4 * r + c], u[c], wv);
+                }
+            }
+            i += 64;
+        }
+        for r in 0..4 {
+            let s = _mm512_reduce_add_epi32(sw[r]).wrapping_mul(128);
+            for c in 0..4 {
+                out[4 * r + c] = _mm512_reduce_add_epi32(acc[4 * r + c]).wrapping_sub(s);
+            }
+        }
+    }
 }
