@@ -511,10 +511,10 @@ mod x86 {
     macro_rules! tile_kernel {
         ($name:ident, $feat:literal, $dot8:ident, $dot4:ident) => {
             #[target_feature(enable = $feat)]
-            unsafe fn $name<const K: usize, const NX: usize>(a: &TileArgs, out: &mut [f32; 8]) {
+            #[inline]
+            unsafe fn $name<const K: usize, const NX: usize>(a: &TileArgs, b0: usize, mut acc: __m256) -> __m256 {
                 let rw = 8 / NX;
-                let mut acc = _mm256_setzero_ps();
-                for b in 0..a.nb {
+                for b in b0..a.nb {
                     let mut d = [_mm256_setzero_si256(); 8];
                     let mut h = [0u16; 8];
                     let mut dws = [0f32; 8];
@@ -589,7 +589,7 @@ mod x86 {
                     let sc = _mm256_mul_ps(dw, _mm256_loadu_ps(dxl.as_ptr()));
                     acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(isum), sc));
                 }
-                _mm256_storeu_ps(out.as_mut_ptr(), acc);
+                acc
             }
         };
     }
@@ -621,15 +621,115 @@ mod x86 {
     tile_kernel!(tile_avx2, "avx2,f16c", dot8_avx2, dot4_avx2);
     tile_kernel!(tile_vnni, "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni", dot8_vnni, dot4_vnni);
 
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn tile_avx2_all<const K: usize, const NX: usize>(a: &TileArgs, out: &mut [f32; 8]) {
+        _mm256_storeu_ps(out.as_mut_ptr(), tile_avx2::<K, NX>(a, 0, _mm256_setzero_ps()));
+    }
+
+    /// [`reduce8`] of two blocks at once: v[k] holds block b in its low 256 bits and block b+1
+    /// in its high 256 bits; lane 8·j + k of the result = the sum of v[k]'s half j.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn reduce8x2(v: &[__m512i; 8]) -> __m512i {
+        // Per 128-bit lane, as `_mm256_hadd_epi32`.
+        #[inline]
+        #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn hadd(a: __m512i, b: __m512i) -> __m512i {
+            let (a, b) = (_mm512_castsi512_ps(a), _mm512_castsi512_ps(b));
+            let e = _mm512_castps_si512(_mm512_shuffle_ps::<0x88>(a, b));
+            let o = _mm512_castps_si512(_mm512_shuffle_ps::<0xDD>(a, b));
+            _mm512_add_epi32(e, o)
+        }
+        let t0 = hadd(hadd(v[0], v[1]), hadd(v[2], v[3]));
+        let t1 = hadd(hadd(v[4], v[5]), hadd(v[6], v[7]));
+        // Lane L of t0: v0..v3 summed over 128-bit lane L (L = 0, 1 block b; 2, 3 block b+1).
+        let a = _mm512_shuffle_i64x2::<0x88>(t0, t1);
+        let b = _mm512_shuffle_i64x2::<0xDD>(t0, t1);
+        let s = _mm512_add_epi32(a, b);
+        _mm512_shuffle_i64x2::<0xD8>(s, s)
+    }
+
+    /// The VNNI tile: for one x row (N = 1), Q8_0 and Q4_0 two blocks per step in 512-bit
+    /// registers (each lane's operations unchanged: block b's product is added before block
+    /// b+1's), then any last block, two x rows and Int4 through `tile_vnni` (with two x rows
+    /// the 512-bit step measured slower).
+    #[target_feature(enable = "avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn tile_vnni_all<const K: usize, const NX: usize>(a: &TileArgs, out: &mut [f32; 8]) {
+        let rw = 8 / NX;
+        let bytes = if K == TILE_Q8_0 { Q8_0_BYTES } else { Q4_0_BYTES };
+        let zero = _mm512_setzero_si512();
+        let mut acc = _mm256_setzero_ps();
+        let mut b = 0;
+        while K != TILE_INT4 && NX == 1 && b + 2 <= a.nb {
+            let mut xv = [zero; 2];
+            let mut xa = [zero; 2];
+            let mut xn: [__mmask64; 2] = [0; 2];
+            for i in 0..NX {
+                xv[i] = _mm512_loadu_si512(a.x.add(i * a.xq_step + b * QK) as *const __m512i);
+                xa[i] = _mm512_abs_epi8(xv[i]);
+                xn[i] = _mm512_movepi8_mask(xv[i]);
+            }
+            let mut d = [zero; 8];
+            let mut hl = [0u16; 16];
+            let mut dxl = [0f32; 16];
+            let mut sxl = [0i32; 16];
+            for r in 0..rw {
+                let p = a.w[r].add(b * bytes);
+                let (h0, h1) =
+                    ((p as *const u16).read_unaligned().to_le(), (p.add(bytes) as *const u16).read_unaligned().to_le());
+                let wv = if K == TILE_Q8_0 {
+                    let lo = _mm256_loadu_si256(p.add(2) as *const __m256i);
+                    _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(lo),
+                        _mm256_loadu_si256(p.add(bytes + 2) as *const __m256i),
+                    )
+                } else {
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(unpack32(p.add(2))), unpack32(p.add(bytes + 2)))
+                };
+                for i in 0..NX {
+                    let k = r * NX + i;
+                    hl[k] = h0;
+                    hl[8 + k] = h1;
+                    d[k] = if K == TILE_Q8_0 {
+                        _mm512_dpbusd_epi32(zero, xa[i], _mm512_mask_sub_epi8(wv, xn[i], zero, wv))
+                    } else {
+                        _mm512_dpbusd_epi32(zero, wv, xv[i])
+                    };
+                }
+            }
+            for k in 0..8 {
+                let xo = (k % NX) * a.xb_step + b;
+                dxl[k] = *a.xd.add(xo);
+                dxl[8 + k] = *a.xd.add(xo + 1);
+                if K == TILE_Q4_0 {
+                    sxl[k] = *a.xs.add(xo);
+                    sxl[8 + k] = *a.xs.add(xo + 1);
+                }
+            }
+            let mut isum = reduce8x2(&d);
+            if K == TILE_Q4_0 {
+                isum =
+                    _mm512_sub_epi32(isum, _mm512_slli_epi32::<3>(_mm512_loadu_si512(sxl.as_ptr() as *const __m512i)));
+            }
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(hl.as_ptr() as *const __m256i));
+            let sc = _mm512_mul_ps(dw, _mm512_loadu_ps(dxl.as_ptr()));
+            let t = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), sc);
+            acc = _mm256_add_ps(acc, _mm512_castps512_ps256(t));
+            acc = _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(t))));
+            b += 2;
+        }
+        _mm256_storeu_ps(out.as_mut_ptr(), tile_vnni::<K, NX>(a, b, acc));
+    }
+
     pub(super) const TILES_AVX2: [[TileFn; 2]; 3] = [
-        [tile_avx2::<TILE_Q8_0, 1>, tile_avx2::<TILE_Q8_0, 2>],
-        [tile_avx2::<TILE_Q4_0, 1>, tile_avx2::<TILE_Q4_0, 2>],
-        [tile_avx2::<TILE_INT4, 1>, tile_avx2::<TILE_INT4, 2>],
+        [tile_avx2_all::<TILE_Q8_0, 1>, tile_avx2_all::<TILE_Q8_0, 2>],
+        [tile_avx2_all::<TILE_Q4_0, 1>, tile_avx2_all::<TILE_Q4_0, 2>],
+        [tile_avx2_all::<TILE_INT4, 1>, tile_avx2_all::<TILE_INT4, 2>],
     ];
     pub(super) const TILES_VNNI: [[TileFn; 2]; 3] = [
-        [tile_vnni::<TILE_Q8_0, 1>, tile_vnni::<TILE_Q8_0, 2>],
-        [tile_vnni::<TILE_Q4_0, 1>, tile_vnni::<TILE_Q4_0, 2>],
-        [tile_vnni::<TILE_INT4, 1>, tile_vnni::<TILE_INT4, 2>],
+        [tile_vnni_all::<TILE_Q8_0, 1>, tile_vnni_all::<TILE_Q8_0, 2>],
+        [tile_vnni_all::<TILE_Q4_0, 1>, tile_vnni_all::<TILE_Q4_0, 2>],
+        [tile_vnni_all::<TILE_INT4, 1>, tile_vnni_all::<TILE_INT4, 2>],
     ];
 
     /// [`I8Tile`] with `vpdpbusd`: u = x + 128 (x ^ 0x80, unsigned), so Σ u·w = Σ x·w + 128·Σ w,
