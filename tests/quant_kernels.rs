@@ -133,6 +133,9 @@ fn shapes() -> Vec<(usize, usize, usize, Vec<QuantType>)> {
         (5, 100, 3, vec![QuantType::Int8]),
         (5, 7, 2, vec![QuantType::Int8]),
         (3, 224, 17, vec![QuantType::Q4_0, QuantType::Int4 { group: 32 }, QuantType::Int8]),
+        // Register tiles: rows not a multiple of 8 or 4, n even, one block per row.
+        (41, 64, 2, vec![QuantType::Q8_0, QuantType::Q4_0, QuantType::Int4 { group: 64 }]),
+        (9, 32, 3, vec![QuantType::Q8_0, QuantType::Q4_0, QuantType::Int4 { group: 32 }]),
     ]
 }
 

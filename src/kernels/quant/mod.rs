@@ -307,6 +307,100 @@ pub fn quant_matmul_forward_isa(
     let n_tile = if n == 1 { 1 } else { N_TILE };
     let (nt, rt) = (n.div_ceil(n_tile), rows.div_ceil(R_TILE));
     let outp = SendPtr(out.as_mut_ptr());
+    if let (QuantType::Int8, Some(f), true) = (w.ty, k.int8_tile, n > 1) {
+        // 4 W rows × 4 x rows per call; a tile past the task's last row repeats it, and the
+        // extra outputs are dropped.
+        (0..nt * rt).into_par_iter().for_each(|t| {
+            let (n0, r0) = ((t / rt) * n_tile, (t % rt) * R_TILE);
+            let (n1, r1) = ((n0 + n_tile).min(n), (r0 + R_TILE).min(rows));
+            let mut acc = [0i32; 16];
+            for rs in (r0..r1).step_by(4) {
+                let wp: [*const i8; 4] = std::array::from_fn(|j| {
+                    let r = (rs + j).min(r1 - 1);
+                    w.data[r * rb..(r + 1) * rb].as_ptr() as *const i8
+                });
+                for is in (n0..n1).step_by(4) {
+                    let xp: [*const i8; 4] = std::array::from_fn(|j| {
+                        let i = (is + j).min(n1 - 1);
+                        xq[i * cols..(i + 1) * cols].as_ptr()
+                    });
+                    // SAFETY: `kernels` checked the CPU features; each pointer covers `cols`
+                    // values (rb = cols for Int8).
+                    unsafe { f(&wp, &xp, cols, &mut acc) };
+                    for (kk, v) in acc.iter().enumerate() {
+                        let (r, i) = (rs + kk / 4, is + kk % 4);
+                        if r < r1 && i < n1 {
+                            let d = xd[i * nb..(i + 1) * nb].first().copied().unwrap_or(0.0);
+                            let b = bias.map_or(0.0, |b| b[r]);
+                            // SAFETY: i < n, r < rows: inside `out`; tiles are disjoint.
+                            unsafe { *outp.get().add(i * rows + r) = *v as f32 * (w.scales[r] * d) + b };
+                        }
+                    }
+                }
+            }
+        });
+        return;
+    }
+    let tile = match w.ty {
+        QuantType::Q8_0 => Some(dot::TILE_Q8_0),
+        QuantType::Q4_0 => Some(dot::TILE_Q4_0),
+        QuantType::Int4 { .. } => Some(dot::TILE_INT4),
+        QuantType::Int8 => None,
+    };
+    if let (Some(tiles), Some(kind)) = (k.tiles, tile) {
+        // Register tiles of 8 outputs: 8 W rows × 1 x row (n = 1) or 4 × 2. A tile past the
+        // last W row / x row of its task repeats that row, and the extra outputs are dropped.
+        let nx = if n == 1 { 1 } else { 2 };
+        let (f, rw) = (tiles[kind][nx - 1], 8 / nx);
+        let nsub = w.act_block() / QK;
+        (0..nt * rt).into_par_iter().for_each(|t| {
+            let (n0, r0) = ((t / rt) * n_tile, (t % rt) * R_TILE);
+            let (n1, r1) = ((n0 + n_tile).min(n), (r0 + R_TILE).min(rows));
+            let mut a = dot::TileArgs {
+                w: [std::ptr::null(); 8],
+                ws: [std::ptr::null(); 8],
+                wz: [std::ptr::null(); 8],
+                x: std::ptr::null(),
+                xd: std::ptr::null(),
+                xs: std::ptr::null(),
+                xq_step: 0,
+                xb_step: 0,
+                nb,
+                nsub,
+            };
+            let mut acc = [0f32; 8];
+            for rs in (r0..r1).step_by(rw) {
+                for j in 0..rw {
+                    let r = (rs + j).min(r1 - 1);
+                    a.w[j] = w.data[r * rb..(r + 1) * rb].as_ptr();
+                    if kind == dot::TILE_INT4 {
+                        a.ws[j] = w.scales[r * ng..(r + 1) * ng].as_ptr();
+                        a.wz[j] = w.zeros[r * ng..(r + 1) * ng].as_ptr();
+                    }
+                }
+                for is in (n0..n1).step_by(nx) {
+                    let two = nx == 2 && is + 1 < n1;
+                    a.x = xq[is * cols..(is + 1) * cols].as_ptr();
+                    a.xd = xd[is * nb..(is + 1) * nb].as_ptr();
+                    a.xs = xs[is * nb..(is + 1) * nb].as_ptr();
+                    (a.xq_step, a.xb_step) = if two { (cols, nb) } else { (0, 0) };
+                    // SAFETY: `kernels` checked the CPU features; every W row pointer covers
+                    // `rb` bytes (and `ng` scales and zeros), every x row `cols` codes and `nb`
+                    // scales and sums (the second row exists when its step is non-zero).
+                    unsafe { f(&a, &mut acc) };
+                    for (kk, v) in acc.iter().enumerate() {
+                        let (r, i) = (rs + kk / nx, is + kk % nx);
+                        if r < r1 && i < n1 {
+                            let b = bias.map_or(0.0, |b| b[r]);
+                            // SAFETY: i < n, r < rows: inside `out`; tiles are disjoint.
+                            unsafe { *outp.get().add(i * rows + r) = v + b };
+                        }
+                    }
+                }
+            }
+        });
+        return;
+    }
     (0..nt * rt).into_par_iter().for_each(|t| {
         let (n0, r0) = ((t / rt) * n_tile, (t % rt) * R_TILE);
         for r in r0..(r0 + R_TILE).min(rows) {
