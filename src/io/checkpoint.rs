@@ -48,6 +48,20 @@ pub struct TrainState {
     pub loss_scaler: Option<crate::optim::ScalerState>,
 }
 
+impl TrainState {
+    /// Step 0 of a run of `run`: no evaluation yet, the batch RNG seeded with `train.seed`.
+    pub fn fresh(run: &RunConfig) -> Self {
+        use rand::SeedableRng;
+        TrainState {
+            step: 0,
+            rng: Xoshiro256PlusPlus::seed_from_u64(run.train.seed),
+            record: EvalRecord::default(),
+            task: None,
+            loss_scaler: None,
+        }
+    }
+}
+
 /// What the evaluations of a run have found so far: the best validation loss and its step, the
 /// early-stopping count, and the losses of the latest evaluation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -146,17 +160,10 @@ pub const FILES: [&str; 5] =
 /// `lmlab train --resume DIR --set data.path=TEXT` fine-tunes it. An existing `dir` is replaced
 /// only if it holds nothing but checkpoint files.
 pub fn save_new(dir: &Path, model: &Transformer, tok: &Tokenizer) -> Result<()> {
-    use rand::SeedableRng;
     let run = RunConfig { model: model.config.clone(), ..RunConfig::default() };
     run.validate()?;
     let opt = run.optim.build(&model.layout)?;
-    let state = TrainState {
-        step: 0,
-        rng: Xoshiro256PlusPlus::seed_from_u64(run.train.seed),
-        record: EvalRecord::default(),
-        task: None,
-        loss_scaler: None,
-    };
+    let state = TrainState::fresh(&run);
     let files = encode(model, &opt, &run, tok, &state)?;
     super::atomic::check_replaceable(dir, &FILES)?;
     files.write(dir)
@@ -171,31 +178,16 @@ pub const QUANT_FILES: [&str; 5] =
 /// ones, the run config, the tokenizer and `state.json` (step 0, optimizer "none"). An
 /// existing `dir` is replaced only if it holds nothing but checkpoint files.
 pub fn save_quantized(dir: &Path, model: &Transformer, run: &RunConfig, tok: &Tokenizer, scheme: &str) -> Result<()> {
-    use rand::SeedableRng;
     let q = model.quantized().context("the model has no quantized weights")?;
     let is_quantized = |name: &str| q.iter().any(|(n, _)| n == name);
-    let cfg_json = serde_json::to_string(&model.config)?;
-    let weights: Vec<(String, Vec<usize>, &[f32])> = model
-        .layout
-        .tensors
-        .iter()
-        .filter(|t| !is_quantized(&t.name))
-        .map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()]))
-        .collect();
     let mut files: Vec<(&'static str, Vec<u8>)> = vec![
-        ("model.safetensors", to_safetensors(&weights, HashMap::from([("lmlab_config".to_string(), cfg_json)]))?),
+        ("model.safetensors", model_file(model, |name| !is_quantized(name))?),
         ("quant.safetensors", super::quant_checkpoint::encode(scheme, q.iter())?),
         ("config.toml", run.to_toml().into_bytes()),
         ("tokenizer.json", tok.to_json()?.into_bytes()),
     ];
     let checksums = files.iter().map(|(n, b)| (n.to_string(), crc32fast::hash(b))).collect();
-    let state = TrainState {
-        step: 0,
-        rng: Xoshiro256PlusPlus::seed_from_u64(run.train.seed),
-        record: EvalRecord::default(),
-        task: None,
-        loss_scaler: None,
-    };
+    let state = TrainState::fresh(run);
     let state_file = StateFile {
         format: FORMAT.into(),
         model_config: model.config.clone(),
@@ -209,6 +201,21 @@ pub fn save_quantized(dir: &Path, model: &Transformer, run: &RunConfig, tok: &To
     let replaceable = [&FILES[..], &["quant.safetensors"]].concat();
     super::atomic::check_replaceable(dir, &replaceable)?;
     CheckpointFiles { files }.write(dir)
+}
+
+/// `model.safetensors`: the parameters that `keep` accepts (by name), with the model config as
+/// the one metadata key (safetensors writes its metadata map in hash order, and two identical
+/// runs must write identical files).
+fn model_file(model: &Transformer, keep: impl Fn(&str) -> bool) -> Result<Vec<u8>> {
+    let cfg_json = serde_json::to_string(&model.config)?;
+    let weights: Vec<(String, Vec<usize>, &[f32])> = model
+        .layout
+        .tensors
+        .iter()
+        .filter(|t| keep(&t.name))
+        .map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()]))
+        .collect();
+    to_safetensors(&weights, HashMap::from([("lmlab_config".to_string(), cfg_json)]))
 }
 
 /// Encodes a checkpoint's files. Fails, naming the tensor, when a weight is NaN or infinite:
@@ -228,15 +235,7 @@ pub fn encode(
             model.params[i]
         );
     }
-    let cfg_json = serde_json::to_string(&model.config)?;
-    let weights: Vec<(String, Vec<usize>, &[f32])> =
-        model.layout.tensors.iter().map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()])).collect();
-    let model_bytes = to_safetensors(
-        &weights,
-        // One metadata key only: safetensors writes its metadata map in hash order, and two
-        // identical runs must write identical files.
-        HashMap::from([("lmlab_config".to_string(), cfg_json)]),
-    )?;
+    let model_bytes = model_file(model, |_| true)?;
     let state_bufs = opt.state_tensors();
     let mut moments = Vec::new();
     for t in &model.layout.tensors {

@@ -430,6 +430,7 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
+        let hooks = linear_hooks(&self.quant, &self.observer);
         let enc_mask = last.has_mask.then(|| &last.mask[..b * te]);
         let KvCache { k, v: vals, cross, cross_len, probs, scratch, lens, capacity, block, kv, .. } = cache;
         let view = CacheView {
@@ -445,36 +446,12 @@ impl Transformer {
             block: *block,
             kv: *kv,
         };
-        let mut cx = ctx(
-            &w,
-            &g,
-            &r,
-            &self.consts,
-            &self.scratch,
-            last,
-            t,
-            None,
-            enc_mask,
-            low,
-            linear_hooks(&self.quant, &self.observer),
-        );
+        let mut cx = ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, None, enc_mask, low, hooks);
         cx.cache = Some(&view);
         let (dec, da) = (self.decoder.as_ref().unwrap(), self.dec_acts.as_ref().unwrap());
         let enc_out = self.encoder.as_ref().map(|enc| {
             enc.output(
-                &ctx(
-                    &w,
-                    &g,
-                    &r,
-                    &self.consts,
-                    &self.scratch,
-                    last,
-                    te,
-                    None,
-                    None,
-                    low,
-                    linear_hooks(&self.quant, &self.observer),
-                ),
+                &ctx(&w, &g, &r, &self.consts, &self.scratch, last, te, None, None, low, hooks),
                 self.enc_acts.as_ref().unwrap(),
             )
         });

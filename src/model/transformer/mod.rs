@@ -176,21 +176,10 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
+        let hooks = linear_hooks(&self.quant, &self.observer);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| {
-            ctx(
-                &w,
-                &g,
-                &r,
-                &self.consts,
-                &self.scratch,
-                last,
-                t,
-                self_mask,
-                enc_mask,
-                low,
-                linear_hooks(&self.quant, &self.observer),
-            )
+            ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, hooks)
         };
         let eps = if last.train { self.label_smoothing } else { 0.0 };
         // The stack whose output feeds the head.
@@ -284,21 +273,10 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
+        let hooks = linear_hooks(&self.quant, &self.observer);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| {
-            ctx(
-                &w,
-                &g,
-                &r,
-                &self.consts,
-                &self.scratch,
-                last,
-                t,
-                self_mask,
-                enc_mask,
-                low,
-                linear_hooks(&self.quant, &self.observer),
-            )
+            ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, hooks)
         };
         let eps = if last.train { self.label_smoothing } else { 0.0 };
         let scale = match last.loss_count {
