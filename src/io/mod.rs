@@ -1,4 +1,5 @@
-//! Files in and out: checkpoints (safetensors), atomic directory writes.
+//! Files in and out: checkpoints (float and quantized), atomic writes, llama2.c, Hugging Face
+//! GPT-2 and BERT, GGUF.
 pub mod atomic;
 pub mod checkpoint;
 pub mod gguf;
@@ -7,3 +8,23 @@ pub mod hf_gpt2;
 pub mod llama2c;
 pub mod quant_checkpoint;
 pub mod tensors;
+
+use crate::data::Tokenizer;
+use crate::model::transformer::Transformer;
+use anyhow::{bail, ensure, Result};
+
+/// What every export checks first: the tokenizer fits the model's vocabulary, and no weight is
+/// NaN or infinite (naming the first such tensor).
+fn check_export(model: &Transformer, tokenizer: &Tokenizer) -> Result<()> {
+    let v = model.config.vocab_size;
+    ensure!(
+        tokenizer.vocab_size() == v,
+        "the tokenizer has {} tokens but the model's vocab_size is {v}",
+        tokenizer.vocab_size()
+    );
+    if let Some(i) = model.params.iter().position(|x| !x.is_finite()) {
+        let t = model.layout.tensors.iter().find(|t| t.range().contains(&i)).map_or("?", |t| t.name.as_str());
+        bail!("weight {t} holds NaN or infinity");
+    }
+    Ok(())
+}

@@ -211,16 +211,7 @@ fn slots(cfg: &ModelConfig, arch: GgufArch) -> Vec<Slot> {
 pub fn to_gguf(model: &Transformer, tokenizer: &Tokenizer, ty: ExportType) -> Result<Gguf> {
     let cfg = &model.config;
     let arch = arch_of(cfg)?;
-    ensure!(
-        tokenizer.vocab_size() == cfg.vocab_size,
-        "the tokenizer has {} tokens but the model's vocab_size is {}",
-        tokenizer.vocab_size(),
-        cfg.vocab_size
-    );
-    if let Some(i) = model.params.iter().position(|x| !x.is_finite()) {
-        let t = model.layout.tensors.iter().find(|t| t.range().contains(&i)).map_or("?", |t| t.name.as_str());
-        bail!("weight {t} holds NaN or infinity");
-    }
+    crate::io::check_export(model, tokenizer)?;
     let mut g = Gguf::new();
     let a = arch.name();
     let u = |x: usize| -> Result<Value> { Ok(Value::U32(u32::try_from(x).context("a size does not fit GGUF's u32")?)) };

@@ -74,16 +74,7 @@ const MAX_ACTIVATION_ROWS: usize = 1 << 32;
 pub fn export_files(model: &Transformer, tokenizer: &Tokenizer) -> Result<Vec<(String, Vec<u8>)>> {
     let cfg = &model.config;
     check_exportable(cfg)?;
-    ensure!(
-        tokenizer.vocab_size() == cfg.vocab_size,
-        "the tokenizer has {} tokens but the model's vocab_size is {}",
-        tokenizer.vocab_size(),
-        cfg.vocab_size
-    );
-    if let Some(i) = model.params.iter().position(|x| !x.is_finite()) {
-        let t = model.layout.tensors.iter().find(|t| t.range().contains(&i)).map_or("?", |t| t.name.as_str());
-        bail!("weight {t} holds NaN or infinity");
-    }
+    crate::io::check_export(model, tokenizer)?;
     let tensors = hf_tensors(cfg).context("the model's sizes overflow")?;
     let mut used = BTreeSet::new();
     let mut data: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::with_capacity(tensors.len());
