@@ -229,3 +229,36 @@ fn gptq_on_the_model_beats_round_to_nearest() {
     let err = quantize_model(&mut m, Scheme::parse("gptq4-g32").unwrap(), KeepFloat::default()).err().unwrap();
     assert!(err.to_string().contains("calibration"), "{err}");
 }
+
+#[test]
+fn encoder_decoder_and_encoder_classifier_run_quantized() {
+    use lmlab::model::transformer::Arch;
+    // Encoder-decoder: self-attention, cross-attention (c_q, c_kv) and MLPs of both stacks.
+    let cfg = ModelConfig { arch: Arch::EncoderDecoder, ..config(40, true) };
+    let mut m = Transformer::new_inference(cfg, 1).unwrap();
+    m.init(5);
+    let (src, tgt): (Vec<u32>, Vec<u32>) = ((0..12).map(|i| i % 40).collect(), (3..13).collect());
+    let mut run = |m: &mut Transformer| {
+        m.forward_seq2seq(&src, None, &tgt, None, 1, 12, 10, false, 0).unwrap();
+        m.logits().to_vec()
+    };
+    let want = run(&mut m);
+    let names = quantize_model(&mut m, Scheme::Q8_0, KeepFloat::default()).unwrap();
+    assert!(names.iter().any(|n| n.ends_with("cross_attn.c_kv.weight")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("encoder.")) && names.iter().any(|n| n.starts_with("decoder.")));
+    let err = rel_err(&run(&mut m), &want);
+    assert!(err > 0.0 && err < 0.02, "encoder-decoder q8_0: relative logit error {err}");
+    // Encoder classifier: its blocks quantized, the classifier head kept in f32.
+    let cfg = ModelConfig { arch: Arch::Encoder, num_classes: 3, ..config(40, true) };
+    let mut m = Transformer::new_inference(cfg, 1).unwrap();
+    m.init(6);
+    let mut run = |m: &mut Transformer| {
+        m.forward_classify(&src, None, None, 1, 12, false, 0).unwrap();
+        m.logits().to_vec()
+    };
+    let want = run(&mut m);
+    let names = quantize_model(&mut m, Scheme::Int8, KeepFloat::default()).unwrap();
+    assert_eq!(names.len(), 8, "{names:?}");
+    let err = rel_err(&run(&mut m), &want);
+    assert!(err > 0.0 && err < 0.05, "encoder int8: relative logit error {err}");
+}
