@@ -238,7 +238,7 @@ fn encoder_decoder_and_encoder_classifier_run_quantized() {
     let mut m = Transformer::new_inference(cfg, 1).unwrap();
     m.init(5);
     let (src, tgt): (Vec<u32>, Vec<u32>) = ((0..12).map(|i| i % 40).collect(), (3..13).collect());
-    let mut run = |m: &mut Transformer| {
+    let run = |m: &mut Transformer| {
         m.forward_seq2seq(&src, None, &tgt, None, 1, 12, 10, false, 0).unwrap();
         m.logits().to_vec()
     };
@@ -252,7 +252,7 @@ fn encoder_decoder_and_encoder_classifier_run_quantized() {
     let cfg = ModelConfig { arch: Arch::Encoder, num_classes: 3, ..config(40, true) };
     let mut m = Transformer::new_inference(cfg, 1).unwrap();
     m.init(6);
-    let mut run = |m: &mut Transformer| {
+    let run = |m: &mut Transformer| {
         m.forward_classify(&src, None, None, 1, 12, false, 0).unwrap();
         m.logits().to_vec()
     };
