@@ -1,6 +1,6 @@
 //! GGUF files (llama.cpp's format) in and out: a reader and writer of the container
 //! (`read`, `write`, `value`), and lmlab models as GGUF (`model`: Llama and GPT-2 architectures
-//! with llama.cpp's key and tensor names, and the tokenizer).
+//! with llama.cpp's key and tensor names; `tokenizer`: the tokenizer).
 //!
 //! ```text
 //! "GGUF"  u32 version (3; 2 is read too)  u64 tensor count  u64 key/value count
@@ -19,11 +19,13 @@
 
 mod model;
 mod read;
+mod tokenizer;
 mod value;
 mod write;
 
-pub use model::{export, export_bytes, from_gguf, import, import_bytes, to_gguf, tokenizer_from_gguf, ExportType};
+pub use model::{export, export_bytes, from_gguf, import, import_bytes, to_gguf, ExportType};
 pub use read::parse;
+pub use tokenizer::tokenizer_from_gguf;
 pub use value::{Array, Value, ValueType};
 pub use write::to_bytes;
 
