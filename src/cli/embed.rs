@@ -49,6 +49,10 @@ pub struct EmbedArgs {
     /// Print the model load time and the embedding throughput to standard error.
     #[arg(long)]
     timing: bool,
+    /// Run the encoder with quantized linear layers: int8, q8_0, q4_0 or int4-gG (see
+    /// lmlab quantize).
+    #[arg(long, value_name = "SCHEME")]
+    quantize: Option<String>,
 }
 
 pub fn run(a: EmbedArgs) -> Result<()> {
@@ -58,6 +62,9 @@ pub fn run(a: EmbedArgs) -> Result<()> {
 fn embed(a: EmbedArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let mut e = open_embedder(a.model, a.batch)?;
+    if let Some(s) = &a.quantize {
+        e.quantize(lmlab::compress::quantize::Scheme::parse(s)?)?;
+    }
     let loaded = started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
     let count = match (a.similarity, a.search, a.corpus) {

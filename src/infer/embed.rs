@@ -216,6 +216,13 @@ impl Embedder {
         &self.model
     }
 
+    /// Quantizes the encoder's linear layers with `scheme` (round to nearest; see
+    /// `compress::quantize`). Returns how many weights were quantized.
+    pub fn quantize(&mut self, scheme: crate::compress::quantize::Scheme) -> Result<usize> {
+        let names = crate::compress::quantize::quantize_model(&mut self.model, scheme, Default::default())?;
+        Ok(names.len())
+    }
+
     /// Sentences per forward pass.
     pub fn max_batch(&self) -> usize {
         self.model.max_batch()
