@@ -1,16 +1,10 @@
 //! The `lmlab` binary end to end, and its answers to bad input: each is a clear error (exit code
 //! 1, a message naming the problem), never a panic (exit code 101).
 
+mod common;
+use common::{lmlab, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn lmlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmlab")).args(args).output().expect("run lmlab")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
+use std::process::Output;
 
 /// Asserts a clean failure whose message contains every one of `needles`.
 fn assert_error(o: &Output, needles: &[&str]) {

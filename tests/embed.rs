@@ -11,6 +11,7 @@
 //! of the repository. tests/hf_bert.rs covers the importer and the pipeline without it.
 
 mod common;
+use common::lmlab_text as lmlab;
 use lmlab::infer::embed::{cosine, default_model_dir, Embedder, PoolingMode};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -172,11 +173,6 @@ fn cosine_matrix_and_search_equal_sentence_transformers() {
             assert!(gi == wi || tie, "{query:?} rank {r}: sentence {gi}, sentence-transformers {wi}");
         }
     }
-}
-
-fn lmlab(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lmlab")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 #[test]

@@ -1,12 +1,8 @@
 //! `lmlab eval classify | bleu` on files: numbers equal to the library's (which the fixture tests
 //! tie to scikit-learn and sacrebleu), several runs summarised, bad input named.
 
-use std::process::Command;
-
-fn lmlab(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_lmlab")).args(args).output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
+mod common;
+use common::lmlab_text as lmlab;
 
 #[test]
 fn classify_and_bleu_from_files() {

@@ -5,6 +5,7 @@
 //! answer Ok or Err without panicking or allocating more than a few times the file's size.
 
 mod common;
+use common::{lmlab, ok};
 use lmlab::data::gpt2::Gpt2Tokenizer;
 use lmlab::data::{CharTokenizer, Tokenizer};
 use lmlab::io::gguf::{self, Array, ExportType, GgmlType, Gguf, Tensor, TensorData, Value};
@@ -14,7 +15,6 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 // ---------------------------------------------------------------------------------------------
@@ -531,16 +531,6 @@ fn fuzzed_files_never_panic_nor_overallocate() {
 
 // ---------------------------------------------------------------------------------------------
 // CLI
-
-fn lmlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmlab")).args(args).output().expect("run lmlab")
-}
-
-fn ok(o: Output) -> String {
-    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "lmlab failed: {err}\n{out}");
-    out
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

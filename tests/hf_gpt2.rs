@@ -9,6 +9,7 @@
 //! `GPT2LMHeadModel.from_pretrained` and `AutoTokenizer.from_pretrained`) is the script's.
 
 mod common;
+use common::{lmlab, ok};
 
 use common::{assert_close, fixture};
 use lmlab::data::bpe::BpeTokenizer;
@@ -24,7 +25,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use safetensors::Dtype;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const SAMPLE: &str = "First Citizen:\nBefore we proceed any further, hear me speak.\n";
 
@@ -605,16 +606,6 @@ fn checkpoint_tokenizer_json_keeps_the_kind() {
 
 // ------------------------------------------------------------------------------------------
 // CLI
-
-fn lmlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmlab")).args(args).output().expect("run lmlab")
-}
-
-fn ok(o: Output) -> String {
-    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "lmlab failed: {err}\n{out}");
-    out
-}
 
 fn fails(o: Output) -> String {
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stdout));

@@ -7,13 +7,13 @@
 //! that need them say so and pass when they are absent.
 
 mod common;
+use common::{lmlab, text};
 use lmlab::data::llama2c_tokenizer::{Llama2cTokenizer, BOS, EOS};
 use lmlab::infer::llama2c::generate_steps;
 use lmlab::io::llama2c::{self, Llama2cConfig};
 use lmlab::model::transformer::{ActivationKind, ModelConfig, NormKind, Position, Transformer};
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn data(rel: &str) -> Option<PathBuf> {
     common::shared_data(rel)
@@ -266,14 +266,6 @@ fn truncated_tokenizer_is_an_error() {
     std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
     let err = format!("{:#}", Llama2cTokenizer::read(&p).err().unwrap());
     assert!(err.contains("tok.bin") && err.contains("truncated"), "{err}");
-}
-
-fn lmlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lmlab")).args(args).output().expect("run lmlab")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 #[test]

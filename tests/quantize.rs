@@ -4,6 +4,8 @@
 //! corrupt `quant.safetensors` is a clear error. The kernels themselves are checked in
 //! tests/quant_kernels.rs.
 
+mod common;
+use common::lmlab_text as lmlab;
 use lmlab::compress::gptq::rtn;
 use lmlab::compress::quantize::{
     calibration_windows, linear_weights, quantize_model, quantize_model_gptq, KeepFloat, Scheme,
@@ -14,7 +16,6 @@ use lmlab::io::checkpoint;
 use lmlab::kernels::quant::{QuantMatrix, QuantType};
 use lmlab::model::transformer::{ModelConfig, Transformer};
 use std::path::Path;
-use std::process::Command;
 
 const TEXT: &str = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll: Speak, speak.\n";
 
@@ -132,15 +133,6 @@ fn bad_schemes_and_shapes_are_errors() {
     let mut m = Transformer::new_inference(ModelConfig { n_embd: 48, ..config(tok.vocab_size(), true) }, 1).unwrap();
     let err = format!("{:#}", quantize_model(&mut m, Scheme::Q8_0, KeepFloat::default()).err().unwrap());
     assert!(err.contains("transformer.h.0.attn.c_attn.weight"), "{err}");
-}
-
-fn lmlab(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_lmlab")).args(args).output().expect("run lmlab");
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -75,3 +75,27 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
     }
     p
 }
+
+/// Runs this build's `lmlab` binary with `args`.
+pub fn lmlab(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lmlab")).args(args).output().expect("run lmlab")
+}
+
+/// A run's standard output and standard error as text.
+pub fn text(o: &std::process::Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// The standard output of a run that must succeed (its stderr goes into the failure message).
+pub fn ok(o: std::process::Output) -> String {
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "lmlab failed: {err}\n{out}");
+    out
+}
+
+/// [`lmlab`] as (succeeded, stdout, stderr).
+pub fn lmlab_text(args: &[&str]) -> (bool, String, String) {
+    let o = lmlab(args);
+    let (out, err) = text(&o);
+    (o.status.success(), out, err)
+}
