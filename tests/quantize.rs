@@ -254,3 +254,27 @@ fn encoder_decoder_and_encoder_classifier_run_quantized() {
     let err = rel_err(&run(&mut m), &want);
     assert!(err > 0.0 && err < 0.05, "encoder int8: relative logit error {err}");
 }
+
+#[test]
+fn stored_parts_are_checked_against_type_and_shape() {
+    let w: Vec<f32> = (0..4 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
+    for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Int8, QuantType::Int4 { group: 32 }] {
+        let m = QuantMatrix::quantize(&w, 4, 64, ty).unwrap();
+        let back = QuantMatrix::from_parts(ty, 4, 64, m.data.clone(), m.scales.clone(), m.zeros.clone()).unwrap();
+        assert_eq!((back.data, back.scales, back.zeros), (m.data.clone(), m.scales.clone(), m.zeros.clone()));
+        let short = m.data[..m.data.len() - 1].to_vec();
+        let err = QuantMatrix::from_parts(ty, 4, 64, short, m.scales.clone(), m.zeros.clone()).err().unwrap();
+        assert!(err.to_string().contains("bytes of data"), "{ty:?}: {err}");
+        let err = QuantMatrix::from_parts(ty, 5, 64, m.data.clone(), m.scales.clone(), m.zeros.clone()).err();
+        assert!(err.is_some(), "{ty:?}: a wrong row count is an error");
+    }
+    let m = QuantMatrix::quantize(&w, 4, 64, QuantType::Int4 { group: 32 }).unwrap();
+    let mut zeros = m.zeros.clone();
+    zeros[0] = 16;
+    let err = QuantMatrix::from_parts(m.ty, 4, 64, m.data.clone(), m.scales.clone(), zeros).err().unwrap();
+    assert!(err.to_string().contains("zero point"), "{err}");
+    let mut scales = m.scales.clone();
+    scales[1] = f32::NAN;
+    let err = QuantMatrix::from_parts(m.ty, 4, 64, m.data, scales, m.zeros).err().unwrap();
+    assert!(err.to_string().contains("NaN"), "{err}");
+}

@@ -76,7 +76,7 @@ pub fn encode<'a>(scheme: &str, mats: impl Iterator<Item = (&'a str, &'a QuantMa
 }
 
 /// The quantized weights of `quant.safetensors`, each checked against the sizes its type and
-/// shape imply (a matrix of that type quantized from zeros is the yardstick).
+/// shape imply ([`QuantMatrix::from_parts`]).
 pub fn decode(bytes: &[u8]) -> Result<(String, Vec<(String, QuantMatrix)>)> {
     let tf = TensorFile::parse(bytes, "quant.safetensors")?;
     let index = tf.metadata.get("lmlab_quant").context("quant.safetensors has no lmlab_quant metadata")?;
@@ -84,35 +84,30 @@ pub fn decode(bytes: &[u8]) -> Result<(String, Vec<(String, QuantMatrix)>)> {
     let mut out = Vec::new();
     for (name, e) in &index.tensors {
         let ty = parse_type(e, name)?;
-        ensure!(
-            e.rows > 0 && e.cols > 0 && e.rows.checked_mul(e.cols).is_some_and(|n| n <= bytes.len() * 8),
-            "quant.safetensors: tensor {name} has an impossible shape {}×{}",
-            e.rows,
-            e.cols
-        );
-        let want = QuantMatrix::quantize(&vec![0.0; e.rows * e.cols], e.rows, e.cols, ty)
-            .with_context(|| format!("quant.safetensors: tensor {name}"))?;
-        let part = |suffix: &str, dtype: Dtype, len: usize| -> Result<Vec<u8>> {
-            if len == 0 {
-                return Ok(Vec::new());
-            }
+        let part = |suffix: &str, dtype: Dtype| -> Result<Vec<u8>> {
             let key = format!("{name}.{suffix}");
-            let t = tf.st.tensor(&key).with_context(|| format!("quant.safetensors: {key} is missing"))?;
-            ensure!(t.dtype() == dtype, "quant.safetensors: {key} has dtype {:?}, expected {dtype:?}", t.dtype());
-            ensure!(t.shape() == [len], "quant.safetensors: {key} has shape {:?}, expected [{len}]", t.shape());
-            Ok(t.data().to_vec())
+            match tf.st.tensor(&key) {
+                // Absent parts are empty (Q8_0/Q4_0 have no separate scales, only Int4 zeros).
+                Err(_) => Ok(Vec::new()),
+                Ok(t) => {
+                    ensure!(
+                        t.dtype() == dtype,
+                        "quant.safetensors: {key} has dtype {:?}, expected {dtype:?}",
+                        t.dtype()
+                    );
+                    Ok(t.data().to_vec())
+                }
+            }
         };
-        let data = part("qdata", Dtype::U8, want.data.len())?;
-        let scales: Vec<f32> = part("qscales", Dtype::F32, want.scales.len())?
+        let data = part("qdata", Dtype::U8)?;
+        let scales = part("qscales", Dtype::F32)?
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        ensure!(scales.iter().all(|s| s.is_finite()), "quant.safetensors: {name}.qscales holds NaN or infinity");
-        let zeros = part("qzeros", Dtype::U8, want.zeros.len())?;
-        if let QuantType::Int4 { .. } = ty {
-            ensure!(zeros.iter().all(|z| *z < 16), "quant.safetensors: {name}.qzeros holds a value above 15");
-        }
-        out.push((name.clone(), QuantMatrix { ty, rows: e.rows, cols: e.cols, data, scales, zeros }));
+        let zeros = part("qzeros", Dtype::U8)?;
+        let m = QuantMatrix::from_parts(ty, e.rows, e.cols, data, scales, zeros)
+            .with_context(|| format!("quant.safetensors: tensor {name}"))?;
+        out.push((name.clone(), m));
     }
     Ok((index.scheme, out))
 }

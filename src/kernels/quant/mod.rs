@@ -139,6 +139,37 @@ impl QuantMatrix {
         Ok(QuantMatrix { ty, rows, cols, data: pack_int4(codes), scales, zeros })
     }
 
+    /// A matrix from its stored parts (as a quantized checkpoint keeps them), checked against
+    /// what `ty` and the shape imply: the lengths of `data`, `scales` and `zeros`, finite scales,
+    /// Int4 zero points below 16. Q8_0/Q4_0 block scales are checked when dequantized.
+    pub fn from_parts(
+        ty: QuantType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+        scales: Vec<f32>,
+        zeros: Vec<u8>,
+    ) -> Result<Self> {
+        check_cols(ty, cols)?;
+        let m = QuantMatrix { ty, rows, cols, data, scales, zeros };
+        let (n_scales, n_zeros) = match ty {
+            QuantType::Q8_0 | QuantType::Q4_0 => (0, 0),
+            QuantType::Int8 => (rows, 0),
+            QuantType::Int4 { group } => (rows * (cols / group), rows * (cols / group)),
+        };
+        let n_data = rows.checked_mul(m.row_bytes());
+        ensure!(
+            n_data == Some(m.data.len()),
+            "{ty:?} {rows}×{cols}: {} bytes of data, expected {n_data:?}",
+            m.data.len()
+        );
+        ensure!(m.scales.len() == n_scales, "{ty:?} {rows}×{cols}: {} scales, expected {n_scales}", m.scales.len());
+        ensure!(m.zeros.len() == n_zeros, "{ty:?} {rows}×{cols}: {} zero points, expected {n_zeros}", m.zeros.len());
+        ensure!(m.scales.iter().all(|s| s.is_finite()), "{ty:?}: a scale is NaN or infinite");
+        ensure!(m.zeros.iter().all(|z| *z < 16), "{ty:?}: a zero point is above 15");
+        Ok(m)
+    }
+
     /// Bytes of one row of `data`.
     pub fn row_bytes(&self) -> usize {
         match self.ty {
