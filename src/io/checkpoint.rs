@@ -227,13 +227,8 @@ pub fn encode(
     tok: &Tokenizer,
     state: &TrainState,
 ) -> Result<CheckpointFiles> {
-    if let Some(i) = model.params.iter().position(|x| !x.is_finite()) {
-        let name = model.layout.tensors.iter().find(|t| t.range().contains(&i)).map_or("?", |t| t.name.as_str());
-        bail!(
-            "refusing to write a checkpoint at step {}: weight {name} holds {} (training diverged)",
-            state.step,
-            model.params[i]
-        );
+    if let Some((name, x)) = model.first_nonfinite_param() {
+        bail!("refusing to write a checkpoint at step {}: weight {name} holds {x} (training diverged)", state.step);
     }
     let model_bytes = model_file(model, |_| true)?;
     let state_bufs = opt.state_tensors();

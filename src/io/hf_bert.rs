@@ -255,8 +255,7 @@ pub fn from_parts(config_json: &str, safetensors: &[u8], max_batch: usize, conte
         w.linear(&mut model, &format!("{b}.output.dense"), &format!("{h}.mlp.c_proj"), c, f)?;
         w.norm(&mut model, &format!("{b}.output.LayerNorm"), &format!("{h}.ln_2"), c)?;
     }
-    if let Some(i) = model.params.iter().position(|x| !x.is_finite()) {
-        let t = model.layout.tensors.iter().find(|t| t.range().contains(&i)).map(|t| t.name.as_str()).unwrap_or("?");
+    if let Some((t, _)) = model.first_nonfinite_param() {
         bail!("weight {t} holds NaN or infinity");
     }
     Ok(HfBert { config, model })

@@ -316,8 +316,7 @@ pub fn from_bytes(bytes: &[u8], max_batch: usize) -> Result<Llama2cModel> {
         }
     }
     debug_assert_eq!(pos, floats.len());
-    if let Some(i) = model.params.iter().position(|x| !x.is_finite()) {
-        let t = model.layout.tensors.iter().find(|t| t.range().contains(&i)).map(|t| t.name.as_str()).unwrap_or("?");
+    if let Some((t, _)) = model.first_nonfinite_param() {
         bail!("weight {t} holds NaN or infinity");
     }
     Ok(Llama2cModel { config: cfg, model, rope_tables })

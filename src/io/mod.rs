@@ -22,8 +22,7 @@ fn check_export(model: &Transformer, tokenizer: &Tokenizer) -> Result<()> {
         "the tokenizer has {} tokens but the model's vocab_size is {v}",
         tokenizer.vocab_size()
     );
-    if let Some(i) = model.params.iter().position(|x| !x.is_finite()) {
-        let t = model.layout.tensors.iter().find(|t| t.range().contains(&i)).map_or("?", |t| t.name.as_str());
+    if let Some((t, _)) = model.first_nonfinite_param() {
         bail!("weight {t} holds NaN or infinity");
     }
     Ok(())

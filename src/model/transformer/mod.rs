@@ -313,6 +313,11 @@ impl Transformer {
         self.layout.tensors.iter().map(|t| (t.name.as_str(), &self.params[t.range()]))
     }
 
+    /// The first parameter that is NaN or infinite, as (its tensor's name, the value).
+    pub fn first_nonfinite_param(&self) -> Option<(&str, f32)> {
+        self.named_params().find_map(|(name, p)| p.iter().find(|x| !x.is_finite()).map(|&x| (name, x)))
+    }
+
     fn check_train(&self, train: bool) -> Result<()> {
         ensure!(
             !(train && self.inference),
