@@ -169,9 +169,10 @@ pub fn save_new(dir: &Path, model: &Transformer, tok: &Tokenizer) -> Result<()> 
     files.write(dir)
 }
 
-/// The files of a quantized checkpoint (`io/quant_checkpoint.rs`): no optimizer state.
-pub const QUANT_FILES: [&str; 5] =
-    ["model.safetensors", "quant.safetensors", "config.toml", "tokenizer.json", "state.json"];
+/// What a directory may hold for [`save_quantized`] to replace it: a float checkpoint's files
+/// or a quantized one's (`quant.safetensors` instead of the optimizer state).
+const QUANT_REPLACEABLE: [&str; 6] =
+    ["model.safetensors", "optimizer.safetensors", "quant.safetensors", "config.toml", "tokenizer.json", "state.json"];
 
 /// Writes a model whose linear weights are quantized ([`Transformer::set_quantized`]):
 /// `model.safetensors` with its other tensors (f32), `quant.safetensors` with the quantized
@@ -197,9 +198,7 @@ pub fn save_quantized(dir: &Path, model: &Transformer, run: &RunConfig, tok: &To
         checksums,
     };
     files.push(("state.json", serde_json::to_vec_pretty(&state_file)?));
-    // A float checkpoint there may be replaced too.
-    let replaceable = [&FILES[..], &["quant.safetensors"]].concat();
-    super::atomic::check_replaceable(dir, &replaceable)?;
+    super::atomic::check_replaceable(dir, &QUANT_REPLACEABLE)?;
     CheckpointFiles { files }.write(dir)
 }
 
