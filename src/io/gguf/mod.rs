@@ -176,10 +176,6 @@ pub struct Tensor {
 }
 
 impl Tensor {
-    pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
-    }
-
     /// The f32 values (F32 and F16 tensors), or None for a quantized type.
     pub fn f32s(&self) -> Option<&[f32]> {
         match &self.data {
