@@ -11,8 +11,15 @@ files `lmlab export --gguf` writes.
 2. Exports it as GGUF f32 and q8_0, and quantizes the checkpoint to q8_0 with lmlab.
 3. Greedy generation of --tokens tokens from the same prompt ids with llama.cpp (token ids fed
    directly: the character tokenizer has no llama.cpp counterpart) and with lmlab: f32 against
-   f32, q8_0 against q8_0. Reports token agreement, the first step's largest logit difference,
-   and tokens/s of both (prompt and generation separately).
+   f32, q8_0 against q8_0 (the quantized checkpoint's own blocks, `export --gguf` without
+   --type). llama.cpp's KV cache is f32 here (its default is f16). Reports token agreement, the
+   first step's largest logit difference, and tokens/s of both: llama.cpp's from its own perf
+   counters over a `create_completion` run (prompt and generation separately), lmlab's from
+   `eval efficiency`.
+4. The same for llama2.c's stories260K (`--stories DIR`, default the shared data's llama2c/):
+   `lmlab import --llama2c` makes it a checkpoint with its SentencePiece tokenizer, which the
+   GGUF export carries as llama.cpp's "llama" vocabulary, so here llama.cpp tokenizes the
+   prompt itself (its ids must equal lmlab's) and the texts are compared.
 """
 import argparse
 import json
@@ -26,6 +33,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# llama.cpp keeps its KV cache in f16 by default; f32 (GGML_TYPE_F32 = 0) compares like with like
+# (on stories260K the first step's largest logit difference is 6e-3 with f16, 9e-6 with f32).
+KV_F32 = dict(type_k=0, type_v=0)
 
 
 def run(*args):
@@ -50,6 +60,79 @@ def lmlab_gen_rate(lmlab, ckpt, n, threads):
     return eff["details"][0]["generate_tokens_per_second"]
 
 
+def greedy_llama_cpp(llm, prompt_ids, n, n_ctx):
+    """llama.cpp's greedy continuation of prompt_ids: (tokens, first-step logits, prompt s, gen s)."""
+    llm.reset()
+    t = time.perf_counter()
+    llm.eval(prompt_ids)
+    t_prompt = time.perf_counter() - t
+    first = np.array(llm.scores[len(prompt_ids) - 1], dtype=np.float64)
+    toks, t = [], time.perf_counter()
+    nxt = int(np.argmax(llm.scores[len(prompt_ids) - 1]))
+    for _ in range(n):
+        toks.append(nxt)
+        if len(prompt_ids) + len(toks) >= n_ctx:
+            break
+        llm.eval([nxt])
+        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    return toks, first, t_prompt, time.perf_counter() - t
+
+
+def llama_cpp_speed(Llama, gguf, prompt, n, threads, n_ctx):
+    """llama.cpp's own timing (its perf counters, no Python in the loop) of greedy generation:
+    (prompt tokens/s, generation tokens/s)."""
+    import llama_cpp
+    llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=int(threads), n_batch=n_ctx, verbose=False, **KV_F32)
+    llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+    llm.create_completion(prompt, max_tokens=n, temperature=0.0, top_k=1)
+    p = llama_cpp.llama_perf_context(llm._ctx.ctx)
+    return p.n_p_eval / (p.t_p_eval_ms / 1e3), p.n_eval / (p.t_eval_ms / 1e3)
+
+
+def check_stories(a, work, Llama):
+    """stories260K through `import --llama2c`, GGUF f32 and q8_0, against llama.cpp."""
+    model, tok = Path(a.stories) / "stories260K.bin", Path(a.stories) / "tok512.bin"
+    if not model.exists():
+        print(f"stories260K: {model} not found, skipped")
+        return
+    ckpt = work / "stories260K"
+    if not (ckpt / "state.json").exists():
+        run(a.lmlab, "import", "--llama2c", model, "--tokenizer", tok, "--out", ckpt)
+    q8 = work / "stories260K-q8_0"
+    if not (q8 / "state.json").exists():
+        run(a.lmlab, "quantize", "--checkpoint", ckpt, "--scheme", "q8_0", "--out", q8)
+    prompt = "Once upon a time"
+    n = a.tokens
+    print(f"stories260K (lmlab import --llama2c); prompt {prompt!r}; {n} greedy tokens; {a.threads} threads")
+    for ty, ours in (("f32", ckpt), ("q8_0", q8)):
+        gguf = work / f"stories260K.{ty}.gguf"
+        # The quantized checkpoint exports its own Q8_0 blocks (embeddings, norms and any
+        # weight that is not a multiple of 32 wide stay f32), so both sides run the same weights.
+        run(a.lmlab, "export", "--gguf", gguf, "--checkpoint", ours)
+        llm = Llama(model_path=str(gguf), n_ctx=512, n_threads=int(a.threads), n_batch=512,
+                    logits_all=True, verbose=False, **KV_F32)
+        prompt_ids = llm.tokenize(prompt.encode(), add_bos=True)
+        mine = json.loads(run(a.lmlab, "eval", "logits", "--checkpoint", ours, "--text", prompt))
+        assert mine["ids"] == prompt_ids, f"prompt ids differ: lmlab {mine['ids']}, llama.cpp {prompt_ids}"
+        toks, theirs0, t_prompt, t_gen = greedy_llama_cpp(llm, prompt_ids, n, 512)
+        mine0 = np.array(mine["logits"][-1], dtype=np.float64)
+        mine_text, _ = lmlab_greedy(a.lmlab, ours, prompt, len(toks), a.threads)
+        mine_text = mine_text[len(prompt):]
+        # Tokens of llama.cpp's continuation whose text is a prefix of lmlab's.
+        same = 0
+        while same < len(toks) and mine_text.startswith(
+                llm.detokenize(prompt_ids[-1:] + toks[:same + 1]).decode(errors="replace")[len(
+                    llm.detokenize(prompt_ids[-1:]).decode(errors="replace")):]):
+            same += 1
+        del llm
+        p_rate, g_rate = llama_cpp_speed(Llama, gguf, prompt, len(toks), a.threads, 512)
+        print(f"{ty}: prompt ids equal ({len(prompt_ids)}); tokens equal before the first difference "
+              f"{same}/{len(toks)}; first step: largest logit difference {np.max(np.abs(theirs0 - mine0)):.3e} "
+              f"(largest logit {np.max(np.abs(mine0)):.3f}); llama.cpp prompt {p_rate:.0f} tokens/s, generation "
+              f"{g_rate:.0f} tokens/s; lmlab generation {lmlab_gen_rate(a.lmlab, ours, len(toks), a.threads):.0f} "
+              "tokens/s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lmlab", default=ROOT / "target" / "release" / "lmlab")
@@ -58,11 +141,17 @@ def main():
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--threads", default="2")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--stories", default=ROOT.parent / "shared" / "data" / "llama2c")
+    ap.add_argument("--only", choices=["m", "stories"], default=None)
     a = ap.parse_args()
     from llama_cpp import Llama
 
     work = Path(a.work or tempfile.mkdtemp(prefix="lmlab-llama-cpp-"))
     work.mkdir(parents=True, exist_ok=True)
+    if a.only != "m":
+        check_stories(a, work, Llama)
+    if a.only == "stories":
+        return
     run_dir = work / "run"
     cfg = work / "llama.toml"
     cfg.write_text(
@@ -88,36 +177,24 @@ def main():
           f"{a.threads} threads")
     for ty, ours in (("f32", ckpt), ("q8_0", q8_ckpt)):
         gguf = work / f"model.{ty}.gguf"
-        run(a.lmlab, "export", "--gguf", gguf, "--type", ty, "--checkpoint", ckpt)
+        # The quantized checkpoint exports its own Q8_0 blocks (embeddings, norms and any
+        # weight that is not a multiple of 32 wide stay f32), so both sides run the same weights.
+        run(a.lmlab, "export", "--gguf", gguf, "--checkpoint", ours)
         llm = Llama(model_path=str(gguf), n_ctx=256, n_threads=int(a.threads), n_batch=256,
-                    logits_all=True, verbose=False)
-        # The first step's logits: llama.cpp's against lmlab's at the last prompt position.
-        llm.reset()
-        t = time.perf_counter()
-        llm.eval(prompt_ids)
-        t_prompt = time.perf_counter() - t
-        theirs0 = np.array(llm.scores[len(prompt_ids) - 1], dtype=np.float64)
+                    logits_all=True, verbose=False, **KV_F32)
         mine = json.loads(run(a.lmlab, "eval", "logits", "--checkpoint", ours, "--text", prompt))
         mine0 = np.array(mine["logits"][-1], dtype=np.float64)
-        # Greedy continuation, one token at a time (the prompt is already in the cache).
-        toks, t = [], time.perf_counter()
-        nxt = int(np.argmax(llm.scores[len(prompt_ids) - 1]))
-        for _ in range(a.tokens):
-            toks.append(nxt)
-            if len(prompt_ids) + len(toks) >= 256:
-                break
-            llm.eval([nxt])
-            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        t_gen = time.perf_counter() - t
+        toks, theirs0, _, _ = greedy_llama_cpp(llm, prompt_ids, a.tokens, 256)
+        del llm
         theirs_text = "".join(chars[i] for i in toks)
-        mine_text, t_mine = lmlab_greedy(a.lmlab, ours, prompt, len(toks), a.threads)
+        mine_text, _ = lmlab_greedy(a.lmlab, ours, prompt, len(toks), a.threads)
         mine_text = mine_text[len(prompt):]
         same = next((i for i, (x, y) in enumerate(zip(mine_text, theirs_text)) if x != y), min(len(mine_text), len(theirs_text)))
+        p_rate, g_rate = llama_cpp_speed(Llama, gguf, prompt_ids, len(toks), a.threads, 256)
         print(f"{ty}: tokens equal before the first difference {same}/{len(toks)}; first step: largest logit "
               f"difference {np.max(np.abs(theirs0 - mine0)):.3e} (largest logit {np.max(np.abs(mine0)):.3f}); "
-              f"llama.cpp prompt {len(prompt_ids) / t_prompt:.0f} tokens/s, generation {len(toks) / t_gen:.0f} "
-              f"tokens/s; lmlab generation {lmlab_gen_rate(a.lmlab, ours, len(toks), a.threads):.0f} tokens/s")
-        del llm
+              f"llama.cpp prompt {p_rate:.0f} tokens/s, generation {g_rate:.0f} tokens/s; lmlab generation "
+              f"{lmlab_gen_rate(a.lmlab, ours, len(toks), a.threads):.0f} tokens/s")
 
 
 if __name__ == "__main__":

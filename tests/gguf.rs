@@ -483,6 +483,17 @@ fn fuzzed_files_never_panic_nor_overallocate() {
         ("lmlab llama".into(), gguf::export_bytes(&m, &tok, ExportType::F16).unwrap(), 5500),
         ("every type".into(), gguf::to_bytes(&every_type()).unwrap(), 4500),
     ];
+    // A SentencePiece ("llama") vocabulary: llama2.c's layout of specials and byte tokens.
+    let spm = {
+        use lmlab::data::llama2c_tokenizer::Llama2cTokenizer;
+        let mut vocab: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"\n<s>\n".to_vec(), b"\n</s>\n".to_vec()];
+        vocab.extend((0..=255u8).map(|b| format!("<0x{b:02X}>").into_bytes()));
+        vocab.extend([" ", "a", "b", " a", "ab"].map(|t| t.as_bytes().to_vec()));
+        let scores = (0..vocab.len()).map(|i| -(i as f32)).collect();
+        Tokenizer::Llama2c(Box::new(Llama2cTokenizer::new(vocab, scores, 6).unwrap()))
+    };
+    let spm_model = random_model(llama_cfg(spm.vocab_size(), true), 12);
+    files.push(("lmlab llama spm".into(), gguf::export_bytes(&spm_model, &spm, ExportType::F32).unwrap(), 1500));
     if let Some(dir) = gpt2_dir() {
         files.push(("llama.cpp vocab".into(), std::fs::read(dir.join("ggml-vocab-gpt-2.gguf")).unwrap(), 1000));
     }
@@ -504,7 +515,7 @@ fn fuzzed_files_never_panic_nor_overallocate() {
             }
             // A file that reads is imported too (any answer but a panic; the model's own
             // buffers are not bounded by the file, so no allocation limit here).
-            if what == "lmlab llama" {
+            if what.starts_with("lmlab llama") {
                 if let Ok(g) = gguf::parse(&b) {
                     let r = std::panic::catch_unwind(|| gguf::from_gguf(&g, 1).map(|_| ()));
                     match r {
@@ -583,15 +594,25 @@ fn q8_0_and_q4_0_export_ggml_blocks_and_import_their_values() {
         let want = QuantMatrix::quantize(rows, 32, 64, qt).unwrap();
         assert_eq!(k.data, TensorData::Raw(want.data.clone()));
         assert_eq!(g.tensor("blk.0.attn_norm.weight").unwrap().ty, GgmlType::F32, "norms stay f32");
-        // Import: every matrix comes back as its dequantized values, so the logits are those of
-        // the dequantized model.
+        // Import: every matrix's params hold its dequantized values, and the linear weights
+        // run on the file's blocks: the model is the one lmlab's own quantization makes (with
+        // the token table the file quantized).
         let (mut back, _) = gguf::import_bytes(&gguf::to_bytes(&g).unwrap(), 1).unwrap();
         let mut deq = vec![0.0; rows.len()];
         want.dequantize(&mut deq);
         assert_eq!(bits(&back.params[p.start + 64 * 64..p.start + (64 + 32) * 64]), bits(&deq));
-        let mut dequantized = random_model(m.config.clone(), 11);
-        dequantized.params.copy_from_slice(&back.params);
-        assert_eq!(bits(&logits(&mut back, &ids)), bits(&logits(&mut dequantized, &ids)));
+        let mut same = random_model(m.config.clone(), 11);
+        let wte = m.layout.get("transformer.wte.weight").unwrap().range();
+        same.params[wte.clone()].copy_from_slice(&back.params[wte]);
+        let linear: Vec<String> = back.quantized().unwrap().iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(linear.len(), 4 * m.config.n_layer + 1, "{linear:?}");
+        for (n, q) in back.quantized().unwrap().iter() {
+            let t = m.layout.get(n).unwrap();
+            let mine = QuantMatrix::quantize(&m.params[t.range()], t.shape[0], t.shape[1], qt).unwrap();
+            assert_eq!((q.ty, &q.data), (qt, &mine.data), "{n}");
+            same.set_quantized(n, mine).unwrap();
+        }
+        assert_eq!(bits(&logits(&mut back, &ids)), bits(&logits(&mut same, &ids)));
         let float = logits(&mut m, &ids);
         let scale = float.iter().fold(0.0f32, |s, x| s.max(x.abs()));
         let err = logits(&mut back, &ids).iter().zip(&float).fold(0.0f32, |e, (a, b)| e.max((a - b).abs())) / scale;
@@ -600,8 +621,50 @@ fn q8_0_and_q4_0_export_ggml_blocks_and_import_their_values() {
     // Largest logit difference over the largest logit (this test's weights are large):
     // Q8_0 stays close, Q4_0 is further off.
     assert!(errs[0] > 0.0 && errs[0] < 0.1 && errs[1] > errs[0], "{errs:?}");
-    // A width that is not a multiple of 32 cannot be Q8_0: the error names the tensor.
+    // A width that is not a multiple of 32 cannot be Q8_0: such matrices stay f32.
     let small = random_model(llama_cfg(tok.vocab_size(), false), 7);
-    let err = format!("{:#}", gguf::to_gguf(&small, &tok, ExportType::Q8_0).err().unwrap());
-    assert!(err.contains("token_embd.weight") || err.contains("blk.0"), "{err}");
+    let g = gguf::to_gguf(&small, &tok, ExportType::Q8_0).unwrap();
+    for t in g.tensors.iter().filter(|t| t.dims.len() == 2) {
+        let want = if t.dims[0] % 32 == 0 { GgmlType::Q8_0 } else { GgmlType::F32 };
+        assert_eq!(t.ty, want, "{}", t.name);
+    }
+}
+
+#[test]
+fn a_quantized_model_exports_its_own_blocks() {
+    use lmlab::kernels::quant::{QuantMatrix, QuantType};
+    let tok = char_tok();
+    let mut cfg = llama_cfg(tok.vocab_size(), false);
+    cfg.n_embd = 64;
+    cfg.ffn_hidden = Some(96);
+    let mut m = random_model(cfg, 5);
+    let names: Vec<String> =
+        m.layout.tensors.iter().filter(|t| t.name.ends_with("c_fc.weight")).map(|t| t.name.clone()).collect();
+    for n in &names {
+        let t = m.layout.get(n).unwrap().clone();
+        let q = QuantMatrix::quantize(&m.params[t.range()], t.shape[0], t.shape[1], QuantType::Q4_0).unwrap();
+        m.set_quantized(n, q).unwrap();
+    }
+    let g = gguf::to_gguf(&m, &tok, ExportType::Stored).unwrap();
+    assert_eq!(g.get("general.file_type").and_then(Value::as_u64), Some(2));
+    let find = |n: &str| g.tensors.iter().find(|t| t.name == n).unwrap();
+    // The gate and up halves of c_fc are its Q4_0 rows, byte for byte; the rest stays f32.
+    let q = m.quantized().unwrap().iter().next().unwrap().1.clone();
+    let rb = q.row_bytes();
+    assert_eq!(find("blk.0.ffn_gate.weight").data, TensorData::Raw(q.data[..96 * rb].to_vec()));
+    assert_eq!(find("blk.0.ffn_up.weight").data, TensorData::Raw(q.data[96 * rb..].to_vec()));
+    for n in ["token_embd.weight", "blk.0.attn_q.weight", "blk.0.ffn_down.weight", "output.weight"] {
+        assert_eq!(find(n).ty, GgmlType::F32, "{n}");
+    }
+    // It imports to the model that ran.
+    let (mut back, _) = gguf::from_gguf(&gguf::parse(&gguf::to_bytes(&g).unwrap()).unwrap(), 1).unwrap();
+    assert_eq!(bits(&back.params), bits(&m.params));
+    let ids = [1u32, 2, 3];
+    assert_eq!(bits(&logits(&mut back, &ids)), bits(&logits(&mut m, &ids)));
+    // int8 has no GGUF type.
+    let t = m.layout.get("transformer.h.0.attn.c_proj.weight").unwrap().clone();
+    let q = QuantMatrix::quantize(&m.params[t.range()], t.shape[0], t.shape[1], QuantType::Int8).unwrap();
+    m.set_quantized("transformer.h.0.attn.c_proj.weight", q).unwrap();
+    let err = format!("{:#}", gguf::to_gguf(&m, &tok, ExportType::Stored).err().unwrap());
+    assert!(err.contains("attn.c_proj.weight") && err.contains("--type"), "{err}");
 }

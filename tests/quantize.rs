@@ -128,11 +128,18 @@ fn bad_schemes_and_shapes_are_errors() {
     assert!(Scheme::parse("int5").is_err());
     assert!(Scheme::parse("int4-g0").is_err());
     assert_eq!(Scheme::parse("int4-g64").unwrap(), Scheme::Int4 { group: 64 });
-    // n_embd 48 is not a multiple of Q8_0's block of 32: the error names the tensor.
+    // n_embd 48 is not a multiple of Q8_0's block of 32: only the feed-forward outputs (192
+    // inputs) are quantized, the other weights stay f32.
     let tok = CharTokenizer::from_corpus(TEXT).unwrap();
-    let mut m = Transformer::new_inference(ModelConfig { n_embd: 48, ..config(tok.vocab_size(), true) }, 1).unwrap();
-    let err = format!("{:#}", quantize_model(&mut m, Scheme::Q8_0, KeepFloat::default()).err().unwrap());
-    assert!(err.contains("transformer.h.0.attn.c_attn.weight"), "{err}");
+    let cfg = ModelConfig { n_embd: 48, ..config(tok.vocab_size(), true) };
+    let mut m = Transformer::new_inference(cfg.clone(), 1).unwrap();
+    let names = quantize_model(&mut m, Scheme::Q8_0, KeepFloat::default()).unwrap();
+    assert!(!names.is_empty() && names.iter().all(|n| n.ends_with("mlp.c_proj.weight")), "{names:?}");
+    assert_eq!(m.quantized().unwrap().len(), names.len());
+    // Groups of 128 fit no weight: an error naming them.
+    let mut m = Transformer::new_inference(cfg, 1).unwrap();
+    let err = format!("{:#}", quantize_model(&mut m, Scheme::Int4 { group: 128 }, KeepFloat::default()).unwrap_err());
+    assert!(err.contains("no linear weight") && err.contains("transformer.h.0.attn.c_attn.weight"), "{err}");
 }
 
 #[test]

@@ -19,9 +19,11 @@ pub struct ExportArgs {
     /// GGUF output file (llama.cpp's format; llama or gpt2 architecture; written atomically).
     #[arg(long, value_name = "OUT.gguf")]
     gguf: Option<PathBuf>,
-    /// Tensor type of the GGUF matrices (norms and biases stay f32).
-    #[arg(long = "type", value_enum, default_value_t = GgufType::F32, requires = "gguf")]
-    ty: GgufType,
+    /// Tensor type of the GGUF matrices (norms and biases stay f32; a matrix whose rows do not
+    /// split into blocks of 32 stays f32). Default: f32 for a float checkpoint; for a quantized
+    /// one, each weight as stored (its Q8_0/Q4_0 blocks unchanged, the rest f32).
+    #[arg(long = "type", value_enum, requires = "gguf")]
+    ty: Option<GgufType>,
     /// lmlab checkpoint directory.
     #[arg(long)]
     checkpoint: PathBuf,
@@ -62,8 +64,28 @@ pub fn run(a: ExportArgs) -> Result<()> {
         println!("wrote {} ({} parameters, {} tokenizer)", out.display(), ck.model.num_params(), ck.tokenizer.kind());
     }
     if let Some(out) = a.gguf {
-        gguf::export(&ck.model, &ck.tokenizer, a.ty.into(), &out)
+        let ty = match a.ty {
+            Some(t) => t.into(),
+            None if ck.model.quantized().is_some() => gguf::ExportType::Stored,
+            None => gguf::ExportType::F32,
+        };
+        let g = gguf::to_gguf(&ck.model, &ck.tokenizer, ty)
             .with_context(|| format!("cannot export {} as GGUF", a.checkpoint.display()))?;
+        let kept: Vec<&str> = g
+            .tensors
+            .iter()
+            .filter(|t| t.dims.len() == 2 && !ty.fits(t.dims[0] as usize))
+            .map(|t| t.name.as_str())
+            .collect();
+        if !kept.is_empty() {
+            eprintln!(
+                "note: {} matrices have rows that do not split into blocks of 32 and stay f32: {}",
+                kept.len(),
+                kept.join(", ")
+            );
+        }
+        lmlab::io::atomic::write_file_atomic(&out, &gguf::to_bytes(&g)?)
+            .with_context(|| format!("cannot write {}", out.display()))?;
         println!("wrote {} ({} parameters, {} tokenizer)", out.display(), ck.model.num_params(), ck.tokenizer.kind());
     }
     Ok(())

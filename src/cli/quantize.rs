@@ -2,7 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use lmlab::compress::quantize::{calibration_windows, quantize_model, quantize_model_gptq, KeepFloat, Scheme};
+use lmlab::compress::quantize::{
+    calibration_windows, quantizable, quantize_model, quantize_model_gptq, KeepFloat, Scheme,
+};
 use lmlab::io::checkpoint;
 use std::path::PathBuf;
 
@@ -59,13 +61,20 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         _ => quantize_model(&mut ck.model, scheme, keep),
     }
     .with_context(|| format!("cannot quantize {}", a.checkpoint.display()))?;
+    let kept = quantizable(&ck.model, scheme, keep).1;
+    if !kept.is_empty() && !a.json {
+        eprintln!(
+            "note: rows of these weights do not split into the scheme's blocks; they stay f32: {}",
+            kept.join(", ")
+        );
+    }
     checkpoint::save_quantized(&a.out, &ck.model, &ck.run_config, &ck.tokenizer, &a.scheme)
         .with_context(|| format!("cannot write checkpoint {}", a.out.display()))?;
     let q = ck.model.quantized().map_or(0, |q| q.bytes());
     let quantized_f32: usize = names.iter().filter_map(|n| ck.model.layout.get(n)).map(|t| 4 * t.numel()).sum();
     let weights_after = f32_bytes - quantized_f32 + q;
     if a.json {
-        let j = serde_json::json!({"out": a.out, "scheme": a.scheme, "tensors": names,
+        let j = serde_json::json!({"out": a.out, "scheme": a.scheme, "tensors": names, "kept_f32": kept,
             "weight_bytes_before": f32_bytes, "weight_bytes_after": weights_after});
         println!("{j}");
     } else {

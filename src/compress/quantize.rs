@@ -95,13 +95,34 @@ pub fn linear_weights(model: &Transformer, keep: KeepFloat) -> Vec<String> {
         .collect()
 }
 
-/// Quantizes every linear weight of `model` with `scheme`, round to nearest (GPTQ schemes:
-/// [`quantize_model_gptq`]). Returns the names of the quantized tensors.
+/// The linear weights `scheme` can store (their rows split into its blocks or groups), and the
+/// others, which stay f32 (e.g. stories260K's 172-wide feed-forward output under Q8_0, as
+/// llama.cpp's converter also leaves such tensors unquantized).
+pub fn quantizable(model: &Transformer, scheme: Scheme, keep: KeepFloat) -> (Vec<String>, Vec<String>) {
+    linear_weights(model, keep)
+        .into_iter()
+        .partition(|n| model.layout.get(n).is_some_and(|t| scheme.quant_type().fits(t.shape[1])))
+}
+
+/// [`quantizable`]'s first list, or an error when no weight fits the scheme at all.
+fn weights_to_quantize(model: &Transformer, scheme: Scheme, keep: KeepFloat) -> Result<Vec<String>> {
+    let (names, kept) = quantizable(model, scheme, keep);
+    ensure!(
+        !names.is_empty(),
+        "no linear weight can be stored as {:?}: the input widths of {} do not split into its blocks or groups",
+        scheme.quant_type(),
+        kept.join(", ")
+    );
+    Ok(names)
+}
+
+/// Quantizes every linear weight of `model` that `scheme` can store ([`quantizable`]), round to
+/// nearest (GPTQ schemes: [`quantize_model_gptq`]). Returns the names of the quantized tensors.
 pub fn quantize_model(model: &mut Transformer, scheme: Scheme, keep: KeepFloat) -> Result<Vec<String>> {
     if let Scheme::Gptq { rtn: false, .. } = scheme {
         bail!("GPTQ needs calibration text (lmlab quantize --calib FILE)");
     }
-    let names = linear_weights(model, keep);
+    let names = weights_to_quantize(model, scheme, keep)?;
     for name in &names {
         quantize_weight(model, name, scheme, None)?;
     }
@@ -144,7 +165,7 @@ pub fn quantize_model_gptq(
     let Scheme::Gptq { .. } = scheme else { return quantize_model(model, scheme, keep) };
     ensure!(model.config.arch == Arch::Decoder, "GPTQ calibration runs decoder language models only");
     ensure!(!windows.is_empty() && windows.iter().all(|w| !w.is_empty()), "no calibration text");
-    let names = linear_weights(model, keep);
+    let names = weights_to_quantize(model, scheme, keep)?;
     let mut stages: Vec<Vec<String>> = (0..model.config.n_layer)
         .map(|l| names.iter().filter(|n| n.starts_with(&format!("transformer.h.{l}."))).cloned().collect())
         .collect();

@@ -16,8 +16,13 @@
 //! vocabulary with the highest score is merged (the leftmost such pair on ties), until no pair
 //! merges. Decoding strips the leading space of the token after BOS and turns `<0xHH>` into the
 //! byte HH.
+//!
+//! In a checkpoint the vocabulary is `tokenizer.json` in the form [`Llama2cTokenizer::to_json`]
+//! writes (`{"type": "llama2c", "max_token_length", "tokens", "scores"}`), so the checkpoint is
+//! self-contained like every other; `tokenizer.bin` bytes come back from it unchanged.
 
 use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -25,6 +30,26 @@ use std::path::Path;
 pub const BOS: u32 = 1;
 /// Id of the end-of-sequence token.
 pub const EOS: u32 = 2;
+
+/// A stored token string: text when it is valid UTF-8 (SentencePiece pieces always are),
+/// else its bytes.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Piece {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// `tokenizer.json` of a llama2.c vocabulary.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Llama2cTokenizerFile {
+    #[serde(rename = "type")]
+    kind: String,
+    max_token_length: u32,
+    tokens: Vec<Piece>,
+    scores: Vec<f32>,
+}
 
 #[derive(Clone, Debug)]
 pub struct Llama2cTokenizer {
@@ -72,13 +97,58 @@ impl Llama2cTokenizer {
             scores.push(score);
             off += len;
         }
-        ensure!(!vocab.is_empty(), "the file holds no tokens");
+        Self::new(vocab, scores, max_len as u32)
+    }
+
+    /// A vocabulary from its token strings and scores (by id).
+    pub fn new(vocab: Vec<Vec<u8>>, scores: Vec<f32>, max_token_length: u32) -> Result<Self> {
+        ensure!(!vocab.is_empty(), "the vocabulary holds no tokens");
         ensure!(vocab.len() <= u32::MAX as usize, "too many tokens");
+        ensure!(vocab.len() == scores.len(), "{} tokens but {} scores", vocab.len(), scores.len());
+        ensure!(max_token_length > 0, "max_token_length is 0, it must be positive");
+        if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
+            bail!("token {i} has a non-finite score {}", scores[i]);
+        }
         let mut lookup = HashMap::with_capacity(vocab.len());
         for (i, t) in vocab.iter().enumerate() {
             lookup.entry(t.clone()).or_insert(i as u32);
         }
-        Ok(Llama2cTokenizer { vocab, scores, max_token_length: max_len as u32, lookup })
+        Ok(Llama2cTokenizer { vocab, scores, max_token_length, lookup })
+    }
+
+    /// The checkpoint form (see the module documentation).
+    pub fn to_json(&self) -> String {
+        let tokens = self
+            .vocab
+            .iter()
+            .map(|t| match std::str::from_utf8(t) {
+                Ok(s) => Piece::Text(s.to_string()),
+                Err(_) => Piece::Bytes(t.clone()),
+            })
+            .collect();
+        let file = Llama2cTokenizerFile {
+            kind: "llama2c".into(),
+            max_token_length: self.max_token_length,
+            tokens,
+            scores: self.scores.clone(),
+        };
+        serde_json::to_string(&file).expect("a vocabulary always serializes")
+    }
+
+    /// Reads [`Self::to_json`]'s form.
+    pub fn from_json(s: &str) -> Result<Self> {
+        let f: Llama2cTokenizerFile =
+            serde_json::from_str(s).context("tokenizer.json is not a valid llama2c tokenizer")?;
+        ensure!(f.kind == "llama2c", "tokenizer type {:?} is not \"llama2c\"", f.kind);
+        let vocab = f
+            .tokens
+            .into_iter()
+            .map(|p| match p {
+                Piece::Text(s) => s.into_bytes(),
+                Piece::Bytes(b) => b,
+            })
+            .collect();
+        Self::new(vocab, f.scores, f.max_token_length).context("tokenizer.json")
     }
 
     /// Serializes back to `tokenizer.bin` bytes (the input bytes exactly, for a parsed file).
@@ -215,6 +285,29 @@ impl Llama2cTokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned())
     }
+
+    /// The text of every id in `ids` (none is taken as context), as a checkpoint tokenizer
+    /// decodes: BOS and EOS print nothing, the token right after BOS loses its leading space.
+    /// So `decode_all(encode(text, true, false))` is `text` for text the vocabulary covers, and
+    /// a continuation decoded alone keeps the space it starts with.
+    pub fn decode_all(&self, ids: &[u32]) -> Result<String> {
+        self.decode_after(u32::MAX, ids)
+    }
+
+    /// [`Self::decode_all`] of ids that follow the token `prev` (not printed).
+    pub fn decode_after(&self, mut prev: u32, ids: &[u32]) -> Result<String> {
+        let mut out = Vec::new();
+        for &id in ids {
+            if id != BOS && id != EOS {
+                let p = self.piece(prev, id)?;
+                if printable(&p) {
+                    out.extend_from_slice(&p);
+                }
+            }
+            prev = id;
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
 }
 
 /// Whether a decoded piece is printed: everything but a lone non-whitespace control byte.
@@ -270,5 +363,21 @@ mod tests {
         assert_eq!(t.encode("", true, false).unwrap(), vec![BOS]);
         assert_eq!(t.decode(&[BOS, 264, 260, 0xC3 + 3, 0xA9 + 3]).unwrap(), "aba\u{e9}");
         assert_eq!(t.to_bytes(), Llama2cTokenizer::from_bytes(&t.to_bytes()).unwrap().to_bytes());
+        assert_eq!(t.decode_all(&t.encode("ab é", true, false).unwrap()).unwrap(), "ab é");
+        assert_eq!(t.decode_all(&[260, 261]).unwrap(), " ab");
+    }
+
+    #[test]
+    fn json_round_trip_keeps_the_bytes() {
+        let t = toy();
+        let back = Llama2cTokenizer::from_json(&t.to_json()).unwrap();
+        assert_eq!(back.to_bytes(), t.to_bytes());
+        // A token that is not UTF-8 on its own survives as bytes.
+        let odd = Llama2cTokenizer::new(vec![b"a".to_vec(), vec![0xE2, 0x96]], vec![0.0, -1.0], 2).unwrap();
+        let back = Llama2cTokenizer::from_json(&odd.to_json()).unwrap();
+        assert_eq!(back.to_bytes(), odd.to_bytes());
+        let bad = t.to_json().replace("\"scores\":[", "\"scores\":[1,");
+        let err = format!("{:#}", Llama2cTokenizer::from_json(&bad).unwrap_err());
+        assert!(err.contains("tokens but") && err.contains("scores"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! Tokenizers: character-level (the vocabulary is the sorted set of characters in the corpus),
-//! subword BPE ([`crate::data::bpe`]) and GPT-2's byte-level BPE ([`crate::data::gpt2`]), behind
-//! one [`Tokenizer`] type that checkpoints store.
+//! subword BPE ([`crate::data::bpe`]), GPT-2's byte-level BPE ([`crate::data::gpt2`]) and
+//! llama2.c's SentencePiece vocabularies ([`crate::data::llama2c_tokenizer`]), behind one
+//! [`Tokenizer`] type that checkpoints store.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -108,6 +109,10 @@ pub enum Tokenizer {
     /// GPT-2's byte-level BPE (OpenAI's vocabulary, or any with GPT-2's pipeline), e.g. of a
     /// model imported from Hugging Face.
     Gpt2(Box<crate::data::gpt2::Gpt2Tokenizer>),
+    /// A SentencePiece vocabulary with llama2.c's encoder (`tokenizer.bin`), e.g. of a model
+    /// imported with `lmlab import --llama2c`. Text is encoded with BOS first, as llama2.c's
+    /// `run` and SentencePiece's Llama defaults do.
+    Llama2c(Box<crate::data::llama2c_tokenizer::Llama2cTokenizer>),
 }
 
 impl Tokenizer {
@@ -116,6 +121,7 @@ impl Tokenizer {
             Tokenizer::Char(t) => t.vocab_size(),
             Tokenizer::Bpe(t) => t.vocab_size(),
             Tokenizer::Gpt2(t) => t.vocab_size(),
+            Tokenizer::Llama2c(t) => t.vocab_size(),
         }
     }
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -123,6 +129,7 @@ impl Tokenizer {
             Tokenizer::Char(t) => t.encode(text),
             Tokenizer::Bpe(t) => t.encode(text),
             Tokenizer::Gpt2(t) => t.encode(text),
+            Tokenizer::Llama2c(t) => t.encode(text, true, false),
         }
     }
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -130,12 +137,24 @@ impl Tokenizer {
             Tokenizer::Char(t) => Ok(t.decode(ids)),
             Tokenizer::Bpe(t) => t.decode(ids),
             Tokenizer::Gpt2(t) => t.decode(ids),
+            Tokenizer::Llama2c(t) => t.decode_all(ids),
         }
     }
-    /// The id of the end-of-text token, if the vocabulary has one (GPT-2's `<|endoftext|>`).
+    /// The text of `ids` generated after the token `prev` (the prompt's last): as [`Self::decode`],
+    /// except that a SentencePiece (llama2c) piece right after BOS drops its leading space, as
+    /// llama2.c prints it. Decoding a continuation on its own would keep that space.
+    pub fn decode_after(&self, prev: Option<u32>, ids: &[u32]) -> Result<String> {
+        match (self, prev) {
+            (Tokenizer::Llama2c(t), Some(p)) => t.decode_after(p, ids),
+            _ => self.decode(ids),
+        }
+    }
+    /// The id of the end-of-text token, if the vocabulary has one (GPT-2's `<|endoftext|>`;
+    /// llama2.c's BOS, which its models emit between stories and `run` stops at).
     pub fn end_of_text(&self) -> Option<u32> {
         match self {
             Tokenizer::Gpt2(t) => t.end_of_text(),
+            Tokenizer::Llama2c(_) => Some(crate::data::llama2c_tokenizer::BOS),
             Tokenizer::Char(_) | Tokenizer::Bpe(_) => None,
         }
     }
@@ -145,6 +164,7 @@ impl Tokenizer {
             Tokenizer::Char(_) => "char",
             Tokenizer::Bpe(_) => "bpe",
             Tokenizer::Gpt2(_) => "gpt2",
+            Tokenizer::Llama2c(_) => "llama2c",
         }
     }
     /// `tokenizer.json`: lmlab's char format, or a Hugging Face tokenizers document (BPE, GPT-2).
@@ -153,6 +173,7 @@ impl Tokenizer {
             Tokenizer::Char(t) => Ok(t.to_json()),
             Tokenizer::Bpe(t) => t.to_json(),
             Tokenizer::Gpt2(t) => t.to_json(),
+            Tokenizer::Llama2c(t) => Ok(t.to_json()),
         }
     }
     /// Reads any of the formats. A tokenizers document (it has a "model" key) is lmlab's BPE
@@ -160,6 +181,10 @@ impl Tokenizer {
     /// tokenizer when it has GPT-2's pipeline; lmlab's char format has no "model" key.
     pub fn from_json(s: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(s).context("tokenizer.json is not valid JSON")?;
+        if v.get("type").and_then(|t| t.as_str()) == Some("llama2c") {
+            let t = crate::data::llama2c_tokenizer::Llama2cTokenizer::from_json(s)?;
+            return Ok(Tokenizer::Llama2c(Box::new(t)));
+        }
         if v.get("model").is_none() {
             return Ok(Tokenizer::Char(CharTokenizer::from_json(s)?));
         }

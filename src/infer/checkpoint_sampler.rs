@@ -99,7 +99,7 @@ impl CheckpointSampler {
             if opts.stop.is_empty() {
                 return ControlFlow::Continue(());
             }
-            match tok.decode(&out[r]) {
+            match tok.decode_after(prompts[r].last().copied(), &out[r]) {
                 Ok(text) if stops.find(&text, 0).is_some() => ControlFlow::Break(()),
                 Ok(_) => ControlFlow::Continue(()),
                 Err(e) => {
@@ -113,7 +113,7 @@ impl CheckpointSampler {
         }
         out.iter()
             .map(|ids| {
-                let mut text = tok.decode(ids)?;
+                let mut text = tok.decode_after(self.prompt.last().copied(), ids)?;
                 text.truncate(stops.find(&text, 0).map_or(text.len(), |(at, _)| at));
                 Ok(text)
             })
@@ -128,7 +128,7 @@ impl CheckpointSampler {
         let hyps = beam_search(model, &self.prompt, &bo)?;
         let best = hyps.first().context("beam search finished no hypothesis")?;
         Ok(BeamText {
-            text: tok.decode(&best.tokens)?,
+            text: tok.decode_after(self.prompt.last().copied(), &best.tokens)?,
             log_prob: best.log_prob,
             score: best.score,
             tokens: best.tokens.len(),

@@ -95,16 +95,7 @@ pub struct Llama2cRun {
 impl Llama2cRunner {
     /// Reads both files; the tokenizer must have the model's vocabulary size.
     pub fn load(model_path: &Path, tok_path: &Path) -> Result<Self> {
-        let m = crate::io::llama2c::read(model_path, 1)?;
-        let tokenizer = Llama2cTokenizer::read(tok_path)?;
-        ensure!(
-            tokenizer.vocab_size() == m.config.vocab_size,
-            "tokenizer {} has {} tokens but the model {} has vocab_size {}",
-            tok_path.display(),
-            tokenizer.vocab_size(),
-            model_path.display(),
-            m.config.vocab_size
-        );
+        let (m, tokenizer) = crate::io::llama2c::read_with_tokenizer(model_path, tok_path, 1)?;
         Ok(Llama2cRunner { seq_len: m.config.seq_len, model: m.model, tokenizer })
     }
 

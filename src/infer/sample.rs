@@ -444,7 +444,7 @@ pub fn generate_text<R: Rng>(
     };
     generate(model, prompt, opts, rng, |id| {
         tokens.push(id);
-        match tokenizer.decode(&tokens) {
+        match tokenizer.decode_after(prompt.last().copied(), &tokens) {
             Err(e) => {
                 done = Some(Err(e));
                 ControlFlow::Break(())
@@ -463,7 +463,7 @@ pub fn generate_text<R: Rng>(
     let (text, stopped_by) = match done {
         Some(r) => r?,
         None => {
-            let text = tokenizer.decode(&tokens)?;
+            let text = tokenizer.decode_after(prompt.last().copied(), &tokens)?;
             match advance(&text, &mut printed, true) {
                 Some((at, which)) => (text[..at].to_owned(), Some(which)),
                 None => (text, None),

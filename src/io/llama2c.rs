@@ -35,6 +35,8 @@
 //! the angles), but they are kept so that writing a read file back gives the same bytes.
 
 use super::atomic::write_file_atomic;
+use crate::data::llama2c_tokenizer::Llama2cTokenizer;
+use crate::data::Tokenizer;
 use crate::model::transformer::{
     ActivationKind, Arch, ModelConfig, NormKind, NormPosition, Position, ScoreKind, Transformer,
 };
@@ -320,6 +322,32 @@ pub fn from_bytes(bytes: &[u8], max_batch: usize) -> Result<Llama2cModel> {
         bail!("weight {t} holds NaN or infinity");
     }
     Ok(Llama2cModel { config: cfg, model, rope_tables })
+}
+
+/// A llama2.c model and its `tokenizer.bin`; the vocabulary must have the model's size.
+pub fn read_with_tokenizer(
+    model_path: &Path,
+    tokenizer_path: &Path,
+    max_batch: usize,
+) -> Result<(Llama2cModel, Llama2cTokenizer)> {
+    let m = read(model_path, max_batch)?;
+    let tok = Llama2cTokenizer::read(tokenizer_path)?;
+    ensure!(
+        tok.vocab_size() == m.config.vocab_size,
+        "tokenizer {} has {} tokens but the model {} has vocab_size {}",
+        tokenizer_path.display(),
+        tok.vocab_size(),
+        model_path.display(),
+        m.config.vocab_size
+    );
+    Ok((m, tok))
+}
+
+/// A llama2.c model and its tokenizer as an lmlab model and checkpoint tokenizer (what
+/// `lmlab import --llama2c` saves).
+pub fn import(model_path: &Path, tokenizer_path: &Path, max_batch: usize) -> Result<(Transformer, Tokenizer)> {
+    let (m, tok) = read_with_tokenizer(model_path, tokenizer_path, max_batch)?;
+    Ok((m.model, Tokenizer::Llama2c(Box::new(tok))))
 }
 
 /// llama2.c bytes of `model`. `rope_tables` are written as given (from [`from_bytes`]) or, when

@@ -51,6 +51,9 @@ pub enum ExportType {
     F16,
     Q8_0,
     Q4_0,
+    /// Each weight as the model holds it: the blocks of weights quantized to Q8_0 or Q4_0
+    /// unchanged, everything else f32 (what a quantized checkpoint runs, bit for bit).
+    Stored,
 }
 
 impl ExportType {
@@ -60,6 +63,7 @@ impl ExportType {
             ExportType::F16 => GgmlType::F16,
             ExportType::Q8_0 => GgmlType::Q8_0,
             ExportType::Q4_0 => GgmlType::Q4_0,
+            ExportType::Stored => GgmlType::F32,
         }
     }
     /// llama.cpp's `general.file_type` (LLAMA_FTYPE_ALL_F32, _MOSTLY_F16, _MOSTLY_Q8_0,
@@ -70,12 +74,20 @@ impl ExportType {
             ExportType::F16 => 1,
             ExportType::Q8_0 => 7,
             ExportType::Q4_0 => 2,
+            ExportType::Stored => unreachable!("the file type of a stored export comes from its weights"),
+        }
+    }
+    /// Whether a matrix of `cols` columns can be stored in this type (blocks of 32 for Q8_0/Q4_0).
+    pub fn fits(self, cols: usize) -> bool {
+        match self {
+            ExportType::F32 | ExportType::F16 | ExportType::Stored => true,
+            ExportType::Q8_0 | ExportType::Q4_0 => cols.is_multiple_of(32),
         }
     }
     /// The matrix data of `values` (rows, cols) for a tensor of this type.
     fn matrix_data(self, name: &str, values: Vec<f32>, rows: usize, cols: usize) -> Result<TensorData> {
         let q = match self {
-            ExportType::F32 | ExportType::F16 => return Ok(TensorData::F32(values)),
+            ExportType::F32 | ExportType::F16 | ExportType::Stored => return Ok(TensorData::F32(values)),
             ExportType::Q8_0 => QuantType::Q8_0,
             ExportType::Q4_0 => QuantType::Q4_0,
         };
@@ -210,7 +222,7 @@ pub fn to_gguf(model: &Transformer, tokenizer: &Tokenizer, ty: ExportType) -> Re
     let u = |x: usize| -> Result<Value> { Ok(Value::U32(u32::try_from(x).context("a size does not fit GGUF's u32")?)) };
     g.set("general.architecture", Value::String(a.into()));
     g.set("general.name", Value::String("lmlab".into()));
-    g.set("general.file_type", Value::U32(ty.file_type()));
+    g.set("general.file_type", Value::U32(file_type(model, ty)?));
     g.set(&format!("{a}.vocab_size"), u(cfg.vocab_size)?);
     g.set(&format!("{a}.context_length"), u(cfg.block_size)?);
     g.set(&format!("{a}.embedding_length"), u(cfg.n_embd)?);
@@ -241,7 +253,15 @@ pub fn to_gguf(model: &Transformer, tokenizer: &Tokenizer, ty: ExportType) -> Re
             None if arch == GgufArch::Gpt2 && s.param.ends_with(".bias") && !cfg.bias => vec![0.0; s.rows * s.cols],
             None => bail!("the model has no parameter {} (unexpected layout)", s.param),
         };
-        let (tty, data) = if s.vector {
+        let stored = match ty {
+            ExportType::Stored if !s.vector => stored_blocks(model, &s)?,
+            _ => None,
+        };
+        let (tty, data) = if let Some(stored) = stored {
+            stored
+        } else if s.vector || !ty.fits(s.cols) {
+            // A matrix whose rows do not split into blocks of 32 stays f32, as lmlab's own
+            // quantized checkpoints keep it (llama.cpp's converter falls back to F16 instead).
             (GgmlType::F32, TensorData::F32(values))
         } else {
             (ty.ggml(), ty.matrix_data(&s.gguf, values, s.rows, s.cols)?)
@@ -252,6 +272,42 @@ pub fn to_gguf(model: &Transformer, tokenizer: &Tokenizer, ty: ExportType) -> Re
         bail!("GGUF cannot express the model: its parameter {} has no GGUF counterpart", extra.name);
     }
     Ok(g)
+}
+
+/// llama.cpp's `general.file_type`: the requested type's, or for a stored export the type of
+/// its quantized weights (all f32: 0).
+fn file_type(model: &Transformer, ty: ExportType) -> Result<u32> {
+    if ty != ExportType::Stored {
+        return Ok(ty.file_type());
+    }
+    let mut types = model.quantized().into_iter().flat_map(|q| q.iter()).map(|(name, m)| match m.ty {
+        QuantType::Q8_0 => Ok(ExportType::Q8_0),
+        QuantType::Q4_0 => Ok(ExportType::Q4_0),
+        other => bail!(
+            "{name} is quantized as {other:?}, which GGUF has no type for; export with --type f32|f16|q8_0|q4_0 \
+             (re-quantizing its dequantized values)"
+        ),
+    });
+    let first = types.next().transpose()?;
+    for t in types {
+        ensure!(Some(t?) == first, "the checkpoint mixes Q8_0 and Q4_0 weights; export with one --type");
+    }
+    Ok(first.map_or(0, ExportType::file_type))
+}
+
+/// The GGML blocks of slot `s`'s rows when its parameter is quantized as Q8_0 or Q4_0.
+fn stored_blocks(model: &Transformer, s: &Slot) -> Result<Option<(GgmlType, TensorData)>> {
+    let Some((_, m)) = model.quantized().and_then(|q| q.iter().find(|(name, _)| *name == s.param)) else {
+        return Ok(None);
+    };
+    let ty = match m.ty {
+        QuantType::Q8_0 => GgmlType::Q8_0,
+        QuantType::Q4_0 => GgmlType::Q4_0,
+        other => bail!("{} is quantized as {other:?}, which GGUF has no type for", s.param),
+    };
+    ensure!(m.cols == s.cols && s.row0 + s.rows <= m.rows, "{}: quantized shape does not match the slot", s.param);
+    let rb = m.row_bytes();
+    Ok(Some((ty, TensorData::Raw(m.data[s.row0 * rb..(s.row0 + s.rows) * rb].to_vec()))))
 }
 
 pub fn export_bytes(model: &Transformer, tokenizer: &Tokenizer, ty: ExportType) -> Result<Vec<u8>> {
@@ -460,5 +516,39 @@ pub fn from_gguf(g: &Gguf, max_batch: usize) -> Result<(Transformer, Tokenizer)>
             bail!("tensor {} holds {x}", s.gguf);
         }
     }
+    keep_quantized(g, &slots, &mut model)?;
     Ok((model, tokenizer))
+}
+
+/// Every linear weight whose GGUF tensors are all Q8_0 (or all Q4_0) runs on those blocks, as
+/// a model quantized by `lmlab quantize` does (its `params` already hold their values); the
+/// embedding tables stay f32, as lmlab's quantized models keep them. A weight split over
+/// several tensors (q/k/v, gate/up) is their blocks stacked in row order.
+fn keep_quantized(g: &Gguf, slots: &[Slot], model: &mut Transformer) -> Result<()> {
+    let mut params: Vec<&str> = slots.iter().filter(|s| !s.vector).map(|s| s.param.as_str()).collect();
+    params.dedup();
+    for param in params {
+        if matches!(param, "transformer.wte.weight" | "transformer.wpe.weight") {
+            continue;
+        }
+        let parts: Vec<&Slot> = slots.iter().filter(|s| s.param == param).collect();
+        let mut types: Vec<GgmlType> = parts.iter().map(|s| g.tensor(&s.gguf).expect("checked").ty).collect();
+        types.dedup();
+        let ty = match types[..] {
+            [GgmlType::Q8_0] => QuantType::Q8_0,
+            [GgmlType::Q4_0] => QuantType::Q4_0,
+            _ => continue,
+        };
+        let mut data = Vec::new();
+        for s in &parts {
+            if let TensorData::Raw(b) = &g.tensor(&s.gguf).expect("checked").data {
+                data.extend_from_slice(b);
+            }
+        }
+        let (rows, cols) = (parts.iter().map(|s| s.rows).sum(), parts[0].cols);
+        let m = QuantMatrix::from_parts(ty, rows, cols, data, Vec::new(), Vec::new())
+            .with_context(|| format!("the blocks of {param}"))?;
+        model.set_quantized(param, m)?;
+    }
+    Ok(())
 }

@@ -6,19 +6,26 @@
 //! without that key (llama.cpp's) is built from tokens and merges. The character tokenizer has
 //! no llama.cpp counterpart: it is model `none` (llama.cpp's "no vocabulary") with the characters
 //! as `tokenizer.ggml.tokens`, so llama.cpp can load the weights but not tokenize text.
-//! SentencePiece (`llama`) vocabularies are not a tokenizer kind lmlab checkpoints hold: import
-//! refuses them.
+//! llama2.c's SentencePiece vocabularies are model `llama`, llama.cpp's SentencePiece tokenizer
+//! (tokens, scores, token_type; BOS 1, EOS 2, unknown 0): llama2.c stores SentencePiece's
+//! word-boundary mark `▁` as a space and BOS/EOS as `"\n<s>\n"`/`"\n</s>\n"`, so those are
+//! mapped back to SentencePiece's spellings on export and again on import.
 
 use super::model::key;
 use super::value::{Array, Value};
 use super::Gguf;
 use crate::data::gpt2::Gpt2Tokenizer;
+use crate::data::llama2c_tokenizer::Llama2cTokenizer;
 use crate::data::{CharTokenizer, Tokenizer};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 
 /// llama.cpp's token types.
 const TOKEN_NORMAL: i32 = 1;
+const TOKEN_UNKNOWN: i32 = 2;
 const TOKEN_CONTROL: i32 = 3;
+const TOKEN_BYTE: i32 = 6;
+/// SentencePiece's word-boundary mark, which llama2.c's `tokenizer.bin` writes as a space.
+const SPM_SPACE: &str = "\u{2581}";
 
 fn strings(v: Vec<String>) -> Value {
     Value::Array(Array::String(v))
@@ -52,8 +59,87 @@ pub(super) fn tokenizer_metadata(tok: &Tokenizer) -> Result<Vec<(&'static str, V
             }
             m.push(("tokenizer.huggingface.json", Value::String(doc)));
         }
+        Tokenizer::Llama2c(t) => {
+            use crate::data::llama2c_tokenizer::{BOS, EOS};
+            let (tokens, scores, types) = spm_vocab(t)?;
+            m.push(("tokenizer.ggml.model", Value::String("llama".into())));
+            m.push(("tokenizer.ggml.tokens", strings(tokens)));
+            m.push(("tokenizer.ggml.scores", Value::Array(Array::F32(scores))));
+            m.push(("tokenizer.ggml.token_type", Value::Array(Array::I32(types))));
+            m.push(("tokenizer.ggml.bos_token_id", Value::U32(BOS)));
+            m.push(("tokenizer.ggml.eos_token_id", Value::U32(EOS)));
+            m.push(("tokenizer.ggml.unknown_token_id", Value::U32(0)));
+            m.push(("tokenizer.ggml.add_bos_token", Value::Bool(true)));
+            m.push(("tokenizer.ggml.add_eos_token", Value::Bool(false)));
+        }
     }
     Ok(m)
+}
+
+/// SentencePiece spellings, scores and llama.cpp token types of a llama2.c vocabulary.
+fn spm_vocab(t: &Llama2cTokenizer) -> Result<(Vec<String>, Vec<f32>, Vec<i32>)> {
+    use crate::data::llama2c_tokenizer::{BOS, EOS};
+    let n = t.vocab_size();
+    let (mut tokens, mut scores, mut types) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for id in 0..n as u32 {
+        let bytes = t.token(id).expect("id < vocab_size");
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| anyhow!("token {id} ({bytes:?}) is not UTF-8; GGUF stores tokens as strings"))?;
+        let (s, ty) = match id {
+            BOS => ("<s>".to_string(), TOKEN_CONTROL),
+            EOS => ("</s>".to_string(), TOKEN_CONTROL),
+            0 if text == "<unk>" => (text.to_string(), TOKEN_UNKNOWN),
+            _ if is_byte_token(text) => (text.to_string(), TOKEN_BYTE),
+            _ => (text.replace(' ', SPM_SPACE), TOKEN_NORMAL),
+        };
+        tokens.push(s);
+        scores.push(t.score(id).expect("id < vocab_size"));
+        types.push(ty);
+    }
+    Ok((tokens, scores, types))
+}
+
+/// `<0xHH>`, SentencePiece's byte-fallback tokens.
+fn is_byte_token(s: &str) -> bool {
+    s.len() == 6 && s.starts_with("<0x") && s.ends_with('>') && u8::from_str_radix(&s[3..5], 16).is_ok()
+}
+
+/// A llama2.c vocabulary from a `llama` (SentencePiece) GGUF vocabulary: `▁` becomes a space,
+/// BOS and EOS llama2.c's `"\n<s>\n"` and `"\n</s>\n"`.
+fn llama2c_from_spm(g: &Gguf, tokens: &[String]) -> Result<Llama2cTokenizer> {
+    use crate::data::llama2c_tokenizer::{BOS, EOS};
+    for (k, want) in [("tokenizer.ggml.bos_token_id", BOS), ("tokenizer.ggml.eos_token_id", EOS)] {
+        if let Some(v) = g.get(k) {
+            ensure!(
+                v.as_u64() == Some(want as u64),
+                "{k} is {v:?}; lmlab's SentencePiece (llama2.c) tokenizer has it at id {want}"
+            );
+        }
+    }
+    let scores = match g.get("tokenizer.ggml.scores") {
+        Some(Value::Array(Array::F32(s))) => s.clone(),
+        Some(v) => bail!("tokenizer.ggml.scores is a {:?}, expected an array of f32", v.value_type()),
+        None => bail!("metadata key tokenizer.ggml.scores is missing (SentencePiece merges need the scores)"),
+    };
+    ensure!(
+        scores.len() == tokens.len(),
+        "tokenizer.ggml.scores has {} entries for {} tokens",
+        scores.len(),
+        tokens.len()
+    );
+    ensure!(tokens.len() > EOS as usize, "a SentencePiece vocabulary of {} tokens has no BOS and EOS", tokens.len());
+    let vocab: Vec<Vec<u8>> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match i as u32 {
+            BOS => b"\n<s>\n".to_vec(),
+            EOS => b"\n</s>\n".to_vec(),
+            _ => t.replace(SPM_SPACE, " ").into_bytes(),
+        })
+        .collect();
+    let max_len = vocab.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    ensure!(max_len <= i32::MAX as usize, "a token is {max_len} bytes long");
+    Llama2cTokenizer::new(vocab, scores, max_len as u32).context("the GGUF SentencePiece vocabulary")
 }
 
 /// Tokens by id, their llama.cpp types (special added tokens are control tokens) and the merges
@@ -151,11 +237,8 @@ pub fn tokenizer_from_gguf(g: &Gguf) -> Result<Tokenizer> {
             );
             Ok(tok)
         }
-        Some("llama") => bail!(
-            "tokenizer.ggml.model is \"llama\" (SentencePiece); lmlab checkpoints hold character, BPE and GPT-2 \
-             tokenizers only"
-        ),
-        _ => bail!("tokenizer.ggml.model is {model:?}; lmlab imports \"gpt2\" and \"none\""),
+        Some("llama") => Ok(Tokenizer::Llama2c(Box::new(llama2c_from_spm(g, tokens)?))),
+        _ => bail!("tokenizer.ggml.model is {model:?}; lmlab imports \"gpt2\", \"llama\" and \"none\""),
     }
 }
 

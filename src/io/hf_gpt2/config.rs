@@ -224,6 +224,10 @@ fn special_ids(tok: &Tokenizer) -> (Option<u32>, Option<u32>, Option<u32>) {
         Tokenizer::Char(_) => (None, None, None),
         Tokenizer::Bpe(_) => (Some(BOS), Some(EOS), Some(PAD)),
         Tokenizer::Gpt2(t) => (t.end_of_text(), t.end_of_text(), None),
+        Tokenizer::Llama2c(_) => {
+            use crate::data::llama2c_tokenizer as l;
+            (Some(l::BOS), Some(l::EOS), None)
+        }
     }
 }
 

@@ -53,6 +53,10 @@ pub(super) fn tokenizer_files(tok: &Tokenizer, max_len: usize) -> Result<Vec<(St
                 "model_max_length": max_len,
             })
         }
+        Tokenizer::Llama2c(_) => bail!(
+            "the checkpoint has a llama2.c (SentencePiece) tokenizer, which a GPT-2 directory cannot hold; \
+             export it with --gguf or --llama2c"
+        ),
     };
     files.push(("tokenizer_config.json".to_string(), serde_json::to_vec_pretty(&config)?));
     Ok(files)

@@ -217,6 +217,13 @@ impl QuantMatrix {
     }
 }
 
+impl QuantType {
+    /// Whether rows of `cols` columns split into this type's blocks or groups.
+    pub fn fits(self, cols: usize) -> bool {
+        check_cols(self, cols).is_ok()
+    }
+}
+
 fn check_cols(ty: QuantType, cols: usize) -> Result<()> {
     match ty {
         QuantType::Q8_0 | QuantType::Q4_0 => {

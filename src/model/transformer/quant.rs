@@ -98,6 +98,12 @@ impl Transformer {
         self.observer = observer;
     }
 
+    /// Drops the quantized weights: the model runs (and may train) on `params`, which hold
+    /// their dequantized values.
+    pub fn clear_quantized(&mut self) {
+        self.quant = None;
+    }
+
     /// The quantized linear weights, if any.
     pub fn quantized(&self) -> Option<&QuantLinears> {
         self.quant.as_ref()
