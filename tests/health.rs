@@ -346,6 +346,7 @@ fn a_training_step_stops_with_the_place_of_the_nan() {
         rng: rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0),
         step: 0,
         seed: 0,
+        teacher: None,
     };
     let data: Vec<u32> = (0..200).map(|i| (i * 5 % 11) as u32).collect();
     let e = format!("{:#}", tr.step(&data).unwrap_err());

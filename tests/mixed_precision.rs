@@ -360,6 +360,7 @@ fn trainer(precision: Precision, scaler: LossScaler) -> Trainer {
         step: 0,
         seed: 0,
         scaler,
+        teacher: None,
     }
 }
 

@@ -121,6 +121,15 @@ fn training_step_allocates_nothing_after_the_first() {
             step: 0,
             seed: 0,
             scaler: LossScaler::new(precision, scale, 3),
+            // The second variant distils from a wider teacher (its forward pass and the
+            // distillation loss allocate nothing per step either).
+            teacher: (i == 1).then(|| {
+                let tc = ModelConfig { n_embd: 48, dropout: 0.0, ..cfg.model_config(tok.vocab_size()) };
+                let mut model = Transformer::new_inference(tc, 4).unwrap();
+                model.init(2);
+                let loss = lmlab::kernels::distill::DistillLoss { temperature: 2.0, alpha: 0.5 };
+                lmlab::train::distill::Teacher { model, tokenizer: lmlab::data::Tokenizer::Char(tok.clone()), loss }
+            }),
         };
         let pool = thread_pool(2).unwrap();
         let counted = pool.install(|| {

@@ -14,6 +14,7 @@ pub mod activation;
 pub mod attention;
 pub mod batchnorm;
 pub mod crossentropy;
+pub mod distill;
 pub mod dropout;
 pub mod embedding;
 pub mod flash_attention;

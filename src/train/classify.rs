@@ -176,6 +176,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
     let out_dir = PathBuf::from(&tc.out_dir);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
 
+    let mut teacher = super::distill::Teacher::load(cfg)?;
     let (tokenizer, mut model, mut opt, from) = match resume {
         Some(dir) => {
             let r = Resumed::load(dir, cfg)?;
@@ -188,13 +189,19 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
             (r.tokenizer, r.model, r.opt, Some(r.from))
         }
         None => {
-            // The BPE vocabulary is learned from the training texts only.
-            let corpus = out_dir.join(".tokenizer-train.txt");
-            std::fs::write(&corpus, train_set.texts.join("\n"))
-                .with_context(|| format!("cannot write {}", corpus.display()))?;
-            let bpe = BpeTokenizer::train(std::slice::from_ref(&corpus), d.vocab_size);
-            let _ = std::fs::remove_file(&corpus);
-            let tokenizer = Tokenizer::Bpe(Box::new(bpe.context("training the BPE tokenizer")?));
+            // A distilled student speaks its teacher's vocabulary; otherwise the BPE vocabulary
+            // is learned from the training texts only.
+            let tokenizer = match &teacher {
+                Some(t) => t.tokenizer.clone(),
+                None => {
+                    let corpus = out_dir.join(".tokenizer-train.txt");
+                    std::fs::write(&corpus, train_set.texts.join("\n"))
+                        .with_context(|| format!("cannot write {}", corpus.display()))?;
+                    let bpe = BpeTokenizer::train(std::slice::from_ref(&corpus), d.vocab_size);
+                    let _ = std::fs::remove_file(&corpus);
+                    Tokenizer::Bpe(Box::new(bpe.context("training the BPE tokenizer")?))
+                }
+            };
             let model_cfg = crate::model::transformer::ModelConfig {
                 vocab_size: tokenizer.vocab_size(),
                 num_classes: train_set.num_classes(),
@@ -204,6 +211,9 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
             (tokenizer, model, opt, None)
         }
     };
+    if let Some(t) = &teacher {
+        t.check_student(&model.config, &tokenizer)?;
+    }
     let mut scaler = loss_scaler(cfg, from.as_ref());
     let Tokenizer::Bpe(bpe) = &tokenizer else {
         bail!("a classifier checkpoint must hold a BPE tokenizer");
@@ -288,6 +298,9 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
         for micro in 0..tc.grad_accum_steps as u64 {
             batch.fill(&train_seqs, &train_set.labels, sampler.next(tc.batch_size));
             let seed = mix64(tc.seed ^ mix64(step)) ^ micro;
+            if let Some(t) = &mut teacher {
+                t.teach_classify(&mut model, &batch.idx, &batch.mask, batch.b, batch.t)?;
+            }
             let loss = model
                 .forward_classify(&batch.idx, Some(&batch.mask), Some(&batch.labels), batch.b, batch.t, true, seed)?
                 .unwrap_or(0.0);

@@ -1,5 +1,6 @@
 //! The training loop: batches in, optimizer steps out, with evaluation, logging and checkpoints.
 pub mod classify;
+pub mod distill;
 pub mod log;
 pub mod run;
 pub mod seq2seq;
@@ -37,6 +38,8 @@ pub struct Trainer {
     pub accum: usize,
     /// Dynamic loss scaling (f16); disabled otherwise.
     pub scaler: LossScaler,
+    /// Knowledge distillation's teacher (`[distill]`), run on every micro-batch.
+    pub teacher: Option<distill::Teacher>,
 }
 
 /// What one step measured.
@@ -63,6 +66,9 @@ impl Trainer {
             {
                 let _p = crate::profile::scope(crate::profile::Op::Batch);
                 sample_batch(train_tokens, &mut self.batch, &mut self.rng);
+            }
+            if let Some(teacher) = &mut self.teacher {
+                teacher.teach_lm(&mut self.model, &self.batch.inputs, b, t)?;
             }
             let dropout_seed = mix64(self.seed ^ mix64(self.step)) ^ micro;
             let loss = self
@@ -283,6 +289,7 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
 fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
     let text = read_corpus(Path::new(&cfg.data.path))?;
     let resumed = resume.map(|dir| Resumed::load(dir, &cfg)).transpose()?;
+    let teacher = distill::Teacher::load(&cfg)?;
     let trainer_with = |model: Transformer, opt: Optimizer, rng, step, scaler| Trainer {
         model,
         opt,
@@ -294,12 +301,20 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         seed: cfg.train.seed,
         accum: cfg.train.grad_accum_steps,
         scaler,
+        teacher: None,
     };
     let (tokenizer, mut trainer, from) = match resumed {
         Some(Resumed { from, tokenizer, model, opt }) => {
             let scaler = run::loss_scaler(&cfg, Some(&from));
             let trainer = trainer_with(model, opt, from.state.rng.clone(), from.state.step, scaler);
             (tokenizer, trainer, Some(from))
+        }
+        // A distilled student speaks its teacher's vocabulary.
+        None if teacher.is_some() => {
+            let tokenizer = teacher.as_ref().unwrap().tokenizer.clone();
+            let (model, opt) = run::fresh_model(&cfg, cfg.model_config(tokenizer.vocab_size()))?;
+            let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
+            (tokenizer, trainer_with(model, opt, rng, 0, run::loss_scaler(&cfg, None)), None)
         }
         None => {
             let tokenizer = Tokenizer::Char(CharTokenizer::from_corpus(&text)?);
@@ -308,6 +323,10 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             (tokenizer, trainer_with(model, opt, rng, 0, run::loss_scaler(&cfg, None)), None)
         }
     };
+    if let Some(t) = &teacher {
+        t.check_student(&trainer.model.config, &tokenizer)?;
+    }
+    trainer.teacher = teacher;
     let tokens = tokenizer.encode(&text).context("the data file does not fit the checkpoint's tokenizer")?;
     let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
     data.check_fits(cfg.model.block_size)?;
@@ -403,6 +422,7 @@ pub fn profile_steps(
             seed: cfg.train.seed,
             accum: cfg.train.grad_accum_steps,
             scaler: cfg.train.loss_scaler(),
+            teacher: None,
         };
         trainer.model.set_precision(cfg.train.precision);
         for _ in 0..warmup {

@@ -85,6 +85,7 @@ impl Transformer {
             inference,
             quant: None,
             observer: None,
+            teacher: None,
             params,
             layout: l,
             consts,

@@ -10,6 +10,7 @@ use super::config::{ModelConfig, Pooling};
 use super::layers::Ctx;
 use super::stack::Stack;
 use crate::kernels::crossentropy::{crossentropy_backward, crossentropy_forward};
+use crate::kernels::distill::{distill_backward, distill_forward, DistillLoss};
 use crate::kernels::pool::{Pool, PoolingMode};
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
 use std::ops::Range;
@@ -91,7 +92,9 @@ impl Head {
 
     /// Logits from the top stack's output `h` (B, T, C) of the pass `cx` (whose self-attention
     /// mask is the classifier's padding mask) and, with `targets` ((B, T) token ids or (B)
-    /// labels, -1 = ignore), the loss with label smoothing `eps`: (sum, number of targets).
+    /// labels, -1 = ignore), the loss with label smoothing `eps`: (sum, number of targets);
+    /// with `soft` (the teacher's logits, same shape as the student's) the distillation loss.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward(
         &self,
         cx: &Ctx,
@@ -100,6 +103,7 @@ impl Head {
         h: &[f32],
         targets: Option<&[i32]>,
         eps: f32,
+        soft: Option<(&[f32], DistillLoss)>,
     ) -> Option<(f64, usize)> {
         let (b, t, c, r) = (cx.b, cx.t, cfg.n_embd, cx.r);
         match self {
@@ -108,7 +112,7 @@ impl Head {
                 let logits = r.mut_(&a.logits, n * v);
                 cx.linear_forward(logits, h, w, &None, n, c, v);
                 let targets = targets?;
-                Some(crossentropy_forward(r.mut_(&a.losses, n), logits, &targets[..n], v, eps))
+                Some(loss_forward(r.mut_(&a.losses, n), logits, &targets[..n], v, eps, soft))
             }
             Head::Classifier { w, b: bias, pooling } => {
                 let k = cfg.num_classes;
@@ -117,7 +121,7 @@ impl Head {
                 let logits = r.mut_(&a.logits, b * k);
                 cx.linear_forward(logits, pooled, w, &Some(bias.clone()), b, c, k);
                 let targets = targets?;
-                Some(crossentropy_forward(r.mut_(&a.losses, b), logits, &targets[..b], k, eps))
+                Some(loss_forward(r.mut_(&a.losses, b), logits, &targets[..b], k, eps, soft))
             }
         }
     }
@@ -135,24 +139,56 @@ impl Head {
         targets: &[i32],
         scale: f32,
         eps: f32,
+        soft: Option<(&[f32], DistillLoss)>,
     ) {
         let (b, t, c, r) = (cx.b, cx.t, cfg.n_embd, cx.r);
         match self {
             Head::Lm { w } => {
                 let (n, v) = (b * t, cfg.vocab_size);
                 let d_logits = r.mut_(&a.d_logits, n * v);
-                crossentropy_backward(d_logits, r.get(&a.logits, n * v), &targets[..n], v, scale, eps);
+                loss_backward(d_logits, r.get(&a.logits, n * v), &targets[..n], v, scale, eps, soft);
                 cx.linear_backward_owned(d_h, w, &None, d_logits, h, n, c, v);
             }
             Head::Classifier { w, b: bias, pooling } => {
                 let k = cfg.num_classes;
                 let d_logits = r.mut_(&a.d_logits, b * k);
-                crossentropy_backward(d_logits, r.get(&a.logits, b * k), &targets[..b], k, scale, eps);
+                loss_backward(d_logits, r.get(&a.logits, b * k), &targets[..b], k, scale, eps, soft);
                 let d_pooled = r.mut_(&a.d_pooled, b * c);
                 let pooled = r.get(&a.pooled, b * c);
                 cx.linear_backward_owned(d_pooled, w, &Some(bias.clone()), d_logits, pooled, b, c, k);
                 Pool { mode: (*pooling).into(), mask: cx.self_mask, b, t, c }.backward(d_h, d_pooled, h);
             }
         }
+    }
+}
+
+/// The cross-entropy, or with the teacher's logits the distillation loss (`kernels::distill`).
+fn loss_forward(
+    losses: &mut [f32],
+    logits: &[f32],
+    targets: &[i32],
+    v: usize,
+    eps: f32,
+    soft: Option<(&[f32], DistillLoss)>,
+) -> (f64, usize) {
+    match soft {
+        Some((teacher, d)) => distill_forward(losses, logits, &teacher[..logits.len()], targets, v, d, eps),
+        None => crossentropy_forward(losses, logits, targets, v, eps),
+    }
+}
+
+/// The gradient of [`loss_forward`]'s loss sum times `scale`.
+fn loss_backward(
+    d_logits: &mut [f32],
+    logits: &[f32],
+    targets: &[i32],
+    v: usize,
+    scale: f32,
+    eps: f32,
+    soft: Option<(&[f32], DistillLoss)>,
+) {
+    match soft {
+        Some((teacher, d)) => distill_backward(d_logits, logits, &teacher[..logits.len()], targets, v, d, scale, eps),
+        None => crossentropy_backward(d_logits, logits, targets, v, scale, eps),
     }
 }

@@ -20,6 +20,7 @@
 mod build;
 mod cache;
 pub mod config;
+mod distill;
 mod head;
 mod layers;
 mod precision;
@@ -36,8 +37,10 @@ pub use probe::{ActKind, ActTensor, AttnProbs, BlockProbe};
 use quant::linear_hooks;
 pub use quant::{LinearObserver, QuantLinears};
 
+use crate::kernels::distill::DistillLoss;
 use crate::model::layout::{ParamLayout, Regions};
 use anyhow::{bail, ensure, Result};
+use distill::soft_targets;
 use head::{Head, HeadActs};
 use layers::{Ctx, LinearHooks, Lowp, Scratch};
 use precision::{low_regions, lowp, LowState};
@@ -107,6 +110,18 @@ pub struct Transformer {
     quant: Option<QuantLinears>,
     /// Sees the input of every linear layer (see [`Transformer::set_linear_observer`]).
     observer: Option<Arc<LinearObserver>>,
+    /// A teacher's logits for the next training pass's distillation loss (see
+    /// [`Transformer::set_teacher_logits`]).
+    teacher: Option<TeacherLogits>,
+}
+
+/// The teacher's logits of the current batch, in a buffer sized once for the largest batch.
+struct TeacherLogits {
+    loss: DistillLoss,
+    logits: Vec<f32>,
+    /// Valid values at the front of `logits` (the student's logits of the next pass must have
+    /// this many).
+    len: usize,
 }
 
 impl Transformer {
@@ -211,7 +226,9 @@ impl Transformer {
         };
         let h = top.output(&top_cx, top_acts);
         let targets = last.has_targets.then_some(&last.targets[..]);
-        let Some((sum, count)) = self.head.forward(&top_cx, &self.head_acts, &self.config, h, targets, eps) else {
+        let soft = soft_targets(&self.teacher, last.train, self.head.logits_len(&self.config, b, t))?;
+        let Some((sum, count)) = self.head.forward(&top_cx, &self.head_acts, &self.config, h, targets, eps, soft)
+        else {
             return Ok(None);
         };
         self.last.loss_count = count;
@@ -290,7 +307,8 @@ impl Transformer {
         let top_cx = if self.decoder.is_some() { cx(t, None, mask) } else { cx(t, mask, None) };
         let h = top.output(&top_cx, top_acts);
         let d_h = r.mut_(&top_acts.d_out, b * t * c);
-        self.head.backward(&top_cx, &self.head_acts, &self.config, d_h, h, &last.targets, scale, eps);
+        let soft = soft_targets(&self.teacher, last.train, self.head.logits_len(&self.config, b, t))?;
+        self.head.backward(&top_cx, &self.head_acts, &self.config, d_h, h, &last.targets, scale, eps, soft);
         match (&self.encoder, &self.decoder) {
             (Some(enc), None) => enc.backward(&top_cx, top_acts, &last.idx[..b * t], None),
             (None, Some(dec)) => dec.backward(&top_cx, top_acts, &last.idx[..b * t], None),
