@@ -5,3 +5,4 @@
 pub mod gptq;
 pub mod linalg;
 pub mod quantize;
+pub mod structured;

@@ -253,6 +253,10 @@ pub fn check_llama_arch(m: &ModelConfig, format: &str) -> Result<()> {
     need(m.score == ScoreKind::Scaled, format!("model.score is {}, expected scaled", name(&m.score)))?;
     need(!m.scale_embeddings, "model.scale_embeddings is true, expected false".into())?;
     need(!m.embedding_norm, "model.embedding_norm is true, expected false".into())?;
+    need(
+        m.heads_tile_embedding(),
+        format!("{} heads of {} do not tile n_embd = {} (pruned heads)", m.n_head, m.head_size(), m.n_embd),
+    )?;
     Ok(())
 }
 

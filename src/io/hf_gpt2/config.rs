@@ -157,6 +157,9 @@ pub fn check_exportable(cfg: &ModelConfig) -> Result<()> {
     if cfg.norm != NormKind::Layernorm {
         no(format!("model.norm = {:?} (GPT-2 uses layernorm)", name(&cfg.norm)))?;
     }
+    if !cfg.heads_tile_embedding() {
+        no(format!("{} heads of {} in a {}-wide model (pruned heads)", cfg.n_head, cfg.head_size(), cfg.n_embd))?;
+    }
     if cfg.norm_position != NormPosition::Pre {
         no(format!("model.norm_position = {:?} (GPT-2 is pre-norm)", name(&cfg.norm_position)))?;
     }

@@ -72,7 +72,7 @@ impl Transformer {
             d_branch: al.alloc(grad(n * c)),
             d_wide: al.alloc(grad(n * wide)),
             d_wide2: al.alloc(grad(n * wide)),
-            d_y: al.alloc(grad(n * c)),
+            d_y: al.alloc(grad(n * c.max(cfg.n_head * cfg.head_size()))),
             d_att: al.alloc(att),
             d_enc_part: al.alloc(grad(if cfg.arch == Arch::EncoderDecoder { n * c } else { 0 })),
         };

@@ -101,8 +101,8 @@ impl CacheView<'_> {
             cross.then(|| self.cross.get(&self.cross_layer(layer, cx.b, cx.t_enc), cx.b * cx.t_enc * 2 * kv));
         for bi in 0..cx.b {
             let (start, count) = (self.start[bi], self.count[bi]);
-            let y_row = &mut y[bi * t * h.c..(bi + 1) * t * h.c];
-            y_row[count * h.c..].fill(0.0);
+            let y_row = &mut y[bi * t * h.inner()..(bi + 1) * t * h.inner()];
+            y_row[count * h.inner()..].fill(0.0);
             if count == 0 {
                 continue;
             }
@@ -144,7 +144,7 @@ impl CacheView<'_> {
                 let mask = AttnMask { causal, q_offset: tk_end.map_or(0, |s| s + c0), key_mask };
                 let probs = self.probs.prefix(h.nh * tq * tk);
                 let scratch = self.scratch.prefix(general_attention_fwd_scratch_len(&dims, &score, &pos));
-                general_attention_forward(&mut y_row[c0 * h.c..], probs, None, scratch, &x, &dims, &score, &pos, &mask);
+                general_attention_forward(&mut y_row[c0 * h.inner()..], probs, None, scratch, &x, &dims, &score, &pos, &mask);
             }
         }
     }

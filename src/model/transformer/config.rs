@@ -129,6 +129,10 @@ pub struct ModelConfig {
     /// Key/value heads: `n_head` (multi-head), 1 (multi-query) or a divisor (grouped-query).
     pub n_kv_head: Option<usize>,
     pub n_embd: usize,
+    /// Width of each attention head (default n_embd / n_head). Structured pruning removes whole
+    /// heads and keeps their width, so n_head · head_size may be below n_embd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_size: Option<usize>,
     /// Feed-forward width F (default 4·n_embd).
     pub ffn_hidden: Option<usize>,
     pub activation: ActivationKind,
@@ -180,6 +184,7 @@ impl Default for ModelConfig {
             n_head: 4,
             n_kv_head: None,
             n_embd: 128,
+            head_size: None,
             ffn_hidden: None,
             activation: ActivationKind::GeluTanh,
             leaky_slope: 0.01,
@@ -210,7 +215,12 @@ impl Default for ModelConfig {
 
 impl ModelConfig {
     pub fn head_size(&self) -> usize {
-        self.n_embd / self.n_head
+        self.head_size.unwrap_or(self.n_embd / self.n_head)
+    }
+    /// Whether the heads tile the embedding exactly (n_head · head_size = n_embd), as the
+    /// export formats (llama2.c, GGUF, Hugging Face GPT-2) require.
+    pub fn heads_tile_embedding(&self) -> bool {
+        self.n_head * self.head_size() == self.n_embd
     }
     pub fn kv_heads(&self) -> usize {
         self.n_kv_head.unwrap_or(self.n_head)
@@ -251,12 +261,15 @@ impl ModelConfig {
         ensure!(self.n_layer > 0, "model.n_layer must be positive");
         ensure!(self.dec_layers() > 0, "model.n_dec_layer must be positive");
         ensure!(self.n_head > 0, "model.n_head must be positive");
-        ensure!(
-            self.n_embd > 0 && self.n_embd.is_multiple_of(self.n_head),
-            "model.n_embd ({}) must be a positive multiple of model.n_head ({})",
-            self.n_embd,
-            self.n_head
-        );
+        match self.head_size {
+            None => ensure!(
+                self.n_embd > 0 && self.n_embd.is_multiple_of(self.n_head),
+                "model.n_embd ({}) must be a positive multiple of model.n_head ({})",
+                self.n_embd,
+                self.n_head
+            ),
+            Some(hs) => ensure!(self.n_embd > 0 && hs > 0, "model.head_size and model.n_embd must be positive"),
+        }
         let kv = self.kv_heads();
         ensure!(
             kv > 0 && self.n_head.is_multiple_of(kv),

@@ -36,6 +36,11 @@ impl Heads {
     pub fn kv(&self) -> usize {
         self.nkv * self.hs
     }
+    /// Width of the heads' concatenated outputs: `c` unless heads were pruned
+    /// (`ModelConfig::head_size`).
+    pub fn inner(&self) -> usize {
+        self.nh * self.hs
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -149,7 +154,7 @@ impl Attention {
             kv: self.c_kv.as_ref().map(|_| l.alloc(max_b * t_enc * 2 * h.kv())),
             probs: l.alloc(if flash { max_b * h.nh * t } else { max_b * h.nh * t * tk }),
             probs_drop: l.alloc_if(self.attn_drop > 0.0 && !inference, max_b * h.nh * t * tk),
-            y: l.alloc(n * h.c),
+            y: l.alloc(n * h.inner()),
             out: l.alloc(n * h.c),
         }
     }
@@ -270,7 +275,7 @@ impl Attention {
             }
         }
         self.position.rope_forward(cx, q, h);
-        let y = cx.r.mut_(&a.y, n * h.c);
+        let y = cx.r.mut_(&a.y, n * h.inner());
         if let Some(kc) = cx.cache {
             kc.attend(self, cx, y, q);
         } else {
@@ -295,10 +300,10 @@ impl Attention {
                 // The backward scratch doubles as the forward's tile buffer: it is free until
                 // the backward pass, which recomputes the tiles anyway.
                 let scratch = cx.r.mut_(&cx.scratch.d_att, b * h.nh * scratch_per_head(t));
-                flash_attention_forward(y, cx.r.mut_(&a.probs, b * h.nh * t), scratch, q, b, t, h.c, h.nh);
+                flash_attention_forward(y, cx.r.mut_(&a.probs, b * h.nh * t), scratch, q, b, t, h.inner(), h.nh);
             }
             Some(AttentionKind::Dense) => {
-                attention_forward(y, cx.r.mut_(&a.probs, probs_len), dropped, q, b, t, h.c, h.nh)
+                attention_forward(y, cx.r.mut_(&a.probs, probs_len), dropped, q, b, t, h.inner(), h.nh)
             }
             None => {
                 let (dims, (score, pos)) = (self.dims(b, t, tk), self.kernel_fns(cx));
@@ -334,8 +339,8 @@ impl Attention {
         let (h, s) = (&self.heads, cx.scratch);
         let (b, t, n) = (cx.b, cx.t, cx.n());
         let tk = if a.kv.is_some() { cx.t_enc } else { t };
-        let d_y = cx.r.mut_(&s.d_y, n * h.c);
-        cx.linear_backward(d_y, &self.c_proj_w, &self.c_proj_b, dout, cx.r.get(&a.y, n * h.c), n, h.nh * h.hs, h.c);
+        let d_y = cx.r.mut_(&s.d_y, n * h.inner());
+        cx.linear_backward(d_y, &self.c_proj_w, &self.c_proj_b, dout, cx.r.get(&a.y, n * h.inner()), n, h.inner(), h.c);
         let p_drop = cx.drop_p(self.attn_drop);
         let probs_len = b * h.nh * t * tk;
         let dropped =
@@ -345,8 +350,8 @@ impl Attention {
         match self.fast {
             Some(AttentionKind::Flash) => {
                 let scratch = cx.r.mut_(&s.d_att, b * h.nh * scratch_per_head(t));
-                let (qkv, y, lse) = (cx.r.get(&a.q, n * qw), cx.r.get(&a.y, n * h.c), cx.r.get(&a.probs, b * h.nh * t));
-                flash_attention_backward(d_q, scratch, d_y, qkv, y, lse, b, t, h.c, h.nh);
+                let (qkv, y, lse) = (cx.r.get(&a.q, n * qw), cx.r.get(&a.y, n * h.inner()), cx.r.get(&a.probs, b * h.nh * t));
+                flash_attention_backward(d_q, scratch, d_y, qkv, y, lse, b, t, h.inner(), h.nh);
             }
             Some(AttentionKind::Dense) => attention_backward(
                 d_q,
@@ -357,7 +362,7 @@ impl Attention {
                 dropped,
                 b,
                 t,
-                h.c,
+                h.inner(),
                 h.nh,
             ),
             None => {
@@ -443,7 +448,7 @@ impl Attention {
         if let (Some(r), true) = (&a.probs_drop, v.train && self.attn_drop > 0.0) {
             v.push(out, format!("{prefix}.probs_drop"), l, ActKind::Dropout, r, b * h.nh * t * tk);
         }
-        v.push(out, format!("{prefix}.y"), l, ActKind::Heads, &a.y, n * h.c);
+        v.push(out, format!("{prefix}.y"), l, ActKind::Heads, &a.y, n * h.inner());
         v.push(out, format!("{prefix}.out"), l, ActKind::BranchOut, &a.out, n * h.c);
     }
 
@@ -457,7 +462,7 @@ impl Attention {
                 qkv: v.get(&a.q, b * t * h.qkv()),
                 b,
                 t,
-                c: h.c,
+                c: h.inner(),
                 nh: h.nh,
             },
             _ => {
