@@ -49,8 +49,8 @@ pub struct EmbedArgs {
     /// Print the model load time and the embedding throughput to standard error.
     #[arg(long)]
     timing: bool,
-    /// Run the encoder with quantized linear layers: int8, q8_0, q4_0 or int4-gG (see
-    /// lmlab quantize).
+    /// Run the encoder with quantized linear layers: int8 (weight-only), w8a8, q8_0, q4_0,
+    /// int4-gG or rtnB-gG (see lmlab quantize).
     #[arg(long, value_name = "SCHEME")]
     quantize: Option<String>,
 }

@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex};
 /// What `lmlab quantize --scheme` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
-    /// int8 per output channel, symmetric; activations quantized per token at run time (W8A8).
+    /// int8 per output channel, symmetric; activations stay f32 (weight-only).
     Int8,
+    /// The same int8 weights; activations quantized to int8 per token at run time (W8A8).
+    W8A8,
     /// GGML's Q8_0: blocks of 32 weights with an f16 scale.
     Q8_0,
     /// GGML's Q4_0: blocks of 32 4-bit weights with an f16 scale.
@@ -30,18 +32,19 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    /// Parses `int8`, `w8a8`, `q8_0`, `q4_0`, `int4` (group 32), `int4-gG`, `gptqB-gG` or
+    /// Parses `int8` (weight-only), `w8a8`, `q8_0`, `q4_0`, `int4` (group 32), `int4-gG`, `gptqB-gG` or
     /// `rtnB-gG` (B = 3 or 4).
     pub fn parse(s: &str) -> Result<Self> {
         let bad = || {
             anyhow::anyhow!(
-                "unknown quantization scheme {s:?}: expected int8 (= w8a8), q8_0, q4_0, int4, int4-gG, \
+                "unknown quantization scheme {s:?}: expected int8, w8a8, q8_0, q4_0, int4, int4-gG, \
                  gptq4-gG, gptq3-gG, rtn4-gG or rtn3-gG (G: a multiple of 32 dividing the layer widths)"
             )
         };
         let group = |g: &str| g.parse::<usize>().ok().filter(|g| *g > 0).ok_or_else(bad);
         Ok(match s {
-            "int8" | "w8a8" => Scheme::Int8,
+            "int8" => Scheme::Int8,
+            "w8a8" => Scheme::W8A8,
             "q8_0" => Scheme::Q8_0,
             "q4_0" => Scheme::Q4_0,
             "int4" => Scheme::Int4 { group: 32 },
@@ -69,6 +72,7 @@ impl Scheme {
     pub fn quant_type(self) -> QuantType {
         match self {
             Scheme::Int8 => QuantType::Int8,
+            Scheme::W8A8 => QuantType::W8A8,
             Scheme::Q8_0 => QuantType::Q8_0,
             Scheme::Q4_0 => QuantType::Q4_0,
             Scheme::Int4 { group } | Scheme::Gptq { group, .. } => QuantType::Int4 { group },
