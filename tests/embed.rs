@@ -272,4 +272,7 @@ fn quantized_embeddings_stay_close_and_keep_the_top_hits() {
             assert_eq!(hits[0].0, top, "{scheme}: top hit of {query:?}");
         }
     }
+    // GPTQ needs calibration sentences (scripts/compression_table_minilm.py runs it with them).
+    let (ok, _, err) = lmlab(&["embed", "--model", dir.to_str().unwrap(), "--quantize", "gptq4-g32", "x"]);
+    assert!(!ok && err.contains("--calib"), "{err}");
 }

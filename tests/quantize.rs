@@ -231,6 +231,50 @@ fn gptq_on_the_model_beats_round_to_nearest() {
     assert!(err.to_string().contains("calibration"), "{err}");
 }
 
+/// GPTQ on an encoder (as `lmlab embed --quantize gptq4-gG --calib` runs it): calibration
+/// passes through `forward_classify`, every block's weights quantized, and the hidden states
+/// closer to the float model's than round to nearest's.
+#[test]
+fn gptq_calibrates_an_encoder() {
+    use lmlab::compress::quantize::quantize_model_gptq_with;
+    use lmlab::model::transformer::Arch;
+    let cfg = ModelConfig { arch: Arch::Encoder, num_classes: 3, ..config(40, true) };
+    let seqs: Vec<Vec<u32>> = (0..24u32).map(|s| (0..16).map(|i| (i * 7 + s * 3) % 40).collect()).collect();
+    let hidden = |m: &mut Transformer| -> Vec<Vec<f32>> {
+        seqs.iter()
+            .map(|s| {
+                m.forward_classify(s, None, None, 1, s.len(), false, 0).unwrap();
+                m.hidden().to_vec()
+            })
+            .collect()
+    };
+    let model = || {
+        let mut m = Transformer::new_inference(cfg.clone(), 1).unwrap();
+        m.init(8);
+        m
+    };
+    let want = hidden(&mut model());
+    let err = |m: &mut Transformer| -> f64 {
+        hidden(m).iter().flatten().zip(want.iter().flatten()).map(|(a, b)| ((a - b) as f64).powi(2)).sum()
+    };
+    let mut rtn = model();
+    quantize_model(&mut rtn, Scheme::parse("rtn4-g32").unwrap(), KeepFloat::default()).unwrap();
+    let mut gptq = model();
+    let names = quantize_model_gptq_with(&mut gptq, Scheme::parse("gptq4-g32").unwrap(), KeepFloat::default(), |m| {
+        seqs.iter().try_for_each(|s| m.forward_classify(s, None, None, 1, s.len(), false, 0).map(|_| ()))
+    })
+    .unwrap();
+    assert_eq!(names.len(), 8, "{names:?}");
+    let (e_rtn, e_gptq) = (err(&mut rtn), err(&mut gptq));
+    assert!(e_gptq < e_rtn, "GPTQ squared hidden-state error {e_gptq} ≥ RTN's {e_rtn}");
+    // Calibration passes that reach no layer are an error, not a GPTQ on an empty Hessian.
+    let err =
+        quantize_model_gptq_with(&mut model(), Scheme::parse("gptq4-g32").unwrap(), KeepFloat::default(), |_| Ok(()))
+            .err()
+            .unwrap();
+    assert!(err.to_string().contains("calibration"), "{err}");
+}
+
 #[test]
 fn encoder_decoder_and_encoder_classifier_run_quantized() {
     use lmlab::model::transformer::Arch;

@@ -148,6 +148,26 @@ pub fn quantize_model_gptq(
     let Scheme::Gptq { .. } = scheme else { return quantize_model(model, scheme, keep) };
     ensure!(model.config.arch == Arch::Decoder, "GPTQ calibration runs decoder language models only");
     ensure!(!windows.is_empty() && windows.iter().all(|w| !w.is_empty()), "no calibration text");
+    quantize_model_gptq_with(model, scheme, keep, |m| {
+        windows.iter().try_for_each(|w| m.forward_lm(w, None, 1, w.len(), false, 0).map(|_| ()))
+    })
+}
+
+/// [`quantize_model_gptq`] on a decoder or an encoder whose calibration forward passes are run
+/// by `calibrate` (called once per block; e.g. sentences through an encoder). The stages are
+/// the blocks `transformer.h.{l}` in order, then the remaining weights (the output layer).
+pub fn quantize_model_gptq_with(
+    model: &mut Transformer,
+    scheme: Scheme,
+    keep: KeepFloat,
+    mut calibrate: impl FnMut(&mut Transformer) -> Result<()>,
+) -> Result<Vec<String>> {
+    let Scheme::Gptq { .. } = scheme else { return quantize_model(model, scheme, keep) };
+    ensure!(
+        matches!(model.config.arch, Arch::Decoder | Arch::Encoder),
+        "GPTQ calibration runs decoders and encoders only, not {:?}",
+        model.config.arch
+    );
     let names = linear_weights(model, keep);
     let mut stages: Vec<Vec<String>> = (0..model.config.n_layer)
         .map(|l| names.iter().filter(|n| n.starts_with(&format!("transformer.h.{l}."))).cloned().collect())
@@ -169,9 +189,11 @@ pub fn quantize_model_gptq(
                 h.add_batch(x, n).expect("calibration input of the layer's width");
             }
         })));
-        let run = windows.iter().try_for_each(|w| model.forward_lm(w, None, 1, w.len(), false, 0).map(|_| ()));
+        let run = calibrate(model);
         model.set_linear_observer(None);
         run?;
+        let empty = acc.lock().unwrap_or_else(|e| e.into_inner()).values().any(|h| h.nsamples() == 0);
+        ensure!(!empty, "the calibration passes reached no input of a layer to quantize");
         let mut acc = acc.lock().unwrap_or_else(|e| e.into_inner());
         for name in stage {
             let start = model.layout.get(name).expect("a tensor of the layout").offset;
