@@ -32,7 +32,7 @@ fn time(mut f: impl FnMut()) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     println!("quantized matmul, ISA {}", Isa::selected().name());
-    let types = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Int8, QuantType::Int4 { group: 128 }];
+    let types = [QuantType::Q8_0, QuantType::Q4_0, QuantType::Int8, QuantType::W8A8, QuantType::Int4 { group: 128 }];
     for (rows, cols) in [(384, 1536), (1536, 384)] {
         let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 2654435761usize) % 1000) as f32 / 500.0 - 1.0).collect();
         for threads in [1, 2] {

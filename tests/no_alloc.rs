@@ -166,9 +166,10 @@ fn generation_allocates_nothing_per_token() {
         position: Position::Rope,
         ..ModelConfig::default()
     };
-    // Float weights, and every linear layer quantized (GGML Q4_0; int8 per channel).
+    // Float weights, and every linear layer quantized (GGML Q4_0; int8 per channel, weight-only
+    // and W8A8).
     use lmlab::compress::quantize::{quantize_model, KeepFloat, Scheme};
-    for scheme in [None, Some(Scheme::Q4_0), Some(Scheme::Int8)] {
+    for scheme in [None, Some(Scheme::Q4_0), Some(Scheme::Int8), Some(Scheme::W8A8)] {
         let mut model = Transformer::new(cfg.clone(), 1).unwrap();
         model.init(3);
         if let Some(s) = scheme {

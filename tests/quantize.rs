@@ -52,7 +52,7 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn every_scheme_quantizes_every_linear_layer_and_stays_close() {
-    for (scheme, tol) in [("int8", 0.02), ("q8_0", 0.02), ("q4_0", 0.25), ("int4-g32", 0.25)] {
+    for (scheme, tol) in [("int8", 0.02), ("w8a8", 0.02), ("q8_0", 0.02), ("q4_0", 0.25), ("int4-g32", 0.25)] {
         for tie in [true, false] {
             let (mut m, tok) = model(tie);
             let want = logits(&mut m, &tok);
@@ -81,19 +81,25 @@ fn keep_output_leaves_the_head_in_f32() {
 fn quantized_checkpoint_reloads_bit_identical_and_is_smaller() {
     let dir = tempfile::tempdir().unwrap();
     let (float_dir, q_dir) = (dir.path().join("f32"), dir.path().join("q"));
-    let (mut m, tok) = model(false);
-    checkpoint::save_new(&float_dir, &m, &tok).unwrap();
-    let run = RunConfig { model: m.config.clone(), ..RunConfig::default() };
-    quantize_model(&mut m, Scheme::Q8_0, KeepFloat::default()).unwrap();
-    let want = logits(&mut m, &tok);
-    checkpoint::save_quantized(&q_dir, &m, &run, &tok, "q8_0").unwrap();
-    let mut back = checkpoint::load_inference(&q_dir, 2).unwrap();
-    assert_eq!(back.model.quantized().unwrap().len(), 9);
-    let got = logits(&mut back.model, &back.tokenizer);
-    assert_eq!(
-        got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-        want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-    );
+    let (m0, tok) = model(false);
+    checkpoint::save_new(&float_dir, &m0, &tok).unwrap();
+    let run = RunConfig { model: m0.config.clone(), ..RunConfig::default() };
+    for (scheme, ty) in [("int8", QuantType::Int8), ("w8a8", QuantType::W8A8), ("q8_0", QuantType::Q8_0)] {
+        let (mut m, _) = model(false);
+        quantize_model(&mut m, Scheme::parse(scheme).unwrap(), KeepFloat::default()).unwrap();
+        let want = logits(&mut m, &tok);
+        checkpoint::save_quantized(&q_dir, &m, &run, &tok, scheme).unwrap();
+        let mut back = checkpoint::load_inference(&q_dir, 2).unwrap();
+        let q = back.model.quantized().unwrap();
+        assert_eq!(q.len(), 9, "{scheme}");
+        assert!(q.iter().all(|(_, m)| m.ty == ty), "{scheme}: every weight comes back as {ty:?}");
+        let got = logits(&mut back.model, &back.tokenizer);
+        assert_eq!(
+            got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "{scheme}"
+        );
+    }
     // The float checkpoint also holds the optimizer's two moments; compare the weights only.
     let size = |d: &Path, f: &str| std::fs::metadata(d.join(f)).unwrap().len();
     let q_bytes = size(&q_dir, "model.safetensors") + size(&q_dir, "quant.safetensors");
@@ -149,14 +155,17 @@ fn cli_quantize_info_sample_and_eval() {
     let (m, tok) = model(false);
     checkpoint::save_new(&float_dir, &m, &tok).unwrap();
     let (f, q) = (float_dir.to_str().unwrap(), q_dir.to_str().unwrap());
-    let (ok, out, err) = lmlab(&["quantize", "--checkpoint", f, "--scheme", "q4_0", "--out", q]);
-    assert!(ok, "{out}{err}");
-    assert!(out.contains("9 linear weights as q4_0"), "{out}");
-    let (ok, out, err) = lmlab(&["info", q, "--json"]);
-    assert!(ok, "{err}");
-    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let types: Vec<&str> = j["tensors"].as_array().unwrap().iter().map(|t| t["type"].as_str().unwrap()).collect();
-    assert_eq!(types.iter().filter(|t| **t == "q4_0").count(), 9, "{types:?}");
+    // `info` names each weight's type as the scheme does; q4_0 (last) is sampled and evaluated.
+    for scheme in ["int8", "w8a8", "q4_0"] {
+        let (ok, out, err) = lmlab(&["quantize", "--checkpoint", f, "--scheme", scheme, "--out", q]);
+        assert!(ok, "{out}{err}");
+        assert!(out.contains(&format!("9 linear weights as {scheme}")), "{out}");
+        let (ok, out, err) = lmlab(&["info", q, "--json"]);
+        assert!(ok, "{err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let types: Vec<&str> = j["tensors"].as_array().unwrap().iter().map(|t| t["type"].as_str().unwrap()).collect();
+        assert_eq!(types.iter().filter(|t| **t == scheme).count(), 9, "{types:?}");
+    }
     let (ok, out, err) =
         lmlab(&["sample", "--checkpoint", q, "--prompt", "First", "--max-new-tokens", "20", "--seed", "1"]);
     assert!(ok && out.starts_with("First"), "{out}{err}");
@@ -229,6 +238,50 @@ fn gptq_on_the_model_beats_round_to_nearest() {
     assert!(err.to_string().contains("calibration"), "{err}");
 }
 
+/// GPTQ on an encoder (as `lmlab embed --quantize gptq4-gG --calib` runs it): calibration
+/// passes through `forward_classify`, every block's weights quantized, and the hidden states
+/// closer to the float model's than round to nearest's.
+#[test]
+fn gptq_calibrates_an_encoder() {
+    use lmlab::compress::quantize::quantize_model_gptq_with;
+    use lmlab::model::transformer::Arch;
+    let cfg = ModelConfig { arch: Arch::Encoder, num_classes: 3, ..config(40, true) };
+    let seqs: Vec<Vec<u32>> = (0..24u32).map(|s| (0..16).map(|i| (i * 7 + s * 3) % 40).collect()).collect();
+    let hidden = |m: &mut Transformer| -> Vec<Vec<f32>> {
+        seqs.iter()
+            .map(|s| {
+                m.forward_classify(s, None, None, 1, s.len(), false, 0).unwrap();
+                m.hidden().to_vec()
+            })
+            .collect()
+    };
+    let model = || {
+        let mut m = Transformer::new_inference(cfg.clone(), 1).unwrap();
+        m.init(8);
+        m
+    };
+    let want = hidden(&mut model());
+    let err = |m: &mut Transformer| -> f64 {
+        hidden(m).iter().flatten().zip(want.iter().flatten()).map(|(a, b)| ((a - b) as f64).powi(2)).sum()
+    };
+    let mut rtn = model();
+    quantize_model(&mut rtn, Scheme::parse("rtn4-g32").unwrap(), KeepFloat::default()).unwrap();
+    let mut gptq = model();
+    let names = quantize_model_gptq_with(&mut gptq, Scheme::parse("gptq4-g32").unwrap(), KeepFloat::default(), |m| {
+        seqs.iter().try_for_each(|s| m.forward_classify(s, None, None, 1, s.len(), false, 0).map(|_| ()))
+    })
+    .unwrap();
+    assert_eq!(names.len(), 8, "{names:?}");
+    let (e_rtn, e_gptq) = (err(&mut rtn), err(&mut gptq));
+    assert!(e_gptq < e_rtn, "GPTQ squared hidden-state error {e_gptq} ≥ RTN's {e_rtn}");
+    // Calibration passes that reach no layer are an error, not a GPTQ on an empty Hessian.
+    let err =
+        quantize_model_gptq_with(&mut model(), Scheme::parse("gptq4-g32").unwrap(), KeepFloat::default(), |_| Ok(()))
+            .err()
+            .unwrap();
+    assert!(err.to_string().contains("calibration"), "{err}");
+}
+
 #[test]
 fn encoder_decoder_and_encoder_classifier_run_quantized() {
     use lmlab::model::transformer::Arch;
@@ -265,14 +318,16 @@ fn encoder_decoder_and_encoder_classifier_run_quantized() {
 #[test]
 fn stored_parts_are_checked_against_type_and_shape() {
     let w: Vec<f32> = (0..4 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
-    for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Int8, QuantType::Int4 { group: 32 }] {
+    for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Int8, QuantType::W8A8, QuantType::Int4 { group: 32 }] {
         let m = QuantMatrix::quantize(&w, 4, 64, ty).unwrap();
-        let back = QuantMatrix::from_parts(ty, 4, 64, m.data.clone(), m.scales.clone(), m.zeros.clone()).unwrap();
+        // What a checkpoint stores (row-major codes, also for Int8's in-memory panels).
+        let data = m.stored_data().into_owned();
+        let back = QuantMatrix::from_parts(ty, 4, 64, data.clone(), m.scales.clone(), m.zeros.clone()).unwrap();
         assert_eq!((back.data, back.scales, back.zeros), (m.data.clone(), m.scales.clone(), m.zeros.clone()));
-        let short = m.data[..m.data.len() - 1].to_vec();
+        let short = data[..data.len() - 1].to_vec();
         let err = QuantMatrix::from_parts(ty, 4, 64, short, m.scales.clone(), m.zeros.clone()).err().unwrap();
         assert!(err.to_string().contains("bytes of data"), "{ty:?}: {err}");
-        let err = QuantMatrix::from_parts(ty, 5, 64, m.data.clone(), m.scales.clone(), m.zeros.clone()).err();
+        let err = QuantMatrix::from_parts(ty, 5, 64, data, m.scales.clone(), m.zeros.clone()).err();
         assert!(err.is_some(), "{ty:?}: a wrong row count is an error");
     }
     let m = QuantMatrix::quantize(&w, 4, 64, QuantType::Int4 { group: 32 }).unwrap();
@@ -284,4 +339,42 @@ fn stored_parts_are_checked_against_type_and_shape() {
     scales[1] = f32::NAN;
     let err = QuantMatrix::from_parts(m.ty, 4, 64, m.data, scales, m.zeros).err().unwrap();
     assert!(err.to_string().contains("NaN"), "{err}");
+}
+
+/// `quant.safetensors` written before int8 weight-only existed (format 1: no `format` key)
+/// named W8A8 weights `int8`; they still load as W8A8. A newer format is a clear error.
+#[test]
+fn format_1_int8_loads_as_w8a8() {
+    use lmlab::io::quant_checkpoint::{decode, encode};
+    let w: Vec<f32> = (0..4 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
+    let m = QuantMatrix::quantize(&w, 4, 64, QuantType::W8A8).unwrap();
+    let bytes = encode("w8a8", [("w", &m)].into_iter()).unwrap();
+    // Rewrite the header as format 1 did, padded with spaces to its old length (the tensor
+    // offsets are relative to the header's end).
+    let hlen = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + hlen]).unwrap();
+    let patch = |from: &str, to: &str| {
+        assert!(header.contains(from), "{header}");
+        let h = header.replace(from, to);
+        let mut out = bytes[..8].to_vec();
+        out.extend_from_slice(format!("{h:<hlen$}").as_bytes());
+        out.extend_from_slice(&bytes[8 + hlen..]);
+        out
+    };
+    let old = patch(r#"\"format\":2,"#, "");
+    // Scheme and type: `"scheme":"int8"` and `"type":"int8"`, as `lmlab quantize --scheme int8`
+    // wrote them.
+    let old = {
+        let h = std::str::from_utf8(&old[8..8 + hlen]).unwrap().replace(r#"\"w8a8\""#, r#"\"int8\""#);
+        [&old[..8], h.as_bytes(), &old[8 + hlen..]].concat()
+    };
+    let (scheme, mats) = decode(&old).unwrap();
+    assert_eq!(scheme, "int8");
+    assert_eq!(mats[0].1.ty, QuantType::W8A8);
+    assert_eq!((&mats[0].1.data, &mats[0].1.scales), (&m.data, &m.scales));
+    // The same name in format 2 is int8 weight-only.
+    let new = patch(r#"\"type\":\"w8a8\""#, r#"\"type\":\"int8\""#);
+    assert_eq!(decode(&new).unwrap().1[0].1.ty, QuantType::Int8);
+    let err = decode(&patch(r#"\"format\":2"#, r#"\"format\":3"#)).err().unwrap();
+    assert!(err.to_string().contains("format 3"), "{err}");
 }

@@ -49,10 +49,16 @@ pub struct EmbedArgs {
     /// Print the model load time and the embedding throughput to standard error.
     #[arg(long)]
     timing: bool,
-    /// Run the encoder with quantized linear layers: int8, q8_0, q4_0 or int4-gG (see
-    /// lmlab quantize).
+    /// Run the encoder with quantized linear layers: int8 (weight-only), w8a8, q8_0, q4_0,
+    /// int4-gG, rtnB-gG or gptqB-gG (needs --calib; see lmlab quantize).
     #[arg(long, value_name = "SCHEME")]
     quantize: Option<String>,
+    /// Calibration sentences for GPTQ, one per line (the first --calib-samples non-empty ones).
+    #[arg(long, value_name = "FILE", requires = "quantize")]
+    calib: Option<PathBuf>,
+    /// Calibration sentences to use from --calib.
+    #[arg(long, default_value_t = 128)]
+    calib_samples: usize,
 }
 
 pub fn run(a: EmbedArgs) -> Result<()> {
@@ -63,7 +69,18 @@ fn embed(a: EmbedArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let mut e = open_embedder(a.model, a.batch)?;
     if let Some(s) = &a.quantize {
-        e.quantize(lmlab::compress::quantize::Scheme::parse(s)?)?;
+        use lmlab::compress::quantize::Scheme;
+        let scheme = Scheme::parse(s)?;
+        match (&a.calib, scheme) {
+            (Some(path), Scheme::Gptq { rtn: false, .. }) => {
+                let lines = read_lines(path)?;
+                let calib: Vec<&String> = lines.iter().filter(|l| !l.trim().is_empty()).take(a.calib_samples).collect();
+                anyhow::ensure!(!calib.is_empty(), "{} has no non-empty line to calibrate on", path.display());
+                e.quantize_calibrated(scheme, &calib)?
+            }
+            (None, Scheme::Gptq { rtn: false, .. }) => anyhow::bail!("{s} needs calibration sentences (--calib FILE)"),
+            _ => e.quantize(scheme)?,
+        };
     }
     let loaded = started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
@@ -98,6 +115,14 @@ fn embed(a: EmbedArgs) -> Result<()> {
         }
     };
     if a.timing {
+        let m = e.model();
+        let (n_q, q_bytes, q_f32) = m
+            .quantized()
+            .map_or((0, 0, 0), |q| (q.len(), q.bytes(), q.iter().map(|(_, w)| 4 * w.rows * w.cols).sum::<usize>()));
+        eprintln!(
+            "weights: {} bytes; {n_q} linear weights quantized: {q_bytes} bytes (f32: {q_f32} bytes)",
+            m.weight_bytes()
+        );
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
             "model loaded in {loaded:.2} s; {count} sentences embedded in {secs:.3} s: {:.1} sentences/s",

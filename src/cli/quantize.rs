@@ -14,8 +14,8 @@ pub struct QuantizeArgs {
     /// Checkpoint to quantize.
     #[arg(long, value_name = "DIR")]
     checkpoint: PathBuf,
-    /// int8 (= w8a8: int8 weights per output channel, activations per token at run time),
-    /// q8_0 or q4_0 (GGML's block formats), int4 or int4-gG (round to nearest, group G, default
+    /// int8 (int8 weights per output channel, f32 activations), w8a8 (the same weights,
+    /// activations quantized to int8 per token at run time), q8_0 or q4_0 (GGML's block formats), int4 or int4-gG (round to nearest, group G, default
     /// 32), gptq4-gG / gptq3-gG (GPTQ, needs --calib), rtn4-gG / rtn3-gG (round to nearest
     /// with GPTQ's quantizer, for comparison).
     #[arg(long)]

@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex};
 /// What `lmlab quantize --scheme` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
-    /// int8 per output channel, symmetric; activations quantized per token at run time (W8A8).
+    /// int8 per output channel, symmetric; activations stay f32 (weight-only).
     Int8,
+    /// The same int8 weights; activations quantized to int8 per token at run time (W8A8).
+    W8A8,
     /// GGML's Q8_0: blocks of 32 weights with an f16 scale.
     Q8_0,
     /// GGML's Q4_0: blocks of 32 4-bit weights with an f16 scale.
@@ -30,18 +32,19 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    /// Parses `int8`, `w8a8`, `q8_0`, `q4_0`, `int4` (group 32), `int4-gG`, `gptqB-gG` or
+    /// Parses `int8` (weight-only), `w8a8`, `q8_0`, `q4_0`, `int4` (group 32), `int4-gG`, `gptqB-gG` or
     /// `rtnB-gG` (B = 3 or 4).
     pub fn parse(s: &str) -> Result<Self> {
         let bad = || {
             anyhow::anyhow!(
-                "unknown quantization scheme {s:?}: expected int8 (= w8a8), q8_0, q4_0, int4, int4-gG, \
+                "unknown quantization scheme {s:?}: expected int8, w8a8, q8_0, q4_0, int4, int4-gG, \
                  gptq4-gG, gptq3-gG, rtn4-gG or rtn3-gG (G: a multiple of 32 dividing the layer widths)"
             )
         };
         let group = |g: &str| g.parse::<usize>().ok().filter(|g| *g > 0).ok_or_else(bad);
         Ok(match s {
-            "int8" | "w8a8" => Scheme::Int8,
+            "int8" => Scheme::Int8,
+            "w8a8" => Scheme::W8A8,
             "q8_0" => Scheme::Q8_0,
             "q4_0" => Scheme::Q4_0,
             "int4" => Scheme::Int4 { group: 32 },
@@ -69,6 +72,7 @@ impl Scheme {
     pub fn quant_type(self) -> QuantType {
         match self {
             Scheme::Int8 => QuantType::Int8,
+            Scheme::W8A8 => QuantType::W8A8,
             Scheme::Q8_0 => QuantType::Q8_0,
             Scheme::Q4_0 => QuantType::Q4_0,
             Scheme::Int4 { group } | Scheme::Gptq { group, .. } => QuantType::Int4 { group },
@@ -165,6 +169,26 @@ pub fn quantize_model_gptq(
     let Scheme::Gptq { .. } = scheme else { return quantize_model(model, scheme, keep) };
     ensure!(model.config.arch == Arch::Decoder, "GPTQ calibration runs decoder language models only");
     ensure!(!windows.is_empty() && windows.iter().all(|w| !w.is_empty()), "no calibration text");
+    quantize_model_gptq_with(model, scheme, keep, |m| {
+        windows.iter().try_for_each(|w| m.forward_lm(w, None, 1, w.len(), false, 0).map(|_| ()))
+    })
+}
+
+/// [`quantize_model_gptq`] on a decoder or an encoder whose calibration forward passes are run
+/// by `calibrate` (called once per block; e.g. sentences through an encoder). The stages are
+/// the blocks `transformer.h.{l}` in order, then the remaining weights (the output layer).
+pub fn quantize_model_gptq_with(
+    model: &mut Transformer,
+    scheme: Scheme,
+    keep: KeepFloat,
+    mut calibrate: impl FnMut(&mut Transformer) -> Result<()>,
+) -> Result<Vec<String>> {
+    let Scheme::Gptq { .. } = scheme else { return quantize_model(model, scheme, keep) };
+    ensure!(
+        matches!(model.config.arch, Arch::Decoder | Arch::Encoder),
+        "GPTQ calibration runs decoders and encoders only, not {:?}",
+        model.config.arch
+    );
     let names = weights_to_quantize(model, scheme, keep)?;
     let mut stages: Vec<Vec<String>> = (0..model.config.n_layer)
         .map(|l| names.iter().filter(|n| n.starts_with(&format!("transformer.h.{l}."))).cloned().collect())
@@ -186,9 +210,11 @@ pub fn quantize_model_gptq(
                 h.add_batch(x, n).expect("calibration input of the layer's width");
             }
         })));
-        let run = windows.iter().try_for_each(|w| model.forward_lm(w, None, 1, w.len(), false, 0).map(|_| ()));
+        let run = calibrate(model);
         model.set_linear_observer(None);
         run?;
+        let empty = acc.lock().unwrap_or_else(|e| e.into_inner()).values().any(|h| h.nsamples() == 0);
+        ensure!(!empty, "the calibration passes reached no input of a layer to quantize");
         let mut acc = acc.lock().unwrap_or_else(|e| e.into_inner());
         for name in stage {
             let start = model.layout.get(name).expect("a tensor of the layout").offset;

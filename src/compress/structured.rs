@@ -53,7 +53,10 @@ pub fn pruned_config(cfg: &ModelConfig, plan: StructuredPlan) -> Result<ModelCon
             "head pruning needs multi-head attention (model.n_kv_head = {} shares keys and values between heads)",
             cfg.kv_heads()
         );
-        ensure!(cfg.position != Position::Alibi, "head pruning cannot keep ALiBi's slopes, which depend on the head count");
+        ensure!(
+            cfg.position != Position::Alibi,
+            "head pruning cannot keep ALiBi's slopes, which depend on the head count"
+        );
         ensure!(plan.heads < cfg.n_head, "cannot remove {} of {} heads per layer", plan.heads, cfg.n_head);
     }
     ensure!(plan.neurons < cfg.ffn(), "cannot remove {} of {} feed-forward neurons per layer", plan.neurons, cfg.ffn());
@@ -130,7 +133,11 @@ fn cols(m: &Transformer, name: &str, c: std::ops::Range<usize>, f: impl Fn(f32, 
     let mut s = 0.0;
     for r in 0..rows_n {
         let o = t.offset + r * w;
-        s += m.params[o + c.start..o + c.end].iter().zip(&m.grads[o + c.start..o + c.end]).map(|(&a, &b)| f(a, b)).sum::<f64>();
+        s += m.params[o + c.start..o + c.end]
+            .iter()
+            .zip(&m.grads[o + c.start..o + c.end])
+            .map(|(&a, &b)| f(a, b))
+            .sum::<f64>();
     }
     Ok(s)
 }
@@ -201,7 +208,8 @@ pub fn shrink(m: &Transformer, keep: &[LayerKeep], max_batch: usize) -> Result<T
         let k = &keep[layer];
         let w = src.shape.get(1).copied().unwrap_or(1);
         // Row indices of the kept heads in q, k, v (each section nh·hs rows).
-        let qkv_rows = || (0..3).flat_map(|p| k.heads.iter().flat_map(move |&h| (0..hs).map(move |i| p * nh * hs + h * hs + i)));
+        let qkv_rows =
+            || (0..3).flat_map(|p| k.heads.iter().flat_map(move |&h| (0..hs).map(move |i| p * nh * hs + h * hs + i)));
         let fc_rows = || {
             let halves = if src.shape[0] == 2 * f { 2 } else { 1 };
             (0..halves).flat_map(|p| k.neurons.iter().map(move |&j| p * f + j))

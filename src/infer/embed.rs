@@ -223,6 +223,24 @@ impl Embedder {
         Ok(names.len())
     }
 
+    /// [`Embedder::quantize`] with GPTQ schemes calibrated on `sentences`: each runs through
+    /// the encoder alone (no padding, so every row the layers see is a real token). Other
+    /// schemes ignore the sentences.
+    pub fn quantize_calibrated<S: AsRef<str>>(
+        &mut self,
+        scheme: crate::compress::quantize::Scheme,
+        sentences: &[S],
+    ) -> Result<usize> {
+        let ids = sentences.iter().map(|s| self.tokenize(s.as_ref())).collect::<Result<Vec<_>>>()?;
+        ensure!(ids.iter().any(|s| !s.is_empty()), "no calibration sentences");
+        let names =
+            crate::compress::quantize::quantize_model_gptq_with(&mut self.model, scheme, Default::default(), |m| {
+                let mut real = ids.iter().filter(|s| !s.is_empty());
+                real.try_for_each(|s| m.forward_classify(s, None, None, 1, s.len(), false, 0).map(|_| ()))
+            })?;
+        Ok(names.len())
+    }
+
     /// Sentences per forward pass.
     pub fn max_batch(&self) -> usize {
         self.model.max_batch()

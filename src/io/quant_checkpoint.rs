@@ -3,11 +3,16 @@
 //! A quantized checkpoint is an ordinary checkpoint directory (`config.toml`, `tokenizer.json`,
 //! `state.json` with the CRC32 of every file) whose `model.safetensors` holds the f32 tensors
 //! only, and whose `quant.safetensors` holds each quantized linear weight as its raw parts:
-//! `{name}.qdata` (U8: GGML blocks, int8 values or packed int4 codes), `{name}.qscales` (F32,
-//! Int8/Int4 only) and `{name}.qzeros` (U8, Int4 only). One metadata key, `lmlab_quant`, is a
-//! JSON object `{"scheme": S, "tensors": {name: {"type", "group", "rows", "cols"}}}` (one key,
-//! because safetensors writes its metadata map in hash order and the bytes must not vary). It
-//! has no optimizer state: it samples and evaluates, it does not train.
+//! `{name}.qdata` (U8: GGML blocks, row-major int8 values or packed int4 codes),
+//! `{name}.qscales` (F32, int8/w8a8/int4 only) and `{name}.qzeros` (U8, int4 only). One
+//! metadata key, `lmlab_quant`, is a JSON object `{"format": 2, "scheme": S, "tensors": {name:
+//! {"type", "group", "rows", "cols"}}}` (one key, because safetensors writes its metadata map in
+//! hash order and the bytes must not vary). It has no optimizer state: it samples and
+//! evaluates, it does not train.
+//!
+//! Types: `q8_0`, `q4_0`, `int8` (weight-only), `w8a8`, `int4`. Format 1 (no `format` key, files
+//! written before int8 weight-only existed) used `int8` for what is now `w8a8`: such files
+//! still load, as W8A8, and run as they did.
 
 use super::tensors::{to_safetensors_raw, RawTensor, TensorFile};
 use crate::kernels::quant::{QuantMatrix, QuantType};
@@ -16,9 +21,15 @@ use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
+/// The current [`QuantIndex::format`].
+pub const FORMAT: u32 = 2;
+
 /// The file's metadata.
 #[derive(Serialize, Deserialize)]
 pub struct QuantIndex {
+    /// 1 (absent): type `int8` is W8A8; 2: `int8` is weight-only, `w8a8` is W8A8.
+    #[serde(default = "format_1")]
+    pub format: u32,
     /// What `lmlab quantize --scheme` was given.
     pub scheme: String,
     pub tensors: BTreeMap<String, QuantEntry>,
@@ -34,21 +45,28 @@ pub struct QuantEntry {
     pub cols: usize,
 }
 
-/// The name `info` and the index use for a quantization type.
+fn format_1() -> u32 {
+    1
+}
+
+/// The name `info` and the index (format 2) use for a quantization type.
 pub fn type_name(ty: QuantType) -> &'static str {
     match ty {
         QuantType::Q8_0 => "q8_0",
         QuantType::Q4_0 => "q4_0",
         QuantType::Int8 => "int8",
+        QuantType::W8A8 => "w8a8",
         QuantType::Int4 { .. } => "int4",
     }
 }
 
-fn parse_type(e: &QuantEntry, name: &str) -> Result<QuantType> {
+fn parse_type(e: &QuantEntry, name: &str, format: u32) -> Result<QuantType> {
     Ok(match e.ty.as_str() {
         "q8_0" => QuantType::Q8_0,
         "q4_0" => QuantType::Q4_0,
+        "int8" if format < 2 => QuantType::W8A8,
         "int8" => QuantType::Int8,
+        "w8a8" => QuantType::W8A8,
         "int4" => QuantType::Int4 { group: e.group },
         t => bail!("quant.safetensors: tensor {name} has unknown type {t:?}"),
     })
@@ -62,7 +80,8 @@ pub fn encode<'a>(scheme: &str, mats: impl Iterator<Item = (&'a str, &'a QuantMa
         let group = if let QuantType::Int4 { group } = m.ty { group } else { 0 };
         let entry = QuantEntry { ty: type_name(m.ty).into(), group, rows: m.rows, cols: m.cols };
         tensors.insert(name.to_string(), entry);
-        raw.push((format!("{name}.qdata"), Dtype::U8, vec![m.data.len()], m.data.clone()));
+        let data = m.stored_data().into_owned();
+        raw.push((format!("{name}.qdata"), Dtype::U8, vec![data.len()], data));
         if !m.scales.is_empty() {
             let bytes = m.scales.iter().flat_map(|x| x.to_le_bytes()).collect();
             raw.push((format!("{name}.qscales"), Dtype::F32, vec![m.scales.len()], bytes));
@@ -71,7 +90,7 @@ pub fn encode<'a>(scheme: &str, mats: impl Iterator<Item = (&'a str, &'a QuantMa
             raw.push((format!("{name}.qzeros"), Dtype::U8, vec![m.zeros.len()], m.zeros.clone()));
         }
     }
-    let index = serde_json::to_string(&QuantIndex { scheme: scheme.into(), tensors })?;
+    let index = serde_json::to_string(&QuantIndex { format: FORMAT, scheme: scheme.into(), tensors })?;
     to_safetensors_raw(&raw, HashMap::from([("lmlab_quant".to_string(), index)]))
 }
 
@@ -81,9 +100,14 @@ pub fn decode(bytes: &[u8]) -> Result<(String, Vec<(String, QuantMatrix)>)> {
     let tf = TensorFile::parse(bytes, "quant.safetensors")?;
     let index = tf.metadata.get("lmlab_quant").context("quant.safetensors has no lmlab_quant metadata")?;
     let index: QuantIndex = serde_json::from_str(index).context("quant.safetensors: bad lmlab_quant metadata")?;
+    ensure!(
+        (1..=FORMAT).contains(&index.format),
+        "quant.safetensors: format {} (this lmlab reads 1 to {FORMAT}; a newer lmlab wrote it?)",
+        index.format
+    );
     let mut out = Vec::new();
     for (name, e) in &index.tensors {
-        let ty = parse_type(e, name)?;
+        let ty = parse_type(e, name, index.format)?;
         let part = |suffix: &str, dtype: Dtype| -> Result<Vec<u8>> {
             let key = format!("{name}.{suffix}");
             match tf.st.tensor(&key) {

@@ -1,17 +1,19 @@
 //! Weight quantization and the quantized linear layer `out = x · Wᵀ + b` (inference only).
 //!
 //! A weight matrix W (rows, cols), stored like `nn.Linear`'s weight (out, in), is quantized once
-//! into a [`QuantMatrix`] of one of four [`QuantType`]s:
+//! into a [`QuantMatrix`] of one of five [`QuantType`]s:
 //!
 //! | type | weights | activations (quantized per call, into `scratch`) |
 //! |---|---|---|
+//! | `Int8` | i8 per element, one f32 scale per row (`amax/127`, symmetric) | f32, not quantized (weight-only, [`int8w`]) |
+//! | `W8A8` | as `Int8` | int8 per row (per token), f32 scale `amax/127` |
 //! | `Q8_0` | GGML Q8_0 blocks of 32 (f16 scale, 32 × i8), see [`ggml`] | Q8_0 blocks of 32 |
 //! | `Q4_0` | GGML Q4_0 blocks of 32 (f16 scale, 16 bytes of nibbles) | Q8_0 blocks of 32 |
-//! | `Int8` | i8 per element, one f32 scale per row (`amax/127`, symmetric) | int8 per row (per token), f32 scale `amax/127` |
 //! | `Int4 { group }` | 4-bit codes, per row and group of `group` columns an f32 scale and a u8 zero point | int8 per group, f32 scale `amax/127` |
 //!
-//! `Int8` weights with per-token int8 activations is W8A8 (SmoothQuant-style dynamic
-//! per-token activations; no smoothing here). Q8_0/Q4_0 follow llama.cpp's `vec_dot_q8_0_q8_0`
+//! `Int8` converts each weight to f32 inside the product ([`int8w`]: panels of 16 rows, f32
+//! FMAs). `W8A8` quantizes the activations per token too (SmoothQuant-style dynamic per-token
+//! activations; no smoothing here). Q8_0/Q4_0 follow llama.cpp's `vec_dot_q8_0_q8_0`
 //! and `vec_dot_q4_0_q8_0`: activations go to Q8_0 blocks with the reference rounding
 //! (`quantize_row_q8_0_ref`; the block scale rounded to f16).
 //!
@@ -26,12 +28,14 @@
 //! group; int3 codes fit too) goes in through [`QuantMatrix::from_int4_codes`].
 //!
 //! The integer dot products and their run-time instruction-set choice are in [`dot`] (env
-//! `LMLAB_QUANT_ISA=scalar|avx2|avx512vnni` forces one). All paths give bit-identical outputs,
+//! `LMLAB_QUANT_ISA=scalar|avx2|avx512vnni` forces one; it covers [`int8w`] too). All paths
+//! give bit-identical outputs,
 //! and the work split (fixed tiles of output rows × W rows) does not change any element's
 //! arithmetic, so results do not depend on the thread count either.
 
 pub mod dot;
 pub mod ggml;
+pub mod int8w;
 
 use super::SendPtr;
 use anyhow::{bail, ensure, Result};
@@ -44,8 +48,13 @@ use rayon::prelude::*;
 pub enum QuantType {
     Q8_0,
     Q4_0,
+    /// int8 weights, f32 activations (weight-only).
     Int8,
-    Int4 { group: usize },
+    /// int8 weights, activations quantized to int8 per token at run time.
+    W8A8,
+    Int4 {
+        group: usize,
+    },
 }
 
 /// A quantized weight matrix W (rows, cols): `rows` outputs, `cols` inputs.
@@ -54,10 +63,13 @@ pub struct QuantMatrix {
     pub ty: QuantType,
     pub rows: usize,
     pub cols: usize,
-    /// Q8_0/Q4_0: the GGML blocks, row after row (rows × cols/32 blocks of 34 or 18 bytes);
-    /// Int8: rows × cols i8; Int4: rows × cols/2 bytes of packed codes.
+    /// The codes in the layout the kernels read. Q8_0/Q4_0: the GGML blocks, row after row
+    /// (rows × cols/32 blocks of 34 or 18 bytes); W8A8: rows × cols i8; Int8: the same i8 in
+    /// panels of 16 rows ([`int8w`]; [`QuantMatrix::stored_data`] gives them row-major); Int4:
+    /// rows × cols/2 bytes of packed codes.
     pub data: Vec<u8>,
-    /// Int8: one per row; Int4: (rows, cols/group); empty for Q8_0/Q4_0 (scales are in blocks).
+    /// Int8/W8A8: one per row; Int4: (rows, cols/group); empty for Q8_0/Q4_0 (scales are in
+    /// blocks).
     pub scales: Vec<f32>,
     /// Int4: zero points (rows, cols/group), 0..=15; empty otherwise.
     pub zeros: Vec<u8>,
@@ -86,7 +98,7 @@ impl QuantMatrix {
                     }
                 });
             }
-            QuantType::Int8 => {
+            QuantType::Int8 | QuantType::W8A8 => {
                 m.data = vec![0u8; rows * cols];
                 m.scales = vec![0.0; rows];
                 for ((d, s), x) in m.data.chunks_mut(cols.max(1)).zip(&mut m.scales).zip(w.chunks(cols.max(1))) {
@@ -96,6 +108,9 @@ impl QuantMatrix {
                     for (d, v) in d.iter_mut().zip(x) {
                         *d = ((v * id).round().clamp(-127.0, 127.0) as i8) as u8;
                     }
+                }
+                if ty == QuantType::Int8 {
+                    m.data = int8w::pack(&m.data, rows, cols);
                 }
             }
             QuantType::Int4 { group } => {
@@ -139,9 +154,10 @@ impl QuantMatrix {
         Ok(QuantMatrix { ty, rows, cols, data: pack_int4(codes), scales, zeros })
     }
 
-    /// A matrix from its stored parts (as a quantized checkpoint keeps them), checked against
-    /// what `ty` and the shape imply: the lengths of `data`, `scales` and `zeros`, finite scales,
-    /// Int4 zero points below 16. Q8_0/Q4_0 block scales are checked when dequantized.
+    /// A matrix from its stored parts (as a quantized checkpoint keeps them: `data` as
+    /// [`QuantMatrix::stored_data`] gives it), checked against what `ty` and the shape imply:
+    /// the lengths of `data`, `scales` and `zeros`, finite scales, Int4 zero points below 16.
+    /// Q8_0/Q4_0 block scales are checked when dequantized.
     pub fn from_parts(
         ty: QuantType,
         rows: usize,
@@ -151,10 +167,10 @@ impl QuantMatrix {
         zeros: Vec<u8>,
     ) -> Result<Self> {
         check_cols(ty, cols)?;
-        let m = QuantMatrix { ty, rows, cols, data, scales, zeros };
+        let mut m = QuantMatrix { ty, rows, cols, data, scales, zeros };
         let (n_scales, n_zeros) = match ty {
             QuantType::Q8_0 | QuantType::Q4_0 => (0, 0),
-            QuantType::Int8 => (rows, 0),
+            QuantType::Int8 | QuantType::W8A8 => (rows, 0),
             QuantType::Int4 { group } => (rows * (cols / group), rows * (cols / group)),
         };
         let n_data = rows.checked_mul(m.row_bytes());
@@ -167,15 +183,28 @@ impl QuantMatrix {
         ensure!(m.zeros.len() == n_zeros, "{ty:?} {rows}×{cols}: {} zero points, expected {n_zeros}", m.zeros.len());
         ensure!(m.scales.iter().all(|s| s.is_finite()), "{ty:?}: a scale is NaN or infinite");
         ensure!(m.zeros.iter().all(|z| *z < 16), "{ty:?}: a zero point is above 15");
+        if ty == QuantType::Int8 {
+            m.data = int8w::pack(&m.data, rows, cols);
+        }
         Ok(m)
     }
 
-    /// Bytes of one row of `data`.
+    /// The codes as checkpoints store them: `data`, except that Int8's panels are returned
+    /// row-major (rows × cols i8, as W8A8 keeps them).
+    pub fn stored_data(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.ty {
+            QuantType::Int8 => std::borrow::Cow::Owned(int8w::unpack(&self.data, self.rows, self.cols)),
+            _ => std::borrow::Cow::Borrowed(&self.data),
+        }
+    }
+
+    /// Bytes of one row of the stored codes ([`QuantMatrix::stored_data`]; of `data` too,
+    /// except for Int8's panels).
     pub fn row_bytes(&self) -> usize {
         match self.ty {
             QuantType::Q8_0 => self.cols / QK * Q8_0_BYTES,
             QuantType::Q4_0 => self.cols / QK * Q4_0_BYTES,
-            QuantType::Int8 => self.cols,
+            QuantType::Int8 | QuantType::W8A8 => self.cols,
             QuantType::Int4 { .. } => self.cols / 2,
         }
     }
@@ -185,12 +214,15 @@ impl QuantMatrix {
         let (rows, cols) = (self.rows, self.cols);
         assert_eq!(out.len(), rows * cols, "dequantize: out length");
         let rb = self.row_bytes();
+        let codes = self.stored_data();
         for (r, o) in out.chunks_exact_mut(cols.max(1)).take(rows).enumerate() {
-            let d = &self.data[r * rb..(r + 1) * rb];
+            let d = &codes[r * rb..(r + 1) * rb];
             match self.ty {
                 QuantType::Q8_0 => ggml::dequantize_row_q8_0(d, o),
                 QuantType::Q4_0 => ggml::dequantize_row_q4_0(d, o),
-                QuantType::Int8 => o.iter_mut().zip(d).for_each(|(o, q)| *o = (*q as i8) as f32 * self.scales[r]),
+                QuantType::Int8 | QuantType::W8A8 => {
+                    o.iter_mut().zip(d).for_each(|(o, q)| *o = (*q as i8) as f32 * self.scales[r])
+                }
                 QuantType::Int4 { group } => {
                     let ng = cols / group;
                     for (c, o) in o.iter_mut().enumerate() {
@@ -202,16 +234,18 @@ impl QuantMatrix {
         }
     }
 
-    /// Memory of the quantized weights: data, scales and zero points.
+    /// Size of the quantized weights as stored: codes, scales and zero points (Int8's panel
+    /// padding in memory, at most 15 rows, not counted).
     pub fn bytes(&self) -> usize {
-        self.data.len() + 4 * self.scales.len() + self.zeros.len()
+        self.rows * self.row_bytes() + 4 * self.scales.len() + self.zeros.len()
     }
 
-    /// Columns per activation block: 32 (Q8_0/Q4_0), the row (Int8) or the group (Int4).
+    /// Columns per activation block: 32 (Q8_0/Q4_0), the row (W8A8) or the group (Int4); Int8
+    /// quantizes no activations.
     fn act_block(&self) -> usize {
         match self.ty {
             QuantType::Q8_0 | QuantType::Q4_0 => QK,
-            QuantType::Int8 => self.cols.max(1),
+            QuantType::Int8 | QuantType::W8A8 => self.cols.max(1),
             QuantType::Int4 { group } => group,
         }
     }
@@ -229,7 +263,7 @@ fn check_cols(ty: QuantType, cols: usize) -> Result<()> {
         QuantType::Q8_0 | QuantType::Q4_0 => {
             ensure!(cols.is_multiple_of(QK), "{ty:?}: cols {cols} is not a multiple of the block size {QK}")
         }
-        QuantType::Int8 => {}
+        QuantType::Int8 | QuantType::W8A8 => {}
         QuantType::Int4 { group } => {
             ensure!(group > 0 && group.is_multiple_of(QK), "Int4: group {group} must be a positive multiple of {QK}");
             ensure!(cols.is_multiple_of(group), "Int4: cols {cols} is not a multiple of the group size {group}");
@@ -261,8 +295,12 @@ fn pack_int4(codes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Bytes of `scratch` that [`quant_matmul_forward`] needs for n activation rows.
+/// Bytes of `scratch` that [`quant_matmul_forward`] needs for n activation rows (none for
+/// Int8, whose activations stay f32).
 pub fn quant_matmul_scratch_len(w: &QuantMatrix, n: usize) -> usize {
+    if w.ty == QuantType::Int8 {
+        return 0;
+    }
     let nb = w.cols / w.act_block();
     3 + n * nb * 8 + n * w.cols
 }
@@ -294,7 +332,7 @@ const R_TILE: usize = 32;
 
 /// out (N, rows) = x (N, cols) · Wᵀ (+ bias (rows)), W quantized. `scratch` (at least
 /// [`quant_matmul_scratch_len`] bytes) receives the activations quantized per row (see the
-/// module doc). No allocation. Uses the instruction set of [`Isa::selected`].
+/// module doc; unused by Int8). No allocation. Uses the instruction set of [`Isa::selected`].
 pub fn quant_matmul_forward(
     out: &mut [f32],
     x: &[f32],
@@ -323,6 +361,9 @@ pub fn quant_matmul_forward_isa(
     if n == 0 || rows == 0 {
         return;
     }
+    if w.ty == QuantType::Int8 {
+        return int8w::matmul(out, x, &w.data, &w.scales, rows, cols, bias, n, isa);
+    }
     let k = kernels(isa);
     let ab = w.act_block();
     let nb = cols / ab;
@@ -345,7 +386,7 @@ pub fn quant_matmul_forward_isa(
     let n_tile = if n == 1 { 1 } else { N_TILE };
     let (nt, rt) = (n.div_ceil(n_tile), rows.div_ceil(R_TILE));
     let outp = SendPtr(out.as_mut_ptr());
-    if let (QuantType::Int8, Some(f), true) = (w.ty, k.int8_tile, n > 1) {
+    if let (QuantType::W8A8, Some(f), true) = (w.ty, k.int8_tile, n > 1) {
         // 4 W rows × 4 x rows per call; a tile past the task's last row repeats it, and the
         // extra outputs are dropped.
         (0..nt * rt).into_par_iter().for_each(|t| {
@@ -383,7 +424,7 @@ pub fn quant_matmul_forward_isa(
         QuantType::Q8_0 => Some(dot::TILE_Q8_0),
         QuantType::Q4_0 => Some(dot::TILE_Q4_0),
         QuantType::Int4 { .. } => Some(dot::TILE_INT4),
-        QuantType::Int8 => None,
+        QuantType::Int8 | QuantType::W8A8 => None,
     };
     if let (Some(tiles), Some(kind)) = (k.tiles, tile) {
         // Register tiles of 8 outputs: 8 W rows × 1 x row (n = 1) or 4 × 2. A tile past the
@@ -451,7 +492,7 @@ pub fn quant_matmul_forward_isa(
                     match w.ty {
                         QuantType::Q8_0 => (k.q8_0)(wr, q, d),
                         QuantType::Q4_0 => (k.q4_0)(wr, q, d, s),
-                        QuantType::Int8 => {
+                        QuantType::W8A8 => {
                             let wi = std::slice::from_raw_parts(wr.as_ptr() as *const i8, rb);
                             (k.int8)(wi, q) as f32 * (w.scales[r] * d.first().copied().unwrap_or(0.0))
                         }
@@ -459,6 +500,7 @@ pub fn quant_matmul_forward_isa(
                             let (ws, wz) = (&w.scales[r * ng..(r + 1) * ng], &w.zeros[r * ng..(r + 1) * ng]);
                             (k.int4)(wr, ws, wz, q, d, s, group)
                         }
+                        QuantType::Int8 => unreachable!("Int8 runs in int8w::matmul"),
                     }
                 };
                 // SAFETY: i < n, r < rows, so the index is inside `out` (checked above); tiles

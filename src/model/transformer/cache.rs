@@ -144,7 +144,17 @@ impl CacheView<'_> {
                 let mask = AttnMask { causal, q_offset: tk_end.map_or(0, |s| s + c0), key_mask };
                 let probs = self.probs.prefix(h.nh * tq * tk);
                 let scratch = self.scratch.prefix(general_attention_fwd_scratch_len(&dims, &score, &pos));
-                general_attention_forward(&mut y_row[c0 * h.inner()..], probs, None, scratch, &x, &dims, &score, &pos, &mask);
+                general_attention_forward(
+                    &mut y_row[c0 * h.inner()..],
+                    probs,
+                    None,
+                    scratch,
+                    &x,
+                    &dims,
+                    &score,
+                    &pos,
+                    &mask,
+                );
             }
         }
     }

@@ -108,6 +108,14 @@ impl Transformer {
     pub fn quantized(&self) -> Option<&QuantLinears> {
         self.quant.as_ref()
     }
+
+    /// Bytes of the weights in the form a checkpoint stores them: 4 per f32 parameter, and
+    /// for each quantized weight its codes, scales and zero points instead of its f32 copy.
+    pub fn weight_bytes(&self) -> usize {
+        let q = self.quant.as_ref();
+        let quantized: usize = q.map_or(0, |q| q.iter().map(|(_, m)| m.rows * m.cols).sum());
+        4 * (self.params.len() - quantized) + q.map_or(0, |q| q.bytes())
+    }
 }
 
 /// The hooks of a model's linear layers, from its fields (a function of the fields, not of

@@ -350,7 +350,8 @@ impl Attention {
         match self.fast {
             Some(AttentionKind::Flash) => {
                 let scratch = cx.r.mut_(&s.d_att, b * h.nh * scratch_per_head(t));
-                let (qkv, y, lse) = (cx.r.get(&a.q, n * qw), cx.r.get(&a.y, n * h.inner()), cx.r.get(&a.probs, b * h.nh * t));
+                let (qkv, y, lse) =
+                    (cx.r.get(&a.q, n * qw), cx.r.get(&a.y, n * h.inner()), cx.r.get(&a.probs, b * h.nh * t));
                 flash_attention_backward(d_q, scratch, d_y, qkv, y, lse, b, t, h.inner(), h.nh);
             }
             Some(AttentionKind::Dense) => attention_backward(
