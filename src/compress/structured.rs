@@ -12,8 +12,9 @@
 //!
 //! A model config holds one head count and one feed-forward width for all layers, so the same
 //! number of heads (and of neurons) goes in every layer: the least important ones of that layer.
-//! Multi-head attention only (grouped-query heads share keys and values), decoder or encoder
-//! models, and not ALiBi (its slopes depend on the head count).
+//! Head pruning needs multi-head attention (grouped-query heads share keys and values) and
+//! neither ALiBi (its slopes depend on the head count) nor T5 biases (one table for all layers'
+//! heads); neuron pruning works for every decoder and encoder.
 
 use crate::model::transformer::{Arch, ModelConfig, Position, Transformer};
 use anyhow::{bail, ensure, Context, Result};
@@ -57,6 +58,10 @@ pub fn pruned_config(cfg: &ModelConfig, plan: StructuredPlan) -> Result<ModelCon
             cfg.position != Position::Alibi,
             "head pruning cannot keep ALiBi's slopes, which depend on the head count"
         );
+        ensure!(
+            cfg.position != Position::T5,
+            "head pruning cannot shrink T5's relative bias table, which every layer's heads share"
+        );
         ensure!(plan.heads < cfg.n_head, "cannot remove {} of {} heads per layer", plan.heads, cfg.n_head);
     }
     ensure!(plan.neurons < cfg.ffn(), "cannot remove {} of {} feed-forward neurons per layer", plan.neurons, cfg.ffn());
@@ -92,34 +97,34 @@ impl Groups {
     }
 
     /// Σ over the group of `f(w, g)` for head `h` (rows of q, k, v; columns of c_proj).
-    fn head_sum(&self, m: &Transformer, h: usize, f: impl Fn(f32, f32) -> f64) -> Result<f64> {
+    fn head_sum(&self, m: &Transformer, h: usize, f: Term) -> Result<f64> {
         let (hs, nh) = (self.hs, self.nh);
         let mut s = 0.0;
         for part in 0..3 {
             let r0 = part * nh * hs + h * hs;
-            s += rows(m, &format!("{}.attn.c_attn.weight", self.prefix), r0..r0 + hs, &f)?;
-            s += rows(m, &format!("{}.attn.c_attn.bias", self.prefix), r0..r0 + hs, &f).unwrap_or(0.0);
+            s += rows(m, &format!("{}.attn.c_attn.weight", self.prefix), r0..r0 + hs, f)?;
+            s += rows(m, &format!("{}.attn.c_attn.bias", self.prefix), r0..r0 + hs, f).unwrap_or(0.0);
         }
-        s += cols(m, &format!("{}.attn.c_proj.weight", self.prefix), h * hs..(h + 1) * hs, &f)?;
+        s += cols(m, &format!("{}.attn.c_proj.weight", self.prefix), h * hs..(h + 1) * hs, f)?;
         Ok(s)
     }
 
     /// Σ over the group of `f(w, g)` for feed-forward neuron `j`.
-    fn neuron_sum(&self, m: &Transformer, j: usize, f: impl Fn(f32, f32) -> f64) -> Result<f64> {
+    fn neuron_sum(&self, m: &Transformer, j: usize, f: Term) -> Result<f64> {
         let fc = format!("{}.mlp.c_fc", self.prefix);
-        let mut s = rows(m, &format!("{fc}.weight"), j..j + 1, &f)?;
-        s += rows(m, &format!("{fc}.bias"), j..j + 1, &f).unwrap_or(0.0);
+        let mut s = rows(m, &format!("{fc}.weight"), j..j + 1, f)?;
+        s += rows(m, &format!("{fc}.bias"), j..j + 1, f).unwrap_or(0.0);
         if self.swiglu {
-            s += rows(m, &format!("{fc}.weight"), self.f + j..self.f + j + 1, &f)?;
-            s += rows(m, &format!("{fc}.bias"), self.f + j..self.f + j + 1, &f).unwrap_or(0.0);
+            s += rows(m, &format!("{fc}.weight"), self.f + j..self.f + j + 1, f)?;
+            s += rows(m, &format!("{fc}.bias"), self.f + j..self.f + j + 1, f).unwrap_or(0.0);
         }
-        s += cols(m, &format!("{}.mlp.c_proj.weight", self.prefix), j..j + 1, &f)?;
+        s += cols(m, &format!("{}.mlp.c_proj.weight", self.prefix), j..j + 1, f)?;
         Ok(s)
     }
 }
 
 /// Σ f(w, g) over rows `r` of tensor `name` (a vector counts as one column).
-fn rows(m: &Transformer, name: &str, r: std::ops::Range<usize>, f: impl Fn(f32, f32) -> f64) -> Result<f64> {
+fn rows(m: &Transformer, name: &str, r: std::ops::Range<usize>, f: Term) -> Result<f64> {
     let t = m.layout.get(name).with_context(|| format!("the model has no {name}"))?;
     let w = t.shape.get(1).copied().unwrap_or(1);
     let range = t.offset + r.start * w..t.offset + r.end * w;
@@ -127,7 +132,7 @@ fn rows(m: &Transformer, name: &str, r: std::ops::Range<usize>, f: impl Fn(f32, 
 }
 
 /// Σ f(w, g) over columns `c` of matrix `name`.
-fn cols(m: &Transformer, name: &str, c: std::ops::Range<usize>, f: impl Fn(f32, f32) -> f64) -> Result<f64> {
+fn cols(m: &Transformer, name: &str, c: std::ops::Range<usize>, f: Term) -> Result<f64> {
     let t = m.layout.get(name).with_context(|| format!("the model has no {name}"))?;
     let (rows_n, w) = (t.shape[0], t.shape[1]);
     let mut s = 0.0;
@@ -142,23 +147,37 @@ fn cols(m: &Transformer, name: &str, c: std::ops::Range<usize>, f: impl Fn(f32, 
     Ok(s)
 }
 
-/// The importance of every head and neuron of every layer: (heads (L, NH), neurons (L, F)).
-pub fn importance(m: &Transformer, how: Importance) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+/// Importance of every head and every neuron, layer by layer.
+#[derive(Clone, Debug)]
+pub struct Scores {
+    /// (L, NH)
+    pub heads: Vec<Vec<f64>>,
+    /// (L, F)
+    pub neurons: Vec<Vec<f64>>,
+}
+
+/// One weight's term of a group sum: f(weight, gradient).
+type Term<'a> = &'a dyn Fn(f32, f32) -> f64;
+
+/// A group's importance from its sums.
+fn score(how: Importance, sum: impl Fn(Term) -> Result<f64>) -> Result<f64> {
+    Ok(match how {
+        Importance::L2 => sum(&|w, _| (w as f64) * (w as f64))?.sqrt(),
+        Importance::Taylor => sum(&|w, g| w as f64 * g as f64)?.powi(2),
+    })
+}
+
+/// The importance of every head and neuron of every layer (Taylor: from `m.grads`).
+pub fn importance(m: &Transformer, how: Importance) -> Result<Scores> {
     ensure!(how == Importance::L2 || !m.grads.is_empty(), "taylor importance needs the calibration gradient");
     let cfg = &m.config;
     let (mut heads, mut neurons) = (Vec::new(), Vec::new());
     for l in 0..cfg.n_layer {
         let g = Groups::of(cfg, l);
-        let score = |sum: &dyn Fn(&dyn Fn(f32, f32) -> f64) -> Result<f64>| -> Result<f64> {
-            Ok(match how {
-                Importance::L2 => sum(&|w, _| (w as f64) * (w as f64))?.sqrt(),
-                Importance::Taylor => sum(&|w, g| w as f64 * g as f64)?.powi(2),
-            })
-        };
-        heads.push((0..cfg.n_head).map(|h| score(&|f| g.head_sum(m, h, f))).collect::<Result<Vec<_>>>()?);
-        neurons.push((0..cfg.ffn()).map(|j| score(&|f| g.neuron_sum(m, j, f))).collect::<Result<Vec<_>>>()?);
+        heads.push((0..cfg.n_head).map(|h| score(how, |f| g.head_sum(m, h, f))).collect::<Result<Vec<_>>>()?);
+        neurons.push((0..cfg.ffn()).map(|j| score(how, |f| g.neuron_sum(m, j, f))).collect::<Result<Vec<_>>>()?);
     }
-    Ok((heads, neurons))
+    Ok(Scores { heads, neurons })
 }
 
 /// The `keep` most important indices of `scores`, ascending (ties: the lower index stays).
@@ -171,10 +190,11 @@ fn keep_top(scores: &[f64], keep: usize) -> Vec<usize> {
 }
 
 /// Which heads and neurons each layer keeps under `plan`.
-pub fn choose(heads: &[Vec<f64>], neurons: &[Vec<f64>], plan: StructuredPlan) -> Vec<LayerKeep> {
-    heads
+pub fn choose(scores: &Scores, plan: StructuredPlan) -> Vec<LayerKeep> {
+    scores
+        .heads
         .iter()
-        .zip(neurons)
+        .zip(&scores.neurons)
         .map(|(h, n)| LayerKeep {
             heads: keep_top(h, h.len() - plan.heads),
             neurons: keep_top(n, n.len() - plan.neurons),
@@ -241,4 +261,21 @@ pub fn shrink(m: &Transformer, keep: &[LayerKeep], max_batch: usize) -> Result<T
 fn layer_of(name: &str) -> Option<usize> {
     let rest = &name[name.find(".h.")? + 3..];
     rest[..rest.find('.')?].parse().ok()
+}
+
+/// Accumulates into `m.grads` the gradient of the mean next-token loss over `windows` (token
+/// ids, each at least 2 long and at most block_size + 1), for [`Importance::Taylor`].
+pub fn calibration_gradient(m: &mut Transformer, windows: &[Vec<u32>]) -> Result<()> {
+    ensure!(m.config.arch == Arch::Decoder, "taylor importance is computed on decoder language models");
+    ensure!(!windows.is_empty(), "no calibration text");
+    m.zero_grad();
+    let total: usize = windows.iter().map(|w| w.len().saturating_sub(1)).sum();
+    ensure!(total > 0, "calibration windows need at least 2 tokens");
+    for w in windows {
+        let t = w.len() - 1;
+        let targets: Vec<i32> = w[1..].iter().map(|&x| x as i32).collect();
+        m.forward_lm(&w[..t], Some(&targets), 1, t, false, 0)?;
+        m.backward_sum(1.0 / total as f32)?;
+    }
+    Ok(())
 }
