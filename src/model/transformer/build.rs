@@ -85,6 +85,7 @@ impl Transformer {
             inference,
             quant: None,
             observer: None,
+            sparsity: None,
             params,
             layout: l,
             consts,

@@ -26,6 +26,7 @@ mod precision;
 mod probe;
 mod quant;
 mod seq2seq;
+mod sparse;
 mod stack;
 
 pub use cache::{KvCache, LogitRows};
@@ -35,6 +36,7 @@ pub use config::{
 pub use probe::{ActKind, ActTensor, AttnProbs, BlockProbe};
 use quant::linear_hooks;
 pub use quant::{LinearObserver, QuantLinears};
+pub use sparse::SparsityMask;
 
 use crate::model::layout::{ParamLayout, Regions};
 use anyhow::{bail, ensure, Result};
@@ -107,6 +109,8 @@ pub struct Transformer {
     quant: Option<QuantLinears>,
     /// Sees the input of every linear layer (see [`Transformer::set_linear_observer`]).
     observer: Option<Arc<LinearObserver>>,
+    /// Weights a pruned model keeps at zero while training (see `sparse.rs`).
+    sparsity: Option<SparsityMask>,
 }
 
 impl Transformer {
