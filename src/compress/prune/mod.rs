@@ -176,7 +176,10 @@ pub fn prune_model(
     if let Pattern::NofM { m, .. } = spec.pattern {
         for name in &names {
             let cols = shape(model, name).1;
-            ensure!(cols % m == 0, "{name} has {cols} inputs, not a multiple of M = {m}: N:M needs whole groups");
+            ensure!(
+                cols.is_multiple_of(m),
+                "{name} has {cols} inputs, not a multiple of M = {m}: N:M needs whole groups"
+            );
         }
     }
     let mut report = Vec::with_capacity(names.len());

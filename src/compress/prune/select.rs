@@ -58,7 +58,7 @@ pub fn per_set(scores: &[f64], sparsity: f64) -> Vec<bool> {
 /// (columns g·m .. g·m + m), keeps the `n` highest and prunes the other `m − n`. `cols` must be
 /// a multiple of `m` (checked by the caller).
 pub fn n_of_m(scores: &[f64], cols: usize, n: usize, m: usize) -> Vec<bool> {
-    debug_assert!(n < m && cols % m == 0);
+    debug_assert!(n < m && cols.is_multiple_of(m));
     let mut pruned = vec![false; scores.len()];
     for (s, p) in scores.chunks(cols).zip(pruned.chunks_mut(cols)) {
         for (sg, pg) in s.chunks(m).zip(p.chunks_mut(m)) {
