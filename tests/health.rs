@@ -666,31 +666,3 @@ fn translation_and_classification_log_health() {
     let n = text.lines().filter(|l| l.contains("\"health\"")).count();
     assert_eq!(n, 3, "{text}");
 }
-
-#[test]
-fn plot_xy_draws_any_lines_from_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("chart.json");
-    std::fs::write(
-        &spec,
-        r#"{"title": "val loss", "x": "sparsity (%)", "y": "loss",
-            "series": [{"name": "a", "points": [[0, 1.9], [50, 2.0], [90, 3.1]]}, {"name": "b", "points": [[50, 1.95]]}]}"#,
-    )
-    .unwrap();
-    let (s, png, svg) = (spec.to_str().unwrap(), dir.path().join("c.png"), dir.path().join("c.svg"));
-    ok(&lmlab(&["plot", "--xy", s, "--out", png.to_str().unwrap()], &[]));
-    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
-    ok(&lmlab(&["plot", "--xy", s, "--out", svg.to_str().unwrap()], &[]));
-    let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(text.starts_with("<svg"));
-    // Argument errors are clap's (exit code 2).
-    let usage = |o: Output, needle: &str| {
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(!o.status.success() && err.contains(needle), "{err}");
-    };
-    usage(lmlab(&["plot", "--xy", s], &[]), "--out");
-    fails(&lmlab(&["plot", "--xy", s, "--out", "c.gif"], &[]), &[".png or .svg"]);
-    std::fs::write(&spec, r#"{"title": "t", "x": "x", "y": "y", "series": []}"#).unwrap();
-    fails(&lmlab(&["plot", "--xy", s, "--out", png.to_str().unwrap()], &[]), &["no finite points"]);
-    usage(lmlab(&["plot"], &[]), "RUN_DIR");
-}

@@ -267,3 +267,32 @@ fn cli_errors_are_clear() {
         assert!(a >= b, "{name}: {a} zeros after quantizing, {b} before");
     }
 }
+
+/// The charts of scripts/prune_table.py: `lmlab plot --xy` draws any lines from JSON.
+#[test]
+fn plot_xy_draws_any_lines_from_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("chart.json");
+    std::fs::write(
+        &spec,
+        r#"{"title": "val loss", "x": "sparsity (%)", "y": "loss",
+            "series": [{"name": "a", "points": [[0, 1.9], [50, 2.0], [90, 3.1]]}, {"name": "b", "points": [[50, 1.95]]}]}"#,
+    )
+    .unwrap();
+    let (s, png, svg) = (spec.to_str().unwrap(), dir.path().join("c.png"), dir.path().join("c.svg"));
+    let fails = |args: &[&str], needle: &str| {
+        let (ok, _, err) = lmlab(args);
+        assert!(!ok && err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    };
+    let (ok, _, err) = lmlab(&["plot", "--xy", s, "--out", png.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let (ok, _, err) = lmlab(&["plot", "--xy", s, "--out", svg.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    fails(&["plot", "--xy", s], "--out");
+    fails(&["plot", "--xy", s, "--out", "c.gif"], ".png or .svg");
+    fails(&["plot"], "RUN_DIR");
+    std::fs::write(&spec, r#"{"title": "t", "x": "x", "y": "y", "series": []}"#).unwrap();
+    fails(&["plot", "--xy", s, "--out", png.to_str().unwrap()], "no finite points");
+}
