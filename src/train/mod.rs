@@ -345,6 +345,10 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         rayon::current_num_threads(),
         precision_note(&trainer.scaler, cfg.train.precision)
     ));
+    if let Some(mask) = trainer.model.sparsity_mask() {
+        let tensors = mask.tensors().count();
+        tracker.info(format!("pruned checkpoint: {} weights of {tensors} tensors held at zero", mask.held()));
+    }
     let mut eval_batch = Batch::new(tc.batch_size, cfg.model.block_size);
     // Estimates train and val loss, then checkpoints; true when early stopping ends the run.
     let mut evaluate = |trainer: &mut Trainer, tracker: &mut RunTracker| -> Result<bool> {
