@@ -280,3 +280,20 @@ fn bad_specs_are_clear_errors() {
         .to_string();
     assert!(e.contains("cannot prune a quantized model"), "{e}");
 }
+
+#[test]
+fn encoder_decoder_models_prune_by_magnitude_but_not_by_wanda() {
+    use lmlab::model::transformer::Arch;
+    let cfg = ModelConfig { arch: Arch::EncoderDecoder, ..config(true) };
+    let mut m = Transformer::new(cfg, 1).unwrap();
+    m.init(2);
+    let half = Pattern::unstructured(0.5).unwrap();
+    let report = prune_model(&mut m, &spec(Method::MagnitudeLayer, half), &[], &mut |_, _| {}).unwrap();
+    let names: Vec<&str> = report.iter().map(|r| r.name.as_str()).collect();
+    assert!(names.iter().any(|n| n.ends_with("cross_attn.c_q.weight")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("cross_attn.c_kv.weight")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("encoder.")) && names.iter().any(|n| n.starts_with("decoder.")));
+    assert!(report.iter().all(|r| r.pruned == r.numel / 2));
+    let e = prune_model(&mut m, &spec(Method::Wanda, half), &windows(), &mut |_, _| {}).unwrap_err().to_string();
+    assert!(e.contains("decoder language models only"), "{e}");
+}
