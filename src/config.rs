@@ -1,4 +1,5 @@
-//! The run configuration: one TOML file with `[model]`, `[data]`, `[train]` and `[optim]`.
+//! The run configuration: one TOML file with `[model]`, `[data]`, `[train]` and `[optim]` (and
+//! `[prune]`, which only `lmlab prune` writes, in a pruned checkpoint).
 //!
 //! Unknown keys and wrong types are errors that name the key. `--set section.key=value`
 //! overrides any key before validation.
