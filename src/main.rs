@@ -32,6 +32,10 @@ enum Cmd {
     /// round to nearest with groups, GPTQ) into a new, smaller checkpoint that samples and evaluates like any
     /// other.
     Quantize(cli::quantize::QuantizeArgs),
+    /// Prune a checkpoint's linear weights to exact zeros (magnitude, global or per layer, or
+    /// Wanda with calibration text; unstructured or N:M) into a new checkpoint; `train --resume`
+    /// fine-tunes it with the pruned weights held at zero.
+    Prune(cli::prune::PruneArgs),
     /// What a checkpoint holds: the model, its tokenizer, each tensor's type (f32 or a
     /// quantization), the files and their size.
     Info(cli::info::InfoArgs),
@@ -76,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Export(a) => cli::export::run(a),
         Cmd::Import(a) => cli::import::run(a),
         Cmd::Quantize(a) => cli::quantize::run(a),
+        Cmd::Prune(a) => cli::prune::run(a),
         Cmd::Info(a) => cli::info::run(a),
         Cmd::Eval { what } => cli::eval::run(what),
         Cmd::Translate(a) => cli::translate::run(a),

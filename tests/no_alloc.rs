@@ -102,12 +102,23 @@ fn training_step_allocates_nothing_after_the_first() {
         cfg.optim.centered = cfg.optim.name == RmsProp;
         let accum = 1 + i % 2;
         let m = &cfg.model;
+        // Every other variant is a pruned model, whose steps hold its zeros.
+        let pruned = i % 2 == 0;
         let what = format!(
-            "{:?}/{:?}/{:?}/dropout {}/{precision:?} scale {scale}/{:?}/accum {accum}",
+            "{:?}/{:?}/{:?}/dropout {}/{precision:?} scale {scale}/{:?}/accum {accum}/pruned {pruned}",
             m.position, m.norm, m.attention, m.dropout, cfg.optim.name
         );
         let mut model = Transformer::new(cfg.model_config(tok.vocab_size()), 4).unwrap();
         model.init(1);
+        if pruned {
+            use lmlab::compress::prune::{prunable_weights, prune_model, Method, Pattern, PruneSpec};
+            let nm = Pattern::NofM { n: 2, m: 4 };
+            let spec = PruneSpec { method: Method::MagnitudeLayer, pattern: nm, include_head: false };
+            prune_model(&mut model, &spec, &[], &mut |_, _| {}).unwrap();
+            let names = prunable_weights(&model, false);
+            let mask = lmlab::model::transformer::SparsityMask::from_zeros(&model.layout, &model.params, &names);
+            model.set_sparsity_mask(Some(mask.unwrap()));
+        }
         model.set_precision(precision);
         let opt = cfg.optim.build(&model.layout).unwrap();
         let mut tr = Trainer {

@@ -29,20 +29,27 @@ pub fn run(a: InfoArgs) -> Result<()> {
         })
         .unwrap_or_default();
     let disk: u64 = files.iter().map(|(_, s)| s).sum();
+    // Exact zeros per tensor (a pruned checkpoint's sparsity), in layout order.
+    let zeros: Vec<usize> =
+        m.layout.tensors.iter().map(|t| m.params[t.range()].iter().filter(|w| **w == 0.0).count()).collect();
+    let all_zeros: usize = zeros.iter().sum();
     if a.json {
         let tensors: Vec<serde_json::Value> = m
             .layout
             .tensors
             .iter()
-            .map(|t| {
+            .zip(&zeros)
+            .map(|(t, &z)| {
                 let ty = quant.iter().find(|(n, _)| *n == t.name).map_or("f32".to_string(), |(_, ty)| ty.clone());
-                serde_json::json!({"name": t.name, "shape": t.shape, "type": ty})
+                serde_json::json!({"name": t.name, "shape": t.shape, "type": ty, "zeros": z,
+                    "sparsity": z as f64 / t.numel().max(1) as f64})
             })
             .collect();
         let j = serde_json::json!({"checkpoint": a.checkpoint, "step": ck.state.step, "model": m.config,
             "parameters": m.num_params(), "tokenizer": ck.tokenizer.kind(), "vocab_size": ck.tokenizer.vocab_size(),
             "tensors": tensors, "files": files.iter().map(|(n, s)| serde_json::json!({"name": n, "bytes": s})).collect::<Vec<_>>(),
-            "bytes_on_disk": disk});
+            "bytes_on_disk": disk, "zeros": all_zeros, "sparsity": all_zeros as f64 / m.params.len().max(1) as f64,
+            "prune": ck.run_config.prune});
         println!("{j}");
         return Ok(());
     }
@@ -71,6 +78,27 @@ pub fn run(a: InfoArgs) -> Result<()> {
             println!("  {n}: {t}");
         }
     }
+    print_sparsity(&ck, &zeros);
     println!("on disk: {:.2} MB", disk as f64 / 1e6);
     Ok(())
+}
+
+/// The share of exact zeros: of all parameters, and per tensor that has any (with how the
+/// checkpoint was pruned, if it was).
+fn print_sparsity(ck: &checkpoint::Checkpoint, zeros: &[usize]) {
+    let m = &ck.model;
+    let total: usize = zeros.iter().sum();
+    let pct = |z: usize, n: usize| 100.0 * z as f64 / n.max(1) as f64;
+    println!(
+        "sparsity: {total} of {} parameters are exactly zero ({:.2}%)",
+        m.params.len(),
+        pct(total, m.params.len())
+    );
+    if let Some(p) = &ck.run_config.prune {
+        let how = if p.nm.is_empty() { format!("{:.1}% unstructured", 100.0 * p.sparsity) } else { p.nm.clone() };
+        println!("pruned: {} ({how}), {} tensors held sparse by training", p.method, p.tensors.len());
+    }
+    for (t, &z) in m.layout.tensors.iter().zip(zeros).filter(|(_, z)| **z > 0) {
+        println!("  {}: {:.2}% zero ({z} of {})", t.name, pct(z, t.numel()), t.numel());
+    }
 }

@@ -11,6 +11,7 @@ pub mod import;
 pub mod info;
 pub mod plot;
 pub mod profile;
+pub mod prune;
 pub mod quantize;
 pub mod sample;
 pub mod schedule;

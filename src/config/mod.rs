@@ -1,4 +1,5 @@
-//! The run configuration: one TOML file with `[model]`, `[data]`, `[train]` and `[optim]`.
+//! The run configuration: one TOML file with `[model]`, `[data]`, `[train]` and `[optim]` (and
+//! `[prune]`, which only `lmlab prune` writes, in a pruned checkpoint).
 //!
 //! Unknown keys and wrong types are errors that name the key. `--set section.key=value`
 //! overrides any key before validation.
@@ -160,6 +161,10 @@ pub struct RunConfig {
     /// Knowledge distillation from a teacher checkpoint (absent: plain training).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distill: Option<DistillSection>,
+    /// Set by `lmlab prune` in a pruned checkpoint: training resumed from it keeps the pruned
+    /// weights at zero.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<crate::compress::prune::PruneRecord>,
 }
 
 /// `[distill]`: train on α·T²·KL(teacher ‖ student at temperature T) + (1−α)·cross-entropy
@@ -209,7 +214,14 @@ impl RunConfig {
     /// `resume` continues from; `overrides` apply on top.
     pub fn for_run(config: Option<&Path>, resume: Option<&Path>, overrides: &[String]) -> Result<Self> {
         match (config, resume) {
-            (Some(path), _) => RunConfig::from_file(path, overrides),
+            (Some(path), resume) => {
+                let mut cfg = RunConfig::from_file(path, overrides)?;
+                // A pruned checkpoint stays pruned whatever config continues it.
+                if let (None, Some(dir)) = (&cfg.prune, resume) {
+                    cfg.prune = prune_record_of(dir);
+                }
+                Ok(cfg)
+            }
             (None, Some(dir)) => RunConfig::from_file(&dir.join("config.toml"), overrides)
                 .with_context(|| format!("cannot read the config of checkpoint {}", dir.display())),
             (None, None) => bail!("give --config FILE (or --resume DIR)"),
@@ -312,6 +324,14 @@ impl RunConfig {
         o.check_applicable()?;
         Ok(())
     }
+}
+
+/// The `[prune]` section of the config saved in checkpoint `dir`, if it has one (an unreadable
+/// config is left to the checkpoint loader to report).
+fn prune_record_of(dir: &Path) -> Option<crate::compress::prune::PruneRecord> {
+    let text = std::fs::read_to_string(dir.join("config.toml")).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    table.get("prune")?.clone().try_into().ok()
 }
 
 fn describe_span(text: &str, span: Option<std::ops::Range<usize>>) -> String {

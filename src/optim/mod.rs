@@ -202,6 +202,20 @@ impl Optimizer {
         all.into_iter().filter(|(_, v)| !v.is_empty()).collect()
     }
 
+    /// Calls `f` on every state buffer (unused ones are empty), without allocating: the
+    /// training step of a pruned model zeroes the pruned entries of each through it.
+    pub fn for_each_state_mut(&mut self, mut f: impl FnMut(&mut [f32])) {
+        match self {
+            Optimizer::AdamW(o) => [&mut o.m, &mut o.v].into_iter().for_each(|b| f(b)),
+            Optimizer::Adam(o) => [&mut o.m, &mut o.v, &mut o.v_max].into_iter().for_each(|b| f(b)),
+            Optimizer::Sgd(o) => f(&mut o.momentum_buf),
+            Optimizer::RmsProp(o) => {
+                [&mut o.square_avg, &mut o.grad_avg, &mut o.momentum_buf].into_iter().for_each(|b| f(b))
+            }
+            Optimizer::Adagrad(o) => f(&mut o.sum),
+        }
+    }
+
     /// Restores state saved from an optimizer of the same kind and configuration: the name, the
     /// update count and every state buffer must match, so a resumed run continues exactly.
     pub fn restore(&mut self, saved: &OptimizerState) -> anyhow::Result<()> {

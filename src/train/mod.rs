@@ -169,6 +169,9 @@ pub fn optimizer_step(
     lr: f32,
     scaler: &mut LossScaler,
 ) -> Result<StepStats> {
+    // A pruned model: held weights get no gradient, so they neither count in the norm nor
+    // move (see model::transformer::SparsityMask).
+    model.mask_grads();
     if scaler.unscale(&mut model.grads)? == ScaleOutcome::Overflow {
         return Ok(StepStats { loss, lr, grad_norm: f32::NAN, skipped: true, loss_scale: scaler.loss_scale() });
     }
@@ -181,6 +184,13 @@ pub fn optimizer_step(
     }
     let scale = if clip.norm > 0.0 { clip_factor(norm, clip.norm) } else { 1.0 };
     opt.step_scaled(&mut model.params, &model.grads, lr, scale);
+    if let Some(mask) = model.sparsity_mask() {
+        // With zero gradients a held weight's update is already zero in exact arithmetic; zeroing
+        // its optimizer state and the weight itself keeps it so bit for bit (no -0.0, and no
+        // momentum from before pruning).
+        opt.for_each_state_mut(|buf| mask.apply(buf));
+        model.mask_params();
+    }
     Ok(StepStats { loss, lr, grad_norm: norm, skipped: false, loss_scale: scaler.loss_scale() })
 }
 
@@ -277,6 +287,12 @@ impl TrainSummary {
 /// Trains from `cfg`, or resumes from the checkpoint `resume` (whose config then applies, with
 /// `overrides` on top), for any task.
 pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
+    if resume.is_none() && cfg.prune.is_some() {
+        bail!(
+            "the config has a [prune] section, which describes a checkpoint written by lmlab prune: \
+             continue that checkpoint with --resume (a fresh run has no pruned weights to keep)"
+        );
+    }
     let pool = thread_pool(cfg.train.threads)?;
     // The whole run executes inside the pool, so parallel kernels never inject work from outside.
     pool.install(|| match cfg.data.task {
@@ -348,6 +364,10 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         rayon::current_num_threads(),
         precision_note(&trainer.scaler, cfg.train.precision)
     ));
+    if let Some(mask) = trainer.model.sparsity_mask() {
+        let tensors = mask.tensors().count();
+        tracker.info(format!("pruned checkpoint: {} weights of {tensors} tensors held at zero", mask.held()));
+    }
     let mut eval_batch = Batch::new(tc.batch_size, cfg.model.block_size);
     // Estimates train and val loss, then checkpoints; true when early stopping ends the run.
     let mut evaluate = |trainer: &mut Trainer, tracker: &mut RunTracker| -> Result<bool> {

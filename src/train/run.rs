@@ -20,7 +20,7 @@ use crate::config::{RunConfig, Task};
 use crate::data::Tokenizer;
 use crate::io::atomic::write_file_atomic;
 use crate::io::checkpoint::{self, CheckpointFiles, EvalRecord, TrainState};
-use crate::model::transformer::Transformer;
+use crate::model::transformer::{SparsityMask, Transformer};
 use crate::optim::Optimizer;
 use anyhow::{bail, ensure, Context, Result};
 use serde::de::DeserializeOwned;
@@ -86,9 +86,20 @@ impl Resumed {
             ck.run_config.model == cfg.model,
             "the [model] section differs from the checkpoint's: a resumed run must keep the model's shape"
         );
+        ensure!(
+            ck.run_config.prune == cfg.prune,
+            "the [prune] section differs from the checkpoint's: a resumed run keeps the checkpoint's pruning"
+        );
         let mut opt = cfg.optim.build(&ck.model.layout)?;
         opt.restore(ck.optimizer.as_ref().expect("loaded with the optimizer"))?;
         let mut model = ck.model;
+        if let Some(p) = &cfg.prune {
+            // A pruned checkpoint: its zeros are the mask that every step keeps.
+            let mask = SparsityMask::from_zeros(&model.layout, &model.params, &p.tensors)
+                .with_context(|| format!("checkpoint {}: [prune]", dir.display()))?;
+            opt.for_each_state_mut(|buf| mask.apply(buf));
+            model.set_sparsity_mask(Some(mask));
+        }
         model.label_smoothing = cfg.train.label_smoothing;
         model.set_precision(cfg.train.precision);
         let from = ResumePoint { dir: dir.to_path_buf(), state: ck.state };

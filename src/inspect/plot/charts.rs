@@ -24,6 +24,7 @@ pub(super) fn charts(m: &RunMetrics) -> Vec<Chart> {
     let one = |file: &str, title: &str, y: &str, log: bool, line: &Line, color: RGBColor| Chart {
         file: file.into(),
         title: title.into(),
+        x_desc: "iteration".into(),
         y_desc: y.into(),
         log_y: log,
         legend: false,
@@ -33,6 +34,7 @@ pub(super) fn charts(m: &RunMetrics) -> Vec<Chart> {
         Chart {
             file: "loss".into(),
             title: "Loss".into(),
+            x_desc: "iteration".into(),
             y_desc: "cross-entropy (nats)".into(),
             log_y: false,
             legend: true,
@@ -88,6 +90,7 @@ pub(super) fn charts(m: &RunMetrics) -> Vec<Chart> {
         out.push(Chart {
             file: format!("health_{key}"),
             title: title.to_string(),
+            x_desc: "iteration".into(),
             y_desc: key.replace('_', " "),
             log_y: log,
             legend: true,

@@ -23,6 +23,7 @@ pub(super) struct Chart {
     /// File name without extension.
     pub(super) file: String,
     pub(super) title: String,
+    pub(super) x_desc: String,
     pub(super) y_desc: String,
     pub(super) log_y: bool,
     /// Name the series in a column on the right.
@@ -102,7 +103,7 @@ where
     let mut mesh = chart.configure_mesh();
     mesh.light_line_style(RGBColor(235, 235, 235));
     if text {
-        mesh.x_desc("iteration")
+        mesh.x_desc(c.x_desc.as_str())
             .y_desc(c.y_desc.as_str())
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 16))
@@ -150,6 +151,7 @@ fn draw_any<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart, text: b
         logged = Chart {
             file: c.file.clone(),
             title: c.title.clone(),
+            x_desc: c.x_desc.clone(),
             y_desc: c.y_desc.clone(),
             log_y: true,
             legend: c.legend,

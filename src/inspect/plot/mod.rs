@@ -7,7 +7,8 @@
 //! `/usr/share/fonts`. Without one (or with `LMLAB_FONT=none`) the charts are drawn without
 //! text (axes and lines only), and a note says so.
 //!
-//! The code: this file has the entry points ([`plot_run`], [`plot_schedule`]) and [`Format`];
+//! The code: this file has the entry points ([`plot_run`], [`plot_schedule`], [`plot_xy`]) and
+//! [`Format`];
 //! `metrics` reads a run's metrics.jsonl into lines, `charts` decides which charts those lines
 //! make, `draw` renders a chart with plotters, and `font` finds the font for its text.
 
@@ -99,10 +100,73 @@ pub fn plot_schedule(schedule: &LrSchedule, iters: u64, path: &Path) -> Result<b
     let chart = Chart {
         file: String::new(),
         title: format!("{:?} learning-rate schedule", schedule.kind),
+        x_desc: "iteration".into(),
         y_desc: "learning rate".into(),
         log_y: false,
         legend: false,
         series: vec![Series { name: "learning rate".into(), points, color: RGBColor(20, 120, 60), markers: false }],
+    };
+    let text = text_available()?;
+    write_chart(&chart, path, format, text)?;
+    Ok(text)
+}
+
+/// A chart of any (x, y) lines, as `lmlab plot --xy FILE.json` reads it: scripts that measure
+/// something (e.g. scripts/prune_table.py) draw their results through it.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XyChart {
+    pub title: String,
+    /// The axis descriptions.
+    pub x: String,
+    pub y: String,
+    pub series: Vec<XySeries>,
+}
+
+/// One line of an [`XyChart`], drawn with markers at its points.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XySeries {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Colors of the lines of an [`XyChart`], in order (then repeated).
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(90, 90, 90),
+];
+
+/// Draws `c` into `path` (.png or .svg). Returns whether the chart has text.
+pub fn plot_xy(c: &XyChart, path: &Path) -> Result<bool> {
+    let format = Format::of_path(path)?;
+    let series: Vec<Series> = c
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Series {
+            name: s.name.clone(),
+            points: s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect(),
+            color: PALETTE[i % PALETTE.len()],
+            markers: true,
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    ensure!(!series.is_empty(), "the chart {:?} has no finite points", c.title);
+    let chart = Chart {
+        file: String::new(),
+        title: c.title.clone(),
+        x_desc: c.x.clone(),
+        y_desc: c.y.clone(),
+        log_y: false,
+        legend: series.len() > 1,
+        series,
     };
     let text = text_available()?;
     write_chart(&chart, path, format, text)?;

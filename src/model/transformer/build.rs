@@ -86,6 +86,7 @@ impl Transformer {
             quant: None,
             observer: None,
             teacher: None,
+            sparsity: None,
             params,
             layout: l,
             consts,

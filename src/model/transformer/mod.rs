@@ -27,6 +27,7 @@ mod precision;
 mod probe;
 mod quant;
 mod seq2seq;
+mod sparse;
 mod stack;
 
 pub use cache::{KvCache, LogitRows};
@@ -36,6 +37,7 @@ pub use config::{
 pub use probe::{ActKind, ActTensor, AttnProbs, BlockProbe};
 use quant::linear_hooks;
 pub use quant::{LinearObserver, QuantLinears};
+pub use sparse::SparsityMask;
 
 use crate::kernels::distill::DistillLoss;
 use crate::model::layout::{ParamLayout, Regions};
@@ -113,6 +115,8 @@ pub struct Transformer {
     /// A teacher's logits for the next training pass's distillation loss (see
     /// [`Transformer::set_teacher_logits`]).
     teacher: Option<TeacherLogits>,
+    /// Weights a pruned model keeps at zero while training (see `sparse.rs`).
+    sparsity: Option<SparsityMask>,
 }
 
 /// The teacher's logits of the current batch, in a buffer sized once for the largest batch.
