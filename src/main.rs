@@ -34,7 +34,8 @@ enum Cmd {
     Quantize(cli::quantize::QuantizeArgs),
     /// Prune a checkpoint's linear weights to exact zeros (magnitude, global or per layer, or
     /// Wanda with calibration text; unstructured or N:M) into a new checkpoint; `train --resume`
-    /// fine-tunes it with the pruned weights held at zero.
+    /// fine-tunes it with the pruned weights held at zero. `--method structured` removes whole
+    /// heads and feed-forward neurons instead: a smaller model.
     Prune(cli::prune::PruneArgs),
     /// What a checkpoint holds: the model, its tokenizer, each tensor's type (f32 or a
     /// quantization), the files and their size.

@@ -163,3 +163,104 @@ fn plans_that_cannot_apply_are_errors() {
     // Neurons alone are fine with grouped-query attention.
     assert!(pruned_config(&gqa, StructuredPlan { heads: 0, neurons: 8 }).is_ok());
 }
+
+#[test]
+fn cli_structured_prune_eval_and_recover() {
+    use common::{lmlab, ok, text};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("corpus.txt");
+    std::fs::write(&data, "the quick brown fox jumps over the lazy dog. ".repeat(80)).unwrap();
+    let cfg = dir.path().join("c.toml");
+    let run = dir.path().join("run");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\nblock_size = 16\nn_layer = 2\nn_head = 4\nn_embd = 32\ndropout = 0.0\n[data]\npath = {:?}\n\
+             [train]\nout_dir = {:?}\nbatch_size = 4\nmax_iters = 20\neval_interval = 20\neval_iters = 2\n",
+            data.display().to_string(),
+            run.display().to_string()
+        ),
+    )
+    .unwrap();
+    ok(lmlab(&["train", "--config", cfg.to_str().unwrap(), "--quiet"]));
+    let (ck, out) = (run.join("ckpt"), dir.path().join("pruned"));
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let j: serde_json::Value = serde_json::from_str(&ok(lmlab(&[
+        "prune",
+        "--checkpoint",
+        &s(&ck),
+        "--method",
+        "structured",
+        "--heads",
+        "1",
+        "--neurons",
+        "32",
+        "--calib",
+        &s(&data),
+        "--calib-samples",
+        "4",
+        "--out",
+        &s(&out),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!((j["n_head"].as_u64(), j["head_size"].as_u64(), j["ffn_hidden"].as_u64()), (Some(3), Some(8), Some(96)));
+    assert!(j["parameters_after"].as_u64() < j["parameters_before"].as_u64());
+    let info = ok(lmlab(&["info", &s(&out)]));
+    assert!(info.contains("3 heads"), "{info}");
+    // It evaluates, samples and resumes training like any checkpoint.
+    ok(lmlab(&["eval", "lm", "--checkpoint", &s(&out)]));
+    ok(lmlab(&["sample", "--checkpoint", &s(&out), "--prompt", "the", "--max-new-tokens", "5"]));
+    let rec = dir.path().join("rec");
+    ok(lmlab(&[
+        "train",
+        "--resume",
+        &s(&out),
+        "--set",
+        "train.max_iters=25",
+        "--set",
+        &format!("train.out_dir={:?}", s(&rec)),
+        "--quiet",
+    ]));
+    // Errors name the problem.
+    let o = lmlab(&[
+        "prune",
+        "--checkpoint",
+        &s(&ck),
+        "--method",
+        "structured",
+        "--heads",
+        "1",
+        "--out",
+        &s(&dir.path().join("x")),
+    ]);
+    assert!(text(&o).1.contains("--calib"), "{:?}", text(&o));
+    let o = lmlab(&[
+        "prune",
+        "--checkpoint",
+        &s(&ck),
+        "--method",
+        "structured",
+        "--heads",
+        "1",
+        "--sparsity",
+        "0.5",
+        "--out",
+        "x",
+    ]);
+    assert!(!o.status.success());
+    let o = lmlab(&[
+        "prune",
+        "--checkpoint",
+        &s(&ck),
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--heads",
+        "1",
+        "--out",
+        "x",
+    ]);
+    assert!(text(&o).1.contains("--method structured"), "{:?}", text(&o));
+}

@@ -17,12 +17,23 @@ pub struct PruneArgs {
     #[arg(long, value_name = "DIR")]
     checkpoint: PathBuf,
     /// magnitude (|W|, one threshold over all prunable weights), magnitude-layer (|W|, per
-    /// weight matrix) or wanda (|W|·‖X‖ from --calib, per output row).
+    /// weight matrix), wanda (|W|·‖X‖ from --calib, per output row), or structured (whole heads
+    /// and feed-forward neurons removed: --heads, --neurons, --importance).
     #[arg(long)]
     method: String,
     /// Share of the prunable weights to set to zero, in [0, 1).
-    #[arg(long, allow_negative_numbers = true, conflicts_with = "nm", required_unless_present = "nm")]
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "nm")]
     sparsity: Option<f64>,
+    /// structured: attention heads to remove in every layer.
+    #[arg(long, default_value_t = 0)]
+    heads: usize,
+    /// structured: feed-forward neurons to remove in every layer.
+    #[arg(long, default_value_t = 0)]
+    neurons: usize,
+    /// structured: how heads and neurons are ranked: l2 (the norm of their weights) or taylor
+    /// ((Σ w·∂L/∂w)² over --calib, the first-order estimate of the loss change when removed).
+    #[arg(long, default_value = "taylor")]
+    importance: String,
     /// Semi-structured N:M instead: keep N weights of every M consecutive inputs of a row
     /// (2:4, 4:8).
     #[arg(long, value_name = "N:M")]
@@ -50,6 +61,10 @@ pub struct PruneArgs {
 const CALIB_BATCH: usize = 8;
 
 pub fn run(a: PruneArgs) -> Result<()> {
+    if a.method == "structured" {
+        return run_structured(a);
+    }
+    ensure!(a.heads == 0 && a.neurons == 0, "--heads and --neurons go with --method structured");
     let method = Method::parse(&a.method)?;
     let pattern = match (a.sparsity, &a.nm) {
         (Some(s), None) => Pattern::unstructured(s)?,
@@ -155,4 +170,71 @@ fn load(dir: &Path, max_batch: usize) -> Result<checkpoint::Checkpoint> {
         }
         Err(e)
     })
+}
+
+/// `--method structured`: the model rebuilt without its least important heads and neurons.
+fn run_structured(a: PruneArgs) -> Result<()> {
+    use lmlab::compress::structured::{calibration_gradient, choose, importance, shrink, Importance, StructuredPlan};
+    ensure!(
+        a.sparsity.is_none() && a.nm.is_none(),
+        "--method structured takes --heads and --neurons, not --sparsity or --nm"
+    );
+    ensure!(a.heads > 0 || a.neurons > 0, "--method structured needs --heads K and/or --neurons M (per layer)");
+    let how = match a.importance.as_str() {
+        "l2" => Importance::L2,
+        "taylor" => Importance::Taylor,
+        other => bail!("--importance {other:?}: expected l2 or taylor"),
+    };
+    let plan = StructuredPlan { heads: a.heads, neurons: a.neurons };
+    let mut ck = load(&a.checkpoint, 1)?;
+    lmlab::compress::structured::pruned_config(&ck.model.config, plan)
+        .with_context(|| format!("cannot prune {}", a.checkpoint.display()))?;
+    let mut calib_tokens = 0;
+    if how == Importance::Taylor {
+        let path = a
+            .calib
+            .as_ref()
+            .context("--importance taylor needs calibration text: --calib FILE (or --importance l2)")?;
+        let text = lmlab::util::read_corpus(path)?;
+        let tokens = ck.tokenizer.encode(&text).with_context(|| format!("cannot tokenize {}", path.display()))?;
+        let block = ck.model.config.block_size;
+        let windows = calibration_windows(&tokens, block + 1, a.calib_samples);
+        ensure!(!windows.is_empty(), "{} holds {} tokens: not one calibration window", path.display(), tokens.len());
+        calib_tokens = windows.iter().map(Vec::len).sum();
+        calibration_gradient(&mut ck.model, &windows)?;
+    }
+    let scores = importance(&ck.model, how)?;
+    let keep = choose(&scores, plan);
+    let small = shrink(&ck.model, &keep, 1)?;
+    // The smaller model continues the run (same step and data), with fresh optimizer state for
+    // its new shapes and an evaluation record that starts over.
+    let mut run = ck.run_config.clone();
+    run.model = lmlab::model::transformer::ModelConfig { vocab_size: run.model.vocab_size, ..small.config.clone() };
+    let opt = run.optim.build(&small.layout)?;
+    ck.state.record = EvalRecord::default();
+    lmlab::io::atomic::check_replaceable(&a.out, &checkpoint::FILES)?;
+    checkpoint::save(&a.out, &small, &opt, &run, &ck.tokenizer, &ck.state)
+        .with_context(|| format!("cannot write checkpoint {}", a.out.display()))?;
+    let (before, after) = (ck.model.num_params(), small.num_params());
+    let c = &small.config;
+    if a.json {
+        let j = serde_json::json!({"out": a.out, "method": "structured", "importance": a.importance,
+            "heads_removed_per_layer": a.heads, "neurons_removed_per_layer": a.neurons,
+            "n_head": c.n_head, "head_size": c.head_size(), "ffn_hidden": c.ffn(),
+            "kept_heads": keep.iter().map(|k| k.heads.clone()).collect::<Vec<_>>(),
+            "parameters_before": before, "parameters_after": after, "calib_tokens": calib_tokens});
+        println!("{j}");
+    } else {
+        println!(
+            "wrote {}: {} heads of {} and {} feed-forward neurons per layer ({} importance); {before} -> {after} \
+             parameters ({:.1}% fewer)",
+            a.out.display(),
+            c.n_head,
+            c.head_size(),
+            c.ffn(),
+            a.importance,
+            100.0 * (before - after) as f64 / before as f64
+        );
+    }
+    Ok(())
 }
