@@ -3,7 +3,8 @@
 student trained from scratch for the same steps, and for the same wall time.
 
   python3 scripts/distill_table.py --teacher TEACHER_CKPT [--student-config configs/shakespeare-char-cpu.toml]
-      [--iters 1000] [--temperature 2] [--alpha 0.5] [--threads 2] [--work DIR] [--lmlab BIN]
+      [--student-set model.n_layer=2 ...] [--iters 1000] [--temperature 2] [--alpha 0.5] [--threads 2]
+      [--work DIR] [--lmlab BIN]
 
 Runs (`lmlab train`, the student config with --set overrides):
 1. scratch: --iters steps of plain cross-entropy;
@@ -37,6 +38,8 @@ def train(a, out, iters, extra):
            "--set", f"train.out_dir={json.dumps(out)}", "--set", f"train.max_iters={iters}",
            "--set", f"optim.lr_decay_iters={iters}", "--set", f"train.eval_interval={iters}",
            "--set", f"train.threads={a.threads}", "--set", f"data.path={json.dumps(a.data)}"] + extra
+    for o in a.student_set:
+        cmd += ["--set", o]
     lines = [json.loads(l) for l in run(cmd).splitlines() if l.startswith("{")]
     summary = lines[-1]
     return summary["seconds"], summary
@@ -64,6 +67,8 @@ def main():
     ap.add_argument("--lmlab", default=os.path.join(ROOT, "target", "release", "lmlab"))
     ap.add_argument("--work", default=None)
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--student-set", action="append", default=[],
+                    help="section.key=value overrides of the student config (repeatable)")
     a = ap.parse_args()
     work = a.work or tempfile.mkdtemp(prefix="lmlab-distill-")
     distill = ["--set", f"distill.teacher={json.dumps(os.path.abspath(a.teacher))}",
