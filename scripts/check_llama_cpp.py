@@ -14,8 +14,8 @@ files `lmlab export --gguf` writes.
    f32, q8_0 against q8_0 (the quantized checkpoint's own blocks, `export --gguf` without
    --type). llama.cpp's KV cache is f32 here (its default is f16). Reports token agreement, the
    first step's largest logit difference, and tokens/s of both: llama.cpp's from its own perf
-   counters over a `create_completion` run (prompt and generation separately), lmlab's from
-   `eval efficiency`.
+   counters over the greedy decode (prompt and generation separately; one token per call, as
+   lmlab generates), lmlab's from `eval efficiency`.
 4. The same for llama2.c's stories260K (`--stories DIR`, default the shared data's llama2c/):
    `lmlab import --llama2c` makes it a checkpoint with its SentencePiece tokenizer, which the
    GGUF export carries as llama.cpp's "llama" vocabulary, so here llama.cpp tokenizes the
@@ -61,13 +61,19 @@ def lmlab_gen_rate(lmlab, ckpt, n, threads):
 
 
 def greedy_llama_cpp(llm, prompt_ids, n, n_ctx):
-    """llama.cpp's greedy continuation of prompt_ids: (tokens, first-step logits, prompt s, gen s)."""
+    """llama.cpp's greedy continuation of prompt_ids: (tokens, first-step logits, prompt tokens/s,
+    generation tokens/s). The generation rate is llama.cpp's own perf counters (its decode time,
+    not the Python loop around it); the prompt's is the wall time of its one `eval`."""
+    import llama_cpp
+    llm.reset()
+    llm.eval(prompt_ids[:1])  # warm-up: the first decode builds llama.cpp's compute graph
     llm.reset()
     t = time.perf_counter()
     llm.eval(prompt_ids)
-    t_prompt = time.perf_counter() - t
+    p_rate = len(prompt_ids) / (time.perf_counter() - t)
+    llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
     first = np.array(llm.scores[len(prompt_ids) - 1], dtype=np.float64)
-    toks, t = [], time.perf_counter()
+    toks = []
     nxt = int(np.argmax(llm.scores[len(prompt_ids) - 1]))
     for _ in range(n):
         toks.append(nxt)
@@ -75,18 +81,9 @@ def greedy_llama_cpp(llm, prompt_ids, n, n_ctx):
             break
         llm.eval([nxt])
         nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-    return toks, first, t_prompt, time.perf_counter() - t
-
-
-def llama_cpp_speed(Llama, gguf, prompt, n, threads, n_ctx):
-    """llama.cpp's own timing (its perf counters, no Python in the loop) of greedy generation:
-    (prompt tokens/s, generation tokens/s)."""
-    import llama_cpp
-    llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=int(threads), n_batch=n_ctx, verbose=False, **KV_F32)
-    llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
-    llm.create_completion(prompt, max_tokens=n, temperature=0.0, top_k=1)
     p = llama_cpp.llama_perf_context(llm._ctx.ctx)
-    return p.n_p_eval / (p.t_p_eval_ms / 1e3), p.n_eval / (p.t_eval_ms / 1e3)
+    evals = p.n_eval + p.n_p_eval
+    return toks, first, p_rate, evals / ((p.t_eval_ms + p.t_p_eval_ms) / 1e3)
 
 
 def check_stories(a, work, Llama):
@@ -114,7 +111,7 @@ def check_stories(a, work, Llama):
         prompt_ids = llm.tokenize(prompt.encode(), add_bos=True)
         mine = json.loads(run(a.lmlab, "eval", "logits", "--checkpoint", ours, "--text", prompt))
         assert mine["ids"] == prompt_ids, f"prompt ids differ: lmlab {mine['ids']}, llama.cpp {prompt_ids}"
-        toks, theirs0, t_prompt, t_gen = greedy_llama_cpp(llm, prompt_ids, n, 512)
+        toks, theirs0, p_rate, g_rate = greedy_llama_cpp(llm, prompt_ids, n, 512)
         mine0 = np.array(mine["logits"][-1], dtype=np.float64)
         mine_text, _ = lmlab_greedy(a.lmlab, ours, prompt, len(toks), a.threads)
         mine_text = mine_text[len(prompt):]
@@ -125,7 +122,6 @@ def check_stories(a, work, Llama):
                     llm.detokenize(prompt_ids[-1:]).decode(errors="replace")):]):
             same += 1
         del llm
-        p_rate, g_rate = llama_cpp_speed(Llama, gguf, prompt, len(toks), a.threads, 512)
         print(f"{ty}: prompt ids equal ({len(prompt_ids)}); tokens equal before the first difference "
               f"{same}/{len(toks)}; first step: largest logit difference {np.max(np.abs(theirs0 - mine0)):.3e} "
               f"(largest logit {np.max(np.abs(mine0)):.3f}); llama.cpp prompt {p_rate:.0f} tokens/s, generation "
@@ -184,13 +180,12 @@ def main():
                     logits_all=True, verbose=False, **KV_F32)
         mine = json.loads(run(a.lmlab, "eval", "logits", "--checkpoint", ours, "--text", prompt))
         mine0 = np.array(mine["logits"][-1], dtype=np.float64)
-        toks, theirs0, _, _ = greedy_llama_cpp(llm, prompt_ids, a.tokens, 256)
+        toks, theirs0, p_rate, g_rate = greedy_llama_cpp(llm, prompt_ids, a.tokens, 256)
         del llm
         theirs_text = "".join(chars[i] for i in toks)
         mine_text, _ = lmlab_greedy(a.lmlab, ours, prompt, len(toks), a.threads)
         mine_text = mine_text[len(prompt):]
         same = next((i for i, (x, y) in enumerate(zip(mine_text, theirs_text)) if x != y), min(len(mine_text), len(theirs_text)))
-        p_rate, g_rate = llama_cpp_speed(Llama, gguf, prompt_ids, len(toks), a.threads, 256)
         print(f"{ty}: tokens equal before the first difference {same}/{len(toks)}; first step: largest logit "
               f"difference {np.max(np.abs(theirs0 - mine0)):.3e} (largest logit {np.max(np.abs(mine0)):.3f}); "
               f"llama.cpp prompt {p_rate:.0f} tokens/s, generation {g_rate:.0f} tokens/s; lmlab generation "

@@ -54,6 +54,8 @@ def main():
     ap.add_argument("--work", default=None)
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--rounds", type=int, default=1, help="speed rounds over all schemes; the best is kept")
+    ap.add_argument("--eval-data", default=None,
+                    help="text for `eval lm` (default: the checkpoint's validation split; an imported model has none)")
     a = ap.parse_args()
     work = a.work or tempfile.mkdtemp(prefix="lmlab-compression-")
     rows = []
@@ -73,7 +75,8 @@ def main():
             run(cmd)
         r = {"scheme": scheme, "weights_bytes": weights_bytes(d)}
         if not a.speed_only:
-            lm = json.loads(run([a.lmlab, "eval", "lm", "--checkpoint", d, "--json", "--threads", a.threads]))
+            lm = json.loads(run([a.lmlab, "eval", "lm", "--checkpoint", d, "--json", "--threads", a.threads] +
+                                 (["--data", a.eval_data] if a.eval_data else [])))
             m = lm["runs"][0]["metrics"] if "runs" in lm else lm
             r["val_loss"] = m.get("loss")
             r["perplexity"] = m.get("perplexity")
