@@ -120,6 +120,19 @@ fn train_sample_eval_round_trip() {
     let strided: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
     let strided_loss = strided["runs"][0]["metrics"]["loss"].as_f64().unwrap();
     assert!(strided_loss < loss, "stride 4 {strided_loss} vs disjoint {loss}");
+    // bf16 / f16 matrix products (autocast's numerics): close to fp32, not equal; a typo is
+    // refused by the argument parser.
+    for p in ["bf16", "f16"] {
+        let o = lmlab(&["eval", "lm", "--checkpoint", ck, "--precision", p, "--json"]);
+        let low: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+        let low_loss = low["runs"][0]["metrics"]["loss"].as_f64().unwrap();
+        assert!(low_loss != loss && (low_loss - loss).abs() < 0.02, "{p}: {low_loss} vs fp32 {loss}");
+    }
+    let o = lmlab(&["eval", "lm", "--checkpoint", ck, "--precision", "bf17"]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    let o =
+        lmlab(&["eval", "efficiency", "--checkpoint", ck, "--iters", "2", "--gen-tokens", "4", "--precision", "bf16"]);
+    assert!(o.status.success(), "{:?}", text(&o));
     // Two checkpoints (the same one twice): a summary with zero spread.
     let o = lmlab(&["eval", "lm", "--checkpoint", ck, "--checkpoint", ck, "--json"]);
     let two: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();

@@ -12,6 +12,7 @@ use lmlab::eval::classification::ZeroDivision;
 use lmlab::eval::file_metrics::{self as metrics, score_with_references};
 use lmlab::eval::files::read_items;
 use lmlab::eval::stability::{render, to_json, Run};
+use lmlab::kernels::precision::Precision;
 use lmlab::util::thread_pool;
 use std::path::PathBuf;
 
@@ -29,6 +30,10 @@ pub enum EvalCmd {
         /// Window length in tokens (default: block_size + 1, the longest the model can use).
         #[arg(long)]
         context: Option<usize>,
+        /// Number format of the matrix products: fp32, or bf16 / f16 (autocast's numerics, as
+        /// training's `train.precision`).
+        #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+        precision: Precision,
         /// Tokens the window moves each time (default: context − 1: disjoint model inputs, every
         /// token scored once; smaller = more context per token, slower).
         #[arg(long)]
@@ -166,6 +171,9 @@ pub enum EvalCmd {
         /// Tokens of greedy generation to time (decoders; 0 = skip).
         #[arg(long, default_value_t = 64)]
         gen_tokens: usize,
+        /// Number format of the matrix products: fp32, bf16 or f16 (see `eval lm`).
+        #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+        precision: Precision,
         #[arg(long, default_value_t = 0)]
         threads: usize,
         #[arg(long)]
@@ -185,15 +193,17 @@ fn report(runs: &[Run], json: bool, extra: Option<serde_json::Value>) -> Result<
 
 pub fn run(cmd: EvalCmd) -> Result<()> {
     match cmd {
-        EvalCmd::Lm { checkpoint, data, context, stride, threads, json } => thread_pool(threads)?.install(|| {
-            let mut runs = Vec::new();
-            for dir in &checkpoint {
-                let r = checkpoints::language_model(dir, data.as_deref(), context, stride)
-                    .with_context(|| format!("evaluating {}", dir.display()))?;
-                runs.push((run_name(dir), r));
-            }
-            report(&runs, json, None)
-        }),
+        EvalCmd::Lm { checkpoint, data, context, precision, stride, threads, json } => {
+            thread_pool(threads)?.install(|| {
+                let mut runs = Vec::new();
+                for dir in &checkpoint {
+                    let r = checkpoints::language_model(dir, data.as_deref(), context, stride, precision)
+                        .with_context(|| format!("evaluating {}", dir.display()))?;
+                    runs.push((run_name(dir), r));
+                }
+                report(&runs, json, None)
+            })
+        }
         EvalCmd::Logits { checkpoint, text, threads } => thread_pool(threads)?.install(|| {
             let out = checkpoints::next_token_logits(&checkpoint, &text)
                 .and_then(|l| l.to_json())
@@ -274,10 +284,22 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
             let runs = checkpoints::fluency(&dir, &hyp, &field)?;
             report(&runs, json, None)
         }),
-        EvalCmd::Efficiency { checkpoint, batch, seq_len, iters, gen_tokens, threads, json } => thread_pool(threads)?
-            .install(|| {
-                let (runs, details) = checkpoints::efficiency(&checkpoint, batch, seq_len, iters, gen_tokens)?;
+        EvalCmd::Efficiency { checkpoint, batch, seq_len, iters, gen_tokens, precision, threads, json } => {
+            thread_pool(threads)?.install(|| {
+                let (runs, details) =
+                    checkpoints::efficiency(&checkpoint, batch, seq_len, iters, gen_tokens, precision)?;
                 report(&runs, json, Some(serde_json::Value::Array(details)))
-            }),
+            })
+        }
+    }
+}
+
+/// `--precision`: fp32, bf16 or f16.
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    match s {
+        "fp32" => Ok(Precision::Fp32),
+        "bf16" => Ok(Precision::Bf16),
+        "f16" => Ok(Precision::F16),
+        _ => Err(format!("{s:?}: expected fp32, bf16 or f16")),
     }
 }

@@ -8,6 +8,7 @@ use super::perplexity::sliding_window_eval;
 use super::stability::Run;
 use crate::data::TokenDataset;
 use crate::io::checkpoint::{self, Checkpoint};
+use crate::kernels::precision::Precision;
 use crate::model::transformer::Arch;
 use crate::util::read_corpus;
 use anyhow::{ensure, Context, Result};
@@ -34,14 +35,17 @@ fn require_decoder(ck: &Checkpoint, dir: &Path, command: &str) -> Result<()> {
 
 /// Loss, perplexity and bits per token of the decoder checkpoint `dir` on the text file `data`
 /// (default: the validation split of the checkpoint's training data), with a sliding window of
-/// `context` tokens (default block_size + 1) moving by `stride` (default context − 1).
+/// `context` tokens (default block_size + 1) moving by `stride` (default context − 1), its
+/// matrix products in `precision` (bf16/f16: autocast's numerics, as in training).
 pub fn language_model(
     dir: &Path,
     data: Option<&Path>,
     context: Option<usize>,
     stride: Option<usize>,
+    precision: Precision,
 ) -> Result<Metrics> {
     let mut ck = checkpoint::load(dir, 8, false)?;
+    ck.model.set_precision(precision);
     require_decoder(&ck, dir, "lm")?;
     let tokens = match data {
         Some(path) => {
@@ -130,11 +134,13 @@ pub fn efficiency(
     seq_len: Option<usize>,
     iters: usize,
     gen_tokens: usize,
+    precision: Precision,
 ) -> Result<(Vec<Run>, Vec<serde_json::Value>)> {
     let mut runs = Vec::new();
     let mut details = Vec::new();
     for dir in checkpoints {
         let mut ck = checkpoint::load(dir, batch, false)?;
+        ck.model.set_precision(precision);
         let t = seq_len.unwrap_or(ck.model.config.block_size);
         let e = efficiency::measure(&mut ck.model, dir, batch, t, 3, iters, gen_tokens)?;
         runs.push((run_name(dir), e.metrics()));
