@@ -160,8 +160,16 @@ fn plans_that_cannot_apply_are_errors() {
     assert!(e(&alibi, StructuredPlan { heads: 1, neurons: 0 }).contains("ALiBi"));
     let t5 = ModelConfig { position: Position::T5, ..c.clone() };
     assert!(e(&t5, StructuredPlan { heads: 1, neurons: 0 }).contains("T5"));
-    // Neurons alone are fine with grouped-query attention.
-    assert!(pruned_config(&gqa, StructuredPlan { heads: 0, neurons: 8 }).is_ok());
+    // Neurons alone are fine with grouped-query attention, which stays as it is.
+    let small = pruned_config(&gqa, StructuredPlan { heads: 0, neurons: 8 }).unwrap();
+    assert_eq!((small.n_head, small.kv_heads(), small.ffn()), (4, 2, 40));
+    let mut m = Transformer::new(gqa, 1).unwrap();
+    m.init(5);
+    let keep = choose(&importance(&m, Importance::L2).unwrap(), StructuredPlan { heads: 0, neurons: 8 });
+    let mut s = shrink(&m, &keep, 1).unwrap();
+    let mut z = silenced(&m, &keep);
+    let (a, b) = (logits(&mut s, &tokens(12)), logits(&mut z, &tokens(12)));
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-4));
 }
 
 #[test]

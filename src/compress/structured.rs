@@ -68,7 +68,10 @@ pub fn pruned_config(cfg: &ModelConfig, plan: StructuredPlan) -> Result<ModelCon
     let mut out = cfg.clone();
     out.head_size = Some(cfg.head_size());
     out.n_head = cfg.n_head - plan.heads;
-    out.n_kv_head = cfg.n_kv_head.map(|_| out.n_head);
+    if plan.heads > 0 {
+        // Multi-head attention (checked above): as many key/value heads as query heads.
+        out.n_kv_head = cfg.n_kv_head.map(|_| out.n_head);
+    }
     out.ffn_hidden = Some(cfg.ffn() - plan.neurons);
     if out.heads_tile_embedding() {
         out.head_size = cfg.head_size.filter(|&h| h * out.n_head != out.n_embd);
