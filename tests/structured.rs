@@ -163,9 +163,13 @@ fn plans_that_cannot_apply_are_errors() {
     // Neurons alone are fine with grouped-query attention, which stays as it is.
     let small = pruned_config(&gqa, StructuredPlan { heads: 0, neurons: 8 }).unwrap();
     assert_eq!((small.n_head, small.kv_heads(), small.ffn()), (4, 2, 40));
-    let mut m = Transformer::new(gqa, 1).unwrap();
+    let mut m = Transformer::new(gqa.clone(), 1).unwrap();
     m.init(5);
     let keep = choose(&importance(&m, Importance::L2).unwrap(), StructuredPlan { heads: 0, neurons: 8 });
+    // An inference-only model (no gradients) scores by L2 the same.
+    let mut inf = Transformer::new_inference(gqa, 1).unwrap();
+    inf.params.copy_from_slice(&m.params);
+    assert_eq!(importance(&inf, Importance::L2).unwrap().neurons, importance(&m, Importance::L2).unwrap().neurons);
     let mut s = shrink(&m, &keep, 1).unwrap();
     let mut z = silenced(&m, &keep);
     let (a, b) = (logits(&mut s, &tokens(12)), logits(&mut z, &tokens(12)));

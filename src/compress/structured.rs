@@ -130,24 +130,24 @@ impl Groups {
 fn rows(m: &Transformer, name: &str, r: std::ops::Range<usize>, f: Term) -> Result<f64> {
     let t = m.layout.get(name).with_context(|| format!("the model has no {name}"))?;
     let w = t.shape.get(1).copied().unwrap_or(1);
-    let range = t.offset + r.start * w..t.offset + r.end * w;
-    Ok(m.params[range.clone()].iter().zip(&m.grads[range]).map(|(&a, &b)| f(a, b)).sum())
+    Ok(span_sum(m, t.offset + r.start * w..t.offset + r.end * w, f))
 }
 
 /// Σ f(w, g) over columns `c` of matrix `name`.
 fn cols(m: &Transformer, name: &str, c: std::ops::Range<usize>, f: Term) -> Result<f64> {
     let t = m.layout.get(name).with_context(|| format!("the model has no {name}"))?;
     let (rows_n, w) = (t.shape[0], t.shape[1]);
-    let mut s = 0.0;
-    for r in 0..rows_n {
-        let o = t.offset + r * w;
-        s += m.params[o + c.start..o + c.end]
-            .iter()
-            .zip(&m.grads[o + c.start..o + c.end])
-            .map(|(&a, &b)| f(a, b))
-            .sum::<f64>();
+    Ok((0..rows_n).map(|r| t.offset + r * w).map(|o| span_sum(m, o + c.start..o + c.end, f)).sum())
+}
+
+/// Σ f(w, g) over `params[range]`; g = 0 for a model without gradients (inference-only: the
+/// L2 score needs none).
+fn span_sum(m: &Transformer, range: std::ops::Range<usize>, f: Term) -> f64 {
+    let w = &m.params[range.clone()];
+    match m.grads.get(range) {
+        Some(g) => w.iter().zip(g).map(|(&a, &b)| f(a, b)).sum(),
+        None => w.iter().map(|&a| f(a, 0.0)).sum(),
     }
-    Ok(s)
 }
 
 /// Importance of every head and every neuron, layer by layer.
