@@ -325,3 +325,49 @@ fn int8_weight_only_is_the_documented_fma_chain() {
         }
     }
 }
+
+/// An Int4 matrix with a column order (GPTQ act-order) computes exactly what the unpermuted
+/// matrix of the same codes computes on the activations gathered into that order, on every
+/// path, for N = 1 and N > 1; it dequantizes each stored column to its input feature, its
+/// order travels in `bytes`, and an order that is not a permutation is refused.
+#[test]
+fn int4_with_a_column_order_equals_the_gathered_product() {
+    use rand::seq::SliceRandom;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(23);
+    for (rows, cols, n, group) in [(41, 128, 1, 32), (41, 128, 5, 64), (70, 384, 33, 32), (9, 64, 2, 64)] {
+        let w = weights(&mut rng, rows, cols);
+        let plain = QuantMatrix::quantize(&w, rows, cols, QuantType::Int4 { group }).unwrap();
+        let mut perm: Vec<u32> = (0..cols as u32).collect();
+        perm.shuffle(&mut rng);
+        let permuted = plain.clone().with_perm(perm.clone()).unwrap();
+        assert_eq!(permuted.bytes(), plain.bytes() + 4 * cols);
+        let x = common::rand_vec(&mut rng, n * cols, 3.0);
+        let gathered: Vec<f32> = x.chunks(cols).flat_map(|row| perm.iter().map(move |&c| row[c as usize])).collect();
+        let bias = common::rand_vec(&mut rng, rows, 1.0);
+        let want = run(Isa::Scalar, &plain, &gathered, Some(&bias), n);
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni] {
+            if !isa.available() {
+                common::skip(&format!("this CPU lacks {}", isa.name()));
+                continue;
+            }
+            let got = run(isa, &permuted, &x, Some(&bias), n);
+            assert_eq!(bits(&got), bits(&want), "{} rows {rows} cols {cols} n {n} group {group}", isa.name());
+        }
+        let (mut dp, mut dq) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
+        plain.dequantize(&mut dp);
+        permuted.dequantize(&mut dq);
+        for r in 0..rows {
+            for (k, &c) in perm.iter().enumerate() {
+                assert_eq!(dq[r * cols + c as usize], dp[r * cols + k], "row {r}, stored column {k}");
+            }
+        }
+    }
+    let m = QuantMatrix::quantize(&vec![0.5f32; 64], 1, 64, QuantType::Int4 { group: 32 }).unwrap();
+    let mut twice: Vec<u32> = (0..64).collect();
+    twice[3] = 5;
+    let e = m.clone().with_perm(twice).unwrap_err().to_string();
+    assert!(e.contains("not a permutation"), "{e}");
+    assert!(m.clone().with_perm((0..63).collect()).is_err());
+    let q8 = QuantMatrix::quantize(&vec![0.5f32; 64], 1, 64, QuantType::Q8_0).unwrap();
+    assert!(q8.with_perm((0..64).collect()).unwrap_err().to_string().contains("only Int4"));
+}

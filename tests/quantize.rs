@@ -231,6 +231,12 @@ fn gptq_on_the_model_beats_round_to_nearest() {
         assert_eq!(names.len(), 9);
         let (e_rtn, e_gptq) = (err(&mut rtn), err(&mut gptq));
         assert!(e_gptq < e_rtn, "{bits} bits: GPTQ squared logit error {e_gptq} ≥ RTN's {e_rtn}");
+        let (mut act, _) = model(false);
+        quantize_model_gptq(&mut act, Scheme::parse(&format!("gptq{bits}-g32-act")).unwrap(), keep, &windows).unwrap();
+        let q = act.quantized().unwrap();
+        assert!(q.iter().all(|(_, m)| m.perm.is_some()), "{bits} bits: act-order keeps every column order");
+        let e_act = err(&mut act);
+        assert!(e_act < e_rtn, "{bits} bits: GPTQ act-order squared logit error {e_act} ≥ RTN's {e_rtn}");
     }
     // GPTQ without calibration text is an error, not a silent RTN.
     let (mut m, _) = model(false);
@@ -375,6 +381,58 @@ fn format_1_int8_loads_as_w8a8() {
     // The same name in format 2 is int8 weight-only.
     let new = patch(r#"\"type\":\"w8a8\""#, r#"\"type\":\"int8\""#);
     assert_eq!(decode(&new).unwrap().1[0].1.ty, QuantType::Int8);
-    let err = decode(&patch(r#"\"format\":2"#, r#"\"format\":3"#)).err().unwrap();
-    assert!(err.to_string().contains("format 3"), "{err}");
+    let err = decode(&patch(r#"\"format\":2"#, r#"\"format\":4"#)).err().unwrap();
+    assert!(err.to_string().contains("format 4"), "{err}");
+}
+
+/// GPTQ with act-order on a whole model: the permuted 4-bit weights run what their dequantized
+/// values say (the float model holding those values gives nearly the same logits; a wrong
+/// column order would not), and the checkpoint keeps the order: format 3, the same logits bit
+/// for bit after reloading. An order that is not a permutation is refused on load.
+#[test]
+fn gptq_act_order_runs_and_reloads_its_column_order() {
+    let (mut m, tok) = model(false);
+    let tokens = tok.encode(&TEXT.repeat(8)).unwrap();
+    let windows = calibration_windows(&tokens, 16, 16);
+    let scheme = "gptq4-g32-act";
+    quantize_model_gptq(&mut m, Scheme::parse(scheme).unwrap(), KeepFloat::default(), &windows).unwrap();
+    let (nonidentity, total) = m
+        .quantized()
+        .unwrap()
+        .iter()
+        .map(|(_, q)| q.perm.as_ref().unwrap().iter().enumerate().filter(|(k, &c)| *k != c as usize).count())
+        .fold((0, 0), |(a, t), n| (a + n, t + 1));
+    assert!(nonidentity > 0 && total == 9, "the column orders are not all the identity");
+    let want = logits(&mut m, &tok);
+    // The same values in f32: the quantized run differs only by its int8 activations.
+    let mut float = Transformer::new_inference(m.config.clone(), 2).unwrap();
+    float.params.copy_from_slice(&m.params);
+    let err = rel_err(&want, &logits(&mut float, &tok));
+    assert!(err < 0.02, "act-order model vs its dequantized values: relative logit error {err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunConfig { model: m.config.clone(), ..RunConfig::default() };
+    checkpoint::save_quantized(dir.path(), &m, &run, &tok, scheme).unwrap();
+    let mut back = checkpoint::load_inference(dir.path(), 2).unwrap();
+    assert!(back.model.quantized().unwrap().iter().all(|(_, q)| q.perm.is_some()));
+    let got = logits(&mut back.model, &back.tokenizer);
+    assert_eq!(
+        got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+    let bytes = std::fs::read(dir.path().join("quant.safetensors")).unwrap();
+    let (_, mats) = lmlab::io::quant_checkpoint::decode(&bytes).unwrap();
+    assert_eq!(mats.len(), 9);
+    let text = String::from_utf8_lossy(&bytes[..2000.min(bytes.len())]).to_string();
+    assert!(text.contains(r#"\"format\":3"#), "format 3 in the index: {text}");
+
+    // A column order with a repeated entry is refused, naming the tensor.
+    let mut mats = mats;
+    let (name, q) = &mut mats[0];
+    q.perm.as_mut().unwrap()[1] = q.perm.as_ref().unwrap()[0];
+    let name = name.clone();
+    let bad = lmlab::io::quant_checkpoint::encode(scheme, mats.iter().map(|(n, q)| (n.as_str(), q))).unwrap();
+    let err = format!("{:#}", lmlab::io::quant_checkpoint::decode(&bad).err().unwrap());
+    assert!(err.contains(&name) && err.contains("not a permutation"), "{err}");
+    assert!(Scheme::parse("rtn4-g32-act").is_err());
 }

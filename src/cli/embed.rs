@@ -50,7 +50,7 @@ pub struct EmbedArgs {
     #[arg(long)]
     timing: bool,
     /// Run the encoder with quantized linear layers: int8 (weight-only), w8a8, q8_0, q4_0,
-    /// int4-gG, rtnB-gG or gptqB-gG (needs --calib; see lmlab quantize).
+    /// int4-gG, rtnB-gG or gptqB-gG[-act] (needs --calib; see lmlab quantize).
     #[arg(long, value_name = "SCHEME")]
     quantize: Option<String>,
     /// Calibration sentences for GPTQ, one per line (the first --calib-samples non-empty ones).

@@ -25,7 +25,12 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let quant: Vec<(String, String)> = m
         .quantized()
         .map(|q| {
-            q.iter().map(|(n, qm)| (n.to_string(), lmlab::io::quant_checkpoint::type_name(qm.ty).to_string())).collect()
+            q.iter()
+                .map(|(n, qm)| {
+                    let ty = lmlab::io::quant_checkpoint::type_name(qm.ty);
+                    (n.to_string(), if qm.perm.is_some() { format!("{ty} (act-order)") } else { ty.to_string() })
+                })
+                .collect()
         })
         .unwrap_or_default();
     let disk: u64 = files.iter().map(|(_, s)| s).sum();

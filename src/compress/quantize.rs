@@ -27,18 +27,21 @@ pub enum Scheme {
     Int4 { group: usize },
     /// GPTQ (or, with `rtn`, plain round-to-nearest through the same quantizer) at `bits`
     /// (3 or 4; stored as 4-bit codes) with groups of `group` columns; GPTQ needs calibration
-    /// text ([`quantize_model_gptq`]).
-    Gptq { bits: u32, group: usize, rtn: bool },
+    /// text ([`quantize_model_gptq`]). `act_order`: GPTQ processes the columns by decreasing
+    /// Hessian diagonal and groups them in that order; the matrix keeps the column order
+    /// ([`QuantMatrix::with_perm`]).
+    Gptq { bits: u32, group: usize, rtn: bool, act_order: bool },
 }
 
 impl Scheme {
-    /// Parses `int8` (weight-only), `w8a8`, `q8_0`, `q4_0`, `int4` (group 32), `int4-gG`, `gptqB-gG` or
-    /// `rtnB-gG` (B = 3 or 4).
+    /// Parses `int8` (weight-only), `w8a8`, `q8_0`, `q4_0`, `int4` (group 32), `int4-gG`, `gptqB-gG`,
+    /// `gptqB-gG-act` (act-order) or `rtnB-gG` (B = 3 or 4).
     pub fn parse(s: &str) -> Result<Self> {
         let bad = || {
             anyhow::anyhow!(
                 "unknown quantization scheme {s:?}: expected int8, w8a8, q8_0, q4_0, int4, int4-gG, \
-                 gptq4-gG, gptq3-gG, rtn4-gG or rtn3-gG (G: a multiple of 32 dividing the layer widths)"
+                 gptq4-gG, gptq3-gG (either with -act for act-order), rtn4-gG or rtn3-gG \
+                 (G: a multiple of 32 dividing the layer widths)"
             )
         };
         let group = |g: &str| g.parse::<usize>().ok().filter(|g| *g > 0).ok_or_else(bad);
@@ -57,13 +60,17 @@ impl Scheme {
                     (_, Some(r)) => (true, r),
                     _ => return Err(bad()),
                 };
+                let (rest, act_order) = match rest.strip_suffix("-act") {
+                    Some(r) if !rtn => (r, true),
+                    _ => (rest, false),
+                };
                 let (bits, g) = rest.split_once("-g").ok_or_else(bad)?;
                 let bits = match bits {
                     "3" => 3,
                     "4" => 4,
                     _ => return Err(bad()),
                 };
-                Scheme::Gptq { bits, group: group(g)?, rtn }
+                Scheme::Gptq { bits, group: group(g)?, rtn, act_order }
             }
         })
     }
@@ -139,16 +146,25 @@ fn quantize_weight(model: &mut Transformer, name: &str, scheme: Scheme, h: Optio
     let (rows, cols) = (t.shape[0], t.shape[1]);
     let w = &model.params[t.range()];
     let m = match scheme {
-        Scheme::Gptq { bits, group, rtn } => {
+        Scheme::Gptq { bits, group, rtn, act_order } => {
             let q = match h {
-                Some(h) if !rtn => gptq(w, rows, cols, h, &GptqConfig::new(bits, group)),
+                Some(h) if !rtn => gptq(w, rows, cols, h, &GptqConfig { act_order, ..GptqConfig::new(bits, group) }),
                 _ => gptq_rtn(w, rows, cols, bits, group),
             }
             .map_err(|e| anyhow::anyhow!("{name} ({rows}×{cols}): {e:#}"))?;
-            // Without act-order the groups are in column order, as the 4-bit storage keeps them;
-            // zero points are integers in 0..2^bits.
+            // Zero points are integers in 0..2^bits. Groups are runs of processing order, so
+            // with act-order the codes are stored in that order, with the order beside them.
             let zeros = q.zero.iter().map(|&z| z as u8).collect();
-            QuantMatrix::from_int4_codes(rows, cols, group, &q.codes, q.scale, zeros)
+            match q.perm {
+                None => QuantMatrix::from_int4_codes(rows, cols, group, &q.codes, q.scale, zeros),
+                Some(perm) => {
+                    let codes: Vec<u8> =
+                        q.codes.chunks_exact(cols).flat_map(|row| perm.iter().map(move |&c| row[c])).collect();
+                    let perm = perm.iter().map(|&c| c as u32).collect();
+                    QuantMatrix::from_int4_codes(rows, cols, group, &codes, q.scale, zeros)
+                        .and_then(|m| m.with_perm(perm))
+                }
+            }
         }
         _ => QuantMatrix::quantize(w, rows, cols, scheme.quant_type()),
     }
@@ -156,10 +172,11 @@ fn quantize_weight(model: &mut Transformer, name: &str, scheme: Scheme, h: Optio
     model.set_quantized(name, m)
 }
 
-/// GPTQ on a whole decoder, block by block as the paper does: the inputs of block l's linear
-/// layers are collected on `windows` (token ids, each at most `block_size` long) with blocks
-/// 0..l already quantized, their Hessians H = 2·XᵀX/n feed GPTQ, and the block is quantized;
-/// the output layer comes last. Returns the names of the quantized tensors.
+/// GPTQ on a whole decoder, block by block as the paper does, and within a block layer by
+/// layer ([`sequential_stages`]): the inputs of each stage's linear layers are collected on
+/// `windows` (token ids, each at most `block_size` long) with everything before it already
+/// quantized, their Hessians H = 2·XᵀX/n feed GPTQ, and the stage is quantized; the output
+/// layer comes last. Returns the names of the quantized tensors.
 pub fn quantize_model_gptq(
     model: &mut Transformer,
     scheme: Scheme,
@@ -175,8 +192,9 @@ pub fn quantize_model_gptq(
 }
 
 /// [`quantize_model_gptq`] on a decoder or an encoder whose calibration forward passes are run
-/// by `calibrate` (called once per block; e.g. sentences through an encoder). The stages are
-/// the blocks `transformer.h.{l}` in order, then the remaining weights (the output layer).
+/// by `calibrate` (called once per stage; e.g. sentences through an encoder). The stages are
+/// those of each block `transformer.h.{l}` in order ([`sequential_stages`]), then the
+/// remaining weights (the output layer).
 pub fn quantize_model_gptq_with(
     model: &mut Transformer,
     scheme: Scheme,
@@ -190,9 +208,11 @@ pub fn quantize_model_gptq_with(
         model.config.arch
     );
     let names = weights_to_quantize(model, scheme, keep)?;
-    let mut stages: Vec<Vec<String>> = (0..model.config.n_layer)
-        .map(|l| names.iter().filter(|n| n.starts_with(&format!("transformer.h.{l}."))).cloned().collect())
-        .collect();
+    let mut stages: Vec<Vec<String>> = Vec::new();
+    for l in 0..model.config.n_layer {
+        let block: Vec<&String> = names.iter().filter(|n| n.starts_with(&format!("transformer.h.{l}."))).collect();
+        stages.extend(sequential_stages(&block));
+    }
     stages.push(names.iter().filter(|n| !n.starts_with("transformer.h.")).cloned().collect());
     for stage in stages.iter().filter(|s| !s.is_empty()) {
         // The inputs of this stage's weights, keyed by the start of their parameter range.
@@ -223,6 +243,30 @@ pub fn quantize_model_gptq_with(
         }
     }
     Ok(names)
+}
+
+/// A block's weights in the order GPTQ quantizes them, grouped by the input they share: the
+/// query/key/value projections (one input), then each later linear layer on its own. Each
+/// stage's inputs are collected with the stages before it already quantized (the reference's
+/// `--true-sequential`), so every layer compensates the error of the ones that feed it.
+fn sequential_stages(block: &[&String]) -> Vec<Vec<String>> {
+    let input_of = |n: &str| {
+        let qkv = [".c_attn.weight", ".c_q.weight", ".c_kv.weight"].iter().any(|s| n.ends_with(s));
+        if qkv {
+            "qkv".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    let mut stages: Vec<(String, Vec<String>)> = Vec::new();
+    for n in block {
+        let key = input_of(n);
+        match stages.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(n.to_string()),
+            None => stages.push((key, vec![n.to_string()])),
+        }
+    }
+    stages.into_iter().map(|(_, v)| v).collect()
 }
 
 /// Calibration windows: up to `count` consecutive windows of `len` tokens from `tokens`.

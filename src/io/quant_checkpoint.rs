@@ -4,7 +4,8 @@
 //! `state.json` with the CRC32 of every file) whose `model.safetensors` holds the f32 tensors
 //! only, and whose `quant.safetensors` holds each quantized linear weight as its raw parts:
 //! `{name}.qdata` (U8: GGML blocks, row-major int8 values or packed int4 codes),
-//! `{name}.qscales` (F32, int8/w8a8/int4 only) and `{name}.qzeros` (U8, int4 only). One
+//! `{name}.qscales` (F32, int8/w8a8/int4 only), `{name}.qzeros` (U8, int4 only) and
+//! `{name}.qperm` (U32, int4 from GPTQ with act-order only: the stored column order). One
 //! metadata key, `lmlab_quant`, is a JSON object `{"format": 2, "scheme": S, "tensors": {name:
 //! {"type", "group", "rows", "cols"}}}` (one key, because safetensors writes its metadata map in
 //! hash order and the bytes must not vary). It has no optimizer state: it samples and
@@ -12,7 +13,9 @@
 //!
 //! Types: `q8_0`, `q4_0`, `int8` (weight-only), `w8a8`, `int4`. Format 1 (no `format` key, files
 //! written before int8 weight-only existed) used `int8` for what is now `w8a8`: such files
-//! still load, as W8A8, and run as they did.
+//! still load, as W8A8, and run as they did. Format 3 is format 2 with a `qperm` part on some
+//! tensor; it is written only then, so that an lmlab that would ignore the column order refuses
+//! the file instead of running it wrong.
 
 use super::tensors::{to_safetensors_raw, RawTensor, TensorFile};
 use crate::kernels::quant::{QuantMatrix, QuantType};
@@ -21,13 +24,14 @@ use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-/// The current [`QuantIndex::format`].
-pub const FORMAT: u32 = 2;
+/// The newest [`QuantIndex::format`]: 3 when a tensor has a column order (`qperm`), else 2.
+pub const FORMAT: u32 = 3;
 
 /// The file's metadata.
 #[derive(Serialize, Deserialize)]
 pub struct QuantIndex {
-    /// 1 (absent): type `int8` is W8A8; 2: `int8` is weight-only, `w8a8` is W8A8.
+    /// 1 (absent): type `int8` is W8A8; 2: `int8` is weight-only, `w8a8` is W8A8; 3: as 2, and
+    /// some tensor has a `qperm` part.
     #[serde(default = "format_1")]
     pub format: u32,
     /// What `lmlab quantize --scheme` was given.
@@ -76,6 +80,7 @@ fn parse_type(e: &QuantEntry, name: &str, format: u32) -> Result<QuantType> {
 pub fn encode<'a>(scheme: &str, mats: impl Iterator<Item = (&'a str, &'a QuantMatrix)>) -> Result<Vec<u8>> {
     let mut raw: Vec<RawTensor> = Vec::new();
     let mut tensors = BTreeMap::new();
+    let mut format = 2;
     for (name, m) in mats {
         let group = if let QuantType::Int4 { group } = m.ty { group } else { 0 };
         let entry = QuantEntry { ty: type_name(m.ty).into(), group, rows: m.rows, cols: m.cols };
@@ -89,8 +94,13 @@ pub fn encode<'a>(scheme: &str, mats: impl Iterator<Item = (&'a str, &'a QuantMa
         if !m.zeros.is_empty() {
             raw.push((format!("{name}.qzeros"), Dtype::U8, vec![m.zeros.len()], m.zeros.clone()));
         }
+        if let Some(p) = &m.perm {
+            let bytes = p.iter().flat_map(|x| x.to_le_bytes()).collect();
+            raw.push((format!("{name}.qperm"), Dtype::U32, vec![p.len()], bytes));
+            format = FORMAT;
+        }
     }
-    let index = serde_json::to_string(&QuantIndex { format: FORMAT, scheme: scheme.into(), tensors })?;
+    let index = serde_json::to_string(&QuantIndex { format, scheme: scheme.into(), tensors })?;
     to_safetensors_raw(&raw, HashMap::from([("lmlab_quant".to_string(), index)]))
 }
 
@@ -129,8 +139,18 @@ pub fn decode(bytes: &[u8]) -> Result<(String, Vec<(String, QuantMatrix)>)> {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         let zeros = part("qzeros", Dtype::U8)?;
-        let m = QuantMatrix::from_parts(ty, e.rows, e.cols, data, scales, zeros)
+        let perm: Vec<u32> =
+            part("qperm", Dtype::U32)?.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        ensure!(
+            perm.is_empty() || index.format >= 3,
+            "quant.safetensors: tensor {name} has a column order (qperm) in a format {} file",
+            index.format
+        );
+        let mut m = QuantMatrix::from_parts(ty, e.rows, e.cols, data, scales, zeros)
             .with_context(|| format!("quant.safetensors: tensor {name}"))?;
+        if !perm.is_empty() {
+            m = m.with_perm(perm).with_context(|| format!("quant.safetensors: tensor {name}"))?;
+        }
         out.push((name.clone(), m));
     }
     Ok((index.scheme, out))

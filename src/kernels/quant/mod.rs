@@ -27,6 +27,13 @@
 //! (f32) and `zeros` (u8) are (rows, cols/group). GPTQ's output (codes, scale and zero per
 //! group; int3 codes fit too) goes in through [`QuantMatrix::from_int4_codes`].
 //!
+//! GPTQ with act-order quantizes the columns in a permuted order and forms its groups in that
+//! order, so a group is not a run of consecutive input features. Such an Int4 matrix keeps its
+//! columns in processing order with `perm` (stored column k is input feature `perm[k]`), and the
+//! product gathers each activation row into that order as it quantizes it:
+//! x · Wᵀ = x[:, perm] · W[:, perm]ᵀ. The kernels are the same; only the activation pass reads
+//! through the permutation (as exllama's and AutoGPTQ's act-order kernels do).
+//!
 //! The integer dot products and their run-time instruction-set choice are in [`dot`] (env
 //! `LMLAB_QUANT_ISA=scalar|avx2|avx512vnni` forces one; it covers [`int8w`] too). All paths
 //! give bit-identical outputs,
@@ -73,6 +80,9 @@ pub struct QuantMatrix {
     pub scales: Vec<f32>,
     /// Int4: zero points (rows, cols/group), 0..=15; empty otherwise.
     pub zeros: Vec<u8>,
+    /// Int4 from GPTQ with act-order: stored column k is input feature `perm[k]` (a
+    /// permutation of 0..cols); None: columns in input order.
+    pub perm: Option<Vec<u32>>,
 }
 
 impl QuantMatrix {
@@ -85,7 +95,7 @@ impl QuantMatrix {
         if let Some(i) = w.iter().position(|v| !v.is_finite()) {
             bail!("quantize: weight {i} (row {}, col {}) is {}", i / cols.max(1), i % cols.max(1), w[i]);
         }
-        let mut m = QuantMatrix { ty, rows, cols, data: Vec::new(), scales: Vec::new(), zeros: Vec::new() };
+        let mut m = QuantMatrix { ty, rows, cols, data: Vec::new(), scales: Vec::new(), zeros: Vec::new(), perm: None };
         match ty {
             QuantType::Q8_0 | QuantType::Q4_0 => {
                 let rb = m.row_bytes();
@@ -151,7 +161,23 @@ impl QuantMatrix {
         ensure!(codes.len() == rows * cols, "from_int4_codes: {} codes, expected {rows} × {cols}", codes.len());
         ensure!(scales.len() == ng && zeros.len() == ng, "from_int4_codes: scales/zeros need {ng} values each");
         ensure!(codes.iter().chain(&zeros).all(|c| *c < 16), "from_int4_codes: codes and zeros must be < 16");
-        Ok(QuantMatrix { ty, rows, cols, data: pack_int4(codes), scales, zeros })
+        Ok(QuantMatrix { ty, rows, cols, data: pack_int4(codes), scales, zeros, perm: None })
+    }
+
+    /// The same matrix with its stored columns in the order `perm` (stored column k is input
+    /// feature `perm[k]`; see the module doc). Int4 only; `perm` must be a permutation of
+    /// 0..cols. The codes, scales and zeros are taken as already in that order.
+    pub fn with_perm(mut self, perm: Vec<u32>) -> Result<Self> {
+        ensure!(matches!(self.ty, QuantType::Int4 { .. }), "{:?}: only Int4 matrices take a column order", self.ty);
+        ensure!(perm.len() == self.cols, "column order has {} entries, expected {}", perm.len(), self.cols);
+        let mut seen = vec![false; self.cols];
+        for &c in &perm {
+            let c = c as usize;
+            ensure!(c < self.cols && !seen[c], "column order is not a permutation of 0..{}", self.cols);
+            seen[c] = true;
+        }
+        self.perm = Some(perm);
+        Ok(self)
     }
 
     /// A matrix from its stored parts (as a quantized checkpoint keeps them: `data` as
@@ -167,7 +193,7 @@ impl QuantMatrix {
         zeros: Vec<u8>,
     ) -> Result<Self> {
         check_cols(ty, cols)?;
-        let mut m = QuantMatrix { ty, rows, cols, data, scales, zeros };
+        let mut m = QuantMatrix { ty, rows, cols, data, scales, zeros, perm: None };
         let (n_scales, n_zeros) = match ty {
             QuantType::Q8_0 | QuantType::Q4_0 => (0, 0),
             QuantType::Int8 | QuantType::W8A8 => (rows, 0),
@@ -225,19 +251,21 @@ impl QuantMatrix {
                 }
                 QuantType::Int4 { group } => {
                     let ng = cols / group;
-                    for (c, o) in o.iter_mut().enumerate() {
+                    for c in 0..cols {
                         let g = r * ng + c / group;
-                        *o = self.scales[g] * (int4_code(d, c) as i32 - self.zeros[g] as i32) as f32;
+                        let v = self.scales[g] * (int4_code(d, c) as i32 - self.zeros[g] as i32) as f32;
+                        o[self.perm.as_ref().map_or(c, |p| p[c] as usize)] = v;
                     }
                 }
             }
         }
     }
 
-    /// Size of the quantized weights as stored: codes, scales and zero points (Int8's panel
-    /// padding in memory, at most 15 rows, not counted).
+    /// Size of the quantized weights as stored: codes, scales, zero points and the column
+    /// order (Int8's panel padding in memory, at most 15 rows, not counted).
     pub fn bytes(&self) -> usize {
-        self.rows * self.row_bytes() + 4 * self.scales.len() + self.zeros.len()
+        let perm = self.perm.as_ref().map_or(0, |p| 4 * p.len());
+        self.rows * self.row_bytes() + 4 * self.scales.len() + self.zeros.len() + perm
     }
 
     /// Columns per activation block: 32 (Q8_0/Q4_0), the row (W8A8) or the group (Int4); Int8
@@ -270,6 +298,19 @@ fn check_cols(ty: QuantType, cols: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// [`q8_block`] of the values `x[idx[j]]`: an activation block gathered into a permuted
+/// matrix's column order (the same arithmetic, so a gathered block quantizes exactly as the
+/// gathered copy would).
+fn q8_block_gathered(x: &[f32], idx: &[u32], q: &mut [i8]) -> f32 {
+    let amax = idx.iter().fold(0.0f32, |m, &c| m.max(x[c as usize].abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    for (q, &c) in q.iter_mut().zip(idx) {
+        *q = (x[c as usize] * id).round() as i8;
+    }
+    d
 }
 
 /// Code of column `c` in a packed Int4 row.
@@ -371,10 +412,14 @@ pub fn quant_matmul_forward_isa(
     let f16_scales = matches!(w.ty, QuantType::Q8_0 | QuantType::Q4_0);
     if cols > 0 {
         let rows_q = xq.par_chunks_mut(cols).zip(xd.par_chunks_mut(nb)).zip(xs.par_chunks_mut(nb));
+        let perm = w.perm.as_deref();
         rows_q.zip(x[..n * cols].par_chunks(cols)).for_each(|(((q, d), s), x)| {
             for (b, xb) in x.chunks_exact(ab).enumerate() {
                 let qb = &mut q[b * ab..(b + 1) * ab];
-                let db = q8_block(xb, qb);
+                let db = match perm {
+                    None => q8_block(xb, qb),
+                    Some(p) => q8_block_gathered(x, &p[b * ab..(b + 1) * ab], qb),
+                };
                 d[b] = if f16_scales { half::f16::from_f32(db).to_f32() } else { db };
                 s[b] = qb.iter().map(|v| *v as i32).sum();
             }
