@@ -6,6 +6,7 @@ pub mod compress;
 pub mod config;
 pub mod data;
 pub mod demo;
+pub mod dist;
 pub mod eval;
 pub mod infer;
 pub mod inspect;

@@ -68,13 +68,31 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    // Under mpirun, MPI starts here (a single process otherwise; see lmlab::dist).
+    let world = match lmlab::dist::init() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = run(cli, world.is_distributed()) {
+        if world.is_distributed() {
+            // The other ranks may be waiting in a collective this rank will never join:
+            // MPI_Abort makes mpirun stop them all, and this line says who failed and why.
+            eprintln!("error on {}: {e:#}", world.who());
+            world.abort(1);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+    lmlab::dist::finalize();
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
+    if distributed && !matches!(cli.command, Cmd::Train(_)) {
+        anyhow::bail!("only `lmlab train` runs as several MPI ranks; run this command as one process");
+    }
     match cli.command {
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Sample(a) => cli::sample::run(a),

@@ -68,12 +68,12 @@ fn attention_gradients_at(b: usize, t: usize) {
         let f = |qkv: &[f32]| {
             let (mut out, mut att, mut drop) =
                 (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
-            let d = (p_drop > 0.0).then_some((&mut drop[..], p_drop, seed));
+            let d = (p_drop > 0.0).then_some((&mut drop[..], p_drop, seed, 5));
             attention::attention_forward(&mut out, &mut att, d, qkv, b, t, c, nh);
             dot(&out, &r)
         };
         let (mut out, mut att, mut drop) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t], vec![0.0; b * nh * t * t]);
-        let d = (p_drop > 0.0).then_some((&mut drop[..], p_drop, seed));
+        let d = (p_drop > 0.0).then_some((&mut drop[..], p_drop, seed, 5));
         attention::attention_forward(&mut out, &mut att, d, &qkv, b, t, c, nh);
         // Causality: row i of every probability block is zero right of the diagonal and sums to one.
         for blk in att.chunks(t * t) {
@@ -83,7 +83,7 @@ fn attention_gradients_at(b: usize, t: usize) {
             }
         }
         let (mut dqkv, mut datt) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
-        let d = (p_drop > 0.0).then_some((&drop[..], p_drop, seed));
+        let d = (p_drop > 0.0).then_some((&drop[..], p_drop, seed, 5));
         attention::attention_backward(&mut dqkv, &mut datt, &r, &qkv, &att, d, b, t, c, nh);
         check(&format!("attention dqkv (t {t}, dropout {p_drop})"), &qkv, &dqkv, f);
         if p_drop == 0.0 {

@@ -267,7 +267,7 @@ fn forward(c: &Case, p: &Params, g: &Geometry, a: &[f32], b: &[f32]) -> Fwd {
     let (mut out, mut probs, mut dropped) = (vec![f32::NAN; c.n_out()], vec![f32::NAN; n], vec![f32::NAN; n]);
     let (score, pos) = (c.score(p), c.pos(p));
     let mut scratch = vec![f32::NAN; general_attention_fwd_scratch_len(&c.dims, &score, &pos)];
-    let drop = (c.p_drop > 0.0).then_some((&mut dropped[..], c.p_drop, DROP_SEED));
+    let drop = (c.p_drop > 0.0).then_some((&mut dropped[..], c.p_drop, DROP_SEED, 0));
     general_attention_forward(
         &mut out,
         &mut probs,
@@ -333,7 +333,7 @@ fn backward(c: &Case, p: &Params, g: &Geometry, a: &[f32], b: &[f32], f: &Fwd, d
         shaw_keys: Some(&mut gr.shaw_keys),
         shaw_values: Some(&mut gr.shaw_values),
     };
-    let drop = (c.p_drop > 0.0).then_some((&f.dropped[..], c.p_drop, DROP_SEED));
+    let drop = (c.p_drop > 0.0).then_some((&f.dropped[..], c.p_drop, DROP_SEED, 0));
     general_attention_backward(
         grads,
         pgrads,
@@ -654,10 +654,10 @@ fn plain_case_matches_fast_attention() {
         for p_drop in [0.0f32, 0.3] {
             let n = b * nh * t * t;
             let (mut out1, mut att1, mut drop1) = (vec![0.0; b * t * c], vec![0.0; n], vec![0.0; n]);
-            let d1 = (p_drop > 0.0).then_some((&mut drop1[..], p_drop, 9));
+            let d1 = (p_drop > 0.0).then_some((&mut drop1[..], p_drop, 9, 0));
             attention::attention_forward(&mut out1, &mut att1, d1, &qkv, b, t, c, nh);
             let (mut dqkv1, mut datt) = (vec![0.0; b * t * 3 * c], vec![0.0; n]);
-            let d1 = (p_drop > 0.0).then_some((&drop1[..], p_drop, 9));
+            let d1 = (p_drop > 0.0).then_some((&drop1[..], p_drop, 9, 0));
             attention::attention_backward(&mut dqkv1, &mut datt, &r, &qkv, &att1, d1, b, t, c, nh);
 
             let dims = AttnDims { b, tq: t, tk: t, n_head: nh, n_kv_head: nh, head_size: c / nh };
@@ -673,12 +673,12 @@ fn plain_case_matches_fast_attention() {
             let (score, pos) = (ScoreFn::Scaled, PositionBias::None);
             assert_eq!(general_attention_fwd_scratch_len(&dims, &score, &pos), 0);
             let (mut out2, mut att2, mut drop2) = (vec![0.0; b * t * c], vec![0.0; n], vec![0.0; n]);
-            let d2 = (p_drop > 0.0).then_some((&mut drop2[..], p_drop, 9));
+            let d2 = (p_drop > 0.0).then_some((&mut drop2[..], p_drop, 9, 0));
             general_attention_forward(&mut out2, &mut att2, d2, &mut [], &x, &dims, &score, &pos, &mask);
             let mut scratch = vec![0.0; general_attention_scratch_len(&dims, &score, &pos)];
             let mut dqkv2 = vec![0.0; b * t * 3 * c];
             let grads = QkvGrads::Packed { dqkv: &mut dqkv2, stride: 3 * c, q_off: 0, k_off: c, v_off: 2 * c };
-            let d2 = (p_drop > 0.0).then_some((&drop2[..], p_drop, 9));
+            let d2 = (p_drop > 0.0).then_some((&drop2[..], p_drop, 9, 0));
             general_attention_backward(
                 grads,
                 AttnParamGrads::default(),

@@ -5,7 +5,8 @@
 //! ```text
 //! profile                  per-operation timers the kernels report to
 //! kernels                  forward/backward kernels
-//! util                     thread pool (with the kernels' per-thread buffers), reading text files
+//! util | dist              thread pool (with the kernels' per-thread buffers), reading text files;
+//!                          the communicator between the processes of an MPI job
 //! model                    the Transformer
 //! optim | compress         optimizers, schedules, clipping, f16 loss scaling; GPTQ, RTN
 //! data                     tokenizers, datasets, batches
@@ -26,7 +27,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["profile"],
     &["kernels"],
-    &["util"],
+    &["util", "dist"],
     &["model"],
     &["optim", "compress"],
     &["data"],

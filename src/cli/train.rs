@@ -31,6 +31,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let opts = TrainOptions { quiet: a.quiet, json: a.json };
     let cfg = RunConfig::for_run(a.config.as_deref(), a.resume.as_deref(), &a.set)?;
     let s = train::train(cfg, a.resume.as_deref(), &opts)?;
+    // Data-parallel: rank 0 speaks for the job.
+    if !lmlab::dist::world().is_root() {
+        return Ok(());
+    }
     if opts.json {
         println!("{}", s.to_json());
         return Ok(());

@@ -50,9 +50,21 @@ impl TokenDataset {
 
 /// Fills `batch` with B random windows of `split`: inputs `x[i..i+T]`, targets `x[i+1..i+T+1]`.
 pub fn sample_batch<R: Rng>(split: &[u32], batch: &mut Batch, rng: &mut R) {
-    let t = batch.t;
-    for row in 0..batch.b {
+    sample_batch_shard(split, batch, rng, 1, 0)
+}
+
+/// Shard `shard` of `shards` of a global batch of `shards · B` windows (B = `batch.b`): the rng
+/// draws every window's start, as [`sample_batch`] of the global batch would, and `batch`
+/// receives windows `shard·B .. (shard+1)·B`. The ranks of a data-parallel job, sharing the
+/// rng's state, together hold exactly the batch one process would draw.
+pub fn sample_batch_shard<R: Rng>(split: &[u32], batch: &mut Batch, rng: &mut R, shards: usize, shard: usize) {
+    let (t, b) = (batch.t, batch.b);
+    for global in 0..b * shards {
         let start = rng.gen_range(0..split.len() - t);
+        if global / b != shard {
+            continue;
+        }
+        let row = global % b;
         batch.inputs[row * t..(row + 1) * t].copy_from_slice(&split[start..start + t]);
         for (dst, &src) in batch.targets[row * t..(row + 1) * t].iter_mut().zip(&split[start + 1..start + t + 1]) {
             *dst = src as i32;

@@ -38,12 +38,14 @@ fn causal_softmax_rows(s: &mut [f32], t: usize) {
 
 /// out (B, T, C) = softmax(mask(Q·Kᵀ / √hs)) · V per head; att (B, NH, T, T) keeps the
 /// probabilities for the backward pass. With `dropout`, the dropped probabilities are written
-/// to `dropout.probs` and used for the weighted sum.
+/// to `dropout.probs` and used for the weighted sum. `dropout` is (dropped probabilities, p,
+/// seed, first): the masks are those of elements `first..` of the dropout's index space
+/// (a data-parallel rank's batch inside the global batch; 0 in one process).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     out: &mut [f32],
     att: &mut [f32],
-    dropout: Option<(&mut [f32], f32, u64)>,
+    dropout: Option<(&mut [f32], f32, u64, usize)>,
     qkv: &[f32],
     b: usize,
     t: usize,
@@ -56,11 +58,11 @@ pub fn attention_forward(
     assert!(out.len() >= b * t * c && qkv.len() >= b * t * 3 * c && att.len() >= b * nh * t * t);
     let out_ptr = SendPtr(out.as_mut_ptr());
     let att = &mut att[..b * nh * t * t];
-    let mut drop_probs: Option<(&mut [f32], f32, u64)> =
-        dropout.map(|(buf, p, seed)| (&mut buf[..b * nh * t * t], p, seed));
-    let (drop_buf, p, seed) = match drop_probs.as_mut() {
-        Some((buf, p, seed)) => (Some(&mut **buf), *p, *seed),
-        None => (None, 0.0, 0),
+    let mut drop_probs: Option<(&mut [f32], f32, u64, usize)> =
+        dropout.map(|(buf, p, seed, first)| (&mut buf[..b * nh * t * t], p, seed, first));
+    let (drop_buf, p, seed, first) = match drop_probs.as_mut() {
+        Some((buf, p, seed, first)) => (Some(&mut **buf), *p, *seed, *first),
+        None => (None, 0.0, 0, 0),
     };
     let task = |bh: usize, a: &mut [f32], dropped: Option<&mut [f32]>| {
         let (bi, h) = (bh / nh, bh % nh);
@@ -97,7 +99,7 @@ pub fn attention_forward(
         let used: &[f32] = match dropped {
             Some(d) => {
                 d.copy_from_slice(a);
-                dropout_inplace(d, p, seed, bh * t * t);
+                dropout_inplace(d, p, seed, first + bh * t * t);
                 d
             }
             None => a,
@@ -121,7 +123,7 @@ pub fn attention_forward(
 }
 
 /// dqkv (B, T, 3C) = ∂L/∂qkv given dout (B, T, C) (overwritten). `datt` (B, NH, T, T) is scratch.
-/// `dropout` is the (dropped probabilities, p, seed) of the forward pass, if any.
+/// `dropout` is the (dropped probabilities, p, seed, first) of the forward pass, if any.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dqkv: &mut [f32],
@@ -129,7 +131,7 @@ pub fn attention_backward(
     dout: &[f32],
     qkv: &[f32],
     att: &[f32],
-    dropout: Option<(&[f32], f32, u64)>,
+    dropout: Option<(&[f32], f32, u64, usize)>,
     b: usize,
     t: usize,
     c: usize,
@@ -147,7 +149,7 @@ pub fn attention_backward(
         let dy = &dout[bi * t * c + h * hs..];
         let a = &att[bh * t * t..(bh + 1) * t * t];
         let used = match dropout {
-            Some((d, _, _)) => &d[bh * t * t..(bh + 1) * t * t],
+            Some((d, _, _, _)) => &d[bh * t * t..(bh + 1) * t * t],
             None => a,
         };
         let rb = causal_block(t);
@@ -172,8 +174,8 @@ pub fn attention_backward(
                 sgemm_raw(true, false, r1, hs, r1 - r0, 1.0, pr, t, dyr, c, beta, dv, 3 * c, Threads::Single);
             }
             let dp = std::slice::from_raw_parts_mut(dp, t * t);
-            if let Some((_, p, seed)) = dropout {
-                dropout_inplace(dp, p, seed, bh * t * t);
+            if let Some((_, p, seed, first)) = dropout {
+                dropout_inplace(dp, p, seed, first + bh * t * t);
             }
             // Softmax backward on the causal rows: dS = P ⊙ (dP - Σ_j P·dP).
             for i in 0..t {

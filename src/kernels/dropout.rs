@@ -36,22 +36,34 @@ fn mask(seed: u64, i: usize, p: f32, scale: f32) -> f32 {
 
 /// out (len) = inp ⊙ mask(seed) / (1-p). With `p == 0` this is a copy.
 pub fn dropout_forward(out: &mut [f32], inp: &[f32], p: f32, seed: u64) {
+    dropout_forward_at(out, inp, p, seed, 0)
+}
+
+/// [`dropout_forward`] of a slice that starts at element `first` of a larger buffer: element
+/// `i` gets the mask of element `first + i`. A data-parallel rank holding rows of a global
+/// batch drops exactly what one process holding the whole batch would.
+pub fn dropout_forward_at(out: &mut [f32], inp: &[f32], p: f32, seed: u64, first: usize) {
     let _p = crate::profile::scope(crate::profile::Op::DropoutFwd);
     let scale = 1.0 / (1.0 - p);
     out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).enumerate().for_each(|(ci, (o, x))| {
         for (j, (o, &x)) in o.iter_mut().zip(x).enumerate() {
-            *o = x * mask(seed, ci * CHUNK + j, p, scale);
+            *o = x * mask(seed, first + ci * CHUNK + j, p, scale);
         }
     });
 }
 
 /// dinp (len) = dout ⊙ mask(seed) / (1-p), the same mask as the forward pass.
 pub fn dropout_backward(dinp: &mut [f32], dout: &[f32], p: f32, seed: u64) {
+    dropout_backward_at(dinp, dout, p, seed, 0)
+}
+
+/// [`dropout_backward`] with the masks of [`dropout_forward_at`] at element `first`.
+pub fn dropout_backward_at(dinp: &mut [f32], dout: &[f32], p: f32, seed: u64, first: usize) {
     let _p = crate::profile::scope(crate::profile::Op::DropoutBwd);
     let scale = 1.0 / (1.0 - p);
     dinp.par_chunks_mut(CHUNK).zip(dout.par_chunks(CHUNK)).enumerate().for_each(|(ci, (di, d))| {
         for (j, (di, &d)) in di.iter_mut().zip(d).enumerate() {
-            *di = d * mask(seed, ci * CHUNK + j, p, scale);
+            *di = d * mask(seed, first + ci * CHUNK + j, p, scale);
         }
     });
 }
@@ -92,6 +104,14 @@ mod tests {
         let x: Vec<f32> = (0..n).map(|i| i as f32 * 0.01 - 3.0).collect();
         let mut y = vec![0.0f32; n];
         dropout_forward(&mut y, &x, 0.3, 7);
+        // A slice at element `first` of the buffer gets that part of the buffer's mask.
+        let first = n / 3;
+        let mut part = vec![0.0; n - first];
+        dropout_forward_at(&mut part, &x[first..], 0.3, 7, first);
+        assert_eq!(part, y[first..]);
+        let mut dpart = vec![0.0; n - first];
+        dropout_backward_at(&mut dpart, &vec![1.0; n - first], 0.3, 7, first);
+        assert!(dpart.iter().zip(&y[first..]).all(|(d, y)| (*d == 0.0) == (*y == 0.0)));
         let mut dx = vec![0.0f32; n];
         dropout_backward(&mut dx, &vec![1.0; n], 0.3, 7);
         for i in 0..n {

@@ -14,7 +14,8 @@ use std::path::Path;
 /// standard output with an `"event"` key (`"step"`, `"eval"`, `"skipped"`, `"health"`, ...):
 /// `lmlab train --json`.
 pub struct MetricsLog {
-    out: BufWriter<File>,
+    /// None: a log that writes nothing (the ranks other than 0 of a data-parallel job).
+    out: Option<BufWriter<File>>,
     stdout: bool,
 }
 
@@ -26,7 +27,12 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(MetricsLog { out: BufWriter::new(f), stdout: false })
+        Ok(MetricsLog { out: Some(BufWriter::new(f)), stdout: false })
+    }
+
+    /// A log that writes nothing, to no file and not to standard output.
+    pub fn discard() -> Self {
+        MetricsLog { out: None, stdout: false }
     }
 
     /// Starts `path` afresh (a new run in the directory).
@@ -72,12 +78,13 @@ impl MetricsLog {
     /// Writes one line; `event` tags it on standard output (and in the file too when
     /// `tag_file`).
     fn write(&mut self, event: &str, mut line: serde_json::Value, tag_file: bool) -> Result<()> {
+        let Some(out) = &mut self.out else { return Ok(()) };
         if tag_file {
             tag(&mut line, event);
         }
-        writeln!(self.out, "{line}")?;
+        writeln!(out, "{line}")?;
         // Flushed per line so that a long run can be followed with `tail -f`.
-        self.out.flush()?;
+        out.flush()?;
         if self.stdout {
             tag(&mut line, event);
             let mut out = std::io::stdout().lock();

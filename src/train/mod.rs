@@ -6,7 +6,7 @@ pub mod run;
 pub mod seq2seq;
 
 use crate::config::{RunConfig, Task};
-use crate::data::dataset::sample_batch;
+use crate::data::dataset::sample_batch_shard;
 use crate::data::{Batch, CharTokenizer, TokenDataset, Tokenizer};
 use crate::inspect::HealthMonitor;
 use crate::io::checkpoint::{self, TrainState};
@@ -60,12 +60,15 @@ impl Trainer {
     pub fn step(&mut self, train_tokens: &[u32]) -> Result<StepStats> {
         let lr = self.schedule.lr(self.step);
         let (b, t) = (self.batch.b, self.batch.t);
+        let world = crate::dist::world();
         self.model.zero_grad();
+        // Data-parallel: this rank's B sequences are its shard of a global batch of B·ranks.
+        self.model.set_first_sequence(world.rank() * b);
         let mut acc = GradAccum::new(self.accum, self.scaler.loss_scale());
         for micro in 0..self.accum as u64 {
             {
                 let _p = crate::profile::scope(crate::profile::Op::Batch);
-                sample_batch(train_tokens, &mut self.batch, &mut self.rng);
+                sample_batch_shard(train_tokens, &mut self.batch, &mut self.rng, world.size(), world.rank());
             }
             if let Some(teacher) = &mut self.teacher {
                 teacher.teach_lm(&mut self.model, &self.batch.inputs, b, t)?;
@@ -87,14 +90,18 @@ impl Trainer {
     /// RNG seeded by (seed, step, split), so evaluating never changes the training stream.
     pub fn estimate_loss(&mut self, split: &[u32], split_id: u64, iters: usize, batch: &mut Batch) -> Result<f32> {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(mix64(self.seed ^ mix64(self.step) ^ (split_id << 32)));
-        let mut total = 0.0f64;
+        let world = crate::dist::world();
+        let mut total = [0.0f64];
         for _ in 0..iters {
-            sample_batch(split, batch, &mut rng);
+            // Each rank evaluates its shard of the same global batches; every shard holds as
+            // many targets, so the mean over ranks is the mean over the global batch.
+            sample_batch_shard(split, batch, &mut rng, world.size(), world.rank());
             let loss =
                 self.model.forward_lm(&batch.inputs, Some(&batch.targets), batch.b, batch.t, false, 0)?.unwrap_or(0.0);
-            total += loss as f64;
+            total[0] += loss as f64;
         }
-        Ok((total / iters as f64) as f32)
+        world.all_reduce_sum_f64(&mut total);
+        Ok((total[0] / (iters * world.size()) as f64) as f32)
     }
 }
 
@@ -143,16 +150,33 @@ impl GradAccum {
     }
 
     /// Turns the accumulated gradients into the gradient of the mean loss over all
-    /// micro-batches (still times the loss scale); returns that mean loss.
+    /// micro-batches (still times the loss scale); returns that mean loss. In a data-parallel
+    /// job, over every rank's micro-batches: each rank weighs its mean gradient by its target
+    /// count, the gradients and the (loss sum, count) pairs are summed over the ranks (one
+    /// all-reduce each), and the sums divided by the total count. Every rank then holds the
+    /// gradient one process would compute on the global batch (up to summation order), for
+    /// every task, even when ranks hold different numbers of real tokens.
     pub fn finish(&mut self, model: &mut Transformer) -> f32 {
         let count = self.count.max(1);
-        if self.micro_batches > 1 {
-            let factor = (self.first_count as f64 / count as f64) as f32;
-            model.grads.iter_mut().for_each(|g| *g *= factor);
-        }
-        let loss = (self.loss_sum / count as f64) as f32;
+        // The gradients hold ∇(Σ losses) / divisor, the divisor the backward passes used.
+        let divisor = if self.micro_batches > 1 { self.first_count.max(1) } else { count } as f64;
+        let mut sums = [self.loss_sum, self.count as f64];
         (self.loss_sum, self.count) = (0.0, 0);
-        loss
+        let world = crate::dist::world();
+        if !world.is_distributed() {
+            if self.micro_batches > 1 {
+                let factor = (divisor / count as f64) as f32;
+                model.grads.iter_mut().for_each(|g| *g *= factor);
+            }
+            return (sums[0] / count as f64) as f32;
+        }
+        model.grads.iter_mut().for_each(|g| *g *= divisor as f32);
+        world.all_reduce_sum(&mut model.grads);
+        world.all_reduce_sum_f64(&mut sums);
+        let total = sums[1].max(1.0);
+        let inv = (1.0 / total) as f32;
+        model.grads.iter_mut().for_each(|g| *g *= inv);
+        (sums[0] / total) as f32
     }
 }
 
@@ -213,6 +237,15 @@ fn precision_note(scaler: &LossScaler, p: crate::kernels::precision::Precision) 
         format!("precision {} (emulated)", p.name())
     } else {
         "precision fp32".into()
+    }
+}
+
+/// "N ranks (data-parallel, global batch B·N) × " in a data-parallel job, else nothing.
+pub(crate) fn ranks_note(world: &crate::dist::Comm) -> String {
+    if world.is_distributed() {
+        format!("{} MPI ranks (data-parallel) × ", world.size())
+    } else {
+        String::new()
     }
 }
 
@@ -293,7 +326,15 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
              continue that checkpoint with --resume (a fresh run has no pruned weights to keep)"
         );
     }
-    let pool = thread_pool(cfg.train.threads)?;
+    let world = crate::dist::world();
+    if world.is_distributed() && cfg.model.norm == crate::model::transformer::NormKind::Batchnorm {
+        bail!(
+            "model.norm = \"batchnorm\" does not train data-parallel: its batch statistics would be each \
+             rank's own; use layernorm or rmsnorm, or one process"
+        );
+    }
+    let threads = if cfg.train.threads == 0 { world.default_threads() } else { cfg.train.threads };
+    let pool = thread_pool(threads)?;
     // The whole run executes inside the pool, so parallel kernels never inject work from outside.
     pool.install(|| match cfg.data.task {
         Task::Lm => train_in_pool(cfg, resume, opts),
@@ -349,10 +390,11 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
 
     let mut tracker = RunTracker::start(&cfg, opts, from.as_ref())?;
     let tc = &cfg.train;
-    let tokens_per_step = (tc.batch_size * tc.grad_accum_steps * cfg.model.block_size) as f64;
+    let world = crate::dist::world();
+    let tokens_per_step = (tc.batch_size * tc.grad_accum_steps * cfg.model.block_size * world.size()) as f64;
     tracker.info(format!(
         "model: {} parameters ({} layers, {} heads, {} wide, block {}), vocab {}; data: {} train / {} val tokens; \
-         {} threads; {}",
+         {}{} threads; {}",
         trainer.model.num_params(),
         cfg.model.n_layer,
         cfg.model.n_head,
@@ -361,6 +403,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         tokenizer.vocab_size(),
         data.train.len(),
         data.val.len(),
+        ranks_note(world),
         rayon::current_num_threads(),
         precision_note(&trainer.scaler, cfg.train.precision)
     ));

@@ -159,25 +159,36 @@ pub struct RunTracker {
     start_step: u64,
     started: Instant,
     human: bool,
+    /// Rank 0 (or the only process): writes the run directory.
+    writer: bool,
     finished: bool,
 }
 
 impl RunTracker {
     /// Prepares the run directory: writes `config.toml`, starts `metrics.jsonl` (or continues
     /// it, for a resumed run, from the checkpoint's step), and sets up the progress bar.
+    ///
+    /// In a data-parallel job only rank 0 does any of this: the other ranks keep the same
+    /// record (their evaluations are the same all-reduced numbers, so early stopping stops
+    /// every rank at the same step) and write, log and print nothing.
     pub fn start(cfg: &RunConfig, opts: &TrainOptions, resumed: Option<&ResumePoint>) -> Result<Self> {
         let tc = &cfg.train;
         let out_dir = PathBuf::from(&tc.out_dir);
-        std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-        write_file_atomic(&out_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
-        let metrics = out_dir.join("metrics.jsonl");
+        let writer = crate::dist::world().is_root();
         let start_step = resumed.map_or(0, |r| r.state.step);
-        let (mut log, dropped) = match resumed {
-            Some(_) => MetricsLog::resume(&metrics, start_step)?,
-            None => (MetricsLog::create(&metrics)?, 0),
+        let (mut log, dropped) = if writer {
+            std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+            write_file_atomic(&out_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+            let metrics = out_dir.join("metrics.jsonl");
+            match resumed {
+                Some(_) => MetricsLog::resume(&metrics, start_step)?,
+                None => (MetricsLog::create(&metrics)?, 0),
+            }
+        } else {
+            (MetricsLog::discard(), 0)
         };
-        log.echo_stdout(opts.json);
-        let human = !opts.quiet && !opts.json;
+        log.echo_stdout(opts.json && writer);
+        let human = !opts.quiet && !opts.json && writer;
         let progress = Progress::new(tc.max_iters, start_step, !human);
         if let Some(r) = resumed {
             log.event("resume", serde_json::json!({"iter": start_step, "checkpoint": r.dir}))?;
@@ -202,6 +213,7 @@ impl RunTracker {
             start_step,
             started: Instant::now(),
             human,
+            writer,
             finished: false,
             out_dir,
             ckpt_dir,
@@ -284,14 +296,17 @@ impl RunTracker {
         }
         self.info(line);
 
-        let files = encode(&self.record)?;
-        // The best first: if the process dies between the two writes, `ckpt` still holds the
-        // previous step, and resuming from it evaluates this step again and rewrites the best.
-        if improved {
-            files.write(&self.best_dir)?;
-            self.best_written = true;
+        if self.writer {
+            let files = encode(&self.record)?;
+            // The best first: if the process dies between the two writes, `ckpt` still holds
+            // the previous step, and resuming from it evaluates this step again and rewrites
+            // the best.
+            if improved {
+                files.write(&self.best_dir)?;
+            }
+            files.write(&self.ckpt_dir)?;
         }
-        files.write(&self.ckpt_dir)?;
+        self.best_written |= improved;
         self.last_good = Some((self.ckpt_dir.clone(), e.step));
 
         let r = &self.record;
@@ -357,7 +372,7 @@ impl RunTracker {
 impl Drop for RunTracker {
     /// A run that ends in an error (divergence included) says which checkpoint is intact.
     fn drop(&mut self) {
-        if self.finished {
+        if self.finished || !self.writer {
             return;
         }
         self.progress.finish();

@@ -265,8 +265,9 @@ fn validate(x: &AttnInputs, d: &AttnDims, score: &ScoreFn, pos: &PositionBias, m
 
 /// out (B·Tq, NH·hs) = softmax(mask(score(Q, K) + bias)) · V (+ Shaw values) per query head,
 /// written in full; probs (B, NH, Tq, Tk) keeps the softmax probabilities for the backward
-/// pass. dropout: Some((dropped (B, NH, Tq, Tk), p, seed)) → dropped = dropout_inplace(copy of
-/// probs, p, seed, offset = (b·NH + h)·Tq·Tk), which is then used in the weighted sum.
+/// pass. dropout: Some((dropped (B, NH, Tq, Tk), p, seed, first)) → dropped = dropout_inplace(copy
+/// of probs, p, seed, offset = first + (b·NH + h)·Tq·Tk), which is then used in the weighted sum
+/// (`first`: where this batch starts in a data-parallel step's global batch; 0 in one process).
 ///
 /// Unlike [`super::attention::attention_forward`] this takes a `scratch` of
 /// [`general_attention_fwd_scratch_len`] elements (normalised q/k for `Cosine`, T5 and Shaw
@@ -275,7 +276,7 @@ fn validate(x: &AttnInputs, d: &AttnDims, score: &ScoreFn, pos: &PositionBias, m
 pub fn general_attention_forward(
     out: &mut [f32],
     probs: &mut [f32],
-    dropout: Option<(&mut [f32], f32, u64)>,
+    dropout: Option<(&mut [f32], f32, u64, usize)>,
     scratch: &mut [f32],
     x: &AttnInputs,
     dims: &AttnDims,
@@ -294,12 +295,12 @@ pub fn general_attention_forward(
     assert!(scratch.len() >= dims.tasks() * per, "attention: forward scratch too short");
     let (out_ptr, probs_ptr, scratch_ptr) =
         (SendPtr(out.as_mut_ptr()), SendPtr(probs.as_mut_ptr()), SendPtr(scratch.as_mut_ptr()));
-    let (drop_ptr, p_drop, seed) = match dropout {
-        Some((d, p, seed)) => {
+    let (drop_ptr, p_drop, seed, first) = match dropout {
+        Some((d, p, seed, first)) => {
             assert!(d.len() >= b * nh * blk, "attention: dropout buffer too short");
-            (Some(SendPtr(d.as_mut_ptr())), p, seed)
+            (Some(SendPtr(d.as_mut_ptr())), p, seed, first)
         }
-        None => (None, 0.0, 0),
+        None => (None, 0.0, 0, 0),
     };
     (0..dims.tasks()).into_par_iter().for_each(|task| {
         let (bi, kvh) = (task / nkv, task % nkv);
@@ -323,7 +324,7 @@ pub fn general_attention_forward(
                 Some(dp) => {
                     let dropped = unsafe { std::slice::from_raw_parts_mut(dp.get().add(bh * blk), blk) };
                     dropped.copy_from_slice(a);
-                    dropout_inplace(dropped, p_drop, seed, bh * blk);
+                    dropout_inplace(dropped, p_drop, seed, first + bh * blk);
                     dropped
                 }
                 None => a,
@@ -339,7 +340,7 @@ pub fn general_attention_forward(
 ///
 /// grads: dq, dk, dv, OVERWRITTEN (see [`QkvGrads`]); pgrads: parameter gradients, ACCUMULATED;
 /// scratch: [`general_attention_scratch_len`] elements; dout (B·Tq, NH·hs); x, probs, dims,
-/// score, pos, mask: as in the forward call; dropout: (dropped probabilities, p, seed) of the
+/// score, pos, mask: as in the forward call; dropout: (dropped probabilities, p, seed, first) of the
 /// forward call, if any. For `QkvGrads::Packed`, `x` views the packed forward buffer with the
 /// same column offsets (Tq must equal Tk).
 #[allow(clippy::too_many_arguments)]
@@ -350,7 +351,7 @@ pub fn general_attention_backward(
     dout: &[f32],
     x: &AttnInputs,
     probs: &[f32],
-    dropout: Option<(&[f32], f32, u64)>,
+    dropout: Option<(&[f32], f32, u64, usize)>,
     dims: &AttnDims,
     score: &ScoreFn,
     pos: &PositionBias,
@@ -362,7 +363,7 @@ pub fn general_attention_backward(
     let (g, blk, c) = (dims.group(), tq * tk, nh * hs);
     assert!(dout.len() >= b * tq * c, "attention: dout too short");
     assert!(probs.len() >= b * nh * blk, "attention: probs too short");
-    if let Some((d, _, _)) = dropout {
+    if let Some((d, _, _, _)) = dropout {
         assert!(d.len() >= b * nh * blk, "attention: dropout buffer too short");
     }
     let [(dq, ldgq), (dk, ldgk), (dv, ldgv)] = grad_columns(grads, dims);
@@ -400,15 +401,15 @@ pub fn general_attention_backward(
             let dy = &dout[bi * tq * c + h * hs..];
             let a = &probs[bh * blk..(bh + 1) * blk];
             let used = match dropout {
-                Some((d, _, _)) => &d[bh * blk..(bh + 1) * blk],
+                Some((d, _, _, _)) => &d[bh * blk..(bh + 1) * blk],
                 None => a,
             };
             let dq = unsafe { HeadMut::new(dq.get().add(bi * tq * ldgq + h * hs), ldgq, hs) };
             // The forward steps in reverse: dp is ∂L/∂(probabilities used), then ∂L/∂scores.
             weighted_sum::weighted_sum_backward(dp, dv, beta, used, dy, c, v, x.v_stride, dims);
             position_bias::shaw_values_backward(dp, &mut bs, used, dy, c, dims, pos, mask);
-            if let Some((_, p, seed)) = dropout {
-                dropout_inplace(dp, p, seed, bh * blk);
+            if let Some((_, p, seed, first)) = dropout {
+                dropout_inplace(dp, p, seed, first + bh * blk);
             }
             mask_softmax::masked_softmax_backward(dp, a, dims, mask);
             let ds = &*dp;

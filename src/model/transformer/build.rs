@@ -111,6 +111,7 @@ impl Transformer {
             label_smoothing: 0.0,
             low: None,
             widths: (c.max(wide).max(cfg.ffn()), c.max(wide)),
+            first_sequence: 0,
             config,
         })
     }
@@ -126,6 +127,13 @@ impl Transformer {
 
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+
+    /// Data-parallel training: the next batches are sequences `first..first + B` of a larger
+    /// global batch, so dropout draws their masks there (one process with the global batch
+    /// drops the same elements). 0, the default, in one process.
+    pub fn set_first_sequence(&mut self, first: usize) {
+        self.first_sequence = first;
     }
 
     /// GPT-2 initialisation: N(0, 0.02) for matrices and embeddings, N(0, 0.02/√(2·layers))

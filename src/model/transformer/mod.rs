@@ -57,6 +57,8 @@ struct Last {
     t_enc: usize,
     train: bool,
     dropout_seed: u64,
+    /// [`Transformer::set_first_sequence`] when the pass began.
+    first_sequence: usize,
     /// Decoder (or encoder-only) tokens (B, T).
     idx: Vec<u32>,
     /// Encoder tokens (B, T_enc) of an encoder-decoder.
@@ -117,6 +119,9 @@ pub struct Transformer {
     teacher: Option<TeacherLogits>,
     /// Weights a pruned model keeps at zero while training (see `sparse.rs`).
     sparsity: Option<SparsityMask>,
+    /// Index of the next batches' first sequence in a data-parallel step's global batch (see
+    /// [`Transformer::set_first_sequence`]).
+    first_sequence: usize,
 }
 
 /// The teacher's logits of the current batch, in a buffer sized once for the largest batch.
@@ -391,6 +396,7 @@ impl Transformer {
     fn begin(&mut self, b: usize, t: usize, t_enc: usize, train: bool, seed: u64) {
         let l = &mut self.last;
         (l.b, l.t, l.t_enc, l.train, l.dropout_seed) = (b, t, t_enc, train, seed);
+        l.first_sequence = self.first_sequence;
         l.encoded = false;
     }
 }
@@ -435,6 +441,7 @@ fn ctx<'a>(
         t_enc: last.t_enc,
         train: last.train,
         dropout_seed: last.dropout_seed,
+        first_sequence: last.first_sequence,
         self_mask,
         enc_mask,
         low,

@@ -11,7 +11,7 @@ use super::layers::{
     AbsolutePosition, Attention, Ctx, Function, Mlp, Norm, NormActs, SelfPosition, Sublayer, SublayerActs,
 };
 use super::probe::{ActKind, ActTensor, BlockProbe, View};
-use crate::kernels::dropout::{dropout_backward, dropout_forward};
+use crate::kernels::dropout::{dropout_backward_at, dropout_forward_at};
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
 use std::ops::Range;
 
@@ -248,7 +248,7 @@ impl Stack {
             _ => emb,
         };
         if let (Some(r), true) = (&a.emb_drop, cx.train && self.dropout > 0.0) {
-            dropout_forward(cx.r.mut_(r, n * c), emb, self.dropout, cx.seed(self.site));
+            dropout_forward_at(cx.r.mut_(r, n * c), emb, self.dropout, cx.seed(self.site), cx.dropout_first(c));
         }
         for (i, (s, sa)) in self.sublayers.iter().zip(&a.subs).enumerate() {
             let x = self.input(cx, a, i);
@@ -280,7 +280,7 @@ impl Stack {
         }
         let mut d_emb: &[f32] = if cx.train && self.dropout > 0.0 {
             let d = cx.r.mut_(&cx.scratch.d_branch, n * c);
-            dropout_backward(d, d_res, self.dropout, cx.seed(self.site));
+            dropout_backward_at(d, d_res, self.dropout, cx.seed(self.site), cx.dropout_first(c));
             d
         } else {
             d_res

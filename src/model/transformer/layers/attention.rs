@@ -293,8 +293,12 @@ impl Attention {
         let tk = if a.kv.is_some() { cx.t_enc } else { t };
         let p_drop = cx.drop_p(self.attn_drop);
         let probs_len = b * h.nh * t * tk;
-        let dropped =
-            a.probs_drop.as_ref().filter(|_| p_drop > 0.0).map(|r| (cx.r.mut_(r, probs_len), p_drop, cx.seed(site)));
+        let first = cx.first_sequence * h.nh * t * tk;
+        let dropped = a
+            .probs_drop
+            .as_ref()
+            .filter(|_| p_drop > 0.0)
+            .map(|r| (cx.r.mut_(r, probs_len), p_drop, cx.seed(site), first));
         match self.fast {
             Some(AttentionKind::Flash) => {
                 // The backward scratch doubles as the forward's tile buffer: it is free until
@@ -343,8 +347,12 @@ impl Attention {
         cx.linear_backward(d_y, &self.c_proj_w, &self.c_proj_b, dout, cx.r.get(&a.y, n * h.inner()), n, h.inner(), h.c);
         let p_drop = cx.drop_p(self.attn_drop);
         let probs_len = b * h.nh * t * tk;
-        let dropped =
-            a.probs_drop.as_ref().filter(|_| p_drop > 0.0).map(|r| (cx.r.get(r, probs_len), p_drop, cx.seed(site)));
+        let first = cx.first_sequence * h.nh * t * tk;
+        let dropped = a
+            .probs_drop
+            .as_ref()
+            .filter(|_| p_drop > 0.0)
+            .map(|r| (cx.r.get(r, probs_len), p_drop, cx.seed(site), first));
         let qw = if a.kv.is_some() { h.nh * h.hs } else { h.qkv() };
         let d_q = cx.r.mut_(&s.d_wide, n * qw);
         match self.fast {

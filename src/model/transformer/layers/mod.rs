@@ -20,7 +20,7 @@ use super::config::NormPosition;
 use super::probe::{ActKind, ActTensor, AttnProbs, View};
 use super::quant::{LinearObserver, QuantLinears};
 use crate::kernels::{
-    dropout::{dropout_backward, dropout_forward, site_seed},
+    dropout::{dropout_backward_at, dropout_forward_at, site_seed},
     matmul::{matmul_backward, matmul_forward},
     precision::{matmul_backward_lowp, matmul_forward_lowp, round_inplace, round_into, Precision},
     residual::residual_forward,
@@ -46,6 +46,9 @@ pub(crate) struct Ctx<'a> {
     pub t_enc: usize,
     pub train: bool,
     pub dropout_seed: u64,
+    /// Index of this batch's first sequence in the global batch of a data-parallel step
+    /// (0 in one process): dropout masks are drawn by position in the global batch.
+    pub first_sequence: usize,
     /// Keys each query may see in self-attention: (B, T) true = real token (encoder padding).
     pub self_mask: Option<&'a [bool]>,
     /// Source tokens cross-attention may see: (B, T_enc).
@@ -116,6 +119,11 @@ impl Ctx<'_> {
     }
     pub fn seed(&self, site: u64) -> u64 {
         site_seed(self.dropout_seed, 0, site)
+    }
+
+    /// The element of the global batch's (B, T, width) buffer where this batch's starts.
+    pub fn dropout_first(&self, width: usize) -> usize {
+        self.first_sequence * self.t * width
     }
 
     /// A linear layer's forward pass, out (N, OC) = x (N, C) · Wᵀ + b with the weight (OC, C) and
@@ -333,7 +341,7 @@ impl Sublayer {
         let mut branch = cx.r.get(&out, n * c);
         if p > 0.0 {
             let d = cx.r.mut_(a.branch_drop.as_ref().unwrap(), n * c);
-            dropout_forward(d, branch, p, cx.seed(self.site));
+            dropout_forward_at(d, branch, p, cx.seed(self.site), cx.dropout_first(c));
             branch = d;
         }
         let sum = cx.r.mut_(&a.sum, n * c);
@@ -381,7 +389,8 @@ impl Sublayer {
             return d;
         }
         let out = cx.r.mut_(&cx.scratch.d_branch, d.len());
-        dropout_backward(out, d, p, cx.seed(self.site));
+        let width = d.len() / cx.n().max(1);
+        dropout_backward_at(out, d, p, cx.seed(self.site), cx.dropout_first(width));
         out
     }
 

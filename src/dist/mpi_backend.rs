@@ -1,0 +1,91 @@
+//! The MPI backend of [`super::Comm`]: the `mpi` crate (rsmpi) over the system's MPI library.
+
+use super::{Backend, Comm};
+use anyhow::{anyhow, ensure, Result};
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::*;
+use std::sync::Mutex;
+
+/// MPI_COMM_WORLD, with a lock that serializes calls (MPI_THREAD_SERIALIZED) and a reusable
+/// receive buffer, so a reduction allocates nothing once it has run at its largest size.
+pub struct World {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    comm: SimpleCommunicator,
+    recv_f32: Vec<f32>,
+    recv_f64: Vec<f64>,
+}
+
+// SAFETY: the communicator is a handle that MPI lets any thread use when MPI runs at
+// MPI_THREAD_SERIALIZED or above (checked in `init`) and calls never overlap; the Mutex makes
+// every use exclusive.
+unsafe impl Send for Inner {}
+
+/// The universe: dropping it calls MPI_Finalize, so it lives until [`finalize`].
+static UNIVERSE: Mutex<Option<UniverseBox>> = Mutex::new(None);
+
+struct UniverseBox(#[allow(dead_code)] Universe);
+// SAFETY: only taken out and dropped once, by `finalize`, after every collective has returned.
+unsafe impl Send for UniverseBox {}
+
+impl World {
+    pub fn init() -> Result<Comm> {
+        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+            .ok_or_else(|| anyhow!("MPI was already initialized"))?;
+        ensure!(
+            threading >= mpi::Threading::Serialized,
+            "the MPI library offers thread level {threading:?}; lmlab needs Serialized or above"
+        );
+        let comm = universe.world();
+        let (rank, size) = (comm.rank() as usize, comm.size() as usize);
+        let local = super::launch_env().map_or(1, |(_, _, l)| l);
+        *UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()) = Some(UniverseBox(universe));
+        let inner = Inner { comm, recv_f32: Vec::new(), recv_f64: Vec::new() };
+        Ok(Comm::new(rank, size, local, Backend::Mpi(World { inner: Mutex::new(inner) })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn all_reduce_sum_f32(&self, buf: &mut [f32]) {
+        let mut g = self.lock();
+        let Inner { comm, recv_f32, .. } = &mut *g;
+        if recv_f32.len() < buf.len() {
+            recv_f32.resize(buf.len(), 0.0);
+        }
+        let recv = &mut recv_f32[..buf.len()];
+        comm.all_reduce_into(&*buf, recv, SystemOperation::sum());
+        buf.copy_from_slice(recv);
+    }
+
+    pub fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
+        let mut g = self.lock();
+        let Inner { comm, recv_f64, .. } = &mut *g;
+        if recv_f64.len() < buf.len() {
+            recv_f64.resize(buf.len(), 0.0);
+        }
+        let recv = &mut recv_f64[..buf.len()];
+        comm.all_reduce_into(&*buf, recv, SystemOperation::sum());
+        buf.copy_from_slice(recv);
+    }
+
+    pub fn barrier(&self) {
+        self.lock().comm.barrier();
+    }
+
+    pub fn abort(&self, code: i32) -> ! {
+        // Not through the lock: another thread may hold it, blocked in a collective that the
+        // failed rank will never join.
+        mpi::topology::SimpleCommunicator::world().abort(code)
+    }
+}
+
+/// MPI_Finalize, once, if MPI was started.
+pub fn finalize() {
+    drop(UNIVERSE.lock().unwrap_or_else(|e| e.into_inner()).take());
+}
