@@ -320,3 +320,83 @@ fn a_killed_rank_ends_the_job_and_the_checkpoint_resumes() {
     let text = run_ok(resume, "resume after the kill");
     assert!(text.contains(&format!("done: {} steps", at + 5)), "{text}");
 }
+
+/// Writes a tiny TREC-format question set (two coarse classes) and a tiny parallel corpus.
+fn task_data(dir: &Path) {
+    let (mut trec, mut test, mut src, mut tgt) = (String::new(), String::new(), String::new(), String::new());
+    let nums = ["one", "two", "three", "four", "five", "six", "seven"];
+    for i in 0..60 {
+        let n = nums[i % nums.len()];
+        let m = nums[(i * 3 + 1) % nums.len()];
+        let line = if i % 2 == 0 {
+            format!("NUM:count How many {n} birds and {m} cats are there ?\n")
+        } else {
+            format!("LOC:city Where is the {n} river near the {m} town ?\n")
+        };
+        if i % 5 == 0 {
+            test.push_str(&line);
+        } else {
+            trec.push_str(&line);
+        }
+        src.push_str(&format!("ein {n} hund und {} katzen{}\n", m, " sehr".repeat(i % 4)));
+        tgt.push_str(&format!("a {n} dog and {} cats{}\n", m, " very".repeat(i % 3)));
+    }
+    for (name, text) in
+        [("train.label", trec), ("test.label", test), ("train.de", src.clone()), ("train.en", tgt.clone())]
+    {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let val = |t: &str| t.lines().take(12).collect::<Vec<_>>().join("\n") + "\n";
+    std::fs::write(dir.join("val.de"), val(&src)).unwrap();
+    std::fs::write(dir.join("val.en"), val(&tgt)).unwrap();
+}
+
+/// Classification and translation: 2 ranks with batch 4 follow one process with batch 8
+/// (losses, validation loss and accuracy, weights), dropout on.
+#[test]
+fn classification_and_translation_train_like_one_process() {
+    let Some(mpirun) = mpirun() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    task_data(dir.path());
+    let d = dir.path().display();
+    let common = "max_iters = 12\neval_interval = 6\nlog_interval = 1\nthreads = 1\nseed = 3\n\n\
+                  [optim]\nlearning_rate = 3e-3\nwarmup_iters = 2\nlr_decay_iters = 12\n";
+    let classify = format!(
+        "[model]\narch = \"encoder\"\nblock_size = 24\nn_layer = 1\nn_head = 2\nn_embd = 32\npooling = \"mean\"\n\
+         dropout = 0.1\nbias = false\n\n[data]\ntask = \"classify\"\nformat = \"trec\"\ntrain = \"{d}/train.label\"\n\
+         test = \"{d}/test.label\"\nval_fraction = 0.2\nvocab_size = 300\nmax_len = 20\n\n[train]\n{common}"
+    );
+    let translate = format!(
+        "[model]\narch = \"encoder_decoder\"\nblock_size = 24\nn_layer = 1\nn_dec_layer = 1\nn_head = 2\n\
+         n_embd = 32\ndropout = 0.1\nbias = false\nshare_embeddings = true\ntie_embeddings = true\n\n\
+         [data]\ntask = \"translate\"\nsrc_train = \"{d}/train.de\"\ntgt_train = \"{d}/train.en\"\n\
+         src_val = \"{d}/val.de\"\ntgt_val = \"{d}/val.en\"\nvocab_size = 300\nmax_len = 20\n\n[train]\n{common}"
+    );
+    for (task, toml) in [("classify", classify), ("translate", translate)] {
+        let cfg = dir.path().join(format!("{task}.toml"));
+        std::fs::write(&cfg, toml).unwrap();
+        let cfg = cfg.to_str().unwrap();
+        let (one, many) = (dir.path().join(format!("{task}-one")), dir.path().join(format!("{task}-two")));
+        let mut single = Command::new(BIN);
+        single.args(["train", "--config", cfg, "--quiet", "--set", "train.batch_size=8"]);
+        single.args(["--set", &format!("train.out_dir={}", one.display())]);
+        run_ok(single, &format!("{task}: one process"));
+        let mut c = mpi_cmd(&mpirun, 2, &["train", "--config", cfg, "--quiet", "--set", "train.batch_size=4"]);
+        c.args(["--set", &format!("train.out_dir={}", many.display())]);
+        run_ok(c, &format!("{task}: 2 ranks"));
+        let ((s1, e1), (s2, e2)) = (losses(&one), losses(&many));
+        assert_eq!((s1.len(), e1.len()), (12, 2), "{task}: 12 steps, 2 evaluations");
+        let loss = max_rel(&s2, &s1).max(max_rel(&e2, &e1));
+        let w = rel_l2(&params(&many.join("ckpt")), &params(&one.join("ckpt")));
+        eprintln!("{task}: 2 ranks vs 1 process: losses {loss:.2e}, weights {w:.2e}");
+        assert!(loss < 1e-5 && w < 1e-5, "{task}: losses {loss:.2e}, weights {w:.2e} (relative)");
+        if task == "classify" {
+            let acc = |run: &Path| -> f64 {
+                let r: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+                r["test_accuracy"].as_f64().unwrap()
+            };
+            assert_eq!(acc(&one), acc(&many), "classify: test accuracy");
+        }
+    }
+}

@@ -131,8 +131,15 @@ impl Seq2SeqBatch {
     /// Fills the batch with the examples `rows` of `corpus`, in that order. Allocation-free while
     /// `rows` and the sequences fit the sizes given to [`Seq2SeqBatch::new`].
     pub fn fill(&mut self, corpus: &ParallelCorpus, rows: &[u32]) {
-        let s = rows.iter().map(|&i| corpus.src[i as usize].len()).max().unwrap_or(0).max(1);
-        let t = rows.iter().map(|&i| corpus.tgt[i as usize].len()).max().unwrap_or(0) + 1;
+        self.fill_within(corpus, rows, rows)
+    }
+
+    /// Fills the batch with `rows`, padded to the lengths of the larger batch `all` they are
+    /// part of: a data-parallel rank's share of a global batch, shaped like that batch so that
+    /// its dropout masks are the global batch's.
+    pub fn fill_within(&mut self, corpus: &ParallelCorpus, all: &[u32], rows: &[u32]) {
+        let s = all.iter().map(|&i| corpus.src[i as usize].len()).max().unwrap_or(0).max(1);
+        let t = all.iter().map(|&i| corpus.tgt[i as usize].len()).max().unwrap_or(0) + 1;
         let b = rows.len();
         (self.b, self.src_len, self.tgt_len) = (b, s, t);
         // clear + resize stays within the reserved capacity: no allocation.
@@ -297,6 +304,20 @@ impl Seq2SeqBatcher {
     /// Fills `out` with the next batch, starting a new epoch (new shuffle) after the last.
     /// `corpus` must be the one the batcher was built for.
     pub fn next_batch(&mut self, corpus: &ParallelCorpus, out: &mut Seq2SeqBatch) {
+        self.next_batch_shard(corpus, out, 1, 0);
+    }
+
+    /// [`Seq2SeqBatcher::next_batch`] for shard `shard` of `shards` (a rank of a data-parallel
+    /// job): the next batch is drawn as one process would draw it, and `out` receives rows
+    /// `shard·n/shards .. (shard+1)·n/shards` of its n (see [`Seq2SeqBatch::fill_within`];
+    /// empty when n < shards). Returns that range.
+    pub fn next_batch_shard(
+        &mut self,
+        corpus: &ParallelCorpus,
+        out: &mut Seq2SeqBatch,
+        shards: usize,
+        shard: usize,
+    ) -> std::ops::Range<usize> {
         assert_eq!(corpus.len(), self.order.len(), "next_batch: not the corpus this batcher was built for");
         if self.cursor == self.batches.len() {
             self.epoch += 1;
@@ -306,7 +327,10 @@ impl Seq2SeqBatcher {
         self.cursor += 1;
         let start = k * self.batch_size;
         let end = (start + self.batch_size).min(self.order.len());
-        out.fill(corpus, &self.order[start..end]);
+        let all = &self.order[start..end];
+        let part = shard * all.len() / shards..(shard + 1) * all.len() / shards;
+        out.fill_within(corpus, all, &all[part.clone()]);
+        part
     }
 }
 

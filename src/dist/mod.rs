@@ -142,6 +142,15 @@ impl Comm {
         })
     }
 
+    /// Rank 0's `bytes` on every rank (their length included).
+    pub fn broadcast_bytes(&self, bytes: &mut Vec<u8>) {
+        match &self.backend {
+            Backend::Single => {}
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => w.broadcast_bytes(bytes),
+        }
+    }
+
     /// Every rank waits for the others.
     pub fn barrier(&self) {
         match &self.backend {

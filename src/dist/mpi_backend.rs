@@ -74,6 +74,15 @@ impl World {
         buf.copy_from_slice(recv);
     }
 
+    pub fn broadcast_bytes(&self, bytes: &mut Vec<u8>) {
+        let g = self.lock();
+        let root = g.comm.process_at_rank(0);
+        let mut len = bytes.len() as u64;
+        root.broadcast_into(&mut len);
+        bytes.resize(len as usize, 0);
+        root.broadcast_into(&mut bytes[..]);
+    }
+
     pub fn barrier(&self) {
         self.lock().comm.barrier();
     }

@@ -59,7 +59,13 @@ impl ClassBatch {
     }
 
     fn fill(&mut self, seqs: &[Vec<u32>], labels: &[usize], rows: &[usize]) {
-        let t = rows.iter().map(|&r| seqs[r].len()).max().unwrap_or(1);
+        self.fill_within(seqs, labels, rows, rows)
+    }
+
+    /// `rows`, padded to the longest of `all` (the global batch `rows` is a data-parallel
+    /// rank's part of), so that dropout masks line up with one process's.
+    fn fill_within(&mut self, seqs: &[Vec<u32>], labels: &[usize], all: &[usize], rows: &[usize]) {
+        let t = all.iter().map(|&r| seqs[r].len()).max().unwrap_or(1);
         (self.b, self.t) = (rows.len(), t);
         self.idx.clear();
         self.idx.resize(rows.len() * t, PAD);
@@ -75,7 +81,8 @@ impl ClassBatch {
     }
 }
 
-/// (mean loss, accuracy) of `model` on `rows` of the encoded set.
+/// (mean loss, accuracy) of `model` on `rows` of the encoded set. Data-parallel: each rank
+/// takes its part of the rows and the sums are all-reduced.
 fn evaluate(
     model: &mut Transformer,
     seqs: &[Vec<u32>],
@@ -84,8 +91,11 @@ fn evaluate(
     batch: &mut ClassBatch,
 ) -> Result<(f32, f64)> {
     let k = model.config.num_classes;
+    let world = crate::dist::world();
+    let n = rows.len();
+    let mine = &rows[world.rank() * n / world.size()..(world.rank() + 1) * n / world.size()];
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-    for chunk in rows.chunks(model.max_batch()) {
+    for chunk in mine.chunks(model.max_batch()) {
         batch.fill(seqs, labels, chunk);
         let loss = model
             .forward_classify(&batch.idx, Some(&batch.mask), Some(&batch.labels), batch.b, batch.t, false, 0)?
@@ -96,7 +106,9 @@ fn evaluate(
             correct += (pred as i32 == y) as usize;
         }
     }
-    Ok(((loss_sum / rows.len() as f64) as f32, correct as f64 / rows.len() as f64))
+    let mut sums = [loss_sum, correct as f64];
+    world.all_reduce_sum_f64(&mut sums);
+    Ok(((sums[0] / n as f64) as f32, sums[1] / n as f64))
 }
 
 fn load(format: &str, path: &Path, names: Option<&[String]>) -> Result<LabelledText> {
@@ -194,12 +206,15 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
             let tokenizer = match &teacher {
                 Some(t) => t.tokenizer.clone(),
                 None => {
-                    let corpus = out_dir.join(".tokenizer-train.txt");
-                    std::fs::write(&corpus, train_set.texts.join("\n"))
-                        .with_context(|| format!("cannot write {}", corpus.display()))?;
-                    let bpe = BpeTokenizer::train(std::slice::from_ref(&corpus), d.vocab_size);
-                    let _ = std::fs::remove_file(&corpus);
-                    Tokenizer::Bpe(Box::new(bpe.context("training the BPE tokenizer")?))
+                    let bpe = super::bpe_from_rank_0(|| {
+                        let corpus = out_dir.join(".tokenizer-train.txt");
+                        std::fs::write(&corpus, train_set.texts.join("\n"))
+                            .with_context(|| format!("cannot write {}", corpus.display()))?;
+                        let bpe = BpeTokenizer::train(std::slice::from_ref(&corpus), d.vocab_size);
+                        let _ = std::fs::remove_file(&corpus);
+                        bpe.context("training the BPE tokenizer")
+                    })?;
+                    Tokenizer::Bpe(Box::new(bpe))
                 }
             };
             let model_cfg = crate::model::transformer::ModelConfig {
@@ -245,7 +260,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
     let mut tracker = RunTracker::start(cfg, opts, from.as_ref())?;
     tracker.info(format!(
         "model: {} parameters ({} layers, {} heads, {} wide, {:?} pooling), {} classes {:?}, BPE vocab {}; \
-         data: {} train / {} val / {} test examples; {} threads",
+         data: {} train / {} val / {} test examples; {}{} threads",
         model.num_params(),
         cfg.model.n_layer,
         cfg.model.n_head,
@@ -257,6 +272,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
         n_train,
         val_rows.len(),
         test_rows.len(),
+        super::ranks_note(crate::dist::world()),
         rayon::current_num_threads()
     ));
 
@@ -295,8 +311,16 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
         let health_due = health.before_step(step + 1, &model);
         model.zero_grad();
         let mut acc = GradAccum::new(tc.grad_accum_steps, scaler.loss_scale());
+        let world = crate::dist::world();
         for micro in 0..tc.grad_accum_steps as u64 {
-            batch.fill(&train_seqs, &train_set.labels, sampler.next(tc.batch_size));
+            // Data-parallel: one global batch of batch_size × ranks examples, this rank's part.
+            let all = sampler.next(tc.batch_size * world.size());
+            let part = world.rank() * all.len() / world.size()..(world.rank() + 1) * all.len() / world.size();
+            if part.is_empty() {
+                continue;
+            }
+            model.set_first_sequence(part.start);
+            batch.fill_within(&train_seqs, &train_set.labels, all, &all[part]);
             let seed = mix64(tc.seed ^ mix64(step)) ^ micro;
             if let Some(t) = &mut teacher {
                 t.teach_classify(&mut model, &batch.idx, &batch.mask, batch.b, batch.t)?;
@@ -321,8 +345,9 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
         if done % tc.log_interval == 0 {
             let ms = window.0.elapsed().as_secs_f64() * 1e3 / window.1 as f64;
             last_train = (window.2 / window.1 as f64) as f32;
-            tracker.log.step(done, last_train, s.lr, s.grad_norm, ms, (batch.b * batch.t) as f64 / ms * 1e3)?;
-            tracker.progress.update(done, last_train, s.lr, ms, (batch.b * batch.t) as f64 / ms * 1e3);
+            let tokens = (batch.b * batch.t * world.size()) as f64;
+            tracker.log.step(done, last_train, s.lr, s.grad_norm, ms, tokens / ms * 1e3)?;
+            tracker.progress.update(done, last_train, s.lr, ms, tokens / ms * 1e3);
             window = (Instant::now(), 0, 0.0);
         }
         step = done;
@@ -332,7 +357,9 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
     }
 
     // Test accuracy of the best checkpoint (loaded back unless it is the current model), and of
-    // the last one.
+    // the last one. Data-parallel: rank 0 has written the best checkpoint before any rank reads
+    // it.
+    crate::dist::world().barrier();
     let record = tracker.record().clone();
     let (last_loss, last_acc) = evaluate(&mut model, &test_seqs, &test_set.labels, &test_rows, &mut eval_batch)?;
     let best_step = record.best_step.filter(|_| tracker.best_dir().join("state.json").is_file());
@@ -351,13 +378,16 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
         "last": {"step": step, "val_loss": record.val_loss, "test_accuracy": last_acc, "test_loss": last_loss},
         "steps": step,
     });
-    crate::io::atomic::write_file_atomic(
-        &out_dir.join("results.json"),
-        serde_json::to_string_pretty(&results)?.as_bytes(),
-    )?;
+    let root = crate::dist::world().is_root();
+    if root {
+        crate::io::atomic::write_file_atomic(
+            &out_dir.join("results.json"),
+            serde_json::to_string_pretty(&results)?.as_bytes(),
+        )?;
+    }
     let mut summary = tracker.finish(step);
     (summary.test_accuracy, summary.test_loss) = (Some(test_acc), Some(test_loss));
-    if !opts.quiet && !opts.json {
+    if !opts.quiet && !opts.json && root {
         println!(
             "test accuracy {:.2}% on {} examples of {} (loss {test_loss:.4}) with {} (step {}); last step: {:.2}%",
             100.0 * test_acc,

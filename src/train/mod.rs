@@ -6,6 +6,7 @@ pub mod run;
 pub mod seq2seq;
 
 use crate::config::{RunConfig, Task};
+use crate::data::bpe::BpeTokenizer;
 use crate::data::dataset::sample_batch_shard;
 use crate::data::{Batch, CharTokenizer, TokenDataset, Tokenizer};
 use crate::inspect::HealthMonitor;
@@ -238,6 +239,25 @@ fn precision_note(scaler: &LossScaler, p: crate::kernels::precision::Precision) 
     } else {
         "precision fp32".into()
     }
+}
+
+/// A BPE tokenizer that every rank of a data-parallel job shares: `train` runs on rank 0 only
+/// and the result is broadcast (Hugging Face's BPE trainer may break ties between equally
+/// frequent pairs differently in two processes, and ranks with different vocabularies would
+/// not even agree on the model's size). In one process, just `train`.
+pub(crate) fn bpe_from_rank_0(train: impl FnOnce() -> Result<BpeTokenizer>) -> Result<BpeTokenizer> {
+    let world = crate::dist::world();
+    if !world.is_distributed() {
+        return train();
+    }
+    let mut json = Vec::new();
+    if world.is_root() {
+        // An error here ends the job (MPI_Abort) before the others wait long.
+        json = train()?.to_json()?.into_bytes();
+    }
+    world.broadcast_bytes(&mut json);
+    let json = String::from_utf8(json).context("the BPE tokenizer rank 0 sent is not UTF-8")?;
+    BpeTokenizer::from_json(&json, "the BPE tokenizer rank 0 sent")
 }
 
 /// "N ranks (data-parallel, global batch B·N) × " in a data-parallel job, else nothing.

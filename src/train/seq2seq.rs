@@ -37,15 +37,23 @@ pub fn corpus_loss(
     max_len: usize,
 ) -> Result<f64> {
     let mut batches = EvalBatcher::new(corpus, model.max_batch(), max_len, max_len, true)?;
-    let (mut sum, mut count) = (0.0f64, 0usize);
+    // Data-parallel: rank r evaluates batches r, r + N, ...; the sums are all-reduced.
+    let world = crate::dist::world();
+    let mut sums = [0.0f64, 0.0];
+    let mut k = 0;
     while batches.next_batch(corpus, batch) {
+        k += 1;
+        if (k - 1) % world.size() != world.rank() {
+            continue;
+        }
         let b = &*batch;
         let loss = forward_batch(model, b, false, 0)?;
         let n = b.tgt_out.iter().filter(|&&t| t >= 0).count();
-        sum += loss as f64 * n as f64;
-        count += n;
+        sums[0] += loss as f64 * n as f64;
+        sums[1] += n as f64;
     }
-    Ok(sum / count.max(1) as f64)
+    world.all_reduce_sum_f64(&mut sums);
+    Ok(sums[0] / sums[1].max(1.0))
 }
 
 /// Trains a translation model, or resumes one from the checkpoint `resume` (its BPE tokenizer,
@@ -61,7 +69,9 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
         }
         None => {
             let files = [PathBuf::from(&d.src_train), PathBuf::from(&d.tgt_train)];
-            let bpe = BpeTokenizer::train(&files, d.vocab_size).context("training the BPE tokenizer")?;
+            let bpe = super::bpe_from_rank_0(|| {
+                BpeTokenizer::train(&files, d.vocab_size).context("training the BPE tokenizer")
+            })?;
             let tokenizer = Tokenizer::Bpe(Box::new(bpe));
             let (model, opt) = fresh_model(cfg, cfg.model_config(tokenizer.vocab_size()))?;
             (tokenizer, model, opt, None)
@@ -74,7 +84,11 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
     let train = ParallelCorpus::load(Path::new(&d.src_train), Path::new(&d.tgt_train), bpe, d.max_len)?;
     let val = ParallelCorpus::load(Path::new(&d.src_val), Path::new(&d.tgt_val), bpe, d.max_len)?;
     let schedule = cfg.optim.schedule();
-    let mut batcher = Seq2SeqBatcher::new(&train, tc.batch_size, d.max_len, d.max_len, tc.seed)?;
+    // Data-parallel: the batcher draws global batches of batch_size × ranks pairs, and each rank
+    // trains on its part of every one.
+    let world = crate::dist::world();
+    let global_batch = tc.batch_size * world.size();
+    let mut batcher = Seq2SeqBatcher::new(&train, global_batch, d.max_len, d.max_len, tc.seed)?;
     if let Some(from) = &from {
         batcher.restore(&train, &from.task_state()?).context("cannot resume the batch order")?;
     }
@@ -84,7 +98,7 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
     let mut tracker = RunTracker::start(cfg, opts, from.as_ref())?;
     tracker.info(format!(
         "model: {} parameters (encoder {} / decoder {} layers, {} heads, {} wide), BPE vocab {} ({} s to {}); \
-         data: {} train / {} val pairs ({} / {} truncated), {} batches per epoch; {} threads",
+         data: {} train / {} val pairs ({} / {} truncated), {} batches per epoch; {}{} threads",
         model.num_params(),
         cfg.model.n_layer,
         cfg.model.dec_layers(),
@@ -98,6 +112,7 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
         train.truncated_src,
         train.truncated_tgt,
         batcher.batches_per_epoch(),
+        super::ranks_note(world),
         rayon::current_num_threads()
     ));
     let mut last_train = f32::NAN;
@@ -138,11 +153,17 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
         model.zero_grad();
         let mut acc = GradAccum::new(tc.grad_accum_steps, scaler.loss_scale());
         for micro in 0..tc.grad_accum_steps as u64 {
-            batcher.next_batch(&train, &mut batch);
+            let part = batcher.next_batch_shard(&train, &mut batch, world.size(), world.rank());
+            // A short last batch of the epoch can leave this rank nothing: it then adds no
+            // gradient, and its count of 0 weighs nothing in the all-reduce.
+            if part.is_empty() {
+                continue;
+            }
+            model.set_first_sequence(part.start);
             let seed = mix64(tc.seed ^ mix64(step)) ^ micro;
             let loss = forward_batch(&mut model, &batch, true, seed)?;
             acc.backward(&mut model, loss, step)?;
-            window_tokens += batch.b * (batch.src_len + batch.tgt_len);
+            window_tokens += batch.b * (batch.src_len + batch.tgt_len) * world.size();
         }
         let loss = acc.finish(&mut model);
         let s = optimizer_step(&mut model, &mut opt, cfg.optim.clipping(), step, loss, lr, &mut scaler)?;
