@@ -65,12 +65,7 @@ pub fn forward_flops(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
 }
 
 fn peak_rss_kb() -> u64 {
-    // SAFETY: getrusage fills the struct it is given.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru.ru_maxrss as u64
-    }
+    crate::util::peak_rss_bytes() / 1024
 }
 
 fn dump_init(path: &Path, model: &Transformer, batch: &Batch) -> Result<()> {

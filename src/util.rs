@@ -18,6 +18,16 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     Ok(pool)
 }
 
+/// Peak resident set size of this process in bytes (getrusage).
+pub fn peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_maxrss as u64 * 1024
+    }
+}
+
 /// Reads a UTF-8 text corpus, with errors that say what is wrong with the file.
 pub fn read_corpus(path: &Path) -> Result<String> {
     ensure!(!path.as_os_str().is_empty(), "no data file given (set data.path in the config or pass --data)");

@@ -100,12 +100,7 @@ pub struct Efficiency {
 
 /// Peak resident set size of this process in bytes.
 pub fn peak_rss_bytes() -> u64 {
-    // SAFETY: getrusage fills the struct it is given.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru.ru_maxrss as u64 * 1024
-    }
+    crate::util::peak_rss_bytes()
 }
 
 /// Parameters outside embedding tables and an untied output layer.

@@ -452,6 +452,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
     let mut health = HealthMonitor::new(tc.health_interval, &trainer.model);
     let mut window_start = Instant::now();
     let mut window_steps = 0u64;
+    let comm = CommMeter::start(world, trainer.step);
     while trainer.step < tc.max_iters {
         if tracker.eval_due(trainer.step) && evaluate(&mut trainer, &mut tracker)? {
             break;
@@ -473,10 +474,58 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             window_steps = 0;
         }
     }
+    comm.report(world, trainer.step, &mut tracker)?;
     if tracker.needs_final_eval(trainer.step) {
         evaluate(&mut trainer, &mut tracker)?;
     }
     Ok(tracker.finish(trainer.step))
+}
+
+/// What a data-parallel run spent communicating: time inside collectives (the all-reduces,
+/// including any wait for a slower rank) against the wall time of the steps and evaluations.
+struct CommMeter {
+    started: Instant,
+    step: u64,
+}
+
+impl CommMeter {
+    fn start(world: &crate::dist::Comm, step: u64) -> Self {
+        world.take_comm_stats();
+        CommMeter { started: Instant::now(), step }
+    }
+
+    /// Logs a `communication` event and a line: per step, the collectives' time and bytes, and
+    /// each rank's peak RSS. Nothing in one process.
+    fn report(&self, world: &crate::dist::Comm, step: u64, tracker: &mut RunTracker) -> Result<()> {
+        if !world.is_distributed() {
+            return Ok(());
+        }
+        let (seconds, bytes) = world.take_comm_stats();
+        let wall = self.started.elapsed().as_secs_f64();
+        let steps = step.saturating_sub(self.step).max(1) as f64;
+        // Every rank's peak RSS, gathered by summing a vector with one slot per rank.
+        let mut rss = vec![0.0f64; world.size()];
+        rss[world.rank()] = crate::util::peak_rss_bytes() as f64;
+        world.all_reduce_sum_f64(&mut rss);
+        let rss_mb: Vec<f64> = rss.iter().map(|b| (b / 1e6 * 10.0).round() / 10.0).collect();
+        tracker.log.event(
+            "communication",
+            serde_json::json!({
+                "iter": step, "ranks": world.size(), "comm_ms_per_step": seconds * 1e3 / steps,
+                "wall_ms_per_step": wall * 1e3 / steps, "share": seconds / wall,
+                "bytes_per_step": bytes as f64 / steps, "peak_rss_mb": rss_mb,
+            }),
+        )?;
+        tracker.info(format!(
+            "communication (rank 0): {:.2} ms per step in all-reduces ({:.1}% of the wall time), {:.2} MB reduced \
+             per step; peak RSS per rank {:?} MB",
+            seconds * 1e3 / steps,
+            100.0 * seconds / wall,
+            bytes as f64 / steps / 1e6,
+            rss_mb
+        ));
+        Ok(())
+    }
 }
 
 /// Times `iters` training steps of `cfg`'s model on random tokens (after `warmup` steps) with
