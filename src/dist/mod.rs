@@ -142,7 +142,9 @@ impl Comm {
         })
     }
 
-    /// Rank 0's `bytes` on every rank (their length included).
+    /// Rank 0's `bytes` on every rank (their length included, so the Vec may be resized).
+    // Without MPI there is one rank and nothing to receive.
+    #[cfg_attr(not(feature = "mpi"), allow(unused_variables, clippy::ptr_arg))]
     pub fn broadcast_bytes(&self, bytes: &mut Vec<u8>) {
         match &self.backend {
             Backend::Single => {}
