@@ -400,3 +400,82 @@ fn classification_and_translation_train_like_one_process() {
         }
     }
 }
+
+/// The `communication` event of a run's metrics.jsonl.
+fn communication(run: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let line = text.lines().find(|l| l.contains("\"communication\"")).expect("a communication event");
+    serde_json::from_str(line).unwrap()
+}
+
+/// ZeRO-1 (`train.zero = 1`): every rank holds its 1/N of the optimizer state, the run follows
+/// one process as plain data parallelism does, and its checkpoints are the ordinary complete
+/// ones: a ZeRO run of 2 ranks resumes on 3 ranks (ZeRO) and on 1 process, ending where an
+/// uninterrupted one-process run ends.
+#[test]
+fn zero_1_shards_the_optimizer_state_and_trains_like_one_process() {
+    let Some(mpirun) = mpirun() else { return };
+    let cases: [(usize, &[&str]); 3] = [
+        (2, &["train.zero=1"]),
+        (3, &["train.zero=1", "optim.name=adam"]),
+        (2, &["train.zero=1", "optim.name=sgd", "optim.momentum=0.9"]),
+    ];
+    for (ranks, sets) in cases {
+        let (loss, w) = one_vs_ranks(&mpirun, ranks, 2, sets);
+        eprintln!("{sets:?}: {ranks} ranks vs 1 process: losses {loss:.2e}, weights {w:.2e}");
+        assert!(loss < 1e-5 && w < 1e-5, "{sets:?} on {ranks} ranks: losses {loss:.2e}, weights {w:.2e}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &corpus(dir.path()));
+    let cfg = cfg.to_str().unwrap();
+    let out = |name: &str| format!("train.out_dir={}", dir.path().join(name).display());
+    let mut straight = Command::new(BIN);
+    straight.args(["train", "--config", cfg, "--quiet", "--set", "train.batch_size=6", "--set", &out("straight")]);
+    run_ok(straight, "one process");
+    let want = params(&dir.path().join("straight/ckpt"));
+    // The state per rank: half of AdamW's two moments with ZeRO-1, all of them without.
+    let n_params = want.len() as u64;
+    for zero in [0, 1] {
+        let name = format!("zero{zero}");
+        let mut c = mpi_cmd(&mpirun, 2, &["train", "--config", cfg, "--quiet", "--set", "train.batch_size=3"]);
+        c.args(["--set", &format!("train.zero={zero}"), "--set", "train.max_iters=10", "--set", &out(&name)]);
+        run_ok(c, &format!("2 ranks, zero {zero}"));
+        let per_rank: Vec<u64> = communication(&dir.path().join(&name))["optimizer_state_bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap())
+            .collect();
+        let full = 8 * n_params;
+        if zero == 0 {
+            assert_eq!(per_rank, [full, full]);
+        } else {
+            assert_eq!(per_rank.iter().sum::<u64>(), full, "the parts add up to the whole");
+            assert!(per_rank.iter().all(|&b| b.abs_diff(full / 2) <= 8), "{per_rank:?} of {full}");
+        }
+    }
+    // The ZeRO checkpoint holds the whole state: resume it on 3 ranks (ZeRO) and on 1 process.
+    let ckpt = dir.path().join("zero1/ckpt");
+    let saved = lmlab::io::checkpoint::load(&ckpt, 1, true).unwrap();
+    assert_eq!(saved.optimizer.as_ref().unwrap().buffers.iter().map(|(_, v)| v.len()).sum::<usize>(), 2 * want.len());
+    for (ranks, b) in [(3usize, 2usize), (1, 6)] {
+        let name = format!("resumed-{ranks}");
+        let copy = dir.path().join(&name);
+        copy_dir(&ckpt, &copy.join("ckpt"));
+        let resumed = copy.join("ckpt");
+        let mut c = mpi_cmd(&mpirun, ranks, &["train", "--resume", resumed.to_str().unwrap(), "--quiet"]);
+        c.args(["--set", &format!("train.batch_size={b}"), "--set", "train.max_iters=20", "--set", &out(&name)]);
+        run_ok(c, &format!("resume on {ranks}"));
+        let w = rel_l2(&params(&copy.join("ckpt")), &want);
+        eprintln!("ZeRO-1 on 2 ranks, resumed on {ranks}: weights vs one process {w:.2e}");
+        assert!(w < 1e-5, "resumed on {ranks}: relative weight difference {w:.2e}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}

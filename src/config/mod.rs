@@ -115,6 +115,9 @@ pub struct TrainSection {
     /// than `early_stop_min_delta`; 0 turns early stopping off.
     pub early_stop_patience: u64,
     pub early_stop_min_delta: f32,
+    /// ZeRO stage under MPI data parallelism: 0 = every rank holds the whole optimizer state;
+    /// 1 = each rank holds 1/N of it (ZeRO-1). Ignored in one process.
+    pub zero: u8,
 }
 
 impl Default for TrainSection {
@@ -138,6 +141,7 @@ impl Default for TrainSection {
             health_interval: 0,
             early_stop_patience: 0,
             early_stop_min_delta: 0.0,
+            zero: 0,
         }
     }
 }
@@ -307,6 +311,9 @@ impl RunConfig {
         }
         if !(t.early_stop_min_delta >= 0.0 && t.early_stop_min_delta.is_finite()) {
             bail!("train.early_stop_min_delta must be a non-negative number, got {}", t.early_stop_min_delta);
+        }
+        if t.zero > 1 {
+            bail!("train.zero must be 0 (off) or 1 (ZeRO stage 1: optimizer state sharded), got {}", t.zero);
         }
         if t.eval_interval == 0 || t.eval_iters == 0 || t.log_interval == 0 {
             bail!("train.eval_interval, train.eval_iters and train.log_interval must be positive");

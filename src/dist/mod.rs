@@ -142,6 +142,46 @@ impl Comm {
         })
     }
 
+    /// Rank `r`'s part of `len` items split as evenly as the count allows:
+    /// `r·len/size .. (r+1)·len/size` (parts differ by at most one item).
+    pub fn part_of(&self, rank: usize, len: usize) -> std::ops::Range<usize> {
+        rank * len / self.size..(rank + 1) * len / self.size
+    }
+
+    /// This rank's [`Comm::part_of`] `len` items.
+    pub fn part(&self, len: usize) -> std::ops::Range<usize> {
+        self.part_of(self.rank, len)
+    }
+
+    /// buf ← every rank's own part of it ([`Comm::part`]): the others' parts are overwritten
+    /// with theirs (an all-gather, in place).
+    pub fn all_gather_parts(&self, buf: &mut [f32]) {
+        self.timed(std::mem::size_of_val(buf), || match &self.backend {
+            Backend::Single => {}
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => {
+                let parts: Vec<_> = (0..self.size).map(|r| self.part_of(r, buf.len())).collect();
+                w.all_gather_parts(buf, &parts, self.rank)
+            }
+        })
+    }
+
+    /// Every rank's `local` (rank r's holding `part_of(r, len)` of a `len`-long buffer)
+    /// assembled on rank 0; None on the other ranks. In one process, `local` itself.
+    pub fn gather_parts(&self, local: &[f32], len: usize) -> Option<Vec<f32>> {
+        match &self.backend {
+            Backend::Single => {
+                debug_assert_eq!(local.len(), len, "one process holds the whole buffer");
+                Some(local.to_vec())
+            }
+            #[cfg(feature = "mpi")]
+            Backend::Mpi(w) => {
+                let parts: Vec<_> = (0..self.size).map(|r| self.part_of(r, len)).collect();
+                w.gather_parts(local, &parts, self.rank)
+            }
+        }
+    }
+
     /// Rank 0's `bytes` on every rank (their length included, so the Vec may be resized).
     // Without MPI there is one rank and nothing to receive.
     #[cfg_attr(not(feature = "mpi"), allow(unused_variables, clippy::ptr_arg))]

@@ -3,9 +3,11 @@
 use super::{Backend, Comm};
 use anyhow::{anyhow, ensure, Result};
 use mpi::collective::SystemOperation;
+use mpi::datatype::PartitionMut;
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
+use mpi::Count;
 use std::sync::Mutex;
 
 /// MPI_COMM_WORLD, with a lock that serializes calls (MPI_THREAD_SERIALIZED) and a reusable
@@ -72,6 +74,37 @@ impl World {
         let recv = &mut recv_f64[..buf.len()];
         comm.all_reduce_into(&*buf, recv, SystemOperation::sum());
         buf.copy_from_slice(recv);
+    }
+
+    /// In-place all-gather: rank r contributes `buf[parts[r]]`.
+    pub fn all_gather_parts(&self, buf: &mut [f32], parts: &[std::ops::Range<usize>], rank: usize) {
+        let mut g = self.lock();
+        let Inner { comm, recv_f32, .. } = &mut *g;
+        if recv_f32.len() < buf.len() {
+            recv_f32.resize(buf.len(), 0.0);
+        }
+        let counts: Vec<Count> = parts.iter().map(|p| p.len() as Count).collect();
+        let displs: Vec<Count> = parts.iter().map(|p| p.start as Count).collect();
+        let mut recv = PartitionMut::new(&mut recv_f32[..buf.len()], counts, displs);
+        comm.all_gather_varcount_into(&buf[parts[rank].clone()], &mut recv);
+        buf.copy_from_slice(&recv_f32[..buf.len()]);
+    }
+
+    /// Gather to rank 0: rank r sends `local` (= its `parts[r]`); rank 0 gets the whole.
+    pub fn gather_parts(&self, local: &[f32], parts: &[std::ops::Range<usize>], rank: usize) -> Option<Vec<f32>> {
+        let g = self.lock();
+        let root = g.comm.process_at_rank(0);
+        if rank != 0 {
+            root.gather_varcount_into(local);
+            return None;
+        }
+        let len = parts.last().map_or(0, |p| p.end);
+        let mut out = vec![0f32; len];
+        let counts: Vec<Count> = parts.iter().map(|p| p.len() as Count).collect();
+        let displs: Vec<Count> = parts.iter().map(|p| p.start as Count).collect();
+        let mut recv = PartitionMut::new(&mut out[..], counts, displs);
+        root.gather_varcount_into_root(local, &mut recv);
+        Some(out)
     }
 
     pub fn broadcast_bytes(&self, bytes: &mut Vec<u8>) {

@@ -42,13 +42,15 @@ pub struct Adagrad {
     pub sum: Vec<f32>,
     /// Number of updates taken so far (drives the `lr_decay` schedule).
     pub t: u64,
-    groups: Vec<TensorGroup>,
+    pub(crate) groups: Vec<TensorGroup>,
+    /// ZeRO-1: the parameters whose state this optimizer holds (see [`super::Optimizer::shard`]).
+    pub(crate) shard: Option<std::ops::Range<usize>>,
 }
 
 impl Adagrad {
     pub fn new(config: AdagradConfig, layout: &ParamLayout) -> Self {
         let groups = default_groups(layout, config.weight_decay, config.decay_embeddings);
-        Adagrad { sum: vec![config.initial_accumulator_value; layout.total], t: 0, groups, config }
+        Adagrad { sum: vec![config.initial_accumulator_value; layout.total], t: 0, groups, config, shard: None }
     }
 
     /// Replaces the default per-tensor settings (see [`super::groups`]).

@@ -41,7 +41,9 @@ pub struct Adam {
     pub v_max: Vec<f32>,
     /// Number of updates taken so far (the `t` of the bias corrections).
     pub t: u64,
-    groups: Vec<TensorGroup>,
+    pub(crate) groups: Vec<TensorGroup>,
+    /// ZeRO-1: the parameters whose state this optimizer holds (see [`super::Optimizer::shard`]).
+    pub(crate) shard: Option<std::ops::Range<usize>>,
 }
 
 impl Adam {
@@ -49,7 +51,7 @@ impl Adam {
         let groups = default_groups(layout, config.weight_decay, config.decay_embeddings);
         let n = layout.total;
         let v_max = state_vec(config.amsgrad, n);
-        Adam { m: vec![0.0; n], v: vec![0.0; n], v_max, t: 0, groups, config }
+        Adam { m: vec![0.0; n], v: vec![0.0; n], v_max, t: 0, groups, config, shard: None }
     }
 
     /// Replaces the default per-tensor settings (see [`super::groups`]).

@@ -38,13 +38,15 @@ pub struct AdamW {
     /// Number of updates taken so far (the `t` of the bias corrections).
     pub t: u64,
     /// Per-tensor weight decay and learning-rate multiplier.
-    groups: Vec<TensorGroup>,
+    pub(crate) groups: Vec<TensorGroup>,
+    /// ZeRO-1: the parameters whose state this optimizer holds (see [`super::Optimizer::shard`]).
+    pub(crate) shard: Option<std::ops::Range<usize>>,
 }
 
 impl AdamW {
     pub fn new(config: AdamWConfig, layout: &ParamLayout) -> Self {
         let groups = default_groups(layout, config.weight_decay, config.decay_embeddings);
-        AdamW { m: vec![0.0; layout.total], v: vec![0.0; layout.total], t: 0, groups, config }
+        AdamW { m: vec![0.0; layout.total], v: vec![0.0; layout.total], t: 0, groups, config, shard: None }
     }
 
     /// One update of `params` with `grads` at learning rate `lr`.

@@ -139,6 +139,14 @@ pub fn resolve_groups(
 
 /// The groups overlapping the chunk `lo..lo + len`, as (chunk-local range, weight decay, learning-rate
 /// multiplier): a chunk that spans two tensors applies each one's settings to its own part.
+/// `groups` restricted to the parameters `range`, renumbered from `range.start` (ZeRO-1: an
+/// optimizer holding one slice of the flat buffer).
+pub(crate) fn cut_groups(groups: &[TensorGroup], range: &Range<usize>) -> Vec<TensorGroup> {
+    groups_in_chunk(groups, range.start, range.len())
+        .map(|(r, weight_decay, lr_scale)| TensorGroup { range: r, weight_decay, lr_scale })
+        .collect()
+}
+
 pub(crate) fn groups_in_chunk(
     groups: &[TensorGroup],
     lo: usize,

@@ -1,4 +1,6 @@
 //! Optimizers, learning-rate schedules and gradient clipping over flat buffers.
+use std::ops::Range;
+
 pub mod adagrad;
 pub mod adam;
 pub mod adamw;
@@ -144,6 +146,50 @@ impl Optimizer {
             Optimizer::RmsProp(o) => o.step_scaled(params, grads, lr, grad_scale),
             Optimizer::Adagrad(o) => o.step_scaled(params, grads, lr, grad_scale),
         }
+    }
+
+    /// ZeRO stage 1: from now on this optimizer holds the state of the parameters `range` only
+    /// (the rest belongs to other ranks) and [`Optimizer::step_scaled`] takes `params[range]`
+    /// and `grads[range]`. The per-tensor settings are cut to the range, so every element
+    /// updates exactly as it would in the whole buffer. Idempotent for the same range.
+    pub fn shard(&mut self, range: Range<usize>) {
+        let cut = |v: &mut Vec<f32>| {
+            if !v.is_empty() {
+                *v = v[range.clone()].to_vec();
+            }
+        };
+        let (bufs, groups, shard): (Vec<&mut Vec<f32>>, _, _) = match self {
+            Optimizer::AdamW(o) => (vec![&mut o.m, &mut o.v], &mut o.groups, &mut o.shard),
+            Optimizer::Adam(o) => (vec![&mut o.m, &mut o.v, &mut o.v_max], &mut o.groups, &mut o.shard),
+            Optimizer::Sgd(o) => (vec![&mut o.momentum_buf], &mut o.groups, &mut o.shard),
+            Optimizer::RmsProp(o) => {
+                (vec![&mut o.square_avg, &mut o.grad_avg, &mut o.momentum_buf], &mut o.groups, &mut o.shard)
+            }
+            Optimizer::Adagrad(o) => (vec![&mut o.sum], &mut o.groups, &mut o.shard),
+        };
+        if shard.as_ref() == Some(&range) {
+            return;
+        }
+        assert!(shard.is_none(), "Optimizer::shard: already sharded to {shard:?}");
+        bufs.into_iter().for_each(cut);
+        *groups = groups::cut_groups(groups, &range);
+        *shard = Some(range);
+    }
+
+    /// The parameters whose state this optimizer holds, after [`Optimizer::shard`].
+    pub fn shard_range(&self) -> Option<Range<usize>> {
+        match self {
+            Optimizer::AdamW(o) => o.shard.clone(),
+            Optimizer::Adam(o) => o.shard.clone(),
+            Optimizer::Sgd(o) => o.shard.clone(),
+            Optimizer::RmsProp(o) => o.shard.clone(),
+            Optimizer::Adagrad(o) => o.shard.clone(),
+        }
+    }
+
+    /// Bytes of optimizer state held (this rank's share under ZeRO-1).
+    pub fn state_bytes(&self) -> usize {
+        self.state_tensors().iter().map(|(_, v)| 4 * v.len()).sum()
     }
 
     /// Number of updates taken so far.

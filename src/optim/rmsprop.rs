@@ -50,7 +50,9 @@ pub struct RmsProp {
     pub momentum_buf: Vec<f32>,
     /// Number of updates taken so far.
     pub t: u64,
-    groups: Vec<TensorGroup>,
+    pub(crate) groups: Vec<TensorGroup>,
+    /// ZeRO-1: the parameters whose state this optimizer holds (see [`super::Optimizer::shard`]).
+    pub(crate) shard: Option<std::ops::Range<usize>>,
 }
 
 impl RmsProp {
@@ -59,7 +61,7 @@ impl RmsProp {
         let n = layout.total;
         let grad_avg = state_vec(config.centered, n);
         let momentum_buf = state_vec(config.momentum > 0.0, n);
-        RmsProp { square_avg: vec![0.0; n], grad_avg, momentum_buf, t: 0, groups, config }
+        RmsProp { square_avg: vec![0.0; n], grad_avg, momentum_buf, t: 0, groups, config, shard: None }
     }
 
     /// Replaces the default per-tensor settings (see [`super::groups`]).

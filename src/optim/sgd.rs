@@ -36,14 +36,16 @@ pub struct Sgd {
     pub momentum_buf: Vec<f32>,
     /// Number of updates taken so far (the first one initialises the momentum buffer).
     pub t: u64,
-    groups: Vec<TensorGroup>,
+    pub(crate) groups: Vec<TensorGroup>,
+    /// ZeRO-1: the parameters whose state this optimizer holds (see [`super::Optimizer::shard`]).
+    pub(crate) shard: Option<std::ops::Range<usize>>,
 }
 
 impl Sgd {
     pub fn new(config: SgdConfig, layout: &ParamLayout) -> Self {
         let groups = default_groups(layout, config.weight_decay, config.decay_embeddings);
         let momentum_buf = state_vec(config.momentum != 0.0, layout.total);
-        Sgd { config, momentum_buf, t: 0, groups }
+        Sgd { config, momentum_buf, t: 0, groups, shard: None }
     }
 
     /// Replaces the default per-tensor settings (see [`super::groups`]).

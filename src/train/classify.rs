@@ -230,6 +230,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
         t.check_student(&model.config, &tokenizer)?;
     }
     let mut scaler = loss_scaler(cfg, from.as_ref());
+    super::shard_optimizer(cfg, &model, &mut opt)?;
     let Tokenizer::Bpe(bpe) = &tokenizer else {
         bail!("a classifier checkpoint must hold a BPE tokenizer");
     };
@@ -287,6 +288,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
                         loss_scaler: Option<ScalerState>| {
         let (val_loss, val_acc) = evaluate(model, &train_seqs, &train_set.labels, &val_rows, &mut eval_batch)?;
         let eval = Eval { step, train_loss, val_loss, val_accuracy: Some(val_acc) };
+        let full = super::gather_optimizer(cfg, model, opt)?;
         tracker.evaluated(eval, |record| {
             let state = TrainState {
                 step,
@@ -295,7 +297,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
                 task: Some(serde_json::to_value(sampler.state())?),
                 loss_scaler,
             };
-            checkpoint::encode(model, opt, cfg, &tokenizer, &state)
+            checkpoint::encode(model, full.as_ref().unwrap_or(opt), cfg, &tokenizer, &state)
         })
     };
 

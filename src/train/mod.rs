@@ -208,7 +208,15 @@ pub fn optimizer_step(
         bail!("gradient norm is {norm} at step {step}: {}; training diverged", where_nonfinite(model));
     }
     let scale = if clip.norm > 0.0 { clip_factor(norm, clip.norm) } else { 1.0 };
-    opt.step_scaled(&mut model.params, &model.grads, lr, scale);
+    match opt.shard_range() {
+        None => opt.step_scaled(&mut model.params, &model.grads, lr, scale),
+        // ZeRO-1: this rank updates its part of the weights with its part of the state, then
+        // every rank's updated part goes to every rank.
+        Some(part) => {
+            opt.step_scaled(&mut model.params[part.clone()], &model.grads[part], lr, scale);
+            crate::dist::world().all_gather_parts(&mut model.params);
+        }
+    }
     if let Some(mask) = model.sparsity_mask() {
         // With zero gradients a held weight's update is already zero in exact arithmetic; zeroing
         // its optimizer state and the weight itself keeps it so bit for bit (no -0.0, and no
@@ -239,6 +247,42 @@ fn precision_note(scaler: &LossScaler, p: crate::kernels::precision::Precision) 
     } else {
         "precision fp32".into()
     }
+}
+
+/// ZeRO stage 1 (`train.zero = 1` on several ranks): the optimizer keeps only this rank's part
+/// of its state ([`Optimizer::shard`]); nothing otherwise.
+pub(crate) fn shard_optimizer(cfg: &RunConfig, model: &Transformer, opt: &mut Optimizer) -> Result<()> {
+    let world = crate::dist::world();
+    if cfg.train.zero == 0 || !world.is_distributed() {
+        return Ok(());
+    }
+    if model.sparsity_mask().is_some() {
+        bail!("train.zero = 1 does not fine-tune a pruned checkpoint (its masks apply to the whole optimizer state); set train.zero = 0");
+    }
+    opt.shard(world.part(model.params.len()));
+    Ok(())
+}
+
+/// The whole optimizer state, for a checkpoint: under ZeRO-1 every rank sends its part and rank
+/// 0 receives a complete optimizer (the other ranks None); None too when the optimizer is not
+/// sharded, which then is complete itself. A collective: every rank must call it.
+pub(crate) fn gather_optimizer(cfg: &RunConfig, model: &Transformer, opt: &Optimizer) -> Result<Option<Optimizer>> {
+    if opt.shard_range().is_none() {
+        return Ok(None);
+    }
+    let world = crate::dist::world();
+    let total = model.params.len();
+    let parts: Vec<Option<Vec<f32>>> = opt.state_tensors().iter().map(|(_, v)| world.gather_parts(v, total)).collect();
+    if !world.is_root() {
+        return Ok(None);
+    }
+    let mut full = cfg.optim.build(&model.layout)?;
+    for ((name, dst), src) in full.state_tensors_mut().into_iter().zip(parts) {
+        let src = src.with_context(|| format!("optimizer buffer {name} was not gathered"))?;
+        dst.copy_from_slice(&src);
+    }
+    full.set_steps(opt.steps());
+    Ok(Some(full))
 }
 
 /// A BPE tokenizer that every rank of a data-parallel job shares: `train` runs on rank 0 only
@@ -404,6 +448,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         t.check_student(&trainer.model.config, &tokenizer)?;
     }
     trainer.teacher = teacher;
+    shard_optimizer(&cfg, &trainer.model, &mut trainer.opt)?;
     let tokens = tokenizer.encode(&text).context("the data file does not fit the checkpoint's tokenizer")?;
     let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
     data.check_fits(cfg.model.block_size)?;
@@ -437,6 +482,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         let train_loss = trainer.estimate_loss(&data.train, 0, tc.eval_iters, &mut eval_batch)?;
         let val_loss = trainer.estimate_loss(&data.val, 1, tc.eval_iters, &mut eval_batch)?;
         let step = trainer.step;
+        let full = gather_optimizer(&cfg, &trainer.model, &trainer.opt)?;
         tracker.evaluated(Eval { step, train_loss, val_loss, val_accuracy: None }, |record| {
             let state = TrainState {
                 step,
@@ -445,7 +491,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 task: None,
                 loss_scaler: trainer.scaler.state(),
             };
-            checkpoint::encode(&trainer.model, &trainer.opt, &cfg, &tokenizer, &state)
+            checkpoint::encode(&trainer.model, full.as_ref().unwrap_or(&trainer.opt), &cfg, &tokenizer, &state)
         })
     };
 
@@ -474,7 +520,7 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
             window_steps = 0;
         }
     }
-    comm.report(world, trainer.step, &mut tracker)?;
+    comm.report(world, trainer.step, trainer.opt.state_bytes(), &mut tracker)?;
     if tracker.needs_final_eval(trainer.step) {
         evaluate(&mut trainer, &mut tracker)?;
     }
@@ -496,7 +542,7 @@ impl CommMeter {
 
     /// Logs a `communication` event and a line: per step, the collectives' time and bytes, and
     /// each rank's peak RSS. Nothing in one process.
-    fn report(&self, world: &crate::dist::Comm, step: u64, tracker: &mut RunTracker) -> Result<()> {
+    fn report(&self, world: &crate::dist::Comm, step: u64, opt_bytes: usize, tracker: &mut RunTracker) -> Result<()> {
         if !world.is_distributed() {
             return Ok(());
         }
@@ -504,25 +550,31 @@ impl CommMeter {
         let wall = self.started.elapsed().as_secs_f64();
         let steps = step.saturating_sub(self.step).max(1) as f64;
         // Every rank's peak RSS, gathered by summing a vector with one slot per rank.
-        let mut rss = vec![0.0f64; world.size()];
-        rss[world.rank()] = crate::util::peak_rss_bytes() as f64;
-        world.all_reduce_sum_f64(&mut rss);
-        let rss_mb: Vec<f64> = rss.iter().map(|b| (b / 1e6 * 10.0).round() / 10.0).collect();
+        let mb = |b: f64| (b / 1e6 * 10.0).round() / 10.0;
+        let n = world.size();
+        let mut per_rank = vec![0.0f64; 2 * n];
+        per_rank[world.rank()] = crate::util::peak_rss_bytes() as f64;
+        per_rank[n + world.rank()] = opt_bytes as f64;
+        world.all_reduce_sum_f64(&mut per_rank);
+        let rss_mb: Vec<f64> = per_rank[..n].iter().map(|b| mb(*b)).collect();
+        let opt_bytes: Vec<u64> = per_rank[n..].iter().map(|b| *b as u64).collect();
+        let opt_mb: Vec<f64> = per_rank[n..].iter().map(|b| mb(*b)).collect();
         tracker.log.event(
             "communication",
             serde_json::json!({
                 "iter": step, "ranks": world.size(), "comm_ms_per_step": seconds * 1e3 / steps,
                 "wall_ms_per_step": wall * 1e3 / steps, "share": seconds / wall,
-                "bytes_per_step": bytes as f64 / steps, "peak_rss_mb": rss_mb,
+                "bytes_per_step": bytes as f64 / steps, "peak_rss_mb": rss_mb, "optimizer_state_bytes": opt_bytes,
             }),
         )?;
         tracker.info(format!(
             "communication (rank 0): {:.2} ms per step in all-reduces ({:.1}% of the wall time), {:.2} MB reduced \
-             per step; peak RSS per rank {:?} MB",
+             per step; peak RSS per rank {:?} MB, optimizer state per rank {:?} MB",
             seconds * 1e3 / steps,
             100.0 * seconds / wall,
             bytes as f64 / steps / 1e6,
-            rss_mb
+            rss_mb,
+            opt_mb
         ));
         Ok(())
     }

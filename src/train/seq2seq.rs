@@ -78,6 +78,7 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
         }
     };
     let mut scaler = loss_scaler(cfg, from.as_ref());
+    super::shard_optimizer(cfg, &model, &mut opt)?;
     let Tokenizer::Bpe(bpe) = &tokenizer else {
         bail!("a translation checkpoint must hold a BPE tokenizer");
     };
@@ -126,6 +127,7 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
                         tracker: &mut RunTracker,
                         loss_scaler: Option<ScalerState>| {
         let val_loss = corpus_loss(model, &val, &mut eval_batch, d.max_len)? as f32;
+        let full = super::gather_optimizer(cfg, model, opt)?;
         tracker.evaluated(Eval { step, train_loss, val_loss, val_accuracy: None }, |record| {
             let order = batcher.state();
             let state = TrainState {
@@ -135,7 +137,7 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
                 task: Some(serde_json::to_value(order)?),
                 loss_scaler,
             };
-            checkpoint::encode(model, opt, cfg, &tokenizer, &state)
+            checkpoint::encode(model, full.as_ref().unwrap_or(opt), cfg, &tokenizer, &state)
         })
     };
 
