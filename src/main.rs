@@ -90,8 +90,19 @@ fn main() {
 }
 
 fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
-    if distributed && !matches!(cli.command, Cmd::Train(_)) {
-        anyhow::bail!("only `lmlab train` runs as several MPI ranks; run this command as one process");
+    // Under mpirun: training is data parallel; sampling and these evaluations are tensor
+    // parallel (rank 0 prints). The other commands run as one process.
+    let parallel = match &cli.command {
+        Cmd::Train(_) => true,
+        Cmd::Sample(a) => a.runs_tensor_parallel(),
+        Cmd::Eval { what } => matches!(what, cli::eval::EvalCmd::Lm { .. } | cli::eval::EvalCmd::Logits { .. }),
+        _ => false,
+    };
+    if distributed && !parallel {
+        anyhow::bail!(
+            "under mpirun only `lmlab train` (data parallel), `lmlab sample --checkpoint` and `lmlab eval lm|logits` \
+             (tensor parallel) run as several ranks; run this command as one process"
+        );
     }
     match cli.command {
         Cmd::Train(a) => cli::train::run(a),

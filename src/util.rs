@@ -28,6 +28,16 @@ pub fn peak_rss_bytes() -> u64 {
     }
 }
 
+/// Resident set size of this process now, in bytes (`VmRSS` of /proc/self/status; 0 where
+/// there is no /proc).
+pub fn current_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Reads a UTF-8 text corpus, with errors that say what is wrong with the file.
 pub fn read_corpus(path: &Path) -> Result<String> {
     ensure!(!path.as_os_str().is_empty(), "no data file given (set data.path in the config or pass --data)");

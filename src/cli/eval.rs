@@ -183,6 +183,10 @@ pub enum EvalCmd {
 
 /// Prints the runs as a table, or as JSON: {"runs": [{name, metrics}], "summary": {...}}.
 fn report(runs: &[Run], json: bool, extra: Option<serde_json::Value>) -> Result<()> {
+    // Tensor parallel under mpirun: every rank has the same numbers; rank 0 prints them.
+    if !lmlab::dist::world().is_root() {
+        return Ok(());
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&to_json(runs, extra))?);
     } else {
@@ -208,7 +212,9 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
             let out = checkpoints::next_token_logits(&checkpoint, &text)
                 .and_then(|l| l.to_json())
                 .with_context(|| format!("evaluating {}", checkpoint.display()))?;
-            println!("{out}");
+            if lmlab::dist::world().is_root() {
+                println!("{out}");
+            }
             Ok(())
         }),
         EvalCmd::Classify { gold, pred, labels, zero_division, digits, field, json } => {

@@ -69,6 +69,13 @@ pub struct SampleArgs {
     threads: usize,
 }
 
+impl SampleArgs {
+    /// Whether this run can be tensor parallel under mpirun: a checkpoint, not a llama2.c file.
+    pub fn runs_tensor_parallel(&self) -> bool {
+        self.llama2c.is_none() && self.checkpoint.is_some()
+    }
+}
+
 pub fn run(a: SampleArgs) -> Result<()> {
     if let (Some(model), Some(tok)) = (a.llama2c, a.tokenizer) {
         // llama2.c's own sampler: temperature and top-k only.
@@ -108,13 +115,15 @@ pub fn run(a: SampleArgs) -> Result<()> {
 pub fn print_samples(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64, how: SampleHow) -> Result<()> {
     let mut sampler = CheckpointSampler::load(dir, prompt, how.batch_rows()?)?;
     let block = sampler.block_size();
-    if sampler.prompt_tokens() > block {
+    // Tensor parallel: every rank generates the same tokens; rank 0 prints them.
+    let root = lmlab::dist::world().is_root();
+    if sampler.prompt_tokens() > block && root {
         eprintln!(
             "note: the prompt has {} tokens; the model sees only the last {block} (block_size)",
             sampler.prompt_tokens()
         );
     }
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout: Box<dyn Write> = if root { Box::new(std::io::stdout().lock()) } else { Box::new(std::io::sink()) };
     match how {
         SampleHow::Sample { num_samples: 1 } => {
             write!(stdout, "{prompt}")?;
@@ -137,7 +146,12 @@ pub fn print_samples(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64, 
         SampleHow::Beam { beam, length_penalty } => {
             let best = sampler.beam(opts.max_new_tokens, beam, length_penalty)?;
             writeln!(stdout, "{prompt}{}", best.text)?;
-            eprintln!("beam {beam}: log p = {:.4}, score = {:.4} ({} tokens)", best.log_prob, best.score, best.tokens);
+            if root {
+                eprintln!(
+                    "beam {beam}: log p = {:.4}, score = {:.4} ({} tokens)",
+                    best.log_prob, best.score, best.tokens
+                );
+            }
         }
     }
     Ok(())

@@ -216,7 +216,11 @@ pub fn shrink(m: &Transformer, keep: &[LayerKeep], max_batch: usize) -> Result<T
         "every layer must keep as many heads and neurons as the others"
     );
     let small_cfg = pruned_config(cfg, plan)?;
-    let mut small = Transformer::new(small_cfg, max_batch)?;
+    let mut small = if m.is_inference() {
+        Transformer::new_inference(small_cfg, max_batch)?
+    } else {
+        Transformer::new(small_cfg, max_batch)?
+    };
     let hs = cfg.head_size();
     let (nh, f) = (cfg.n_head, cfg.ffn());
     for t in small.layout.tensors.clone() {

@@ -44,9 +44,11 @@ pub fn language_model(
     stride: Option<usize>,
     precision: Precision,
 ) -> Result<Metrics> {
-    let mut ck = checkpoint::load(dir, 8, false)?;
-    ck.model.set_precision(precision);
+    let mut ck = checkpoint::load_inference(dir, 8)?;
     require_decoder(&ck, dir, "lm")?;
+    // Under mpirun: this rank's tensor-parallel shard.
+    crate::infer::tensor_parallel::distribute(&mut ck.model)?;
+    ck.model.set_precision(precision);
     let tokens = match data {
         Some(path) => {
             let text = read_corpus(path)?;
@@ -95,8 +97,9 @@ impl NextTokenLogits {
 
 /// One forward pass of the decoder checkpoint `dir` over `text` (at most block_size tokens).
 pub fn next_token_logits(dir: &Path, text: &str) -> Result<NextTokenLogits> {
-    let mut ck = checkpoint::load(dir, 1, false)?;
+    let mut ck = checkpoint::load_inference(dir, 1)?;
     require_decoder(&ck, dir, "logits")?;
+    crate::infer::tensor_parallel::distribute(&mut ck.model)?;
     let ids = ck.tokenizer.encode(text).context("the text cannot be encoded")?;
     let (t, vocab_size) = (ids.len(), ck.model.config.vocab_size);
     ensure!(

@@ -57,8 +57,10 @@ impl CheckpointSampler {
     /// Loads the decoder checkpoint `dir` for `rows` sequences at once
     /// ([`SampleHow::batch_rows`]) and encodes `prompt` (at least one token).
     pub fn load(dir: &Path, prompt: &str, rows: usize) -> Result<Self> {
-        let ck = checkpoint::load_inference(dir, rows)?;
+        let mut ck = checkpoint::load_inference(dir, rows)?;
         ck.require_arch(Arch::Decoder, dir, "sample")?;
+        // Under mpirun: this rank's tensor-parallel shard.
+        super::tensor_parallel::distribute(&mut ck.model)?;
         let prompt = ck.tokenizer.encode(prompt).context("the prompt cannot be encoded")?;
         anyhow::ensure!(!prompt.is_empty(), "the prompt is empty: give --prompt with at least one character");
         Ok(CheckpointSampler { ck, prompt })

@@ -6,4 +6,5 @@ pub mod embed;
 pub mod embed_driver;
 pub mod llama2c;
 pub mod sample;
+pub mod tensor_parallel;
 pub mod translate;

@@ -112,6 +112,7 @@ impl Transformer {
             low: None,
             widths: (c.max(wide).max(cfg.ffn()), c.max(wide)),
             first_sequence: 0,
+            tp_reduce: None,
             config,
         })
     }

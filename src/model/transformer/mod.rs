@@ -122,6 +122,9 @@ pub struct Transformer {
     /// Index of the next batches' first sequence in a data-parallel step's global batch (see
     /// [`Transformer::set_first_sequence`]).
     first_sequence: usize,
+    /// Tensor parallelism: starts of the weights whose outputs are all-reduced (see
+    /// [`Transformer::set_tensor_parallel`]).
+    tp_reduce: Option<Vec<usize>>,
 }
 
 /// The teacher's logits of the current batch, in a buffer sized once for the largest batch.
@@ -200,7 +203,7 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
-        let hooks = linear_hooks(&self.quant, &self.observer);
+        let hooks = linear_hooks(&self.quant, &self.observer, &self.tp_reduce);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| {
             ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, hooks)
@@ -299,7 +302,7 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
-        let hooks = linear_hooks(&self.quant, &self.observer);
+        let hooks = linear_hooks(&self.quant, &self.observer, &self.tp_reduce);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| {
             ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, hooks)

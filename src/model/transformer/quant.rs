@@ -91,6 +91,28 @@ impl Transformer {
         Ok(())
     }
 
+    /// Tensor parallelism (Megatron-LM): the outputs of the linear weights named `names` are
+    /// partial sums of this rank's heads or neurons, added up over every rank of the MPI job
+    /// right after the product (one all-reduce each), before anything else reads them. None:
+    /// off. Inference only.
+    pub fn set_tensor_parallel(&mut self, names: Option<&[String]>) -> Result<()> {
+        ensure!(names.is_none() || self.inference, "tensor parallelism runs inference models only");
+        self.tp_reduce = match names {
+            None => None,
+            Some(names) => {
+                let mut starts = names
+                    .iter()
+                    .map(|n| {
+                        self.layout.get(n).map(|t| t.offset).with_context(|| format!("the model has no tensor {n}"))
+                    })
+                    .collect::<Result<Vec<usize>>>()?;
+                starts.sort_unstable();
+                Some(starts)
+            }
+        };
+        Ok(())
+    }
+
     /// Calls `observer` with the input of every linear layer in every forward pass from now
     /// on (None: stop): calibration for GPTQ. The weight is named by the start of its range in
     /// `params` (`layout.tensors[i].offset`).
@@ -123,6 +145,7 @@ impl Transformer {
 pub(crate) fn linear_hooks<'a>(
     quant: &'a Option<QuantLinears>,
     observer: &'a Option<Arc<LinearObserver>>,
+    reduce: &'a Option<Vec<usize>>,
 ) -> LinearHooks<'a> {
-    LinearHooks { quant: quant.as_ref(), observe: observer.as_deref() }
+    LinearHooks { quant: quant.as_ref(), observe: observer.as_deref(), reduce: reduce.as_deref() }
 }

@@ -68,6 +68,9 @@ pub(crate) struct Ctx<'a> {
 pub(crate) struct LinearHooks<'a> {
     pub quant: Option<&'a QuantLinears>,
     pub observe: Option<&'a LinearObserver>,
+    /// Tensor parallelism: the weights (by range start, sorted) whose outputs are partial sums,
+    /// added up over the ranks after the product (see [`Transformer::set_tensor_parallel`]).
+    pub reduce: Option<&'a [usize]>,
 }
 
 /// What the linear layers of a reduced-precision pass read: the rounded copy of the weights and
@@ -142,6 +145,24 @@ impl Ctx<'_> {
         if let Some(observe) = self.linear.observe {
             observe(w.start, &x[..n * c], n);
         }
+        self.linear_product(out, x, w, b, n, c, oc);
+        if self.linear.reduce.is_some_and(|r| r.binary_search(&w.start).is_ok()) {
+            crate::dist::world().all_reduce_sum(&mut out[..n * oc]);
+        }
+    }
+
+    /// The product of [`Ctx::linear_forward`]: quantized, reduced-precision or f32.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_product(
+        &self,
+        out: &mut [f32],
+        x: &[f32],
+        w: &Range<usize>,
+        b: &Option<Range<usize>>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) {
         if self.linear.quant.is_some_and(|q| q.forward(out, x, w, self.popt(b), n)) {
             return;
         }
