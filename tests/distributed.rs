@@ -508,9 +508,10 @@ fn on_ranks(mpirun: &Path, ranks: usize, args: &[&str]) -> String {
 }
 
 /// Tensor-parallel inference: on 2 ranks and on 3 (an uneven split of 4 heads and of the
-/// feed-forward neurons), a GPT with biases and a Llama-style model give the logits of one
-/// process (1e-5 relative), the same greedy text and the same sliding-window loss; rank 0 alone
-/// prints. Models the split cannot serve are clear errors.
+/// feed-forward neurons), a GPT with biases and a Llama-style model, and on 2 ranks a model
+/// with grouped-query attention, give the logits of one process (1e-5 relative), the same greedy
+/// text and the same sliding-window loss; rank 0 alone prints. Splits that cannot be made are
+/// clear errors.
 #[test]
 fn tensor_parallel_inference_equals_one_process() {
     let Some(mpirun) = mpirun() else { return };
@@ -530,7 +531,9 @@ fn tensor_parallel_inference_equals_one_process() {
             .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
             .collect()
     };
-    for ckpt in [&gpt, &llama] {
+    // Grouped-query attention: 4 query heads sharing 2 key/value heads split by whole groups.
+    let gqa = trained(dir.path(), "gqa", &["model.n_kv_head=2", "model.norm=rmsnorm", "model.position=rope"]);
+    for (ckpt, rank_counts) in [(&gpt, &[2, 3][..]), (&llama, &[2, 3][..]), (&gqa, &[2][..])] {
         let c = ckpt.to_str().unwrap();
         let text = ["eval", "logits", "--checkpoint", c, "--text", "First Citizen:\nBe"];
         let sample = ["sample", "--checkpoint", c, "--prompt", "All:", "--temperature", "0", "--max-new-tokens", "80"];
@@ -541,7 +544,7 @@ fn tensor_parallel_inference_equals_one_process() {
             let j: serde_json::Value = serde_json::from_str(s).unwrap();
             j["runs"][0]["metrics"]["loss"].as_f64().unwrap()
         };
-        for ranks in [2, 3] {
+        for &ranks in rank_counts {
             let got = logits(&on_ranks(&mpirun, ranks, &text));
             let scale = want_logits.iter().fold(0.0f64, |m, x| m.max(x.abs()));
             let err = got.iter().zip(&want_logits).fold(0.0f64, |m, (a, b)| m.max((a - b).abs())) / scale;
@@ -558,17 +561,17 @@ fn tensor_parallel_inference_equals_one_process() {
             assert!(lm_err < 1e-5, "{c} on {ranks} ranks: loss difference {lm_err:.2e}");
         }
     }
-    // 4 heads do not split over 5 ranks; grouped-query attention does not split at all (yet).
+    // 4 heads do not split over 5 ranks.
     let g = gpt.to_str().unwrap();
     let o = mpi_cmd(&mpirun, 5, &["eval", "logits", "--checkpoint", g, "--text", "All:"]).output().unwrap();
     let (_, err) = common::text(&o);
     assert!(!o.status.success() && err.contains("needs at least one attention head"), "{err}");
-    let gqa = trained(dir.path(), "gqa", &["model.n_kv_head=2"]);
-    let o = mpi_cmd(&mpirun, 2, &["eval", "logits", "--checkpoint", gqa.to_str().unwrap(), "--text", "All:"])
+    // 2 key/value heads do not split over 3 ranks by whole groups.
+    let o = mpi_cmd(&mpirun, 3, &["eval", "logits", "--checkpoint", gqa.to_str().unwrap(), "--text", "All:"])
         .output()
         .unwrap();
     let (_, err) = common::text(&o);
-    assert!(!o.status.success() && err.contains("multi-head attention"), "{err}");
+    assert!(!o.status.success() && err.contains("key/value"), "{err}");
     // Commands without a distributed mode refuse to run as several ranks.
     let o = mpi_cmd(&mpirun, 2, &["info", g]).output().unwrap();
     let (_, err) = common::text(&o);

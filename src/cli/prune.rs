@@ -189,6 +189,14 @@ fn run_structured(a: PruneArgs) -> Result<()> {
     let mut ck = load(&a.checkpoint, 1)?;
     lmlab::compress::structured::pruned_config(&ck.model.config, plan)
         .with_context(|| format!("cannot prune {}", a.checkpoint.display()))?;
+    let cfg = &ck.model.config;
+    anyhow::ensure!(
+        plan.heads == 0 || cfg.kv_heads() == cfg.n_head,
+        "cannot prune {}: head pruning ranks single heads, which needs multi-head attention (model.n_kv_head = {} \
+         shares keys and values between heads); prune neurons only (--heads 0)",
+        a.checkpoint.display(),
+        cfg.kv_heads()
+    );
     let mut calib_tokens = 0;
     if how == Importance::Taylor {
         let path = a

@@ -48,10 +48,13 @@ pub fn pruned_config(cfg: &ModelConfig, plan: StructuredPlan) -> Result<ModelCon
         "structured pruning handles decoder and encoder models, not {:?}",
         cfg.arch
     );
+    // Grouped-query attention: `group` query heads share one key/value head.
+    let group = cfg.n_head / cfg.kv_heads().max(1);
     if plan.heads > 0 {
         ensure!(
-            cfg.kv_heads() == cfg.n_head,
-            "head pruning needs multi-head attention (model.n_kv_head = {} shares keys and values between heads)",
+            plan.heads.is_multiple_of(group),
+            "head pruning of grouped-query attention must remove whole groups of {group} heads that share keys \
+             and values (model.n_kv_head = {}); multi-head attention has no such constraint",
             cfg.kv_heads()
         );
         ensure!(
@@ -69,8 +72,8 @@ pub fn pruned_config(cfg: &ModelConfig, plan: StructuredPlan) -> Result<ModelCon
     out.head_size = Some(cfg.head_size());
     out.n_head = cfg.n_head - plan.heads;
     if plan.heads > 0 {
-        // Multi-head attention (checked above): as many key/value heads as query heads.
-        out.n_kv_head = cfg.n_kv_head.map(|_| out.n_head);
+        // Whole groups (checked above): one key/value head per `group` query heads kept.
+        out.n_kv_head = cfg.n_kv_head.map(|_| out.n_head / group);
     }
     out.ffn_hidden = Some(cfg.ffn() - plan.neurons);
     if out.heads_tile_embedding() {
@@ -222,7 +225,24 @@ pub fn shrink(m: &Transformer, keep: &[LayerKeep], max_batch: usize) -> Result<T
         Transformer::new(small_cfg, max_batch)?
     };
     let hs = cfg.head_size();
-    let (nh, f) = (cfg.n_head, cfg.ffn());
+    let (nh, nkv, f) = (cfg.n_head, cfg.kv_heads(), cfg.ffn());
+    let group = nh / nkv.max(1);
+    // Grouped-query attention: the kept query heads must be whole groups; their key/value heads
+    // are kept with them.
+    let kv_keep: Vec<Vec<usize>> = keep
+        .iter()
+        .enumerate()
+        .map(|(l, k)| {
+            let mut kv: Vec<usize> = k.heads.iter().map(|h| h / group).collect();
+            kv.dedup();
+            ensure!(
+                kv.len() * group == k.heads.len(),
+                "layer {l}: the kept heads {:?} are not whole groups of {group} heads sharing keys and values",
+                k.heads
+            );
+            Ok(kv)
+        })
+        .collect::<Result<_>>()?;
     for t in small.layout.tensors.clone() {
         let src = m.layout.get(&t.name).with_context(|| format!("the model has no {}", t.name))?;
         let old = &m.params[src.range()];
@@ -233,10 +253,15 @@ pub fn shrink(m: &Transformer, keep: &[LayerKeep], max_batch: usize) -> Result<T
         }
         let layer = layer_of(&t.name).with_context(|| format!("{} changed shape but is in no layer", t.name))?;
         let k = &keep[layer];
+        let kv = &kv_keep[layer];
         let w = src.shape.get(1).copied().unwrap_or(1);
-        // Row indices of the kept heads in q, k, v (each section nh·hs rows).
-        let qkv_rows =
-            || (0..3).flat_map(|p| k.heads.iter().flat_map(move |&h| (0..hs).map(move |i| p * nh * hs + h * hs + i)));
+        // Row indices of the kept heads in q (nh·hs rows), then of their key/value heads in k
+        // and v (nkv·hs rows each).
+        let qkv_rows = || {
+            let q = k.heads.iter().flat_map(move |&h| (0..hs).map(move |i| h * hs + i));
+            let kv_rows = move |base: usize| kv.iter().flat_map(move |&h| (0..hs).map(move |i| base + h * hs + i));
+            q.chain(kv_rows(nh * hs)).chain(kv_rows(nh * hs + nkv * hs))
+        };
         let fc_rows = || {
             let halves = if src.shape[0] == 2 * f { 2 } else { 1 };
             (0..halves).flat_map(|p| k.neurons.iter().map(move |&j| p * f + j))

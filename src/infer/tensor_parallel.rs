@@ -3,7 +3,8 @@
 //! two output projections are summed over the ranks.
 //!
 //! Rank r keeps heads `r·H/N .. (r+1)·H/N` of every layer (their query, key and value rows of
-//! `c_attn`, their columns of `attn.c_proj`) and neurons `r·F/N .. (r+1)·F/N` (their rows of
+//! `c_attn`, their columns of `attn.c_proj`; with grouped-query attention, key/value heads
+//! `r·K/N .. (r+1)·K/N` with their groups of query heads) and neurons `r·F/N .. (r+1)·F/N` (their rows of
 //! `mlp.c_fc`, both halves for SwiGLU, their columns of `mlp.c_proj`); the model is rebuilt that
 //! size (`compress::structured::shrink`, the code that removes pruned heads and neurons). Each
 //! rank's `attn.c_proj` and `mlp.c_proj` outputs are then partial sums over its heads and
@@ -56,8 +57,18 @@ pub fn shard(model: &Transformer, rank: usize, ranks: usize) -> Result<Transform
         "tensor parallelism over {ranks} ranks needs at least one attention head and one feed-forward neuron \
          per rank; the model has {heads} heads and {ffn} neurons per layer"
     );
-    let part = |len: usize| (rank * len / ranks..(rank + 1) * len / ranks).collect::<Vec<usize>>();
-    let keep: Vec<LayerKeep> = (0..cfg.n_layer).map(|_| LayerKeep { heads: part(heads), neurons: part(ffn) }).collect();
+    // Grouped-query attention splits by key/value head, each with its group of query heads.
+    let kv_heads = cfg.kv_heads();
+    let group = heads / kv_heads.max(1);
+    ensure!(
+        ranks <= kv_heads,
+        "tensor parallelism over {ranks} ranks needs at least one key/value head per rank; the model has \
+         {kv_heads} (model.n_kv_head), each shared by {group} query heads"
+    );
+    let part = |len: usize| rank * len / ranks..(rank + 1) * len / ranks;
+    let my_heads: Vec<usize> = part(kv_heads).flat_map(|kv| kv * group..(kv + 1) * group).collect();
+    let keep: Vec<LayerKeep> =
+        (0..cfg.n_layer).map(|_| LayerKeep { heads: my_heads.clone(), neurons: part(ffn).collect() }).collect();
     let mut small = shrink(model, &keep, model.max_batch()).context("tensor parallelism splits attention heads")?;
     let projections: Vec<String> = small
         .layout
