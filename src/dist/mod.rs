@@ -14,7 +14,7 @@
 #[cfg(feature = "mpi")]
 mod mpi_backend;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -61,7 +61,7 @@ pub fn init() -> Result<&'static Comm> {
         #[cfg(feature = "mpi")]
         Some(_) => mpi_backend::World::init()?,
         #[cfg(not(feature = "mpi"))]
-        Some((size, _, _)) if size > 1 => bail!(
+        Some((size, _, _)) if size > 1 => anyhow::bail!(
             "started as one of {size} MPI ranks, but this lmlab was built without MPI support: \
              rebuild with `cargo build --release --features mpi`"
         ),
@@ -226,15 +226,5 @@ impl Comm {
         f();
         self.comm_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.comm_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-
-    /// This rank's rows of a global batch of `global_rows` rows split evenly over the ranks;
-    /// an error naming the sizes when they do not split.
-    pub fn shard(&self, global_rows: usize, what: &str) -> Result<std::ops::Range<usize>> {
-        if !global_rows.is_multiple_of(self.size) {
-            bail!("{what} of {global_rows} does not split evenly over {} ranks", self.size);
-        }
-        let per = global_rows / self.size;
-        Ok(self.rank * per..(self.rank + 1) * per)
     }
 }

@@ -3,7 +3,7 @@
 use super::{Backend, Comm};
 use anyhow::{anyhow, ensure, Result};
 use mpi::collective::SystemOperation;
-use mpi::datatype::PartitionMut;
+use mpi::datatype::{Equivalence, PartitionMut};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
@@ -57,23 +57,13 @@ impl World {
     pub fn all_reduce_sum_f32(&self, buf: &mut [f32]) {
         let mut g = self.lock();
         let Inner { comm, recv_f32, .. } = &mut *g;
-        if recv_f32.len() < buf.len() {
-            recv_f32.resize(buf.len(), 0.0);
-        }
-        let recv = &mut recv_f32[..buf.len()];
-        comm.all_reduce_into(&*buf, recv, SystemOperation::sum());
-        buf.copy_from_slice(recv);
+        all_reduce_sum(comm, buf, recv_f32);
     }
 
     pub fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
         let mut g = self.lock();
         let Inner { comm, recv_f64, .. } = &mut *g;
-        if recv_f64.len() < buf.len() {
-            recv_f64.resize(buf.len(), 0.0);
-        }
-        let recv = &mut recv_f64[..buf.len()];
-        comm.all_reduce_into(&*buf, recv, SystemOperation::sum());
-        buf.copy_from_slice(recv);
+        all_reduce_sum(comm, buf, recv_f64);
     }
 
     /// In-place all-gather: rank r contributes `buf[parts[r]]`.
@@ -125,6 +115,16 @@ impl World {
         // failed rank will never join.
         mpi::topology::SimpleCommunicator::world().abort(code)
     }
+}
+
+/// buf ← the sum over the ranks, through `recv` (grown once to the largest size seen).
+fn all_reduce_sum<T: Equivalence + Copy + Default>(comm: &SimpleCommunicator, buf: &mut [T], recv: &mut Vec<T>) {
+    if recv.len() < buf.len() {
+        recv.resize(buf.len(), T::default());
+    }
+    let recv = &mut recv[..buf.len()];
+    comm.all_reduce_into(&*buf, recv, SystemOperation::sum());
+    buf.copy_from_slice(recv);
 }
 
 /// MPI_Finalize, once, if MPI was started.

@@ -93,7 +93,7 @@ fn evaluate(
     let k = model.config.num_classes;
     let world = crate::dist::world();
     let n = rows.len();
-    let mine = &rows[world.rank() * n / world.size()..(world.rank() + 1) * n / world.size()];
+    let mine = &rows[world.part(n)];
     let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     for chunk in mine.chunks(model.max_batch()) {
         batch.fill(seqs, labels, chunk);
@@ -317,7 +317,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
         for micro in 0..tc.grad_accum_steps as u64 {
             // Data-parallel: one global batch of batch_size × ranks examples, this rank's part.
             let all = sampler.next(tc.batch_size * world.size());
-            let part = world.rank() * all.len() / world.size()..(world.rank() + 1) * all.len() / world.size();
+            let part = world.part(all.len());
             if part.is_empty() {
                 continue;
             }
