@@ -2,7 +2,7 @@
 //! N = 1 (generation) and N = 256 (prompt), W 384×1536 and 1536×384, 1 and 2 threads.
 //! Prints GFLOP/s-equivalent (2·N·rows·cols per product) and the speed-up over f32.
 //!
-//! Run: `cargo run --release --example quant_matmul` (`LMLAB_QUANT_ISA=scalar|avx2|avx512vnni`
+//! Run: `cargo run --release --example quant_matmul` (`LMLAB_ISA=scalar|avx2|avx512,no-vnni`
 //! forces an instruction set; the default is the best the CPU has).
 
 use lmlab::kernels::matmul::matmul_forward;

@@ -38,7 +38,8 @@ enum Cmd {
     /// heads and feed-forward neurons instead: a smaller model.
     Prune(cli::prune::PruneArgs),
     /// What a checkpoint holds: the model, its tokenizer, each tensor's type (f32 or a
-    /// quantization), the files and their size.
+    /// quantization), the files and their size. Without a checkpoint: this CPU and the kernel
+    /// path each family runs on (`LMLAB_ISA` overrides it).
     Info(cli::info::InfoArgs),
     /// Evaluate: language modelling, classification, BLEU, fluency, efficiency (see
     /// `lmlab eval --help`).
@@ -90,6 +91,8 @@ fn main() {
 }
 
 fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
+    // A typo in LMLAB_ISA (or a path this CPU lacks) is an error, not a silent fallback.
+    lmlab::kernels::isa::check_env().map_err(anyhow::Error::msg)?;
     // Under mpirun: training is data parallel; sampling and these evaluations are tensor
     // parallel (rank 0 prints). The other commands run as one process.
     let parallel = match &cli.command {

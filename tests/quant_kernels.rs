@@ -159,7 +159,7 @@ fn every_isa_path_equals_scalar_bit_for_bit() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
     for isa in [Isa::Avx2, Isa::Avx512Vnni] {
         if !isa.available() {
-            common::skip(&format!("this CPU lacks {}", isa.name()));
+            common::skip_cpu(&format!("this CPU lacks {}", isa.name()));
             continue;
         }
         for (rows, cols, n, types) in shapes() {
@@ -317,7 +317,7 @@ fn int8_weight_only_is_the_documented_fma_chain() {
         }
         for isa in Isa::ALL {
             if !isa.available() {
-                common::skip(&format!("this CPU lacks {}", isa.name()));
+                common::skip_cpu(&format!("this CPU lacks {}", isa.name()));
                 continue;
             }
             let got = run(isa, &m, &x, Some(&bias), n);
@@ -347,7 +347,7 @@ fn int4_with_a_column_order_equals_the_gathered_product() {
         let want = run(Isa::Scalar, &plain, &gathered, Some(&bias), n);
         for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni] {
             if !isa.available() {
-                common::skip(&format!("this CPU lacks {}", isa.name()));
+                common::skip_cpu(&format!("this CPU lacks {}", isa.name()));
                 continue;
             }
             let got = run(isa, &permuted, &x, Some(&bias), n);

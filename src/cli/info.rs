@@ -3,22 +3,24 @@
 use anyhow::Result;
 use clap::Args;
 use lmlab::io::checkpoint;
+use lmlab::kernels::isa::{kernel_paths, Isa};
 use std::path::PathBuf;
 
 // The subcommand's description is the doc comment of `Cmd::Info` in main.rs.
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Checkpoint directory.
-    checkpoint: PathBuf,
+    /// Checkpoint directory (omit it to see the CPU and the kernel paths).
+    checkpoint: Option<PathBuf>,
     /// One JSON object on standard output.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
-    let ck = checkpoint::load_inference(&a.checkpoint, 1)?;
+    let Some(dir) = &a.checkpoint else { return machine(a.json) };
+    let ck = checkpoint::load_inference(dir, 1)?;
     let m = &ck.model;
-    let files: Vec<(String, u64)> = std::fs::read_dir(&a.checkpoint)?
+    let files: Vec<(String, u64)> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len())))
         .collect();
@@ -50,7 +52,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
                     "sparsity": z as f64 / t.numel().max(1) as f64})
             })
             .collect();
-        let j = serde_json::json!({"checkpoint": a.checkpoint, "step": ck.state.step, "model": m.config,
+        let j = serde_json::json!({"checkpoint": dir, "isa": Isa::active().name(), "step": ck.state.step, "model": m.config,
             "parameters": m.num_params(), "tokenizer": ck.tokenizer.kind(), "vocab_size": ck.tokenizer.vocab_size(),
             "tensors": tensors, "files": files.iter().map(|(n, s)| serde_json::json!({"name": n, "bytes": s})).collect::<Vec<_>>(),
             "bytes_on_disk": disk, "zeros": all_zeros, "sparsity": all_zeros as f64 / m.params.len().max(1) as f64,
@@ -59,7 +61,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
         return Ok(());
     }
     let c = &m.config;
-    println!("{}: step {}", a.checkpoint.display(), ck.state.step);
+    println!("{}: step {}", dir.display(), ck.state.step);
     println!(
         "model: {:?}, {} layers, {} wide, {} heads ({} kv), block {}, vocab {}; {} parameters",
         c.arch,
@@ -85,6 +87,31 @@ pub fn run(a: InfoArgs) -> Result<()> {
     }
     print_sparsity(&ck, &zeros);
     println!("on disk: {:.2} MB", disk as f64 / 1e6);
+    Ok(())
+}
+
+/// This CPU's instruction sets and the path each kernel family takes.
+fn machine(json: bool) -> Result<()> {
+    let (cpu, active) = (Isa::detected(), Isa::active());
+    let paths = kernel_paths(active);
+    if json {
+        let fam: serde_json::Map<String, serde_json::Value> =
+            paths.iter().map(|(f, p)| (f.to_string(), serde_json::Value::from(p.clone()))).collect();
+        let j = serde_json::json!({"cpu": cpu.name(), "active": active.name(),
+            "override": std::env::var("LMLAB_ISA").ok(), "kernels": fam});
+        println!("{j}");
+        return Ok(());
+    }
+    println!("cpu: {}", cpu.name());
+    match std::env::var("LMLAB_ISA") {
+        Ok(v) => println!("active: {} (LMLAB_ISA={v})", active.name()),
+        Err(_) => {
+            println!("active: {} (set LMLAB_ISA=scalar|avx2|avx512[,no-vnni][,no-bf16] to cap it)", active.name())
+        }
+    }
+    for (family, path) in paths {
+        println!("  {family:<16} {path}");
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 
 use super::dropout::dropout_inplace;
 use super::gemm::{sgemm_raw, Threads};
+use super::isa::multiversion;
 use super::math;
 use super::SendPtr;
 use rayon::prelude::*;
@@ -25,14 +26,31 @@ fn causal_block(t: usize) -> usize {
     }
 }
 
-/// Causal softmax of one (T, T) score block in place: row `i` is normalised over columns
-/// `0..=i` and the masked columns `i+1..T` are set to zero.
-fn causal_softmax_rows(s: &mut [f32], t: usize) {
-    for i in 0..t {
-        let row = &mut s[i * t..(i + 1) * t];
-        let (live, masked) = row.split_at_mut(i + 1);
-        math::softmax_inplace(live);
-        masked.fill(0.0);
+multiversion! {
+    /// Causal softmax of one (T, T) score block in place: row `i` is normalised over columns
+    /// `0..=i` and the masked columns `i+1..T` are set to zero.
+    fn causal_softmax_rows(s: &mut [f32], t: usize) {
+        for i in 0..t {
+            let row = &mut s[i * t..(i + 1) * t];
+            let (live, masked) = row.split_at_mut(i + 1);
+            math::softmax_inplace(live);
+            masked.fill(0.0);
+        }
+    }
+}
+
+multiversion! {
+    /// Softmax backward on the causal rows of one (T, T) block, in place: dS = P ⊙ (dP - Σ_j P·dP).
+    fn causal_softmax_backward_rows(dp: &mut [f32], p: &[f32], t: usize) {
+        for i in 0..t {
+            let pr = &p[i * t..i * t + i + 1];
+            let row = &mut dp[i * t..(i + 1) * t];
+            let dot = math::dot(pr, &row[..=i]);
+            for j in 0..=i {
+                row[j] = pr[j] * (row[j] - dot);
+            }
+            row[i + 1..].fill(0.0);
+        }
     }
 }
 
@@ -177,16 +195,7 @@ pub fn attention_backward(
             if let Some((_, p, seed, first)) = dropout {
                 dropout_inplace(dp, p, seed, first + bh * t * t);
             }
-            // Softmax backward on the causal rows: dS = P ⊙ (dP - Σ_j P·dP).
-            for i in 0..t {
-                let pr = &a[i * t..i * t + i + 1];
-                let row = &mut dp[i * t..(i + 1) * t];
-                let dot: f32 = pr.iter().zip(&row[..=i]).map(|(p, d)| p * d).sum();
-                for j in 0..=i {
-                    row[j] = pr[j] * (row[j] - dot);
-                }
-                row[i + 1..].fill(0.0);
-            }
+            causal_softmax_backward_rows(dp, a, t);
             let dp = dp.as_ptr();
             for (r0, r1) in blocks() {
                 // dQ = scale · dS · K
@@ -216,4 +225,29 @@ pub fn attention_backward(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::isa::{avx512_or_skip, test_values, Level};
+
+    #[test]
+    fn avx512_softmax_copies_are_bit_identical() {
+        if !avx512_or_skip("causal softmax") {
+            return;
+        }
+        for t in [5, 64, 77] {
+            let mut s1 = test_values(t * t, 1, 4.0);
+            let mut s2 = s1.clone();
+            causal_softmax_rows::on(Level::Avx2, &mut s1, t);
+            causal_softmax_rows::on(Level::Avx512, &mut s2, t);
+            assert_eq!(s1, s2);
+            let mut d1 = test_values(t * t, 2, 1.0);
+            let mut d2 = d1.clone();
+            causal_softmax_backward_rows::on(Level::Avx2, &mut d1, &s1, t);
+            causal_softmax_backward_rows::on(Level::Avx512, &mut d2, &s1, t);
+            assert_eq!(d1, d2);
+        }
+    }
 }

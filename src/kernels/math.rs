@@ -62,6 +62,45 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// Σ x with eight independent partial sums, combined in a fixed order (vectorises like
+/// [`dot`]; a plain `sum()` is a serial chain of dependent adds).
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let xc = x.chunks_exact(8);
+    let rest = xc.remainder();
+    for v in xc {
+        for i in 0..8 {
+            acc[i] += v[i];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for v in rest {
+        s += v;
+    }
+    s
+}
+
+/// Σ (x - mu)² in the same order as [`sum`].
+#[inline(always)]
+pub fn sum_sq_dev(x: &[f32], mu: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let xc = x.chunks_exact(8);
+    let rest = xc.remainder();
+    for v in xc {
+        for i in 0..8 {
+            let d = v[i] - mu;
+            acc[i] = d.mul_add(d, acc[i]);
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for v in rest {
+        let d = v - mu;
+        s = d.mul_add(d, s);
+    }
+    s
+}
+
 /// y += alpha · x
 #[inline(always)]
 pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
@@ -71,14 +110,13 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
 }
 
 /// In-place softmax of one row (attention rows, sampling).
+#[inline(always)]
 pub fn softmax_inplace(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
     for x in row.iter_mut() {
         *x = exp(*x - max);
-        sum += *x;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / sum(row);
     row.iter_mut().for_each(|x| *x *= inv);
 }
 

@@ -8,6 +8,7 @@
 
 use super::groups::{default_groups, groups_in_chunk, TensorGroup};
 use super::CHUNK;
+use crate::kernels::isa::multiversion;
 use crate::model::ParamLayout;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -81,14 +82,66 @@ impl AdamW {
                 for (range, wd, lr_scale) in groups_in_chunk(groups, ci * CHUNK, p.len()) {
                     let (lr, step_size) = (lr * lr_scale, step_size * lr_scale);
                     let decay = 1.0 - lr * wd;
-                    for i in range {
-                        let gi = g[i] * grad_scale;
-                        m[i] = beta1 * m[i] + (1.0 - beta1) * gi;
-                        v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi;
-                        let denom = v[i].sqrt() / bc2_sqrt + eps;
-                        p[i] = p[i] * decay - step_size * m[i] / denom;
-                    }
+                    let h = AdamWStep { beta1, beta2, eps, bc2_sqrt, step_size, decay, grad_scale };
+                    let r = range;
+                    adamw_update(&mut p[r.clone()], &g[r.clone()], &mut m[r.clone()], &mut v[r], h);
                 }
             });
+    }
+}
+
+/// The scalars of one AdamW update of a run of parameters.
+#[derive(Clone, Copy)]
+struct AdamWStep {
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    bc2_sqrt: f32,
+    step_size: f32,
+    decay: f32,
+    grad_scale: f32,
+}
+
+multiversion! {
+    /// p, m, v updated in place from g (all the same length).
+    fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: AdamWStep) {
+        let n = p.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            let gi = g[i] * h.grad_scale;
+            m[i] = h.beta1 * m[i] + (1.0 - h.beta1) * gi;
+            v[i] = h.beta2 * v[i] + (1.0 - h.beta2) * gi * gi;
+            let denom = v[i].sqrt() / h.bc2_sqrt + h.eps;
+            p[i] = p[i] * h.decay - h.step_size * m[i] / denom;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::isa::{avx512_or_skip, test_values, Level};
+
+    #[test]
+    fn avx512_copy_is_bit_identical() {
+        if !avx512_or_skip("adamw") {
+            return;
+        }
+        let n = 1003;
+        let h = AdamWStep {
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            bc2_sqrt: 0.3,
+            step_size: 1e-3,
+            decay: 0.999,
+            grad_scale: 0.7,
+        };
+        let g = test_values(n, 1, 1.0);
+        let (mut p1, mut m1, mut v1) = (test_values(n, 2, 1.0), test_values(n, 3, 0.1), vec![0.01; n]);
+        let (mut p2, mut m2, mut v2) = (p1.clone(), m1.clone(), v1.clone());
+        adamw_update::on(Level::Avx2, &mut p1, &g, &mut m1, &mut v1, h);
+        adamw_update::on(Level::Avx512, &mut p2, &g, &mut m2, &mut v2, h);
+        assert_eq!((p1, m1, v1), (p2, m2, v2));
     }
 }

@@ -66,6 +66,15 @@ pub fn skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
+/// Reports that one instruction-set path of a test did not run because this CPU lacks it. Not
+/// a failure even under LMLAB_REQUIRE_DATA: the paths the CPU has were tested, and no machine
+/// has them all.
+pub fn skip_cpu(why: &str) {
+    let test = std::thread::current().name().unwrap_or("test").to_owned();
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test} (this path only): {why}");
+}
+
 /// A file of the shared data directory (`$LMLAB_DATA` or `../shared/data`), or None after
 /// [`skip`] said why the test does not run.
 pub fn shared_data(rel: &str) -> Option<PathBuf> {

@@ -11,7 +11,8 @@
 //! training step of a 2-layer model), which breaks the engine's no-allocation rule, and
 //! OpenBLAS brings a system dependency and its own thread pool that fights rayon. This is the
 //! classic BLIS design: B is packed into `KC×NR` column panels, A into `MR×KC` row panels, and a
-//! 6×16 AVX2/FMA micro-kernel accumulates in 12 vector registers. Packing buffers are
+//! micro-kernel chosen at run time (`kernels::isa`: 14×32 on AVX-512, 6×16 on AVX2/FMA, a
+//! portable 6×16 reference) accumulates one tile in vector registers. Packing buffers are
 //! per-thread and allocated once, so steady-state calls allocate nothing. Work is split across
 //! threads by output rows or columns only, never along `k`, so every output element is summed
 //! in the same order whatever the thread count: results are bit-identical for any pool size.
@@ -25,8 +26,9 @@ mod gemv;
 mod microkernel;
 mod pack;
 
+use crate::kernels::isa::{Isa, Level};
 use gemv::gemv_row;
-use microkernel::micro_kernel_fn;
+use microkernel::{micro_kernel, MicroKernel, NC};
 use pack::{allocate_packing, pack_a, pack_b, PACK};
 use rayon::prelude::*;
 
@@ -38,15 +40,6 @@ pub enum Threads {
     Pool,
 }
 
-/// Micro-tile rows (broadcast A values) and columns (two 8-wide vectors of B).
-const MR: usize = 6;
-const NR: usize = 16;
-/// Depth of one packed block: KC·(MR+NR)·4 bytes of panels stay in L1/L2.
-const KC: usize = 256;
-/// Rows of A packed at once (fits L2 with room for B panels).
-const MC: usize = 120;
-/// Columns of B packed at once.
-const NC: usize = 2048;
 /// Below this many multiply-adds a product runs on one thread (splitting costs more).
 const PARALLEL_MIN_FLOPS: usize = 1 << 18;
 
@@ -81,35 +74,30 @@ pub fn sgemm(
     ldc: usize,
     threads: Threads,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
+    sgemm_on(Isa::active().level, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads)
+}
+
+/// Panics unless every element the shapes and leading dimensions address lies inside the slices.
+#[allow(clippy::too_many_arguments)]
+fn check_shapes(
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_len: usize,
+    lda: usize,
+    b_len: usize,
+    ldb: usize,
+    c_len: usize,
+    ldc: usize,
+) {
     let (a_rows, a_cols) = if trans_a { (k, m) } else { (m, k) };
     let (b_rows, b_cols) = if trans_b { (n, k) } else { (k, n) };
     assert!(lda >= a_cols && ldb >= b_cols && ldc >= n, "sgemm: leading dimension too small");
-    assert!(a_rows == 0 || a.len() >= (a_rows - 1) * lda + a_cols, "sgemm: A too short");
-    assert!(b_rows == 0 || b.len() >= (b_rows - 1) * ldb + b_cols, "sgemm: B too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "sgemm: C too short");
-    // SAFETY: the asserts above guarantee every element addressed by the shapes and strides
-    // lies inside the slices, and `c` is borrowed mutably so it cannot alias `a` or `b`.
-    unsafe {
-        sgemm_raw(
-            trans_a,
-            trans_b,
-            m,
-            n,
-            k,
-            alpha,
-            a.as_ptr(),
-            lda,
-            b.as_ptr(),
-            ldb,
-            beta,
-            c.as_mut_ptr(),
-            ldc,
-            threads,
-        )
-    }
+    assert!(a_rows == 0 || a_len >= (a_rows - 1) * lda + a_cols, "sgemm: A too short");
+    assert!(b_rows == 0 || b_len >= (b_rows - 1) * ldb + b_cols, "sgemm: B too short");
+    assert!(c_len >= (m - 1) * ldc + n, "sgemm: C too short");
 }
 
 /// Raw-pointer form of [`sgemm`].
@@ -134,9 +122,83 @@ pub unsafe fn sgemm_raw(
     ldc: usize,
     threads: Threads,
 ) {
+    sgemm_raw_on(Isa::active().level, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads)
+}
+
+/// [`sgemm`] on the micro-kernel of one instruction-set level (the tests compare every level
+/// the CPU has with the scalar one).
+///
+/// # Panics
+/// If this CPU lacks `level`.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_on(
+    level: Level,
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    threads: Threads,
+) {
+    assert!(level <= Isa::detected().level, "sgemm_on: this CPU lacks {level:?}");
     if m == 0 || n == 0 {
         return;
     }
+    check_shapes(trans_a, trans_b, m, n, k, a.len(), lda, b.len(), ldb, c.len(), ldc);
+    // SAFETY: check_shapes guarantees every element addressed by the shapes and strides lies
+    // inside the slices, and `c` is borrowed mutably so it cannot alias `a` or `b`.
+    unsafe {
+        sgemm_raw_on(
+            level,
+            trans_a,
+            trans_b,
+            m,
+            n,
+            k,
+            alpha,
+            a.as_ptr(),
+            lda,
+            b.as_ptr(),
+            ldb,
+            beta,
+            c.as_mut_ptr(),
+            ldc,
+            threads,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_raw_on(
+    level: Level,
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    threads: Threads,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let kernel = micro_kernel(level);
+    let (mr, nr) = (kernel.mr, kernel.nr);
     // Element (i, p) of op(A) is a[i·a_rs + p·a_cs]; element (p, j) of op(B) is b[p·b_rs + j·b_cs].
     let (a_rs, a_cs) = if trans_a { (1, lda) } else { (lda, 1) };
     let (b_rs, b_cs) = if trans_b { (1, ldb) } else { (ldb, 1) };
@@ -152,7 +214,7 @@ pub unsafe fn sgemm_raw(
         _ => 1,
     };
     if parts == 1 {
-        gemm_serial(&p);
+        gemm_serial(kernel, &p);
         return;
     }
     // Split in whole micro-tiles so that no thread repeats another's packing where avoidable.
@@ -160,9 +222,9 @@ pub unsafe fn sgemm_raw(
     // every thread pack all of B (k·n) but only its rows of A. Row-major A is read in place, so
     // columns win unless there are too few of them; transposed A is packed too, so the smaller
     // operand is the one duplicated.
-    let (row_tiles, col_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
-    let split_rows = if a_cs == 1 { col_tiles < 2 * parts && row_tiles > col_tiles } else { n <= m };
-    let (tiles, tile) = if split_rows { (m.div_ceil(MR), MR) } else { (n.div_ceil(NR), NR) };
+    let (row_tiles, col_tiles) = (m.div_ceil(mr), n.div_ceil(nr));
+    let split_rows = if a_cs == 1 && kernel.direct_a { col_tiles < 2 * parts && row_tiles > col_tiles } else { n <= m };
+    let (tiles, tile) = if split_rows { (row_tiles, mr) } else { (col_tiles, nr) };
     let parts = parts.min(tiles);
     let per = tiles.div_ceil(parts) * tile;
     let pp = SendProblem(p);
@@ -181,7 +243,7 @@ pub unsafe fn sgemm_raw(
             sub.c = p.c.add(lo);
         }
         if sub.m > 0 && sub.n > 0 {
-            gemm_serial(&sub);
+            gemm_serial(kernel, &sub);
         }
     });
 }
@@ -215,7 +277,7 @@ impl SendProblem {
 }
 
 /// The BLIS loop nest on one thread.
-unsafe fn gemm_serial(p: &Problem) {
+unsafe fn gemm_serial(kernel: &MicroKernel, p: &Problem) {
     if p.k == 0 {
         for i in 0..p.m {
             for j in 0..p.n {
@@ -231,39 +293,39 @@ unsafe fn gemm_serial(p: &Problem) {
         if pb.is_empty() {
             allocate_packing(pa, pb);
         }
-        let kernel = micro_kernel_fn();
+        let (mr, nr, kc_max, mc_max) = (kernel.mr, kernel.nr, kernel.kc, kernel.mc);
         for jc in (0..p.n).step_by(NC) {
             let nc = NC.min(p.n - jc);
-            for pc in (0..p.k).step_by(KC) {
-                let kc = KC.min(p.k - pc);
+            for pc in (0..p.k).step_by(kc_max) {
+                let kc = kc_max.min(p.k - pc);
                 // Only the first k-block applies the caller's beta; later blocks accumulate.
                 let beta = if pc == 0 { p.beta } else { 1.0 };
-                pack_b(pb, p.b.add(pc * p.b_rs + jc * p.b_cs), p.b_rs, p.b_cs, kc, nc);
-                // Row-major A (a_cs = 1) is read in place: a micro-tile's six rows are six
-                // contiguous streams, and they stay in L1/L2 across the B panels. Transposed A
-                // (columns contiguous) would touch a new cache line per k step, so it is packed,
-                // as is a last panel of fewer than MR rows (zero-padded, so the micro-kernel never
-                // reads past the matrix).
-                let direct = p.a_cs == 1;
-                for ic in (0..p.m).step_by(MC) {
-                    let mc = MC.min(p.m - ic);
-                    let full = if direct { mc / MR * MR } else { 0 };
+                pack_b(pb, p.b.add(pc * p.b_rs + jc * p.b_cs), p.b_rs, p.b_cs, kc, nc, nr);
+                // Row-major A (a_cs = 1) is read in place by kernels that take it so (`direct_a`):
+                // a micro-tile's rows are contiguous streams that stay in L1/L2 across the B
+                // panels. Transposed A (columns contiguous) would touch a new cache line per k
+                // step, so it is packed, as is a last panel of fewer than MR rows (zero-padded,
+                // so the micro-kernel never reads past the matrix).
+                let direct = p.a_cs == 1 && kernel.direct_a;
+                for ic in (0..p.m).step_by(mc_max) {
+                    let mc = mc_max.min(p.m - ic);
+                    let full = if direct { mc / mr * mr } else { 0 };
                     if full < mc {
-                        pack_a(pa, p.a.add((ic + full) * p.a_rs + pc * p.a_cs), p.a_rs, p.a_cs, mc - full, kc);
+                        pack_a(pa, p.a.add((ic + full) * p.a_rs + pc * p.a_cs), p.a_rs, p.a_cs, mc - full, kc, mr);
                     }
-                    for jr in (0..nc).step_by(NR) {
-                        let nr = NR.min(nc - jr);
+                    for jr in (0..nc).step_by(nr) {
+                        let nrv = nr.min(nc - jr);
                         let bp = pb.as_ptr().add(jr * kc);
-                        for ir in (0..mc).step_by(MR) {
+                        for ir in (0..mc).step_by(mr) {
                             let row = ic + ir;
-                            let mr = MR.min(mc - ir);
+                            let mrv = mr.min(mc - ir);
                             let cp = p.c.add(row * p.ldc + jc + jr);
                             if ir < full {
                                 let ap = p.a.add(row * p.a_rs + pc * p.a_cs);
-                                kernel(kc, ap, p.a_rs, p.a_cs, bp, cp, p.ldc, p.alpha, beta, mr, nr);
+                                (kernel.f)(kc, ap, p.a_rs, p.a_cs, bp, cp, p.ldc, p.alpha, beta, mrv, nrv);
                             } else {
                                 let ap = pa.as_ptr().add((ir - full) * kc);
-                                kernel(kc, ap, 1, MR, bp, cp, p.ldc, p.alpha, beta, mr, nr);
+                                (kernel.f)(kc, ap, 1, mr, bp, cp, p.ldc, p.alpha, beta, mrv, nrv);
                             }
                         }
                     }
@@ -293,7 +355,7 @@ mod tests {
         c
     }
 
-    fn check(m: usize, n: usize, k: usize, threads: Threads) {
+    fn check(level: Level, m: usize, n: usize, k: usize, threads: Threads) {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 17 % 13) as f32 - 6.0) / 4.0).collect();
         for ta in [false, true] {
@@ -304,26 +366,51 @@ mod tests {
                 let tol = 1e-4 * (k as f32).max(1.0);
                 // beta = 0 overwrites whatever is in C (even NaN); beta = 1 accumulates.
                 let mut c = vec![f32::NAN; m * n];
-                sgemm(ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 0.0, &mut c, n, threads);
+                sgemm_on(level, ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 0.0, &mut c, n, threads);
                 for (x, y) in c.iter().zip(&want) {
-                    assert!((x - y).abs() < tol, "{m}x{n}x{k} ta={ta} tb={tb}: {x} vs {y}");
+                    assert!((x - y).abs() < tol, "{level:?} {m}x{n}x{k} ta={ta} tb={tb}: {x} vs {y}");
                 }
-                sgemm(ta, tb, m, n, k, 0.5, &a, lda, &b, ldb, 1.0, &mut c, n, threads);
+                sgemm_on(level, ta, tb, m, n, k, 0.5, &a, lda, &b, ldb, 1.0, &mut c, n, threads);
                 for (x, y) in c.iter().zip(&want) {
-                    assert!((x - 1.5 * y).abs() < tol, "accumulate {m}x{n}x{k} ta={ta} tb={tb}");
+                    assert!((x - 1.5 * y).abs() < tol, "{level:?} accumulate {m}x{n}x{k} ta={ta} tb={tb}");
                 }
             }
         }
     }
 
+    /// Every level this CPU has (the scalar one included) on the same shapes; levels it lacks
+    /// are reported as skipped.
+    fn levels() -> Vec<Level> {
+        let cpu = Isa::detected().level;
+        for l in [Level::Avx2, Level::Avx512] {
+            if l > cpu {
+                eprintln!("SKIPPED gemm {l:?}: this CPU ({}) lacks it", Isa::detected().name());
+            }
+        }
+        [Level::Scalar, Level::Avx2, Level::Avx512].into_iter().filter(|l| *l <= cpu).collect()
+    }
+
     #[test]
     fn matches_naive_on_edge_and_blocked_shapes() {
-        // Shapes below, at and above the micro-tile, the k block (256) and the row block (120).
-        for &(m, n, k) in
-            &[(1, 1, 1), (7, 5, 9), (6, 16, 3), (13, 33, 300), (130, 17, 70), (64, 64, 32), (0, 3, 4), (3, 4, 0)]
-        {
-            check(m, n, k, Threads::Single);
-            check(m, n, k, Threads::Pool);
+        // Shapes below, at and above each micro-tile (6×16, 14×32), the k block (256) and the
+        // row blocks (112, 120).
+        let shapes = [
+            (1, 1, 1),
+            (7, 5, 9),
+            (6, 16, 3),
+            (14, 32, 5),
+            (13, 33, 300),
+            (130, 17, 70),
+            (64, 64, 32),
+            (29, 95, 513),
+            (0, 3, 4),
+            (3, 4, 0),
+        ];
+        for level in levels() {
+            for &(m, n, k) in &shapes {
+                check(level, m, n, k, Threads::Single);
+                check(level, m, n, k, Threads::Pool);
+            }
         }
     }
 
@@ -332,12 +419,14 @@ mod tests {
         let (m, n, k) = (257, 190, 300);
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
-        let mut c1 = vec![0.0; m * n];
-        let mut c2 = vec![0.0; m * n];
-        sgemm(false, true, m, n, k, 1.0, &a, k, &b, k, 0.0, &mut c1, n, Threads::Single);
-        rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(|| {
-            sgemm(false, true, m, n, k, 1.0, &a, k, &b, k, 0.0, &mut c2, n, Threads::Pool);
-        });
-        assert_eq!(c1, c2);
+        for level in levels() {
+            let mut c1 = vec![0.0; m * n];
+            let mut c2 = vec![0.0; m * n];
+            sgemm_on(level, false, true, m, n, k, 1.0, &a, k, &b, k, 0.0, &mut c1, n, Threads::Single);
+            rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap().install(|| {
+                sgemm_on(level, false, true, m, n, k, 1.0, &a, k, &b, k, 0.0, &mut c2, n, Threads::Pool);
+            });
+            assert_eq!(c1, c2, "{level:?}");
+        }
     }
 }

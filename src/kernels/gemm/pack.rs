@@ -1,7 +1,7 @@
 //! Packing: the per-thread buffers, and the routines that copy blocks of A and B into the
 //! panel layouts the micro-kernels read.
 
-use super::{KC, MC, MR, NC, NR};
+use super::microkernel::{MAX_KC, MAX_MC, MAX_MR, MAX_NR, NC};
 use std::cell::RefCell;
 
 thread_local! {
@@ -9,14 +9,16 @@ thread_local! {
     pub(super) static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Sized for the largest tile and blocks of any micro-kernel, so one buffer serves every path.
 pub(super) fn allocate_packing(pa: &mut Vec<f32>, pb: &mut Vec<f32>) {
-    pa.resize(MC.div_ceil(MR) * MR * KC, 0.0);
-    pb.resize(NC.div_ceil(NR) * NR * KC, 0.0);
+    pa.resize((MAX_MC + MAX_MR) * MAX_KC, 0.0);
+    pb.resize((NC + MAX_NR) * MAX_KC, 0.0);
 }
 
-/// Packs the (mc, kc) block of A into MR-row panels: panel r holds, for each p, MR values
-/// `A[r·MR + 0..MR, p]`, zero-padded past `mc`.
-pub(super) unsafe fn pack_a(dst: &mut [f32], a: *const f32, rs: usize, cs: usize, mc: usize, kc: usize) {
+/// Packs the (mc, kc) block of A into MR-row panels (MR = `mr`): panel r holds, for each p, MR
+/// values `A[r·MR + 0..MR, p]`, zero-padded past `mc`.
+#[allow(non_snake_case)]
+pub(super) unsafe fn pack_a(dst: &mut [f32], a: *const f32, rs: usize, cs: usize, mc: usize, kc: usize, MR: usize) {
     for (panel, r0) in (0..mc).step_by(MR).enumerate() {
         let out = &mut dst[panel * MR * kc..(panel + 1) * MR * kc];
         let rows = MR.min(mc - r0);
@@ -45,9 +47,10 @@ pub(super) unsafe fn pack_a(dst: &mut [f32], a: *const f32, rs: usize, cs: usize
     }
 }
 
-/// Packs the (kc, nc) block of B into NR-column panels: panel j holds, for each p, NR values
-/// `B[p, j·NR + 0..NR]`, zero-padded past `nc`.
-pub(super) unsafe fn pack_b(dst: &mut [f32], b: *const f32, rs: usize, cs: usize, kc: usize, nc: usize) {
+/// Packs the (kc, nc) block of B into NR-column panels (NR = `nr`): panel j holds, for each p,
+/// NR values `B[p, j·NR + 0..NR]`, zero-padded past `nc`.
+#[allow(non_snake_case)]
+pub(super) unsafe fn pack_b(dst: &mut [f32], b: *const f32, rs: usize, cs: usize, kc: usize, nc: usize, NR: usize) {
     for (panel, c0) in (0..nc).step_by(NR).enumerate() {
         let out = &mut dst[panel * NR * kc..(panel + 1) * NR * kc];
         let cols = NR.min(nc - c0);

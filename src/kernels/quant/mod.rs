@@ -34,8 +34,8 @@
 //! x · Wᵀ = x[:, perm] · W[:, perm]ᵀ. The kernels are the same; only the activation pass reads
 //! through the permutation (as exllama's and AutoGPTQ's act-order kernels do).
 //!
-//! The integer dot products and their run-time instruction-set choice are in [`dot`] (env
-//! `LMLAB_QUANT_ISA=scalar|avx2|avx512vnni` forces one; it covers [`int8w`] too). All paths
+//! The integer dot products and their run-time instruction-set choice are in [`dot`]
+//! (`LMLAB_ISA=scalar`, `avx2` or `avx512,no-vnni` force a path; it covers [`int8w`] too). All paths
 //! give bit-identical outputs,
 //! and the work split (fixed tiles of output rows × W rows) does not change any element's
 //! arithmetic, so results do not depend on the thread count either.
@@ -46,7 +46,8 @@ pub mod int8w;
 
 use super::SendPtr;
 use anyhow::{bail, ensure, Result};
-use dot::{kernels, Isa};
+use dot::kernels;
+pub use dot::Isa;
 use ggml::{q8_block, Q4_0_BYTES, Q8_0_BYTES, QK};
 use rayon::prelude::*;
 

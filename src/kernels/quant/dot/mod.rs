@@ -23,15 +23,15 @@
 //! Q4_0 (`q − 8`) and asymmetric int4 (`q − z`) use `Σ q·x − z·Σ x` with `Σ x` precomputed per
 //! activation block.
 //!
-//! The choice is made once ([`Isa::selected`]): the best the CPU has, or the one named by the
-//! environment variable `LMLAB_QUANT_ISA=scalar|avx2|avx512vnni` (for tests and benchmarks).
+//! The choice follows the engine's one instruction-set choice ([`Isa::selected`], from
+//! `kernels::isa`): `LMLAB_ISA=scalar`, `avx2` or `avx512,no-vnni` force the scalar and AVX2
+//! paths (for tests and benchmarks).
 //!
 //! This file holds the [`Isa`] choice, the kernel table ([`kernels`]), the `*_row!` macros and
 //! the scalar path; `avx2.rs` and `vnni.rs` the SIMD kernels of each path, `x86.rs` the helpers
 //! and the `tile_kernel!` macro both share.
 
 use super::ggml::{block_scale, Q4_0_BYTES, Q8_0_BYTES, QK};
-use std::sync::OnceLock;
 
 /// An instruction set for the quantized dot products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl Isa {
         [Isa::Avx512Vnni, Isa::Avx2].into_iter().find(|i| i.available()).unwrap_or(Isa::Scalar)
     }
 
-    /// The name `LMLAB_QUANT_ISA` uses.
+    /// The path's name in reports.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
@@ -88,19 +88,21 @@ impl Isa {
         Isa::ALL.into_iter().find(|i| i.name() == name)
     }
 
-    /// The path `quant_matmul_forward` uses, chosen on first use: `LMLAB_QUANT_ISA` if set
-    /// (panics if it names an unknown path or one this CPU lacks), else [`Isa::best`].
+    /// The path of these kernels within a global instruction-set path: VNNI needs AVX-512
+    /// with VNNI, the AVX2 kernels (which also use F16C and FMA) any AVX2 level.
+    pub fn for_path(path: crate::kernels::isa::Isa) -> Isa {
+        use crate::kernels::isa::Level;
+        match path.level {
+            Level::Avx512 if path.vnni => Isa::Avx512Vnni,
+            Level::Avx512 | Level::Avx2 => Isa::Avx2,
+            Level::Scalar => Isa::Scalar,
+        }
+    }
+
+    /// The path `quant_matmul_forward` uses: the one [`crate::kernels::isa::Isa::active`]
+    /// (`LMLAB_ISA`, else the CPU's best) allows.
     pub fn selected() -> Isa {
-        static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| match std::env::var("LMLAB_QUANT_ISA") {
-            Ok(v) if !v.is_empty() => {
-                let isa = Isa::from_name(&v)
-                    .unwrap_or_else(|| panic!("LMLAB_QUANT_ISA={v}: expected scalar, avx2 or avx512vnni"));
-                assert!(isa.available(), "LMLAB_QUANT_ISA={v}: this CPU lacks that instruction set");
-                isa
-            }
-            _ => Isa::best(),
-        })
+        Isa::for_path(crate::kernels::isa::Isa::active())
     }
 }
 
