@@ -1,10 +1,14 @@
 //! Times lmlab's GEMM on the products of a training step (S and M configs), 1 and 2 threads:
-//! `cargo run --release --example gemm_shapes`.
-use lmlab::kernels::gemm::{sgemm, Threads};
+//! `cargo run --release --example gemm_shapes [-- bf16]` (`bf16`: the AVX-512 BF16 product;
+//! `LMLAB_ISA` picks the f32 micro-kernel).
+use lmlab::kernels::gemm::{sgemm, sgemm_bf16, Threads};
 use std::time::Instant;
 
 fn main() {
     let pool = lmlab::util::thread_pool(2).unwrap();
+    let bf16 = std::env::args().any(|a| a == "bf16");
+    let gemm = if bf16 { sgemm_bf16 } else { sgemm };
+    println!("{}", if bf16 { "bf16 (vdpbf16ps)".to_string() } else { lmlab::kernels::isa::Isa::active().name() });
     let shapes: &[(&str, bool, bool, usize, usize, usize)] = &[
         ("S c_attn fwd NT", false, true, 768, 384, 128),
         ("S c_attn dinp NN", false, false, 768, 128, 384),
@@ -26,7 +30,7 @@ fn main() {
             pool.install(|| {
                 for i in 0..15 {
                     let t = Instant::now();
-                    sgemm(ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 0.0, &mut c, n, th);
+                    gemm(ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 0.0, &mut c, n, th);
                     if i >= 3 {
                         ts.push(t.elapsed().as_secs_f64());
                     }

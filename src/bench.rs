@@ -26,6 +26,10 @@ pub const CASES: &[&str] = &["S-train", "M-train", "M-forward", "M-generate", "s
 #[derive(Serialize)]
 pub struct BenchResult {
     pub case: String,
+    /// The instruction-set path the kernels ran on (`kernels::isa`), e.g. `avx512+vnni+bf16`.
+    pub isa: String,
+    /// The product behind bf16 matmuls: `vdpbf16ps` or `f32` (on bf16-rounded operands).
+    pub bf16_gemm: String,
     pub threads: usize,
     pub iters: usize,
     pub times_ms: Vec<f64>,
@@ -62,6 +66,14 @@ pub fn forward_flops(cfg: &ModelConfig, b: usize, t: usize) -> f64 {
     let (n, c) = ((b * t) as f64, cfg.n_embd as f64);
     let per_layer = 24.0 * n * c * c + 4.0 * (b * t * t) as f64 * c;
     cfg.n_layer as f64 * per_layer + 2.0 * n * c * cfg.vocab_size as f64
+}
+
+fn isa_name() -> String {
+    crate::kernels::isa::Isa::active().name()
+}
+
+fn bf16_gemm_name() -> String {
+    if crate::kernels::gemm::bf16_gemm_in_use() { "vdpbf16ps" } else { "f32" }.to_string()
 }
 
 fn peak_rss_kb() -> u64 {
@@ -184,6 +196,8 @@ pub fn run_case(
             }
         };
         Ok(BenchResult {
+            isa: isa_name(),
+            bf16_gemm: bf16_gemm_name(),
             case: case.to_string(),
             threads: rayon::current_num_threads(),
             iters,
@@ -217,6 +231,8 @@ fn sgemm_case(iters: usize, warmup: usize, threads: usize) -> Result<BenchResult
         times
     });
     Ok(BenchResult {
+        isa: isa_name(),
+        bf16_gemm: bf16_gemm_name(),
         case: "sgemm-2048".into(),
         threads: pool.current_num_threads(),
         iters,
@@ -268,6 +284,8 @@ fn attention_case(spec: &str, iters: usize, warmup: usize, threads: usize) -> Re
     // Dense FLOPs: forward 4·T²·C, backward 8·T²·C (scores, weighted sum, and their gradients).
     let flops = 12.0 * (b * t * t) as f64 * c as f64;
     Ok(BenchResult {
+        isa: isa_name(),
+        bf16_gemm: bf16_gemm_name(),
         case: format!("attn-{spec}"),
         threads: pool.current_num_threads(),
         iters,

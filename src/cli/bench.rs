@@ -35,8 +35,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
         t.sort_by(|a, b| a.total_cmp(b));
         let med = t[t.len() / 2];
         println!(
-            "{}: median {med:.2} ms (min {:.2}, max {:.2}) over {} iters, {:.1} GFLOP/s, initial loss {:.4}, peak RSS {} MB",
+            "{} [{}]: median {med:.2} ms (min {:.2}, max {:.2}) over {} iters, {:.1} GFLOP/s, initial loss {:.4}, peak RSS {} MB",
             r.case,
+            r.isa,
             t[0],
             t[t.len() - 1],
             r.iters,

@@ -12,7 +12,7 @@
 //! The rounding loops are branch-free integer/float selects that LLVM vectorises 8-wide with
 //! AVX2; `tests/mixed_precision.rs` checks them bit for bit against the `half` crate.
 
-use super::gemm::{sgemm, Threads};
+use super::gemm::{bf16_gemm_in_use, sgemm, sgemm_bf16, Threads};
 use super::COLUMN_CHUNK;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -173,7 +173,19 @@ pub fn matmul_forward_lowp(
 ) {
     let inp_low = &mut inp_low[..n * c];
     round_into(inp_low, &inp[..n * c], p);
-    super::matmul::matmul_forward(out, inp_low, weight, bias, n, c, oc);
+    if p == Precision::Bf16 && bf16_gemm_in_use() {
+        let _p = crate::profile::scope(crate::profile::Op::MatmulFwd);
+        let beta = match bias {
+            Some(b) => {
+                out[..n * oc].par_chunks_mut(oc).for_each(|row| row.copy_from_slice(b));
+                1.0
+            }
+            None => 0.0,
+        };
+        sgemm_bf16(false, true, n, oc, c, 1.0, inp_low, c, weight, c, beta, out, oc, Threads::Pool);
+    } else {
+        super::matmul::matmul_forward(out, inp_low, weight, bias, n, c, oc);
+    }
     round_inplace(&mut out[..n * oc], p);
 }
 
@@ -204,8 +216,9 @@ pub fn matmul_backward_lowp(
     round_into(inp_low, &inp[..n * c], p);
     {
         let _p = crate::profile::scope(crate::profile::Op::MatmulBwd);
-        sgemm(false, false, n, c, oc, 1.0, dout, oc, weight, c, 0.0, dinp, c, Threads::Pool);
-        sgemm(true, false, oc, c, n, 1.0, dout, oc, inp_low, c, 0.0, dw, c, Threads::Pool);
+        let gemm = if p == Precision::Bf16 && bf16_gemm_in_use() { sgemm_bf16 } else { sgemm };
+        gemm(false, false, n, c, oc, 1.0, dout, oc, weight, c, 0.0, dinp, c, Threads::Pool);
+        gemm(true, false, oc, c, n, 1.0, dout, oc, inp_low, c, 0.0, dw, c, Threads::Pool);
     }
     round_inplace(&mut dinp[..n * c], p);
     add_rounded(dweight, dw, p);

@@ -22,6 +22,7 @@
 //! `microkernel.rs` the micro-kernels and the run-time choice between them (new ISA kernels go
 //! there); `gemv.rs` the single-row (matrix-vector) path.
 
+mod bf16;
 mod gemv;
 mod microkernel;
 mod pack;
@@ -54,6 +55,9 @@ pub fn prepare_thread() {
             allocate_packing(edge, pb);
         }
     });
+    if Isa::active().bf16 {
+        bf16::prepare_thread();
+    }
 }
 
 /// Safe wrapper: checks that every operand slice is long enough for its shape and stride.
@@ -122,7 +126,7 @@ pub unsafe fn sgemm_raw(
     ldc: usize,
     threads: Threads,
 ) {
-    sgemm_raw_on(Isa::active().level, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads)
+    gemm_raw(Path::F32(Isa::active().level), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads)
 }
 
 /// [`sgemm`] on the micro-kernel of one instruction-set level (the tests compare every level
@@ -149,6 +153,80 @@ pub fn sgemm_on(
     threads: Threads,
 ) {
     assert!(level <= Isa::detected().level, "sgemm_on: this CPU lacks {level:?}");
+    gemm_checked(Path::F32(level), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads)
+}
+
+/// [`sgemm`] with both operands rounded to bfloat16 (round to nearest even, as
+/// `precision::round_bf16`) and multiplied with AVX-512 BF16's `vdpbf16ps`: exact products
+/// of bf16 pairs, accumulated in f32. On operands that are already bf16 values (autocast's
+/// linear layer rounds them first) it computes the same exact products as [`sgemm`], in a
+/// different order of f32 additions.
+///
+/// # Panics
+/// If this CPU lacks AVX-512 BF16 ([`Isa::detected`]).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_bf16(
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    threads: Threads,
+) {
+    let cpu = Isa::detected();
+    assert!(cpu.level >= Level::Avx512 && cpu.bf16, "sgemm_bf16: this CPU ({}) lacks AVX-512 BF16", cpu.name());
+    gemm_checked(Path::Bf16, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, threads)
+}
+
+/// Whether the mixed-precision linear layer multiplies bf16 operands with [`sgemm_bf16`]: the
+/// active path has AVX-512 BF16 (`LMLAB_ISA=avx512,no-bf16` turns it off) and `vdpbf16ps`
+/// measured faster than f32 FMAs on this CPU (`bf16.rs`). Otherwise the f32 GEMM multiplies
+/// the rounded operands: the same exact products, so the numerics contract is the same.
+/// `LMLAB_BF16_GEMM=vdpbf16ps` skips the measurement (for tests and benchmarks of the kernel).
+pub fn bf16_gemm_in_use() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let isa = Isa::active();
+    let forced = *FORCED.get_or_init(|| std::env::var("LMLAB_BF16_GEMM").is_ok_and(|v| v == "vdpbf16ps"));
+    isa.level >= Level::Avx512 && isa.bf16 && (forced || bf16::bf16_pays_off())
+}
+
+pub use bf16::probe_ratio as bf16_probe_ratio;
+
+/// Which loop nest and micro-kernel run a product.
+#[derive(Clone, Copy)]
+enum Path {
+    /// f32 operands on the micro-kernel of one level.
+    F32(Level),
+    /// Operands packed as bf16 pairs, `vdpbf16ps` (see `bf16.rs`).
+    Bf16,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_checked(
+    path: Path,
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    threads: Threads,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -156,8 +234,8 @@ pub fn sgemm_on(
     // SAFETY: check_shapes guarantees every element addressed by the shapes and strides lies
     // inside the slices, and `c` is borrowed mutably so it cannot alias `a` or `b`.
     unsafe {
-        sgemm_raw_on(
-            level,
+        gemm_raw(
+            path,
             trans_a,
             trans_b,
             m,
@@ -177,8 +255,8 @@ pub fn sgemm_on(
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm_raw_on(
-    level: Level,
+unsafe fn gemm_raw(
+    path: Path,
     trans_a: bool,
     trans_b: bool,
     m: usize,
@@ -197,8 +275,17 @@ unsafe fn sgemm_raw_on(
     if m == 0 || n == 0 {
         return;
     }
-    let kernel = micro_kernel(level);
-    let (mr, nr) = (kernel.mr, kernel.nr);
+    let (mr, nr, direct_a) = match path {
+        Path::F32(level) => {
+            let k = micro_kernel(level);
+            (k.mr, k.nr, k.direct_a)
+        }
+        Path::Bf16 => (bf16::MR, bf16::NR, false),
+    };
+    let serial = |p: &Problem| match path {
+        Path::F32(level) => gemm_serial(micro_kernel(level), p),
+        Path::Bf16 => bf16::gemm_serial_bf16(p),
+    };
     // Element (i, p) of op(A) is a[i·a_rs + p·a_cs]; element (p, j) of op(B) is b[p·b_rs + j·b_cs].
     let (a_rs, a_cs) = if trans_a { (1, lda) } else { (lda, 1) };
     let (b_rs, b_cs) = if trans_b { (1, ldb) } else { (ldb, 1) };
@@ -214,7 +301,7 @@ unsafe fn sgemm_raw_on(
         _ => 1,
     };
     if parts == 1 {
-        gemm_serial(kernel, &p);
+        serial(&p);
         return;
     }
     // Split in whole micro-tiles so that no thread repeats another's packing where avoidable.
@@ -223,7 +310,7 @@ unsafe fn sgemm_raw_on(
     // columns win unless there are too few of them; transposed A is packed too, so the smaller
     // operand is the one duplicated.
     let (row_tiles, col_tiles) = (m.div_ceil(mr), n.div_ceil(nr));
-    let split_rows = if a_cs == 1 && kernel.direct_a { col_tiles < 2 * parts && row_tiles > col_tiles } else { n <= m };
+    let split_rows = if a_cs == 1 && direct_a { col_tiles < 2 * parts && row_tiles > col_tiles } else { n <= m };
     let (tiles, tile) = if split_rows { (row_tiles, mr) } else { (col_tiles, nr) };
     let parts = parts.min(tiles);
     let per = tiles.div_ceil(parts) * tile;
@@ -243,11 +330,12 @@ unsafe fn sgemm_raw_on(
             sub.c = p.c.add(lo);
         }
         if sub.m > 0 && sub.n > 0 {
-            gemm_serial(kernel, &sub);
+            serial(&sub);
         }
     });
 }
 
+/// One product C = alpha·op(A)·op(B) + beta·C over raw pointers and strides.
 #[derive(Clone, Copy)]
 struct Problem {
     m: usize,
@@ -276,15 +364,20 @@ impl SendProblem {
     }
 }
 
+/// C = beta·C (a product with k = 0; beta = 0 overwrites, NaN included).
+unsafe fn scale_c(p: &Problem) {
+    for i in 0..p.m {
+        for j in 0..p.n {
+            let cij = p.c.add(i * p.ldc + j);
+            *cij = if p.beta == 0.0 { 0.0 } else { p.beta * *cij };
+        }
+    }
+}
+
 /// The BLIS loop nest on one thread.
 unsafe fn gemm_serial(kernel: &MicroKernel, p: &Problem) {
     if p.k == 0 {
-        for i in 0..p.m {
-            for j in 0..p.n {
-                let cij = p.c.add(i * p.ldc + j);
-                *cij = if p.beta == 0.0 { 0.0 } else { p.beta * *cij };
-            }
-        }
+        scale_c(p);
         return;
     }
     PACK.with(|cell| {
@@ -427,6 +520,42 @@ mod tests {
                 sgemm_on(level, false, true, m, n, k, 1.0, &a, k, &b, k, 0.0, &mut c2, n, Threads::Pool);
             });
             assert_eq!(c1, c2, "{level:?}");
+        }
+    }
+
+    /// The bf16 path against the naive product of the bf16-rounded operands (every transpose,
+    /// edge tiles, odd k, several k blocks, beta 0 and 1).
+    #[test]
+    fn bf16_matches_naive_on_rounded_operands() {
+        let cpu = Isa::detected();
+        if !(cpu.level >= Level::Avx512 && cpu.bf16) {
+            eprintln!("SKIPPED gemm bf16: this CPU ({}) lacks AVX-512 BF16", cpu.name());
+            return;
+        }
+        use crate::kernels::precision::round_bf16;
+        for &(m, n, k) in &[(1, 1, 1), (7, 5, 9), (14, 32, 6), (29, 95, 513), (130, 47, 1100), (3, 4, 0)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let (ar, br): (Vec<f32>, Vec<f32>) =
+                (a.iter().map(|&x| round_bf16(x)).collect(), b.iter().map(|&x| round_bf16(x)).collect());
+            for ta in [false, true] {
+                for tb in [false, true] {
+                    let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
+                    let want = naive(ta, tb, m, n, k, &ar, &br);
+                    let tol = 1e-5 * (k as f32).max(1.0);
+                    for threads in [Threads::Single, Threads::Pool] {
+                        let mut c = vec![f32::NAN; m * n];
+                        sgemm_bf16(ta, tb, m, n, k, 1.0, &a, lda, &b, ldb, 0.0, &mut c, n, threads);
+                        for (x, y) in c.iter().zip(&want) {
+                            assert!((x - y).abs() < tol, "bf16 {m}x{n}x{k} ta={ta} tb={tb}: {x} vs {y}");
+                        }
+                        sgemm_bf16(ta, tb, m, n, k, 0.5, &a, lda, &b, ldb, 1.0, &mut c, n, threads);
+                        for (x, y) in c.iter().zip(&want) {
+                            assert!((x - 1.5 * y).abs() < tol, "bf16 accumulate {m}x{n}x{k} ta={ta} tb={tb}");
+                        }
+                    }
+                }
+            }
         }
     }
 }
