@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """lmlab vs PyTorch benchmark harness: same work, same weights, same machine, alternating runs.
 
-  python3 bench/run.py [--cases S-train,M-train,M-forward,M-generate] [--rounds 3] [--quick]
+  python3 bench/run.py [--cases S-train,M-train,D-train,S-train-bf16,M-train-bf16,M-forward,M-generate] [--rounds 3] [--quick]
 
 For each case: `lmlab bench --dump-init` writes the initial weights and first batch,
 bench/torch_cases.py loads them, both report the initial loss (must agree to 1e-4
@@ -34,12 +34,18 @@ TORCH_CASES = os.path.join(BENCH, "torch_cases.py")
 CASE_ITERS = {
     "S-train": (5, 30),
     "M-train": (2, 5),
+    "D-train": (3, 15),
+    "S-train-bf16": (5, 30),
+    "M-train-bf16": (2, 5),
     "M-forward": (3, 20),
     "M-generate": (1, 3),
 }
 CASE_DESC = {
     "S-train": "train step, 4L 4H 128C, B=12 T=64",
     "M-train": "train step, 6L 6H 384C, B=16 T=256",
+    "D-train": "train step, 8L 8H 256C, B=8 T=128",
+    "S-train-bf16": "S train step in bf16 mixed precision (PyTorch: autocast bf16)",
+    "M-train-bf16": "M train step in bf16 mixed precision (PyTorch: autocast bf16)",
     "M-forward": "forward (logits), M model, B=1 T=256",
     "M-generate": "greedy KV-cache generation of 256 tokens, M model, 1-token prompt",
 }
@@ -240,7 +246,7 @@ def estimate_flops(case, cfg):
         return total
     N = B * T
     fwd = L * (24 * N * C * C + 4 * B * T * T * C) + 2 * N * C * V
-    return 3 * fwd if case.endswith("-train") else fwd
+    return 3 * fwd if "-train" in case else fwd
 
 
 # ----------------------------------------------------------------------------
@@ -415,6 +421,9 @@ def report(results, meta):
     add(f"Software: torch {meta.get('torch_version', '?')}; {m['rustc'] or 'rustc ?'}; lmlab {m['git'] or '?'}; "
         f"{m['platform']}")
     add(f"Load average before: {meta['loadavg_before']}; after: {meta['loadavg_after']}")
+    paths = sorted({(r.get("isa"), r.get("bf16_gemm")) for res in results for r in res["lmlab"]["runs"] if r.get("isa")})
+    if paths:
+        add("lmlab kernel path (`lmlab info`): " + "; ".join(f"{i} (bf16 matmuls: {b})" for i, b in paths))
     try:
         busy = float(meta["loadavg_before"].split()[0]) >= LOADED_LOADAVG
     except (ValueError, IndexError):

@@ -46,10 +46,16 @@ from make_fixtures import GPT, decay_param_names, gpt2_init  # noqa: E402
 
 _S = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128)
 _M = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384)
+_D = dict(vocab_size=65, block_size=128, n_layer=8, n_head=8, n_embd=256)
 # batch/seq of the case's input; for M-generate the "batch" is the 1-token prompt.
 CASES = {
     "S-train": dict(_S, batch=12, seq=64, mode="train"),
     "M-train": dict(_M, batch=16, seq=256, mode="train"),
+    "D-train": dict(_D, batch=8, seq=128, mode="train"),
+    # bf16: torch.autocast("cpu", dtype=torch.bfloat16) around forward and loss, fp32 master
+    # weights and optimizer, as lmlab's train.precision = "bf16".
+    "S-train-bf16": dict(_S, batch=12, seq=64, mode="train", autocast=True),
+    "M-train-bf16": dict(_M, batch=16, seq=256, mode="train", autocast=True),
     "M-forward": dict(_M, batch=1, seq=256, mode="forward"),
     "M-generate": dict(_M, batch=1, seq=1, mode="generate", new_tokens=256),
 }
@@ -215,11 +221,14 @@ def run_case(args):
         batches = [(idx0, tg0)] + [(torch.randint(0, V, (B, T), generator=gen),
                                     torch.randint(0, V, (B, T), generator=gen)) for _ in range(total - 1)]
         losses = []
+        autocast = CASES[case].get("autocast", False)
+        res.update(autocast="bf16" if autocast else None)
         for it in range(total):
             x, y = batches[it]
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            _, loss = model(x, y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                _, loss = model(x, y)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

@@ -21,7 +21,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-pub const CASES: &[&str] = &["S-train", "M-train", "M-forward", "M-generate", "sgemm-2048"];
+pub const CASES: &[&str] =
+    &["S-train", "M-train", "D-train", "S-train-bf16", "M-train-bf16", "M-forward", "M-generate", "sgemm-2048"];
 
 #[derive(Serialize)]
 pub struct BenchResult {
@@ -52,9 +53,12 @@ fn config(case: &str) -> Result<(ModelConfig, usize)> {
         ..ModelConfig::default()
     };
     let medium = ModelConfig { block_size: 256, n_layer: 6, n_head: 6, n_embd: 384, ..small.clone() };
+    // A third shape, so that kernel choices are not tuned to S and M alone.
+    let deep = ModelConfig { block_size: 128, n_layer: 8, n_head: 8, n_embd: 256, ..small.clone() };
     Ok(match case {
-        "S-train" => (small, 12),
-        "M-train" => (medium, 16),
+        "S-train" | "S-train-bf16" => (small, 12),
+        "M-train" | "M-train-bf16" => (medium, 16),
+        "D-train" => (deep, 8),
         "M-forward" | "M-generate" => (medium, 1),
         _ => bail!("unknown case {case:?}; cases: {}", CASES.join(", ")),
     })
@@ -131,6 +135,7 @@ pub fn run_case(
     pool.install(|| {
         let mut model = Transformer::new(cfg.clone(), batch_size)?;
         model.init(seed);
+
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let data: Vec<u32> = (0..200_000).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
         let t = cfg.block_size;
@@ -142,6 +147,11 @@ pub fn run_case(
         let params = model.num_params();
         let initial_loss =
             model.forward_lm(&batch.inputs, Some(&batch.targets), batch_size, t, false, 0)?.unwrap_or(0.0);
+        if case.ends_with("-bf16") {
+            // Autocast's numerics (see kernels::precision) from here on; the initial loss above
+            // is the fp32 one, as PyTorch's side reports it before entering autocast.
+            model.set_precision(crate::kernels::precision::Precision::Bf16);
+        }
         let mut times = Vec::with_capacity(iters);
         let mut tokens = Vec::new();
         let mut time = |f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
@@ -155,7 +165,7 @@ pub fn run_case(
             Ok(())
         };
         let flops = match case {
-            "S-train" | "M-train" => {
+            c if c.contains("-train") => {
                 let opt = AdamW::new(
                     AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, decay_embeddings: false },
                     &model.layout,

@@ -226,6 +226,7 @@ macro_rules! multiversion {
             }
 
             /// Runs the copy for `level` (the baseline copy below AVX-512).
+            #[allow(clippy::too_many_arguments)]
             pub fn on(level: $crate::kernels::isa::Level, $($arg: $ty),*) $(-> $ret)? {
                 #[cfg(target_arch = "x86_64")]
                 if level >= $crate::kernels::isa::Level::Avx512 {
