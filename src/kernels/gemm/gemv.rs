@@ -43,7 +43,16 @@ pub(super) unsafe fn gemv_row(
         gemv_columns(out, row, b.add(j0 * b_cs), b_rs, b_cs, alpha, beta);
     };
     if threads == Threads::Pool && n * k >= PARALLEL_MIN_FLOPS / 4 {
-        (0..n.div_ceil(COLS)).into_par_iter().for_each(|i| chunk(i * COLS));
+        // One contiguous run of columns per thread: each streams its share of the weights in
+        // order (as fine-grained tasks measured the same: 564-580 against 568-582 tokens/s).
+        let chunks = n.div_ceil(COLS);
+        let parts = rayon::current_num_threads().clamp(1, chunks);
+        let per = chunks.div_ceil(parts);
+        (0..parts).into_par_iter().for_each(|p| {
+            for i in p * per..((p + 1) * per).min(chunks) {
+                chunk(i * COLS);
+            }
+        });
     } else {
         for i in 0..n.div_ceil(COLS) {
             chunk(i * COLS);
