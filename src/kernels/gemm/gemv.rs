@@ -60,26 +60,29 @@ pub(super) unsafe fn gemv_row(
     }
 }
 
-/// Σ a·b with 32 independent partial sums (two AVX-512 or four AVX2 accumulators), combined in
-/// a fixed order: a decoding step streams each weight row once, and one accumulator chain
-/// would wait on FMA latency.
+/// Σ a·b with 64 independent partial sums (four AVX-512 or eight AVX2 accumulators), combined
+/// in a fixed order: a decoding step streams each weight row once from L3 or memory, and more
+/// loads in flight per row stream it faster (measured against 32 sums: see
+/// docs/BENCHMARKS.md, "Run-time instruction sets").
 #[inline(always)]
-fn dot32(a: &[f32], b: &[f32]) -> f32 {
+fn dot_wide(a: &[f32], b: &[f32]) -> f32 {
+    const W: usize = 64;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; 32];
-    let (ac, bc) = (a.chunks_exact(32), b.chunks_exact(32));
+    let mut acc = [0.0f32; W];
+    let (ac, bc) = (a.chunks_exact(W), b.chunks_exact(W));
     let (ar, br) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
-        for i in 0..32 {
+        for i in 0..W {
             acc[i] = x[i].mul_add(y[i], acc[i]);
         }
     }
-    for i in 0..16 {
-        acc[i] += acc[i + 16];
-    }
-    for i in 0..8 {
-        acc[i] += acc[i + 8];
+    let mut width = W / 2;
+    while width >= 8 {
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+        width /= 2;
     }
     let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     for (x, y) in ar.iter().zip(br) {
@@ -98,7 +101,7 @@ multiversion! {
                 // Column j of B is contiguous (B = Wᵀ): one dot product per output.
                 for (jj, o) in out.iter_mut().enumerate() {
                     let col = std::slice::from_raw_parts(b.add(jj * b_cs), k);
-                    let v = alpha * dot32(row, col);
+                    let v = alpha * dot_wide(row, col);
                     *o = if beta == 0.0 { v } else { v + beta * *o };
                 }
             } else {
