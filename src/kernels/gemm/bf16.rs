@@ -173,27 +173,7 @@ unsafe fn kernel_bf16(
         ap = ap.add(MR);
         bp = bp.add(NR);
     }
-    let m0: __mmask16 = if nr >= 16 { 0xFFFF } else { (1u32 << nr) as u16 - 1 };
-    let m1: __mmask16 = if nr >= 32 {
-        0xFFFF
-    } else if nr > 16 {
-        (1u32 << (nr - 16)) as u16 - 1
-    } else {
-        0
-    };
-    let va = _mm512_set1_ps(alpha);
-    let vb = _mm512_set1_ps(beta);
-    for (i, row) in acc.iter().enumerate().take(mr) {
-        let cr = c.add(i * ldc);
-        let mut lo = _mm512_mul_ps(row[0], va);
-        let mut hi = _mm512_mul_ps(row[1], va);
-        if beta != 0.0 {
-            lo = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), lo);
-            hi = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr.add(16)), hi);
-        }
-        _mm512_mask_storeu_ps(cr, m0, lo);
-        _mm512_mask_storeu_ps(cr.add(16), m1, hi);
-    }
+    super::microkernel::store_tile_avx512(&acc, c, ldc, alpha, beta, mr, nr);
 }
 
 /// Whether `vdpbf16ps` outruns f32 FMAs on this CPU, measured once: 24 independent

@@ -163,7 +163,25 @@ unsafe fn micro_kernel_avx512(
             bp = bp.add(32);
         }
     }
-    // Masked write-back: lanes past nr are neither read nor written.
+    store_tile_avx512(&acc, c, ldc, alpha, beta, mr, nr);
+}
+
+/// Writes a 14×32 accumulator tile (two zmm per row) to C: `C = alpha·acc + beta·C` on the valid
+/// (mr, nr) part, with masked loads and stores so lanes past `nr` are neither read nor written.
+/// Shared by the f32 and the bf16 micro-kernels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn store_tile_avx512(
+    acc: &[[std::arch::x86_64::__m512; 2]; 14],
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
+    use std::arch::x86_64::*;
     let m0: __mmask16 = if nr >= 16 { 0xFFFF } else { (1u32 << nr) as u16 - 1 };
     let m1: __mmask16 = if nr >= 32 {
         0xFFFF
