@@ -54,7 +54,7 @@ impl Isa {
     /// falls back to the CPU's best here; [`check_env`] is where it becomes an error.
     pub fn active() -> Isa {
         static ACTIVE: OnceLock<Isa> = OnceLock::new();
-        *ACTIVE.get_or_init(|| from_env().unwrap_or_else(|_| Isa::detected()))
+        *ACTIVE.get_or_init(|| check_env().unwrap_or_else(|_| Isa::detected()))
     }
 
     /// Whether this CPU can run `self`.
@@ -163,17 +163,13 @@ pub fn kernel_paths(isa: Isa) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn from_env() -> Result<Isa, String> {
+/// `LMLAB_ISA` applied to this CPU: an error for a typo or a path the CPU lacks (the CLI calls
+/// this first, so a typo is an error, not a silent fallback).
+pub fn check_env() -> Result<Isa, String> {
     match std::env::var("LMLAB_ISA") {
         Ok(v) => Isa::parse(&v, Isa::detected()).map_err(|e| format!("LMLAB_ISA={v}: {e}")),
         Err(_) => Ok(Isa::detected()),
     }
-}
-
-/// Validates `LMLAB_ISA` (the CLI calls this first, so a typo is an error, not a silent
-/// fallback).
-pub fn check_env() -> Result<Isa, String> {
-    from_env()
 }
 
 #[cfg(target_arch = "x86_64")]

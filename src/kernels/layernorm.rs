@@ -68,8 +68,7 @@ multiversion! {
                 acc_dnx[l] += dn * ((x[i] - mu) * s);
             }
         }
-        let fold = |a: [f32; 8]| ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
-        let (mut dnorm_mean, mut dnorm_norm_mean) = (fold(acc_dn), fold(acc_dnx));
+        let (mut dnorm_mean, mut dnorm_norm_mean) = (math::fold8(acc_dn), math::fold8(acc_dnx));
         for i in full..c {
             let dn = d[i] * weight[i];
             dnorm_mean += dn;

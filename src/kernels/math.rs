@@ -41,6 +41,12 @@ pub fn tanh(x: f32) -> f32 {
     t.copysign(x)
 }
 
+/// The eight partial sums of [`dot`], [`sum`] and friends, added pairwise in one fixed order.
+#[inline(always)]
+pub fn fold8(acc: [f32; 8]) -> f32 {
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
 /// Σ a·b with eight independent partial sums, so the loop compiles to vector FMAs (a plain
 /// `sum()` is a serial chain the compiler may not reorder).
 #[inline(always)]
@@ -55,7 +61,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[i] = x[i].mul_add(y[i], acc[i]);
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = fold8(acc);
     for (x, y) in ar.iter().zip(br) {
         s = x.mul_add(*y, s);
     }
@@ -74,7 +80,7 @@ pub fn sum(x: &[f32]) -> f32 {
             acc[i] += v[i];
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = fold8(acc);
     for v in rest {
         s += v;
     }
@@ -93,7 +99,7 @@ pub fn sum_sq_dev(x: &[f32], mu: f32) -> f32 {
             acc[i] = d.mul_add(d, acc[i]);
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = fold8(acc);
     for v in rest {
         let d = v - mu;
         s = d.mul_add(d, s);

@@ -183,17 +183,17 @@ unsafe fn kernel_bf16(
 /// choice (measured: 0.25 on Intel Xeon Sapphire Rapids class cores, where the bf16 GEMM runs
 /// at half the f32 one).
 pub(super) fn bf16_pays_off() -> bool {
-    static PAYS: std::sync::OnceLock<(bool, f64)> = std::sync::OnceLock::new();
-    PAYS.get_or_init(|| {
-        let ratio = probe_ratio();
-        (ratio >= 0.6, ratio)
-    })
-    .0
+    probe_ratio() >= 0.6
 }
 
 /// `vdpbf16ps` instructions per `vfmadd231ps` instruction over the same time (0 when the CPU
-/// lacks AVX-512 BF16).
+/// lacks AVX-512 BF16), measured on first use.
 pub fn probe_ratio() -> f64 {
+    static RATIO: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *RATIO.get_or_init(measure_ratio)
+}
+
+fn measure_ratio() -> f64 {
     let cpu = crate::kernels::isa::Isa::detected();
     if !(cpu.level >= crate::kernels::isa::Level::Avx512 && cpu.bf16) {
         return 0.0;

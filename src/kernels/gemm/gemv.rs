@@ -84,7 +84,7 @@ fn dot_wide(a: &[f32], b: &[f32]) -> f32 {
         }
         width /= 2;
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = crate::kernels::math::fold8(acc[..8].try_into().unwrap());
     for (x, y) in ar.iter().zip(br) {
         s = x.mul_add(*y, s);
     }
