@@ -39,6 +39,8 @@ CASE_ITERS = {
     "M-train-bf16": (2, 5),
     "M-forward": (3, 20),
     "M-generate": (1, 3),
+    "M-forward-bf16w": (3, 20),
+    "M-generate-bf16w": (1, 3),
 }
 CASE_DESC = {
     "S-train": "train step, 4L 4H 128C, B=12 T=64",
@@ -48,6 +50,9 @@ CASE_DESC = {
     "M-train-bf16": "M train step in bf16 mixed precision (PyTorch: autocast bf16)",
     "M-forward": "forward (logits), M model, B=1 T=256",
     "M-generate": "greedy KV-cache generation of 256 tokens, M model, 1-token prompt",
+    "M-forward-bf16w": "M-forward with bf16 weights (lmlab: quantize --scheme bf16, f32 activations; "
+                       "PyTorch: model.to(torch.bfloat16))",
+    "M-generate-bf16w": "M-generate with bf16 weights (as M-forward-bf16w)",
 }
 LOSS_RTOL = 1e-4
 LOADED_LOADAVG = 0.5  # 1-min load average above which the report warns that the machine was busy
@@ -233,7 +238,7 @@ def estimate_flops(case, cfg):
     softmax, embeddings and the optimizer are not counted."""
     L, C, V = cfg["n_layer"], cfg["n_embd"], cfg["vocab_size"]
     B, T = cfg.get("batch", 1), cfg.get("seq", cfg["block_size"])
-    if case.endswith("-generate"):
+    if "-generate" in case:
         n_new = int(cfg.get("new_tokens", 256))
         P = int(cfg.get("prompt_len", 1))
         total, ctx = 0.0, 0
@@ -374,7 +379,7 @@ def run_case(case, args, lmlab_bin, lmlab_build_err, tmpdir):
     out["flops_per_iter"] = lm_flops or est
     out["flops_source"] = "lmlab flops_per_iter" if lm_flops else ("bench/run.py estimate" if est else None)
 
-    if case.endswith("-generate"):
+    if "-generate" in case:
         lt = lm[0].get("tokens") if lm else None
         tt = th[0].get("tokens") if th else None
         if lt is not None and tt is not None:
@@ -477,7 +482,7 @@ def report(results, meta):
             parts.append(f"{r['flops_per_iter'] / 1e9:.3f} GFLOP/iter ({r['flops_source']}"
                          + (f"; run.py estimate {r['flops_estimate'] / 1e9:.3f}" if r.get("flops_estimate")
                             and r["flops_source"] != "bench/run.py estimate" else "") + ")")
-        if r["case"].endswith("-generate"):
+        if "-generate" in r["case"]:
             n_new = r.get("new_tokens", 256)
             tps = lambda s: f"{n_new / (s['median_ms'] * 1e-3):.1f}" if s else "n/a"  # noqa: E731
             parts.append(f"tokens/s lmlab {tps(ls)}, PyTorch {tps(ts)}")

@@ -16,6 +16,8 @@ GPT from scripts/make_fixtures.py with flash=True, i.e. F.scaled_dot_product_att
   M-forward   M model, forward only (all-position logits), batch 1 x 256 tokens, inference_mode
   M-generate  M model, 256 greedy new tokens from a 1-token prompt with a KV cache; one
               iteration = the whole generation (prefill + 255 one-token decode steps)
+  M-forward-bf16w, M-generate-bf16w
+              the same with the model in bf16 (model.to(torch.bfloat16))
 
 Other modes:
   --make-init FILE --case CASE [--seed S]   write an init file in lmlab's --dump-init format
@@ -58,6 +60,10 @@ CASES = {
     "M-train-bf16": dict(_M, batch=16, seq=256, mode="train", autocast=True),
     "M-forward": dict(_M, batch=1, seq=256, mode="forward"),
     "M-generate": dict(_M, batch=1, seq=1, mode="generate", new_tokens=256),
+    # bf16 weights: the model converted with model.to(torch.bfloat16) after the fp32 initial
+    # loss, as PyTorch users run bf16 inference (activations and KV cache in bf16 too).
+    "M-forward-bf16w": dict(_M, batch=1, seq=256, mode="forward", bf16_weights=True),
+    "M-generate-bf16w": dict(_M, batch=1, seq=1, mode="generate", new_tokens=256, bf16_weights=True),
 }
 CFG_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
 
@@ -130,8 +136,9 @@ def generate_kv(model, prompt, new_tokens, attn="sdpa"):
     t_max = P + new_tokens - 1  # the last generated token is never fed back
     assert t_max <= cfg["block_size"], (t_max, cfg["block_size"])
     L = len(tr.h)
-    kc = torch.empty(L, 1, nh, t_max, hs)
-    vc = torch.empty(L, 1, nh, t_max, hs)
+    dtype = tr.wte.weight.dtype
+    kc = torch.empty(L, 1, nh, t_max, hs, dtype=dtype)
+    vc = torch.empty(L, 1, nh, t_max, hs, dtype=dtype)
     scale = 1.0 / math.sqrt(hs)
     wte = tr.wte.weight
     wpe = tr.wpe.weight
@@ -206,6 +213,8 @@ def run_case(args):
     with torch.no_grad():
         _, loss0 = model(idx0, tg0)
     initial_loss = loss0.item()
+    if CASES[case].get("bf16_weights"):
+        model.to(torch.bfloat16)
     total = args.warmup + args.iters
     times = []
     res = dict(case=case, impl="pytorch", torch=torch.__version__, threads=torch.get_num_threads(),

@@ -25,7 +25,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_SCHEMES = "f32,int8,w8a8,q8_0,q4_0,rtn4-g32,gptq4-g32,rtn3-g32,gptq3-g32"
+DEFAULT_SCHEMES = "f32,bf16,int8,w8a8,q8_0,q4_0,rtn4-g32,gptq4-g32,rtn3-g32,gptq3-g32"
 
 
 def run(cmd):

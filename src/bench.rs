@@ -21,8 +21,18 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-pub const CASES: &[&str] =
-    &["S-train", "M-train", "D-train", "S-train-bf16", "M-train-bf16", "M-forward", "M-generate", "sgemm-2048"];
+pub const CASES: &[&str] = &[
+    "S-train",
+    "M-train",
+    "D-train",
+    "S-train-bf16",
+    "M-train-bf16",
+    "M-forward",
+    "M-generate",
+    "M-forward-bf16w",
+    "M-generate-bf16w",
+    "sgemm-2048",
+];
 
 #[derive(Serialize)]
 pub struct BenchResult {
@@ -59,7 +69,7 @@ fn config(case: &str) -> Result<(ModelConfig, usize)> {
         "S-train" | "S-train-bf16" => (small, 12),
         "M-train" | "M-train-bf16" => (medium, 16),
         "D-train" => (deep, 8),
-        "M-forward" | "M-generate" => (medium, 1),
+        "M-forward" | "M-generate" | "M-forward-bf16w" | "M-generate-bf16w" => (medium, 1),
         _ => bail!("unknown case {case:?}; cases: {}", CASES.join(", ")),
     })
 }
@@ -152,6 +162,12 @@ pub fn run_case(
             // is the fp32 one, as PyTorch's side reports it before entering autocast.
             model.set_precision(crate::kernels::precision::Precision::Bf16);
         }
+        if case.ends_with("-bf16w") {
+            // bf16 weights for inference (`lmlab quantize --scheme bf16`); the initial loss
+            // above is the fp32 model's.
+            let keep = crate::compress::quantize::KeepFloat::default();
+            crate::compress::quantize::quantize_model(&mut model, crate::compress::quantize::Scheme::Bf16, keep)?;
+        }
         let mut times = Vec::with_capacity(iters);
         let mut tokens = Vec::new();
         let mut time = |f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
@@ -179,7 +195,7 @@ pub fn run_case(
                 time(&mut || tr.step(&data).map(|_| ()))?;
                 3.0 * forward_flops(&cfg, batch_size, t)
             }
-            "M-forward" => {
+            "M-forward" | "M-forward-bf16w" => {
                 time(&mut || model.forward_lm(&batch.inputs, None, 1, t, false, 0).map(|_| ()))?;
                 forward_flops(&cfg, 1, t)
             }

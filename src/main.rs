@@ -28,7 +28,7 @@ enum Cmd {
     /// vocab.json + merges.txt) or a GGUF file (llama or gpt2 architecture) into an lmlab
     /// checkpoint, which `sample`, `eval` and `train --resume` then use.
     Import(cli::import::ImportArgs),
-    /// Quantize a checkpoint's linear layers (int8 weight-only, W8A8, GGML's Q8_0 and Q4_0, 4-bit
+    /// Quantize a checkpoint's linear layers (bf16 or int8 weight-only, W8A8, GGML's Q8_0 and Q4_0, 4-bit
     /// round to nearest with groups, GPTQ) into a new, smaller checkpoint that samples and evaluates like any
     /// other.
     Quantize(cli::quantize::QuantizeArgs),

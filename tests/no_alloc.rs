@@ -180,7 +180,7 @@ fn generation_allocates_nothing_per_token() {
     // Float weights, and every linear layer quantized (GGML Q4_0; int8 per channel, weight-only
     // and W8A8).
     use lmlab::compress::quantize::{quantize_model, KeepFloat, Scheme};
-    for scheme in [None, Some(Scheme::Q4_0), Some(Scheme::Int8), Some(Scheme::W8A8)] {
+    for scheme in [None, Some(Scheme::Q4_0), Some(Scheme::Int8), Some(Scheme::W8A8), Some(Scheme::Bf16)] {
         let mut model = Transformer::new(cfg.clone(), 1).unwrap();
         model.init(3);
         if let Some(s) = scheme {

@@ -5,6 +5,7 @@
 
 mod common;
 
+use lmlab::kernels::precision::round_bf16;
 use lmlab::kernels::quant::dot::Isa;
 use lmlab::kernels::quant::ggml::{self, QK};
 use lmlab::kernels::quant::{
@@ -13,8 +14,9 @@ use lmlab::kernels::quant::{
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-const TYPES: [QuantType; 6] = [
+const TYPES: [QuantType; 7] = [
     QuantType::Q8_0,
+    QuantType::Bf16,
     QuantType::Q4_0,
     QuantType::Int8,
     QuantType::W8A8,
@@ -95,6 +97,12 @@ fn dequantize_error_is_within_half_a_step() {
                 QuantType::Q8_0 => 0.51 * amax(blk(QK)) / 127.0 * (1.0 + 127.0 / 1024.0),
                 QuantType::Q4_0 => 1.01 * amax(blk(QK)) / 8.0 * (1.0 + 8.0 / 1024.0),
                 QuantType::Int8 | QuantType::W8A8 => 0.501 * amax(blk(cols)) / 127.0,
+                // Half a unit in the last of bf16's 8 significant bits, and exactly the
+                // rounding bf16 mixed precision uses.
+                QuantType::Bf16 => {
+                    assert_eq!(a.to_bits(), round_bf16(*b).to_bits(), "bf16 [{r},{c}]");
+                    b.abs() / 256.0
+                }
                 QuantType::Int4 { group } => {
                     let g = blk(group);
                     let lo = g.iter().fold(0f32, |m, v| m.min(*v));
@@ -110,6 +118,7 @@ fn dequantize_error_is_within_half_a_step() {
             QuantType::Q8_0 => 128.0 / 34.0,
             QuantType::Q4_0 => 128.0 / 18.0,
             QuantType::Int8 | QuantType::W8A8 => 4.0 * cols as f64 / (cols + 4) as f64,
+            QuantType::Bf16 => 2.0,
             QuantType::Int4 { group } => 8.0 / (1.0 + 10.0 / group as f64),
         };
         assert!((ratio - want).abs() < 1e-9, "{ty:?}: compression {ratio} vs {want}");
@@ -131,23 +140,23 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// (rows, cols, n, types): cols not a multiple of 64 where the format allows.
 fn shapes() -> Vec<(usize, usize, usize, Vec<QuantType>)> {
     let all = TYPES.to_vec();
-    let (i8w, w8a8) = (QuantType::Int8, QuantType::W8A8);
+    let (i8w, w8a8, bf16) = (QuantType::Int8, QuantType::W8A8, QuantType::Bf16);
     vec![
-        (37, 96, 1, vec![QuantType::Q8_0, QuantType::Q4_0, i8w, w8a8, QuantType::Int4 { group: 32 }]),
-        (37, 96, 19, vec![QuantType::Q8_0, QuantType::Q4_0, i8w, w8a8, QuantType::Int4 { group: 32 }]),
+        (37, 96, 1, vec![QuantType::Q8_0, QuantType::Q4_0, i8w, w8a8, bf16, QuantType::Int4 { group: 32 }]),
+        (37, 96, 19, vec![QuantType::Q8_0, QuantType::Q4_0, i8w, w8a8, bf16, QuantType::Int4 { group: 32 }]),
         (70, 384, 1, all.clone()),
         (70, 384, 33, all.clone()),
-        (5, 100, 3, vec![i8w, w8a8]),
-        (5, 7, 2, vec![i8w, w8a8]),
-        (3, 224, 17, vec![QuantType::Q4_0, QuantType::Int4 { group: 32 }, i8w, w8a8]),
-        // Int8 tiles: partial panels (rows not a multiple of 16), every activation-row count
-        // of a tile (1..=12 and a remainder past 12), several tasks along both axes.
-        (16, 5, 1, vec![i8w]),
-        (100, 33, 2, vec![i8w]),
-        (129, 40, 7, vec![i8w]),
-        (17, 64, 12, vec![i8w]),
-        (65, 48, 13, vec![i8w]),
-        (33, 80, 61, vec![i8w]),
+        (5, 100, 3, vec![i8w, w8a8, bf16]),
+        (5, 7, 2, vec![i8w, w8a8, bf16]),
+        (3, 224, 17, vec![QuantType::Q4_0, QuantType::Int4 { group: 32 }, i8w, w8a8, bf16]),
+        // Weight-only tiles: partial panels (rows not a multiple of 16), every activation-row
+        // count of a tile (1..=12 and a remainder past 12), several tasks along both axes.
+        (16, 5, 1, vec![i8w, bf16]),
+        (100, 33, 2, vec![i8w, bf16]),
+        (129, 40, 7, vec![i8w, bf16]),
+        (17, 64, 12, vec![i8w, bf16]),
+        (65, 48, 13, vec![i8w, bf16]),
+        (33, 80, 61, vec![i8w, bf16]),
         // Register tiles: rows not a multiple of 8 or 4, n even, one block per row.
         (41, 64, 2, vec![QuantType::Q8_0, QuantType::Q4_0, QuantType::Int4 { group: 64 }]),
         (9, 32, 3, vec![QuantType::Q8_0, QuantType::Q4_0, QuantType::Int4 { group: 32 }]),
@@ -187,7 +196,7 @@ fn quantized_activations(x: &[f32], cols: usize, ty: QuantType) -> Vec<f32> {
             ggml::dequantize_row_q8_0(&q, &mut d);
             return d;
         }
-        QuantType::Int8 => return x.to_vec(),
+        QuantType::Int8 | QuantType::Bf16 => return x.to_vec(),
         QuantType::W8A8 => cols,
         QuantType::Int4 { group } => group,
     };
@@ -214,8 +223,9 @@ fn quant_matmul_matches_the_product_of_dequantized_operands() {
             quant_matmul_forward(&mut out, &x, &m, Some(&bias), n, &mut scratch);
             // Exact products and integer block sums; the f32 rounding is one product of scales
             // per block, one multiply and one add per block: (blocks + 3) roundings of at most
-            // Σ|w·x| each. Int8 (f32 activations) rounds once per column (an FMA each).
-            let blocks = if ty == QuantType::Int8 { cols as f64 } else { (cols / QK).max(1) as f64 };
+            // Σ|w·x| each. Int8 and Bf16 (f32 activations) round once per column (an FMA each).
+            let weight_only = matches!(ty, QuantType::Int8 | QuantType::Bf16);
+            let blocks = if weight_only { cols as f64 } else { (cols / QK).max(1) as f64 };
             for i in 0..n {
                 for r in 0..rows {
                     let (wr, xr) = (&wd[r * cols..(r + 1) * cols], &xd[i * cols..(i + 1) * cols]);
@@ -293,35 +303,41 @@ fn int4_holds_gptq_codes_scales_and_zeros() {
     assert!(QuantMatrix::from_int4_codes(rows, cols, group, &codes[1..], scales, zeros).is_err());
 }
 
-/// Int8 (weight-only) on every path is the arithmetic its module documents: per output, an f32
-/// `fma` chain over the columns in order from the stored int8 codes, times the row's scale,
-/// plus the bias — bit for bit, for N = 1 and N > 1.
+/// Int8 and Bf16 (weight-only) on every path are the arithmetic their module documents: per
+/// output, an f32 `fma` chain over the columns in order from the stored weights (int8 codes, or
+/// bf16 values widened exactly), times the row's scale (int8), plus the bias — bit for bit, for
+/// N = 1 and N > 1.
 #[test]
-fn int8_weight_only_is_the_documented_fma_chain() {
+fn weight_only_is_the_documented_fma_chain() {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(17);
     let (rows, cols) = (45, 72);
     let w = weights(&mut rng, rows, cols);
-    let m = QuantMatrix::quantize(&w, rows, cols, QuantType::Int8).unwrap();
-    let codes = m.stored_data();
-    assert_eq!(codes.len(), rows * cols);
-    let bias = common::rand_vec(&mut rng, rows, 1.0);
-    for n in [1, 5, 26] {
-        let x = common::rand_vec(&mut rng, n * cols, 3.0);
-        let mut want = vec![0f32; n * rows];
-        for i in 0..n {
-            for r in 0..rows {
-                let acc =
-                    (0..cols).fold(0f32, |acc, k| (codes[r * cols + k] as i8 as f32).mul_add(x[i * cols + k], acc));
-                want[i * rows + r] = acc * m.scales[r] + bias[r];
+    for ty in [QuantType::Int8, QuantType::Bf16] {
+        let m = QuantMatrix::quantize(&w, rows, cols, ty).unwrap();
+        let codes = m.stored_data();
+        let weight = |i: usize| match ty {
+            QuantType::Int8 => codes[i] as i8 as f32,
+            _ => f32::from_bits((u16::from_le_bytes([codes[2 * i], codes[2 * i + 1]]) as u32) << 16),
+        };
+        assert_eq!(codes.len(), rows * cols * if ty == QuantType::Bf16 { 2 } else { 1 });
+        let bias = common::rand_vec(&mut rng, rows, 1.0);
+        for n in [1, 5, 26] {
+            let x = common::rand_vec(&mut rng, n * cols, 3.0);
+            let mut want = vec![0f32; n * rows];
+            for i in 0..n {
+                for r in 0..rows {
+                    let acc = (0..cols).fold(0f32, |acc, k| weight(r * cols + k).mul_add(x[i * cols + k], acc));
+                    want[i * rows + r] = if ty == QuantType::Int8 { acc * m.scales[r] } else { acc } + bias[r];
+                }
             }
-        }
-        for isa in Isa::ALL {
-            if !isa.available() {
-                common::skip_cpu(&format!("this CPU lacks {}", isa.name()));
-                continue;
+            for isa in Isa::ALL {
+                if !isa.available() {
+                    common::skip_cpu(&format!("this CPU lacks {}", isa.name()));
+                    continue;
+                }
+                let got = run(isa, &m, &x, Some(&bias), n);
+                assert_eq!(bits(&got), bits(&want), "{ty:?} {} n {n}", isa.name());
             }
-            let got = run(isa, &m, &x, Some(&bias), n);
-            assert_eq!(bits(&got), bits(&want), "{} n {n}", isa.name());
         }
     }
 }

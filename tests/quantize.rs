@@ -52,7 +52,9 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn every_scheme_quantizes_every_linear_layer_and_stays_close() {
-    for (scheme, tol) in [("int8", 0.02), ("w8a8", 0.02), ("q8_0", 0.02), ("q4_0", 0.25), ("int4-g32", 0.25)] {
+    for (scheme, tol) in
+        [("bf16", 0.01), ("int8", 0.02), ("w8a8", 0.02), ("q8_0", 0.02), ("q4_0", 0.25), ("int4-g32", 0.25)]
+    {
         for tie in [true, false] {
             let (mut m, tok) = model(tie);
             let want = logits(&mut m, &tok);
@@ -84,7 +86,9 @@ fn quantized_checkpoint_reloads_bit_identical_and_is_smaller() {
     let (m0, tok) = model(false);
     checkpoint::save_new(&float_dir, &m0, &tok).unwrap();
     let run = RunConfig { model: m0.config.clone(), ..RunConfig::default() };
-    for (scheme, ty) in [("int8", QuantType::Int8), ("w8a8", QuantType::W8A8), ("q8_0", QuantType::Q8_0)] {
+    let schemes =
+        [("bf16", QuantType::Bf16), ("int8", QuantType::Int8), ("w8a8", QuantType::W8A8), ("q8_0", QuantType::Q8_0)];
+    for (scheme, ty) in schemes {
         let (mut m, _) = model(false);
         quantize_model(&mut m, Scheme::parse(scheme).unwrap(), KeepFloat::default()).unwrap();
         let want = logits(&mut m, &tok);
@@ -156,7 +160,7 @@ fn cli_quantize_info_sample_and_eval() {
     checkpoint::save_new(&float_dir, &m, &tok).unwrap();
     let (f, q) = (float_dir.to_str().unwrap(), q_dir.to_str().unwrap());
     // `info` names each weight's type as the scheme does; q4_0 (last) is sampled and evaluated.
-    for scheme in ["int8", "w8a8", "q4_0"] {
+    for scheme in ["bf16", "int8", "w8a8", "q4_0"] {
         let (ok, out, err) = lmlab(&["quantize", "--checkpoint", f, "--scheme", scheme, "--out", q]);
         assert!(ok, "{out}{err}");
         assert!(out.contains(&format!("9 linear weights as {scheme}")), "{out}");
@@ -324,7 +328,15 @@ fn encoder_decoder_and_encoder_classifier_run_quantized() {
 #[test]
 fn stored_parts_are_checked_against_type_and_shape() {
     let w: Vec<f32> = (0..4 * 64).map(|i| ((i * 37 % 101) as f32 - 50.0) / 100.0).collect();
-    for ty in [QuantType::Q8_0, QuantType::Q4_0, QuantType::Int8, QuantType::W8A8, QuantType::Int4 { group: 32 }] {
+    let types = [
+        QuantType::Q8_0,
+        QuantType::Q4_0,
+        QuantType::Bf16,
+        QuantType::Int8,
+        QuantType::W8A8,
+        QuantType::Int4 { group: 32 },
+    ];
+    for ty in types {
         let m = QuantMatrix::quantize(&w, 4, 64, ty).unwrap();
         // What a checkpoint stores (row-major codes, also for Int8's in-memory panels).
         let data = m.stored_data().into_owned();

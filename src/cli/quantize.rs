@@ -14,9 +14,10 @@ pub struct QuantizeArgs {
     /// Checkpoint to quantize.
     #[arg(long, value_name = "DIR")]
     checkpoint: PathBuf,
-    /// int8 (int8 weights per output channel, f32 activations), w8a8 (the same weights,
-    /// activations quantized to int8 per token at run time), q8_0 or q4_0 (GGML's block formats), int4 or int4-gG (round to nearest, group G, default
-    /// 32), gptq4-gG / gptq3-gG (GPTQ, needs --calib; add -act for act-order, e.g.
+    /// bf16 (bf16 weights, f32 activations: half the size, nearly lossless), int8 (int8
+    /// weights per output channel, f32 activations), w8a8 (the same weights, activations
+    /// quantized to int8 per token at run time), q8_0 or q4_0 (GGML's block formats), int4 or
+    /// int4-gG (round to nearest, group G, default 32), gptq4-gG / gptq3-gG (GPTQ, needs --calib; add -act for act-order, e.g.
     /// gptq4-g32-act), rtn4-gG / rtn3-gG (round to nearest with GPTQ's quantizer, for
     /// comparison).
     #[arg(long)]

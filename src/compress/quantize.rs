@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 /// What `lmlab quantize --scheme` names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
+    /// bf16 weights (round to nearest even), activations f32: half the bytes, nearly lossless.
+    Bf16,
     /// int8 per output channel, symmetric; activations stay f32 (weight-only).
     Int8,
     /// The same int8 weights; activations quantized to int8 per token at run time (W8A8).
@@ -34,18 +36,19 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    /// Parses `int8` (weight-only), `w8a8`, `q8_0`, `q4_0`, `int4` (group 32), `int4-gG`, `gptqB-gG`,
+    /// Parses `bf16`, `int8` (weight-only), `w8a8`, `q8_0`, `q4_0`, `int4` (group 32), `int4-gG`, `gptqB-gG`,
     /// `gptqB-gG-act` (act-order) or `rtnB-gG` (B = 3 or 4).
     pub fn parse(s: &str) -> Result<Self> {
         let bad = || {
             anyhow::anyhow!(
-                "unknown quantization scheme {s:?}: expected int8, w8a8, q8_0, q4_0, int4, int4-gG, \
+                "unknown quantization scheme {s:?}: expected bf16, int8, w8a8, q8_0, q4_0, int4, int4-gG, \
                  gptq4-gG, gptq3-gG (either with -act for act-order), rtn4-gG or rtn3-gG \
                  (G: a multiple of 32 dividing the layer widths)"
             )
         };
         let group = |g: &str| g.parse::<usize>().ok().filter(|g| *g > 0).ok_or_else(bad);
         Ok(match s {
+            "bf16" => Scheme::Bf16,
             "int8" => Scheme::Int8,
             "w8a8" => Scheme::W8A8,
             "q8_0" => Scheme::Q8_0,
@@ -78,6 +81,7 @@ impl Scheme {
     /// The storage type of the quantized weights.
     pub fn quant_type(self) -> QuantType {
         match self {
+            Scheme::Bf16 => QuantType::Bf16,
             Scheme::Int8 => QuantType::Int8,
             Scheme::W8A8 => QuantType::W8A8,
             Scheme::Q8_0 => QuantType::Q8_0,

@@ -3,7 +3,8 @@
 //! A quantized checkpoint is an ordinary checkpoint directory (`config.toml`, `tokenizer.json`,
 //! `state.json` with the CRC32 of every file) whose `model.safetensors` holds the f32 tensors
 //! only, and whose `quant.safetensors` holds each quantized linear weight as its raw parts:
-//! `{name}.qdata` (U8: GGML blocks, row-major int8 values or packed int4 codes),
+//! `{name}.qdata` (U8: GGML blocks, row-major int8 values, row-major little-endian bf16 values
+//! or packed int4 codes),
 //! `{name}.qscales` (F32, int8/w8a8/int4 only), `{name}.qzeros` (U8, int4 only) and
 //! `{name}.qperm` (U32, int4 from GPTQ with act-order only: the stored column order). One
 //! metadata key, `lmlab_quant`, is a JSON object `{"format": 2, "scheme": S, "tensors": {name:
@@ -11,7 +12,7 @@
 //! hash order and the bytes must not vary). It has no optimizer state: it samples and
 //! evaluates, it does not train.
 //!
-//! Types: `q8_0`, `q4_0`, `int8` (weight-only), `w8a8`, `int4`. Format 1 (no `format` key, files
+//! Types: `q8_0`, `q4_0`, `bf16` (weight-only), `int8` (weight-only), `w8a8`, `int4`. Format 1 (no `format` key, files
 //! written before int8 weight-only existed) used `int8` for what is now `w8a8`: such files
 //! still load, as W8A8, and run as they did. Format 3 is format 2 with a `qperm` part on some
 //! tensor; it is written only then, so that an lmlab that would ignore the column order refuses
@@ -58,6 +59,7 @@ pub fn type_name(ty: QuantType) -> &'static str {
     match ty {
         QuantType::Q8_0 => "q8_0",
         QuantType::Q4_0 => "q4_0",
+        QuantType::Bf16 => "bf16",
         QuantType::Int8 => "int8",
         QuantType::W8A8 => "w8a8",
         QuantType::Int4 { .. } => "int4",
@@ -68,6 +70,7 @@ fn parse_type(e: &QuantEntry, name: &str, format: u32) -> Result<QuantType> {
     Ok(match e.ty.as_str() {
         "q8_0" => QuantType::Q8_0,
         "q4_0" => QuantType::Q4_0,
+        "bf16" => QuantType::Bf16,
         "int8" if format < 2 => QuantType::W8A8,
         "int8" => QuantType::Int8,
         "w8a8" => QuantType::W8A8,

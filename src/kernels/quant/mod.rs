@@ -1,18 +1,20 @@
 //! Weight quantization and the quantized linear layer `out = x · Wᵀ + b` (inference only).
 //!
 //! A weight matrix W (rows, cols), stored like `nn.Linear`'s weight (out, in), is quantized once
-//! into a [`QuantMatrix`] of one of five [`QuantType`]s:
+//! into a [`QuantMatrix`] of one of six [`QuantType`]s:
 //!
 //! | type | weights | activations (quantized per call, into `scratch`) |
 //! |---|---|---|
-//! | `Int8` | i8 per element, one f32 scale per row (`amax/127`, symmetric) | f32, not quantized (weight-only, [`int8w`]) |
+//! | `Bf16` | bf16 per element (round to nearest even; 2 bytes, exact widening) | f32, not quantized (weight-only, [`weight_only`]) |
+//! | `Int8` | i8 per element, one f32 scale per row (`amax/127`, symmetric) | f32, not quantized (weight-only, [`weight_only`]) |
 //! | `W8A8` | as `Int8` | int8 per row (per token), f32 scale `amax/127` |
 //! | `Q8_0` | GGML Q8_0 blocks of 32 (f16 scale, 32 × i8), see [`ggml`] | Q8_0 blocks of 32 |
 //! | `Q4_0` | GGML Q4_0 blocks of 32 (f16 scale, 16 bytes of nibbles) | Q8_0 blocks of 32 |
 //! | `Int4 { group }` | 4-bit codes, per row and group of `group` columns an f32 scale and a u8 zero point | int8 per group, f32 scale `amax/127` |
 //!
-//! `Int8` converts each weight to f32 inside the product ([`int8w`]: panels of 16 rows, f32
-//! FMAs). `W8A8` quantizes the activations per token too (SmoothQuant-style dynamic per-token
+//! `Bf16` and `Int8` convert each weight to f32 inside the product ([`weight_only`]: panels of
+//! 16 rows, f32 FMAs); bf16 halves the bytes streamed per weight with no loss beyond bf16's own
+//! rounding (the format PyTorch and llama.cpp use for "half-size, nearly lossless" weights). `W8A8` quantizes the activations per token too (SmoothQuant-style dynamic per-token
 //! activations; no smoothing here). Q8_0/Q4_0 follow llama.cpp's `vec_dot_q8_0_q8_0`
 //! and `vec_dot_q4_0_q8_0`: activations go to Q8_0 blocks with the reference rounding
 //! (`quantize_row_q8_0_ref`; the block scale rounded to f16).
@@ -35,14 +37,14 @@
 //! through the permutation (as exllama's and AutoGPTQ's act-order kernels do).
 //!
 //! The integer dot products and their run-time instruction-set choice are in [`dot`]
-//! (`LMLAB_ISA=scalar`, `avx2` or `avx512,no-vnni` force a path; it covers [`int8w`] too). All paths
+//! (`LMLAB_ISA=scalar`, `avx2` or `avx512,no-vnni` force a path; it covers [`weight_only`] too). All paths
 //! give bit-identical outputs,
 //! and the work split (fixed tiles of output rows × W rows) does not change any element's
 //! arithmetic, so results do not depend on the thread count either.
 
 pub mod dot;
 pub mod ggml;
-pub mod int8w;
+pub mod weight_only;
 
 use super::SendPtr;
 use anyhow::{bail, ensure, Result};
@@ -50,12 +52,15 @@ use dot::kernels;
 pub use dot::Isa;
 use ggml::{q8_block, Q4_0_BYTES, Q8_0_BYTES, QK};
 use rayon::prelude::*;
+use weight_only::Elem;
 
 /// How a [`QuantMatrix`] stores its weights (table in the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuantType {
     Q8_0,
     Q4_0,
+    /// bf16 weights, f32 activations (weight-only).
+    Bf16,
     /// int8 weights, f32 activations (weight-only).
     Int8,
     /// int8 weights, activations quantized to int8 per token at run time.
@@ -73,11 +78,11 @@ pub struct QuantMatrix {
     pub cols: usize,
     /// The codes in the layout the kernels read. Q8_0/Q4_0: the GGML blocks, row after row
     /// (rows × cols/32 blocks of 34 or 18 bytes); W8A8: rows × cols i8; Int8: the same i8 in
-    /// panels of 16 rows ([`int8w`]; [`QuantMatrix::stored_data`] gives them row-major); Int4:
-    /// rows × cols/2 bytes of packed codes.
+    /// panels of 16 rows ([`weight_only`]; [`QuantMatrix::stored_data`] gives them row-major);
+    /// Bf16: little-endian bf16 in the same panels; Int4: rows × cols/2 bytes of packed codes.
     pub data: Vec<u8>,
     /// Int8/W8A8: one per row; Int4: (rows, cols/group); empty for Q8_0/Q4_0 (scales are in
-    /// blocks).
+    /// blocks) and Bf16.
     pub scales: Vec<f32>,
     /// Int4: zero points (rows, cols/group), 0..=15; empty otherwise.
     pub zeros: Vec<u8>,
@@ -109,6 +114,12 @@ impl QuantMatrix {
                     }
                 });
             }
+            QuantType::Bf16 => {
+                // The same rounding as bf16 mixed precision (ties to even; PyTorch's).
+                let bf16 = |v: f32| ((super::precision::round_bf16(v).to_bits() >> 16) as u16).to_le_bytes();
+                let bytes: Vec<u8> = w.iter().flat_map(|v| bf16(*v)).collect();
+                m.data = weight_only::pack(&bytes, rows, cols, Elem::Bf16);
+            }
             QuantType::Int8 | QuantType::W8A8 => {
                 m.data = vec![0u8; rows * cols];
                 m.scales = vec![0.0; rows];
@@ -121,7 +132,7 @@ impl QuantMatrix {
                     }
                 }
                 if ty == QuantType::Int8 {
-                    m.data = int8w::pack(&m.data, rows, cols);
+                    m.data = weight_only::pack(&m.data, rows, cols, Elem::I8);
                 }
             }
             QuantType::Int4 { group } => {
@@ -196,7 +207,7 @@ impl QuantMatrix {
         check_cols(ty, cols)?;
         let mut m = QuantMatrix { ty, rows, cols, data, scales, zeros, perm: None };
         let (n_scales, n_zeros) = match ty {
-            QuantType::Q8_0 | QuantType::Q4_0 => (0, 0),
+            QuantType::Q8_0 | QuantType::Q4_0 | QuantType::Bf16 => (0, 0),
             QuantType::Int8 | QuantType::W8A8 => (rows, 0),
             QuantType::Int4 { group } => (rows * (cols / group), rows * (cols / group)),
         };
@@ -210,28 +221,38 @@ impl QuantMatrix {
         ensure!(m.zeros.len() == n_zeros, "{ty:?} {rows}×{cols}: {} zero points, expected {n_zeros}", m.zeros.len());
         ensure!(m.scales.iter().all(|s| s.is_finite()), "{ty:?}: a scale is NaN or infinite");
         ensure!(m.zeros.iter().all(|z| *z < 16), "{ty:?}: a zero point is above 15");
-        if ty == QuantType::Int8 {
-            m.data = int8w::pack(&m.data, rows, cols);
+        if let Some(elem) = m.panel_elem() {
+            m.data = weight_only::pack(&m.data, rows, cols, elem);
         }
         Ok(m)
     }
 
-    /// The codes as checkpoints store them: `data`, except that Int8's panels are returned
-    /// row-major (rows × cols i8, as W8A8 keeps them).
+    /// The codes as checkpoints store them: `data`, except that Int8's and Bf16's panels are
+    /// returned row-major (rows × cols i8, as W8A8 keeps them, or little-endian bf16).
     pub fn stored_data(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.panel_elem() {
+            Some(elem) => std::borrow::Cow::Owned(weight_only::unpack(&self.data, self.rows, self.cols, elem)),
+            None => std::borrow::Cow::Borrowed(&self.data),
+        }
+    }
+
+    /// The element type of the weight-only types, which `data` keeps in panels.
+    fn panel_elem(&self) -> Option<Elem> {
         match self.ty {
-            QuantType::Int8 => std::borrow::Cow::Owned(int8w::unpack(&self.data, self.rows, self.cols)),
-            _ => std::borrow::Cow::Borrowed(&self.data),
+            QuantType::Int8 => Some(Elem::I8),
+            QuantType::Bf16 => Some(Elem::Bf16),
+            _ => None,
         }
     }
 
     /// Bytes of one row of the stored codes ([`QuantMatrix::stored_data`]; of `data` too,
-    /// except for Int8's panels).
+    /// except for Int8's and Bf16's panels).
     pub fn row_bytes(&self) -> usize {
         match self.ty {
             QuantType::Q8_0 => self.cols / QK * Q8_0_BYTES,
             QuantType::Q4_0 => self.cols / QK * Q4_0_BYTES,
             QuantType::Int8 | QuantType::W8A8 => self.cols,
+            QuantType::Bf16 => 2 * self.cols,
             QuantType::Int4 { .. } => self.cols / 2,
         }
     }
@@ -247,6 +268,10 @@ impl QuantMatrix {
             match self.ty {
                 QuantType::Q8_0 => ggml::dequantize_row_q8_0(d, o),
                 QuantType::Q4_0 => ggml::dequantize_row_q4_0(d, o),
+                QuantType::Bf16 => o
+                    .iter_mut()
+                    .zip(d.chunks_exact(2))
+                    .for_each(|(o, b)| *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
                 QuantType::Int8 | QuantType::W8A8 => {
                     o.iter_mut().zip(d).for_each(|(o, q)| *o = (*q as i8) as f32 * self.scales[r])
                 }
@@ -263,18 +288,18 @@ impl QuantMatrix {
     }
 
     /// Size of the quantized weights as stored: codes, scales, zero points and the column
-    /// order (Int8's panel padding in memory, at most 15 rows, not counted).
+    /// order (Int8's and Bf16's panel padding in memory, at most 15 rows, not counted).
     pub fn bytes(&self) -> usize {
         let perm = self.perm.as_ref().map_or(0, |p| 4 * p.len());
         self.rows * self.row_bytes() + 4 * self.scales.len() + self.zeros.len() + perm
     }
 
     /// Columns per activation block: 32 (Q8_0/Q4_0), the row (W8A8) or the group (Int4); Int8
-    /// quantizes no activations.
+    /// and Bf16 quantize no activations.
     fn act_block(&self) -> usize {
         match self.ty {
             QuantType::Q8_0 | QuantType::Q4_0 => QK,
-            QuantType::Int8 | QuantType::W8A8 => self.cols.max(1),
+            QuantType::Int8 | QuantType::W8A8 | QuantType::Bf16 => self.cols.max(1),
             QuantType::Int4 { group } => group,
         }
     }
@@ -292,7 +317,7 @@ fn check_cols(ty: QuantType, cols: usize) -> Result<()> {
         QuantType::Q8_0 | QuantType::Q4_0 => {
             ensure!(cols.is_multiple_of(QK), "{ty:?}: cols {cols} is not a multiple of the block size {QK}")
         }
-        QuantType::Int8 | QuantType::W8A8 => {}
+        QuantType::Int8 | QuantType::W8A8 | QuantType::Bf16 => {}
         QuantType::Int4 { group } => {
             ensure!(group > 0 && group.is_multiple_of(QK), "Int4: group {group} must be a positive multiple of {QK}");
             ensure!(cols.is_multiple_of(group), "Int4: cols {cols} is not a multiple of the group size {group}");
@@ -338,9 +363,9 @@ fn pack_int4(codes: &[u8]) -> Vec<u8> {
 }
 
 /// Bytes of `scratch` that [`quant_matmul_forward`] needs for n activation rows (none for
-/// Int8, whose activations stay f32).
+/// Int8 and Bf16, whose activations stay f32).
 pub fn quant_matmul_scratch_len(w: &QuantMatrix, n: usize) -> usize {
-    if w.ty == QuantType::Int8 {
+    if w.panel_elem().is_some() {
         return 0;
     }
     let nb = w.cols / w.act_block();
@@ -403,8 +428,8 @@ pub fn quant_matmul_forward_isa(
     if n == 0 || rows == 0 {
         return;
     }
-    if w.ty == QuantType::Int8 {
-        return int8w::matmul(out, x, &w.data, &w.scales, rows, cols, bias, n, isa);
+    if let Some(elem) = w.panel_elem() {
+        return weight_only::matmul(out, x, &w.data, elem, &w.scales, rows, cols, bias, n, isa);
     }
     let k = kernels(isa);
     let ab = w.act_block();
@@ -470,7 +495,7 @@ pub fn quant_matmul_forward_isa(
         QuantType::Q8_0 => Some(dot::TILE_Q8_0),
         QuantType::Q4_0 => Some(dot::TILE_Q4_0),
         QuantType::Int4 { .. } => Some(dot::TILE_INT4),
-        QuantType::Int8 | QuantType::W8A8 => None,
+        QuantType::Int8 | QuantType::W8A8 | QuantType::Bf16 => None,
     };
     if let (Some(tiles), Some(kind)) = (k.tiles, tile) {
         // Register tiles of 8 outputs: 8 W rows × 1 x row (n = 1) or 4 × 2. A tile past the
@@ -546,7 +571,7 @@ pub fn quant_matmul_forward_isa(
                             let (ws, wz) = (&w.scales[r * ng..(r + 1) * ng], &w.zeros[r * ng..(r + 1) * ng]);
                             (k.int4)(wr, ws, wz, q, d, s, group)
                         }
-                        QuantType::Int8 => unreachable!("Int8 runs in int8w::matmul"),
+                        QuantType::Int8 | QuantType::Bf16 => unreachable!("runs in weight_only::matmul"),
                     }
                 };
                 // SAFETY: i < n, r < rows, so the index is inside `out` (checked above); tiles

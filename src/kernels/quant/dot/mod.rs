@@ -45,7 +45,7 @@ impl Isa {
     pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni];
 
     /// Whether this CPU can run the path (FMA too: the int8 weight-only kernels of
-    /// `quant::int8w` use it on both SIMD paths).
+    /// `quant::weight_only` use it on both SIMD paths).
     pub fn available(self) -> bool {
         match self {
             Isa::Scalar => true,
