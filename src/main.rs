@@ -59,6 +59,12 @@ enum Cmd {
     /// Draw a run's charts from RUN_DIR/metrics.jsonl: loss, learning rate, gradient norm and,
     /// with train.health_interval, the per-layer health statistics.
     Plot(cli::plot::PlotArgs),
+    /// Look inside a model: attention maps and rollout, the logit lens, attributions
+    /// (gradient × input, integrated gradients), head and feed-forward ablation.
+    Inspect {
+        #[command(subcommand)]
+        what: cli::inspect::InspectCmd,
+    },
     /// Time training steps of a config's model and break the time down by operation.
     Profile(cli::profile::ProfileArgs),
     /// One benchmark case, as JSON (driven by bench/run.py against PyTorch).
@@ -120,6 +126,7 @@ fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
         Cmd::Embed(a) => cli::embed::run(a),
         Cmd::Schedule(a) => cli::schedule::run(a),
         Cmd::Plot(a) => cli::plot::run(a),
+        Cmd::Inspect { what } => cli::inspect::run(what),
         Cmd::Profile(a) => cli::profile::run(a),
         Cmd::Bench(a) => cli::bench::run(a),
         Cmd::Demo(a) => cli::demo::run(a),

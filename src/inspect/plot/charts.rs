@@ -28,6 +28,7 @@ pub(super) fn charts(m: &RunMetrics) -> Vec<Chart> {
         y_desc: y.into(),
         log_y: log,
         legend: false,
+        scatter: false,
         series: vec![Series { name: y.into(), points: finite(&line.points, log), color, markers: false }],
     };
     let mut out = vec![
@@ -38,6 +39,7 @@ pub(super) fn charts(m: &RunMetrics) -> Vec<Chart> {
             y_desc: "cross-entropy (nats)".into(),
             log_y: false,
             legend: true,
+            scatter: false,
             series: vec![
                 Series {
                     name: "train (step)".into(),
@@ -94,6 +96,7 @@ pub(super) fn charts(m: &RunMetrics) -> Vec<Chart> {
             y_desc: key.replace('_', " "),
             log_y: log,
             legend: true,
+            scatter: false,
             series,
         });
     }

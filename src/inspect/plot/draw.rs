@@ -28,6 +28,8 @@ pub(super) struct Chart {
     pub(super) log_y: bool,
     /// Name the series in a column on the right.
     pub(super) legend: bool,
+    /// Points only (a scatter plot), no lines.
+    pub(super) scatter: bool,
     pub(super) series: Vec<Series>,
 }
 
@@ -107,7 +109,7 @@ where
             .y_desc(c.y_desc.as_str())
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 16))
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(if c.scatter { &|x| tick_label(*x) } else { &|x| format!("{x:.0}") })
             .y_label_formatter(y_label);
     } else {
         // No labels at all: without a font, plotters cannot measure or draw text.
@@ -115,6 +117,11 @@ where
     }
     mesh.draw().map_err(draw_err)?;
     for s in &c.series {
+        if c.scatter {
+            let dots = s.points.iter().map(|&p| Circle::new(p, 3, s.color.filled()));
+            chart.draw_series(dots).map_err(draw_err)?;
+            continue;
+        }
         let style = s.color.stroke_width(2);
         let line = LineSeries::new(s.points.iter().copied(), style).point_size(if s.markers { 3 } else { 0 });
         chart.draw_series(line).map_err(draw_err)?;
@@ -155,6 +162,7 @@ fn draw_any<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart, text: b
             y_desc: c.y_desc.clone(),
             log_y: true,
             legend: c.legend,
+            scatter: c.scatter,
             series,
         };
         &logged
@@ -236,14 +244,19 @@ pub(super) fn write_chart(c: &Chart, path: &Path, format: Format, text: bool) ->
         Format::Png => {
             let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
             draw_any(BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area(), c, text)?;
-            let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-            let mut enc = png::Encoder::new(std::io::BufWriter::new(file), SIZE.0, SIZE.1);
-            enc.set_color(png::ColorType::Rgb);
-            enc.set_depth(png::BitDepth::Eight);
-            enc.set_compression(png::Compression::Best);
-            let mut w = enc.write_header().with_context(|| format!("cannot write {}", path.display()))?;
-            w.write_image_data(&rgb).with_context(|| format!("cannot write {}", path.display()))?;
-            w.finish().with_context(|| format!("cannot write {}", path.display()))
+            write_png(path, SIZE, &rgb)
         }
     }
+}
+
+/// Writes an RGB image (`size` pixels, 3 bytes each, row-major) as a PNG file.
+pub(super) fn write_png(path: &Path, size: (u32, u32), rgb: &[u8]) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), size.0, size.1);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Best);
+    let mut w = enc.write_header().with_context(|| format!("cannot write {}", path.display()))?;
+    w.write_image_data(rgb).with_context(|| format!("cannot write {}", path.display()))?;
+    w.finish().with_context(|| format!("cannot write {}", path.display()))
 }

@@ -15,8 +15,10 @@
 mod charts;
 mod draw;
 mod font;
+mod heatmap;
 mod metrics;
 
+pub use heatmap::{plot_heatmaps, Heatmap, Scale};
 pub use metrics::{read_metrics, LayerLines, Line, RunMetrics, HEALTH_KEYS};
 
 use crate::optim::LrSchedule;
@@ -104,6 +106,7 @@ pub fn plot_schedule(schedule: &LrSchedule, iters: u64, path: &Path) -> Result<b
         y_desc: "learning rate".into(),
         log_y: false,
         legend: false,
+        scatter: false,
         series: vec![Series { name: "learning rate".into(), points, color: RGBColor(20, 120, 60), markers: false }],
     };
     let text = text_available()?;
@@ -121,6 +124,9 @@ pub struct XyChart {
     pub x: String,
     pub y: String,
     pub series: Vec<XySeries>,
+    /// Points only, no lines (e.g. a 2-D projection coloured by label).
+    #[serde(default)]
+    pub scatter: bool,
 }
 
 /// One line of an [`XyChart`], drawn with markers at its points.
@@ -166,6 +172,7 @@ pub fn plot_xy(c: &XyChart, path: &Path) -> Result<bool> {
         y_desc: c.y.clone(),
         log_y: false,
         legend: series.len() > 1,
+        scatter: c.scatter,
         series,
     };
     let text = text_available()?;

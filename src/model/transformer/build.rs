@@ -113,6 +113,9 @@ impl Transformer {
             widths: (c.max(wide).max(cfg.ffn()), c.max(wide)),
             first_sequence: 0,
             tp_reduce: None,
+            ablation: None,
+            input_alpha: None,
+            input_grad: None,
             config,
         })
     }

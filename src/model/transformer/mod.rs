@@ -17,11 +17,13 @@
 //! layer and loss, `seq2seq.rs` the encoder-decoder's entry points, `precision.rs` mixed
 //! precision, `stack.rs` the stacks of blocks, `cache.rs` KV-cached inference.
 
+mod ablation;
 mod build;
 mod cache;
 pub mod config;
 mod distill;
 mod head;
+mod input_grad;
 mod layers;
 mod precision;
 mod probe;
@@ -30,6 +32,7 @@ mod seq2seq;
 mod sparse;
 mod stack;
 
+pub use ablation::AblationMode;
 pub use cache::{KvCache, LogitRows};
 pub use config::{
     ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
@@ -76,6 +79,8 @@ struct Last {
     /// Gather buffers of [`Transformer::reorder_encoded`] (B, T_enc).
     gather_src: Vec<u32>,
     gather_mask: Vec<bool>,
+    /// [`Transformer::set_input_scale`] when the pass began (None: 1).
+    input_alpha: Option<f32>,
 }
 
 /// A model of the family with its parameter, gradient and activation buffers, sized for up to
@@ -125,6 +130,12 @@ pub struct Transformer {
     /// Tensor parallelism: starts of the weights whose outputs are all-reduced (see
     /// [`Transformer::set_tensor_parallel`]).
     tp_reduce: Option<Vec<usize>>,
+    /// Head or feed-forward ablation for interpretability ([`Transformer::set_ablation`]).
+    ablation: Option<ablation::Ablation>,
+    /// Factor on the token embeddings (integrated gradients' path), and the buffer that
+    /// receives ∂L/∂(token embeddings) in backward (`input_grad.rs`).
+    input_alpha: Option<f32>,
+    input_grad: Option<Vec<f32>>,
 }
 
 /// The teacher's logits of the current batch, in a buffer sized once for the largest batch.
@@ -203,7 +214,7 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
-        let hooks = linear_hooks(&self.quant, &self.observer, &self.tp_reduce);
+        let hooks = linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| {
             ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, hooks)
@@ -302,7 +313,7 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
-        let hooks = linear_hooks(&self.quant, &self.observer, &self.tp_reduce);
+        let hooks = linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| {
             ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, hooks)
@@ -321,17 +332,18 @@ impl Transformer {
         let d_h = r.mut_(&top_acts.d_out, b * t * c);
         let soft = soft_targets(&self.teacher, last.train, self.head.logits_len(&self.config, b, t))?;
         self.head.backward(&top_cx, &self.head_acts, &self.config, d_h, h, &last.targets, scale, eps, soft);
+        let d_input = self.input_grad.as_deref_mut().map(|d| &mut d[..b * t * c]);
         match (&self.encoder, &self.decoder) {
-            (Some(enc), None) => enc.backward(&top_cx, top_acts, &last.idx[..b * t], None),
-            (None, Some(dec)) => dec.backward(&top_cx, top_acts, &last.idx[..b * t], None),
+            (Some(enc), None) => enc.backward(&top_cx, top_acts, &last.idx[..b * t], None, d_input),
+            (None, Some(dec)) => dec.backward(&top_cx, top_acts, &last.idx[..b * t], None, d_input),
             (Some(enc), Some(dec)) => {
                 let ea = self.enc_acts.as_ref().unwrap();
                 let cxe = cx(te, mask, None);
                 let enc_out = enc.output(&cxe, ea);
                 let d_enc = r.mut_(&ea.d_out, b * te * c);
                 d_enc.fill(0.0);
-                dec.backward(&top_cx, top_acts, &last.idx[..b * t], Some((enc_out, d_enc)));
-                enc.backward(&cxe, ea, &last.src[..b * te], None);
+                dec.backward(&top_cx, top_acts, &last.idx[..b * t], Some((enc_out, d_enc)), None);
+                enc.backward(&cxe, ea, &last.src[..b * te], None, None);
             }
             (None, None) => unreachable!(),
         }
@@ -400,6 +412,7 @@ impl Transformer {
         let l = &mut self.last;
         (l.b, l.t, l.t_enc, l.train, l.dropout_seed) = (b, t, t_enc, train, seed);
         l.first_sequence = self.first_sequence;
+        l.input_alpha = self.input_alpha;
         l.encoded = false;
     }
 }
@@ -450,5 +463,6 @@ fn ctx<'a>(
         low,
         linear,
         cache: None,
+        input_alpha: last.input_alpha.unwrap_or(1.0),
     }
 }

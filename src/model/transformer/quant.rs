@@ -6,6 +6,7 @@
 //! start of its range in `params`, the [`QuantMatrix`] that [`super::layers::Ctx::linear_forward`]
 //! multiplies with instead (`kernels::quant`). Training passes are refused.
 
+use super::ablation::Ablation;
 use super::layers::LinearHooks;
 use super::Transformer;
 use crate::kernels::quant::{quant_matmul_forward, quant_matmul_scratch_len, QuantMatrix};
@@ -146,6 +147,12 @@ pub(crate) fn linear_hooks<'a>(
     quant: &'a Option<QuantLinears>,
     observer: &'a Option<Arc<LinearObserver>>,
     reduce: &'a Option<Vec<usize>>,
+    ablate: &'a Option<Ablation>,
 ) -> LinearHooks<'a> {
-    LinearHooks { quant: quant.as_ref(), observe: observer.as_deref(), reduce: reduce.as_deref() }
+    LinearHooks {
+        quant: quant.as_ref(),
+        observe: observer.as_deref(),
+        reduce: reduce.as_deref(),
+        ablate: ablate.as_ref(),
+    }
 }

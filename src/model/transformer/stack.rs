@@ -242,7 +242,7 @@ impl Stack {
     pub fn forward(&self, cx: &Ctx, a: &StackActs, idx: &[u32], enc: Option<&[f32]>) {
         let (n, c) = (cx.n(), self.c);
         let emb = cx.r.mut_(&a.emb, n * c);
-        self.position.embed_forward(cx, emb, idx, cx.p(&self.wte), self.emb_scale, c);
+        self.position.embed_forward(cx, emb, idx, cx.p(&self.wte), self.emb_scale * cx.input_alpha, c);
         let emb: &[f32] = match (&self.ln_emb, &a.ln_emb) {
             (Some(norm), Some(na)) => norm.forward(cx, na, emb, c),
             _ => emb,
@@ -262,7 +262,15 @@ impl Stack {
 
     /// Backward from `a.d_out` (∂L/∂output, filled by the caller) to the embeddings. With
     /// cross-attention, `enc` is the encoder output and the buffer where ∂L/∂enc accumulates.
-    pub fn backward(&self, cx: &Ctx, a: &StackActs, idx: &[u32], mut enc: Option<(&[f32], &mut [f32])>) {
+    /// `d_input` (N, C), when given, receives ∂L/∂(the token embeddings `wte[idx]`) (attribution).
+    pub fn backward(
+        &self,
+        cx: &Ctx,
+        a: &StackActs,
+        idx: &[u32],
+        mut enc: Option<(&[f32], &mut [f32])>,
+        d_input: Option<&mut [f32]>,
+    ) {
         let (n, c) = (cx.n(), self.c);
         let d_out = cx.r.get(&a.d_out, n * c);
         let d_res = cx.r.mut_(&a.d_res, n * c);
@@ -293,7 +301,12 @@ impl Stack {
             norm.backward(cx, na, d_sum, d_emb, cx.r.get(&a.emb, n * c), c);
             d_emb = d_sum;
         }
-        self.position.embed_backward(cx, cx.gw(&self.wte), d_emb, idx, self.emb_scale, c);
+        if let Some(d) = d_input {
+            // emb = scale·α·wte[idx] + positions: at the point α·wte[idx] the derivative is
+            // scale·∂L/∂emb.
+            d.iter_mut().zip(d_emb).for_each(|(d, g)| *d = self.emb_scale * g);
+        }
+        self.position.embed_backward(cx, cx.gw(&self.wte), d_emb, idx, self.emb_scale * cx.input_alpha, c);
     }
 }
 

@@ -281,6 +281,7 @@ impl Attention {
         } else {
             self.attend(cx, a, y, q, site);
         }
+        cx.ablate(&self.c_proj_w, y, n, h.nh * h.hs);
         let out = cx.r.mut_(&a.out, n * h.c);
         cx.linear_forward(out, y, &self.c_proj_w, &self.c_proj_b, n, h.nh * h.hs, h.c);
     }

@@ -62,6 +62,7 @@ impl Mlp {
             Some(act) => activation_forward(act, fc_act, fc),
             None => swiglu_forward(fc_act, fc, f),
         }
+        cx.ablate(&self.c_proj_w, fc_act, n, f);
         let out = cx.r.mut_(&a.out, n * c);
         cx.linear_forward(out, fc_act, &self.c_proj_w, &self.c_proj_b, n, f, c);
     }

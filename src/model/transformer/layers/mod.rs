@@ -15,6 +15,7 @@ pub(crate) use mlp::{Mlp, MlpActs};
 pub(crate) use norm::{Norm, NormActs};
 pub(crate) use position::{AbsolutePosition, SelfPosition};
 
+use super::ablation::Ablation;
 use super::cache::CacheView;
 use super::config::NormPosition;
 use super::probe::{ActKind, ActTensor, AttnProbs, View};
@@ -60,6 +61,9 @@ pub(crate) struct Ctx<'a> {
     /// An incremental pass over a KV cache (inference only, see `transformer/cache.rs`); None
     /// for full passes.
     pub cache: Option<&'a CacheView<'a>>,
+    /// Factor on the token embeddings: 1, or α on integrated gradients' path (see
+    /// `transformer/input_grad.rs`).
+    pub input_alpha: f32,
 }
 
 /// What the linear layers see besides their weights: quantized weights that replace them, and
@@ -71,6 +75,10 @@ pub(crate) struct LinearHooks<'a> {
     /// Tensor parallelism: the weights (by range start, sorted) whose outputs are partial sums,
     /// added up over the ranks after the product (see [`Transformer::set_tensor_parallel`]).
     pub reduce: Option<&'a [usize]>,
+    /// An output projection whose input columns are zeroed or averaged first (head and
+    /// feed-forward ablation, `transformer/ablation.rs`); applied by the attention and
+    /// feed-forward layers through [`Ctx::ablate`].
+    pub ablate: Option<&'a Ablation>,
 }
 
 /// What the linear layers of a reduced-precision pass read: the rounded copy of the weights and
@@ -148,6 +156,14 @@ impl Ctx<'_> {
         self.linear_product(out, x, w, b, n, c, oc);
         if self.linear.reduce.is_some_and(|r| r.binary_search(&w.start).is_ok()) {
             crate::dist::world().all_reduce_sum(&mut out[..n * oc]);
+        }
+    }
+
+    /// x (N, width), the input of the output projection `w`: ablated columns replaced (see
+    /// `transformer/ablation.rs`); nothing when no ablation is set.
+    pub fn ablate(&self, w: &Range<usize>, x: &mut [f32], n: usize, width: usize) {
+        if let Some(a) = self.linear.ablate {
+            a.apply(w, x, n, width);
         }
     }
 
