@@ -179,6 +179,19 @@ pub enum EvalCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Extractive question answering: exact match and F1 as SQuAD v1.1's official script
+    /// computes them (normalised answers, best over the references, percent over all
+    /// questions).
+    Squad {
+        /// The questions with their reference answers (SQuAD v1.1 JSON, e.g. dev-v1.1.json).
+        #[arg(long)]
+        data: PathBuf,
+        /// Predictions: a JSON object {question id: answer text} (the official format).
+        #[arg(long)]
+        predictions: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Prints the runs as a table, or as JSON: {"runs": [{name, metrics}], "summary": {...}}.
@@ -297,7 +310,29 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
                 report(&runs, json, Some(serde_json::Value::Array(details)))
             })
         }
+        EvalCmd::Squad { data, predictions, json } => run_squad(&data, &predictions, json),
     }
+}
+
+fn run_squad(data: &std::path::Path, predictions: &std::path::Path, json: bool) -> Result<()> {
+    use lmlab::eval::squad::{evaluate, read_squad};
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
+    let questions = read_squad(&read(data)?, &data.display().to_string())?;
+    let preds: std::collections::HashMap<String, String> = serde_json::from_str(&read(predictions)?)
+        .with_context(|| format!("{} is not a JSON object of question id → answer text", predictions.display()))?;
+    let s = evaluate(&questions, &preds);
+    if s.unanswered > 0 {
+        eprintln!("note: {} of {} questions have no prediction; each scores 0", s.unanswered, s.total);
+    }
+    if s.unknown_ids > 0 {
+        eprintln!("note: {} predictions name no question of {}; ignored", s.unknown_ids, data.display());
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("exact_match {:.4}  f1 {:.4}  ({} questions)", s.exact_match, s.f1, s.total);
+    }
+    Ok(())
 }
 
 /// `--precision`: fp32, bf16 or f16.

@@ -14,6 +14,7 @@ pub mod files;
 pub mod perplexity;
 pub mod porter;
 pub mod rouge;
+pub mod squad;
 pub mod stability;
 pub mod translation;
 
