@@ -5,6 +5,7 @@ pub mod checkpoint_sampler;
 pub mod embed;
 pub mod embed_driver;
 pub mod llama2c;
+pub mod qa_span;
 pub mod sample;
 pub mod tensor_parallel;
 pub mod translate;
