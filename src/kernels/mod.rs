@@ -23,6 +23,7 @@ pub mod gemm;
 pub mod general_attention;
 pub mod isa;
 pub mod layernorm;
+pub mod lstm;
 pub mod math;
 pub mod matmul;
 pub mod pool;
