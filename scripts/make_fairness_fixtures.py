@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Fixtures for tests/fairness.rs, each computed by the reference implementation.
 
-How:  /work/venv/bin/python scripts/make_fairness_fixtures.py groups
-Needs: numpy, scikit-learn, fairlearn (pip install fairlearn; written against fairlearn 0.15).
+How:  .venv/bin/python scripts/make_fairness_fixtures.py [groups] [crows] [weat]
+                                    [--lmlab target/release/lmlab] [--data DIR]
+Needs: numpy; groups: scikit-learn, fairlearn (written against fairlearn 0.15); crows: torch,
+transformers, the lmlab binary and the shared data's CrowS-Pairs CSV; weat: the lmlab binary
+and all-MiniLM-L6-v2 (scripts/fetch_minilm.sh).
 
 groups → tests/fixtures/fairness/groups.json: several cases of (gold, pred, group) with a
 positive label, and what fairlearn computes on them: MetricFrame by group of selection_rate,
@@ -11,16 +14,40 @@ precision/recall/f1 of the positive class and macro-averaged over every label
 (sklearn.metrics, zero_division=0); demographic_parity_difference / _ratio and
 equalized_odds_difference (method="between_groups", agg="worst_case"). A multiclass case is
 binarized (label == positive) for fairlearn's rates, which accept only two classes. Seeded.
+
+crows → tests/fixtures/fairness/gpt2_crows/ (a small GPT2LMHeadModel with random weights,
+N(0, 0.3) and norm gains 1 + N(0, 0.1), n_positions 256 so every CrowS-Pairs sentence fits,
+with the byte-level BPE tokenizer of tests/fixtures/hf_gpt2/tied: vocabulary 280,
+<|endoftext|> = 0 is BOS and EOS) and crows_pairs.json. The directory is imported with
+`lmlab import --hf`, that checkpoint exported again with `lmlab export --hf`, and the export is
+what transformers scores: the first 30 pairs of crows_pairs_anonymized.csv, each sentence
+encoded without special tokens and scored given <|endoftext|> (lm-evaluation-harness's
+empty-context convention: context [BOS], continuation the sentence's ids; if the ids already
+start with BOS it is the context), summed log-softmax in float64.
+
+weat → tests/fixtures/fairness/weat.json: the embeddings `lmlab embed` gives for every word
+and SEAT sentence of the standard tests (lmlab eval fairness's own lists, read from
+src/eval/fairness/weat_tests.json; the templates are rebuilt here), and what NumPy computes
+from them in float64: s(w, A, B), effect size (ddof = 1), test statistic and, where the
+partitions number at most 100000, the exact one-sided p-value (a partition counts when its
+statistic exceeds the observed by more than 1e-10).
 """
 
+import argparse
+import csv
+import hashlib
 import json
 import math
-import sys
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "fairness"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "fairness"
+CROWS_PAIRS = 30
 
 
 def num(x):
@@ -131,7 +158,104 @@ def make_groups():
     print(f"wrote {OUT / 'groups.json'} ({len(cases)} cases)")
 
 
+def lmlab_binary(path):
+    p = Path(path)
+    if not p.is_file():
+        subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+    return str(p)
+
+
+def crows_model_dir():
+    """The small random GPT-2 directory (written once; rerunning rewrites the same bytes)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    out = OUT / "gpt2_crows"
+    torch.manual_seed(18)
+    cfg = GPT2Config(vocab_size=280, n_positions=256, n_embd=16, n_layer=2, n_head=2,
+                     bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".ln_" in name and name.endswith(".weight"):
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.3 * torch.randn_like(p))
+    if out.exists():
+        shutil.rmtree(out)
+    model.save_pretrained(out)
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(ROOT / "tests" / "fixtures" / "hf_gpt2" / "tied" / f, out / f)
+    return out
+
+
+def sentence_loglik(model, tok, text, bos):
+    import torch
+
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if ids[0] != bos:
+        ids = [bos] + ids
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        logits = model(x).logits[0].double()
+    logp = torch.log_softmax(logits[:-1], dim=-1)
+    target = torch.tensor(ids[1:])
+    return float(logp[torch.arange(len(ids) - 1), target].sum()), len(ids) - 1
+
+
+def make_crows(lmlab, data):
+    import torch
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    csv_path = Path(data) / "crows-pairs" / "crows_pairs_anonymized.csv"
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:CROWS_PAIRS]
+    src = crows_model_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt, hf = Path(tmp) / "ckpt", Path(tmp) / "hf"
+        subprocess.run([lmlab, "import", "--hf", str(src), "--out", str(ckpt)], check=True)
+        subprocess.run([lmlab, "export", "--checkpoint", str(ckpt), "--hf", str(hf)], check=True)
+        model = GPT2LMHeadModel.from_pretrained(hf).double().eval()
+        tok = AutoTokenizer.from_pretrained(hf)
+        original = AutoTokenizer.from_pretrained(src)
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        assert bos == 0, bos
+        pairs = []
+        for r in rows:
+            for s in (r["sent_more"], r["sent_less"]):
+                assert tok(s, add_special_tokens=False)["input_ids"] == original(s, add_special_tokens=False)["input_ids"]
+            (lm, tm), (ll, tl) = (sentence_loglik(model, tok, r[k], bos) for k in ("sent_more", "sent_less"))
+            pairs.append({"id": r[""], "bias_type": r["bias_type"], "ll_more": lm, "ll_less": ll,
+                          "tokens_more": tm, "tokens_less": tl})
+    more = np.array([p["ll_more"] for p in pairs])
+    less = np.array([p["ll_less"] for p in pairs])
+    doc = {
+        "model": "gpt2_crows",
+        "data": "crows-pairs/crows_pairs_anonymized.csv",
+        "data_sha256": hashlib.sha256(csv_path.read_bytes()).hexdigest(),
+        "limit": CROWS_PAIRS,
+        "torch": torch.__version__,
+        "pct_stereotype": float(np.mean(more > less)),
+        "likelihood_diff": float(np.mean(np.abs(more - less))),
+        "pairs": pairs,
+    }
+    (OUT / "crows_pairs.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {OUT / 'crows_pairs.json'}: pct_stereotype {doc['pct_stereotype']:.4f}, "
+          f"likelihood_diff {doc['likelihood_diff']:.4f}")
+
+
 if __name__ == "__main__":
-    what = sys.argv[1:] or ["groups"]
-    for w in what:
-        {"groups": make_groups}[w]()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", nargs="*", default=["groups", "crows", "weat"])
+    ap.add_argument("--lmlab", default=str(ROOT / "target" / "release" / "lmlab"))
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    args = ap.parse_args()
+    for w in args.what:
+        if w == "groups":
+            make_groups()
+        elif w == "crows":
+            make_crows(lmlab_binary(args.lmlab), args.data)
+        elif w == "weat":
+            make_weat(lmlab_binary(args.lmlab))
+        else:
+            raise SystemExit(f"unknown fixture {w!r}: groups, crows or weat")

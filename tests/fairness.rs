@@ -6,8 +6,16 @@
 
 mod common;
 use common::{fixture, lmlab_text};
+use lmlab::config::{RunConfig, Task};
+use lmlab::data::{CharTokenizer, Tokenizer};
+use lmlab::eval::fairness::crows_pairs;
 use lmlab::eval::fairness::groups::{group_metrics, GroupScores};
+use lmlab::io::checkpoint;
+use lmlab::model::transformer::{Arch, ModelConfig, Transformer};
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::Value;
+use std::path::Path;
 
 fn load(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("fairness").join(name)).unwrap()).unwrap()
@@ -134,4 +142,155 @@ fn groups_command_json_and_errors() {
         "HUM",
     ]);
     assert!(!ok && err.contains("10 predictions") && err.contains("aligned"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// CrowS-Pairs
+
+/// A random decoder (or encoder) with `vocab` tokens, seeded.
+fn random_model(arch: Arch, vocab: usize, block: usize, seed: u64) -> Transformer {
+    let cfg = ModelConfig {
+        arch,
+        vocab_size: vocab,
+        block_size: block,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        ..ModelConfig::default()
+    };
+    let mut m = Transformer::new(cfg, 2).unwrap();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let values = common::rand_vec(&mut rng, m.params.len(), 0.5);
+    m.params.copy_from_slice(&values);
+    // Norm gains around 1 (uniform in 1 ± 0.4).
+    let gains = m.layout.tensors.iter().filter(|t| t.name.contains(".ln_") && t.name.ends_with(".weight"));
+    for r in gains.map(|t| t.range()).collect::<Vec<_>>() {
+        m.params[r].iter_mut().for_each(|x| *x = 1.0 + 0.8 * *x);
+    }
+    m
+}
+
+fn char_checkpoint(dir: &Path, arch: Arch) -> (Transformer, Tokenizer) {
+    let tok = CharTokenizer::from_corpus("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,'").unwrap();
+    let m = random_model(arch, tok.vocab_size(), 96, 7);
+    let tok = Tokenizer::Char(tok);
+    // An encoder checkpoint is a classification run's.
+    let mut run = RunConfig { model: m.config.clone(), ..RunConfig::default() };
+    if arch == Arch::Encoder {
+        run.data.task = Task::Classify;
+        (run.data.train, run.data.test, run.data.format) = ("train.tsv".into(), "test.tsv".into(), "trec".into());
+        run.data.max_len = 64;
+    }
+    let opt = run.optim.build(&m.layout).unwrap();
+    checkpoint::save(dir, &m, &opt, &run, &tok, &checkpoint::TrainState::fresh(&run)).unwrap();
+    (m, tok)
+}
+
+fn write_csv(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn crows_pairs_equal_transformers_on_an_exported_gpt2() {
+    let Some(data) = common::shared_data("crows-pairs/crows_pairs_anonymized.csv") else { return };
+    let fx = load("crows_pairs.json");
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let src = fixture("fairness").join(fx["model"].as_str().unwrap());
+    let (ok, _, err) = lmlab_text(&["import", "--hf", src.to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let limit = fx["limit"].as_u64().unwrap().to_string();
+    let (ok, out, err) = lmlab_text(&[
+        "eval",
+        "fairness",
+        "crows-pairs",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--limit",
+        &limit,
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let got: Value = serde_json::from_str(&out).unwrap();
+    let (got_pairs, want_pairs) = (got["pairs"].as_array().unwrap(), fx["pairs"].as_array().unwrap());
+    assert_eq!(got_pairs.len(), want_pairs.len());
+    let mut worst = 0.0f64;
+    for (g, w) in got_pairs.iter().zip(want_pairs) {
+        assert_eq!(g["id"], w["id"]);
+        assert_eq!((&g["tokens_more"], &g["tokens_less"]), (&w["tokens_more"], &w["tokens_less"]), "pair {}", w["id"]);
+        for k in ["ll_more", "ll_less"] {
+            let (a, b) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
+            let rel = (a - b).abs() / b.abs();
+            assert!(rel < 1e-5, "pair {} {k}: lmlab {a}, transformers {b} (relative {rel:.2e})", w["id"]);
+            worst = worst.max(rel);
+        }
+    }
+    eprintln!("CrowS-Pairs log-likelihoods: max relative difference to transformers {worst:.2e}");
+    assert_eq!(got["overall"]["pct_stereotype"].as_f64().unwrap(), fx["pct_stereotype"].as_f64().unwrap());
+    let diff = got["overall"]["likelihood_diff"].as_f64().unwrap();
+    assert!((diff - fx["likelihood_diff"].as_f64().unwrap()).abs() < 1e-4, "{diff}");
+    // The per-bias-type summaries partition the pairs.
+    let by_type: u64 = got["by_bias_type"].as_array().unwrap().iter().map(|e| e[1]["pairs"].as_u64().unwrap()).sum();
+    assert_eq!(by_type, want_pairs.len() as u64);
+}
+
+#[test]
+fn without_bos_the_first_token_is_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut m, tok) = char_checkpoint(dir.path(), Arch::Decoder);
+    let text = "The nurse said she was tired.";
+    let ids = crows_pairs::scoring_ids(&tok, text).unwrap();
+    assert_eq!(ids, tok.encode(text).unwrap(), "a char vocabulary has no BOS/EOS to prepend");
+    let (ll, n) = crows_pairs::log_likelihood(&mut m, &ids).unwrap();
+    assert_eq!(n, ids.len() - 1);
+    // The same sum from the model's own cross-entropy: −mean loss × scored tokens.
+    let targets: Vec<i32> = ids[1..].iter().map(|&i| i as i32).collect();
+    let loss = m.forward_lm(&ids[..n], Some(&targets), 1, n, false, 0).unwrap().unwrap();
+    assert!((ll + loss as f64 * n as f64).abs() < 1e-4 * ll.abs(), "{ll} vs {}", -(loss as f64) * n as f64);
+    // Ids outside the vocabulary and sequences past the context are errors, not panics.
+    let e = format!("{:#}", crows_pairs::log_likelihood(&mut m, &[0, 500]).unwrap_err());
+    assert!(e.contains("token id 500 is outside the model's vocabulary"), "{e}");
+    let long = vec![1u32; 200];
+    let e = format!("{:#}", crows_pairs::log_likelihood(&mut m, &long).unwrap_err());
+    assert!(e.contains("at most 96"), "{e}");
+}
+
+#[test]
+fn crows_pairs_bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    char_checkpoint(&ck, Arch::Decoder);
+    let ck = ck.to_str().unwrap();
+    let good = write_csv(
+        dir.path(),
+        "good.csv",
+        ",sent_more,sent_less,stereo_antistereo,bias_type\n0,\"The old man, slow.\",The young man slow.,stereo,age\n\
+         1,Women can't drive.,Men can't drive.,stereo,gender\n2,He paid 10 dollars.,She paid ten dollars.,stereo,gender\n",
+    );
+    let run = |csv: &str, extra: &[&str]| {
+        lmlab_text(&[&["eval", "fairness", "crows-pairs", "--checkpoint", ck, "--data", csv][..], extra].concat())
+    };
+    // A digit the character vocabulary lacks: an error naming the pair, or skipped on request.
+    let (ok, _, err) = run(&good, &[]);
+    assert!(!ok && err.contains("pair 2 (sent_more)") && err.contains("'1'"), "{err}");
+    let (ok, out, err) = run(&good, &["--skip-unscorable", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["overall"]["pairs"], 2);
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 1);
+    assert_eq!(v["by_bias_type"][0][0], "age");
+    // A CSV without one of the columns.
+    let bad = write_csv(dir.path(), "bad.csv", "sent_more,stereo_antistereo,bias_type\na,stereo,age\n");
+    let (ok, _, err) = run(&bad, &[]);
+    assert!(!ok && err.contains("no column \"sent_less\""), "{err}");
+    // An encoder: no masked-LM head to compute pseudo-log-likelihood with.
+    let enc = dir.path().join("enc");
+    char_checkpoint(&enc, Arch::Encoder);
+    let (ok, _, err) =
+        lmlab_text(&["eval", "fairness", "crows-pairs", "--checkpoint", enc.to_str().unwrap(), "--data", &good]);
+    assert!(!ok && err.contains("masked-LM head"), "{err}");
 }
