@@ -158,6 +158,77 @@ def make_groups():
     print(f"wrote {OUT / 'groups.json'} ({len(cases)} cases)")
 
 
+TIE_TOLERANCE = 1e-10
+EXACT_UP_TO = 100_000
+
+
+def seat_sentences(word):
+    """SEAT's bleached templates, as src/eval/fairness/weat.rs builds them."""
+    if word[:1].isupper():
+        return [t.format(word) for t in ["This is {}.", "That is {}.", "There is {}.", "Here is {}.",
+                                         "{} is here.", "{} is there."]]
+    art = "an" if word[:1] in "aeiou" else "a"
+    return [f"This is {art} {word}.", f"That is {art} {word}.", f"There is {art} {word}.",
+            f"Here is {art} {word}.", f"The {word} is here.", f"The {word} is there."]
+
+
+def embed(lmlab, texts):
+    """`lmlab embed` of `texts` (one call per set, batch 8, as `lmlab eval fairness weat` runs)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(texts) + "\n")
+    out = subprocess.run([lmlab, "embed", "--input", f.name, "--batch", "8"], check=True,
+                         capture_output=True, text=True).stdout
+    Path(f.name).unlink()
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    rows = [r["embedding"] if isinstance(r, dict) else r for r in rows]
+    assert len(rows) == len(texts), (len(rows), len(texts))
+    return np.array(rows, dtype=np.float32).astype(np.float64)
+
+
+def weat_numpy(X, Y, A, B):
+    unit = lambda M: M / np.linalg.norm(M, axis=1, keepdims=True)
+    X, Y, A, B = unit(X), unit(Y), unit(A), unit(B)
+    s = np.concatenate([X, Y]) @ A.T
+    s = s.mean(axis=1) - (np.concatenate([X, Y]) @ B.T).mean(axis=1)
+    nx, n = len(X), len(X) + len(Y)
+    sx, sy = s[:nx], s[nx:]
+    statistic = sx.sum() - sy.sum()
+    effect = (sx.mean() - sy.mean()) / s.std(ddof=1)
+    partitions = math.comb(n, nx)
+    p = None
+    if partitions <= EXACT_UP_TO:
+        import itertools
+
+        total = s.sum()
+        greater = 0
+        for idx in itertools.combinations(range(n), nx):
+            si = s[list(idx)].sum()
+            greater += (2 * si - total) > statistic + TIE_TOLERANCE
+        p = greater / partitions
+    return {"effect_size": float(effect), "statistic": float(statistic), "p_value": p,
+            "partitions": partitions, "s": s.tolist()}
+
+
+def make_weat(lmlab):
+    tests = json.loads((ROOT / "src" / "eval" / "fairness" / "weat_tests.json").read_text())["tests"]
+    results = []
+    for t in tests:
+        for unit in ["word", "sentence"]:
+            sets = []
+            for k in "xyab":
+                words = t[k]["words"]
+                texts = words if unit == "word" else [x for w in words for x in seat_sentences(w)]
+                sets.append(embed(lmlab, texts))
+            r = weat_numpy(*sets)
+            name = t["name"] if unit == "word" else t["name"].replace("weat", "seat")
+            r.update({"test": name, "sizes": [len(m) for m in sets]})
+            results.append(r)
+            print(f"{name}: d = {r['effect_size']:.4f}, p = {r['p_value']}")
+    (OUT / "weat.json").write_text(json.dumps({"model": "all-MiniLM-L6-v2 (lmlab embed)", "results": results},
+                                              indent=1) + "\n")
+    print(f"wrote {OUT / 'weat.json'}")
+
+
 def lmlab_binary(path):
     p = Path(path)
     if not p.is_file():

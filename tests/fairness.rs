@@ -8,8 +8,9 @@ mod common;
 use common::{fixture, lmlab_text};
 use lmlab::config::{RunConfig, Task};
 use lmlab::data::{CharTokenizer, Tokenizer};
-use lmlab::eval::fairness::crows_pairs;
 use lmlab::eval::fairness::groups::{group_metrics, GroupScores};
+use lmlab::eval::fairness::{crows_pairs, weat};
+use lmlab::infer::embed::{default_model_dir, Embedder};
 use lmlab::io::checkpoint;
 use lmlab::model::transformer::{Arch, ModelConfig, Transformer};
 use rand::SeedableRng;
@@ -293,4 +294,82 @@ fn crows_pairs_bad_input_is_a_clear_error() {
     let (ok, _, err) =
         lmlab_text(&["eval", "fairness", "crows-pairs", "--checkpoint", enc.to_str().unwrap(), "--data", &good]);
     assert!(!ok && err.contains("masked-LM head"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// WEAT / SEAT
+
+/// all-MiniLM-L6-v2's directory, or None after [`common::skip`] said why (fetch it with
+/// scripts/fetch_minilm.sh; tests/embed.rs fetches it itself).
+fn minilm() -> Option<std::path::PathBuf> {
+    let dir = default_model_dir();
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    common::skip(&format!("all-MiniLM-L6-v2 is not at {} (run scripts/fetch_minilm.sh)", dir.display()));
+    None
+}
+
+#[test]
+fn weat_and_seat_equal_numpy() {
+    let Some(model) = minilm() else { return };
+    let fx = load("weat.json");
+    let (ok, out, err) =
+        lmlab_text(&["eval", "fairness", "weat", "--test", "all", "--model", model.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let got: Value = serde_json::from_str(&out).unwrap();
+    let (got, want) = (got["tests"].as_array().unwrap(), fx["results"].as_array().unwrap());
+    assert_eq!(got.len(), want.len(), "one result per test and unit");
+    let mut exact = 0;
+    for w in want {
+        let name = w["test"].as_str().unwrap();
+        let g = &got.iter().find(|g| g["test"] == name).unwrap_or_else(|| panic!("no result for {name}"))["result"];
+        for k in ["effect_size", "statistic"] {
+            let (a, b) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{name} {k}: lmlab {a}, NumPy {b}");
+        }
+        let sizes: Vec<u64> = g["sizes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        let want_sizes: Vec<u64> = w["sizes"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        assert_eq!(sizes, want_sizes, "{name}");
+        match w["p_value"].as_f64() {
+            Some(p) => {
+                assert_eq!(g["exact"], true, "{name}");
+                assert_eq!(g["partitions"], w["partitions"], "{name}");
+                assert_eq!(g["p_value"].as_f64().unwrap(), p, "{name}: exact p-value");
+                exact += 1;
+            }
+            None => {
+                assert_eq!(g["exact"], false, "{name}: too many partitions to count");
+                assert_eq!(g["partitions"], 100_000, "{name}");
+            }
+        }
+    }
+    assert_eq!(exact, 5, "WEAT 6-10 have exact p-values");
+}
+
+#[test]
+fn permutation_estimate_agrees_with_the_exact_p_value() {
+    let Some(model) = minilm() else { return };
+    let fx = load("weat.json");
+    let mut embedder = Embedder::load(&model, 8).unwrap();
+    for name in ["weat7", "weat8"] {
+        let (t, unit) = weat::find_test(name).unwrap();
+        let mut embed = |texts: &[String]| embedder.embed(texts);
+        let want = fx["results"].as_array().unwrap().iter().find(|r| r["test"] == name).unwrap();
+        let p = want["p_value"].as_f64().unwrap();
+        let n = 4000u64;
+        let r = weat::run_test(&t, unit, &mut embed, n, 11).unwrap();
+        assert!(!r.exact && r.partitions == n);
+        // Binomial standard error of an estimate from n draws.
+        let se = (p * (1.0 - p) / n as f64).sqrt();
+        assert!((r.p_value - p).abs() < 5.0 * se + 1.0 / n as f64, "{name}: estimate {} vs exact {p}", r.p_value);
+        // The same seed gives the same estimate.
+        assert_eq!(weat::run_test(&t, unit, &mut embed, n, 11).unwrap().p_value, r.p_value);
+    }
+}
+
+#[test]
+fn unknown_weat_test_lists_the_tests() {
+    let (ok, _, err) = lmlab_text(&["eval", "fairness", "weat", "--test", "weat3"]);
+    assert!(!ok && err.contains("unknown test \"weat3\"") && err.contains("weat1, weat2, weat6"), "{err}");
 }
