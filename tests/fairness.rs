@@ -373,3 +373,29 @@ fn unknown_weat_test_lists_the_tests() {
     let (ok, _, err) = lmlab_text(&["eval", "fairness", "weat", "--test", "weat3"]);
     assert!(!ok && err.contains("unknown test \"weat3\"") && err.contains("weat1, weat2, weat6"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The classifier predictions examples/trec_groups.rs feeds to `groups`
+
+#[test]
+fn predict_pads_batches_like_one_text_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("q.txt");
+    let questions =
+        ["What is the capital of France ?", "Who wrote Hamlet ?", "How far is the moon ?", "When did it end ?"];
+    std::fs::write(&corpus, questions.join("\n").repeat(20)).unwrap();
+    let tok = lmlab::data::bpe::BpeTokenizer::train(&[corpus], 300).unwrap();
+    // Two classes (the default); batches of at most 2 texts, so the five are padded in three.
+    let mut m = random_model(Arch::Encoder, tok.vocab_size(), 16, 3);
+    let texts: Vec<String> = questions.iter().map(|s| s.to_string()).chain(["x".to_string()]).collect();
+    let got = lmlab::train::classify::predict(&mut m, &tok, &texts, 12).unwrap();
+    // Each text alone: [CLS] + at most 11 tokens, no padding, argmax of the two logits.
+    for (text, &p) in texts.iter().zip(&got) {
+        let mut ids = vec![lmlab::data::bpe::BOS];
+        ids.extend(tok.encode(text).unwrap().into_iter().take(11));
+        let mask = vec![true; ids.len()];
+        m.forward_classify(&ids, Some(&mask), None, 1, ids.len(), false, 0).unwrap();
+        let l = m.logits();
+        assert_eq!(p, usize::from(l[1] > l[0]), "{text:?}: logits {l:?}");
+    }
+}
