@@ -10,7 +10,7 @@ use lmlab::config::{RunConfig, Task};
 use lmlab::data::{CharTokenizer, Tokenizer};
 use lmlab::eval::fairness::groups::{group_metrics, GroupScores};
 use lmlab::eval::fairness::{crows_pairs, weat};
-use lmlab::infer::embed::{default_model_dir, Embedder};
+use lmlab::infer::embed::Embedder;
 use lmlab::io::checkpoint;
 use lmlab::model::transformer::{Arch, ModelConfig, Transformer};
 use rand::SeedableRng;
@@ -299,15 +299,9 @@ fn crows_pairs_bad_input_is_a_clear_error() {
 // ---------------------------------------------------------------------------------------------
 // WEAT / SEAT
 
-/// all-MiniLM-L6-v2's directory, or None after [`common::skip`] said why (fetch it with
-/// scripts/fetch_minilm.sh; tests/embed.rs fetches it itself).
+/// all-MiniLM-L6-v2's directory (fetched once if missing), or None after a SKIPPED line.
 fn minilm() -> Option<std::path::PathBuf> {
-    let dir = default_model_dir();
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    common::skip(&format!("all-MiniLM-L6-v2 is not at {} (run scripts/fetch_minilm.sh)", dir.display()));
-    None
+    common::minilm_dir()
 }
 
 #[test]
