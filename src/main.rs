@@ -41,7 +41,7 @@ enum Cmd {
     /// quantization), the files and their size. Without a checkpoint: this CPU and the kernel
     /// path each family runs on (`LMLAB_ISA` overrides it).
     Info(cli::info::InfoArgs),
-    /// Evaluate: language modelling, classification, BLEU, fluency, efficiency (see
+    /// Evaluate: language modelling, classification, BLEU, fluency, efficiency, fairness (see
     /// `lmlab eval --help`).
     Eval {
         #[command(subcommand)]

@@ -12,51 +12,17 @@
 
 mod common;
 use common::lmlab_text as lmlab;
-use lmlab::infer::embed::{cosine, default_model_dir, Embedder, PoolingMode};
+use lmlab::infer::embed::{cosine, Embedder, PoolingMode};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 const TOL: f32 = 1e-5;
 
-/// The model directory, fetched at most once per test process; None, after [`common::skip`]
-/// said why, when it cannot be had.
+/// The model directory ([`common::minilm_dir`]: fetched at most once per test process), or
+/// None after [`common::skip`] said why.
 fn model_dir() -> Option<PathBuf> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = default_model_dir();
-        if dir.join("model.safetensors").is_file() {
-            return Ok(dir);
-        }
-        if std::env::var_os("LMLAB_MINILM_DIR").is_some_and(|v| !v.is_empty()) {
-            return Err(format!("LMLAB_MINILM_DIR={} has no model.safetensors", dir.display()));
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch_minilm.sh");
-        eprintln!("{} is missing: running {}", dir.display(), script.display());
-        match Command::new("bash").arg(&script).output() {
-            Ok(out) if out.status.success() => {
-                let got = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-                if got.join("model.safetensors").is_file() {
-                    return Ok(got);
-                }
-                Err(format!("the fetch script printed {}, which has no model.safetensors", got.display()))
-            }
-            Ok(out) => Err(format!(
-                "all-MiniLM-L6-v2 is not available ({} failed: {})",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Err(e) => Err(format!("cannot run {}: {e}", script.display())),
-        }
-    });
-    match dir {
-        Ok(d) => Some(d.clone()),
-        Err(why) => {
-            common::skip(why);
-            None
-        }
-    }
+    common::minilm_dir()
 }
 
 /// One embedder shared by the tests (batch 8: the 23 sentences take three batches, padded).

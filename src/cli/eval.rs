@@ -157,6 +157,12 @@ pub enum EvalCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Fairness and bias: group metrics of a classifier, CrowS-Pairs for a causal LM, WEAT/SEAT
+    /// on sentence embeddings (docs/FAIRNESS.md).
+    Fairness {
+        #[command(subcommand)]
+        what: super::fairness::FairnessCmd,
+    },
     /// Efficiency: parameters, FLOPs per token, latency, throughput, memory, size on disk.
     Efficiency {
         #[arg(long, required = true)]
@@ -303,6 +309,7 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
             let runs = checkpoints::fluency(&dir, &hyp, &field)?;
             report(&runs, json, None)
         }),
+        EvalCmd::Fairness { what } => super::fairness::run(what),
         EvalCmd::Efficiency { checkpoint, batch, seq_len, iters, gen_tokens, precision, threads, json } => {
             thread_pool(threads)?.install(|| {
                 let (runs, details) =

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod embed;
 pub mod eval;
 pub mod export;
+pub mod fairness;
 pub mod import;
 pub mod info;
 pub mod inspect;

@@ -9,6 +9,7 @@ pub mod chrf;
 pub mod classification;
 pub mod diversity;
 pub mod efficiency;
+pub mod fairness;
 pub mod file_metrics;
 pub mod files;
 pub mod perplexity;

@@ -111,6 +111,27 @@ fn evaluate(
     Ok(((sums[0] / n as f64) as f32, sums[1] / n as f64))
 }
 
+/// The predicted class (an index into the training label names) of each text under the
+/// classifier `model` with its BPE tokenizer: encoded and padded as training and evaluation do
+/// ([CLS] then at most `max_len - 1` tokens), argmax of the logits (the first on a tie).
+pub fn predict(model: &mut Transformer, tok: &BpeTokenizer, texts: &[String], max_len: usize) -> Result<Vec<usize>> {
+    ensure!(max_len >= 2, "max_len must be at least 2");
+    let seqs = encode_all(tok, texts, max_len)?;
+    let no_labels = vec![0; seqs.len()];
+    let rows: Vec<usize> = (0..seqs.len()).collect();
+    let mut batch = ClassBatch::new(model.max_batch(), max_len);
+    let k = model.config.num_classes;
+    let mut out = Vec::with_capacity(seqs.len());
+    for chunk in rows.chunks(model.max_batch()) {
+        batch.fill(&seqs, &no_labels, chunk);
+        model.forward_classify(&batch.idx, Some(&batch.mask), None, batch.b, batch.t, false, 0)?;
+        for row in model.logits().chunks(k).take(chunk.len()) {
+            out.push((0..k).rev().max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0));
+        }
+    }
+    Ok(out)
+}
+
 fn load(format: &str, path: &Path, names: Option<&[String]>) -> Result<LabelledText> {
     let set = match format {
         "sst2" => LabelledText::load_sst2(path)?,

@@ -108,3 +108,43 @@ pub fn lmlab_text(args: &[&str]) -> (bool, String, String) {
     let (out, err) = text(&o);
     (o.status.success(), out, err)
 }
+
+/// all-MiniLM-L6-v2's directory: `$LMLAB_MINILM_DIR`, else scripts/fetch_minilm.sh's cache
+/// (`${LMLAB_CACHE:-~/.cache/lmlab}/minilm/model`), running the fetch script once per test
+/// process when it is missing; None, after [`skip`] said why, when it cannot be had.
+pub fn minilm_dir() -> Option<PathBuf> {
+    static DIR: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = lmlab::infer::embed::default_model_dir();
+        if dir.join("model.safetensors").is_file() {
+            return Ok(dir);
+        }
+        if std::env::var_os("LMLAB_MINILM_DIR").is_some_and(|v| !v.is_empty()) {
+            return Err(format!("LMLAB_MINILM_DIR={} has no model.safetensors", dir.display()));
+        }
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch_minilm.sh");
+        eprintln!("{} is missing: running {}", dir.display(), script.display());
+        match std::process::Command::new("bash").arg(&script).output() {
+            Ok(out) if out.status.success() => {
+                let got = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+                if got.join("model.safetensors").is_file() {
+                    return Ok(got);
+                }
+                Err(format!("the fetch script printed {}, which has no model.safetensors", got.display()))
+            }
+            Ok(out) => Err(format!(
+                "all-MiniLM-L6-v2 is not available ({} failed: {})",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Err(format!("cannot run {}: {e}", script.display())),
+        }
+    });
+    match dir {
+        Ok(d) => Some(d.clone()),
+        Err(why) => {
+            skip(why);
+            None
+        }
+    }
+}
