@@ -30,7 +30,8 @@ mod seq2seq;
 mod sparse;
 mod stack;
 
-pub use cache::{KvCache, LogitRows};
+pub use build::BufferSizes;
+pub use cache::{KvCache, KvCacheSizes, LogitRows};
 pub use config::{
     ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
 };
