@@ -93,9 +93,11 @@ fn from_run_config(name: String, run: &RunConfig, model: ModelConfig) -> (Archit
 
 fn from_config(path: &Path, vocab: Option<usize>) -> Result<(Architecture, Defaults)> {
     let run = RunConfig::from_file(path, &[])?;
-    let vocab = vocab
-        .or((run.model.vocab_size > 0).then_some(run.model.vocab_size))
-        .or((run.data.vocab_size > 0).then_some(run.data.vocab_size));
+    // An LM run's character tokenizer takes its vocabulary from the corpus; translation and
+    // classification train a BPE tokenizer of data.vocab_size.
+    let bpe = run.data.task != lmlab::config::Task::Lm;
+    let vocab =
+        vocab.or((run.model.vocab_size > 0).then_some(run.model.vocab_size)).or(bpe.then_some(run.data.vocab_size));
     let Some(vocab) = vocab else {
         bail!(
             "{} leaves the vocabulary size to the tokenizer (a character-level corpus): give --vocab N \

@@ -59,6 +59,16 @@ pub struct Memory {
     pub generation_total: u64,
 }
 
+impl Memory {
+    /// Training activations with the attention kernel `kind` (dense where flash is impossible).
+    pub fn activations_for(&self, kind: AttentionKind) -> u64 {
+        match kind {
+            AttentionKind::Flash => self.activations_flash.unwrap_or(self.activations),
+            AttentionKind::Dense => self.activations,
+        }
+    }
+}
+
 fn precision_name(p: Precision) -> &'static str {
     match p {
         Precision::Fp32 => "fp32",

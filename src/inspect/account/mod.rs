@@ -17,7 +17,7 @@ pub use flops::{flops_per_token, forward_flop_split, forward_flops, FlopSplit};
 pub use formula::{closed_form, Formula};
 pub use memory::{memory, optimizer_slots, Memory, MemoryQuery};
 pub use params::{param_breakdown, ParamBreakdown};
-pub use preset::{preset, Preset, PRESETS};
+pub use preset::{bert_like, gpt2_like, llama_like, preset, Preset, Sizes, PRESETS};
 
 use crate::model::transformer::{ModelConfig, Transformer};
 use anyhow::Result;

@@ -19,14 +19,71 @@ impl Preset {
     }
 }
 
-/// GPT-2 (Radford et al. 2019; Hugging Face `gpt2*` configs): learned positions, pre-norm
-/// LayerNorm (ε 1e-5), GELU (tanh), biases, LM head tied to the token embedding.
+/// Sizes of a named architecture.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    /// Key/value heads (grouped-query attention; = `n_head` for multi-head).
+    pub n_kv_head: usize,
+    /// Feed-forward width F.
+    pub ffn_hidden: usize,
+    /// Context: rows of a learned position table.
+    pub block_size: usize,
+    pub vocab_size: usize,
+}
+
+/// GPT-2 (Radford et al. 2019; Hugging Face `GPT2LMHeadModel`): learned positions, pre-norm
+/// LayerNorm (ε 1e-5), GELU (tanh), biases, multi-head attention, LM head tied to the token
+/// embedding.
+pub fn gpt2_like(name: &str, s: Sizes) -> Architecture {
+    let model = ModelConfig {
+        vocab_size: s.vocab_size,
+        block_size: s.block_size,
+        n_layer: s.n_layer,
+        n_head: s.n_head,
+        n_embd: s.n_embd,
+        ffn_hidden: Some(s.ffn_hidden),
+        ..ModelConfig::default()
+    };
+    Architecture { name: name.to_string(), model, bert: None }
+}
+
+/// BERT as Hugging Face's `BertModel`: word, position and 2 token-type embeddings with a
+/// LayerNorm (ε 1e-12), post-norm layers with exact GELU, the pooler; no MLM or classifier head.
+pub fn bert_like(name: &str, s: Sizes) -> Architecture {
+    let model = ModelConfig {
+        arch: Arch::Encoder,
+        activation: ActivationKind::Gelu,
+        norm_eps: 1e-12,
+        norm_position: NormPosition::Post,
+        final_norm: false,
+        embedding_norm: true,
+        tie_embeddings: false,
+        ..gpt2_like(name, s).model
+    };
+    Architecture { name: name.to_string(), model, bert: Some(BertParts { type_vocab: 2 }) }
+}
+
+/// Llama (Hugging Face `LlamaForCausalLM`): RMSNorm, SwiGLU, RoPE, no biases, grouped-query
+/// attention with `n_kv_head` heads, untied head.
+pub fn llama_like(name: &str, s: Sizes) -> Architecture {
+    let model = ModelConfig {
+        n_kv_head: Some(s.n_kv_head),
+        activation: ActivationKind::Swiglu,
+        norm: NormKind::Rmsnorm,
+        position: Position::Rope,
+        bias: false,
+        tie_embeddings: false,
+        ..gpt2_like(name, s).model
+    };
+    Architecture { name: name.to_string(), model, bert: None }
+}
+
 fn gpt2_family(name: &str, n_layer: usize, n_embd: usize, n_head: usize, block_size: usize) -> Architecture {
-    Architecture {
-        name: name.to_string(),
-        model: ModelConfig { vocab_size: 50257, block_size, n_layer, n_head, n_embd, ..ModelConfig::default() },
-        bert: None,
-    }
+    let s = Sizes { n_layer, n_embd, n_head, n_kv_head: n_head, ffn_hidden: 4 * n_embd, block_size, vocab_size: 50257 };
+    gpt2_like(name, s)
 }
 
 /// A GPT-3 size: GPT-2's architecture with a 2048-token context. Brown et al. also alternate
@@ -37,46 +94,29 @@ fn gpt3(name: &str, n_layer: usize, d_model: usize, d_head: usize) -> Architectu
 }
 
 fn bert_base() -> Architecture {
-    Architecture {
-        name: "bert-base".into(),
-        model: ModelConfig {
-            arch: Arch::Encoder,
-            vocab_size: 30522,
-            block_size: 512,
-            n_layer: 12,
-            n_head: 12,
-            n_embd: 768,
-            activation: ActivationKind::Gelu,
-            norm_eps: 1e-12,
-            norm_position: NormPosition::Post,
-            final_norm: false,
-            embedding_norm: true,
-            tie_embeddings: false,
-            ..ModelConfig::default()
-        },
-        bert: Some(BertParts { type_vocab: 2 }),
-    }
+    let s = Sizes {
+        n_layer: 12,
+        n_embd: 768,
+        n_head: 12,
+        n_kv_head: 12,
+        ffn_hidden: 3072,
+        block_size: 512,
+        vocab_size: 30522,
+    };
+    bert_like("bert-base", s)
 }
 
 fn llama2_7b() -> Architecture {
-    Architecture {
-        name: "llama-2-7b".into(),
-        model: ModelConfig {
-            vocab_size: 32000,
-            block_size: 4096,
-            n_layer: 32,
-            n_head: 32,
-            n_embd: 4096,
-            ffn_hidden: Some(11008),
-            activation: ActivationKind::Swiglu,
-            norm: NormKind::Rmsnorm,
-            position: Position::Rope,
-            bias: false,
-            tie_embeddings: false,
-            ..ModelConfig::default()
-        },
-        bert: None,
-    }
+    let s = Sizes {
+        n_layer: 32,
+        n_embd: 4096,
+        n_head: 32,
+        n_kv_head: 32,
+        ffn_hidden: 11008,
+        block_size: 4096,
+        vocab_size: 32000,
+    };
+    llama_like("llama-2-7b", s)
 }
 
 /// Every preset, in the order `lmlab account --list-presets` prints them.

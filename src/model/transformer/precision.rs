@@ -42,6 +42,11 @@ impl Transformer {
         self.low = Some(LowState { p, w: vec![0.0; self.layout.total], scratch: vec![0.0; scratch_len], ranges });
     }
 
+    /// Bytes of the low-precision working copy of the weights and its scratch (0 in fp32).
+    pub fn low_precision_bytes(&self) -> usize {
+        self.low.as_ref().map_or(0, |l| 4 * (l.w.len() + l.scratch.len()))
+    }
+
     /// The precision of the linear layers.
     pub fn precision(&self) -> Precision {
         self.low.as_ref().map_or(Precision::Fp32, |l| l.p)
