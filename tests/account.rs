@@ -234,3 +234,66 @@ fn command_line_tables_json_and_errors() {
     assert!(out.contains("parameters"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs `lmlab args` to completion and returns its peak resident set size in bytes (the
+/// child's `ru_maxrss`, from wait4).
+#[allow(clippy::zombie_processes)] // reaped by libc::wait4, which also reports its peak RSS
+fn peak_rss_of_run(args: &[&str]) -> u64 {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_lmlab"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run lmlab");
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in; the pid is our own child's.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "lmlab {args:?} failed");
+    usage.ru_maxrss as u64 * 1024
+}
+
+/// The memory estimate against the measured peak RSS of real runs: training a 43M-parameter
+/// model (one step and its checkpoints) and sampling from it, within 10%.
+#[test]
+fn memory_estimate_within_ten_percent_of_measured_peak_rss() {
+    let dir = std::env::temp_dir().join(format!("lmlab-account-rss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let corpus = dir.join("corpus.txt");
+    let alphabet: Vec<char> = "abcdefghijklmnopqrstuvwxyz .,;:!?\n".chars().collect();
+    let text: String = (0..20_000usize).map(|i| alphabet[(i * 7 + i / 13) % alphabet.len()]).collect();
+    std::fs::write(&corpus, text).unwrap();
+    let out = dir.join("run");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nblock_size = 64\nn_layer = 6\nn_head = 12\nn_embd = 768\n\n[data]\npath = {:?}\n\n\
+             [train]\nout_dir = {:?}\nbatch_size = 2\nmax_iters = 1\neval_interval = 1000\neval_iters = 1\n\
+             log_interval = 1\nthreads = 2\n",
+            corpus.to_str().unwrap(),
+            out.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let trained = peak_rss_of_run(&["train", "--config", config.to_str().unwrap(), "--quiet"]);
+    let ckpt = out.join("ckpt");
+    let ckpt = ckpt.to_str().unwrap();
+    let sampled = peak_rss_of_run(&["sample", "--checkpoint", ckpt, "--max-new-tokens", "16", "--threads", "2"]);
+    let acc: Value =
+        serde_json::from_str(&common::ok(common::lmlab(&["account", "--checkpoint", ckpt, "--json"]))).unwrap();
+    let params = acc["params"]["total"].as_u64().unwrap();
+    assert!(params > 40_000_000, "a model whose buffers dominate the process: {params} parameters");
+    let gen: Value =
+        serde_json::from_str(&common::ok(common::lmlab(&["account", "--checkpoint", ckpt, "--batch", "1", "--json"])))
+            .unwrap();
+    for (what, estimate, measured) in [
+        ("training", acc["memory"]["training_peak"].as_u64().unwrap(), trained),
+        ("generation", gen["memory"]["generation_peak"].as_u64().unwrap(), sampled),
+    ] {
+        let rel = (estimate as f64 - measured as f64) / measured as f64;
+        eprintln!("{what}: estimate {estimate} B, measured peak RSS {measured} B ({:+.1}%)", 100.0 * rel);
+        assert!(rel.abs() < 0.10, "{what}: estimate {estimate} vs measured {measured} ({:+.1}%)", 100.0 * rel);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

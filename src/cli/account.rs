@@ -41,6 +41,9 @@ pub struct AccountArgs {
     /// A checkpoint directory (its state.json and config.toml; no weights are read).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// Override a key of --config, e.g. --set model.n_layer=8 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
+    overrides: Vec<String>,
     /// Vocabulary size for a config that leaves it to the tokenizer (a character-level corpus).
     #[arg(long)]
     vocab: Option<usize>,
@@ -91,8 +94,8 @@ fn from_run_config(name: String, run: &RunConfig, model: ModelConfig) -> (Archit
     (Architecture { name, model, bert: None }, defaults)
 }
 
-fn from_config(path: &Path, vocab: Option<usize>) -> Result<(Architecture, Defaults)> {
-    let run = RunConfig::from_file(path, &[])?;
+fn from_config(path: &Path, overrides: &[String], vocab: Option<usize>) -> Result<(Architecture, Defaults)> {
+    let run = RunConfig::from_file(path, overrides)?;
     // An LM run's character tokenizer takes its vocabulary from the corpus; translation and
     // classification train a BPE tokenizer of data.vocab_size.
     let bpe = run.data.task != lmlab::config::Task::Lm;
@@ -134,7 +137,7 @@ pub fn run(a: AccountArgs) -> Result<()> {
                 Defaults { batch: 1, precision: Precision::Fp32, optimizer: optimizer_config(OptimizerArg::Adamw) };
             (account::preset(name)?.architecture(), defaults)
         }
-        (None, Some(path), _) => from_config(path, a.vocab)?,
+        (None, Some(path), _) => from_config(path, &a.overrides, a.vocab)?,
         (None, None, Some(dir)) => from_checkpoint(dir)?,
         (None, None, None) => bail!("give --preset NAME, --config FILE.toml or --checkpoint DIR (or --list-presets)"),
     };
@@ -271,9 +274,13 @@ fn print_account(acc: &Account) {
         None => println!("  activations (flash attn)           n/a (flash needs plain causal multi-head attention)"),
     }
     println!("  total                     {:>12}", bytes(m.training_total));
+    println!("  + writing a checkpoint    {:>12}   (peak {})", bytes(m.checkpoint_write), bytes(m.training_peak));
     println!("\nmemory, generation: batch {} × context {}, fp32", m.batch, m.context);
     println!("  KV cache per token        {:>12}", bytes(m.kv_cache_per_token));
     println!("  KV cache (lmlab's)        {:>12}", bytes(m.kv_cache));
     println!("  activations (inference)   {:>12}", bytes(m.inference_activations));
-    println!("  total (weights ×2 on load) {:>11}", bytes(m.generation_total));
+    println!(
+        "  peak                      {:>12}   (weights + max(checkpoint bytes on load, activations + cache))",
+        bytes(m.generation_peak)
+    );
 }

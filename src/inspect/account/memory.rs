@@ -47,6 +47,12 @@ pub struct Memory {
     pub activations_flash: Option<u64>,
     /// weights + copy + gradients + optimizer state + activations of the model's own kernel.
     pub training_total: u64,
+    /// Writing a checkpoint (`io::checkpoint::encode`): each safetensors file is built from a
+    /// byte copy of its tensors, so the model file (P) stays while the optimizer file is
+    /// serialized from its copy (2 · slots · P): (1 + 2·slots)·P·4 bytes on top of training.
+    pub checkpoint_write: u64,
+    /// The peak of a training run that writes checkpoints: `training_total + checkpoint_write`.
+    pub training_peak: u64,
     /// Keys and values of one token in every layer: 2·L·NKV·hs·4 bytes.
     pub kv_cache_per_token: u64,
     /// lmlab's KV cache for `batch` rows of `context` tokens (keys, values, a query chunk's
@@ -54,9 +60,11 @@ pub struct Memory {
     pub kv_cache: u64,
     /// Activations of the inference-only model (blocks share their buffers) for `batch` rows.
     pub inference_activations: u64,
-    /// Generation (`lmlab sample`): the weights twice (the checkpoint's bytes are read whole
-    /// before they are copied into the model) + inference activations + KV cache.
-    pub generation_total: u64,
+    /// Generation (`lmlab sample`): the weights, plus the larger of the checkpoint's bytes
+    /// (read whole while loading, freed after) and activations + KV cache. The buffers are
+    /// zero-initialised, so their pages become resident when generation first writes them,
+    /// after loading: the two never peak together.
+    pub generation_peak: u64,
 }
 
 impl Memory {
@@ -107,6 +115,8 @@ pub fn memory(model: &ModelConfig, q: &MemoryQuery) -> Result<Memory> {
     let gradients = bytes(train.grads);
     let optimizer_state = bytes(slots * train.params);
     let activations = bytes(train.acts);
+    let training_total = weights + low_precision_copy + gradients + optimizer_state + activations;
+    let checkpoint_write = bytes((1 + 2 * slots) * train.params);
     let kv_cache = infer.kv_cache.map_or(0, |k| bytes(k.total()));
     let kv_per_token = infer.kv_cache.map_or(0, |k| bytes(2 * k.layers * k.kv));
     Ok(Memory {
@@ -121,10 +131,12 @@ pub fn memory(model: &ModelConfig, q: &MemoryQuery) -> Result<Memory> {
         optimizer_state,
         activations: bytes(dense.acts),
         activations_flash: flash.map(|f| bytes(f.acts)),
-        training_total: weights + low_precision_copy + gradients + optimizer_state + activations,
+        training_total,
+        checkpoint_write,
+        training_peak: training_total + checkpoint_write,
         kv_cache_per_token: kv_per_token,
         kv_cache,
         inference_activations: bytes(infer.acts),
-        generation_total: 2 * bytes(infer.params) + bytes(infer.consts) + bytes(infer.acts) + kv_cache,
+        generation_peak: bytes(infer.params + infer.consts) + bytes(infer.params).max(bytes(infer.acts) + kv_cache),
     })
 }
