@@ -232,6 +232,9 @@ fn command_line_tables_json_and_errors() {
     fails(&["account", "--config", char_level.to_str().unwrap()], "--vocab");
     let out = common::ok(common::lmlab(&["account", "--config", char_level.to_str().unwrap(), "--vocab", "65"]));
     assert!(out.contains("parameters"), "{out}");
+    let chart = dir.join("share.svg");
+    common::ok(common::lmlab(&["account", "--preset", "gpt3-175b", "--chart", chart.to_str().unwrap()]));
+    assert!(std::fs::read_to_string(&chart).unwrap().contains("<svg"), "the chart is an SVG file");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -4,6 +4,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 use lmlab::config::RunConfig;
 use lmlab::inspect::account::{self, Account, Architecture, MemoryQuery, PRESETS};
+use lmlab::inspect::plot::{plot_xy, XyChart, XySeries};
 use lmlab::kernels::precision::Precision;
 use lmlab::model::transformer::ModelConfig;
 use lmlab::optim::{OptimizerConfig, SgdConfig};
@@ -63,6 +64,9 @@ pub struct AccountArgs {
     /// One JSON object on standard output.
     #[arg(long)]
     json: bool,
+    /// Also draw attention's share of the forward FLOPs against the context (.png or .svg).
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
     /// List the presets and exit.
     #[arg(long)]
     list_presets: bool,
@@ -158,6 +162,24 @@ pub fn run(a: AccountArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&acc)?);
     } else {
         print_account(&acc);
+    }
+    if let Some(path) = &a.chart {
+        let chart = XyChart {
+            title: format!("{}: attention's share of the forward FLOPs", acc.name),
+            x: "context, log2 tokens (7 = 128, 15 = 32768)".into(),
+            y: "attention share (%)".into(),
+            series: vec![XySeries {
+                name: acc.name.clone(),
+                points: acc
+                    .flops
+                    .by_context
+                    .iter()
+                    .map(|c| ((c.context as f64).log2(), 100.0 * c.attention_share))
+                    .collect(),
+            }],
+        };
+        super::note_textless(plot_xy(&chart, path)?);
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
