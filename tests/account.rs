@@ -218,6 +218,7 @@ fn command_line_tables_json_and_errors() {
         assert!(!o.status.success() && err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
     };
     fails(&["account", "--preset", "gtp2"], "did you mean gpt2");
+    fails(&["account", "--preset", "bert"], "did you mean bert-base");
     fails(&["account", "--preset", "nonsense-model-name"], "the presets are: gpt2");
     fails(&["account", "--config", "no/such/file.toml"], "cannot read config file");
     fails(&["account", "--checkpoint", "no/such/dir"], "does not exist");

@@ -178,7 +178,9 @@ pub fn preset(name: &str) -> Result<&'static Preset> {
     }
     let mut by_distance: Vec<(usize, &str)> = PRESETS.iter().map(|p| (edit_distance(&lower, p.name), p.name)).collect();
     by_distance.sort();
-    let close: Vec<&str> = by_distance.iter().filter(|(d, _)| *d <= 3).take(3).map(|(_, n)| *n).collect();
+    // Near misses (a few edits) and names that contain what was typed ("bert", "llama").
+    let close: Vec<&str> =
+        by_distance.iter().filter(|(d, n)| *d <= 3 || n.contains(lower.as_str())).take(3).map(|(_, n)| *n).collect();
     let all: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
     if close.is_empty() {
         bail!("unknown preset {name:?}; the presets are: {}", all.join(", "))
