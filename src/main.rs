@@ -41,6 +41,11 @@ enum Cmd {
     /// quantization), the files and their size. Without a checkpoint: this CPU and the kernel
     /// path each family runs on (`LMLAB_ISA` overrides it).
     Info(cli::info::InfoArgs),
+    /// Parameters (exact, by component, and the closed form), FLOPs per token (forward,
+    /// training, against 6N, attention's share by context) and memory (weights, gradients,
+    /// optimizer state, activations with and without flash attention, KV cache) of a named
+    /// architecture (GPT-2, BERT-base, Llama-2-7B, GPT-3), a run config or a checkpoint.
+    Account(cli::account::AccountArgs),
     /// Evaluate: language modelling, classification, BLEU, fluency, efficiency, fairness (see
     /// `lmlab eval --help`).
     Eval {
@@ -121,6 +126,7 @@ fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
         Cmd::Quantize(a) => cli::quantize::run(a),
         Cmd::Prune(a) => cli::prune::run(a),
         Cmd::Info(a) => cli::info::run(a),
+        Cmd::Account(a) => cli::account::run(a),
         Cmd::Eval { what } => cli::eval::run(what),
         Cmd::Translate(a) => cli::translate::run(a),
         Cmd::Embed(a) => cli::embed::run(a),

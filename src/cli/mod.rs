@@ -2,6 +2,7 @@
 //! and the printing. The product logic lives in the library (`lmlab::infer`, `lmlab::eval`, …),
 //! where tests reach it without a process.
 
+pub mod account;
 pub mod bench;
 pub mod demo;
 pub mod embed;

@@ -32,50 +32,51 @@ impl Transformer {
         self.inference
     }
 
-    fn build(config: ModelConfig, max_batch: usize, inference: bool) -> Result<Self> {
-        config.validate()?;
-        ensure!(max_batch > 0, "batch size must be positive");
-        let cfg = &config;
-        let (c, t) = (cfg.n_embd, cfg.block_size);
-        let mut l = ParamLayout::default();
-        let mut consts = Vec::new();
-        let (encoder, decoder) = match cfg.arch {
-            Arch::Decoder => {
-                (None, Some(Stack::new(&mut l, &mut consts, cfg, "transformer", StackKind::Decoder, None, 0)))
+    /// The sizes of every buffer [`Transformer::new`] (or, with `inference`,
+    /// [`Transformer::new_inference`]) would allocate for `config` and `max_batch`, without
+    /// allocating them: the parameter layout, the activation and gradient element counts, the
+    /// low-precision working copy of `set_precision` and a KV cache. Accounting
+    /// (`crate::inspect::account`) reads its memory figures from here, so they are the model's.
+    pub fn buffer_sizes(config: &ModelConfig, max_batch: usize, inference: bool) -> Result<BufferSizes> {
+        let plan = Plan::new(config, max_batch, inference)?;
+        let (win, wout) = plan.widths;
+        let n = max_batch * config.block_size;
+        let head_out = config.vocab_size.max(config.num_classes);
+        let biggest = plan.layout.tensors.iter().map(|t| t.numel()).max().unwrap_or(0);
+        let kv_cache = match &plan.decoder {
+            Some(dec) => {
+                let scratch = super::cache::cached_attention_scratch(dec, config.block_size, config.block_size);
+                Some(super::cache::KvCacheSizes::of(config, max_batch, scratch))
             }
-            Arch::Encoder => {
-                (Some(Stack::new(&mut l, &mut consts, cfg, "transformer", StackKind::Encoder, None, 0)), None)
-            }
-            Arch::EncoderDecoder => {
-                let enc = Stack::new(&mut l, &mut consts, cfg, "encoder", StackKind::Encoder, None, 0);
-                let shared = cfg.share_embeddings.then(|| enc.wte.clone());
-                let dec = Stack::new(&mut l, &mut consts, cfg, "decoder", StackKind::CrossDecoder, shared, 1);
-                (Some(enc), Some(dec))
-            }
+            None => None,
         };
-        let head = Head::new(&mut l, cfg, decoder.as_ref());
+        Ok(BufferSizes {
+            params: plan.layout.total,
+            grads: if inference { 0 } else { plan.layout.total },
+            acts: plan.acts_total,
+            consts: plan.consts.len(),
+            low_precision: plan.layout.total + super::precision::low_scratch(n, win, wout, head_out, biggest).1,
+            kv_cache,
+            layout: plan.layout,
+        })
+    }
 
-        let mut al = ActLayout::default();
-        let n = max_batch * t;
-        let enc_acts = encoder.as_ref().map(|s| s.acts(&mut al, max_batch, t, t, inference));
-        let dec_acts = decoder.as_ref().map(|s| s.acts(&mut al, max_batch, t, t, inference));
-        let head_acts = head.acts(&mut al, cfg, max_batch, inference);
-        // Gradient buffers only when training is possible.
-        let grad = |len: usize| if inference { 0 } else { len };
+    fn build(config: ModelConfig, max_batch: usize, inference: bool) -> Result<Self> {
+        let Plan {
+            layout: l,
+            consts,
+            encoder,
+            decoder,
+            head,
+            acts_total,
+            enc_acts,
+            dec_acts,
+            head_acts,
+            scratch,
+            widths,
+        } = Plan::new(&config, max_batch, inference)?;
+        let n = max_batch * config.block_size;
         let stacks = || encoder.iter().chain(decoder.iter());
-        let att = stacks().map(|s| s.attention_scratch(max_batch, t, t, inference)).max().unwrap_or(0);
-        let wide = stacks().map(|s| s.widest(cfg)).max().unwrap_or(0).max(2 * cfg.kv_heads() * cfg.head_size());
-        let scratch = Scratch {
-            // The forward pass uses d_fin (gathers) and d_att (attention-kernel scratch).
-            d_fin: al.alloc(n * c),
-            d_sum: al.alloc(grad(n * c)),
-            d_branch: al.alloc(grad(n * c)),
-            d_wide: al.alloc(grad(n * wide)),
-            d_wide2: al.alloc(grad(n * wide)),
-            d_y: al.alloc(grad(n * c.max(cfg.n_head * cfg.head_size()))),
-            d_att: al.alloc(att),
-            d_enc_part: al.alloc(grad(if cfg.arch == Arch::EncoderDecoder { n * c } else { 0 })),
-        };
         let mut params = vec![0.0; l.total];
         for s in stacks() {
             s.init_fixed(&mut params);
@@ -90,7 +91,7 @@ impl Transformer {
             params,
             layout: l,
             consts,
-            acts: vec![0.0; al.total],
+            acts: vec![0.0; acts_total],
             encoder,
             decoder,
             head,
@@ -110,7 +111,7 @@ impl Transformer {
             },
             label_smoothing: 0.0,
             low: None,
-            widths: (c.max(wide).max(cfg.ffn()), c.max(wide)),
+            widths,
             first_sequence: 0,
             tp_reduce: None,
             ablation: None,
@@ -164,6 +165,102 @@ impl Transformer {
 
     pub fn zero_grad(&mut self) {
         self.grads.fill(0.0);
+    }
+}
+
+/// Element counts of the buffers of a model (see [`Transformer::buffer_sizes`]); f32 each.
+#[derive(Clone, Debug)]
+pub struct BufferSizes {
+    /// Parameter layout: every tensor's name, shape and kind; `layout.total` elements.
+    pub layout: ParamLayout,
+    /// `params`: every parameter and buffer (BatchNorm running statistics included).
+    pub params: usize,
+    /// Gradients (one per parameter element; 0 for an inference-only model).
+    pub grads: usize,
+    /// Activations, their gradients and the shared scratch, for `max_batch` × `block_size`.
+    pub acts: usize,
+    /// Fixed tables (sinusoidal positions, RoPE angles).
+    pub consts: usize,
+    /// `set_precision(bf16 | f16)`: the rounded weight copy (kept as f32) and its scratch.
+    pub low_precision: usize,
+    /// A KV cache of `max_batch` rows (decoders and encoder-decoders).
+    pub kv_cache: Option<super::cache::KvCacheSizes>,
+}
+
+/// The layout of a model before anything is allocated: what [`Transformer::build`] fills in.
+struct Plan {
+    layout: ParamLayout,
+    consts: Vec<f32>,
+    encoder: Option<Stack>,
+    decoder: Option<Stack>,
+    head: Head,
+    acts_total: usize,
+    enc_acts: Option<super::stack::StackActs>,
+    dec_acts: Option<super::stack::StackActs>,
+    head_acts: super::head::HeadActs,
+    scratch: Scratch,
+    /// (widest linear input, widest linear output) of the low-precision scratch.
+    widths: (usize, usize),
+}
+
+impl Plan {
+    fn new(config: &ModelConfig, max_batch: usize, inference: bool) -> Result<Plan> {
+        config.validate()?;
+        ensure!(max_batch > 0, "batch size must be positive");
+        let cfg = config;
+        let (c, t) = (cfg.n_embd, cfg.block_size);
+        let mut l = ParamLayout::default();
+        let mut consts = Vec::new();
+        let (encoder, decoder) = match cfg.arch {
+            Arch::Decoder => {
+                (None, Some(Stack::new(&mut l, &mut consts, cfg, "transformer", StackKind::Decoder, None, 0)))
+            }
+            Arch::Encoder => {
+                (Some(Stack::new(&mut l, &mut consts, cfg, "transformer", StackKind::Encoder, None, 0)), None)
+            }
+            Arch::EncoderDecoder => {
+                let enc = Stack::new(&mut l, &mut consts, cfg, "encoder", StackKind::Encoder, None, 0);
+                let shared = cfg.share_embeddings.then(|| enc.wte.clone());
+                let dec = Stack::new(&mut l, &mut consts, cfg, "decoder", StackKind::CrossDecoder, shared, 1);
+                (Some(enc), Some(dec))
+            }
+        };
+        let head = Head::new(&mut l, cfg, decoder.as_ref());
+
+        let mut al = ActLayout::default();
+        let n = max_batch * t;
+        let enc_acts = encoder.as_ref().map(|s| s.acts(&mut al, max_batch, t, t, inference));
+        let dec_acts = decoder.as_ref().map(|s| s.acts(&mut al, max_batch, t, t, inference));
+        let head_acts = head.acts(&mut al, cfg, max_batch, inference);
+        // Gradient buffers only when training is possible.
+        let grad = |len: usize| if inference { 0 } else { len };
+        let stacks = || encoder.iter().chain(decoder.iter());
+        let att = stacks().map(|s| s.attention_scratch(max_batch, t, t, inference)).max().unwrap_or(0);
+        let wide = stacks().map(|s| s.widest(cfg)).max().unwrap_or(0).max(2 * cfg.kv_heads() * cfg.head_size());
+        let scratch = Scratch {
+            // The forward pass uses d_fin (gathers) and d_att (attention-kernel scratch).
+            d_fin: al.alloc(n * c),
+            d_sum: al.alloc(grad(n * c)),
+            d_branch: al.alloc(grad(n * c)),
+            d_wide: al.alloc(grad(n * wide)),
+            d_wide2: al.alloc(grad(n * wide)),
+            d_y: al.alloc(grad(n * c.max(cfg.n_head * cfg.head_size()))),
+            d_att: al.alloc(att),
+            d_enc_part: al.alloc(grad(if cfg.arch == Arch::EncoderDecoder { n * c } else { 0 })),
+        };
+        Ok(Plan {
+            layout: l,
+            consts,
+            encoder,
+            decoder,
+            head,
+            acts_total: al.total,
+            enc_acts,
+            dec_acts,
+            head_acts,
+            scratch,
+            widths: (c.max(wide).max(cfg.ffn()), c.max(wide)),
+        })
     }
 }
 

@@ -162,7 +162,7 @@ impl CacheView<'_> {
 
 /// Forward-scratch elements the attention kernel needs in a cached pass of `dec`'s layers:
 /// one query chunk (see [`Q_CHUNK`]) against up to `block` cached keys or `t_enc` encoder keys.
-fn cached_attention_scratch(dec: &Stack, block: usize, t_enc: usize) -> usize {
+pub(super) fn cached_attention_scratch(dec: &Stack, block: usize, t_enc: usize) -> usize {
     dec.attention_layers()
         .map(|at| {
             let tk = if at.is_cross() { t_enc } else { block };
@@ -171,6 +171,47 @@ fn cached_attention_scratch(dec: &Stack, block: usize, t_enc: usize) -> usize {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// Element counts (f32) of the buffers of a [`KvCache`] of `capacity` rows of `block_size`
+/// positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvCacheSizes {
+    /// Cached (self-attention) layers.
+    pub layers: usize,
+    /// Key (or value) width of one position: NKV·hs.
+    pub kv: usize,
+    /// Keys, and as many values: (layers, capacity, block_size, NKV·hs).
+    pub keys: usize,
+    /// Cross-attention keys and values of the encoder output (encoder-decoders).
+    pub cross: usize,
+    /// Attention probabilities of one query chunk: (NH, Q_CHUNK, block_size).
+    pub probs: usize,
+    /// Attention-kernel scratch.
+    pub scratch: usize,
+    /// The gather buffer of beam search's reorder: (capacity, block_size, 2·NKV·hs).
+    pub reorder: usize,
+}
+
+impl KvCacheSizes {
+    pub(crate) fn of(cfg: &ModelConfig, capacity: usize, scratch: usize) -> KvCacheSizes {
+        let layers = if cfg.arch == Arch::EncoderDecoder { cfg.dec_layers() } else { cfg.n_layer };
+        let (block, kv) = (cfg.block_size, cfg.kv_heads() * cfg.head_size());
+        KvCacheSizes {
+            layers,
+            kv,
+            keys: layers * capacity * block * kv,
+            cross: if cfg.arch == Arch::EncoderDecoder { layers * capacity * block * 2 * kv } else { 0 },
+            probs: cfg.n_head * Q_CHUNK.min(block) * block,
+            scratch,
+            reorder: capacity * block * 2 * kv,
+        }
+    }
+
+    /// All elements: keys and values, cross, probabilities, scratch, reorder buffer.
+    pub fn total(&self) -> usize {
+        2 * self.keys + self.cross + self.probs + self.scratch + self.reorder
+    }
 }
 
 /// Keys and values of every self-attention layer (and, for an encoder-decoder, the
@@ -205,24 +246,22 @@ impl KvCache {
     pub(crate) fn new(cfg: &ModelConfig, capacity: usize, scratch: usize) -> Result<Self> {
         ensure!(capacity >= 1, "a KV cache needs at least one row");
         ensure!(cfg.arch != Arch::Encoder, "an encoder has no causal decoder to cache");
-        let layers = if cfg.arch == Arch::EncoderDecoder { cfg.dec_layers() } else { cfg.n_layer };
-        let (block, kv) = (cfg.block_size, cfg.kv_heads() * cfg.head_size());
-        let size = layers * capacity * block * kv;
-        let cross = if cfg.arch == Arch::EncoderDecoder { layers * capacity * block * 2 * kv } else { 0 };
+        let sizes = KvCacheSizes::of(cfg, capacity, scratch);
+        let (layers, block, kv) = (sizes.layers, cfg.block_size, sizes.kv);
         Ok(KvCache {
-            k: vec![0.0; size],
-            v: vec![0.0; size],
-            cross: vec![0.0; cross],
+            k: vec![0.0; sizes.keys],
+            v: vec![0.0; sizes.keys],
+            cross: vec![0.0; sizes.cross],
             cross_len: 0,
-            probs: vec![0.0; cfg.n_head * Q_CHUNK.min(block) * block],
-            scratch: vec![0.0; scratch],
+            probs: vec![0.0; sizes.probs],
+            scratch: vec![0.0; sizes.scratch],
             lens: vec![0; capacity],
             rows: capacity,
             capacity,
             layers,
             block,
             kv,
-            tmp: vec![0.0; capacity * block * 2 * kv],
+            tmp: vec![0.0; sizes.reorder],
             tmp_lens: vec![0; capacity],
         })
     }

@@ -33,7 +33,8 @@ mod sparse;
 mod stack;
 
 pub use ablation::AblationMode;
-pub use cache::{KvCache, LogitRows};
+pub use build::BufferSizes;
+pub use cache::{KvCache, KvCacheSizes, LogitRows};
 pub use config::{
     ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
 };

@@ -38,13 +38,13 @@ impl Transformer {
         let (win, wout) = self.widths;
         let head_out = self.config.vocab_size.max(self.config.num_classes);
         let biggest = self.layout.tensors.iter().map(|t| t.numel()).max().unwrap_or(0);
-        let mut al = ActLayout::default();
-        let ranges = LowScratch {
-            x: al.alloc(n * win),
-            dout: al.alloc(n * wout),
-            bwd: al.alloc(matmul_lowp_scratch_len(n, win, 0) + biggest + wout.max(head_out)),
-        };
-        self.low = Some(LowState { p, w: vec![0.0; self.layout.total], scratch: vec![0.0; al.total], ranges });
+        let (ranges, scratch_len) = low_scratch(n, win, wout, head_out, biggest);
+        self.low = Some(LowState { p, w: vec![0.0; self.layout.total], scratch: vec![0.0; scratch_len], ranges });
+    }
+
+    /// Bytes of the low-precision working copy of the weights and its scratch (0 in fp32).
+    pub fn low_precision_bytes(&self) -> usize {
+        self.low.as_ref().map_or(0, |l| 4 * (l.w.len() + l.scratch.len()))
     }
 
     /// The precision of the linear layers.
@@ -62,4 +62,17 @@ pub(super) fn low_regions(l: &mut LowState) -> LowViews<'_> {
 
 pub(super) fn lowp<'a>(views: &'a Option<LowViews<'a>>) -> Option<Lowp<'a>> {
     views.as_ref().map(|(p, w, s, ranges)| Lowp { p: *p, w, s, ranges })
+}
+
+/// The low-precision scratch for `n` rows: linear inputs up to `win` wide, outputs up to `wout`,
+/// a head of `head_out` outputs and a largest tensor of `biggest` elements; its ranges and total
+/// element count.
+pub(super) fn low_scratch(n: usize, win: usize, wout: usize, head_out: usize, biggest: usize) -> (LowScratch, usize) {
+    let mut al = ActLayout::default();
+    let ranges = LowScratch {
+        x: al.alloc(n * win),
+        dout: al.alloc(n * wout),
+        bwd: al.alloc(matmul_lowp_scratch_len(n, win, 0) + biggest + wout.max(head_out)),
+    };
+    (ranges, al.total)
 }
