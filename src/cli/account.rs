@@ -177,6 +177,7 @@ pub fn run(a: AccountArgs) -> Result<()> {
                     .map(|c| ((c.context as f64).log2(), 100.0 * c.attention_share))
                     .collect(),
             }],
+            scatter: false,
         };
         super::note_textless(plot_xy(&chart, path)?);
         eprintln!("wrote {}", path.display());
