@@ -128,7 +128,7 @@ fn normal_cdf_pdf(x: f32) -> (f32, f32) {
 }
 
 #[inline(always)]
-fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + math::exp(-x))
 }
 

@@ -10,6 +10,7 @@
 //!   `gates` (T, B, 4H) activated gates, `cells` (T, B, H) c_t, `hidden` (T, B, H) h_t;
 //! - `scratch` ([`lstm_scratch_len`] floats), cut inside; nothing is allocated.
 
+use super::activation::sigmoid;
 use super::matmul::{matmul_backward, matmul_forward};
 
 /// Floats of scratch [`lstm_forward`] and [`lstm_backward`] need.
@@ -19,10 +20,6 @@ pub fn lstm_scratch_len(b: usize, t: usize, h: usize) -> usize {
     // dh (B·T, H).
     let (n, g4) = (b * t, 4 * h);
     (n * g4 + b * g4 + b * h).max(n * g4 + 2 * n * h + 2 * b * h)
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// The forward pass; see the module doc for the buffers.
@@ -125,18 +122,24 @@ pub fn lstm_backward(
         }
         // dh_{t−1} = dpre_t · W_hh (B, H)
         for bi in 0..b {
-            let d = &dpre[(bi * t + s) * g4..(bi * t + s + 1) * g4];
             let out = &mut dh_next[bi * h..(bi + 1) * h];
             out.fill(0.0);
-            for (q, &dq) in d.iter().enumerate() {
-                if dq != 0.0 {
-                    out.iter_mut().zip(&w_hh[q * h..(q + 1) * h]).for_each(|(o, w)| *o += dq * w);
-                }
-            }
+            add_times_rows(out, &dpre[(bi * t + s) * g4..(bi * t + s + 1) * g4], w_hh);
         }
     }
     matmul_backward(dx, dw_ih, Some(db_ih), dpre, x, w_ih, n, i, g4);
     // The recurrent weights see h_{t−1} at every step: one product over all rows (its input
     // gradient is not needed again; `rest` takes it).
     matmul_backward(&mut rest[..n * h], dw_hh, Some(db_hh), dpre, hprev, w_hh, n, h, g4);
+}
+
+/// out (H) += d (G) · w (G, H): one row's gradient through a recurrent weight, to the previous
+/// hidden state (shared by the LSTM and the GRU).
+pub(crate) fn add_times_rows(out: &mut [f32], d: &[f32], w: &[f32]) {
+    let h = out.len();
+    for (q, &dq) in d.iter().enumerate() {
+        if dq != 0.0 {
+            out.iter_mut().zip(&w[q * h..(q + 1) * h]).for_each(|(o, w)| *o += dq * w);
+        }
+    }
 }

@@ -21,6 +21,7 @@ pub mod flash_attention;
 pub mod gelu;
 pub mod gemm;
 pub mod general_attention;
+pub mod gru;
 pub mod isa;
 pub mod layernorm;
 pub mod lstm;
