@@ -104,3 +104,46 @@ fn lstm_equals_pytorch_and_finite_differences() {
 fn gru_equals_pytorch_and_finite_differences() {
     check_cell(Cell::Gru, "rnn/gru.json");
 }
+
+fn check_conv(file: &str) {
+    use lmlab::kernels::conv1d::{conv1d_causal_backward, conv1d_causal_forward, conv1d_scratch_len, ConvDims};
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(common::fixture(file)).unwrap()).unwrap();
+    let u = |k: &str| fx[k].as_u64().unwrap() as usize;
+    let d = ConvDims { b: u("B"), t: u("T"), c: u("C"), oc: u("OC"), k: u("K"), dilation: u("dilation") };
+    let (x, r, b) = (f32s(&fx["x"]), f32s(&fx["r"]), f32s(&fx["b"]));
+    let mut w = f32s(&fx["w"]);
+    let mut scratch = vec![f32::NAN; conv1d_scratch_len(d.oc, d.c, d.k)];
+    let fwd = |w: &[f32], x: &[f32], scratch: &mut [f32]| {
+        let mut out = vec![f32::NAN; d.b * d.t * d.oc];
+        conv1d_causal_forward(&mut out, x, w, Some(&b), scratch, d);
+        out
+    };
+    let out = fwd(&w, &x, &mut scratch);
+    assert_close(&format!("{file} out"), &out, &f64s(&fx["out"]), 1e-5);
+    let (mut dx, mut dw, mut db) = (vec![f32::NAN; x.len()], vec![0f32; w.len()], vec![0f32; b.len()]);
+    conv1d_causal_backward(&mut dx, &mut dw, Some(&mut db), &r, &x, &w, &mut scratch, d);
+    assert_close(&format!("{file} dx"), &dx, &f64s(&fx["dx"]), 1e-5);
+    assert_close(&format!("{file} dw"), &dw, &f64s(&fx["dw"]), 1e-5);
+    assert_close(&format!("{file} db"), &db, &f64s(&fx["db"]), 1e-5);
+    let loss =
+        |w: &[f32], x: &[f32], s: &mut [f32]| fwd(w, x, s).iter().zip(&r).map(|(o, r)| (*o * *r) as f64).sum::<f64>();
+    let mut s2 = scratch.clone();
+    common::check(&format!("{file} dx"), &x, &dx, |xp| loss(&w, xp, &mut s2));
+    let w0 = w.clone();
+    common::check(&format!("{file} dw"), &w0, &dw, |wp| {
+        w.copy_from_slice(wp);
+        loss(&w, &x, &mut scratch)
+    });
+    // Causality: changing the last input step changes no earlier output.
+    let mut x2 = x.clone();
+    let last = (d.t - 1) * d.c;
+    x2[last] += 1.0;
+    let out2 = fwd(&w0, &x2, &mut vec![0.0; conv1d_scratch_len(d.oc, d.c, d.k)]);
+    assert!(out2[..(d.t - 1) * d.oc].iter().zip(&out).all(|(a, b)| a == b), "{file}: the future leaked");
+}
+
+#[test]
+fn causal_conv1d_equals_pytorch_and_finite_differences() {
+    check_conv("rnn/conv1d_causal_d1.json");
+    check_conv("rnn/conv1d_causal_d4.json");
+}

@@ -13,6 +13,7 @@
 pub mod activation;
 pub mod attention;
 pub mod batchnorm;
+pub mod conv1d;
 pub mod crossentropy;
 pub mod distill;
 pub mod dropout;
