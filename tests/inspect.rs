@@ -30,6 +30,24 @@ fn model_of(case: &Value, attention: AttentionKind) -> (Transformer, Vec<u32>) {
     (m, ids)
 }
 
+/// A small randomly initialised model of `arch` (2 layers, 2 heads, 16 wide, no dropout).
+fn tiny(arch: Arch, vocab_size: usize, block_size: usize, num_classes: usize, seed: u64) -> Transformer {
+    let cfg = ModelConfig {
+        arch,
+        vocab_size,
+        block_size,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 16,
+        num_classes,
+        dropout: 0.0,
+        ..ModelConfig::default()
+    };
+    let mut m = Transformer::new(cfg, 1).unwrap();
+    m.init(seed);
+    m
+}
+
 /// |got − want| ≤ rtol · max|want| over a vector.
 fn close(what: &str, got: &[f64], want: &[f64], rtol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -210,19 +228,7 @@ fn gauss_legendre_integrates_polynomials_exactly() {
 /// through a token embedding row used once (the model has no tied head).
 #[test]
 fn classifier_input_gradient_matches_finite_differences() {
-    let cfg = ModelConfig {
-        arch: Arch::Encoder,
-        vocab_size: 12,
-        block_size: 8,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 16,
-        num_classes: 3,
-        dropout: 0.0,
-        ..ModelConfig::default()
-    };
-    let mut m = Transformer::new(cfg, 1).unwrap();
-    m.init(7);
+    let mut m = tiny(Arch::Encoder, 12, 8, 3, 7);
     let ids = [1u32, 4, 7, 2, 9];
     let target = Target::Class(2);
     let a = attribute(&mut m, &ids, target, Method::GaussLegendre, 64).unwrap();
@@ -280,17 +286,7 @@ fn pca_finds_the_direction_of_largest_variance() {
 fn cli_inspect_writes_pictures_and_json_and_rejects_bad_input() {
     let text = "to be or not to be, that is the question";
     let tok = CharTokenizer::from_corpus(text).unwrap();
-    let cfg = ModelConfig {
-        vocab_size: tok.vocab_size(),
-        block_size: 32,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 16,
-        dropout: 0.0,
-        ..ModelConfig::default()
-    };
-    let mut m = Transformer::new(cfg, 1).unwrap();
-    m.init(3);
+    let m = tiny(Arch::Decoder, tok.vocab_size(), 32, 2, 3);
     let dir = tempfile::tempdir().unwrap();
     let (ck, out) = (dir.path().join("ck"), dir.path().join("out"));
     checkpoint::save_new(&ck, &m, &Tokenizer::Char(tok)).unwrap();
@@ -380,18 +376,7 @@ fn cli_inspect_writes_pictures_and_json_and_rejects_bad_input() {
 /// self-attention (target × target) and its cross-attention (target × source).
 #[test]
 fn encoder_decoder_gives_self_and_cross_attention() {
-    let cfg = ModelConfig {
-        arch: Arch::EncoderDecoder,
-        vocab_size: 10,
-        block_size: 8,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 16,
-        dropout: 0.0,
-        ..ModelConfig::default()
-    };
-    let mut m = Transformer::new(cfg, 1).unwrap();
-    m.init(5);
+    let mut m = tiny(Arch::EncoderDecoder, 10, 8, 2, 5);
     let (src, tgt) = ([1u32, 2, 3, 4, 5], [0u32, 6, 7]);
     let layers = attention_maps(&mut m, &tgt, Some(&src)).unwrap();
     let got: Vec<_> = layers.iter().map(|l| (l.stack.as_str(), l.kind.as_str(), l.tq, l.tk)).collect();
