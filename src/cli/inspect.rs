@@ -431,7 +431,6 @@ fn run_lens(dir: &Path, text: &str, top: usize, out: &Path, format: Format, json
     let tokens = Tokens::encode(&ck.tokenizer, text, ck.model.config.block_size)?;
     let lens = logit_lens(&mut ck.model, &tokens.ids, top)?;
     out_dir(out)?;
-    let t = tokens.len();
     // Heat map: layers (rows) × positions (columns) of the next token's probability.
     let values: Vec<f64> =
         lens.iter().flat_map(|l| l.target_prob.iter().map(|p| p.map_or(f64::NAN, |p| p as f64))).collect();
@@ -477,7 +476,6 @@ fn run_lens(dir: &Path, text: &str, top: usize, out: &Path, format: Format, json
         }
         s.push('\n');
     }
-    let _ = t;
     finish(json, &value, &[path, jpath], &s);
     Ok(())
 }
@@ -511,10 +509,17 @@ fn run_attribute(
                         _ => bail!("--target {s:?} is {} tokens; give exactly one token", ids.len()),
                     }
                 }
-                None => lmlab::inspect::interpret::lens::logit_lens(&mut ck.model, &tokens.ids, 1)?
-                    .last()
-                    .and_then(|l| l.top.get(pos).map(|p| p[0].0))
-                    .context("position outside the text")?,
+                None => {
+                    // The model's own top prediction at `pos` (the smallest id among equals).
+                    if pos >= tokens.len() {
+                        bail!("position {pos} is outside the text ({} tokens)", tokens.len());
+                    }
+                    lmlab::inspect::interpret::forward_tokens(&mut ck.model, &tokens.ids)?;
+                    let v = ck.model.config.vocab_size;
+                    let row = &ck.model.logits()[pos * v..(pos + 1) * v];
+                    let best = row.iter().enumerate().fold(0, |b, (i, &x)| if x > row[b] { i } else { b });
+                    best as u32
+                }
             };
             let what = format!("{:?} as the next token after position {pos}", token_text(&ck.tokenizer, token));
             (Target::Token { pos, token }, what)
