@@ -14,7 +14,6 @@
 
 use anyhow::{bail, Context, Result};
 use lmlab::data::classify::LabelledText;
-use lmlab::data::Tokenizer;
 use lmlab::io::checkpoint;
 use std::path::Path;
 
@@ -42,11 +41,10 @@ fn main() -> Result<()> {
         bail!("usage: trec_groups CKPT TRAIN.label TEST.label OUT_DIR");
     };
     let mut ck = checkpoint::load_inference(Path::new(ckpt), 32)?;
-    let Tokenizer::Bpe(tok) = &ck.tokenizer else { bail!("{ckpt} is not a classifier with a BPE tokenizer") };
     let names = LabelledText::load_trec(Path::new(train), true)?.label_names;
     let test = LabelledText::load_trec_with_labels(Path::new(test), true, &names)?;
     let max_len = ck.run_config.data.max_len;
-    let pred = lmlab::train::classify::predict(&mut ck.model, tok, &test.texts, max_len)?;
+    let pred = lmlab::train::classify::predict(&mut ck.model, &ck.tokenizer, &test.texts, max_len)?;
     let out = Path::new(out);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let lines = |v: Vec<String>| v.join("\n") + "\n";

@@ -382,7 +382,8 @@ fn predict_pads_batches_like_one_text_at_a_time() {
     // Two classes (the default); batches of at most 2 texts, so the five are padded in three.
     let mut m = random_model(Arch::Encoder, tok.vocab_size(), 16, 3);
     let texts: Vec<String> = questions.iter().map(|s| s.to_string()).chain(["x".to_string()]).collect();
-    let got = lmlab::train::classify::predict(&mut m, &tok, &texts, 12).unwrap();
+    let wrapped = lmlab::data::Tokenizer::Bpe(Box::new(tok.clone()));
+    let got = lmlab::train::classify::predict(&mut m, &wrapped, &texts, 12).unwrap();
     // Each text alone: [CLS] + at most 11 tokens, no padding, argmax of the two logits.
     for (text, &p) in texts.iter().zip(&got) {
         let mut ids = vec![lmlab::data::bpe::BOS];

@@ -580,3 +580,96 @@ fn unsupported_sentence_transformers_configs_are_errors() {
         (PoolingMode::Mean, true, MAX_POS)
     );
 }
+
+// ---- fine-tuning an imported BERT (train.init_from, train.freeze) -----------------------------
+
+#[test]
+fn imported_bert_fine_tunes_as_a_classifier_with_frozen_embeddings() {
+    use lmlab::config::RunConfig;
+    use lmlab::io::checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    let t = tensors(3);
+    write_bert(&hf, &config(), &t, "bert.");
+    std::fs::write(hf.join("tokenizer.json"), tokenizer_json()).unwrap();
+    assert!(lmlab::io::hf_bert::is_bert_dir(&hf));
+
+    // `lmlab import --hf`: a checkpoint of task "pretrained" with the WordPiece tokenizer.
+    let (model, tok) = lmlab::io::hf_bert::import(&hf, 1).unwrap();
+    let pre = dir.path().join("pre");
+    checkpoint::save_new(&pre, &model, &tok).unwrap();
+    let ck = checkpoint::load(&pre, 1, false).unwrap();
+    assert_eq!(ck.tokenizer.kind(), "hf");
+    assert_eq!(ck.tokenizer.encode("The CATS sat.").unwrap(), vec![2, 4, 5, 7, 6, 10, 3]);
+    assert_eq!(ck.model.params, model.params);
+    assert_eq!(ck.run_config.data.task, lmlab::config::Task::Pretrained);
+
+    // A two-class task the tiny vocabulary can state: "cat" sentences against "mat" ones.
+    let rows = |n: usize, seed: usize| -> String {
+        let mut s = String::from("sentence\tlabel\n");
+        for i in 0..n {
+            let label = (i * 7 + seed) % 2;
+            let key = if label == 1 { "cat" } else { "mat" };
+            let filler = ["the", "a", "sat", "on"];
+            s += &format!("{} {key} {} .\t{label}\n", filler[(i + seed) % 4], filler[(i * 3 + seed) % 4]);
+        }
+        s
+    };
+    std::fs::write(dir.path().join("train.tsv"), rows(120, 0)).unwrap();
+    std::fs::write(dir.path().join("test.tsv"), rows(40, 1)).unwrap();
+    let run = dir.path().join("run");
+    let text = format!(
+        r#"
+[model]
+dropout = 0.0
+block_size = 8
+pooling = "cls"
+[data]
+task = "classify"
+format = "sst2"
+train = "{d}/train.tsv"
+test = "{d}/test.tsv"
+max_len = 7
+[train]
+init_from = "{pre}"
+freeze = ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.*"]
+out_dir = "{run}"
+batch_size = 16
+max_iters = 60
+eval_interval = 60
+log_interval = 20
+[optim]
+learning_rate = 3e-3
+warmup_iters = 5
+lr_decay_iters = 60
+"#,
+        d = dir.path().display(),
+        pre = pre.display(),
+        run = run.display()
+    );
+    // [model] may change dropout, context and pooling but not the architecture.
+    let cfg = RunConfig::from_user_toml_str(&text, &[]).unwrap();
+    assert_eq!((cfg.model.n_layer, cfg.model.n_embd, cfg.model.block_size), (LAYERS, C, 8));
+    let e = format!("{:#}", RunConfig::from_user_toml_str(&text, &["model.n_layer=3".into()]).unwrap_err());
+    assert!(e.contains("model.n_layer = 3") && e.contains("init_from"), "{e}");
+    let typo = RunConfig::from_user_toml_str(&text, &["train.freeze=[\"transformer.wte.weights\"]".into()]).unwrap();
+    let opts = lmlab::train::TrainOptions { quiet: true, ..Default::default() };
+    let e = format!("{:#}", lmlab::train::train(typo, None, &opts).unwrap_err());
+    assert!(e.contains("transformer.wte.weights") && e.contains("matches no parameter"), "{e}");
+
+    lmlab::train::train(cfg, None, &opts).unwrap();
+    let tuned = checkpoint::load(&run.join("ckpt"), 1, false).unwrap();
+    assert_eq!(tuned.tokenizer.kind(), "hf");
+    let (a, b) = (&model, &tuned.model);
+    let same = |name: &str| param(a, name) == param(b, name);
+    // Frozen: bit for bit the imported weights (the position table cut to the first 8 rows).
+    assert!(same("transformer.wte.weight") && same("transformer.h.0.attn.c_attn.weight"));
+    assert_eq!(param(b, "transformer.wpe.weight"), &param(a, "transformer.wpe.weight")[..8 * C]);
+    // Trained: the second block and the new two-class head.
+    assert!(!same("transformer.h.1.attn.c_attn.weight") && !same("transformer.h.1.ln_2.weight"));
+    assert_eq!(b.layout.get("classifier.weight").unwrap().shape, vec![2, C]);
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    let acc = results["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.9, "test accuracy {acc} on a task decided by one word");
+}

@@ -12,7 +12,9 @@ use std::path::PathBuf;
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("source").required(true))]
 pub struct ImportArgs {
-    /// Hugging Face GPT-2 directory (as GPT2LMHeadModel.save_pretrained writes it).
+    /// Hugging Face directory: a GPT-2 (as GPT2LMHeadModel.save_pretrained writes it) or a BERT
+    /// encoder with its tokenizer.json (e.g. sentence-transformers' all-MiniLM-L6-v2), chosen by
+    /// config.json's model_type.
     #[arg(long, value_name = "DIR", group = "source")]
     hf: Option<PathBuf>,
     /// GGUF file (llama or gpt2 architecture; F32, F16, Q8_0 or Q4_0 tensors, read as f32).
@@ -35,7 +37,10 @@ pub struct ImportArgs {
 }
 
 pub fn run(a: ImportArgs) -> Result<()> {
-    let (mut model, tok) = if let Some(dir) = &a.hf {
+    let (mut model, tok) = if let Some(dir) = a.hf.as_ref().filter(|d| lmlab::io::hf_bert::is_bert_dir(d)) {
+        lmlab::io::hf_bert::import(dir, 1)
+            .with_context(|| format!("cannot import Hugging Face BERT directory {}", dir.display()))?
+    } else if let Some(dir) = &a.hf {
         lmlab::io::hf_gpt2::import(dir, 1)
             .with_context(|| format!("cannot import Hugging Face GPT-2 directory {}", dir.display()))?
     } else if let Some(file) = &a.gguf {

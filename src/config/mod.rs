@@ -8,8 +8,10 @@ use crate::kernels::precision::Precision;
 use crate::model::transformer::ModelConfig;
 use crate::optim::LossScaler;
 
+mod init_from;
 mod optim;
 use anyhow::{bail, ensure, Context, Result};
+pub use init_from::OVERRIDABLE as INIT_FROM_OVERRIDABLE;
 pub use optim::{OptimSection, OptimizerName};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -26,6 +28,9 @@ pub enum Task {
     Translate,
     /// Sequence classification (`train`, `test`, `format`), BPE tokenizer.
     Classify,
+    /// No training task: weights imported from another format (`lmlab import --hf` of a BERT).
+    /// Such a checkpoint is a starting point (`train.init_from`), not a run to resume.
+    Pretrained,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,6 +123,15 @@ pub struct TrainSection {
     /// ZeRO stage under MPI data parallelism: 0 = every rank holds the whole optimizer state;
     /// 1 = each rank holds 1/N of it (ZeRO-1). Ignored in one process.
     pub zero: u8,
+    /// A checkpoint to start from instead of random weights: an lmlab run's, or one `lmlab
+    /// import` made (Hugging Face GPT-2 or BERT/MiniLM, llama2.c). The run takes its tokenizer
+    /// and `[model]` (see `init_from.rs` for what `[model]` may still change); tensors of a task
+    /// head the checkpoint lacks (a classifier's) start fresh. Empty: train from scratch.
+    pub init_from: String,
+    /// Parameter tensors that do not train: names with `*` wildcards
+    /// ("transformer.h.0.*", "transformer.wte.weight") or kinds ("embedding", "norm", "bias",
+    /// "matrix"). They get no update and no weight decay, and do not count in the gradient norm.
+    pub freeze: Vec<String>,
 }
 
 impl Default for TrainSection {
@@ -142,6 +156,8 @@ impl Default for TrainSection {
             early_stop_patience: 0,
             early_stop_min_delta: 0.0,
             zero: 0,
+            init_from: String::new(),
+            freeze: Vec::new(),
         }
     }
 }
@@ -196,9 +212,23 @@ fn default_distill_alpha() -> f32 {
 impl RunConfig {
     /// Parses TOML text, applies `overrides` (`section.key=value`), and validates.
     pub fn from_toml_str(text: &str, overrides: &[String]) -> Result<Self> {
+        Self::parse(text, overrides, false)
+    }
+
+    /// [`RunConfig::from_toml_str`] of a user's run config: with `train.init_from`, `[model]`
+    /// comes from that checkpoint (see `init_from.rs`). A saved config (a checkpoint's) is
+    /// already resolved and is read with `from_toml_str`.
+    pub fn from_user_toml_str(text: &str, overrides: &[String]) -> Result<Self> {
+        Self::parse(text, overrides, true)
+    }
+
+    fn parse(text: &str, overrides: &[String], resolve_init_from: bool) -> Result<Self> {
         let mut value: toml::Table = toml::from_str(text).context("config is not valid TOML")?;
         for o in overrides {
             apply_override(&mut value, o)?;
+        }
+        if resolve_init_from {
+            init_from::resolve_model(&mut value)?;
         }
         // Round-trip through text so serde's messages name the offending key and its line.
         let text = toml::to_string(&value)?;
@@ -214,12 +244,32 @@ impl RunConfig {
         Self::from_toml_str(&text, overrides).with_context(|| format!("in config file {}", path.display()))
     }
 
+    /// [`RunConfig::from_file`] of a user's run config ([`RunConfig::from_user_toml_str`]).
+    pub fn from_user_file(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_user_toml_str(&text, overrides).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// The run's optimizer over `layout`: `[optim]` with `train.freeze` as a first parameter
+    /// group of learning-rate scale 0 and no weight decay.
+    pub fn build_optimizer(&self, layout: &crate::model::ParamLayout) -> Result<crate::optim::Optimizer> {
+        if self.train.freeze.is_empty() {
+            return self.optim.build(layout);
+        }
+        let mut optim = self.optim.clone();
+        let frozen =
+            crate::optim::GroupRule { params: self.train.freeze.clone(), weight_decay: Some(0.0), lr_scale: 0.0 };
+        optim.groups.insert(0, frozen);
+        optim.build(layout)
+    }
+
     /// The config of a run: the file `config` when given, else the one saved in the checkpoint
     /// `resume` continues from; `overrides` apply on top.
     pub fn for_run(config: Option<&Path>, resume: Option<&Path>, overrides: &[String]) -> Result<Self> {
         match (config, resume) {
             (Some(path), resume) => {
-                let mut cfg = RunConfig::from_file(path, overrides)?;
+                let mut cfg = RunConfig::from_user_file(path, overrides)?;
                 // A pruned checkpoint stays pruned whatever config continues it.
                 if let (None, Some(dir)) = (&cfg.prune, resume) {
                     cfg.prune = prune_record_of(dir);
@@ -246,6 +296,7 @@ impl RunConfig {
         let d = &self.data;
         let arch = self.model.arch;
         match d.task {
+            Task::Pretrained => {}
             Task::Lm => ensure!(arch == Arch::Decoder, "data.task = \"lm\" needs model.arch = \"decoder\""),
             Task::Translate => {
                 ensure!(
@@ -274,7 +325,7 @@ impl RunConfig {
                 );
             }
         }
-        if d.task != Task::Lm {
+        if !matches!(d.task, Task::Lm | Task::Pretrained) {
             ensure!(d.vocab_size >= 260, "data.vocab_size must be at least 260 (256 bytes and 4 special tokens)");
             ensure!(d.max_len >= 2, "data.max_len must be at least 2");
             ensure!(
@@ -311,6 +362,9 @@ impl RunConfig {
         }
         if !(t.early_stop_min_delta >= 0.0 && t.early_stop_min_delta.is_finite()) {
             bail!("train.early_stop_min_delta must be a non-negative number, got {}", t.early_stop_min_delta);
+        }
+        for p in &t.freeze {
+            ensure!(!p.is_empty(), "train.freeze holds an empty pattern");
         }
         if t.zero > 1 {
             bail!("train.zero must be 0 (off) or 1 (ZeRO stage 1: optimizer state sharded), got {}", t.zero);

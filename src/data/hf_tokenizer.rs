@@ -98,6 +98,26 @@ impl HfTokenizer {
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }
+
+    /// The id of a token string (`[CLS]`, `[SEP]`, `[MASK]`, ...), if the vocabulary has it.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The whole pipeline as a tokenizers JSON document, its truncation set to
+    /// [`HfTokenizer::max_len`]: what a checkpoint's `tokenizer.json` holds.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(|e| anyhow!("cannot serialise the tokenizer: {e}"))
+    }
+
+    /// Reads a document [`HfTokenizer::to_json`] wrote: the limit is the document's truncation
+    /// length, else `default_max_len`.
+    pub fn from_json(json: &str, default_max_len: usize) -> Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(json).context("tokenizer.json is not valid JSON")?;
+        let max_len =
+            v.pointer("/truncation/max_length").and_then(|m| m.as_u64()).map_or(default_max_len, |m| m as usize);
+        Self::from_bytes(json.as_bytes(), max_len)
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +175,15 @@ mod tests {
         assert_eq!(t.pad_id(), 0);
         assert_eq!(t.decode(&[2, 4, 5, 7, 3], true).unwrap(), "the cats");
         assert!(t.decode(&[99], false).unwrap_err().to_string().contains("99"));
+    }
+
+    #[test]
+    fn json_round_trip_keeps_the_limit() {
+        let t = HfTokenizer::from_bytes(tiny_bert_json().as_bytes(), 8).unwrap();
+        let back = HfTokenizer::from_json(&t.to_json().unwrap(), 512).unwrap();
+        assert_eq!(back.max_len(), 8);
+        assert_eq!(back.encode("The CATS sát on a dog.").unwrap(), vec![2, 4, 5, 7, 6, 8, 11, 3]);
+        assert_eq!(back.token_to_id("[SEP]"), Some(3));
     }
 
     #[test]

@@ -113,6 +113,10 @@ pub enum Tokenizer {
     /// imported with `lmlab import --llama2c`. Text is encoded with BOS first, as llama2.c's
     /// `run` and SentencePiece's Llama defaults do.
     Llama2c(Box<crate::data::llama2c_tokenizer::Llama2cTokenizer>),
+    /// A model's own Hugging Face pipeline that is none of the above, e.g. BERT's WordPiece
+    /// of a model imported with `lmlab import --hf` (all-MiniLM-L6-v2). `encode` adds the
+    /// post-processor's special tokens (`[CLS] … [SEP]`) and truncates at the saved limit.
+    Hf(Box<crate::data::hf_tokenizer::HfTokenizer>),
 }
 
 impl Tokenizer {
@@ -122,6 +126,7 @@ impl Tokenizer {
             Tokenizer::Bpe(t) => t.vocab_size(),
             Tokenizer::Gpt2(t) => t.vocab_size(),
             Tokenizer::Llama2c(t) => t.vocab_size(),
+            Tokenizer::Hf(t) => t.vocab_size(),
         }
     }
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
@@ -130,6 +135,7 @@ impl Tokenizer {
             Tokenizer::Bpe(t) => t.encode(text),
             Tokenizer::Gpt2(t) => t.encode(text),
             Tokenizer::Llama2c(t) => t.encode(text, true, false),
+            Tokenizer::Hf(t) => t.encode(text),
         }
     }
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
@@ -138,6 +144,7 @@ impl Tokenizer {
             Tokenizer::Bpe(t) => t.decode(ids),
             Tokenizer::Gpt2(t) => t.decode(ids),
             Tokenizer::Llama2c(t) => t.decode_all(ids),
+            Tokenizer::Hf(t) => t.decode(ids, true),
         }
     }
     /// The text of `ids` generated after the token `prev` (the prompt's last): as [`Self::decode`],
@@ -155,7 +162,7 @@ impl Tokenizer {
         match self {
             Tokenizer::Gpt2(t) => t.end_of_text(),
             Tokenizer::Llama2c(_) => Some(crate::data::llama2c_tokenizer::BOS),
-            Tokenizer::Char(_) | Tokenizer::Bpe(_) => None,
+            Tokenizer::Char(_) | Tokenizer::Bpe(_) | Tokenizer::Hf(_) => None,
         }
     }
     /// The kind's name, as error messages and `lmlab import` print it.
@@ -165,6 +172,7 @@ impl Tokenizer {
             Tokenizer::Bpe(_) => "bpe",
             Tokenizer::Gpt2(_) => "gpt2",
             Tokenizer::Llama2c(_) => "llama2c",
+            Tokenizer::Hf(_) => "hf",
         }
     }
     /// `tokenizer.json`: lmlab's char format, or a Hugging Face tokenizers document (BPE, GPT-2).
@@ -174,11 +182,13 @@ impl Tokenizer {
             Tokenizer::Bpe(t) => t.to_json(),
             Tokenizer::Gpt2(t) => t.to_json(),
             Tokenizer::Llama2c(t) => Ok(t.to_json()),
+            Tokenizer::Hf(t) => t.to_json(),
         }
     }
     /// Reads any of the formats. A tokenizers document (it has a "model" key) is lmlab's BPE
     /// tokenizer when it has lmlab's special tokens (`<pad>` = 0, ...), otherwise a GPT-2
-    /// tokenizer when it has GPT-2's pipeline; lmlab's char format has no "model" key.
+    /// tokenizer when it has GPT-2's pipeline, otherwise (WordPiece, ...) the document's own
+    /// pipeline ([`Tokenizer::Hf`]); lmlab's char format has no "model" key.
     pub fn from_json(s: &str) -> Result<Self> {
         let v: serde_json::Value = serde_json::from_str(s).context("tokenizer.json is not valid JSON")?;
         if v.get("type").and_then(|t| t.as_str()) == Some("llama2c") {
@@ -191,6 +201,10 @@ impl Tokenizer {
         if !is_lmlab_bpe(&v) && crate::data::gpt2::Gpt2Tokenizer::check_pipeline(&v).is_ok() {
             return Ok(Tokenizer::Gpt2(Box::new(crate::data::gpt2::Gpt2Tokenizer::from_json(s, "tokenizer.json")?)));
         }
+        if !is_lmlab_bpe(&v) {
+            let t = crate::data::hf_tokenizer::HfTokenizer::from_json(s, HF_DEFAULT_MAX_LEN)?;
+            return Ok(Tokenizer::Hf(Box::new(t)));
+        }
         Ok(Tokenizer::Bpe(Box::new(crate::data::bpe::BpeTokenizer::from_json(s, "tokenizer.json")?)))
     }
     pub fn as_char(&self) -> Option<&CharTokenizer> {
@@ -200,6 +214,10 @@ impl Tokenizer {
         }
     }
 }
+
+/// The encoding limit of a Hugging Face tokenizer document that sets no truncation: BERT's
+/// 512 positions.
+pub const HF_DEFAULT_MAX_LEN: usize = 512;
 
 /// Whether a tokenizers document registers lmlab's BPE special tokens (`<pad>` at id 0 first).
 pub(crate) fn is_lmlab_bpe(doc: &serde_json::Value) -> bool {

@@ -160,7 +160,11 @@ pub const FILES: [&str; 5] =
 /// `lmlab train --resume DIR --set data.path=TEXT` fine-tunes it. An existing `dir` is replaced
 /// only if it holds nothing but checkpoint files.
 pub fn save_new(dir: &Path, model: &Transformer, tok: &Tokenizer) -> Result<()> {
-    let run = RunConfig { model: model.config.clone(), ..RunConfig::default() };
+    let mut run = RunConfig { model: model.config.clone(), ..RunConfig::default() };
+    if model.config.arch != crate::model::transformer::Arch::Decoder {
+        // An imported encoder has no task yet: fine-tuning gives it one.
+        run.data.task = crate::config::Task::Pretrained;
+    }
     run.validate()?;
     let opt = run.optim.build(&model.layout)?;
     let state = TrainState::fresh(&run);

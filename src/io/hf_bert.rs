@@ -261,6 +261,33 @@ pub fn from_parts(config_json: &str, safetensors: &[u8], max_batch: usize, conte
     Ok(HfBert { config, model })
 }
 
+/// A BERT directory (`config.json`, `model.safetensors`, `tokenizer.json`) as a model and its
+/// tokenizer, for `lmlab import --hf`: the whole context (`max_position_embeddings`), the
+/// tokenizer truncating at that length. The classifier head stays at zero; a fine-tuning run
+/// (`train.init_from`) gives the model a new head for its task.
+pub fn import(dir: &Path, max_batch: usize) -> Result<(Transformer, crate::data::Tokenizer)> {
+    let bert = load(dir, max_batch, None)?;
+    let tok_path = dir.join("tokenizer.json");
+    let tok = crate::data::hf_tokenizer::HfTokenizer::from_file(&tok_path, bert.config.max_position_embeddings)?;
+    ensure!(
+        tok.vocab_size() == bert.config.vocab_size,
+        "{} has {} tokens but config.json says vocab_size {}",
+        tok_path.display(),
+        tok.vocab_size(),
+        bert.config.vocab_size
+    );
+    Ok((bert.model, crate::data::Tokenizer::Hf(Box::new(tok))))
+}
+
+/// Whether `dir/config.json` describes a BERT (`"model_type": "bert"`); false when it cannot be
+/// read or names another type.
+pub fn is_bert_dir(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .is_some_and(|v| v.get("model_type").and_then(|m| m.as_str()) == Some("bert"))
+}
+
 /// Copies `src` into the lmlab tensor `name` (sizes are guaranteed by the shapes read).
 fn put(model: &mut Transformer, name: &str, src: &[f32]) -> Result<()> {
     let r = model.layout.get(name).with_context(|| format!("lmlab's BERT has no tensor {name}"))?.range();

@@ -77,7 +77,8 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 }
 
 impl GroupRule {
-    fn matches(&self, name: &str, kind: ParamKind) -> bool {
+    /// Whether the rule applies to the tensor `name` of `kind`.
+    pub fn matches(&self, name: &str, kind: ParamKind) -> bool {
         self.params.iter().any(|p| match KINDS.iter().find(|(k, _)| k == p) {
             Some((_, k)) => *k == kind,
             None => glob_match(p, name),

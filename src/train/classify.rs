@@ -26,14 +26,31 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Token ids of each text: [CLS] (the BOS id) then at most `max_len - 1` subword tokens.
-fn encode_all(tok: &BpeTokenizer, texts: &[String], max_len: usize) -> Result<Vec<Vec<u32>>> {
+/// Token ids of each text, at most `max_len`: with lmlab's BPE, [CLS] (the BOS id) then the
+/// subword tokens; with a Hugging Face tokenizer (BERT's WordPiece, `train.init_from` an
+/// imported model), its own `[CLS] … [SEP]`, cut to `max_len` with `[SEP]` kept.
+fn encode_all(tok: &Tokenizer, texts: &[String], max_len: usize) -> Result<Vec<Vec<u32>>> {
     texts
         .iter()
-        .map(|t| {
-            let mut ids = vec![BOS];
-            ids.extend(tok.encode(t)?.into_iter().take(max_len - 1));
-            Ok(ids)
+        .map(|t| match tok {
+            Tokenizer::Bpe(bpe) => {
+                let mut ids = vec![BOS];
+                ids.extend(bpe.encode(t)?.into_iter().take(max_len - 1));
+                Ok(ids)
+            }
+            Tokenizer::Hf(hf) => {
+                let mut ids = hf.encode(t)?;
+                if ids.len() > max_len {
+                    let sep = ids[ids.len() - 1];
+                    ids.truncate(max_len - 1);
+                    ids.push(sep);
+                }
+                Ok(ids)
+            }
+            other => bail!(
+                "a classifier needs lmlab's BPE tokenizer or a Hugging Face one (BERT/MiniLM), not a {} tokenizer",
+                other.kind()
+            ),
         })
         .collect()
 }
@@ -112,9 +129,9 @@ fn evaluate(
 }
 
 /// The predicted class (an index into the training label names) of each text under the
-/// classifier `model` with its BPE tokenizer: encoded and padded as training and evaluation do
-/// ([CLS] then at most `max_len - 1` tokens), argmax of the logits (the first on a tie).
-pub fn predict(model: &mut Transformer, tok: &BpeTokenizer, texts: &[String], max_len: usize) -> Result<Vec<usize>> {
+/// classifier `model` with its tokenizer: encoded and padded as training and evaluation do (at
+/// most `max_len` tokens, see `encode_all`), argmax of the logits (the first on a tie).
+pub fn predict(model: &mut Transformer, tok: &Tokenizer, texts: &[String], max_len: usize) -> Result<Vec<usize>> {
     ensure!(max_len >= 2, "max_len must be at least 2");
     let seqs = encode_all(tok, texts, max_len)?;
     let no_labels = vec![0; seqs.len()];
@@ -210,6 +227,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
 
     let mut teacher = super::distill::Teacher::load(cfg)?;
+    let mut init_note = None;
     let (tokenizer, mut model, mut opt, from) = match resume {
         Some(dir) => {
             let r = Resumed::load(dir, cfg)?;
@@ -220,6 +238,11 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
                 train_set.num_classes()
             );
             (r.tokenizer, r.model, r.opt, Some(r.from))
+        }
+        None if !tc.init_from.is_empty() => {
+            let (tokenizer, model, opt, note) = super::run::pretrained_model(cfg, Some(train_set.num_classes()))?;
+            init_note = Some(note);
+            (tokenizer, model, opt, None)
         }
         None => {
             // A distilled student speaks its teacher's vocabulary; otherwise the BPE vocabulary
@@ -252,11 +275,8 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
     }
     let mut scaler = loss_scaler(cfg, from.as_ref());
     super::shard_optimizer(cfg, &model, &mut opt)?;
-    let Tokenizer::Bpe(bpe) = &tokenizer else {
-        bail!("a classifier checkpoint must hold a BPE tokenizer");
-    };
-    let train_seqs = encode_all(bpe, &train_set.texts, d.max_len)?;
-    let test_seqs = encode_all(bpe, &test_set.texts, d.max_len)?;
+    let train_seqs = encode_all(&tokenizer, &train_set.texts, d.max_len)?;
+    let test_seqs = encode_all(&tokenizer, &test_set.texts, d.max_len)?;
     let test_rows: Vec<usize> = (0..test_seqs.len()).collect();
 
     // A seeded shuffle holds out the validation share of the training examples.
@@ -280,8 +300,11 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
     let mut batch = ClassBatch::new(tc.batch_size, d.max_len);
     let mut eval_batch = ClassBatch::new(tc.batch_size, d.max_len);
     let mut tracker = RunTracker::start(cfg, opts, from.as_ref())?;
+    if let Some(note) = init_note {
+        tracker.info(note);
+    }
     tracker.info(format!(
-        "model: {} parameters ({} layers, {} heads, {} wide, {:?} pooling), {} classes {:?}, BPE vocab {}; \
+        "model: {} parameters ({} layers, {} heads, {} wide, {:?} pooling), {} classes {:?}, {} vocab {}; \
          data: {} train / {} val / {} test examples; {}{} threads",
         model.num_params(),
         cfg.model.n_layer,
@@ -290,6 +313,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
         cfg.model.pooling,
         train_set.num_classes(),
         train_set.label_names,
+        tokenizer.kind(),
         tokenizer.vocab_size(),
         n_train,
         val_rows.len(),

@@ -197,6 +197,7 @@ pub fn optimizer_step(
     // A pruned model: held weights get no gradient, so they neither count in the norm nor
     // move (see model::transformer::SparsityMask).
     model.mask_grads();
+    model.zero_frozen_grads();
     if scaler.unscale(&mut model.grads)? == ScaleOutcome::Overflow {
         return Ok(StepStats { loss, lr, grad_norm: f32::NAN, skipped: true, loss_scale: scaler.loss_scale() });
     }
@@ -404,6 +405,10 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
         Task::Lm => train_in_pool(cfg, resume, opts),
         Task::Translate => seq2seq::train_translation(&cfg, resume, opts),
         Task::Classify => classify::train_classifier(&cfg, resume, opts),
+        Task::Pretrained => bail!(
+            "data.task = \"pretrained\" marks imported weights, which have no training data: set data.task to the \
+             task to train and start from them with train.init_from"
+        ),
     })
 }
 
@@ -424,11 +429,19 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         scaler,
         teacher: None,
     };
+    let mut init_note = None;
     let (tokenizer, mut trainer, from) = match resumed {
         Some(Resumed { from, tokenizer, model, opt }) => {
             let scaler = run::loss_scaler(&cfg, Some(&from));
             let trainer = trainer_with(model, opt, from.state.rng.clone(), from.state.step, scaler);
             (tokenizer, trainer, Some(from))
+        }
+        // Fine-tuning: the pretrained model's weights and tokenizer.
+        None if !cfg.train.init_from.is_empty() => {
+            let (tokenizer, model, opt, note) = run::pretrained_model(&cfg, None)?;
+            init_note = Some(note);
+            let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
+            (tokenizer, trainer_with(model, opt, rng, 0, run::loss_scaler(&cfg, None)), None)
         }
         // A distilled student speaks its teacher's vocabulary.
         None if teacher.is_some() => {
@@ -457,6 +470,9 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
     let tc = &cfg.train;
     let world = crate::dist::world();
     let tokens_per_step = (tc.batch_size * tc.grad_accum_steps * cfg.model.block_size * world.size()) as f64;
+    if let Some(note) = init_note {
+        tracker.info(note);
+    }
     tracker.info(format!(
         "model: {} parameters ({} layers, {} heads, {} wide, block {}), vocab {}; data: {} train / {} val tokens; \
          {}{} threads; {}",

@@ -20,7 +20,7 @@ use crate::config::{RunConfig, Task};
 use crate::data::Tokenizer;
 use crate::io::atomic::write_file_atomic;
 use crate::io::checkpoint::{self, CheckpointFiles, EvalRecord, TrainState};
-use crate::model::transformer::{SparsityMask, Transformer};
+use crate::model::transformer::{is_task_head, SparsityMask, Transformer};
 use crate::optim::Optimizer;
 use anyhow::{bail, ensure, Context, Result};
 use serde::de::DeserializeOwned;
@@ -54,8 +54,92 @@ pub fn fresh_model(
     model.init_with(tc.init, tc.init_std, tc.seed);
     model.label_smoothing = tc.label_smoothing;
     model.set_precision(tc.precision);
-    let opt = cfg.optim.build(&model.layout)?;
+    let opt = cfg.build_optimizer(&model.layout)?;
+    model.set_frozen(frozen_ranges(cfg, &model)?);
     Ok((model, opt))
+}
+
+/// The ranges of the tensors `train.freeze` names; a pattern that matches no tensor is an error
+/// naming it (a typo would otherwise train everything).
+pub fn frozen_ranges(cfg: &RunConfig, model: &Transformer) -> Result<Vec<std::ops::Range<usize>>> {
+    let mut ranges = Vec::new();
+    for pattern in &cfg.train.freeze {
+        let rule = crate::optim::GroupRule { params: vec![pattern.clone()], weight_decay: None, lr_scale: 0.0 };
+        let hits: Vec<_> = model
+            .layout
+            .tensors
+            .iter()
+            .filter(|t| t.kind != crate::model::ParamKind::Buffer && rule.matches(&t.name, t.kind))
+            .collect();
+        ensure!(
+            !hits.is_empty(),
+            "train.freeze pattern {pattern:?} matches no parameter tensor (use names with `*`, e.g. \
+             \"transformer.h.0.*\", or a kind: embedding, norm, bias, matrix; `lmlab info --checkpoint` lists them)"
+        );
+        ranges.extend(hits.iter().map(|t| t.range()));
+    }
+    ranges.sort_by_key(|r| r.start);
+    ranges.dedup();
+    Ok(ranges)
+}
+
+/// A model for a run that starts from the checkpoint `train.init_from` (fine-tuning): the
+/// checkpoint's tokenizer, and a model of the run's `[model]` (the checkpoint's, see
+/// `config/init_from.rs`) with `num_classes` classes when given, whose tensors are the
+/// checkpoint's where it has them with the same shape. A learned position table keeps its first
+/// `block_size` rows. A task head (a classifier) is new unless the checkpoint was trained on the
+/// same task. Also returns a note for the log: what was loaded, what starts fresh, what is frozen.
+pub fn pretrained_model(
+    cfg: &RunConfig,
+    num_classes: Option<usize>,
+) -> Result<(Tokenizer, Transformer, Optimizer, String)> {
+    let dir = Path::new(&cfg.train.init_from);
+    let ck =
+        checkpoint::load(dir, 1, false).with_context(|| format!("train.init_from: cannot load {}", dir.display()))?;
+    let mut model_cfg = cfg.model_config(ck.tokenizer.vocab_size());
+    if let Some(k) = num_classes {
+        model_cfg.num_classes = k;
+    }
+    let (mut model, opt) = fresh_model(cfg, model_cfg)?;
+    let same_task = ck.run_config.data.task == cfg.data.task;
+    let (mut loaded, mut fresh) = (0usize, Vec::new());
+    for t in model.layout.tensors.clone() {
+        let src = ck.model.layout.get(&t.name);
+        let fits = |s: &crate::model::TensorView| s.shape == t.shape;
+        // A shorter context: the first rows of a learned position table.
+        let prefix = |s: &crate::model::TensorView| {
+            t.name.ends_with("wpe.weight") && s.shape[1..] == t.shape[1..] && s.shape[0] >= t.shape[0]
+        };
+        match src {
+            // A task head starts fresh for another task or another number of classes.
+            Some(s) if is_task_head(&t.name) && !(same_task && fits(s)) => fresh.push(t.name.clone()),
+            Some(s) if fits(s) || prefix(s) => {
+                let n = t.numel();
+                model.params[t.range()].copy_from_slice(&ck.model.params[s.offset..s.offset + n]);
+                loaded += 1;
+            }
+            Some(s) => bail!(
+                "train.init_from: {}'s tensor {} has shape {:?}, the run's model needs {:?}",
+                dir.display(),
+                t.name,
+                s.shape,
+                t.shape
+            ),
+            None => fresh.push(t.name.clone()),
+        }
+    }
+    if let Some((name, _)) = model.first_nonfinite_param() {
+        bail!("train.init_from: {}'s tensor {name} holds NaN or infinity", dir.display());
+    }
+    let note = format!(
+        "init_from {}: {loaded} tensors loaded, new: {}; {} of {} parameters train{}",
+        dir.display(),
+        if fresh.is_empty() { "none".to_string() } else { fresh.join(", ") },
+        model.trainable_params(),
+        model.num_params(),
+        if cfg.train.freeze.is_empty() { String::new() } else { format!(" (frozen: {:?})", cfg.train.freeze) }
+    );
+    Ok((ck.tokenizer, model, opt, note))
 }
 
 /// The run's f16 loss scaler (disabled otherwise), continuing the checkpoint's when resuming.
@@ -90,9 +174,10 @@ impl Resumed {
             ck.run_config.prune == cfg.prune,
             "the [prune] section differs from the checkpoint's: a resumed run keeps the checkpoint's pruning"
         );
-        let mut opt = cfg.optim.build(&ck.model.layout)?;
+        let mut opt = cfg.build_optimizer(&ck.model.layout)?;
         opt.restore(ck.optimizer.as_ref().expect("loaded with the optimizer"))?;
         let mut model = ck.model;
+        model.set_frozen(frozen_ranges(cfg, &model)?);
         if let Some(p) = &cfg.prune {
             // A pruned checkpoint: its zeros are the mask that every step keeps.
             let mask = SparsityMask::from_zeros(&model.layout, &model.params, &p.tensors)

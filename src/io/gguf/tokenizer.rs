@@ -59,6 +59,9 @@ pub(super) fn tokenizer_metadata(tok: &Tokenizer) -> Result<Vec<(&'static str, V
             }
             m.push(("tokenizer.huggingface.json", Value::String(doc)));
         }
+        Tokenizer::Hf(_) => {
+            bail!("the checkpoint has a Hugging Face WordPiece (BERT) tokenizer, which lmlab does not write to GGUF")
+        }
         Tokenizer::Llama2c(t) => {
             use crate::data::llama2c_tokenizer::{BOS, EOS};
             let (tokens, scores, types) = spm_vocab(t)?;

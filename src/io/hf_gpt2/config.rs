@@ -224,7 +224,7 @@ pub(super) fn config_json(cfg: &ModelConfig, tok: &Tokenizer) -> Result<Vec<u8>>
 fn special_ids(tok: &Tokenizer) -> (Option<u32>, Option<u32>, Option<u32>) {
     use crate::data::bpe::{BOS, EOS, PAD};
     match tok {
-        Tokenizer::Char(_) => (None, None, None),
+        Tokenizer::Char(_) | Tokenizer::Hf(_) => (None, None, None),
         Tokenizer::Bpe(_) => (Some(BOS), Some(EOS), Some(PAD)),
         Tokenizer::Gpt2(t) => (t.end_of_text(), t.end_of_text(), None),
         Tokenizer::Llama2c(_) => {

@@ -57,6 +57,9 @@ pub(super) fn tokenizer_files(tok: &Tokenizer, max_len: usize) -> Result<Vec<(St
             "the checkpoint has a llama2.c (SentencePiece) tokenizer, which a GPT-2 directory cannot hold; \
              export it with --gguf or --llama2c"
         ),
+        Tokenizer::Hf(_) => {
+            bail!("the checkpoint has a BERT (WordPiece) tokenizer, which a GPT-2 directory cannot hold")
+        }
     };
     files.push(("tokenizer_config.json".to_string(), serde_json::to_vec_pretty(&config)?));
     Ok(files)

@@ -88,6 +88,7 @@ impl Transformer {
             observer: None,
             teacher: None,
             sparsity: None,
+            frozen: Vec::new(),
             params,
             layout: l,
             consts,

@@ -43,6 +43,12 @@ impl From<Pooling> for PoolingMode {
     }
 }
 
+/// Whether the parameter `name` belongs to a task's own head (a classifier's), which a model
+/// fine-tuned from a checkpoint of another task gets fresh (`train.init_from`).
+pub fn is_task_head(name: &str) -> bool {
+    name.starts_with("classifier.")
+}
+
 impl Head {
     /// The LM head over `decoder` (its token embedding when tied), or the classifier of an
     /// encoder; its parameters go last in the layout.

@@ -22,6 +22,7 @@ mod build;
 mod cache;
 pub mod config;
 mod distill;
+mod freeze;
 mod head;
 mod input_grad;
 mod layers;
@@ -38,6 +39,7 @@ pub use cache::{KvCache, KvCacheSizes, LogitRows};
 pub use config::{
     ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
 };
+pub use head::is_task_head;
 pub use probe::{ActKind, ActTensor, AttnProbs, BlockProbe};
 use quant::linear_hooks;
 pub use quant::{LinearObserver, QuantLinears};
@@ -125,6 +127,8 @@ pub struct Transformer {
     teacher: Option<TeacherLogits>,
     /// Weights a pruned model keeps at zero while training (see `sparse.rs`).
     sparsity: Option<SparsityMask>,
+    /// Tensors that do not train (see `freeze.rs`).
+    frozen: Vec<std::ops::Range<usize>>,
     /// Index of the next batches' first sequence in a data-parallel step's global batch (see
     /// [`Transformer::set_first_sequence`]).
     first_sequence: usize,
