@@ -59,6 +59,10 @@ enum Cmd {
     /// scripts/fetch_minilm.sh): one JSON array per sentence, the cosine similarity of two
     /// texts (--similarity), or a ranking of a corpus' lines (--search).
     Embed(cli::embed::EmbedArgs),
+    /// Extractive question answering with a QA checkpoint (data.task = "qa"): the answer to
+    /// --question in --context with its character span and score, or every question of a
+    /// SQuAD file (--data) into a predictions JSON (--output) for `lmlab eval squad`.
+    Answer(cli::answer::AnswerArgs),
     /// Print a config's learning-rate schedule (a table and a chart) without training.
     Schedule(cli::schedule::ScheduleArgs),
     /// Draw a run's charts from RUN_DIR/metrics.jsonl: loss, learning rate, gradient norm and,
@@ -130,6 +134,7 @@ fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
         Cmd::Eval { what } => cli::eval::run(what),
         Cmd::Translate(a) => cli::translate::run(a),
         Cmd::Embed(a) => cli::embed::run(a),
+        Cmd::Answer(a) => cli::answer::run(a),
         Cmd::Schedule(a) => cli::schedule::run(a),
         Cmd::Plot(a) => cli::plot::run(a),
         Cmd::Inspect { what } => cli::inspect::run(what),
