@@ -21,6 +21,7 @@ use crate::data::Tokenizer;
 use crate::io::atomic::write_file_atomic;
 use crate::io::checkpoint::{self, CheckpointFiles, EvalRecord, TrainState};
 use crate::model::transformer::{SparsityMask, Transformer};
+use crate::model::LanguageModel;
 use crate::optim::Optimizer;
 use anyhow::{bail, ensure, Context, Result};
 use serde::de::DeserializeOwned;
@@ -30,10 +31,10 @@ use std::time::Instant;
 
 /// A checkpoint loaded to continue training: the model with its optimizer state restored, the
 /// tokenizer it was trained with, and where training stood.
-pub struct Resumed {
+pub struct Resumed<M = Transformer> {
     pub from: ResumePoint,
     pub tokenizer: Tokenizer,
-    pub model: Transformer,
+    pub model: M,
     pub opt: Optimizer,
 }
 
@@ -49,12 +50,20 @@ pub fn fresh_model(
     cfg: &RunConfig,
     model_cfg: crate::model::transformer::ModelConfig,
 ) -> Result<(Transformer, Optimizer)> {
+    fresh_lm(cfg, model_cfg)
+}
+
+/// [`fresh_model`] for any language model `M`.
+pub fn fresh_lm<M: LanguageModel>(
+    cfg: &RunConfig,
+    model_cfg: crate::model::transformer::ModelConfig,
+) -> Result<(M, Optimizer)> {
     let tc = &cfg.train;
-    let mut model = Transformer::new(model_cfg, tc.batch_size)?;
+    let mut model = M::build(model_cfg, tc.batch_size, false)?;
     model.init_with(tc.init, tc.init_std, tc.seed);
-    model.label_smoothing = tc.label_smoothing;
-    model.set_precision(tc.precision);
-    let opt = cfg.optim.build(&model.layout)?;
+    model.set_label_smoothing(tc.label_smoothing);
+    model.set_precision(tc.precision)?;
+    let opt = cfg.optim.build(model.layout())?;
     Ok((model, opt))
 }
 
@@ -68,11 +77,18 @@ pub fn loss_scaler(cfg: &RunConfig, from: Option<&ResumePoint>) -> crate::optim:
 }
 
 impl Resumed {
+    /// Loads the Transformer checkpoint `dir` for a run of `cfg` ([`Resumed::load_lm`]).
+    pub fn load(dir: &Path, cfg: &RunConfig) -> Result<Self> {
+        Self::load_lm(dir, cfg)
+    }
+}
+
+impl<M: LanguageModel> Resumed<M> {
     /// Loads the checkpoint `dir` for a run of `cfg`, which must have the checkpoint's task and
     /// `[model]` section; the optimizer is built from `cfg` and takes the saved state (an error
     /// when `optim.name` or the buffers it needs differ).
-    pub fn load(dir: &Path, cfg: &RunConfig) -> Result<Self> {
-        let ck = checkpoint::load(dir, cfg.train.batch_size, true)
+    pub fn load_lm(dir: &Path, cfg: &RunConfig) -> Result<Self> {
+        let ck = checkpoint::load_lm::<M>(dir, cfg.train.batch_size, true, false)
             .with_context(|| format!("cannot resume from {}", dir.display()))?;
         let task = |t: Task| serde_json::to_string(&t).unwrap_or_default();
         ensure!(
@@ -90,18 +106,19 @@ impl Resumed {
             ck.run_config.prune == cfg.prune,
             "the [prune] section differs from the checkpoint's: a resumed run keeps the checkpoint's pruning"
         );
-        let mut opt = cfg.optim.build(&ck.model.layout)?;
+        let mut opt = cfg.optim.build(ck.model.layout())?;
         opt.restore(ck.optimizer.as_ref().expect("loaded with the optimizer"))?;
         let mut model = ck.model;
         if let Some(p) = &cfg.prune {
             // A pruned checkpoint: its zeros are the mask that every step keeps.
+            let model = model.as_transformer_mut().context("a [prune] checkpoint holds a Transformer")?;
             let mask = SparsityMask::from_zeros(&model.layout, &model.params, &p.tensors)
                 .with_context(|| format!("checkpoint {}: [prune]", dir.display()))?;
             opt.for_each_state_mut(|buf| mask.apply(buf));
             model.set_sparsity_mask(Some(mask));
         }
-        model.label_smoothing = cfg.train.label_smoothing;
-        model.set_precision(cfg.train.precision);
+        model.set_label_smoothing(cfg.train.label_smoothing);
+        model.set_precision(cfg.train.precision)?;
         let from = ResumePoint { dir: dir.to_path_buf(), state: ck.state };
         Ok(Resumed { from, tokenizer: ck.tokenizer, model, opt })
     }
