@@ -297,7 +297,11 @@ impl RunConfig {
         let arch = self.model.arch;
         match d.task {
             Task::Pretrained => {}
-            Task::Lm => ensure!(arch == Arch::Decoder, "data.task = \"lm\" needs model.arch = \"decoder\""),
+            Task::Lm => ensure!(
+                arch.is_causal_lm(),
+                "data.task = \"lm\" needs model.arch = \"decoder\", \"lstm\", \"gru\" or \"cnn\", got \"{}\"",
+                arch.name()
+            ),
             Task::Translate => {
                 ensure!(
                     arch == Arch::EncoderDecoder,
@@ -344,6 +348,19 @@ impl RunConfig {
             );
             ensure!((0.0..=1.0).contains(&dd.alpha), "distill.alpha must be in [0, 1], got {}", dd.alpha);
             ensure!(d.task != Task::Translate, "distill works for data.task = \"lm\" and \"classify\"");
+        }
+        if arch.is_baseline() {
+            let name = arch.name();
+            ensure!(
+                self.train.precision == Precision::Fp32,
+                "model.arch = \"{name}\" trains in fp32 only; remove train.precision"
+            );
+            ensure!(
+                self.train.health_interval == 0,
+                "train.health_interval reads Transformer layers; it is not available for model.arch = \"{name}\""
+            );
+            ensure!(self.distill.is_none(), "[distill] trains Transformers only, not model.arch = \"{name}\"");
+            ensure!(self.prune.is_none(), "[prune] checkpoints are Transformers, not model.arch = \"{name}\"");
         }
         // The vocabulary is not known yet; any positive size validates the rest of the model.
         ModelConfig { vocab_size: self.model.vocab_size.max(1), ..self.model.clone() }.validate()?;

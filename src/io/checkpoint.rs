@@ -19,6 +19,7 @@ use super::tensors::{to_safetensors, TensorFile};
 use crate::config::RunConfig;
 use crate::data::Tokenizer;
 use crate::model::transformer::{Arch, ModelConfig, Transformer};
+use crate::model::LanguageModel;
 use crate::optim::{Optimizer, OptimizerState};
 use anyhow::{bail, ensure, Context, Result};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -98,21 +99,22 @@ fn adamw() -> String {
     "adamw".into()
 }
 
-/// Everything a checkpoint holds, loaded.
-pub struct Checkpoint {
+/// Everything a checkpoint holds, loaded: a Transformer ([`load`]) or any language model
+/// ([`load_lm`]; the baselines of `crate::model::baseline`).
+pub struct Checkpoint<M = Transformer> {
     pub run_config: RunConfig,
     pub tokenizer: Tokenizer,
-    pub model: Transformer,
+    pub model: M,
     /// Optimizer state (absent when loaded for inference only).
     pub optimizer: Option<OptimizerState>,
     pub state: TrainState,
 }
 
-impl Checkpoint {
+impl<M: LanguageModel> Checkpoint<M> {
     /// A clear error when `lmlab COMMAND` meets a checkpoint (loaded from `dir`) of the wrong
     /// kind of model.
     pub fn require_arch(&self, want: Arch, dir: &Path, command: &str) -> Result<()> {
-        let got = self.model.config.arch;
+        let got = self.model.config().arch;
         let name = |a: Arch| serde_json::to_string(&a).unwrap_or_default();
         ensure!(
             got == want,
@@ -139,9 +141,9 @@ impl CheckpointFiles {
     }
 }
 
-pub fn save(
+pub fn save<M: LanguageModel>(
     dir: &Path,
-    model: &Transformer,
+    model: &M,
     opt: &Optimizer,
     run: &RunConfig,
     tok: &Tokenizer,
@@ -209,22 +211,23 @@ pub fn save_quantized(dir: &Path, model: &Transformer, run: &RunConfig, tok: &To
 /// `model.safetensors`: the parameters that `keep` accepts (by name), with the model config as
 /// the one metadata key (safetensors writes its metadata map in hash order, and two identical
 /// runs must write identical files).
-fn model_file(model: &Transformer, keep: impl Fn(&str) -> bool) -> Result<Vec<u8>> {
-    let cfg_json = serde_json::to_string(&model.config)?;
+fn model_file<M: LanguageModel>(model: &M, keep: impl Fn(&str) -> bool) -> Result<Vec<u8>> {
+    let cfg_json = serde_json::to_string(model.config())?;
+    let params = model.params();
     let weights: Vec<(String, Vec<usize>, &[f32])> = model
-        .layout
+        .layout()
         .tensors
         .iter()
         .filter(|t| keep(&t.name))
-        .map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()]))
+        .map(|t| (t.name.clone(), t.shape.clone(), &params[t.range()]))
         .collect();
     to_safetensors(&weights, HashMap::from([("lmlab_config".to_string(), cfg_json)]))
 }
 
 /// Encodes a checkpoint's files. Fails, naming the tensor, when a weight is NaN or infinite:
 /// such a checkpoint could not be loaded, and writing it would destroy the last good one.
-pub fn encode(
-    model: &Transformer,
+pub fn encode<M: LanguageModel>(
+    model: &M,
     opt: &Optimizer,
     run: &RunConfig,
     tok: &Tokenizer,
@@ -236,7 +239,7 @@ pub fn encode(
     let model_bytes = model_file(model, |_| true)?;
     let state_bufs = opt.state_tensors();
     let mut moments = Vec::new();
-    for t in &model.layout.tensors {
+    for t in &model.layout().tensors {
         for (state, buf) in &state_bufs {
             moments.push((format!("{state}.{}", t.name), t.shape.clone(), &buf[t.range()]));
         }
@@ -253,7 +256,7 @@ pub fn encode(
     let checksums = files.iter().map(|(n, b)| (n.to_string(), crc32fast::hash(b))).collect();
     let state_file = StateFile {
         format: FORMAT.into(),
-        model_config: model.config.clone(),
+        model_config: model.config().clone(),
         optimizer: opt.name().into(),
         optimizer_steps: opt.steps(),
         state: state.clone(),
@@ -284,13 +287,25 @@ pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkp
     load_impl(dir, max_batch, with_optimizer, false)
 }
 
-/// Loads a checkpoint's model for inference only ([`Transformer::new_inference`]: no
-/// gradients, activation buffers shared by the blocks), without the optimizer state.
-pub fn load_inference(dir: &Path, max_batch: usize) -> Result<Checkpoint> {
-    load_impl(dir, max_batch, false, true)
+/// [`load`] or [`load_inference`] (`inference`) for a checkpoint of any language model `M`; the
+/// model kind it holds is `model.arch` in `state.json` ([`stored_arch`]), and loading a
+/// checkpoint as the wrong kind is an error that names both.
+pub fn load_lm<M: LanguageModel>(
+    dir: &Path,
+    max_batch: usize,
+    with_optimizer: bool,
+    inference: bool,
+) -> Result<Checkpoint<M>> {
+    load_impl(dir, max_batch, with_optimizer, inference)
 }
 
-fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool) -> Result<Checkpoint> {
+/// The `model.arch` a checkpoint holds (read from its `state.json`), to choose the model type
+/// to load it as.
+pub fn stored_arch(dir: &Path) -> Result<Arch> {
+    Ok(read_state_file(dir)?.model_config.arch)
+}
+
+fn read_state_file(dir: &Path) -> Result<StateFile> {
     ensure!(dir.is_dir(), "checkpoint directory {} does not exist", dir.display());
     let state_path = dir.join("state.json");
     let state_text =
@@ -298,6 +313,22 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
     let sf: StateFile =
         serde_json::from_str(&state_text).with_context(|| format!("{} is corrupted", state_path.display()))?;
     ensure!(sf.format == FORMAT, "{} has format {:?}, expected {FORMAT:?}", state_path.display(), sf.format);
+    Ok(sf)
+}
+
+/// Loads a checkpoint's model for inference only ([`Transformer::new_inference`]: no
+/// gradients, activation buffers shared by the blocks), without the optimizer state.
+pub fn load_inference(dir: &Path, max_batch: usize) -> Result<Checkpoint> {
+    load_impl(dir, max_batch, false, true)
+}
+
+fn load_impl<M: LanguageModel>(
+    dir: &Path,
+    max_batch: usize,
+    with_optimizer: bool,
+    inference: bool,
+) -> Result<Checkpoint<M>> {
+    let sf = read_state_file(dir)?;
 
     let run_config =
         RunConfig::from_toml_str(&String::from_utf8(read_checked(dir, "config.toml", &sf.checksums)?)?, &[])
@@ -312,12 +343,13 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
 
     let model_bytes = read_checked(dir, "model.safetensors", &sf.checksums)?;
     let tf = TensorFile::parse(&model_bytes, "model.safetensors")?;
-    let mut model = if inference {
-        Transformer::new_inference(sf.model_config.clone(), max_batch)?
-    } else {
-        Transformer::new(sf.model_config.clone(), max_batch)?
-    };
+    let mut model = M::build(sf.model_config.clone(), max_batch, inference).with_context(|| {
+        format!("checkpoint {} holds model.arch = \"{}\"", dir.display(), sf.model_config.arch.name())
+    })?;
     if sf.checksums.contains_key("quant.safetensors") {
+        let Some(t) = model.as_transformer_mut() else {
+            bail!("{}: only Transformers are quantized", dir.display());
+        };
         ensure!(
             !with_optimizer,
             "{} is a quantized checkpoint: it has no optimizer state and cannot be trained or resumed",
@@ -325,11 +357,11 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
         );
         let (_, mats) = super::quant_checkpoint::decode(&read_checked(dir, "quant.safetensors", &sf.checksums)?)?;
         let quantized: Vec<&str> = mats.iter().map(|(n, _)| n.as_str()).collect();
-        load_params_except(&mut model, &tf, &quantized)?;
+        load_params_except(t, &tf, &quantized)?;
         for (name, m) in mats {
-            model.set_quantized(&name, m).with_context(|| format!("quant.safetensors: tensor {name}"))?;
+            t.set_quantized(&name, m).with_context(|| format!("quant.safetensors: tensor {name}"))?;
         }
-        ensure!(model.params.iter().all(|x| x.is_finite()), "quant.safetensors holds NaN or infinite weights");
+        ensure!(t.params.iter().all(|x| x.is_finite()), "quant.safetensors holds NaN or infinite weights");
         return Ok(Checkpoint { run_config, tokenizer, model, optimizer: None, state: sf.state });
     }
     load_params(&mut model, &tf)?;
@@ -343,8 +375,8 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
         names.dedup();
         let mut buffers = Vec::new();
         for state in names {
-            let mut buf = vec![0.0; model.layout.total];
-            for t in &model.layout.tensors {
+            let mut buf = vec![0.0; model.layout().total];
+            for t in &model.layout().tensors {
                 of.read_f32_into(&format!("{state}.{}", t.name), &t.shape, &mut buf[t.range()])?;
             }
             buffers.push((state.to_string(), buf));
@@ -357,26 +389,27 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
 }
 
 /// Copies every parameter of `model` from `tf` by name, checking shapes.
-pub fn load_params(model: &mut Transformer, tf: &TensorFile) -> Result<()> {
+pub fn load_params<M: LanguageModel>(model: &mut M, tf: &TensorFile) -> Result<()> {
     load_params_except(model, tf, &[])
 }
 
 /// [`load_params`] for every parameter but those named in `absent` (a quantized checkpoint's
 /// quantized weights), which `tf` must not hold.
-fn load_params_except(model: &mut Transformer, tf: &TensorFile, absent: &[&str]) -> Result<()> {
+fn load_params_except<M: LanguageModel>(model: &mut M, tf: &TensorFile, absent: &[&str]) -> Result<()> {
     let mut names: Vec<&str> = tf.st.names().into_iter().map(|s| s.as_str()).collect();
     names.sort();
-    for t in &model.layout.tensors {
+    let tensors = model.layout().tensors.clone();
+    for t in &tensors {
         if absent.contains(&t.name.as_str()) {
             ensure!(tf.st.tensor(&t.name).is_err(), "{} is both in model.safetensors and quantized", t.name);
             continue;
         }
-        tf.read_f32_into(&t.name, &t.shape, &mut model.params[t.range()])?;
+        tf.read_f32_into(&t.name, &t.shape, &mut model.params_mut()[t.range()])?;
     }
-    if let Some(extra) = names.iter().find(|n| model.layout.get(n).is_none()) {
+    if let Some(extra) = names.iter().find(|n| model.layout().get(n).is_none()) {
         bail!("model.safetensors has a tensor {extra} that this model does not have");
     }
-    if model.params.iter().any(|x| !x.is_finite()) {
+    if model.params().iter().any(|x| !x.is_finite()) {
         bail!("model.safetensors contains NaN or infinite weights");
     }
     Ok(())
