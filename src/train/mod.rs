@@ -402,7 +402,7 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
     // The whole run executes inside the pool, so parallel kernels never inject work from outside.
     pool.install(|| match cfg.data.task {
         Task::Lm => train_in_pool(cfg, resume, opts),
-        Task::Translate => seq2seq::train_translation(&cfg, resume, opts),
+        Task::Translate | Task::Summarize => seq2seq::train_seq2seq(&cfg, resume, opts),
         Task::Classify => classify::train_classifier(&cfg, resume, opts),
     })
 }
