@@ -55,6 +55,11 @@ enum Cmd {
     /// Translate sentences with an encoder-decoder checkpoint; with --reference, score them
     /// with BLEU (sacrebleu's defaults: 13a tokenisation, cased).
     Translate(cli::translate::TranslateArgs),
+    /// Summarize the records of a JSON Lines file (DialogSum's format) with an encoder-decoder
+    /// checkpoint (greedy or beam search, min/max length, length penalty, no-repeat n-grams) or
+    /// an extractive baseline (LEAD-3, LONGEST-3); with reference summaries in the records,
+    /// score them with ROUGE-1/2/L/Lsum (rouge-score's numbers).
+    Summarize(cli::summarize::SummarizeArgs),
     /// Sentence embeddings with a sentence-transformers BERT model (all-MiniLM-L6-v2:
     /// scripts/fetch_minilm.sh): one JSON array per sentence, the cosine similarity of two
     /// texts (--similarity), or a ranking of a corpus' lines (--search).
@@ -129,6 +134,7 @@ fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
         Cmd::Account(a) => cli::account::run(a),
         Cmd::Eval { what } => cli::eval::run(what),
         Cmd::Translate(a) => cli::translate::run(a),
+        Cmd::Summarize(a) => cli::summarize::run(a),
         Cmd::Embed(a) => cli::embed::run(a),
         Cmd::Schedule(a) => cli::schedule::run(a),
         Cmd::Plot(a) => cli::plot::run(a),

@@ -420,7 +420,7 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
     pool.install(|| match cfg.data.task {
         Task::Lm if cfg.model.arch.is_baseline() => train_in_pool::<BaselineLm>(cfg, resume, opts),
         Task::Lm => train_in_pool::<Transformer>(cfg, resume, opts),
-        Task::Translate => seq2seq::train_translation(&cfg, resume, opts),
+        Task::Translate | Task::Summarize => seq2seq::train_seq2seq(&cfg, resume, opts),
         Task::Classify => classify::train_classifier(&cfg, resume, opts),
         Task::Pretrained => bail!(
             "data.task = \"pretrained\" marks imported weights, which have no training data: set data.task to the \
