@@ -211,6 +211,10 @@ pub fn optimizer_step(
     let scale = if clip.norm > 0.0 { clip_factor(norm, clip.norm) } else { 1.0 };
     match opt.shard_range() {
         None => opt.step_scaled(&mut model.params, &model.grads, lr, scale),
+        // LoRA: the optimizer holds the trainable tail (classifier head and adapters) only.
+        Some(window) if model.lora().is_some() => {
+            opt.step_scaled(&mut model.params[window.clone()], &model.grads[window], lr, scale)
+        }
         // ZeRO-1: this rank updates its part of the weights with its part of the state, then
         // every rank's updated part goes to every rank.
         Some(part) => {
@@ -268,7 +272,7 @@ pub(crate) fn shard_optimizer(cfg: &RunConfig, model: &Transformer, opt: &mut Op
 /// 0 receives a complete optimizer (the other ranks None); None too when the optimizer is not
 /// sharded, which then is complete itself. A collective: every rank must call it.
 pub(crate) fn gather_optimizer(cfg: &RunConfig, model: &Transformer, opt: &Optimizer) -> Result<Option<Optimizer>> {
-    if opt.shard_range().is_none() {
+    if opt.shard_range().is_none() || model.lora().is_some() {
         return Ok(None);
     }
     let world = crate::dist::world();

@@ -54,7 +54,14 @@ pub fn fresh_model(
     model.init_with(tc.init, tc.init_std, tc.seed);
     model.label_smoothing = tc.label_smoothing;
     model.set_precision(tc.precision);
-    let opt = cfg.build_optimizer(&model.layout)?;
+    if let Some(l) = &cfg.lora {
+        model.add_lora(l, tc.seed)?;
+    }
+    let mut opt = cfg.build_optimizer(&model.layout)?;
+    if let Some(window) = model.lora_window() {
+        // LoRA: optimizer state for the trainable tail (head and adapters) only.
+        opt.shard(window);
+    }
     model.set_frozen(frozen_ranges(cfg, &model)?);
     Ok((model, opt))
 }
@@ -78,6 +85,7 @@ pub fn frozen_ranges(cfg: &RunConfig, model: &Transformer) -> Result<Vec<std::op
         );
         ranges.extend(hits.iter().map(|t| t.range()));
     }
+    ranges.extend(model.lora_frozen());
     ranges.sort_by_key(|r| r.start);
     ranges.dedup();
     Ok(ranges)
@@ -125,6 +133,8 @@ pub fn pretrained_model(
                 s.shape,
                 t.shape
             ),
+            // LoRA adapters start as `add_lora` drew them (B = 0: the pretrained model's output).
+            None if crate::model::transformer::is_lora_tensor(&t.name) => {}
             None => fresh.push(t.name.clone()),
         }
     }
@@ -138,7 +148,22 @@ pub fn pretrained_model(
         model.trainable_params(),
         model.num_params(),
         if cfg.train.freeze.is_empty() { String::new() } else { format!(" (frozen: {:?})", cfg.train.freeze) }
-    );
+    ) + &match &cfg.lora {
+        Some(l) => format!(
+            "; LoRA rank {} alpha {} on {:?} ({} adapter parameters)",
+            l.rank,
+            l.alpha,
+            l.targets,
+            model
+                .layout
+                .tensors
+                .iter()
+                .filter(|t| crate::model::transformer::is_lora_tensor(&t.name))
+                .map(|t| t.numel())
+                .sum::<usize>()
+        ),
+        None => String::new(),
+    };
     Ok((ck.tokenizer, model, opt, note))
 }
 
@@ -171,10 +196,17 @@ impl Resumed {
             "the [model] section differs from the checkpoint's: a resumed run must keep the model's shape"
         );
         ensure!(
+            ck.run_config.lora == cfg.lora,
+            "the [lora] section differs from the checkpoint's: a resumed run keeps its adapters' rank and targets"
+        );
+        ensure!(
             ck.run_config.prune == cfg.prune,
             "the [prune] section differs from the checkpoint's: a resumed run keeps the checkpoint's pruning"
         );
         let mut opt = cfg.build_optimizer(&ck.model.layout)?;
+        if let Some(window) = ck.model.lora_window() {
+            opt.shard(window);
+        }
         opt.restore(ck.optimizer.as_ref().expect("loaded with the optimizer"))?;
         let mut model = ck.model;
         model.set_frozen(frozen_ranges(cfg, &model)?);
