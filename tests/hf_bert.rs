@@ -6,6 +6,8 @@
 //! token-type embeddings, LayerNorm, post-norm blocks, exact GELU, attention_mask as a key mask).
 //! Bad configs, missing and misshaped tensors must give errors that name them.
 
+mod common;
+
 use lmlab::infer::embed::{Embedder, PoolingMode};
 use lmlab::io::hf_bert;
 use lmlab::io::tensors::{to_safetensors_raw, RawTensor};
@@ -811,4 +813,33 @@ dropout = 0.1
     assert!(l1.iter().zip(&l2).all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs().max(1.0)), "{l1:?} vs {l2:?}");
     let e = format!("{:#}", checkpoint::save_merged_lora(&merged_dir, &dir.path().join("m2")).unwrap_err());
     assert!(e.contains("not a LoRA checkpoint"), "{e}");
+
+    // The commands: classify → eval classify, and merge-lora.
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (pred, gold) = (s(&dir.path().join("p.txt")), s(&dir.path().join("g.txt")));
+    let out = common::ok(common::lmlab(&[
+        "classify",
+        "--checkpoint",
+        &s(&ck),
+        "--input",
+        &s(&test),
+        "--output",
+        &pred,
+        "--gold-output",
+        &gold,
+        "--json",
+    ]));
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["examples"], 40);
+    let lines = std::fs::read_to_string(&pred).unwrap();
+    assert_eq!(lines.lines().collect::<Vec<_>>(), p.predicted.iter().map(String::as_str).collect::<Vec<_>>());
+    let eval: Value = serde_json::from_str(&common::ok(common::lmlab(&[
+        "eval", "classify", "--gold", &gold, "--pred", &pred, "--json",
+    ])))
+    .unwrap();
+    let acc = eval["runs"][0]["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((acc - p.accuracy().unwrap()).abs() < 1e-12, "{eval}");
+    let merged2 = s(&dir.path().join("merged2"));
+    let said = common::ok(common::lmlab(&["merge-lora", "--checkpoint", &s(&ck), "--out", &merged2]));
+    assert!(said.contains("rank-4 adapters of 8 linear layers"), "{said}");
 }
