@@ -52,6 +52,12 @@ enum Cmd {
         #[command(subcommand)]
         what: cli::eval::EvalCmd,
     },
+    /// Predict a label for every text of a file (SST-2 TSV, TREC, plain text) with a classifier
+    /// checkpoint: one label name per line, for `lmlab eval classify --gold ... --pred ...`.
+    Classify(cli::classify::ClassifyArgs),
+    /// Fold a LoRA checkpoint's adapters into its weights (W + alpha/rank·B·A): a plain
+    /// checkpoint whose outputs equal the adapted model's.
+    MergeLora(cli::merge_lora::MergeLoraArgs),
     /// Translate sentences with an encoder-decoder checkpoint; with --reference, score them
     /// with BLEU (sacrebleu's defaults: 13a tokenisation, cased).
     Translate(cli::translate::TranslateArgs),
@@ -135,6 +141,8 @@ fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
         Cmd::Eval { what } => cli::eval::run(what),
         Cmd::Translate(a) => cli::translate::run(a),
         Cmd::Summarize(a) => cli::summarize::run(a),
+        Cmd::Classify(a) => cli::classify::run(a),
+        Cmd::MergeLora(a) => cli::merge_lora::run(a),
         Cmd::Embed(a) => cli::embed::run(a),
         Cmd::Schedule(a) => cli::schedule::run(a),
         Cmd::Plot(a) => cli::plot::run(a),

@@ -235,6 +235,10 @@ pub struct RunConfig {
     /// weights at zero.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<crate::compress::prune::PruneRecord>,
+    /// LoRA adapters (`[lora]`: rank, alpha, targets, dropout): only they and a classifier's
+    /// head train (absent: every weight trains).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::model::transformer::LoraConfig>,
 }
 
 /// `[distill]`: train on α·T²·KL(teacher ‖ student at temperature T) + (1−α)·cross-entropy
@@ -343,6 +347,14 @@ impl RunConfig {
 
     pub fn validate(&self) -> Result<()> {
         use crate::model::transformer::Arch;
+        if let Some(l) = &self.lora {
+            l.validate()?;
+            ensure!(
+                self.train.zero == 0,
+                "train.zero = 1 (ZeRO-1) and [lora] do not combine: LoRA's optimizer state is small already"
+            );
+            ensure!(self.prune.is_none(), "[lora] on a pruned checkpoint is not supported");
+        }
         let d = &self.data;
         let arch = self.model.arch;
         match d.task {

@@ -5,6 +5,9 @@
 //!   model.safetensors      weights by nanoGPT name (f32); metadata `lmlab_config` (JSON)
 //!   optimizer.safetensors  optimizer state per parameter, torch.optim's names: exp_avg.<name>,
 //!                          exp_avg_sq.<name>, momentum_buffer.<name>, ...; metadata `optimizer`
+//!                          (a LoRA run: its trainable tensors only, the classifier and adapters)
+//!   lora.safetensors       a LoRA run's adapters `<layer>.lora_A.weight`, `.lora_B.weight`
+//!                          (model.safetensors keeps the frozen base); metadata `lora`
 //!   config.toml            the full run config
 //!   tokenizer.json         the tokenizer (character vocabulary or BPE)
 //!   state.json             step, optimizer name and update count, batch-sampler RNG state, f16
@@ -18,7 +21,7 @@ use super::atomic::write_dir_atomic;
 use super::tensors::{to_safetensors, TensorFile};
 use crate::config::RunConfig;
 use crate::data::Tokenizer;
-use crate::model::transformer::{Arch, ModelConfig, Transformer};
+use crate::model::transformer::{is_lora_tensor, Arch, LoraConfig, ModelConfig, Transformer};
 use crate::model::LanguageModel;
 use crate::optim::{Optimizer, OptimizerState};
 use anyhow::{bail, ensure, Context, Result};
@@ -153,8 +156,8 @@ pub fn save<M: LanguageModel>(
 }
 
 /// The files of a checkpoint directory.
-pub const FILES: [&str; 5] =
-    ["model.safetensors", "optimizer.safetensors", "config.toml", "tokenizer.json", "state.json"];
+pub const FILES: [&str; 6] =
+    ["model.safetensors", "optimizer.safetensors", "lora.safetensors", "config.toml", "tokenizer.json", "state.json"];
 
 /// Writes a checkpoint at step 0 of a model that lmlab did not train (an imported one): the
 /// default run config with the model's `[model]` section, fresh optimizer state (zeros) and the
@@ -173,6 +176,24 @@ pub fn save_new(dir: &Path, model: &Transformer, tok: &Tokenizer) -> Result<()> 
     let files = encode(model, &opt, &run, tok, &state)?;
     super::atomic::check_replaceable(dir, &FILES)?;
     files.write(dir)
+}
+
+/// `lmlab merge-lora`: loads the LoRA checkpoint `dir`, folds its adapters into the weights
+/// (W + (alpha/rank)·B·A, [`Transformer::merge_lora`]) and writes `out`, a plain checkpoint of
+/// the same run (config without `[lora]`, the training state and its label names kept, fresh
+/// optimizer state) whose outputs equal the adapted model's. Returns the adapters' rank and
+/// how many layers were merged.
+pub fn save_merged_lora(dir: &Path, out: &Path) -> Result<(usize, usize)> {
+    let mut ck = load(dir, 1, false)?;
+    let Some(l) = ck.run_config.lora.take() else {
+        bail!("{} is not a LoRA checkpoint (its config has no [lora] section)", dir.display())
+    };
+    let layers = ck.model.layout.tensors.iter().filter(|t| t.name.ends_with(".lora_A.weight")).count();
+    ck.model.merge_lora()?;
+    let opt = ck.run_config.optim.build(&ck.model.layout)?;
+    super::atomic::check_replaceable(out, &FILES)?;
+    encode(&ck.model, &opt, &ck.run_config, &ck.tokenizer, &ck.state)?.write(out)?;
+    Ok((l.rank, layers))
 }
 
 /// What a directory may hold for [`save_quantized`] to replace it: a float checkpoint's files
@@ -212,7 +233,11 @@ pub fn save_quantized(dir: &Path, model: &Transformer, run: &RunConfig, tok: &To
 /// the one metadata key (safetensors writes its metadata map in hash order, and two identical
 /// runs must write identical files).
 fn model_file<M: LanguageModel>(model: &M, keep: impl Fn(&str) -> bool) -> Result<Vec<u8>> {
-    let cfg_json = serde_json::to_string(model.config())?;
+    params_file(model, keep, ("lmlab_config", serde_json::to_string(model.config())?))
+}
+
+/// The parameters that `keep` accepts, by name, with one metadata entry.
+fn params_file<M: LanguageModel>(model: &M, keep: impl Fn(&str) -> bool, meta: (&str, String)) -> Result<Vec<u8>> {
     let params = model.params();
     let weights: Vec<(String, Vec<usize>, &[f32])> = model
         .layout()
@@ -221,7 +246,12 @@ fn model_file<M: LanguageModel>(model: &M, keep: impl Fn(&str) -> bool) -> Resul
         .filter(|t| keep(&t.name))
         .map(|t| (t.name.clone(), t.shape.clone(), &params[t.range()]))
         .collect();
-    to_safetensors(&weights, HashMap::from([("lmlab_config".to_string(), cfg_json)]))
+    to_safetensors(&weights, HashMap::from([(meta.0.to_string(), meta.1)]))
+}
+
+/// `lora.safetensors`: a LoRA model's adapters, with its `[lora]` settings as metadata.
+fn lora_file(model: &Transformer, l: &LoraConfig) -> Result<Vec<u8>> {
+    params_file(model, is_lora_tensor, ("lora", serde_json::to_string(l)?))
 }
 
 /// Encodes a checkpoint's files. Fails, naming the tensor, when a weight is NaN or infinite:
@@ -236,12 +266,15 @@ pub fn encode<M: LanguageModel>(
     if let Some((name, x)) = model.first_nonfinite_param() {
         bail!("refusing to write a checkpoint at step {}: weight {name} holds {x} (training diverged)", state.step);
     }
-    let model_bytes = model_file(model, |_| true)?;
+    let model_bytes = model_file(model, |name| !is_lora_tensor(name))?;
     let state_bufs = opt.state_tensors();
+    // A LoRA run's optimizer holds state for its trainable tail only (`Transformer::lora_window`).
+    let window = opt.shard_range().unwrap_or(0..model.layout().total);
     let mut moments = Vec::new();
-    for t in &model.layout().tensors {
+    for t in model.layout().tensors.iter().filter(|t| t.offset >= window.start) {
+        let r = t.offset - window.start..t.offset - window.start + t.numel();
         for (state, buf) in &state_bufs {
-            moments.push((format!("{state}.{}", t.name), t.shape.clone(), &buf[t.range()]));
+            moments.push((format!("{state}.{}", t.name), t.shape.clone(), &buf[r.clone()]));
         }
     }
     let opt_bytes = to_safetensors(&moments, HashMap::from([("optimizer".to_string(), opt.name().to_string())]))?;
@@ -253,6 +286,9 @@ pub fn encode<M: LanguageModel>(
         ("config.toml", config_bytes),
         ("tokenizer.json", tok_bytes),
     ];
+    if let Some((t, l)) = model.as_transformer().and_then(|t| Some((t, t.lora()?))) {
+        files.push(("lora.safetensors", lora_file(t, l)?));
+    }
     let checksums = files.iter().map(|(n, b)| (n.to_string(), crc32fast::hash(b))).collect();
     let state_file = StateFile {
         format: FORMAT.into(),
@@ -365,6 +401,26 @@ fn load_impl<M: LanguageModel>(
         return Ok(Checkpoint { run_config, tokenizer, model, optimizer: None, state: sf.state });
     }
     load_params(&mut model, &tf)?;
+    if let Some(l) = &run_config.lora {
+        let Some(model) = model.as_transformer_mut() else {
+            bail!("{}: [lora] adapts Transformers only", dir.display());
+        };
+        // The adapters: added to the base model as the run added them, then read back.
+        model.add_lora(l, run_config.train.seed).with_context(|| format!("checkpoint {}: [lora]", dir.display()))?;
+        let bytes = read_checked(dir, "lora.safetensors", &sf.checksums)?;
+        let lf = TensorFile::parse(&bytes, "lora.safetensors")?;
+        for t in model.layout.tensors.iter().filter(|t| is_lora_tensor(&t.name)) {
+            lf.read_f32_into(&t.name, &t.shape, &mut model.params[t.range()])?;
+        }
+        ensure!(
+            lf.st.names().len() == model.layout.tensors.iter().filter(|t| is_lora_tensor(&t.name)).count(),
+            "{}: lora.safetensors holds adapters for layers that [lora] targets do not name",
+            dir.display()
+        );
+        if let Some((name, _)) = model.first_nonfinite_param() {
+            bail!("{}: lora.safetensors: {name} holds NaN or infinity", dir.display());
+        }
+    }
 
     let optimizer = if with_optimizer {
         let bytes = read_checked(dir, "optimizer.safetensors", &sf.checksums)?;
@@ -374,10 +430,13 @@ fn load_impl<M: LanguageModel>(
         names.sort_unstable();
         names.dedup();
         let mut buffers = Vec::new();
+        // A LoRA run keeps state for its trainable tail only.
+        let window = model.as_transformer().and_then(|t| t.lora_window()).unwrap_or(0..model.layout().total);
         for state in names {
-            let mut buf = vec![0.0; model.layout().total];
-            for t in &model.layout().tensors {
-                of.read_f32_into(&format!("{state}.{}", t.name), &t.shape, &mut buf[t.range()])?;
+            let mut buf = vec![0.0; window.len()];
+            for t in model.layout().tensors.iter().filter(|t| t.offset >= window.start) {
+                let r = t.offset - window.start..t.offset - window.start + t.numel();
+                of.read_f32_into(&format!("{state}.{}", t.name), &t.shape, &mut buf[r])?;
             }
             buffers.push((state.to_string(), buf));
         }

@@ -215,9 +215,12 @@ pub fn optimizer_step<M: LanguageModel>(
         bail!("gradient norm is {norm} at step {step}: {}; training diverged", where_nonfinite(model));
     }
     let scale = if clip.norm > 0.0 { clip_factor(norm, clip.norm) } else { 1.0 };
+    let lora = model.as_transformer().is_some_and(|t| t.lora().is_some());
     let (params, grads) = model.params_and_grads();
     match opt.shard_range() {
         None => opt.step_scaled(params, grads, lr, scale),
+        // LoRA: the optimizer holds the trainable tail (classifier head and adapters) only.
+        Some(window) if lora => opt.step_scaled(&mut params[window.clone()], &grads[window], lr, scale),
         // ZeRO-1: this rank updates its part of the weights with its part of the state, then
         // every rank's updated part goes to every rank.
         Some(part) => {
@@ -281,7 +284,7 @@ pub(crate) fn gather_optimizer<M: LanguageModel>(
     model: &M,
     opt: &Optimizer,
 ) -> Result<Option<Optimizer>> {
-    if opt.shard_range().is_none() {
+    if opt.shard_range().is_none() || model.as_transformer().is_some_and(|t| t.lora().is_some()) {
         return Ok(None);
     }
     let world = crate::dist::world();

@@ -63,7 +63,17 @@ pub fn fresh_lm<M: LanguageModel>(
     model.init_with(tc.init, tc.init_std, tc.seed);
     model.set_label_smoothing(tc.label_smoothing);
     model.set_precision(tc.precision)?;
-    let opt = cfg.build_optimizer(model.layout())?;
+    if let Some(l) = &cfg.lora {
+        let Some(t) = model.as_transformer_mut() else {
+            bail!("[lora] adapts a Transformer's linear layers, not model.arch = \"{}\"", cfg.model.arch.name());
+        };
+        t.add_lora(l, tc.seed)?;
+    }
+    let mut opt = cfg.build_optimizer(model.layout())?;
+    if let Some(window) = model.as_transformer().and_then(|t| t.lora_window()) {
+        // LoRA: optimizer state for the trainable tail (head and adapters) only.
+        opt.shard(window);
+    }
     set_frozen(cfg, &mut model)?;
     Ok((model, opt))
 }
@@ -100,6 +110,7 @@ pub fn frozen_ranges(cfg: &RunConfig, model: &Transformer) -> Result<Vec<std::op
         );
         ranges.extend(hits.iter().map(|t| t.range()));
     }
+    ranges.extend(model.lora_frozen());
     ranges.sort_by_key(|r| r.start);
     ranges.dedup();
     Ok(ranges)
@@ -147,6 +158,8 @@ pub fn pretrained_model<M: LanguageModel>(
                 s.shape,
                 t.shape
             ),
+            // LoRA adapters start as `add_lora` drew them (B = 0: the pretrained model's output).
+            None if crate::model::transformer::is_lora_tensor(&t.name) => {}
             None => fresh.push(t.name.clone()),
         }
     }
@@ -161,7 +174,22 @@ pub fn pretrained_model<M: LanguageModel>(
         model.num_params() - frozen,
         model.num_params(),
         if cfg.train.freeze.is_empty() { String::new() } else { format!(" (frozen: {:?})", cfg.train.freeze) }
-    );
+    ) + &match &cfg.lora {
+        Some(l) => format!(
+            "; LoRA rank {} alpha {} on {:?} ({} adapter parameters)",
+            l.rank,
+            l.alpha,
+            l.targets,
+            model
+                .layout()
+                .tensors
+                .iter()
+                .filter(|t| crate::model::transformer::is_lora_tensor(&t.name))
+                .map(|t| t.numel())
+                .sum::<usize>()
+        ),
+        None => String::new(),
+    };
     Ok((ck.tokenizer, model, opt, note))
 }
 
@@ -201,10 +229,17 @@ impl<M: LanguageModel> Resumed<M> {
             "the [model] section differs from the checkpoint's: a resumed run must keep the model's shape"
         );
         ensure!(
+            ck.run_config.lora == cfg.lora,
+            "the [lora] section differs from the checkpoint's: a resumed run keeps its adapters' rank and targets"
+        );
+        ensure!(
             ck.run_config.prune == cfg.prune,
             "the [prune] section differs from the checkpoint's: a resumed run keeps the checkpoint's pruning"
         );
         let mut opt = cfg.build_optimizer(ck.model.layout())?;
+        if let Some(window) = ck.model.as_transformer().and_then(|t| t.lora_window()) {
+            opt.shard(window);
+        }
         opt.restore(ck.optimizer.as_ref().expect("loaded with the optimizer"))?;
         let mut model = ck.model;
         set_frozen(cfg, &mut model)?;

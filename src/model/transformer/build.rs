@@ -118,6 +118,7 @@ impl Transformer {
             ablation: None,
             input_alpha: None,
             input_grad: None,
+            lora: None,
             config,
         })
     }
