@@ -5,6 +5,7 @@
 pub mod account;
 pub mod answer;
 pub mod bench;
+pub mod classify;
 pub mod demo;
 pub mod embed;
 pub mod eval;
@@ -13,12 +14,14 @@ pub mod fairness;
 pub mod import;
 pub mod info;
 pub mod inspect;
+pub mod merge_lora;
 pub mod plot;
 pub mod profile;
 pub mod prune;
 pub mod quantize;
 pub mod sample;
 pub mod schedule;
+pub mod summarize;
 pub mod train;
 pub mod translate;
 

@@ -237,7 +237,7 @@ pub fn train_qa(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
                 step,
                 rng: sampler.rng.clone(),
                 record: record.clone(),
-                task: Some(serde_json::to_value(sampler.state())?),
+                task: Some(serde_json::to_value(sampler.state(&[]))?),
                 loss_scaler,
             };
             checkpoint::encode(model, opt, cfg, &tokenizer, &state)
