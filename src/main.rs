@@ -59,6 +59,9 @@ enum Cmd {
     /// scripts/fetch_minilm.sh): one JSON array per sentence, the cosine similarity of two
     /// texts (--similarity), or a ranking of a corpus' lines (--search).
     Embed(cli::embed::EmbedArgs),
+    /// Serve a decoder checkpoint (and/or a sentence-embedding model) over HTTP with the OpenAI
+    /// API (completions, chat, embeddings, streaming), batching concurrent requests together.
+    Serve(cli::serve::ServeArgs),
     /// Print a config's learning-rate schedule (a table and a chart) without training.
     Schedule(cli::schedule::ScheduleArgs),
     /// Draw a run's charts from RUN_DIR/metrics.jsonl: loss, learning rate, gradient norm and,
@@ -130,6 +133,7 @@ fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
         Cmd::Eval { what } => cli::eval::run(what),
         Cmd::Translate(a) => cli::translate::run(a),
         Cmd::Embed(a) => cli::embed::run(a),
+        Cmd::Serve(a) => cli::serve::run(a),
         Cmd::Schedule(a) => cli::schedule::run(a),
         Cmd::Plot(a) => cli::plot::run(a),
         Cmd::Inspect { what } => cli::inspect::run(what),

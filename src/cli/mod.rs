@@ -18,6 +18,7 @@ pub mod prune;
 pub mod quantize;
 pub mod sample;
 pub mod schedule;
+pub mod serve;
 pub mod train;
 pub mod translate;
 
