@@ -553,7 +553,9 @@ fn sigterm_finishes_in_flight_requests_and_exits_0() {
 #[test]
 fn embeddings_equal_lmlab_embed() {
     let Some(minilm) = common::minilm_dir() else { return };
-    let server = Server::spawn(&["--embedder", minilm.to_str().unwrap()]);
+    // With the language model on one worker thread: embeddings run between its steps.
+    let server = Server::start(&["--embedder", minilm.to_str().unwrap()]);
+    completion_text(&server, "warm", 3);
     let texts = ["A man is eating food.", "The cat sits on the mat."];
     let (okay, out, err) = lmlab_text(&["embed", "--model", minilm.to_str().unwrap(), texts[0], texts[1]]);
     assert!(okay, "{err}");
@@ -572,8 +574,13 @@ fn embeddings_equal_lmlab_embed() {
     let (_, f) = json_of(server.post("/v1/embeddings", &json!({"input": texts[0]})));
     let floats: Vec<f32> = serde_json::from_value(f["data"][0]["embedding"].clone()).unwrap();
     assert_eq!(b["data"][0]["embedding"].as_str().unwrap(), base64_f32_reference(&floats));
-    // No language model here.
-    assert_eq!(server.post("/v1/completions", &json!({"prompt": "a"})).status(), 404);
+    let (_, models) = json_of(server.get("/v1/models"));
+    assert_eq!(models["data"][1]["id"], "minilm");
+    // Embeddings and generation at the same time.
+    let generating = endless_stream(&server);
+    let (status, _) = json_of(server.post("/v1/embeddings", &json!({"input": texts[1]})));
+    assert_eq!(status, 200);
+    drop(generating);
 }
 
 /// Base64 written independently of the server's: through the bits, 6 at a time.

@@ -72,9 +72,7 @@ pub fn serve(
             };
             let sched = Scheduler::new(model, tokenizer, cfg.batch, rx, metrics.clone())?;
             let pool = pool.clone();
-            let t = std::thread::Builder::new()
-                .name("lmlab-scheduler".into())
-                .spawn(move || pool.install(|| sched.run()))?;
+            let t = std::thread::Builder::new().name("lmlab-scheduler".into()).spawn(move || sched.run(&pool))?;
             scheduler_thread = Some(t);
             Some(handle)
         }

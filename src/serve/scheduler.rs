@@ -210,8 +210,10 @@ impl Scheduler {
         })
     }
 
-    /// Serves jobs until every sender of the channel is gone and no work is left.
-    pub fn run(mut self) {
+    /// Serves jobs until every sender of the channel is gone and no work is left. Waits for
+    /// work outside `pool` and runs each step inside it, so the pool's threads stay free for
+    /// other work (embeddings) while the batch is empty.
+    pub fn run(mut self, pool: &rayon::ThreadPool) {
         loop {
             let idle = self.rows.is_empty() && self.group.is_empty() && self.refill.is_empty();
             if idle && self.waiting.is_empty() {
@@ -220,19 +222,24 @@ impl Scheduler {
                     Err(_) => return,
                 }
             }
-            while let Ok(job) = self.jobs.try_recv() {
-                self.waiting.push_back(job);
-            }
-            self.drop_cancelled();
-            if self.group.is_empty() {
-                self.form_group();
-            }
-            if let Err(e) = self.prefill_step().and_then(|_| self.decode_step()) {
-                self.fail_all(&format!("{e:#}"));
-            }
-            let prefilling: usize = self.group.iter().chain(&self.refill).map(|p| p.seqs.len()).sum();
-            self.metrics.set_running(self.rows.len() + prefilling);
+            pool.install(|| self.step());
         }
+    }
+
+    /// Steps 1 to 4 of the module docs.
+    fn step(&mut self) {
+        while let Ok(job) = self.jobs.try_recv() {
+            self.waiting.push_back(job);
+        }
+        self.drop_cancelled();
+        if self.group.is_empty() {
+            self.form_group();
+        }
+        if let Err(e) = self.prefill_step().and_then(|_| self.decode_step()) {
+            self.fail_all(&format!("{e:#}"));
+        }
+        let prefilling: usize = self.group.iter().chain(&self.refill).map(|p| p.seqs.len()).sum();
+        self.metrics.set_running(self.rows.len() + prefilling);
     }
 
     fn drop_cancelled(&mut self) {
