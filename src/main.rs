@@ -52,9 +52,20 @@ enum Cmd {
         #[command(subcommand)]
         what: cli::eval::EvalCmd,
     },
+    /// Predict a label for every text of a file (SST-2 TSV, TREC, plain text) with a classifier
+    /// checkpoint: one label name per line, for `lmlab eval classify --gold ... --pred ...`.
+    Classify(cli::classify::ClassifyArgs),
+    /// Fold a LoRA checkpoint's adapters into its weights (W + alpha/rank·B·A): a plain
+    /// checkpoint whose outputs equal the adapted model's.
+    MergeLora(cli::merge_lora::MergeLoraArgs),
     /// Translate sentences with an encoder-decoder checkpoint; with --reference, score them
     /// with BLEU (sacrebleu's defaults: 13a tokenisation, cased).
     Translate(cli::translate::TranslateArgs),
+    /// Summarize the records of a JSON Lines file (DialogSum's format) with an encoder-decoder
+    /// checkpoint (greedy or beam search, min/max length, length penalty, no-repeat n-grams) or
+    /// an extractive baseline (LEAD-3, LONGEST-3); with reference summaries in the records,
+    /// score them with ROUGE-1/2/L/Lsum (rouge-score's numbers).
+    Summarize(cli::summarize::SummarizeArgs),
     /// Sentence embeddings with a sentence-transformers BERT model (all-MiniLM-L6-v2:
     /// scripts/fetch_minilm.sh): one JSON array per sentence, the cosine similarity of two
     /// texts (--similarity), or a ranking of a corpus' lines (--search).
@@ -132,6 +143,9 @@ fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
         Cmd::Account(a) => cli::account::run(a),
         Cmd::Eval { what } => cli::eval::run(what),
         Cmd::Translate(a) => cli::translate::run(a),
+        Cmd::Summarize(a) => cli::summarize::run(a),
+        Cmd::Classify(a) => cli::classify::run(a),
+        Cmd::MergeLora(a) => cli::merge_lora::run(a),
         Cmd::Embed(a) => cli::embed::run(a),
         Cmd::Serve(a) => cli::serve::run(a),
         Cmd::Schedule(a) => cli::schedule::run(a),

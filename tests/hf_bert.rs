@@ -6,6 +6,8 @@
 //! token-type embeddings, LayerNorm, post-norm blocks, exact GELU, attention_mask as a key mask).
 //! Bad configs, missing and misshaped tensors must give errors that name them.
 
+mod common;
+
 use lmlab::infer::embed::{Embedder, PoolingMode};
 use lmlab::io::hf_bert;
 use lmlab::io::tensors::{to_safetensors_raw, RawTensor};
@@ -672,4 +674,172 @@ lr_decay_iters = 60
     let results: Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
     let acc = results["test_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.9, "test accuracy {acc} on a task decided by one word");
+}
+
+// ---- LoRA on an imported BERT ([lora]); predictions (lmlab classify); merge-lora -------------
+
+#[test]
+fn imported_bert_trains_lora_adapters_resumes_predicts_and_merges() {
+    use lmlab::config::RunConfig;
+    use lmlab::io::checkpoint;
+    use lmlab::model::transformer::is_lora_tensor;
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("hf");
+    std::fs::create_dir_all(&hf).unwrap();
+    write_bert(&hf, &config(), &tensors(5), "bert.");
+    std::fs::write(hf.join("tokenizer.json"), tokenizer_json()).unwrap();
+    let (model, tok) = lmlab::io::hf_bert::import(&hf, 1).unwrap();
+    let pre = dir.path().join("pre");
+    checkpoint::save_new(&pre, &model, &tok).unwrap();
+    // TREC-style labels, so that predictions print names: "cat" questions are ANIMAL, "mat" OBJ.
+    let rows = |n: usize, seed: usize| -> String {
+        // Every pair of filler words occurs with both labels, so only the key word decides.
+        (seed..seed + n)
+            .map(|i| {
+                let (label, key) = if i % 2 == 1 { ("ANIMAL", "cat") } else { ("OBJ", "mat") };
+                let filler = ["the", "a", "sat", "on"];
+                format!("{label}:x {} {key} {} .\n", filler[(i / 2) % 4], filler[(i / 8) % 4])
+            })
+            .collect()
+    };
+    std::fs::write(dir.path().join("train.label"), rows(120, 0)).unwrap();
+    std::fs::write(dir.path().join("test.label"), rows(40, 1001)).unwrap();
+    let run = dir.path().join("run");
+    let text = |iters: usize| {
+        format!(
+            r#"
+[model]
+block_size = 8
+pooling = "cls"
+[data]
+task = "classify"
+format = "trec"
+train = "{d}/train.label"
+test = "{d}/test.label"
+max_len = 7
+[train]
+init_from = "{pre}"
+out_dir = "{run}"
+batch_size = 16
+max_iters = {iters}
+eval_interval = 30
+log_interval = 10
+[optim]
+learning_rate = 3e-2
+warmup_iters = 5
+lr_decay_iters = 60
+[lora]
+rank = 4
+alpha = 8
+targets = ["c_attn", "c_proj", "transformer.h.*.mlp.c_fc"]
+dropout = 0.1
+"#,
+            d = dir.path().display(),
+            pre = pre.display(),
+            run = run.display()
+        )
+    };
+    let opts = lmlab::train::TrainOptions { quiet: true, ..Default::default() };
+    let bad = RunConfig::from_user_toml_str(&text(30), &["lora.targets=[\"q_proj\"]".into()]).unwrap();
+    let e = format!("{:#}", lmlab::train::train(bad, None, &opts).unwrap_err());
+    assert!(e.contains("q_proj") && e.contains("matches no linear layer"), "{e}");
+    let e = format!("{:#}", RunConfig::from_user_toml_str(&text(30), &["lora.rank=0".into()]).unwrap_err());
+    assert!(e.contains("lora.rank"), "{e}");
+
+    // 30 steps, then resumed to 60.
+    lmlab::train::train(RunConfig::from_user_toml_str(&text(30), &[]).unwrap(), None, &opts).unwrap();
+    let half = checkpoint::load(&run.join("ckpt"), 1, true).unwrap();
+    assert_eq!(half.state.step, 30);
+    let cfg60 = RunConfig::for_run(None, Some(&run.join("ckpt")), &["train.max_iters=60".into()]).unwrap();
+    lmlab::train::train(cfg60, Some(&run.join("ckpt")), &opts).unwrap();
+    let tuned = checkpoint::load(&run.join("ckpt"), 1, true).unwrap();
+    assert_eq!(tuned.state.step, 60);
+    let (a, b) = (&model, &tuned.model);
+    // The base is frozen bit for bit; the adapters and the new head trained.
+    for t in &a.layout.tensors {
+        if t.name.starts_with("transformer.") {
+            // (The position table is cut to block_size rows.)
+            let tuned = param(b, &t.name);
+            assert!(param(a, &t.name)[..tuned.len()] == tuned[..], "{} moved", t.name);
+        }
+    }
+    assert!(param(b, "transformer.h.1.mlp.c_fc.lora_B.weight").iter().any(|&x| x != 0.0));
+    assert!(b.layout.get("transformer.h.0.attn.c_proj.lora_A.weight").is_some(), "c_proj names both projections");
+    // The checkpoint: adapters in lora.safetensors, the optimizer state for head + adapters only.
+    let ck = run.join("ckpt");
+    assert!(ck.join("lora.safetensors").is_file());
+    let opt = tuned.optimizer.as_ref().unwrap();
+    let trainable: usize = b
+        .layout
+        .tensors
+        .iter()
+        .filter(|t| is_lora_tensor(&t.name) || t.name.starts_with("classifier."))
+        .map(|t| t.numel())
+        .sum();
+    assert!(opt.buffers.iter().all(|(_, v)| v.len() == trainable), "optimizer state beyond head and adapters");
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    let acc = results["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.9, "test accuracy {acc} with LoRA on a task decided by one word; {results}");
+
+    // Predictions print the label names the checkpoint saved; labels it does not know are refused.
+    let test = dir.path().join("test.label");
+    let p = lmlab::train::classify::predict_file(&ck, &test, None, 8).unwrap();
+    assert_eq!(p.label_names, vec!["ANIMAL", "OBJ"]);
+    assert!(p.accuracy().unwrap() >= 0.9 && p.predicted.len() == 40);
+    std::fs::write(dir.path().join("odd.label"), "FISH:x the cat .\n").unwrap();
+    let e = format!(
+        "{:#}",
+        lmlab::train::classify::predict_file(&ck, &dir.path().join("odd.label"), None, 8).err().unwrap()
+    );
+    assert!(e.contains("FISH"), "{e}");
+
+    // merge-lora: a plain checkpoint with the same predictions and logits.
+    let merged_dir = dir.path().join("merged");
+    assert_eq!(checkpoint::save_merged_lora(&ck, &merged_dir).unwrap(), (4, 8));
+    assert!(!merged_dir.join("lora.safetensors").exists());
+    let merged = checkpoint::load(&merged_dir, 1, false).unwrap();
+    assert!(merged.run_config.lora.is_none() && merged.model.lora().is_none());
+    let base_tensors = b.layout.tensors.iter().filter(|t| !is_lora_tensor(&t.name)).count();
+    assert_eq!(merged.model.layout.tensors.len(), base_tensors);
+    let q = lmlab::train::classify::predict_file(&merged_dir, &test, None, 8).unwrap();
+    assert_eq!(q.predicted, p.predicted);
+    let logits = |dir: &Path| {
+        let mut ck = checkpoint::load(dir, 1, false).unwrap();
+        let ids = ck.tokenizer.encode("the cat sat").unwrap();
+        ck.model.forward_classify(&ids, None, None, 1, ids.len(), false, 0).unwrap();
+        ck.model.logits().to_vec()
+    };
+    let (l1, l2) = (logits(&ck), logits(&merged_dir));
+    assert!(l1.iter().zip(&l2).all(|(x, y)| (x - y).abs() <= 1e-5 * x.abs().max(1.0)), "{l1:?} vs {l2:?}");
+    let e = format!("{:#}", checkpoint::save_merged_lora(&merged_dir, &dir.path().join("m2")).unwrap_err());
+    assert!(e.contains("not a LoRA checkpoint"), "{e}");
+
+    // The commands: classify → eval classify, and merge-lora.
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (pred, gold) = (s(&dir.path().join("p.txt")), s(&dir.path().join("g.txt")));
+    let out = common::ok(common::lmlab(&[
+        "classify",
+        "--checkpoint",
+        &s(&ck),
+        "--input",
+        &s(&test),
+        "--output",
+        &pred,
+        "--gold-output",
+        &gold,
+        "--json",
+    ]));
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["examples"], 40);
+    let lines = std::fs::read_to_string(&pred).unwrap();
+    assert_eq!(lines.lines().collect::<Vec<_>>(), p.predicted.iter().map(String::as_str).collect::<Vec<_>>());
+    let eval: Value = serde_json::from_str(&common::ok(common::lmlab(&[
+        "eval", "classify", "--gold", &gold, "--pred", &pred, "--json",
+    ])))
+    .unwrap();
+    let acc = eval["runs"][0]["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((acc - p.accuracy().unwrap()).abs() < 1e-12, "{eval}");
+    let merged2 = s(&dir.path().join("merged2"));
+    let said = common::ok(common::lmlab(&["merge-lora", "--checkpoint", &s(&ck), "--out", &merged2]));
+    assert!(said.contains("rank-4 adapters of 8 linear layers"), "{said}");
 }

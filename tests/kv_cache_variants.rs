@@ -342,6 +342,7 @@ fn inference_models_equal_training_models_with_less_memory() {
                 inf.encode(&s, Some(&mask), 2, BLOCK).unwrap();
                 (train.decode(&tgt, 2, 6).unwrap().to_vec(), inf.decode(&tgt, 2, 6).unwrap().to_vec())
             }
+            Arch::Lstm | Arch::Gru | Arch::Cnn => unreachable!("not a Transformer"),
         };
         assert_eq!(a, b, "{name}: the same kernels on the same inputs give the same bits");
         assert!(inf.activations().is_empty() && inf.blocks().is_empty(), "{name}: no per-layer probes");

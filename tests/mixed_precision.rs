@@ -275,6 +275,7 @@ fn pass(m: &mut Transformer, loss_scale: f32) -> (f32, Vec<f32>, Vec<f32>) {
             let tout: Vec<i32> = (0..b * 5).map(|i| ((i * 2 + 1) % 11) as i32).collect();
             m.forward_seq2seq(&idx, Some(&mask), &tin, Some(&tout), b, t, 5, true, 5).unwrap().unwrap()
         }
+        Arch::Lstm | Arch::Gru | Arch::Cnn => unreachable!("not a Transformer"),
     };
     m.backward_scaled(loss_scale).unwrap();
     (loss, m.logits().to_vec(), m.grads.clone())

@@ -73,7 +73,7 @@ lr_decay_iters = 300
     assert!(s.val_loss < 1.0, "the toy pair is learnable: val loss {}", s.val_loss);
     let mut ck = checkpoint::load(&s.checkpoint, 16, false).unwrap();
     assert!(matches!(ck.tokenizer, lmlab::data::Tokenizer::Bpe(_)), "the checkpoint keeps the BPE tokenizer");
-    let opts = DecodeOptions { beam: 3, max_len: 0, length_penalty: 0.6 };
+    let opts = DecodeOptions { beam: 3, max_len: 0, length_penalty: 0.6, ..Default::default() };
     let hyps = translate_lines(&mut ck.model, &ck.tokenizer, &vs, &opts, 12, |_| {}).unwrap();
     let h: Vec<&str> = hyps.iter().map(|s| s.as_str()).collect();
     let r = vec![vt.iter().map(|s| s.as_str()).collect::<Vec<_>>()];

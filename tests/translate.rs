@@ -5,6 +5,7 @@
 use lmlab::data::bpe::{BOS, EOS, PAD};
 use lmlab::infer::translate::{
     length_normaliser, max_target_len, penalised_score, translate_batch, translate_batch_hyps, DecodeOptions,
+    LengthNorm,
 };
 use lmlab::model::transformer::{ActivationKind, Arch, ModelConfig, NormPosition, Position, Transformer};
 use lmlab::model::ParamKind;
@@ -122,7 +123,7 @@ fn hand_greedy(m: &mut Transformer, src: &[u32], max_len: usize) -> Vec<u32> {
 }
 
 fn opts(beam: usize, max_len: usize, length_penalty: f32) -> DecodeOptions {
-    DecodeOptions { beam, max_len, length_penalty }
+    DecodeOptions { beam, max_len, length_penalty, ..Default::default() }
 }
 
 #[test]
@@ -353,4 +354,79 @@ fn translate_errors() {
     assert!(translate_batch(&mut m, &[], &opts(2, 0, 0.0)).unwrap().is_empty());
     let mut lm = Transformer::new(ModelConfig { arch: Arch::Decoder, ..config(10, 8) }, 1).unwrap();
     assert!(err(&mut lm, &ok, opts(1, 0, 0.0)).contains("encoder_decoder"));
+}
+
+/// Whether `o` repeats an n-gram (`n` tokens); never for n = 0.
+fn repeats_ngram(o: &[u32], n: usize) -> bool {
+    n > 0 && o.windows(n).enumerate().any(|(i, g)| o.windows(n).skip(i + 1).any(|h| h == g))
+}
+
+/// Hugging Face's length penalty (log p / len^α, len counting EOS) with a minimum length and
+/// no repeated n-grams: a wide beam must return the best of all outputs that keep the
+/// constraints (beam search is exhaustive there, as above).
+#[test]
+fn hf_penalty_min_length_and_no_repeat_equal_exhaustive_search() {
+    let (v, max_len) = (8usize, 3usize);
+    let outputs = all_outputs(v as u32, max_len);
+    let beam = 160;
+    let mut m = model(config(v, 8), beam, 77, 3.0);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+    let srcs = sentences(&mut rng, v, &[2, 5, 4]);
+    let lps: Vec<Vec<f64>> = srcs.iter().map(|x| log_probs(&mut m, x, &outputs)).collect();
+    let mut constrained = 0;
+    for (alpha, min_len, ngram) in [(0.0f32, 0, 0), (1.0, 0, 0), (2.0, 0, 0), (0.0, 2, 0), (1.0, 0, 1), (0.5, 1, 2)] {
+        let o = DecodeOptions {
+            length_norm: LengthNorm::Hf,
+            min_len,
+            no_repeat_ngram_size: ngram,
+            ..opts(beam, max_len, alpha)
+        };
+        let hyps = translate_batch_hyps(&mut m, &srcs, &o).unwrap();
+        for ((x, h), lp) in srcs.iter().zip(&hyps).zip(&lps) {
+            let allowed = |o: &Vec<u32>| o.len() >= min_len && !repeats_ngram(o, ngram);
+            let score = |i: usize| lp[i] / ((outputs[i].len() + 1) as f64).powf(alpha as f64);
+            let best = (0..outputs.len()).filter(|&i| allowed(&outputs[i])).fold(None, |b: Option<usize>, i| match b {
+                Some(b) if score(i) <= score(b) => Some(b),
+                _ => Some(i),
+            });
+            let best = best.unwrap();
+            assert_eq!(h.tokens, outputs[best], "alpha {alpha} min_len {min_len} ngram {ngram} source {x:?}");
+            assert!((h.score - score(best)).abs() < 1e-4, "{} vs {}", h.score, score(best));
+            let unconstrained = (0..outputs.len()).fold(0, |b, i| if score(i) > score(b) { i } else { b });
+            constrained += usize::from(best != unconstrained);
+        }
+    }
+    assert!(constrained > 0, "the constraints never changed the winner");
+}
+
+/// Known outcomes on a model whose next-token distribution never changes: token 5, then 4, then
+/// the rest, with EOS above them all (so unconstrained decoding stops at once).
+#[test]
+fn min_length_and_no_repeat_on_a_constant_model() {
+    let block = 16;
+    let mut m = constant_model(&[0.0, 0.0, 3.0, 0.0, 1.0, 2.0, 0.0, 0.0], block, 8);
+    let srcs = vec![vec![4u32, 5], vec![6]];
+    let run = |m: &mut Transformer, beam: usize, min_len: usize, ngram: usize| {
+        let o = DecodeOptions { min_len, no_repeat_ngram_size: ngram, ..opts(beam, 10, 0.0) };
+        translate_batch(m, &srcs, &o).unwrap()
+    };
+    for beam in [1, 3] {
+        assert!(run(&mut m, beam, 0, 0).iter().all(|t| t.is_empty()));
+        // EOS is banned for 3 steps, then wins.
+        assert!(run(&mut m, beam, 3, 0).iter().all(|t| t == &[5, 5, 5]));
+        // Every token at most once: 5, 4, then the lowest id of the equal rest (UNK = 3).
+        assert!(run(&mut m, beam, 3, 1).iter().all(|t| t == &[5, 4, 3]));
+    }
+    // Bigrams: 5 5, then 5 after 5 is banned, so 4; 5 after 4 is new; then 5 and 4 after 5 are
+    // both banned, and EOS (allowed from 4 tokens) is next best.
+    assert!(run(&mut m, 1, 4, 2).iter().all(|t| t == &[5, 5, 4, 5]), "{:?}", run(&mut m, 1, 4, 2));
+    // The HF length penalty: token 5 has almost all the mass and EOS ≈ -5.02; beam 4 finishes
+    // [5]^L EOS for L = 0..3, scored (-5.02 - 0.02·L) / (L + 1)^α: α = 1 picks L = 3, α = 0 L = 0.
+    let mut m = constant_model(&[0.0, 0.0, 0.0, -5.0, -5.0, 5.0, -5.0, -5.0], block, 8);
+    let hf = |alpha| DecodeOptions { length_norm: LengthNorm::Hf, ..opts(4, 6, alpha) };
+    assert!(translate_batch(&mut m, &srcs, &hf(0.0)).unwrap().iter().all(|t| t.is_empty()));
+    assert!(translate_batch(&mut m, &srcs, &hf(1.0)).unwrap().iter().all(|t| t == &[5, 5, 5]));
+    // With a minimum of 2 tokens the finished ones are L = 2..5, and α = 1 takes the longest.
+    let o = DecodeOptions { min_len: 2, ..hf(1.0) };
+    assert!(translate_batch(&mut m, &srcs, &o).unwrap().iter().all(|t| t == &[5; 5]));
 }

@@ -42,6 +42,7 @@ fn loss_of(m: &mut Transformer, train: bool, seed: u64) -> f32 {
             let tout: Vec<i32> = (0..b * 5).map(|i| if i >= 8 { -1 } else { ((i * 2 + 1) % 9) as i32 }).collect();
             m.forward_seq2seq(&idx, Some(&mask), &tin, Some(&tout), b, t, 5, train, seed).unwrap().unwrap()
         }
+        Arch::Lstm | Arch::Gru | Arch::Cnn => unreachable!("not a Transformer"),
     }
 }
 

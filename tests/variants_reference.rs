@@ -59,6 +59,7 @@ fn forward(m: &mut Transformer, tf: &TensorFile, train: bool) -> f32 {
                 .unwrap()
                 .unwrap()
         }
+        Arch::Lstm | Arch::Gru | Arch::Cnn => unreachable!("not a Transformer"),
     }
 }
 

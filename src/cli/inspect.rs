@@ -524,7 +524,9 @@ fn run_attribute(
             let what = format!("{:?} as the next token after position {pos}", token_text(&ck.tokenizer, token));
             (Target::Token { pos, token }, what)
         }
-        (Arch::EncoderDecoder, _) => bail!("attribution is implemented for decoder-only and encoder-only models"),
+        (Arch::EncoderDecoder | Arch::Lstm | Arch::Gru | Arch::Cnn, _) => {
+            bail!("attribution is implemented for decoder-only and encoder-only models")
+        }
     };
     let a = attribute(&mut ck.model, &tokens.ids, target, method, steps)?;
     out_dir(out)?;

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod bench;
+pub mod classify;
 pub mod demo;
 pub mod embed;
 pub mod eval;
@@ -12,6 +13,7 @@ pub mod fairness;
 pub mod import;
 pub mod info;
 pub mod inspect;
+pub mod merge_lora;
 pub mod plot;
 pub mod profile;
 pub mod prune;
@@ -19,6 +21,7 @@ pub mod quantize;
 pub mod sample;
 pub mod schedule;
 pub mod serve;
+pub mod summarize;
 pub mod train;
 pub mod translate;
 

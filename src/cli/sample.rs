@@ -114,12 +114,11 @@ pub fn run(a: SampleArgs) -> Result<()> {
 /// (its scores on standard error).
 pub fn print_samples(dir: &Path, prompt: &str, opts: &SampleOptions, seed: u64, how: SampleHow) -> Result<()> {
     let mut sampler = CheckpointSampler::load(dir, prompt, how.batch_rows()?)?;
-    let block = sampler.block_size();
     // Tensor parallel: every rank generates the same tokens; rank 0 prints them.
     let root = lmlab::dist::world().is_root();
-    if sampler.prompt_tokens() > block && root {
+    if let Some(limit) = sampler.context_limit().filter(|&l| sampler.prompt_tokens() > l && root) {
         eprintln!(
-            "note: the prompt has {} tokens; the model sees only the last {block} (block_size)",
+            "note: the prompt has {} tokens; the model sees only the last {limit} (its context)",
             sampler.prompt_tokens()
         );
     }

@@ -39,7 +39,8 @@ pub struct TranslateArgs {
 }
 
 pub fn run(a: TranslateArgs) -> Result<()> {
-    let opts = DecodeOptions { beam: a.beam, max_len: a.max_len, length_penalty: a.length_penalty };
+    let opts =
+        DecodeOptions { beam: a.beam, max_len: a.max_len, length_penalty: a.length_penalty, ..Default::default() };
     thread_pool(a.threads)?.install(|| translate(&a, &opts))
 }
 

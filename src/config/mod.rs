@@ -31,6 +31,17 @@ pub enum Task {
     /// No training task: weights imported from another format (`lmlab import --hf` of a BERT).
     /// Such a checkpoint is a starting point (`train.init_from`), not a run to resume.
     Pretrained,
+    /// Summarization, sequence-to-sequence on JSON Lines records (`format = "jsonl"`, `train`,
+    /// `val`, `source_field`, `target_field`): the translation model and training loop, with a
+    /// BPE vocabulary trained on the sources and targets of the training records.
+    Summarize,
+}
+
+impl Task {
+    /// An encoder-decoder task (translate, summarize).
+    pub fn is_seq2seq(self) -> bool {
+        matches!(self, Task::Translate | Task::Summarize)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,15 +59,48 @@ pub struct DataSection {
     /// Translate: validation files (loss during training).
     pub src_val: String,
     pub tgt_val: String,
-    /// Translate / classify: size of the BPE vocabulary trained on the training files.
+    /// Translate / classify / summarize: size of the BPE vocabulary trained on the training files.
     pub vocab_size: usize,
-    /// Translate / classify: longest sequence in tokens; longer ones are truncated.
+    /// Translate / classify / summarize: longest sequence in tokens; longer ones are truncated.
     pub max_len: usize,
-    /// Classify: training and test files.
+    /// Translate / summarize: longest source and target in tokens (targets without BOS/EOS),
+    /// when they differ; 0 = `max_len`.
+    pub max_src_len: usize,
+    pub max_tgt_len: usize,
+    /// Classify / summarize: training and test files.
     pub train: String,
     pub test: String,
+    /// Summarize: validation file (loss during training).
+    pub val: String,
     /// Classify: "sst2" (TSV `sentence<TAB>label`), "trec" (coarse labels) or "trec_fine".
+    /// Summarize: "jsonl" (one JSON object per line).
     pub format: String,
+    /// Summarize: the record fields holding the text to summarize and its summary.
+    pub source_field: String,
+    pub target_field: String,
+    /// Summarize: the reference fields of test records. Empty: `target_field` when a record has
+    /// it, else every `target_field` + number (DialogSum's test set: summary1, summary2, ...).
+    pub reference_fields: Vec<String>,
+}
+
+impl DataSection {
+    /// Longest source in tokens (translate, summarize).
+    pub fn src_len(&self) -> usize {
+        if self.max_src_len > 0 {
+            self.max_src_len
+        } else {
+            self.max_len
+        }
+    }
+
+    /// Longest target in tokens, BOS/EOS not counted (translate, summarize).
+    pub fn tgt_len(&self) -> usize {
+        if self.max_tgt_len > 0 {
+            self.max_tgt_len
+        } else {
+            self.max_len
+        }
+    }
 }
 
 impl Default for DataSection {
@@ -71,9 +115,15 @@ impl Default for DataSection {
             tgt_val: String::new(),
             vocab_size: 8000,
             max_len: 64,
+            max_src_len: 0,
+            max_tgt_len: 0,
             train: String::new(),
             test: String::new(),
+            val: String::new(),
             format: String::new(),
+            source_field: String::new(),
+            target_field: String::new(),
+            reference_fields: Vec::new(),
         }
     }
 }
@@ -185,6 +235,10 @@ pub struct RunConfig {
     /// weights at zero.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<crate::compress::prune::PruneRecord>,
+    /// LoRA adapters (`[lora]`: rank, alpha, targets, dropout): only they and a classifier's
+    /// head train (absent: every weight trains).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::model::transformer::LoraConfig>,
 }
 
 /// `[distill]`: train on α·T²·KL(teacher ‖ student at temperature T) + (1−α)·cross-entropy
@@ -293,11 +347,23 @@ impl RunConfig {
 
     pub fn validate(&self) -> Result<()> {
         use crate::model::transformer::Arch;
+        if let Some(l) = &self.lora {
+            l.validate()?;
+            ensure!(
+                self.train.zero == 0,
+                "train.zero = 1 (ZeRO-1) and [lora] do not combine: LoRA's optimizer state is small already"
+            );
+            ensure!(self.prune.is_none(), "[lora] on a pruned checkpoint is not supported");
+        }
         let d = &self.data;
         let arch = self.model.arch;
         match d.task {
             Task::Pretrained => {}
-            Task::Lm => ensure!(arch == Arch::Decoder, "data.task = \"lm\" needs model.arch = \"decoder\""),
+            Task::Lm => ensure!(
+                arch.is_causal_lm(),
+                "data.task = \"lm\" needs model.arch = \"decoder\", \"lstm\", \"gru\" or \"cnn\", got \"{}\"",
+                arch.name()
+            ),
             Task::Translate => {
                 ensure!(
                     arch == Arch::EncoderDecoder,
@@ -324,16 +390,46 @@ impl RunConfig {
                     d.format
                 );
             }
+            Task::Summarize => {
+                ensure!(
+                    arch == Arch::EncoderDecoder,
+                    "data.task = \"summarize\" needs model.arch = \"encoder_decoder\""
+                );
+                ensure!(
+                    d.format == "jsonl",
+                    "data.task = \"summarize\" needs data.format = \"jsonl\", got {:?}",
+                    d.format
+                );
+                for (k, v) in [
+                    ("train", &d.train),
+                    ("val", &d.val),
+                    ("source_field", &d.source_field),
+                    ("target_field", &d.target_field),
+                ] {
+                    ensure!(!v.is_empty(), "data.task = \"summarize\" needs data.{k}");
+                }
+            }
         }
         if !matches!(d.task, Task::Lm | Task::Pretrained) {
             ensure!(d.vocab_size >= 260, "data.vocab_size must be at least 260 (256 bytes and 4 special tokens)");
             ensure!(d.max_len >= 2, "data.max_len must be at least 2");
-            ensure!(
-                self.model.block_size > d.max_len,
-                "model.block_size ({}) must exceed data.max_len ({}): targets get a BOS/EOS token",
-                self.model.block_size,
-                d.max_len
-            );
+            if d.task.is_seq2seq() {
+                ensure!(
+                    self.model.block_size > d.tgt_len() && self.model.block_size >= d.src_len(),
+                    "model.block_size ({}) must exceed the longest target ({} tokens: data.max_tgt_len, else max_len), \
+                     which gets a BOS/EOS token, and hold the longest source ({}: data.max_src_len, else max_len)",
+                    self.model.block_size,
+                    d.tgt_len(),
+                    d.src_len()
+                );
+            } else {
+                ensure!(
+                    self.model.block_size > d.max_len,
+                    "model.block_size ({}) must exceed data.max_len ({}): targets get a BOS/EOS token",
+                    self.model.block_size,
+                    d.max_len
+                );
+            }
         }
         if let Some(dd) = &self.distill {
             ensure!(!dd.teacher.is_empty(), "distill.teacher must name the teacher's checkpoint directory");
@@ -343,7 +439,20 @@ impl RunConfig {
                 dd.temperature
             );
             ensure!((0.0..=1.0).contains(&dd.alpha), "distill.alpha must be in [0, 1], got {}", dd.alpha);
-            ensure!(d.task != Task::Translate, "distill works for data.task = \"lm\" and \"classify\"");
+            ensure!(!d.task.is_seq2seq(), "distill works for data.task = \"lm\" and \"classify\"");
+        }
+        if arch.is_baseline() {
+            let name = arch.name();
+            ensure!(
+                self.train.precision == Precision::Fp32,
+                "model.arch = \"{name}\" trains in fp32 only; remove train.precision"
+            );
+            ensure!(
+                self.train.health_interval == 0,
+                "train.health_interval reads Transformer layers; it is not available for model.arch = \"{name}\""
+            );
+            ensure!(self.distill.is_none(), "[distill] trains Transformers only, not model.arch = \"{name}\"");
+            ensure!(self.prune.is_none(), "[prune] checkpoints are Transformers, not model.arch = \"{name}\"");
         }
         // The vocabulary is not known yet; any positive size validates the rest of the model.
         ModelConfig { vocab_size: self.model.vocab_size.max(1), ..self.model.clone() }.validate()?;

@@ -39,16 +39,21 @@ fn byte_level() -> ByteLevel {
     ByteLevel::new(false, false, true)
 }
 
+fn check_vocab_size(vocab_size: usize) -> Result<()> {
+    let min_vocab = SPECIAL_TOKENS.len() + 256;
+    ensure!(
+        vocab_size > min_vocab,
+        "BPE vocab_size {vocab_size} is too small: the 4 special tokens and 256 byte symbols alone take {min_vocab}"
+    );
+    Ok(())
+}
+
 impl BpeTokenizer {
     /// Trains a BPE vocabulary of `vocab_size` tokens (specials and the 256 byte symbols included)
     /// on the lines of `files`, read as UTF-8 text. Pass the German and the English files together
     /// for one joint vocabulary. Line endings are not part of the training text.
     pub fn train(files: &[PathBuf], vocab_size: usize) -> Result<Self> {
-        let min_vocab = SPECIAL_TOKENS.len() + 256;
-        ensure!(
-            vocab_size > min_vocab,
-            "BPE vocab_size {vocab_size} is too small: the 4 special tokens and 256 byte symbols alone take {min_vocab}"
-        );
+        check_vocab_size(vocab_size)?;
         ensure!(!files.is_empty(), "no training files given for the BPE tokenizer");
         let mut lines = Vec::new();
         for path in files {
@@ -60,7 +65,13 @@ impl BpeTokenizer {
             })?;
             lines.extend(text.lines().map(str::to_owned));
         }
+        Self::train_on_texts(&lines, vocab_size)
+    }
 
+    /// Trains a BPE vocabulary of `vocab_size` tokens on `texts` (each one training sequence;
+    /// a text may hold newlines, which are ordinary bytes to the byte-level tokenizer).
+    pub fn train_on_texts<S: AsRef<str> + Send + Sync>(texts: &[S], vocab_size: usize) -> Result<Self> {
+        check_vocab_size(vocab_size)?;
         let model =
             BPE::builder().unk_token(SPECIAL_TOKENS[UNK as usize].to_owned()).build().map_err(|e| anyhow!(e))?;
         let mut inner = Tokenizer::new(model);
@@ -75,7 +86,7 @@ impl BpeTokenizer {
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect::<HashSet<char>>())
             .build();
         let mut trainer = TrainerWrapper::from(trainer);
-        inner.train(&mut trainer, lines.iter()).map_err(|e| anyhow!("BPE training failed: {e}"))?;
+        inner.train(&mut trainer, texts.iter().map(|t| t.as_ref())).map_err(|e| anyhow!("BPE training failed: {e}"))?;
         Self::from_inner(inner, "the trained tokenizer")
     }
 

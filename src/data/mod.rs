@@ -6,6 +6,7 @@ pub mod gpt2;
 pub mod hf_tokenizer;
 pub mod llama2c_tokenizer;
 pub mod parallel;
+pub mod summarize;
 pub mod tokenizer;
 
 pub use dataset::{Batch, TokenDataset};

@@ -43,7 +43,17 @@ impl ParallelCorpus {
     /// to their first `max_len` (counted in `truncated_src` / `truncated_tgt`). Empty lines are
     /// kept as empty sequences so that line numbers stay aligned with the raw reference files.
     pub fn load(src_path: &Path, tgt_path: &Path, tok: &BpeTokenizer, max_len: usize) -> Result<Self> {
-        ensure!(max_len > 0, "max_len must be positive");
+        Self::load_capped(src_path, tgt_path, tok, max_len, max_len)
+    }
+
+    /// [`ParallelCorpus::load`] with separate caps for sources and targets.
+    pub fn load_capped(
+        src_path: &Path,
+        tgt_path: &Path,
+        tok: &BpeTokenizer,
+        max_src_len: usize,
+        max_tgt_len: usize,
+    ) -> Result<Self> {
         let src_lines = read_lines(src_path)?;
         let tgt_lines = read_lines(tgt_path)?;
         ensure!(
@@ -54,24 +64,25 @@ impl ParallelCorpus {
             tgt_path.display(),
             tgt_lines.len()
         );
-        let encode_all = |lines: &[String], path: &Path| -> Result<(Vec<Vec<u32>>, usize)> {
-            let mut truncated = 0;
-            let seqs = lines
-                .iter()
-                .enumerate()
-                .map(|(i, line)| {
-                    let mut ids = tok.encode(line).with_context(|| format!("{}: line {}", path.display(), i + 1))?;
-                    if ids.len() > max_len {
-                        ids.truncate(max_len);
-                        truncated += 1;
-                    }
-                    Ok(ids)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok((seqs, truncated))
-        };
-        let (src, truncated_src) = encode_all(&src_lines, src_path)?;
-        let (tgt, truncated_tgt) = encode_all(&tgt_lines, tgt_path)?;
+        let where_src = |i: usize| format!("{}: line {}", src_path.display(), i + 1);
+        let where_tgt = |i: usize| format!("{}: line {}", tgt_path.display(), i + 1);
+        let (src, truncated_src) = encode_all(src_lines.iter().map(String::as_str), tok, max_src_len, where_src)?;
+        let (tgt, truncated_tgt) = encode_all(tgt_lines.iter().map(String::as_str), tok, max_tgt_len, where_tgt)?;
+        Ok(ParallelCorpus { src, tgt, truncated_src, truncated_tgt })
+    }
+
+    /// Tokenizes (source, target) text pairs read from `path` (named in errors with the pair's
+    /// index), cutting sources to `max_src_len` and targets to `max_tgt_len` tokens.
+    pub fn from_pairs(
+        pairs: &[(String, String)],
+        path: &Path,
+        tok: &BpeTokenizer,
+        max_src_len: usize,
+        max_tgt_len: usize,
+    ) -> Result<Self> {
+        let at = |i: usize| format!("{}: record {}", path.display(), i + 1);
+        let (src, truncated_src) = encode_all(pairs.iter().map(|p| p.0.as_str()), tok, max_src_len, at)?;
+        let (tgt, truncated_tgt) = encode_all(pairs.iter().map(|p| p.1.as_str()), tok, max_tgt_len, at)?;
         Ok(ParallelCorpus { src, tgt, truncated_src, truncated_tgt })
     }
 
@@ -88,6 +99,30 @@ impl ParallelCorpus {
         let longest = |v: &[Vec<u32>]| v.iter().map(Vec::len).max().unwrap_or(0);
         (longest(&self.src), longest(&self.tgt))
     }
+}
+
+/// Token ids of every text, each cut to `max_len` tokens; also the number cut. `at(i)` names
+/// text `i` in errors.
+fn encode_all<'a>(
+    texts: impl Iterator<Item = &'a str>,
+    tok: &BpeTokenizer,
+    max_len: usize,
+    at: impl Fn(usize) -> String,
+) -> Result<(Vec<Vec<u32>>, usize)> {
+    ensure!(max_len > 0, "max_len must be positive");
+    let mut truncated = 0;
+    let seqs = texts
+        .enumerate()
+        .map(|(i, text)| {
+            let mut ids = tok.encode(text).with_context(|| at(i))?;
+            if ids.len() > max_len {
+                ids.truncate(max_len);
+                truncated += 1;
+            }
+            Ok(ids)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((seqs, truncated))
 }
 
 /// One padded batch of sentence pairs. Every vector is row-major with exactly the lengths below

@@ -108,6 +108,8 @@ pub fn measure(
             Arch::EncoderDecoder => {
                 m.forward_seq2seq(&idx, Some(&mask), &idx, None, batch, seq_len, seq_len, false, 0)?
             }
+            // A Transformer is never built with a baseline's config.
+            Arch::Lstm | Arch::Gru | Arch::Cnn => unreachable!("a Transformer has a Transformer arch"),
         };
         Ok(())
     };

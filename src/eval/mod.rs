@@ -17,6 +17,7 @@ pub mod porter;
 pub mod rouge;
 pub mod squad;
 pub mod stability;
+pub mod summarization;
 pub mod translation;
 
 use crate::model::transformer::Transformer;

@@ -63,7 +63,7 @@ impl Rouge {
         [self.rouge1, self.rouge2, self.rouge_l, self.rouge_lsum]
     }
 
-    fn variants_mut(&mut self) -> [&mut RougeScore; 4] {
+    pub(crate) fn variants_mut(&mut self) -> [&mut RougeScore; 4] {
         [&mut self.rouge1, &mut self.rouge2, &mut self.rouge_l, &mut self.rouge_lsum]
     }
 }

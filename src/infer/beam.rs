@@ -10,8 +10,17 @@
 //! none is live; the answer is the finished hypothesis with the best length-penalised score
 //! (the first found among equals). With `beam = 1` this is greedy decoding.
 //!
-//! The length penalty is GNMT's (Wu et al., 2016): score = log p / ((5 + len) / 6)^α, where
-//! len counts the generated tokens and the end token.
+//! The length penalty divides log p by a normaliser of len, the generated tokens and the end
+//! token: GNMT's ((5 + len) / 6)^α (Wu et al., 2016; translation's default) or Hugging Face
+//! `generate`'s len^α ([`LengthNorm`]).
+//!
+//! Two constraints, as Hugging Face's logits processors apply them to the log-probabilities
+//! (banned tokens are skipped, the others are not renormalised):
+//! - `min_len`: the end token is banned while a hypothesis holds fewer than `min_len` tokens
+//!   (HF `min_new_tokens`; HF's `min_length` of an encoder-decoder also counts the decoder start
+//!   token, so it is `min_len + 1`). A hypothesis that reaches `max_len` still ends there.
+//! - `no_repeat_ngram`: a token that would complete an n-gram the hypothesis already holds is
+//!   banned (HF `no_repeat_ngram_size`; [`repeated_ngram_bans`]).
 
 use crate::model::transformer::{LogitRows, Transformer};
 use anyhow::{ensure, Result};
@@ -26,6 +35,51 @@ pub struct Hypothesis {
     pub log_prob: f64,
     /// `log_prob` with the length penalty, which is what beam search maximises.
     pub score: f64,
+}
+
+/// Which normaliser of the length divides a finished hypothesis' log-probability.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LengthNorm {
+    /// GNMT's ((5 + len) / 6)^α (Wu et al., 2016).
+    #[default]
+    Gnmt,
+    /// Hugging Face `generate`'s len^α (`sum_logprobs / len**length_penalty`).
+    Hf,
+}
+
+impl LengthNorm {
+    /// The normaliser of a hypothesis of `len` tokens (end token included) at exponent `alpha`.
+    pub fn normaliser(self, len: usize, alpha: f32) -> f64 {
+        match self {
+            LengthNorm::Gnmt => length_normaliser(len, alpha),
+            LengthNorm::Hf if alpha == 0.0 => 1.0,
+            LengthNorm::Hf => (len.max(1) as f64).powf(alpha as f64),
+        }
+    }
+}
+
+/// The tokens that would complete an n-gram (`n` tokens) `tokens` already holds: every token
+/// that follows an earlier occurrence of the last `n - 1` tokens. Hugging Face's
+/// `NoRepeatNGramLogitsProcessor` (its sequences also hold the decoder start token, which
+/// changes nothing: no later n-gram can start with it). `out` is cleared first; `n = 0` bans
+/// nothing.
+pub fn repeated_ngram_bans(tokens: &[u32], n: usize, out: &mut Vec<u32>) {
+    out.clear();
+    if n == 0 || tokens.len() + 1 < n {
+        return;
+    }
+    let prefix = &tokens[tokens.len() + 1 - n..];
+    for g in tokens.windows(n) {
+        if &g[..n - 1] == prefix && !out.contains(&g[n - 1]) {
+            out.push(g[n - 1]);
+        }
+    }
+}
+
+/// Whether `min_len` bans the end token after a hypothesis of `len` tokens (HF
+/// `MinNewTokensLengthLogitsProcessor`, whose new tokens exclude the decoder start token).
+pub fn end_banned(len: usize, min_len: usize) -> bool {
+    len < min_len
 }
 
 /// GNMT's length normaliser ((5 + len) / 6)^α (Wu et al., 2016), 1 for len = 1 or α = 0.
@@ -47,8 +101,13 @@ pub fn penalised_score(log_prob: f64, len: usize, alpha: f32) -> f64 {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BeamRules<'a> {
     pub beam: usize,
-    /// Length-penalty exponent α.
+    /// Length-penalty exponent α and normaliser.
     pub alpha: f32,
+    pub norm: LengthNorm,
+    /// The end token is banned before this many tokens.
+    pub min_len: usize,
+    /// n of the n-grams never repeated (0: off).
+    pub no_repeat_ngram: usize,
     /// The token that ends a hypothesis (None: hypotheses run to `max_len`).
     pub end: Option<u32>,
     /// Tokens never generated.
@@ -95,8 +154,8 @@ impl Search {
         self.finished
     }
 
-    fn finish(&mut self, tokens: Vec<u32>, log_prob: f64, ended: bool, alpha: f32) {
-        let score = penalised_score(log_prob, tokens.len() + usize::from(ended), alpha);
+    fn finish(&mut self, tokens: Vec<u32>, log_prob: f64, ended: bool, rules: &BeamRules) {
+        let score = log_prob / rules.norm.normaliser(tokens.len() + usize::from(ended), rules.alpha);
         self.finished.push(Hypothesis { tokens, log_prob, score });
     }
 
@@ -110,23 +169,28 @@ impl Search {
         rules: &BeamRules,
         cands: &mut Vec<(f64, u32, u32)>,
     ) {
-        let (beam, alpha) = (rules.beam, rules.alpha);
+        let beam = rules.beam;
         let live = std::mem::take(&mut self.live);
         if step == self.max_len {
             for (h, lp) in live.into_iter().zip(logp.chunks_exact(v)) {
                 match rules.end {
-                    Some(end) => self.finish(h.tokens, h.log_prob + lp[end as usize], true, alpha),
-                    None => self.finish(h.tokens, h.log_prob, false, alpha),
+                    Some(end) => self.finish(h.tokens, h.log_prob + lp[end as usize], true, rules),
+                    None => self.finish(h.tokens, h.log_prob, false, rules),
                 }
             }
             self.done = true;
             return;
         }
         cands.clear();
+        let mut repeats = Vec::new();
         for (hi, (h, lp)) in live.iter().zip(logp.chunks_exact(v)).enumerate() {
+            repeated_ngram_bans(&h.tokens, rules.no_repeat_ngram, &mut repeats);
+            let no_end = end_banned(h.tokens.len(), rules.min_len);
             for (tok, &l) in lp.iter().enumerate() {
-                if !rules.banned.contains(&(tok as u32)) {
-                    cands.push((h.log_prob + l, hi as u32, tok as u32));
+                let t = tok as u32;
+                let banned = rules.banned.contains(&t) || repeats.contains(&t) || (no_end && Some(t) == rules.end);
+                if !banned {
+                    cands.push((h.log_prob + l, hi as u32, t));
                 }
             }
         }
@@ -144,7 +208,7 @@ impl Search {
             if Some(tok) == rules.end {
                 // Only an end token that would have made the beam finishes a hypothesis.
                 if rank < beam {
-                    self.finish(parent.tokens.clone(), lp, true, alpha);
+                    self.finish(parent.tokens.clone(), lp, true, rules);
                 }
             } else {
                 let mut tokens = Vec::with_capacity(parent.tokens.len() + 1);
@@ -163,7 +227,7 @@ impl Search {
         let bound = self
             .live
             .iter()
-            .map(|h| h.log_prob / length_normaliser(self.max_len + 1, alpha))
+            .map(|h| h.log_prob / rules.norm.normaliser(self.max_len + 1, rules.alpha))
             .fold(f64::NEG_INFINITY, f64::max);
         let beaten = self.best().is_some_and(|b| bound <= b.score);
         self.done = self.live.is_empty() || self.finished.len() >= beam || beaten;
@@ -222,7 +286,15 @@ pub fn beam_search(model: &mut Transformer, prompt: &[u32], opts: &BeamOptions) 
     ensure!(block >= 2, "block_size {block} leaves no room to generate after the prompt");
     let max_len = opts.max_new_tokens.min(block - 1);
     let window = &prompt[prompt.len().saturating_sub(block - max_len)..];
-    let rules = BeamRules { beam: opts.beam, alpha: opts.length_penalty, end: opts.end, banned: &[] };
+    let rules = BeamRules {
+        beam: opts.beam,
+        alpha: opts.length_penalty,
+        norm: LengthNorm::Gnmt,
+        min_len: 0,
+        no_repeat_ngram: 0,
+        end: opts.end,
+        banned: &[],
+    };
     let mut cache = model.kv_cache(opts.beam)?;
     cache.reset(1)?;
     let mut logits = model.forward_cached(window, &[window.len()], window.len(), &mut cache, LogitRows::Last)?;

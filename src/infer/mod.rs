@@ -1,5 +1,5 @@
 //! Running a trained model: sampling (one prompt, a batch, beam search, llama2.c's loop),
-//! translation, and sentence embeddings.
+//! translation, summarization, and sentence embeddings.
 pub mod beam;
 pub mod checkpoint_sampler;
 pub mod embed;
@@ -7,5 +7,6 @@ pub mod embed_driver;
 pub mod llama2c;
 pub mod qa_span;
 pub mod sample;
+pub mod summarize;
 pub mod tensor_parallel;
 pub mod translate;

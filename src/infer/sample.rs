@@ -29,7 +29,8 @@
 
 use crate::data::Tokenizer;
 use crate::kernels::math::softmax_inplace;
-use crate::model::transformer::{LogitRows, Transformer};
+use crate::model::baseline::{BaselineLm, GenState};
+use crate::model::transformer::{KvCache, LogitRows, Transformer};
 use anyhow::{bail, ensure, Result};
 use rand::Rng;
 use std::ops::ControlFlow;
@@ -246,33 +247,112 @@ fn normalize(p: &mut [f32]) {
     p.iter_mut().for_each(|x| *x *= inv);
 }
 
+/// A model that extends one sequence a token at a time, keeping what it needs from the tokens
+/// before (a KV cache, a recurrent state): what [`generate_with`] drives.
+pub trait NextToken {
+    fn vocab_size(&self) -> usize;
+    /// Starts the sequence `ctx` (at least one token) afresh; returns the next token's logits.
+    fn start(&mut self, ctx: &[u32]) -> Result<&[f32]>;
+    /// `ctx` grew by its last token since the previous call; returns the next token's logits.
+    fn extend(&mut self, ctx: &[u32]) -> Result<&[f32]>;
+}
+
+/// A Transformer decoder on its KV cache ([`Transformer::forward_cached`]), for every decoder
+/// variant: the prompt is processed in one pass, then each step runs one token. Once the
+/// context reaches `block_size`, a step re-runs the last `block_size` tokens (learned positions
+/// run out, and every variant then sees exactly the window nanoGPT's `generate` crops to).
+pub struct CachedDecoder<'a> {
+    model: &'a mut Transformer,
+    cache: KvCache,
+}
+
+impl<'a> CachedDecoder<'a> {
+    pub fn new(model: &'a mut Transformer) -> Result<Self> {
+        let cache = model.kv_cache(1)?;
+        Ok(CachedDecoder { model, cache })
+    }
+}
+
+impl NextToken for CachedDecoder<'_> {
+    fn vocab_size(&self) -> usize {
+        self.model.config.vocab_size
+    }
+    fn start(&mut self, ctx: &[u32]) -> Result<&[f32]> {
+        self.cache.clear_row(0);
+        let window = &ctx[ctx.len().saturating_sub(self.model.config.block_size)..];
+        self.model.forward_cached(window, &[window.len()], window.len(), &mut self.cache, LogitRows::Last)
+    }
+    fn extend(&mut self, ctx: &[u32]) -> Result<&[f32]> {
+        if self.cache.len(0) == self.model.config.block_size {
+            return self.start(ctx);
+        }
+        let next = ctx[ctx.len() - 1];
+        self.model.forward_cached(&[next], &[1], 1, &mut self.cache, LogitRows::Last)
+    }
+}
+
+/// An LSTM or GRU carrying its hidden state, O(1) per token and no context limit, or the causal
+/// CNN over its receptive field ([`BaselineLm::step`]).
+pub struct BaselineStepper<'a> {
+    model: &'a mut BaselineLm,
+    state: GenState,
+}
+
+impl<'a> BaselineStepper<'a> {
+    pub fn new(model: &'a mut BaselineLm) -> Self {
+        let state = model.gen_state();
+        BaselineStepper { model, state }
+    }
+}
+
+impl NextToken for BaselineStepper<'_> {
+    fn vocab_size(&self) -> usize {
+        self.model.config.vocab_size
+    }
+    fn start(&mut self, ctx: &[u32]) -> Result<&[f32]> {
+        ensure!(!ctx.is_empty(), "the prompt must contain at least one token");
+        self.state = self.model.gen_state();
+        for &id in &ctx[..ctx.len() - 1] {
+            self.model.step(&mut self.state, id)?;
+        }
+        self.model.step(&mut self.state, ctx[ctx.len() - 1])
+    }
+    fn extend(&mut self, ctx: &[u32]) -> Result<&[f32]> {
+        self.model.step(&mut self.state, ctx[ctx.len() - 1])
+    }
+}
+
 /// Generates up to `opts.max_new_tokens` tokens after `prompt` with any decoder-only model,
 /// calling `on_token` with each new id as it is produced; generation ends early when it returns
-/// `ControlFlow::Break(())`. Returns the new tokens.
-///
-/// Runs on the model's KV cache ([`Transformer::forward_cached`]), for every decoder variant:
-/// the prompt is processed in one pass, then each step runs one token. Once the context
-/// reaches `block_size`, a step re-runs the last `block_size` tokens (learned positions run
-/// out, and every variant then sees exactly the window nanoGPT's `generate` crops to). Apart
-/// from the returned vector and the cache made at the start, nothing is allocated per token.
+/// `ControlFlow::Break(())`. Returns the new tokens. Runs on the KV cache ([`CachedDecoder`]).
 pub fn generate<R: Rng, F: TokenFlow>(
     model: &mut Transformer,
+    prompt: &[u32],
+    opts: &SampleOptions,
+    rng: &mut R,
+    on_token: impl FnMut(u32) -> F,
+) -> Result<Vec<u32>> {
+    generate_with(&mut CachedDecoder::new(model)?, prompt, opts, rng, on_token)
+}
+
+/// [`generate`] for any [`NextToken`] model. Apart from the returned vector, nothing is
+/// allocated per token.
+pub fn generate_with<R: Rng, F: TokenFlow>(
+    model: &mut impl NextToken,
     prompt: &[u32],
     opts: &SampleOptions,
     rng: &mut R,
     mut on_token: impl FnMut(u32) -> F,
 ) -> Result<Vec<u32>> {
     ensure!(!prompt.is_empty(), "the prompt must contain at least one token");
-    let (block, v) = (model.config.block_size, model.config.vocab_size);
+    let v = model.vocab_size();
     let mut sampler = Sampler::new(opts, v)?;
     sampler.reset(prompt);
-    let mut cache = model.kv_cache(1)?;
     let mut ctx: Vec<u32> = Vec::with_capacity(prompt.len() + opts.max_new_tokens);
     ctx.extend_from_slice(prompt);
     let mut out = Vec::with_capacity(opts.max_new_tokens);
     let mut logits = vec![0.0f32; v];
-    let window = &ctx[ctx.len().saturating_sub(block)..];
-    logits.copy_from_slice(model.forward_cached(window, &[window.len()], window.len(), &mut cache, LogitRows::Last)?);
+    logits.copy_from_slice(model.start(&ctx)?);
     for step in 0..opts.max_new_tokens {
         let next = sampler.pick(&logits, rng);
         sampler.observe(next);
@@ -281,13 +361,7 @@ pub fn generate<R: Rng, F: TokenFlow>(
         if on_token(next).should_stop() || step + 1 == opts.max_new_tokens {
             break;
         }
-        if cache.len(0) == block {
-            cache.clear_row(0);
-            let window = &ctx[ctx.len() - block..];
-            logits.copy_from_slice(model.forward_cached(window, &[block], block, &mut cache, LogitRows::Last)?);
-        } else {
-            logits.copy_from_slice(model.forward_cached(&[next], &[1], 1, &mut cache, LogitRows::Last)?);
-        }
+        logits.copy_from_slice(model.extend(&ctx)?);
     }
     Ok(out)
 }
@@ -489,6 +563,18 @@ pub fn generate_text<R: Rng>(
     prompt: &[u32],
     opts: &SampleOptions,
     rng: &mut R,
+    on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    generate_text_with(&mut CachedDecoder::new(model)?, tokenizer, prompt, opts, rng, on_text)
+}
+
+/// [`generate_text`] for any [`NextToken`] model.
+pub fn generate_text_with<R: Rng>(
+    model: &mut impl NextToken,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &SampleOptions,
+    rng: &mut R,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
     let mut stream = TextStream::new(&opts.stop, prompt.last().copied())?;
@@ -499,7 +585,7 @@ pub fn generate_text<R: Rng>(
             text.push_str(&piece);
         }
     };
-    generate(model, prompt, opts, rng, |id| match stream.push(tokenizer, id) {
+    generate_with(model, prompt, opts, rng, |id| match stream.push(tokenizer, id) {
         Ok((piece, stop)) => {
             emit(piece, &mut text);
             stopped_by = stop;

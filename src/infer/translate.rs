@@ -26,18 +26,31 @@ pub struct DecodeOptions {
     /// Most target tokens (EOS not counted); 0 = ⌊1.5·source length⌋ + 10 per sentence. Always
     /// capped at `block_size - 1`, so that BOS + the target (+ the final EOS prediction) fits.
     pub max_len: usize,
-    /// GNMT length-penalty exponent α: hypotheses are ranked by log p / ((5 + len) / 6)^α, len
-    /// counting EOS. 0 = plain log-probability.
+    /// Length-penalty exponent α: hypotheses are ranked by log p / normaliser(len), len counting
+    /// EOS; with `length_norm` GNMT, ((5 + len) / 6)^α, with Hf, len^α. 0 = plain log-probability.
     pub length_penalty: f32,
+    pub length_norm: LengthNorm,
+    /// EOS is banned before this many target tokens (HF `min_new_tokens`); 0 = no minimum.
+    pub min_len: usize,
+    /// No n-gram of this many tokens occurs twice in an output (HF `no_repeat_ngram_size`);
+    /// 0 = off.
+    pub no_repeat_ngram_size: usize,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { beam: 1, max_len: 0, length_penalty: 0.0 }
+        DecodeOptions {
+            beam: 1,
+            max_len: 0,
+            length_penalty: 0.0,
+            length_norm: LengthNorm::Gnmt,
+            min_len: 0,
+            no_repeat_ngram_size: 0,
+        }
     }
 }
 
-pub use crate::infer::beam::{length_normaliser, penalised_score, Hypothesis};
+pub use crate::infer::beam::{length_normaliser, penalised_score, Hypothesis, LengthNorm};
 
 /// Most target tokens (EOS not counted) for a source of `src_len` tokens.
 pub fn max_target_len(opts: &DecodeOptions, src_len: usize, block_size: usize) -> usize {
@@ -107,7 +120,15 @@ fn translate_group(
 ) -> Result<()> {
     let (v, block) = (model.config.vocab_size, model.config.block_size);
     let n = srcs.len();
-    let rules = BeamRules { beam: opts.beam, alpha: opts.length_penalty, end: Some(EOS), banned: &[PAD, BOS] };
+    let rules = BeamRules {
+        beam: opts.beam,
+        alpha: opts.length_penalty,
+        norm: opts.length_norm,
+        min_len: opts.min_len,
+        no_repeat_ngram: opts.no_repeat_ngram_size,
+        end: Some(EOS),
+        banned: &[PAD, BOS],
+    };
     // The source batch exactly as Seq2SeqBatch::fill builds it.
     let s = srcs.iter().map(Vec::len).max().unwrap_or(0).max(1);
     let mut src = vec![PAD; n * s];

@@ -5,6 +5,9 @@
 //!   model.safetensors      weights by nanoGPT name (f32); metadata `lmlab_config` (JSON)
 //!   optimizer.safetensors  optimizer state per parameter, torch.optim's names: exp_avg.<name>,
 //!                          exp_avg_sq.<name>, momentum_buffer.<name>, ...; metadata `optimizer`
+//!                          (a LoRA run: its trainable tensors only, the classifier and adapters)
+//!   lora.safetensors       a LoRA run's adapters `<layer>.lora_A.weight`, `.lora_B.weight`
+//!                          (model.safetensors keeps the frozen base); metadata `lora`
 //!   config.toml            the full run config
 //!   tokenizer.json         the tokenizer (character vocabulary or BPE)
 //!   state.json             step, optimizer name and update count, batch-sampler RNG state, f16
@@ -18,7 +21,8 @@ use super::atomic::write_dir_atomic;
 use super::tensors::{to_safetensors, TensorFile};
 use crate::config::RunConfig;
 use crate::data::Tokenizer;
-use crate::model::transformer::{Arch, ModelConfig, Transformer};
+use crate::model::transformer::{is_lora_tensor, Arch, LoraConfig, ModelConfig, Transformer};
+use crate::model::LanguageModel;
 use crate::optim::{Optimizer, OptimizerState};
 use anyhow::{bail, ensure, Context, Result};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -98,21 +102,22 @@ fn adamw() -> String {
     "adamw".into()
 }
 
-/// Everything a checkpoint holds, loaded.
-pub struct Checkpoint {
+/// Everything a checkpoint holds, loaded: a Transformer ([`load`]) or any language model
+/// ([`load_lm`]; the baselines of `crate::model::baseline`).
+pub struct Checkpoint<M = Transformer> {
     pub run_config: RunConfig,
     pub tokenizer: Tokenizer,
-    pub model: Transformer,
+    pub model: M,
     /// Optimizer state (absent when loaded for inference only).
     pub optimizer: Option<OptimizerState>,
     pub state: TrainState,
 }
 
-impl Checkpoint {
+impl<M: LanguageModel> Checkpoint<M> {
     /// A clear error when `lmlab COMMAND` meets a checkpoint (loaded from `dir`) of the wrong
     /// kind of model.
     pub fn require_arch(&self, want: Arch, dir: &Path, command: &str) -> Result<()> {
-        let got = self.model.config.arch;
+        let got = self.model.config().arch;
         let name = |a: Arch| serde_json::to_string(&a).unwrap_or_default();
         ensure!(
             got == want,
@@ -139,9 +144,9 @@ impl CheckpointFiles {
     }
 }
 
-pub fn save(
+pub fn save<M: LanguageModel>(
     dir: &Path,
-    model: &Transformer,
+    model: &M,
     opt: &Optimizer,
     run: &RunConfig,
     tok: &Tokenizer,
@@ -151,8 +156,8 @@ pub fn save(
 }
 
 /// The files of a checkpoint directory.
-pub const FILES: [&str; 5] =
-    ["model.safetensors", "optimizer.safetensors", "config.toml", "tokenizer.json", "state.json"];
+pub const FILES: [&str; 6] =
+    ["model.safetensors", "optimizer.safetensors", "lora.safetensors", "config.toml", "tokenizer.json", "state.json"];
 
 /// Writes a checkpoint at step 0 of a model that lmlab did not train (an imported one): the
 /// default run config with the model's `[model]` section, fresh optimizer state (zeros) and the
@@ -171,6 +176,24 @@ pub fn save_new(dir: &Path, model: &Transformer, tok: &Tokenizer) -> Result<()> 
     let files = encode(model, &opt, &run, tok, &state)?;
     super::atomic::check_replaceable(dir, &FILES)?;
     files.write(dir)
+}
+
+/// `lmlab merge-lora`: loads the LoRA checkpoint `dir`, folds its adapters into the weights
+/// (W + (alpha/rank)·B·A, [`Transformer::merge_lora`]) and writes `out`, a plain checkpoint of
+/// the same run (config without `[lora]`, the training state and its label names kept, fresh
+/// optimizer state) whose outputs equal the adapted model's. Returns the adapters' rank and
+/// how many layers were merged.
+pub fn save_merged_lora(dir: &Path, out: &Path) -> Result<(usize, usize)> {
+    let mut ck = load(dir, 1, false)?;
+    let Some(l) = ck.run_config.lora.take() else {
+        bail!("{} is not a LoRA checkpoint (its config has no [lora] section)", dir.display())
+    };
+    let layers = ck.model.layout.tensors.iter().filter(|t| t.name.ends_with(".lora_A.weight")).count();
+    ck.model.merge_lora()?;
+    let opt = ck.run_config.optim.build(&ck.model.layout)?;
+    super::atomic::check_replaceable(out, &FILES)?;
+    encode(&ck.model, &opt, &ck.run_config, &ck.tokenizer, &ck.state)?.write(out)?;
+    Ok((l.rank, layers))
 }
 
 /// What a directory may hold for [`save_quantized`] to replace it: a float checkpoint's files
@@ -209,22 +232,32 @@ pub fn save_quantized(dir: &Path, model: &Transformer, run: &RunConfig, tok: &To
 /// `model.safetensors`: the parameters that `keep` accepts (by name), with the model config as
 /// the one metadata key (safetensors writes its metadata map in hash order, and two identical
 /// runs must write identical files).
-fn model_file(model: &Transformer, keep: impl Fn(&str) -> bool) -> Result<Vec<u8>> {
-    let cfg_json = serde_json::to_string(&model.config)?;
+fn model_file<M: LanguageModel>(model: &M, keep: impl Fn(&str) -> bool) -> Result<Vec<u8>> {
+    params_file(model, keep, ("lmlab_config", serde_json::to_string(model.config())?))
+}
+
+/// The parameters that `keep` accepts, by name, with one metadata entry.
+fn params_file<M: LanguageModel>(model: &M, keep: impl Fn(&str) -> bool, meta: (&str, String)) -> Result<Vec<u8>> {
+    let params = model.params();
     let weights: Vec<(String, Vec<usize>, &[f32])> = model
-        .layout
+        .layout()
         .tensors
         .iter()
         .filter(|t| keep(&t.name))
-        .map(|t| (t.name.clone(), t.shape.clone(), &model.params[t.range()]))
+        .map(|t| (t.name.clone(), t.shape.clone(), &params[t.range()]))
         .collect();
-    to_safetensors(&weights, HashMap::from([("lmlab_config".to_string(), cfg_json)]))
+    to_safetensors(&weights, HashMap::from([(meta.0.to_string(), meta.1)]))
+}
+
+/// `lora.safetensors`: a LoRA model's adapters, with its `[lora]` settings as metadata.
+fn lora_file(model: &Transformer, l: &LoraConfig) -> Result<Vec<u8>> {
+    params_file(model, is_lora_tensor, ("lora", serde_json::to_string(l)?))
 }
 
 /// Encodes a checkpoint's files. Fails, naming the tensor, when a weight is NaN or infinite:
 /// such a checkpoint could not be loaded, and writing it would destroy the last good one.
-pub fn encode(
-    model: &Transformer,
+pub fn encode<M: LanguageModel>(
+    model: &M,
     opt: &Optimizer,
     run: &RunConfig,
     tok: &Tokenizer,
@@ -233,12 +266,15 @@ pub fn encode(
     if let Some((name, x)) = model.first_nonfinite_param() {
         bail!("refusing to write a checkpoint at step {}: weight {name} holds {x} (training diverged)", state.step);
     }
-    let model_bytes = model_file(model, |_| true)?;
+    let model_bytes = model_file(model, |name| !is_lora_tensor(name))?;
     let state_bufs = opt.state_tensors();
+    // A LoRA run's optimizer holds state for its trainable tail only (`Transformer::lora_window`).
+    let window = opt.shard_range().unwrap_or(0..model.layout().total);
     let mut moments = Vec::new();
-    for t in &model.layout.tensors {
+    for t in model.layout().tensors.iter().filter(|t| t.offset >= window.start) {
+        let r = t.offset - window.start..t.offset - window.start + t.numel();
         for (state, buf) in &state_bufs {
-            moments.push((format!("{state}.{}", t.name), t.shape.clone(), &buf[t.range()]));
+            moments.push((format!("{state}.{}", t.name), t.shape.clone(), &buf[r.clone()]));
         }
     }
     let opt_bytes = to_safetensors(&moments, HashMap::from([("optimizer".to_string(), opt.name().to_string())]))?;
@@ -250,10 +286,13 @@ pub fn encode(
         ("config.toml", config_bytes),
         ("tokenizer.json", tok_bytes),
     ];
+    if let Some((t, l)) = model.as_transformer().and_then(|t| Some((t, t.lora()?))) {
+        files.push(("lora.safetensors", lora_file(t, l)?));
+    }
     let checksums = files.iter().map(|(n, b)| (n.to_string(), crc32fast::hash(b))).collect();
     let state_file = StateFile {
         format: FORMAT.into(),
-        model_config: model.config.clone(),
+        model_config: model.config().clone(),
         optimizer: opt.name().into(),
         optimizer_steps: opt.steps(),
         state: state.clone(),
@@ -284,13 +323,25 @@ pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkp
     load_impl(dir, max_batch, with_optimizer, false)
 }
 
-/// Loads a checkpoint's model for inference only ([`Transformer::new_inference`]: no
-/// gradients, activation buffers shared by the blocks), without the optimizer state.
-pub fn load_inference(dir: &Path, max_batch: usize) -> Result<Checkpoint> {
-    load_impl(dir, max_batch, false, true)
+/// [`load`] or [`load_inference`] (`inference`) for a checkpoint of any language model `M`; the
+/// model kind it holds is `model.arch` in `state.json` ([`stored_arch`]), and loading a
+/// checkpoint as the wrong kind is an error that names both.
+pub fn load_lm<M: LanguageModel>(
+    dir: &Path,
+    max_batch: usize,
+    with_optimizer: bool,
+    inference: bool,
+) -> Result<Checkpoint<M>> {
+    load_impl(dir, max_batch, with_optimizer, inference)
 }
 
-fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool) -> Result<Checkpoint> {
+/// The `model.arch` a checkpoint holds (read from its `state.json`), to choose the model type
+/// to load it as.
+pub fn stored_arch(dir: &Path) -> Result<Arch> {
+    Ok(read_state_file(dir)?.model_config.arch)
+}
+
+fn read_state_file(dir: &Path) -> Result<StateFile> {
     ensure!(dir.is_dir(), "checkpoint directory {} does not exist", dir.display());
     let state_path = dir.join("state.json");
     let state_text =
@@ -298,6 +349,22 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
     let sf: StateFile =
         serde_json::from_str(&state_text).with_context(|| format!("{} is corrupted", state_path.display()))?;
     ensure!(sf.format == FORMAT, "{} has format {:?}, expected {FORMAT:?}", state_path.display(), sf.format);
+    Ok(sf)
+}
+
+/// Loads a checkpoint's model for inference only ([`Transformer::new_inference`]: no
+/// gradients, activation buffers shared by the blocks), without the optimizer state.
+pub fn load_inference(dir: &Path, max_batch: usize) -> Result<Checkpoint> {
+    load_impl(dir, max_batch, false, true)
+}
+
+fn load_impl<M: LanguageModel>(
+    dir: &Path,
+    max_batch: usize,
+    with_optimizer: bool,
+    inference: bool,
+) -> Result<Checkpoint<M>> {
+    let sf = read_state_file(dir)?;
 
     let run_config =
         RunConfig::from_toml_str(&String::from_utf8(read_checked(dir, "config.toml", &sf.checksums)?)?, &[])
@@ -312,12 +379,13 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
 
     let model_bytes = read_checked(dir, "model.safetensors", &sf.checksums)?;
     let tf = TensorFile::parse(&model_bytes, "model.safetensors")?;
-    let mut model = if inference {
-        Transformer::new_inference(sf.model_config.clone(), max_batch)?
-    } else {
-        Transformer::new(sf.model_config.clone(), max_batch)?
-    };
+    let mut model = M::build(sf.model_config.clone(), max_batch, inference).with_context(|| {
+        format!("checkpoint {} holds model.arch = \"{}\"", dir.display(), sf.model_config.arch.name())
+    })?;
     if sf.checksums.contains_key("quant.safetensors") {
+        let Some(t) = model.as_transformer_mut() else {
+            bail!("{}: only Transformers are quantized", dir.display());
+        };
         ensure!(
             !with_optimizer,
             "{} is a quantized checkpoint: it has no optimizer state and cannot be trained or resumed",
@@ -325,14 +393,34 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
         );
         let (_, mats) = super::quant_checkpoint::decode(&read_checked(dir, "quant.safetensors", &sf.checksums)?)?;
         let quantized: Vec<&str> = mats.iter().map(|(n, _)| n.as_str()).collect();
-        load_params_except(&mut model, &tf, &quantized)?;
+        load_params_except(t, &tf, &quantized)?;
         for (name, m) in mats {
-            model.set_quantized(&name, m).with_context(|| format!("quant.safetensors: tensor {name}"))?;
+            t.set_quantized(&name, m).with_context(|| format!("quant.safetensors: tensor {name}"))?;
         }
-        ensure!(model.params.iter().all(|x| x.is_finite()), "quant.safetensors holds NaN or infinite weights");
+        ensure!(t.params.iter().all(|x| x.is_finite()), "quant.safetensors holds NaN or infinite weights");
         return Ok(Checkpoint { run_config, tokenizer, model, optimizer: None, state: sf.state });
     }
     load_params(&mut model, &tf)?;
+    if let Some(l) = &run_config.lora {
+        let Some(model) = model.as_transformer_mut() else {
+            bail!("{}: [lora] adapts Transformers only", dir.display());
+        };
+        // The adapters: added to the base model as the run added them, then read back.
+        model.add_lora(l, run_config.train.seed).with_context(|| format!("checkpoint {}: [lora]", dir.display()))?;
+        let bytes = read_checked(dir, "lora.safetensors", &sf.checksums)?;
+        let lf = TensorFile::parse(&bytes, "lora.safetensors")?;
+        for t in model.layout.tensors.iter().filter(|t| is_lora_tensor(&t.name)) {
+            lf.read_f32_into(&t.name, &t.shape, &mut model.params[t.range()])?;
+        }
+        ensure!(
+            lf.st.names().len() == model.layout.tensors.iter().filter(|t| is_lora_tensor(&t.name)).count(),
+            "{}: lora.safetensors holds adapters for layers that [lora] targets do not name",
+            dir.display()
+        );
+        if let Some((name, _)) = model.first_nonfinite_param() {
+            bail!("{}: lora.safetensors: {name} holds NaN or infinity", dir.display());
+        }
+    }
 
     let optimizer = if with_optimizer {
         let bytes = read_checked(dir, "optimizer.safetensors", &sf.checksums)?;
@@ -342,10 +430,13 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
         names.sort_unstable();
         names.dedup();
         let mut buffers = Vec::new();
+        // A LoRA run keeps state for its trainable tail only.
+        let window = model.as_transformer().and_then(|t| t.lora_window()).unwrap_or(0..model.layout().total);
         for state in names {
-            let mut buf = vec![0.0; model.layout.total];
-            for t in &model.layout.tensors {
-                of.read_f32_into(&format!("{state}.{}", t.name), &t.shape, &mut buf[t.range()])?;
+            let mut buf = vec![0.0; window.len()];
+            for t in model.layout().tensors.iter().filter(|t| t.offset >= window.start) {
+                let r = t.offset - window.start..t.offset - window.start + t.numel();
+                of.read_f32_into(&format!("{state}.{}", t.name), &t.shape, &mut buf[r])?;
             }
             buffers.push((state.to_string(), buf));
         }
@@ -357,26 +448,27 @@ fn load_impl(dir: &Path, max_batch: usize, with_optimizer: bool, inference: bool
 }
 
 /// Copies every parameter of `model` from `tf` by name, checking shapes.
-pub fn load_params(model: &mut Transformer, tf: &TensorFile) -> Result<()> {
+pub fn load_params<M: LanguageModel>(model: &mut M, tf: &TensorFile) -> Result<()> {
     load_params_except(model, tf, &[])
 }
 
 /// [`load_params`] for every parameter but those named in `absent` (a quantized checkpoint's
 /// quantized weights), which `tf` must not hold.
-fn load_params_except(model: &mut Transformer, tf: &TensorFile, absent: &[&str]) -> Result<()> {
+fn load_params_except<M: LanguageModel>(model: &mut M, tf: &TensorFile, absent: &[&str]) -> Result<()> {
     let mut names: Vec<&str> = tf.st.names().into_iter().map(|s| s.as_str()).collect();
     names.sort();
-    for t in &model.layout.tensors {
+    let tensors = model.layout().tensors.clone();
+    for t in &tensors {
         if absent.contains(&t.name.as_str()) {
             ensure!(tf.st.tensor(&t.name).is_err(), "{} is both in model.safetensors and quantized", t.name);
             continue;
         }
-        tf.read_f32_into(&t.name, &t.shape, &mut model.params[t.range()])?;
+        tf.read_f32_into(&t.name, &t.shape, &mut model.params_mut()[t.range()])?;
     }
-    if let Some(extra) = names.iter().find(|n| model.layout.get(n).is_none()) {
+    if let Some(extra) = names.iter().find(|n| model.layout().get(n).is_none()) {
         bail!("model.safetensors has a tensor {extra} that this model does not have");
     }
-    if model.params.iter().any(|x| !x.is_finite()) {
+    if model.params().iter().any(|x| !x.is_finite()) {
         bail!("model.safetensors contains NaN or infinite weights");
     }
     Ok(())

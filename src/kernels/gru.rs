@@ -10,7 +10,7 @@
 //! (n's recurrent part, which r scales); `hidden` (T, B, H) h_t; `scratch` ([`gru_scratch_len`]).
 
 use super::activation::sigmoid;
-use super::lstm::add_times_rows;
+use super::lstm::{add_times_rows, step_products, RnnWeights};
 use super::matmul::{matmul_backward, matmul_forward};
 
 /// Floats of scratch [`gru_forward`] and [`gru_backward`] need.
@@ -47,22 +47,49 @@ pub fn gru_forward(
         let (done, now) = hidden.split_at_mut(s * b * h);
         let h_prev: &[f32] = if s == 0 { zeros } else { &done[(s - 1) * b * h..] };
         matmul_forward(rec, h_prev, w_hh, Some(b_hh), b, h, g3);
+        // The cell updates h in place: start from h_{t−1}.
+        now[..b * h].copy_from_slice(&h_prev[..b * h]);
         for bi in 0..b {
             let px = &xw[(bi * t + s) * g3..(bi * t + s + 1) * g3];
-            let ph = &rec[bi * g3..(bi + 1) * g3];
             let gt = &mut gates[(s * b + bi) * g3..(s * b + bi + 1) * g3];
-            for k in 0..h {
-                let r = sigmoid(px[k] + ph[k]);
-                let z = sigmoid(px[h + k] + ph[h + k]);
-                let hn_k = ph[2 * h + k];
-                let n = (px[2 * h + k] + r * hn_k).tanh();
-                (gt[k], gt[h + k], gt[2 * h + k]) = (r, z, n);
-                hn[(s * b + bi) * h + k] = hn_k;
-                let hv = (1.0 - z) * n + z * h_prev[bi * h + k];
-                now[bi * h + k] = hv;
-                out[(bi * t + s) * h + k] = hv;
-            }
+            let hn_row = &mut hn[(s * b + bi) * h..(s * b + bi + 1) * h];
+            let hv = &mut now[bi * h..(bi + 1) * h];
+            gru_cell(gt, hn_row, hv, px, &rec[bi * g3..(bi + 1) * g3]);
+            out[(bi * t + s) * h..(bi * t + s + 1) * h].copy_from_slice(hv);
         }
+    }
+}
+
+/// One step of one sequence: the activated gates `gt` (3H), n's recurrent part `hn` (H) and the
+/// state `hv` (H; h_{t−1} in, h_t out), from the input and recurrent pre-activations (3H each).
+#[inline]
+fn gru_cell(gt: &mut [f32], hn: &mut [f32], hv: &mut [f32], px: &[f32], ph: &[f32]) {
+    let h = hv.len();
+    for k in 0..h {
+        let r = sigmoid(px[k] + ph[k]);
+        let z = sigmoid(px[h + k] + ph[h + k]);
+        hn[k] = ph[2 * h + k];
+        let n = (px[2 * h + k] + r * hn[k]).tanh();
+        (gt[k], gt[h + k], gt[2 * h + k]) = (r, z, n);
+        hv[k] = (1.0 - z) * n + z * hv[k];
+    }
+}
+
+/// Floats of scratch [`gru_step`] needs.
+pub fn gru_step_scratch_len(b: usize, h: usize) -> usize {
+    // x·W_ihᵀ and h·W_hhᵀ (B, 3H each), one row's gates (3H) and hn (H)
+    2 * b * 3 * h + 4 * h
+}
+
+/// One time step from a carried state, for generation: `h_state` (B, H) goes from step t − 1
+/// to step t given x (B, I). The same arithmetic as one step of [`gru_forward`].
+pub fn gru_step(h_state: &mut [f32], scratch: &mut [f32], x: &[f32], w: RnnWeights, (b, i, h): (usize, usize, usize)) {
+    let g3 = 3 * h;
+    let (xw, rec, rest) = step_products(scratch, x, h_state, w, (b, i, h, g3));
+    let (gt, hn) = rest.split_at_mut(g3);
+    for bi in 0..b {
+        let hv = &mut h_state[bi * h..(bi + 1) * h];
+        gru_cell(gt, &mut hn[..h], hv, &xw[bi * g3..(bi + 1) * g3], &rec[bi * g3..(bi + 1) * g3]);
     }
 }
 

@@ -47,26 +47,89 @@ pub fn lstm_forward(
     for s in 0..t {
         let (done_h, now_h) = hidden.split_at_mut(s * b * h);
         let (done_c, now_c) = cells.split_at_mut(s * b * h);
-        let (h_prev, c_prev): (&[f32], &[f32]) =
-            if s == 0 { (zeros, zeros) } else { (&done_h[(s - 1) * b * h..], &done_c[(s - 1) * b * h..]) };
+        let now_c = &mut now_c[..b * h];
+        let h_prev: &[f32] = if s == 0 { zeros } else { &done_h[(s - 1) * b * h..] };
+        // The cell updates c in place: start from c_{t−1}.
+        match s {
+            0 => now_c.fill(0.0),
+            _ => now_c.copy_from_slice(&done_c[(s - 1) * b * h..s * b * h]),
+        }
         matmul_forward(rec, h_prev, w_hh, Some(b_hh), b, h, g4);
         for bi in 0..b {
             let pre_x = &xw[(bi * t + s) * g4..(bi * t + s + 1) * g4];
-            let pre_h = &rec[bi * g4..(bi + 1) * g4];
             let gt = &mut gates[(s * b + bi) * g4..(s * b + bi + 1) * g4];
-            for k in 0..h {
-                let p = |q: usize| pre_x[q * h + k] + pre_h[q * h + k];
-                gt[k] = sigmoid(p(0));
-                gt[h + k] = sigmoid(p(1));
-                gt[2 * h + k] = p(2).tanh();
-                gt[3 * h + k] = sigmoid(p(3));
-                let c = gt[h + k] * c_prev[bi * h + k] + gt[k] * gt[2 * h + k];
-                now_c[bi * h + k] = c;
-                let hv = gt[3 * h + k] * c.tanh();
-                now_h[bi * h + k] = hv;
-                out[(bi * t + s) * h + k] = hv;
-            }
+            let hv = &mut now_h[bi * h..(bi + 1) * h];
+            lstm_cell(gt, &mut now_c[bi * h..(bi + 1) * h], hv, pre_x, &rec[bi * g4..(bi + 1) * g4]);
+            out[(bi * t + s) * h..(bi * t + s + 1) * h].copy_from_slice(hv);
         }
+    }
+}
+
+/// One step of one sequence: the activated gates `gt` (4H), the cell state `c` (H; c_{t−1} in,
+/// c_t out) and `hv` = h_t (H), from the input and recurrent pre-activations (4H each).
+#[inline]
+fn lstm_cell(gt: &mut [f32], c: &mut [f32], hv: &mut [f32], pre_x: &[f32], pre_h: &[f32]) {
+    let h = c.len();
+    for k in 0..h {
+        let p = |q: usize| pre_x[q * h + k] + pre_h[q * h + k];
+        gt[k] = sigmoid(p(0));
+        gt[h + k] = sigmoid(p(1));
+        gt[2 * h + k] = p(2).tanh();
+        gt[3 * h + k] = sigmoid(p(3));
+        c[k] = gt[h + k] * c[k] + gt[k] * gt[2 * h + k];
+        hv[k] = gt[3 * h + k] * c[k].tanh();
+    }
+}
+
+/// Floats of scratch [`lstm_step`] needs.
+pub fn lstm_step_scratch_len(b: usize, h: usize) -> usize {
+    // x·W_ihᵀ and h·W_hhᵀ (B, 4H each), one row's gates (4H)
+    2 * b * 4 * h + 4 * h
+}
+
+/// One recurrent layer's weights (PyTorch's `weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`,
+/// `bias_hh_l0`), for the single-step kernels.
+#[derive(Clone, Copy)]
+pub struct RnnWeights<'a> {
+    pub w_ih: &'a [f32],
+    pub w_hh: &'a [f32],
+    pub b_ih: &'a [f32],
+    pub b_hh: &'a [f32],
+}
+
+/// The two products of one step from a carried state h (B, H), for the LSTM and the GRU:
+/// x·W_ihᵀ + b_ih and h·W_hhᵀ + b_hh (B, G·H each, G·H = `gh`), at the front of `scratch`;
+/// returns them and the rest of `scratch`.
+pub(crate) fn step_products<'s>(
+    scratch: &'s mut [f32],
+    x: &[f32],
+    h_state: &[f32],
+    w: RnnWeights,
+    (b, i, h, gh): (usize, usize, usize, usize),
+) -> (&'s [f32], &'s [f32], &'s mut [f32]) {
+    let (xw, rest) = scratch.split_at_mut(b * gh);
+    let (rec, rest) = rest.split_at_mut(b * gh);
+    matmul_forward(xw, x, w.w_ih, Some(w.b_ih), b, i, gh);
+    matmul_forward(rec, h_state, w.w_hh, Some(w.b_hh), b, h, gh);
+    (xw, rec, rest)
+}
+
+/// One time step from a carried state, for generation (the state is what makes it O(1) per
+/// token): `h_state` and `c_state` (B, H) go from step t − 1 to step t given x (B, I). The same
+/// arithmetic as one step of [`lstm_forward`].
+pub fn lstm_step(
+    h_state: &mut [f32],
+    c_state: &mut [f32],
+    scratch: &mut [f32],
+    x: &[f32],
+    w: RnnWeights,
+    (b, i, h): (usize, usize, usize),
+) {
+    let g4 = 4 * h;
+    let (xw, rec, rest) = step_products(scratch, x, h_state, w, (b, i, h, g4));
+    for bi in 0..b {
+        let (c, hv) = (&mut c_state[bi * h..(bi + 1) * h], &mut h_state[bi * h..(bi + 1) * h]);
+        lstm_cell(&mut rest[..g4], c, hv, &xw[bi * g4..(bi + 1) * g4], &rec[bi * g4..(bi + 1) * g4]);
     }
 }
 

@@ -46,12 +46,36 @@ pub fn matmul_backward(
     sgemm(false, false, n, c, oc, 1.0, dout, oc, weight, c, 0.0, dinp, c, Threads::Pool);
     sgemm(true, false, oc, c, n, 1.0, dout, oc, inp, c, 1.0, dweight, c, Threads::Pool);
     if let Some(db) = dbias {
-        db.par_chunks_mut(COLUMN_CHUNK).enumerate().for_each(|(j, db)| {
-            let c0 = j * COLUMN_CHUNK;
-            for row in 0..n {
-                let d = &dout[row * oc + c0..row * oc + c0 + db.len()];
-                db.iter_mut().zip(d).for_each(|(b, d)| *b += d);
-            }
-        });
+        bias_backward(db, dout, n, oc);
     }
+}
+
+/// [`matmul_backward`] of a layer whose weight is frozen (LoRA's base weights, `train.freeze`):
+/// dinp (N, C) = dout · weight (overwritten) and dbias (OC) += Σ_n dout when the bias trains;
+/// the weight-gradient GEMM (as many flops as the input-gradient one) is skipped.
+pub fn matmul_backward_frozen(
+    dinp: &mut [f32],
+    dbias: Option<&mut [f32]>,
+    dout: &[f32],
+    weight: &[f32],
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    let _p = crate::profile::scope(crate::profile::Op::MatmulBwd);
+    sgemm(false, false, n, c, oc, 1.0, dout, oc, weight, c, 0.0, dinp, c, Threads::Pool);
+    if let Some(db) = dbias {
+        bias_backward(db, dout, n, oc);
+    }
+}
+
+/// dbias (OC) += Σ_n dout (N, OC), in parallel over column chunks.
+fn bias_backward(db: &mut [f32], dout: &[f32], n: usize, oc: usize) {
+    db.par_chunks_mut(COLUMN_CHUNK).enumerate().for_each(|(j, db)| {
+        let c0 = j * COLUMN_CHUNK;
+        for row in 0..n {
+            let d = &dout[row * oc + c0..row * oc + c0 + db.len()];
+            db.iter_mut().zip(d).for_each(|(b, d)| *b += d);
+        }
+    });
 }

@@ -25,6 +25,7 @@ pub mod general_attention;
 pub mod gru;
 pub mod isa;
 pub mod layernorm;
+pub mod lora;
 pub mod lstm;
 pub mod math;
 pub mod matmul;

@@ -1,7 +1,10 @@
 //! Architectures assembled from kernels: parameter layout, forward, backward.
+pub mod baseline;
 pub mod init;
 pub mod layout;
+pub mod lm;
 pub mod transformer;
 
 pub use init::InitScheme;
 pub use layout::{ParamKind, ParamLayout, TensorView};
+pub use lm::LanguageModel;

@@ -56,25 +56,7 @@ const KINDS: [(&str, ParamKind); 4] = [
     ("norm", ParamKind::Norm),
 ];
 
-/// `*` wildcard matching (any run of characters, possibly empty).
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
+pub use crate::util::glob_match;
 
 impl GroupRule {
     /// Whether the rule applies to the tensor `name` of `kind`.

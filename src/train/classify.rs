@@ -149,6 +149,77 @@ pub fn predict(model: &mut Transformer, tok: &Tokenizer, texts: &[String], max_l
     Ok(out)
 }
 
+/// A classifier checkpoint's predictions on a file of texts ([`predict_file`]).
+pub struct FilePredictions {
+    /// The checkpoint's class names, in class-index order.
+    pub label_names: Vec<String>,
+    /// The predicted class name of each text.
+    pub predicted: Vec<String>,
+    /// The file's own labels (formats `sst2` and `trec`; None for plain text).
+    pub gold: Option<Vec<String>>,
+}
+
+impl FilePredictions {
+    /// Share of texts whose prediction is the file's label, when it has labels.
+    pub fn accuracy(&self) -> Option<f64> {
+        let g = self.gold.as_ref()?;
+        let hits = g.iter().zip(&self.predicted).filter(|(a, b)| a == b).count();
+        Some(hits as f64 / g.len().max(1) as f64)
+    }
+}
+
+/// The class names a classifier checkpoint was trained with: saved in its training state
+/// (`state.json`), or, for a checkpoint from before they were saved there, those of the
+/// training file its config names.
+pub fn checkpoint_labels(ck: &checkpoint::Checkpoint) -> Result<Vec<String>> {
+    let saved = ck.state.task.as_ref().and_then(|t| serde_json::from_value::<SamplerState>(t.clone()).ok());
+    if let Some(s) = saved.filter(|s| !s.labels.is_empty()) {
+        return Ok(s.labels);
+    }
+    let d = &ck.run_config.data;
+    let set = load(&d.format, Path::new(&d.train), None).with_context(|| {
+        format!("the checkpoint saves no label names, and its training file {} (to read them from) failed", d.train)
+    })?;
+    Ok(set.label_names)
+}
+
+/// Predicts the class of every text of `input` with the classifier checkpoint `dir`:
+/// `format` `sst2` (TSV with a header), `trec` (coarse labels) or `text` (one text per line);
+/// None: the checkpoint's `data.format`. A labelled file's labels must be classes the
+/// checkpoint knows (an error names the first that is not).
+pub fn predict_file(dir: &Path, input: &Path, format: Option<&str>, batch: usize) -> Result<FilePredictions> {
+    let ck = checkpoint::load(dir, batch, false)?;
+    ensure!(
+        ck.model.config.arch == crate::model::transformer::Arch::Encoder
+            && ck.run_config.data.task == crate::config::Task::Classify,
+        "{} is not a classifier checkpoint (data.task = \"classify\")",
+        dir.display()
+    );
+    let label_names = checkpoint_labels(&ck)?;
+    ensure!(
+        label_names.len() == ck.model.config.num_classes,
+        "{}: {} label names for a {}-class classifier",
+        dir.display(),
+        label_names.len(),
+        ck.model.config.num_classes
+    );
+    let format = format.unwrap_or(&ck.run_config.data.format);
+    let (texts, gold) = match format {
+        "text" => (crate::util::read_lines(input)?, None),
+        "sst2" | "trec" => {
+            let set = load(format, input, Some(&label_names))
+                .with_context(|| format!("{}: its labels must be the checkpoint's {label_names:?}", input.display()))?;
+            let gold = set.labels.iter().map(|&l| label_names[l].clone()).collect();
+            (set.texts, Some(gold))
+        }
+        other => bail!("unknown input format {other:?}: use sst2, trec or text"),
+    };
+    let mut model = ck.model;
+    let pred = predict(&mut model, &ck.tokenizer, &texts, ck.run_config.data.max_len)?;
+    let predicted = pred.into_iter().map(|k| label_names[k].clone()).collect();
+    Ok(FilePredictions { label_names, predicted, gold })
+}
+
 fn load(format: &str, path: &Path, names: Option<&[String]>) -> Result<LabelledText> {
     let set = match format {
         "sst2" => LabelledText::load_sst2(path)?,
@@ -176,6 +247,9 @@ struct RowSampler {
 struct SamplerState {
     shuffles: u64,
     cursor: usize,
+    /// The training file's label names, class index order: `lmlab classify` prints them.
+    #[serde(default)]
+    labels: Vec<String>,
 }
 
 impl RowSampler {
@@ -195,8 +269,8 @@ impl RowSampler {
         &self.rows[start..self.cursor]
     }
 
-    fn state(&self) -> SamplerState {
-        SamplerState { shuffles: self.shuffles, cursor: self.cursor }
+    fn state(&self, labels: &[String]) -> SamplerState {
+        SamplerState { shuffles: self.shuffles, cursor: self.cursor, labels: labels.to_vec() }
     }
 
     /// Replays the saved number of shuffles; the RNG must come out as saved, else the data
@@ -339,7 +413,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
                 step,
                 rng: sampler.rng.clone(),
                 record: record.clone(),
-                task: Some(serde_json::to_value(sampler.state())?),
+                task: Some(serde_json::to_value(sampler.state(&train_set.label_names))?),
                 loss_scaler,
             };
             checkpoint::encode(model, full.as_ref().unwrap_or(opt), cfg, &tokenizer, &state)

@@ -12,7 +12,9 @@ use crate::data::{Batch, CharTokenizer, TokenDataset, Tokenizer};
 use crate::inspect::HealthMonitor;
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
+use crate::model::baseline::BaselineLm;
 use crate::model::transformer::Transformer;
+use crate::model::LanguageModel;
 use crate::optim::{clip_factor, clip_grad_value, grad_norm, Clipping, LrSchedule, Optimizer};
 use crate::optim::{LossScaler, ScaleOutcome};
 use crate::util::{read_corpus, thread_pool};
@@ -25,9 +27,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Everything one optimizer step needs, preallocated: after the first step, [`Trainer::step`]
-/// allocates nothing.
-pub struct Trainer {
-    pub model: Transformer,
+/// allocates nothing. `M` is the language model: the Transformer, or a baseline without
+/// self-attention ([`BaselineLm`]).
+pub struct Trainer<M = Transformer> {
+    pub model: M,
     pub opt: Optimizer,
     pub schedule: LrSchedule,
     pub clip: Clipping,
@@ -56,7 +59,7 @@ pub struct StepStats {
     pub loss_scale: f32,
 }
 
-impl Trainer {
+impl<M: LanguageModel> Trainer<M> {
     /// One optimizer step on `accum` fresh micro-batches from `train_tokens`.
     pub fn step(&mut self, train_tokens: &[u32]) -> Result<StepStats> {
         let lr = self.schedule.lr(self.step);
@@ -72,7 +75,8 @@ impl Trainer {
                 sample_batch_shard(train_tokens, &mut self.batch, &mut self.rng, world.size(), world.rank());
             }
             if let Some(teacher) = &mut self.teacher {
-                teacher.teach_lm(&mut self.model, &self.batch.inputs, b, t)?;
+                let student = self.model.as_transformer_mut().context("distillation trains Transformers only")?;
+                teacher.teach_lm(student, &self.batch.inputs, b, t)?;
             }
             let dropout_seed = mix64(self.seed ^ mix64(self.step)) ^ micro;
             let loss = self
@@ -128,7 +132,7 @@ impl GradAccum {
     }
 
     /// Backward of the forward pass just run, whose mean loss was `loss`.
-    pub fn backward(&mut self, model: &mut Transformer, loss: f32, step: u64) -> Result<()> {
+    pub fn backward<M: LanguageModel>(&mut self, model: &mut M, loss: f32, step: u64) -> Result<()> {
         if !loss.is_finite() {
             bail!(
                 "loss is {loss} at step {step}: {}; training diverged (try a lower optim.learning_rate or \
@@ -157,7 +161,7 @@ impl GradAccum {
     /// all-reduce each), and the sums divided by the total count. Every rank then holds the
     /// gradient one process would compute on the global batch (up to summation order), for
     /// every task, even when ranks hold different numbers of real tokens.
-    pub fn finish(&mut self, model: &mut Transformer) -> f32 {
+    pub fn finish<M: LanguageModel>(&mut self, model: &mut M) -> f32 {
         let count = self.count.max(1);
         // The gradients hold ∇(Σ losses) / divisor, the divisor the backward passes used.
         let divisor = if self.micro_batches > 1 { self.first_count.max(1) } else { count } as f64;
@@ -167,16 +171,16 @@ impl GradAccum {
         if !world.is_distributed() {
             if self.micro_batches > 1 {
                 let factor = (divisor / count as f64) as f32;
-                model.grads.iter_mut().for_each(|g| *g *= factor);
+                model.grads_mut().iter_mut().for_each(|g| *g *= factor);
             }
             return (sums[0] / count as f64) as f32;
         }
-        model.grads.iter_mut().for_each(|g| *g *= divisor as f32);
-        world.all_reduce_sum(&mut model.grads);
+        model.grads_mut().iter_mut().for_each(|g| *g *= divisor as f32);
+        world.all_reduce_sum(model.grads_mut());
         world.all_reduce_sum_f64(&mut sums);
         let total = sums[1].max(1.0);
         let inv = (1.0 / total) as f32;
-        model.grads.iter_mut().for_each(|g| *g *= inv);
+        model.grads_mut().iter_mut().for_each(|g| *g *= inv);
         (sums[0] / total) as f32
     }
 }
@@ -185,8 +189,8 @@ impl GradAccum {
 /// `model.grads`: loss unscaling (f16: a step whose gradients overflowed is skipped here,
 /// leaving weights and optimizer state untouched), clipping by value, the global gradient norm
 /// (reported after value clipping), and norm clipping folded into the optimizer update.
-pub fn optimizer_step(
-    model: &mut Transformer,
+pub fn optimizer_step<M: LanguageModel>(
+    model: &mut M,
     opt: &mut Optimizer,
     clip: Clipping,
     step: u64,
@@ -196,34 +200,42 @@ pub fn optimizer_step(
 ) -> Result<StepStats> {
     // A pruned model: held weights get no gradient, so they neither count in the norm nor
     // move (see model::transformer::SparsityMask).
-    model.mask_grads();
-    model.zero_frozen_grads();
-    if scaler.unscale(&mut model.grads)? == ScaleOutcome::Overflow {
+    if let Some(t) = model.as_transformer_mut() {
+        t.mask_grads();
+        t.zero_frozen_grads();
+    }
+    if scaler.unscale(model.grads_mut())? == ScaleOutcome::Overflow {
         return Ok(StepStats { loss, lr, grad_norm: f32::NAN, skipped: true, loss_scale: scaler.loss_scale() });
     }
     if clip.value > 0.0 {
-        clip_grad_value(&mut model.grads, clip.value);
+        clip_grad_value(model.grads_mut(), clip.value);
     }
-    let norm = grad_norm(&model.grads);
+    let norm = grad_norm(model.grads());
     if !norm.is_finite() {
         bail!("gradient norm is {norm} at step {step}: {}; training diverged", where_nonfinite(model));
     }
     let scale = if clip.norm > 0.0 { clip_factor(norm, clip.norm) } else { 1.0 };
+    let lora = model.as_transformer().is_some_and(|t| t.lora().is_some());
+    let (params, grads) = model.params_and_grads();
     match opt.shard_range() {
-        None => opt.step_scaled(&mut model.params, &model.grads, lr, scale),
+        None => opt.step_scaled(params, grads, lr, scale),
+        // LoRA: the optimizer holds the trainable tail (classifier head and adapters) only.
+        Some(window) if lora => opt.step_scaled(&mut params[window.clone()], &grads[window], lr, scale),
         // ZeRO-1: this rank updates its part of the weights with its part of the state, then
         // every rank's updated part goes to every rank.
         Some(part) => {
-            opt.step_scaled(&mut model.params[part.clone()], &model.grads[part], lr, scale);
-            crate::dist::world().all_gather_parts(&mut model.params);
+            opt.step_scaled(&mut params[part.clone()], &grads[part], lr, scale);
+            crate::dist::world().all_gather_parts(params);
         }
     }
-    if let Some(mask) = model.sparsity_mask() {
-        // With zero gradients a held weight's update is already zero in exact arithmetic; zeroing
-        // its optimizer state and the weight itself keeps it so bit for bit (no -0.0, and no
-        // momentum from before pruning).
-        opt.for_each_state_mut(|buf| mask.apply(buf));
-        model.mask_params();
+    if let Some(t) = model.as_transformer_mut() {
+        if let Some(mask) = t.sparsity_mask() {
+            // With zero gradients a held weight's update is already zero in exact arithmetic;
+            // zeroing its optimizer state and the weight itself keeps it so bit for bit (no
+            // -0.0, and no momentum from before pruning).
+            opt.for_each_state_mut(|buf| mask.apply(buf));
+            t.mask_params();
+        }
     }
     Ok(StepStats { loss, lr, grad_norm: norm, skipped: false, loss_scale: scaler.loss_scale() })
 }
@@ -252,32 +264,36 @@ fn precision_note(scaler: &LossScaler, p: crate::kernels::precision::Precision) 
 
 /// ZeRO stage 1 (`train.zero = 1` on several ranks): the optimizer keeps only this rank's part
 /// of its state ([`Optimizer::shard`]); nothing otherwise.
-pub(crate) fn shard_optimizer(cfg: &RunConfig, model: &Transformer, opt: &mut Optimizer) -> Result<()> {
+pub(crate) fn shard_optimizer<M: LanguageModel>(cfg: &RunConfig, model: &M, opt: &mut Optimizer) -> Result<()> {
     let world = crate::dist::world();
     if cfg.train.zero == 0 || !world.is_distributed() {
         return Ok(());
     }
-    if model.sparsity_mask().is_some() {
+    if model.as_transformer().is_some_and(|t| t.sparsity_mask().is_some()) {
         bail!("train.zero = 1 does not fine-tune a pruned checkpoint (its masks apply to the whole optimizer state); set train.zero = 0");
     }
-    opt.shard(world.part(model.params.len()));
+    opt.shard(world.part(model.params().len()));
     Ok(())
 }
 
 /// The whole optimizer state, for a checkpoint: under ZeRO-1 every rank sends its part and rank
 /// 0 receives a complete optimizer (the other ranks None); None too when the optimizer is not
 /// sharded, which then is complete itself. A collective: every rank must call it.
-pub(crate) fn gather_optimizer(cfg: &RunConfig, model: &Transformer, opt: &Optimizer) -> Result<Option<Optimizer>> {
-    if opt.shard_range().is_none() {
+pub(crate) fn gather_optimizer<M: LanguageModel>(
+    cfg: &RunConfig,
+    model: &M,
+    opt: &Optimizer,
+) -> Result<Option<Optimizer>> {
+    if opt.shard_range().is_none() || model.as_transformer().is_some_and(|t| t.lora().is_some()) {
         return Ok(None);
     }
     let world = crate::dist::world();
-    let total = model.params.len();
+    let total = model.params().len();
     let parts: Vec<Option<Vec<f32>>> = opt.state_tensors().iter().map(|(_, v)| world.gather_parts(v, total)).collect();
     if !world.is_root() {
         return Ok(None);
     }
-    let mut full = cfg.optim.build(&model.layout)?;
+    let mut full = cfg.optim.build(model.layout())?;
     for ((name, dst), src) in full.state_tensors_mut().into_iter().zip(parts) {
         let src = src.with_context(|| format!("optimizer buffer {name} was not gathered"))?;
         dst.copy_from_slice(&src);
@@ -315,9 +331,12 @@ pub(crate) fn ranks_note(world: &crate::dist::Comm) -> String {
 }
 
 /// Where the first NaN or infinity of the last step is, for the error that stops training.
-fn where_nonfinite(model: &Transformer) -> String {
-    crate::inspect::first_nonfinite(model)
-        .unwrap_or_else(|| "no activation or gradient holds a NaN or an infinity".into())
+fn where_nonfinite<M: LanguageModel>(model: &M) -> String {
+    let found = match model.as_transformer() {
+        Some(t) => crate::inspect::first_nonfinite(t),
+        None => model.first_nonfinite_param().map(|(name, x)| format!("parameter `{name}` holds {x}")),
+    };
+    found.unwrap_or_else(|| "no activation or gradient holds a NaN or an infinity".into())
 }
 
 /// Options that do not change the result.
@@ -402,8 +421,9 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
     let pool = thread_pool(threads)?;
     // The whole run executes inside the pool, so parallel kernels never inject work from outside.
     pool.install(|| match cfg.data.task {
-        Task::Lm => train_in_pool(cfg, resume, opts),
-        Task::Translate => seq2seq::train_translation(&cfg, resume, opts),
+        Task::Lm if cfg.model.arch.is_baseline() => train_in_pool::<BaselineLm>(cfg, resume, opts),
+        Task::Lm => train_in_pool::<Transformer>(cfg, resume, opts),
+        Task::Translate | Task::Summarize => seq2seq::train_seq2seq(&cfg, resume, opts),
         Task::Classify => classify::train_classifier(&cfg, resume, opts),
         Task::Pretrained => bail!(
             "data.task = \"pretrained\" marks imported weights, which have no training data: set data.task to the \
@@ -412,11 +432,16 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
     })
 }
 
-fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
+/// The language-model loop, for the Transformer decoder or a baseline (`M`).
+fn train_in_pool<M: LanguageModel>(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
+    let world = crate::dist::world();
+    if world.is_distributed() && cfg.model.arch.is_baseline() {
+        bail!("model.arch = \"{}\" trains in one process; run it without mpirun", cfg.model.arch.name());
+    }
     let text = read_corpus(Path::new(&cfg.data.path))?;
-    let resumed = resume.map(|dir| Resumed::load(dir, &cfg)).transpose()?;
+    let resumed = resume.map(|dir| Resumed::<M>::load_lm(dir, &cfg)).transpose()?;
     let teacher = distill::Teacher::load(&cfg)?;
-    let trainer_with = |model: Transformer, opt: Optimizer, rng, step, scaler| Trainer {
+    let trainer_with = |model: M, opt: Optimizer, rng, step, scaler| Trainer {
         model,
         opt,
         schedule: cfg.optim.schedule(),
@@ -446,19 +471,19 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         // A distilled student speaks its teacher's vocabulary.
         None if teacher.is_some() => {
             let tokenizer = teacher.as_ref().unwrap().tokenizer.clone();
-            let (model, opt) = run::fresh_model(&cfg, cfg.model_config(tokenizer.vocab_size()))?;
+            let (model, opt) = run::fresh_lm::<M>(&cfg, cfg.model_config(tokenizer.vocab_size()))?;
             let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
             (tokenizer, trainer_with(model, opt, rng, 0, run::loss_scaler(&cfg, None)), None)
         }
         None => {
             let tokenizer = Tokenizer::Char(CharTokenizer::from_corpus(&text)?);
-            let (model, opt) = run::fresh_model(&cfg, cfg.model_config(tokenizer.vocab_size()))?;
+            let (model, opt) = run::fresh_lm::<M>(&cfg, cfg.model_config(tokenizer.vocab_size()))?;
             let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
             (tokenizer, trainer_with(model, opt, rng, 0, run::loss_scaler(&cfg, None)), None)
         }
     };
     if let Some(t) = &teacher {
-        t.check_student(&trainer.model.config, &tokenizer)?;
+        t.check_student(trainer.model.config(), &tokenizer)?;
     }
     trainer.teacher = teacher;
     shard_optimizer(&cfg, &trainer.model, &mut trainer.opt)?;
@@ -468,19 +493,14 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
 
     let mut tracker = RunTracker::start(&cfg, opts, from.as_ref())?;
     let tc = &cfg.train;
-    let world = crate::dist::world();
     let tokens_per_step = (tc.batch_size * tc.grad_accum_steps * cfg.model.block_size * world.size()) as f64;
     if let Some(note) = init_note {
         tracker.info(note);
     }
     tracker.info(format!(
-        "model: {} parameters ({} layers, {} heads, {} wide, block {}), vocab {}; data: {} train / {} val tokens; \
-         {}{} threads; {}",
+        "model: {} parameters ({}), vocab {}; data: {} train / {} val tokens; {}{} threads; {}",
         trainer.model.num_params(),
-        cfg.model.n_layer,
-        cfg.model.n_head,
-        cfg.model.n_embd,
-        cfg.model.block_size,
+        model_shape(&cfg.model),
         tokenizer.vocab_size(),
         data.train.len(),
         data.val.len(),
@@ -488,13 +508,13 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         rayon::current_num_threads(),
         precision_note(&trainer.scaler, cfg.train.precision)
     ));
-    if let Some(mask) = trainer.model.sparsity_mask() {
+    if let Some(mask) = trainer.model.as_transformer().and_then(|t| t.sparsity_mask()) {
         let tensors = mask.tensors().count();
         tracker.info(format!("pruned checkpoint: {} weights of {tensors} tensors held at zero", mask.held()));
     }
     let mut eval_batch = Batch::new(tc.batch_size, cfg.model.block_size);
     // Estimates train and val loss, then checkpoints; true when early stopping ends the run.
-    let mut evaluate = |trainer: &mut Trainer, tracker: &mut RunTracker| -> Result<bool> {
+    let mut evaluate = |trainer: &mut Trainer<M>, tracker: &mut RunTracker| -> Result<bool> {
         let train_loss = trainer.estimate_loss(&data.train, 0, tc.eval_iters, &mut eval_batch)?;
         let val_loss = trainer.estimate_loss(&data.val, 1, tc.eval_iters, &mut eval_batch)?;
         let step = trainer.step;
@@ -511,7 +531,8 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         })
     };
 
-    let mut health = HealthMonitor::new(tc.health_interval, &trainer.model);
+    // Health probes read Transformer layers (the config refuses them for the baselines).
+    let mut health = trainer.model.as_transformer().map(|t| HealthMonitor::new(tc.health_interval, t));
     let mut window_start = Instant::now();
     let mut window_steps = 0u64;
     let comm = CommMeter::start(world, trainer.step);
@@ -519,13 +540,16 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         if tracker.eval_due(trainer.step) && evaluate(&mut trainer, &mut tracker)? {
             break;
         }
-        let health_due = health.before_step(trainer.step + 1, &trainer.model);
+        let health_due = match (&mut health, trainer.model.as_transformer()) {
+            (Some(h), Some(t)) => h.before_step(trainer.step + 1, t),
+            _ => false,
+        };
         let s = trainer.step(&data.train)?;
         if s.skipped {
             log_skipped(&mut tracker.log, &tracker.progress, trainer.step, &s)?;
         }
-        if health_due {
-            tracker.log.health(trainer.step, &health.stats(&trainer.model))?;
+        if let (true, Some(h), Some(t)) = (health_due, &health, trainer.model.as_transformer()) {
+            tracker.log.health(trainer.step, &h.stats(t))?;
         }
         window_steps += 1;
         if trainer.step % tc.log_interval == 0 || trainer.step == tc.max_iters {
@@ -541,6 +565,26 @@ fn train_in_pool(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         evaluate(&mut trainer, &mut tracker)?;
     }
     Ok(tracker.finish(trainer.step))
+}
+
+/// "4 layers, 4 heads, 128 wide, block 64" (or the baseline's own sizes) for the log.
+fn model_shape(m: &crate::model::transformer::ModelConfig) -> String {
+    use crate::model::transformer::Arch;
+    let (l, c, t) = (m.n_layer, m.n_embd, m.block_size);
+    match m.arch {
+        Arch::Lstm | Arch::Gru => {
+            format!("{} {l} layers, hidden {}, embedding {c}, block {t}", m.arch.name(), m.hidden())
+        }
+        Arch::Cnn => {
+            let d: Vec<usize> = (0..l).map(|i| m.dilation(i)).collect();
+            format!(
+                "cnn {l} layers, {c} wide, kernel {}, dilations {d:?}, receptive field {}, block {t}",
+                m.taps(),
+                m.receptive_field()
+            )
+        }
+        _ => format!("{l} layers, {} heads, {c} wide, block {t}", m.n_head),
+    }
 }
 
 /// What a data-parallel run spent communicating: time inside collectives (the all-reduces,

@@ -21,6 +21,7 @@ use crate::data::Tokenizer;
 use crate::io::atomic::write_file_atomic;
 use crate::io::checkpoint::{self, CheckpointFiles, EvalRecord, TrainState};
 use crate::model::transformer::{is_task_head, SparsityMask, Transformer};
+use crate::model::LanguageModel;
 use crate::optim::Optimizer;
 use anyhow::{bail, ensure, Context, Result};
 use serde::de::DeserializeOwned;
@@ -30,10 +31,10 @@ use std::time::Instant;
 
 /// A checkpoint loaded to continue training: the model with its optimizer state restored, the
 /// tokenizer it was trained with, and where training stood.
-pub struct Resumed {
+pub struct Resumed<M = Transformer> {
     pub from: ResumePoint,
     pub tokenizer: Tokenizer,
-    pub model: Transformer,
+    pub model: M,
     pub opt: Optimizer,
 }
 
@@ -49,14 +50,45 @@ pub fn fresh_model(
     cfg: &RunConfig,
     model_cfg: crate::model::transformer::ModelConfig,
 ) -> Result<(Transformer, Optimizer)> {
+    fresh_lm(cfg, model_cfg)
+}
+
+/// [`fresh_model`] for any language model `M`.
+pub fn fresh_lm<M: LanguageModel>(
+    cfg: &RunConfig,
+    model_cfg: crate::model::transformer::ModelConfig,
+) -> Result<(M, Optimizer)> {
     let tc = &cfg.train;
-    let mut model = Transformer::new(model_cfg, tc.batch_size)?;
+    let mut model = M::build(model_cfg, tc.batch_size, false)?;
     model.init_with(tc.init, tc.init_std, tc.seed);
-    model.label_smoothing = tc.label_smoothing;
-    model.set_precision(tc.precision);
-    let opt = cfg.build_optimizer(&model.layout)?;
-    model.set_frozen(frozen_ranges(cfg, &model)?);
+    model.set_label_smoothing(tc.label_smoothing);
+    model.set_precision(tc.precision)?;
+    if let Some(l) = &cfg.lora {
+        let Some(t) = model.as_transformer_mut() else {
+            bail!("[lora] adapts a Transformer's linear layers, not model.arch = \"{}\"", cfg.model.arch.name());
+        };
+        t.add_lora(l, tc.seed)?;
+    }
+    let mut opt = cfg.build_optimizer(model.layout())?;
+    if let Some(window) = model.as_transformer().and_then(|t| t.lora_window()) {
+        // LoRA: optimizer state for the trainable tail (head and adapters) only.
+        opt.shard(window);
+    }
+    set_frozen(cfg, &mut model)?;
     Ok((model, opt))
+}
+
+/// Freezes the tensors `train.freeze` names (a Transformer's; the baselines train whole).
+fn set_frozen<M: LanguageModel>(cfg: &RunConfig, model: &mut M) -> Result<()> {
+    if cfg.train.freeze.is_empty() {
+        return Ok(());
+    }
+    let Some(t) = model.as_transformer_mut() else {
+        bail!("train.freeze applies to Transformer models, not model.arch = \"{}\"", cfg.model.arch.name());
+    };
+    let ranges = frozen_ranges(cfg, t)?;
+    t.set_frozen(ranges);
+    Ok(())
 }
 
 /// The ranges of the tensors `train.freeze` names; a pattern that matches no tensor is an error
@@ -78,6 +110,7 @@ pub fn frozen_ranges(cfg: &RunConfig, model: &Transformer) -> Result<Vec<std::op
         );
         ranges.extend(hits.iter().map(|t| t.range()));
     }
+    ranges.extend(model.lora_frozen());
     ranges.sort_by_key(|r| r.start);
     ranges.dedup();
     Ok(ranges)
@@ -89,22 +122,22 @@ pub fn frozen_ranges(cfg: &RunConfig, model: &Transformer) -> Result<Vec<std::op
 /// checkpoint's where it has them with the same shape. A learned position table keeps its first
 /// `block_size` rows. A task head (a classifier) is new unless the checkpoint was trained on the
 /// same task. Also returns a note for the log: what was loaded, what starts fresh, what is frozen.
-pub fn pretrained_model(
+pub fn pretrained_model<M: LanguageModel>(
     cfg: &RunConfig,
     num_classes: Option<usize>,
-) -> Result<(Tokenizer, Transformer, Optimizer, String)> {
+) -> Result<(Tokenizer, M, Optimizer, String)> {
     let dir = Path::new(&cfg.train.init_from);
-    let ck =
-        checkpoint::load(dir, 1, false).with_context(|| format!("train.init_from: cannot load {}", dir.display()))?;
+    let ck = checkpoint::load_lm::<M>(dir, 1, false, false)
+        .with_context(|| format!("train.init_from: cannot load {}", dir.display()))?;
     let mut model_cfg = cfg.model_config(ck.tokenizer.vocab_size());
     if let Some(k) = num_classes {
         model_cfg.num_classes = k;
     }
-    let (mut model, opt) = fresh_model(cfg, model_cfg)?;
+    let (mut model, opt) = fresh_lm::<M>(cfg, model_cfg)?;
     let same_task = ck.run_config.data.task == cfg.data.task;
     let (mut loaded, mut fresh) = (0usize, Vec::new());
-    for t in model.layout.tensors.clone() {
-        let src = ck.model.layout.get(&t.name);
+    for t in model.layout().tensors.clone() {
+        let src = ck.model.layout().get(&t.name);
         let fits = |s: &crate::model::TensorView| s.shape == t.shape;
         // A shorter context: the first rows of a learned position table.
         let prefix = |s: &crate::model::TensorView| {
@@ -115,7 +148,7 @@ pub fn pretrained_model(
             Some(s) if is_task_head(&t.name) && !(same_task && fits(s)) => fresh.push(t.name.clone()),
             Some(s) if fits(s) || prefix(s) => {
                 let n = t.numel();
-                model.params[t.range()].copy_from_slice(&ck.model.params[s.offset..s.offset + n]);
+                model.params_mut()[t.range()].copy_from_slice(&ck.model.params()[s.offset..s.offset + n]);
                 loaded += 1;
             }
             Some(s) => bail!(
@@ -125,20 +158,38 @@ pub fn pretrained_model(
                 s.shape,
                 t.shape
             ),
+            // LoRA adapters start as `add_lora` drew them (B = 0: the pretrained model's output).
+            None if crate::model::transformer::is_lora_tensor(&t.name) => {}
             None => fresh.push(t.name.clone()),
         }
     }
     if let Some((name, _)) = model.first_nonfinite_param() {
         bail!("train.init_from: {}'s tensor {name} holds NaN or infinity", dir.display());
     }
+    let frozen: usize = model.as_transformer().map_or(0, |t| t.frozen().iter().map(|r| r.len()).sum());
     let note = format!(
         "init_from {}: {loaded} tensors loaded, new: {}; {} of {} parameters train{}",
         dir.display(),
         if fresh.is_empty() { "none".to_string() } else { fresh.join(", ") },
-        model.trainable_params(),
+        model.num_params() - frozen,
         model.num_params(),
         if cfg.train.freeze.is_empty() { String::new() } else { format!(" (frozen: {:?})", cfg.train.freeze) }
-    );
+    ) + &match &cfg.lora {
+        Some(l) => format!(
+            "; LoRA rank {} alpha {} on {:?} ({} adapter parameters)",
+            l.rank,
+            l.alpha,
+            l.targets,
+            model
+                .layout()
+                .tensors
+                .iter()
+                .filter(|t| crate::model::transformer::is_lora_tensor(&t.name))
+                .map(|t| t.numel())
+                .sum::<usize>()
+        ),
+        None => String::new(),
+    };
     Ok((ck.tokenizer, model, opt, note))
 }
 
@@ -152,11 +203,18 @@ pub fn loss_scaler(cfg: &RunConfig, from: Option<&ResumePoint>) -> crate::optim:
 }
 
 impl Resumed {
+    /// Loads the Transformer checkpoint `dir` for a run of `cfg` ([`Resumed::load_lm`]).
+    pub fn load(dir: &Path, cfg: &RunConfig) -> Result<Self> {
+        Self::load_lm(dir, cfg)
+    }
+}
+
+impl<M: LanguageModel> Resumed<M> {
     /// Loads the checkpoint `dir` for a run of `cfg`, which must have the checkpoint's task and
     /// `[model]` section; the optimizer is built from `cfg` and takes the saved state (an error
     /// when `optim.name` or the buffers it needs differ).
-    pub fn load(dir: &Path, cfg: &RunConfig) -> Result<Self> {
-        let ck = checkpoint::load(dir, cfg.train.batch_size, true)
+    pub fn load_lm(dir: &Path, cfg: &RunConfig) -> Result<Self> {
+        let ck = checkpoint::load_lm::<M>(dir, cfg.train.batch_size, true, false)
             .with_context(|| format!("cannot resume from {}", dir.display()))?;
         let task = |t: Task| serde_json::to_string(&t).unwrap_or_default();
         ensure!(
@@ -171,22 +229,30 @@ impl Resumed {
             "the [model] section differs from the checkpoint's: a resumed run must keep the model's shape"
         );
         ensure!(
+            ck.run_config.lora == cfg.lora,
+            "the [lora] section differs from the checkpoint's: a resumed run keeps its adapters' rank and targets"
+        );
+        ensure!(
             ck.run_config.prune == cfg.prune,
             "the [prune] section differs from the checkpoint's: a resumed run keeps the checkpoint's pruning"
         );
-        let mut opt = cfg.build_optimizer(&ck.model.layout)?;
+        let mut opt = cfg.build_optimizer(ck.model.layout())?;
+        if let Some(window) = ck.model.as_transformer().and_then(|t| t.lora_window()) {
+            opt.shard(window);
+        }
         opt.restore(ck.optimizer.as_ref().expect("loaded with the optimizer"))?;
         let mut model = ck.model;
-        model.set_frozen(frozen_ranges(cfg, &model)?);
+        set_frozen(cfg, &mut model)?;
         if let Some(p) = &cfg.prune {
             // A pruned checkpoint: its zeros are the mask that every step keeps.
+            let model = model.as_transformer_mut().context("a [prune] checkpoint holds a Transformer")?;
             let mask = SparsityMask::from_zeros(&model.layout, &model.params, &p.tensors)
                 .with_context(|| format!("checkpoint {}: [prune]", dir.display()))?;
             opt.for_each_state_mut(|buf| mask.apply(buf));
             model.set_sparsity_mask(Some(mask));
         }
-        model.label_smoothing = cfg.train.label_smoothing;
-        model.set_precision(cfg.train.precision);
+        model.set_label_smoothing(cfg.train.label_smoothing);
+        model.set_precision(cfg.train.precision)?;
         let from = ResumePoint { dir: dir.to_path_buf(), state: ck.state };
         Ok(Resumed { from, tokenizer: ck.tokenizer, model, opt })
     }

@@ -1,6 +1,8 @@
-//! Sequence-to-sequence training (translation): a BPE vocabulary trained on both sides of the
-//! training files, length-grouped batches of sentence pairs, teacher forcing with label
-//! smoothing (`train.label_smoothing`), and the validation loss over the whole validation set.
+//! Sequence-to-sequence training (translation, summarization): a BPE vocabulary trained on both
+//! sides of the training data, length-grouped batches of (source, target) pairs, teacher forcing
+//! with label smoothing (`train.label_smoothing`), and the validation loss over the whole
+//! validation set. The two tasks differ only in where the pairs come from: line-aligned text
+//! files (translate) or the fields of JSON Lines records (summarize, [`crate::data::summarize`]).
 //!
 //! ```text
 //! src (B,S) + src_mask ─ encoder ─┐
@@ -9,9 +11,10 @@
 
 use super::run::{fresh_model, loss_scaler, Eval, Resumed, RunTracker};
 use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
-use crate::config::RunConfig;
+use crate::config::{RunConfig, Task};
 use crate::data::bpe::BpeTokenizer;
 use crate::data::parallel::{EvalBatcher, ParallelCorpus, Seq2SeqBatch, Seq2SeqBatcher};
+use crate::data::summarize::read_pairs;
 use crate::data::Tokenizer;
 use crate::inspect::HealthMonitor;
 use crate::io::checkpoint::{self, TrainState};
@@ -29,14 +32,16 @@ fn forward_batch(model: &mut Transformer, b: &Seq2SeqBatch, train: bool, seed: u
     Ok(model.forward_seq2seq(src, mask, tin, tout, b.b, b.src_len, b.tgt_len, train, seed)?.unwrap_or(0.0))
 }
 
-/// Mean per-token cross-entropy of `model` over every pair of `corpus` (no dropout, no smoothing).
+/// Mean per-token cross-entropy of `model` over every pair of `corpus` (no dropout, no
+/// smoothing); `batch` holds sources of up to `max_src_len` and targets of up to `max_tgt_len`.
 pub fn corpus_loss(
     model: &mut Transformer,
     corpus: &ParallelCorpus,
     batch: &mut Seq2SeqBatch,
-    max_len: usize,
+    max_src_len: usize,
+    max_tgt_len: usize,
 ) -> Result<f64> {
-    let mut batches = EvalBatcher::new(corpus, model.max_batch(), max_len, max_len, true)?;
+    let mut batches = EvalBatcher::new(corpus, model.max_batch(), max_src_len, max_tgt_len, true)?;
     // Data-parallel: rank r evaluates batches r, r + N, ...; the sums are all-reduced.
     let world = crate::dist::world();
     let mut sums = [0.0f64, 0.0];
@@ -56,9 +61,41 @@ pub fn corpus_loss(
     Ok(sums[0] / sums[1].max(1.0))
 }
 
-/// Trains a translation model, or resumes one from the checkpoint `resume` (its BPE tokenizer,
-/// optimizer state and batch order included).
-pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
+/// The BPE vocabulary of a new run, trained on the sources and targets of the training data.
+fn train_bpe(cfg: &RunConfig) -> Result<BpeTokenizer> {
+    let d = &cfg.data;
+    match d.task {
+        Task::Summarize => {
+            let pairs = read_pairs(Path::new(&d.train), &d.source_field, &d.target_field)?;
+            let texts: Vec<&str> = pairs.iter().flat_map(|(s, t)| [s.as_str(), t.as_str()]).collect();
+            BpeTokenizer::train_on_texts(&texts, d.vocab_size)
+        }
+        _ => BpeTokenizer::train(&[PathBuf::from(&d.src_train), PathBuf::from(&d.tgt_train)], d.vocab_size),
+    }
+}
+
+/// The training and validation pairs, tokenized and cut to `data.max_src_len` / `max_tgt_len`.
+fn load_corpora(cfg: &RunConfig, bpe: &BpeTokenizer) -> Result<(ParallelCorpus, ParallelCorpus)> {
+    let d = &cfg.data;
+    let (s, t) = (d.src_len(), d.tgt_len());
+    match d.task {
+        Task::Summarize => {
+            let load = |path: &str| {
+                let path = Path::new(path);
+                ParallelCorpus::from_pairs(&read_pairs(path, &d.source_field, &d.target_field)?, path, bpe, s, t)
+            };
+            Ok((load(&d.train)?, load(&d.val)?))
+        }
+        _ => Ok((
+            ParallelCorpus::load_capped(Path::new(&d.src_train), Path::new(&d.tgt_train), bpe, s, t)?,
+            ParallelCorpus::load_capped(Path::new(&d.src_val), Path::new(&d.tgt_val), bpe, s, t)?,
+        )),
+    }
+}
+
+/// Trains a translation or summarization model, or resumes one from the checkpoint `resume`
+/// (its BPE tokenizer, optimizer state and batch order included).
+pub fn train_seq2seq(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Result<TrainSummary> {
     let d = &cfg.data;
     let tc = &cfg.train;
     let started = Instant::now();
@@ -67,11 +104,17 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
             let r = Resumed::load(dir, cfg)?;
             (r.tokenizer, r.model, r.opt, Some(r.from))
         }
+        // Fine-tuning an lmlab sequence-to-sequence checkpoint (its BPE vocabulary, checked below),
+        // e.g. a translation model continued on another corpus.
+        None if !tc.init_from.is_empty() => {
+            let (tokenizer, model, opt, note) = super::run::pretrained_model(cfg, None)?;
+            if !opts.quiet && !opts.json {
+                println!("{note}");
+            }
+            (tokenizer, model, opt, None)
+        }
         None => {
-            let files = [PathBuf::from(&d.src_train), PathBuf::from(&d.tgt_train)];
-            let bpe = super::bpe_from_rank_0(|| {
-                BpeTokenizer::train(&files, d.vocab_size).context("training the BPE tokenizer")
-            })?;
+            let bpe = super::bpe_from_rank_0(|| train_bpe(cfg).context("training the BPE tokenizer"))?;
             let tokenizer = Tokenizer::Bpe(Box::new(bpe));
             let (model, opt) = fresh_model(cfg, cfg.model_config(tokenizer.vocab_size()))?;
             (tokenizer, model, opt, None)
@@ -80,21 +123,21 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
     let mut scaler = loss_scaler(cfg, from.as_ref());
     super::shard_optimizer(cfg, &model, &mut opt)?;
     let Tokenizer::Bpe(bpe) = &tokenizer else {
-        bail!("a translation checkpoint must hold a BPE tokenizer");
+        bail!("a sequence-to-sequence model needs lmlab's BPE tokenizer, not a {} tokenizer", tokenizer.kind());
     };
-    let train = ParallelCorpus::load(Path::new(&d.src_train), Path::new(&d.tgt_train), bpe, d.max_len)?;
-    let val = ParallelCorpus::load(Path::new(&d.src_val), Path::new(&d.tgt_val), bpe, d.max_len)?;
+    let (train, val) = load_corpora(cfg, bpe)?;
+    let (max_src, max_tgt) = (d.src_len(), d.tgt_len());
     let schedule = cfg.optim.schedule();
     // Data-parallel: the batcher draws global batches of batch_size × ranks pairs, and each rank
     // trains on its part of every one.
     let world = crate::dist::world();
     let global_batch = tc.batch_size * world.size();
-    let mut batcher = Seq2SeqBatcher::new(&train, global_batch, d.max_len, d.max_len, tc.seed)?;
+    let mut batcher = Seq2SeqBatcher::new(&train, global_batch, max_src, max_tgt, tc.seed)?;
     if let Some(from) = &from {
         batcher.restore(&train, &from.task_state()?).context("cannot resume the batch order")?;
     }
-    let mut batch = Seq2SeqBatch::new(tc.batch_size, d.max_len, d.max_len);
-    let mut eval_batch = Seq2SeqBatch::new(tc.batch_size, d.max_len, d.max_len);
+    let mut batch = Seq2SeqBatch::new(tc.batch_size, max_src, max_tgt);
+    let mut eval_batch = Seq2SeqBatch::new(tc.batch_size, max_src, max_tgt);
 
     let mut tracker = RunTracker::start(cfg, opts, from.as_ref())?;
     tracker.info(format!(
@@ -126,7 +169,7 @@ pub fn train_translation(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpt
                         train_loss: f32,
                         tracker: &mut RunTracker,
                         loss_scaler: Option<ScalerState>| {
-        let val_loss = corpus_loss(model, &val, &mut eval_batch, d.max_len)? as f32;
+        let val_loss = corpus_loss(model, &val, &mut eval_batch, max_src, max_tgt)? as f32;
         let full = super::gather_optimizer(cfg, model, opt)?;
         tracker.evaluated(Eval { step, train_loss, val_loss, val_accuracy: None }, |record| {
             let order = batcher.state();

@@ -70,6 +70,8 @@ pub fn forward_flop_split(cfg: &ModelConfig, b: usize, t: usize, s: usize) -> Fl
         Arch::Encoder => stack(cfg.n_layer, t, None)
             .add(FlopSplit { head: 2.0 * b as f64 * c * cfg.num_classes as f64, ..FlopSplit::default() }),
         Arch::EncoderDecoder => stack(cfg.n_layer, s, None).add(stack(cfg.dec_layers(), t, Some(s))).add(lm_head),
+        // Accounting covers the Transformer family (`Transformer::buffer_sizes` refuses the rest).
+        Arch::Lstm | Arch::Gru | Arch::Cnn => FlopSplit::default(),
     }
 }
 

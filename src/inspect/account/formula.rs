@@ -118,7 +118,7 @@ pub fn closed_form(arch: &Architecture) -> Result<Formula, String> {
         terms
     };
     let stacks: Vec<(&str, usize, bool)> = match m.arch {
-        Arch::Decoder | Arch::Encoder => vec![("L", m.n_layer, false)],
+        Arch::Decoder | Arch::Encoder | Arch::Lstm | Arch::Gru | Arch::Cnn => vec![("L", m.n_layer, false)],
         Arch::EncoderDecoder => vec![("L_enc", m.n_layer, false), ("L_dec", m.dec_layers(), true)],
     };
     let n_stacks = stacks.len() as i128;

@@ -66,6 +66,7 @@ pub(crate) fn forward(model: &mut Transformer, tokens: &[u32], src: Option<&[u32
             model.forward_seq2seq(s, None, tokens, None, 1, s.len(), t, false, 0).map(|_| ())
         }
         (Arch::EncoderDecoder, None) => anyhow::bail!("an encoder-decoder model needs a source text (--source)"),
+        (Arch::Lstm | Arch::Gru | Arch::Cnn, None) => unreachable!("a Transformer has a Transformer arch"),
         (_, Some(_)) => anyhow::bail!("a source text (--source) is only for encoder-decoder models"),
     }
 }

@@ -118,6 +118,7 @@ impl Transformer {
             ablation: None,
             input_alpha: None,
             input_grad: None,
+            lora: None,
             config,
         })
     }
@@ -207,6 +208,12 @@ struct Plan {
 impl Plan {
     fn new(config: &ModelConfig, max_batch: usize, inference: bool) -> Result<Plan> {
         config.validate()?;
+        ensure!(
+            !config.arch.is_baseline(),
+            "model.arch = \"{}\" is a language model without self-attention (crate::model::baseline), not a \
+             Transformer; this needs a Transformer",
+            config.arch.name()
+        );
         ensure!(max_batch > 0, "batch size must be positive");
         let cfg = config;
         let (c, t) = (cfg.n_embd, cfg.block_size);
@@ -225,6 +232,7 @@ impl Plan {
                 let dec = Stack::new(&mut l, &mut consts, cfg, "decoder", StackKind::CrossDecoder, shared, 1);
                 (Some(enc), Some(dec))
             }
+            Arch::Lstm | Arch::Gru | Arch::Cnn => unreachable!("refused above"),
         };
         let head = Head::new(&mut l, cfg, decoder.as_ref());
 

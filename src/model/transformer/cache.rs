@@ -532,7 +532,9 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
-        let hooks = linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation);
+        let lora_views = super::lora::lora_regions(&mut self.lora);
+        let hooks =
+            linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation, &lora_views, &self.frozen);
         let enc_mask = last.has_mask.then(|| &last.mask[..b * te]);
         let KvCache { k, v: vals, cross, cross_len, probs, scratch, lens, capacity, block, kv, .. } = cache;
         let view = CacheView {

@@ -20,6 +20,36 @@ pub enum Arch {
     Encoder,
     /// Encoder plus a causal decoder with cross-attention (the original Transformer).
     EncoderDecoder,
+    /// A language model without self-attention: stacked LSTM layers (`crate::model::baseline`).
+    Lstm,
+    /// Stacked GRU layers (`crate::model::baseline`).
+    Gru,
+    /// Causal dilated convolutions, WaveNet/TCN-style (`crate::model::baseline`).
+    Cnn,
+}
+
+impl Arch {
+    /// The baselines without self-attention (issue 19), built by `crate::model::baseline`.
+    pub fn is_baseline(self) -> bool {
+        matches!(self, Arch::Lstm | Arch::Gru | Arch::Cnn)
+    }
+
+    /// The language models `data.task = "lm"` trains: the decoder and the baselines.
+    pub fn is_causal_lm(self) -> bool {
+        self == Arch::Decoder || self.is_baseline()
+    }
+
+    /// The name the config file uses ("decoder", "lstm", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Decoder => "decoder",
+            Arch::Encoder => "encoder",
+            Arch::EncoderDecoder => "encoder_decoder",
+            Arch::Lstm => "lstm",
+            Arch::Gru => "gru",
+            Arch::Cnn => "cnn",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +200,15 @@ pub struct ModelConfig {
     pub num_classes: usize,
     pub pooling: Pooling,
     pub attention: AttentionKind,
+    /// LSTM / GRU: width H of the recurrent layers (default `n_embd`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rnn_hidden: Option<usize>,
+    /// CNN: taps K of each causal convolution (default 2, WaveNet's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_size: Option<usize>,
+    /// CNN: the dilation of each of the `n_layer` layers (default 1, 2, 4, …, 2^(n_layer−1)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dilations: Option<Vec<usize>>,
 }
 
 impl Default for ModelConfig {
@@ -209,6 +248,9 @@ impl Default for ModelConfig {
             num_classes: 2,
             pooling: Pooling::Cls,
             attention: AttentionKind::Dense,
+            rnn_hidden: None,
+            kernel_size: None,
+            dilations: None,
         }
     }
 }
@@ -255,7 +297,42 @@ impl ModelConfig {
             && matches!(self.position, Position::None | Position::Learned | Position::Sinusoidal | Position::Rope)
     }
 
+    /// LSTM / GRU: the recurrent width H.
+    pub fn hidden(&self) -> usize {
+        self.rnn_hidden.unwrap_or(self.n_embd)
+    }
+
+    /// CNN: taps per convolution.
+    pub fn taps(&self) -> usize {
+        self.kernel_size.unwrap_or(2)
+    }
+
+    /// CNN: the dilation of layer `i`.
+    pub fn dilation(&self, i: usize) -> usize {
+        self.dilations.as_ref().map_or(1 << i.min(30), |d| d[i])
+    }
+
+    /// CNN: how many tokens the last position's output depends on, 1 + Σ (K − 1)·dᵢ.
+    pub fn receptive_field(&self) -> usize {
+        1 + (0..self.n_layer).map(|i| (self.taps() - 1) * self.dilation(i)).sum::<usize>()
+    }
+
     pub fn validate(&self) -> Result<()> {
+        if self.arch.is_baseline() {
+            return self.validate_baseline();
+        }
+        for (key, set) in [
+            ("rnn_hidden", self.rnn_hidden.is_some()),
+            ("kernel_size", self.kernel_size.is_some()),
+            ("dilations", self.dilations.is_some()),
+        ] {
+            ensure!(
+                !set,
+                "model.{key} applies to the baselines without attention (model.arch = \"lstm\", \"gru\" or \"cnn\"), \
+                 not to model.arch = \"{}\"",
+                self.arch.name()
+            );
+        }
         ensure!(self.vocab_size > 0, "model.vocab_size must be positive");
         ensure!(self.block_size > 0, "model.block_size must be positive");
         ensure!(self.n_layer > 0, "model.n_layer must be positive");
@@ -316,6 +393,88 @@ impl ModelConfig {
                 "model.attention = \"flash\" does not support attention dropout: set it to 0"
             );
         }
+        Ok(())
+    }
+
+    /// The checks of an LSTM, GRU or CNN language model: its own keys, and every Transformer-only
+    /// key left at its default (a set one would be silently ignored otherwise).
+    fn validate_baseline(&self) -> Result<()> {
+        let arch = self.arch.name();
+        ensure!(self.vocab_size > 0, "model.vocab_size must be positive");
+        ensure!(self.block_size > 0, "model.block_size must be positive");
+        ensure!(self.n_layer > 0, "model.n_layer must be positive");
+        ensure!(self.n_embd > 0, "model.n_embd must be positive");
+        ensure!((0.0..1.0).contains(&self.dropout), "model.dropout must be in [0, 1), got {}", self.dropout);
+        ensure!(self.norm_eps > 0.0, "model.norm_eps must be positive");
+        let recurrent = matches!(self.arch, Arch::Lstm | Arch::Gru);
+        if recurrent {
+            ensure!(self.hidden() > 0, "model.rnn_hidden must be positive");
+            ensure!(
+                !self.tie_embeddings || self.hidden() == self.n_embd,
+                "model.tie_embeddings = true needs model.rnn_hidden = model.n_embd ({}), got {}: the output layer \
+                 would read the {}-wide hidden state with the {}-wide embedding table; set tie_embeddings = false \
+                 or rnn_hidden = n_embd",
+                self.n_embd,
+                self.hidden(),
+                self.hidden(),
+                self.n_embd
+            );
+        } else {
+            ensure!(self.taps() >= 2, "model.kernel_size must be at least 2, got {}", self.taps());
+            if let Some(d) = &self.dilations {
+                ensure!(
+                    d.len() == self.n_layer,
+                    "model.dilations has {} entries but model.n_layer = {}: give one dilation per layer",
+                    d.len(),
+                    self.n_layer
+                );
+                ensure!(d.iter().all(|&x| x >= 1), "model.dilations must all be at least 1, got {d:?}");
+            }
+            ensure!(
+                self.activation != ActivationKind::Swiglu,
+                "model.activation = \"swiglu\" is a gated feed-forward; model.arch = \"cnn\" takes an element-wise \
+                 activation (gelu_tanh, gelu, relu, leaky_relu, silu)"
+            );
+        }
+        let d = ModelConfig::default();
+        let only = |key: &str, set: bool| -> Result<()> {
+            ensure!(!set, "model.{key} does not apply to model.arch = \"{arch}\"; remove it");
+            Ok(())
+        };
+        only("rnn_hidden", !recurrent && self.rnn_hidden.is_some())?;
+        only("kernel_size", recurrent && self.kernel_size.is_some())?;
+        only("dilations", recurrent && self.dilations.is_some())?;
+        only("activation", recurrent && self.activation != d.activation)?;
+        only("leaky_slope", recurrent && self.leaky_slope != d.leaky_slope)?;
+        // Transformer-only choices.
+        only("n_head", self.n_head != d.n_head)?;
+        only("n_kv_head", self.n_kv_head.is_some())?;
+        only("head_size", self.head_size.is_some())?;
+        only("n_dec_layer", self.n_dec_layer.is_some())?;
+        only("ffn_hidden", self.ffn_hidden.is_some())?;
+        only("norm_position", self.norm_position != d.norm_position)?;
+        only("position", self.position != d.position)?;
+        only("scale_embeddings", self.scale_embeddings)?;
+        only("embedding_norm", self.embedding_norm)?;
+        only("shaw_k", self.shaw_k != d.shaw_k)?;
+        only("shaw_values", self.shaw_values != d.shaw_values)?;
+        only("t5_buckets", self.t5_buckets != d.t5_buckets)?;
+        only("t5_max_distance", self.t5_max_distance != d.t5_max_distance)?;
+        only("rope_theta", self.rope_theta != d.rope_theta)?;
+        only("score", self.score != d.score)?;
+        only("attn_dropout", self.attn_dropout.is_some())?;
+        only("share_embeddings", self.share_embeddings != d.share_embeddings)?;
+        only("num_classes", self.num_classes != d.num_classes)?;
+        only("pooling", self.pooling != d.pooling)?;
+        only("attention", self.attention != d.attention)?;
+        ensure!(
+            self.norm == NormKind::Layernorm,
+            "model.arch = \"{arch}\" normalises with LayerNorm only; remove model.norm"
+        );
+        ensure!(
+            self.bias,
+            "model.arch = \"{arch}\" always has biases (as torch.nn.LSTM/GRU/Conv1d); remove model.bias = false"
+        );
         Ok(())
     }
 }

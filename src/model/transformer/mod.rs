@@ -26,6 +26,7 @@ mod freeze;
 mod head;
 mod input_grad;
 mod layers;
+mod lora;
 mod precision;
 mod probe;
 mod quant;
@@ -40,6 +41,7 @@ pub use config::{
     ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
 };
 pub use head::is_task_head;
+pub use lora::{is_lora_tensor, LoraConfig};
 pub use probe::{ActKind, ActTensor, AttnProbs, BlockProbe};
 use quant::linear_hooks;
 pub use quant::{LinearObserver, QuantLinears};
@@ -141,6 +143,8 @@ pub struct Transformer {
     /// receives ∂L/∂(token embeddings) in backward (`input_grad.rs`).
     input_alpha: Option<f32>,
     input_grad: Option<Vec<f32>>,
+    /// LoRA adapters on some linear layers (see `lora.rs`).
+    lora: Option<lora::Lora>,
 }
 
 /// The teacher's logits of the current batch, in a buffer sized once for the largest batch.
@@ -219,7 +223,9 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
-        let hooks = linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation);
+        let lora_views = lora::lora_regions(&mut self.lora);
+        let hooks =
+            linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation, &lora_views, &self.frozen);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| {
             ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, hooks)
@@ -318,7 +324,9 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
-        let hooks = linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation);
+        let lora_views = lora::lora_regions(&mut self.lora);
+        let hooks =
+            linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation, &lora_views, &self.frozen);
         let mask = last.has_mask.then(|| &last.mask[..b * te]);
         let cx = |t, self_mask, enc_mask| {
             ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, self_mask, enc_mask, low, hooks)

@@ -8,8 +8,10 @@
 
 use super::ablation::Ablation;
 use super::layers::LinearHooks;
+use super::lora::{lora_pass, LoraTable};
 use super::Transformer;
 use crate::kernels::quant::{quant_matmul_forward, quant_matmul_scratch_len, QuantMatrix};
+use crate::model::layout::Regions;
 use anyhow::{ensure, Context, Result};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -67,6 +69,10 @@ impl Transformer {
     /// forward pass; `params` gets the dequantized values. The model runs inference only from
     /// then on.
     pub fn set_quantized(&mut self, name: &str, m: QuantMatrix) -> Result<()> {
+        ensure!(
+            self.lora.is_none(),
+            "a model with LoRA adapters cannot be quantized: merge them first (lmlab merge-lora)"
+        );
         let t = self.layout.get(name).with_context(|| format!("the model has no tensor {name}"))?;
         ensure!(
             t.shape == [m.rows, m.cols],
@@ -148,11 +154,15 @@ pub(crate) fn linear_hooks<'a>(
     observer: &'a Option<Arc<LinearObserver>>,
     reduce: &'a Option<Vec<usize>>,
     ablate: &'a Option<Ablation>,
+    lora: &'a Option<(&'a LoraTable, Regions<'a>)>,
+    frozen: &'a [Range<usize>],
 ) -> LinearHooks<'a> {
     LinearHooks {
         quant: quant.as_ref(),
         observe: observer.as_deref(),
         reduce: reduce.as_deref(),
         ablate: ablate.as_ref(),
+        lora: lora_pass(lora),
+        frozen,
     }
 }

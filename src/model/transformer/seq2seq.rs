@@ -68,7 +68,9 @@ impl Transformer {
         let r = Regions::new(&mut self.acts);
         let low_views = self.low.as_mut().map(low_regions);
         let low = lowp(&low_views);
-        let hooks = linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation);
+        let lora_views = super::lora::lora_regions(&mut self.lora);
+        let hooks =
+            linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation, &lora_views, &self.frozen);
         let mask = last.has_mask.then(|| &last.mask[..b * s]);
         let cxe = ctx(&w, &g, &r, &self.consts, &self.scratch, last, s, mask, None, low, hooks);
         enc.forward(&cxe, ea, &last.src[..b * s], None);

@@ -18,11 +18,13 @@ pub(crate) use position::{AbsolutePosition, SelfPosition};
 use super::ablation::Ablation;
 use super::cache::CacheView;
 use super::config::NormPosition;
+use super::lora::{Adapter, LoraPass};
 use super::probe::{ActKind, ActTensor, AttnProbs, View};
 use super::quant::{LinearObserver, QuantLinears};
 use crate::kernels::{
-    dropout::{dropout_backward_at, dropout_forward_at, site_seed},
-    matmul::{matmul_backward, matmul_forward},
+    dropout::{dropout_backward_at, dropout_forward_at, dropout_inplace, site_seed},
+    lora::{lora_backward, lora_forward},
+    matmul::{matmul_backward, matmul_backward_frozen, matmul_forward},
     precision::{matmul_backward_lowp, matmul_forward_lowp, round_inplace, round_into, Precision},
     residual::residual_forward,
 };
@@ -79,6 +81,10 @@ pub(crate) struct LinearHooks<'a> {
     /// feed-forward ablation, `transformer/ablation.rs`); applied by the attention and
     /// feed-forward layers through [`Ctx::ablate`].
     pub ablate: Option<&'a Ablation>,
+    /// LoRA adapters added to some layers' outputs (`transformer/lora.rs`).
+    pub lora: Option<LoraPass<'a>>,
+    /// Frozen tensors, sorted by start: a frozen weight gets no weight-gradient GEMM.
+    pub frozen: &'a [Range<usize>],
 }
 
 /// What the linear layers of a reduced-precision pass read: the rounded copy of the weights and
@@ -154,6 +160,7 @@ impl Ctx<'_> {
             observe(w.start, &x[..n * c], n);
         }
         self.linear_product(out, x, w, b, n, c, oc);
+        self.lora_forward(out, x, w, n);
         if self.linear.reduce.is_some_and(|r| r.binary_search(&w.start).is_ok()) {
             crate::dist::world().all_reduce_sum(&mut out[..n * oc]);
         }
@@ -207,13 +214,14 @@ impl Ctx<'_> {
         oc: usize,
     ) {
         match &self.low {
-            None => matmul_backward(dx, self.gw(w), self.gopt(b), dout, x, self.p(w), n, c, oc),
+            None => self.linear_backward_f32(dx, w, b, dout, x, n, c, oc),
             Some(l) => {
                 let d = l.s.mut_(&l.ranges.dout, n * oc);
                 round_into(d, &dout[..n * oc], l.p);
                 self.linear_backward_low(l, dx, w, b, d, x, n, c, oc);
             }
         }
+        self.lora_backward(dx, w, dout, x, n);
     }
 
     /// [`Ctx::linear_backward`] for an output gradient the caller no longer needs: in reduced
@@ -231,11 +239,84 @@ impl Ctx<'_> {
         oc: usize,
     ) {
         match &self.low {
-            None => matmul_backward(dx, self.gw(w), self.gopt(b), dout, x, self.p(w), n, c, oc),
+            None => self.linear_backward_f32(dx, w, b, dout, x, n, c, oc),
             Some(l) => {
                 round_inplace(&mut dout[..n * oc], l.p);
                 self.linear_backward_low(l, dx, w, b, dout, x, n, c, oc);
             }
+        }
+        self.lora_backward(dx, w, dout, x, n);
+    }
+
+    /// The f32 backward of a linear layer; a frozen weight's gradient is not computed.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward_f32(
+        &self,
+        dx: &mut [f32],
+        w: &Range<usize>,
+        b: &Option<Range<usize>>,
+        dout: &[f32],
+        x: &[f32],
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        if !self.is_frozen(w) {
+            return matmul_backward(dx, self.gw(w), self.gopt(b), dout, x, self.p(w), n, c, oc);
+        }
+        let db = b.as_ref().filter(|b| !self.is_frozen(b)).map(|b| self.gw(b));
+        matmul_backward_frozen(dx, db, dout, self.p(w), n, c, oc);
+    }
+
+    fn is_frozen(&self, r: &Range<usize>) -> bool {
+        self.linear.frozen.binary_search_by_key(&r.start, |f| f.start).is_ok()
+    }
+
+    /// The adapter of the weight at `w`, with the pass's view of the adapters (None when `w`
+    /// has none).
+    fn adapter(&self, w: &Range<usize>) -> Option<(LoraPass<'_>, &Adapter)> {
+        let l = self.linear.lora?;
+        l.table.get(w).map(|a| (l, a))
+    }
+
+    /// out (N, OC) += (alpha/rank)·(dropout(x)·Aᵀ)·Bᵀ when the layer at `w` has an adapter.
+    fn lora_forward(&self, out: &mut [f32], x: &[f32], w: &Range<usize>, n: usize) {
+        let Some((l, ad)) = self.adapter(w) else { return };
+        let cfg = &l.table.config;
+        let (c, r, oc) = (ad.c, cfg.rank, ad.oc);
+        let p = self.drop_p(cfg.dropout);
+        let x_in: &[f32] = match (&ad.xd, p > 0.0) {
+            (Some(xd), true) => {
+                let d = l.r.mut_(xd, n * c);
+                dropout_forward_at(d, &x[..n * c], p, self.seed(ad.site), self.dropout_first(c));
+                d
+            }
+            _ => &x[..n * c],
+        };
+        let u = l.r.mut_(&ad.u, n * r);
+        lora_forward(&mut out[..n * oc], u, x_in, self.p(&ad.a), self.p(&ad.b), cfg.scale(), n, c, r, oc);
+    }
+
+    /// The adapter's part of a linear layer's backward: dA and dB accumulated, dx (N, C) added to.
+    fn lora_backward(&self, dx: &mut [f32], w: &Range<usize>, dout: &[f32], x: &[f32], n: usize) {
+        let Some((l, ad)) = self.adapter(w) else { return };
+        let cfg = &l.table.config;
+        let (c, r, oc, s) = (ad.c, cfg.rank, ad.oc, cfg.scale());
+        let (a, b, ga, gb) = (self.p(&ad.a), self.p(&ad.b), self.gw(&ad.a), self.gw(&ad.b));
+        let u = l.r.get(&ad.u, n * r);
+        let du = l.r.mut_(&l.table.du, n * r);
+        let (dout, dx) = (&dout[..n * oc], &mut dx[..n * c]);
+        let p = self.drop_p(cfg.dropout);
+        match (&ad.xd, p > 0.0) {
+            (Some(xd), true) => {
+                // The gradient of the dropped-out input, then through the same mask into dx.
+                let dxd = l.r.mut_(&l.table.dxd, n * c);
+                dxd.fill(0.0);
+                lora_backward(dxd, ga, gb, du, dout, l.r.get(xd, n * c), u, a, b, s, n, c, r, oc);
+                dropout_inplace(dxd, p, self.seed(ad.site), self.dropout_first(c));
+                dx.iter_mut().zip(dxd.iter()).for_each(|(d, e)| *d += e);
+            }
+            _ => lora_backward(dx, ga, gb, du, dout, &x[..n * c], u, a, b, s, n, c, r, oc),
         }
     }
 
