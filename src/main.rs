@@ -73,6 +73,10 @@ enum Cmd {
     /// Serve a decoder checkpoint (and/or a sentence-embedding model) over HTTP with the OpenAI
     /// API (completions, chat, embeddings, streaming), batching concurrent requests together.
     Serve(cli::serve::ServeArgs),
+    /// Extractive question answering with a QA checkpoint (data.task = "qa"): the answer to
+    /// --question in --context with its character span and score, or every question of a
+    /// SQuAD file (--data) into a predictions JSON (--output) for `lmlab eval squad`.
+    Answer(cli::answer::AnswerArgs),
     /// Print a config's learning-rate schedule (a table and a chart) without training.
     Schedule(cli::schedule::ScheduleArgs),
     /// Draw a run's charts from RUN_DIR/metrics.jsonl: loss, learning rate, gradient norm and,
@@ -148,6 +152,7 @@ fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
         Cmd::MergeLora(a) => cli::merge_lora::run(a),
         Cmd::Embed(a) => cli::embed::run(a),
         Cmd::Serve(a) => cli::serve::run(a),
+        Cmd::Answer(a) => cli::answer::run(a),
         Cmd::Schedule(a) => cli::schedule::run(a),
         Cmd::Plot(a) => cli::plot::run(a),
         Cmd::Inspect { what } => cli::inspect::run(what),

@@ -149,8 +149,23 @@ fn task_configs_are_checked() {
     assert!(err(t).contains("data.format"), "{}", err(t));
     let t = "[model]\narch = \"encoder\"\n[data]\ntask = \"lm\"\n";
     assert!(err(t).contains("decoder"), "{}", err(t));
-    let t = "[data]\ntask = \"summarize\"\n";
-    assert!(err(t).contains("summarize") || err(t).contains("unknown variant"), "{}", err(t));
+    // Summarization: an encoder-decoder on JSON Lines, with its files, fields and lengths.
+    let ed = "[model]\narch = \"encoder_decoder\"\nblock_size = 65\n";
+    let sum = "[data]\ntask = \"summarize\"\nformat = \"jsonl\"\ntrain = \"a\"\nval = \"b\"\nsource_field = \"dialogue\"\ntarget_field = \"summary\"\n";
+    assert!(err(sum).contains("encoder_decoder"), "{}", err(sum));
+    assert!(RunConfig::from_toml_str(&format!("{ed}{sum}"), &[]).is_ok());
+    for (key, want) in
+        [("format", "data.format = \"jsonl\""), ("val", "data.val"), ("target_field", "data.target_field")]
+    {
+        let t = format!("{ed}{sum}").lines().filter(|l| !l.starts_with(key)).collect::<Vec<_>>().join("\n");
+        assert!(err(&t).contains(want), "without {key}: {}", err(&t));
+    }
+    // The longest source must fit block_size, the longest target with its BOS/EOS too.
+    let t = format!("{ed}{sum}max_src_len = 66\n");
+    assert!(err(&t).contains("block_size (65)") && err(&t).contains("max_src_len"), "{}", err(&t));
+    let t = format!("{ed}{sum}max_src_len = 65\nmax_tgt_len = 65\n");
+    assert!(err(&t).contains("longest target (65 tokens"), "{}", err(&t));
+    assert!(RunConfig::from_toml_str(&format!("{ed}{sum}max_src_len = 65\nmax_tgt_len = 64\n"), &[]).is_ok());
 }
 
 #[test]

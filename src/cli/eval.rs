@@ -195,6 +195,10 @@ pub enum EvalCmd {
         /// Predictions: a JSON object {question id: answer text} (the official format).
         #[arg(long)]
         predictions: PathBuf,
+        /// Score only these articles of --data, by index in file order: A..B (B excluded,
+        /// e.g. 40..48 for the last 8 of SQuAD's dev set) or a list 3,7,41.
+        #[arg(long, value_name = "SPEC")]
+        articles: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -317,14 +321,19 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
                 report(&runs, json, Some(serde_json::Value::Array(details)))
             })
         }
-        EvalCmd::Squad { data, predictions, json } => run_squad(&data, &predictions, json),
+        EvalCmd::Squad { data, predictions, articles, json } => {
+            run_squad(&data, &predictions, articles.as_deref(), json)
+        }
     }
 }
 
-fn run_squad(data: &std::path::Path, predictions: &std::path::Path, json: bool) -> Result<()> {
-    use lmlab::eval::squad::{evaluate, read_squad};
+fn run_squad(data: &std::path::Path, predictions: &std::path::Path, articles: Option<&str>, json: bool) -> Result<()> {
+    use lmlab::eval::squad::{evaluate, read_squad, select_articles};
     let read = |p: &std::path::Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
-    let questions = read_squad(&read(data)?, &data.display().to_string())?;
+    let mut questions = read_squad(&read(data)?, &data.display().to_string())?;
+    if let Some(spec) = articles {
+        questions = select_articles(questions, spec)?;
+    }
     let preds: std::collections::HashMap<String, String> = serde_json::from_str(&read(predictions)?)
         .with_context(|| format!("{} is not a JSON object of question id → answer text", predictions.display()))?;
     let s = evaluate(&questions, &preds);

@@ -3,6 +3,7 @@
 //! where tests reach it without a process.
 
 pub mod account;
+pub mod answer;
 pub mod bench;
 pub mod classify;
 pub mod demo;

@@ -28,6 +28,11 @@ pub enum Task {
     Translate,
     /// Sequence classification (`train`, `test`, `format`), BPE tokenizer.
     Classify,
+    /// Extractive question answering on SQuAD v1.1-format files (`train`, `test`,
+    /// `heldout_articles`, `max_len`, `doc_stride`, `max_query_len`, `max_answer_len`): the
+    /// span head on an encoder started from an imported BERT (`train.init_from`), whose
+    /// WordPiece tokenizer it keeps (see `train/qa.rs`).
+    Qa,
     /// No training task: weights imported from another format (`lmlab import --hf` of a BERT).
     /// Such a checkpoint is a starting point (`train.init_from`), not a run to resume.
     Pretrained,
@@ -75,6 +80,15 @@ pub struct DataSection {
     /// Classify: "sst2" (TSV `sentence<TAB>label`), "trec" (coarse labels) or "trec_fine".
     /// Summarize: "jsonl" (one JSON object per line).
     pub format: String,
+    /// QA: the last this many articles of `train` (file order) are held out from training and
+    /// evaluated at the end.
+    pub heldout_articles: usize,
+    /// QA: context tokens shared by consecutive windows of a long context.
+    pub doc_stride: usize,
+    /// QA: the question is cut to this many pieces.
+    pub max_query_len: usize,
+    /// QA: longest predicted answer, in tokens.
+    pub max_answer_len: usize,
     /// Summarize: the record fields holding the text to summarize and its summary.
     pub source_field: String,
     pub target_field: String,
@@ -121,6 +135,10 @@ impl Default for DataSection {
             test: String::new(),
             val: String::new(),
             format: String::new(),
+            heldout_articles: 8,
+            doc_stride: 128,
+            max_query_len: 64,
+            max_answer_len: 30,
             source_field: String::new(),
             target_field: String::new(),
             reference_fields: Vec::new(),
@@ -337,8 +355,13 @@ impl RunConfig {
     }
 
     /// The model's full config once the tokenizer has fixed the vocabulary size.
+    /// QA's task decides the head: the span head on the encoder.
     pub fn model_config(&self, vocab_size: usize) -> ModelConfig {
-        ModelConfig { vocab_size, ..self.model.clone() }
+        let encoder_head = match self.data.task {
+            Task::Qa => crate::model::transformer::EncoderHead::Span,
+            _ => self.model.encoder_head,
+        };
+        ModelConfig { vocab_size, encoder_head, ..self.model.clone() }
     }
 
     pub fn to_toml(&self) -> String {
@@ -358,7 +381,7 @@ impl RunConfig {
         let d = &self.data;
         let arch = self.model.arch;
         match d.task {
-            Task::Pretrained => {}
+            Task::Pretrained | Task::Qa => {}
             Task::Lm => ensure!(
                 arch.is_causal_lm(),
                 "data.task = \"lm\" needs model.arch = \"decoder\", \"lstm\", \"gru\" or \"cnn\", got \"{}\"",
@@ -410,7 +433,29 @@ impl RunConfig {
                 }
             }
         }
-        if !matches!(d.task, Task::Lm | Task::Pretrained) {
+        if d.task == Task::Qa {
+            ensure!(
+                !self.train.init_from.is_empty(),
+                "data.task = \"qa\" needs train.init_from: a BERT-style encoder with its WordPiece tokenizer \
+                 (lmlab import --hf DIR, or a QA run's checkpoint)"
+            );
+            ensure!(arch == Arch::Encoder, "data.task = \"qa\" needs model.arch = \"encoder\"");
+            ensure!(!d.train.is_empty(), "data.task = \"qa\" needs data.train (a SQuAD v1.1-format JSON file)");
+            ensure!(
+                self.train.label_smoothing == 0.0,
+                "train.label_smoothing is not supported for data.task = \"qa\" (its masked positions have no probability)"
+            );
+            ensure!(
+                d.max_answer_len >= 1 && d.max_query_len >= 1,
+                "data.max_answer_len and data.max_query_len must be positive"
+            );
+            ensure!(
+                self.model.block_size >= d.max_len,
+                "model.block_size ({}) must be at least data.max_len ({})",
+                self.model.block_size,
+                d.max_len
+            );
+        } else if !matches!(d.task, Task::Lm | Task::Pretrained) {
             ensure!(d.vocab_size >= 260, "data.vocab_size must be at least 260 (256 bytes and 4 special tokens)");
             ensure!(d.max_len >= 2, "data.max_len must be at least 2");
             if d.task.is_seq2seq() {

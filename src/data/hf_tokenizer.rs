@@ -14,10 +14,20 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use std::path::Path;
 use tokenizers::{PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
+/// The pieces of a text and the character range `(start, end)` of each in the text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pieces {
+    pub ids: Vec<u32>,
+    pub offsets: Vec<(usize, usize)>,
+}
+
 /// A `tokenizer.json` tokenizer with the post-processor's special tokens and truncation.
 #[derive(Clone, Debug)]
 pub struct HfTokenizer {
     inner: Tokenizer,
+    /// The same pipeline without truncation or special tokens' limit, for
+    /// [`HfTokenizer::pieces_with_offsets`] (a QA context is cut into windows by its user).
+    untruncated: Tokenizer,
     max_len: usize,
     pad_id: u32,
 }
@@ -52,6 +62,8 @@ impl HfTokenizer {
             inner.get_vocab_size(true)
         );
         inner.with_padding(None);
+        let mut untruncated = inner.clone();
+        untruncated.with_truncation(None).map_err(|e| anyhow!("cannot switch truncation off: {e}"))?;
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_len,
@@ -60,7 +72,7 @@ impl HfTokenizer {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| anyhow!("cannot truncate at {max_len}: {e}"))?;
-        Ok(HfTokenizer { inner, max_len, pad_id })
+        Ok(HfTokenizer { inner, untruncated, max_len, pad_id })
     }
 
     /// Ids of `text` with the post-processor's special tokens, at most `max_len` of them.
@@ -71,6 +83,41 @@ impl HfTokenizer {
             bail!("the tokenizer returned {} ids for a limit of {}", ids.len(), self.max_len);
         }
         Ok(ids.to_vec())
+    }
+
+    /// The pieces of `text` without special tokens or truncation, each with its character range
+    /// `(start, end)` in `text`, counted in Unicode code points as SQuAD's `answer_start` is
+    /// (the `tokenizers` crate reports byte offsets into the original text, before
+    /// normalisation: "Zürich" keeps its 6 characters though BERT strips the accent).
+    pub fn pieces_with_offsets(&self, text: &str) -> Result<Pieces> {
+        let enc = self.untruncated.encode(text, false).map_err(|e| anyhow!("cannot encode {text:?}: {e}"))?;
+        // char_at[byte] = the number of characters before that byte (for every char boundary
+        // and the end of the text).
+        let mut char_at = vec![0usize; text.len() + 1];
+        let mut chars = 0;
+        for (byte, ch) in text.char_indices() {
+            char_at[byte] = chars;
+            chars += 1;
+            // Bytes inside a character map to it (offsets always fall on boundaries; this only
+            // keeps a stray offset from reading a wrong 0).
+            for k in 1..ch.len_utf8() {
+                char_at[byte + k] = chars - 1;
+            }
+        }
+        char_at[text.len()] = chars;
+        let offsets = enc
+            .get_offsets()
+            .iter()
+            .map(|&(s, e)| {
+                ensure!(
+                    s <= e && e <= text.len(),
+                    "the tokenizer gave offsets {s}..{e} outside the text of {} bytes",
+                    text.len()
+                );
+                Ok((char_at[s], char_at[e]))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Pieces { ids: enc.get_ids().to_vec(), offsets })
     }
 
     /// Text of `ids` (special tokens dropped when `skip_special`); an id outside the vocabulary
@@ -175,6 +222,22 @@ mod tests {
         assert_eq!(t.pad_id(), 0);
         assert_eq!(t.decode(&[2, 4, 5, 7, 3], true).unwrap(), "the cats");
         assert!(t.decode(&[99], false).unwrap_err().to_string().contains("99"));
+    }
+
+    #[test]
+    fn offsets_are_characters_of_the_original_text() {
+        let t = HfTokenizer::from_bytes(tiny_bert_json().as_bytes(), 8).unwrap();
+        // Not truncated at 8, no [CLS]/[SEP]; "sát" is 4 bytes but 3 characters, and the
+        // accent-stripped piece still points at the original characters.
+        let text = "Sát: the CATS sat on a mat.";
+        let super::Pieces { ids, offsets } = t.pieces_with_offsets(text).unwrap();
+        assert_eq!(ids, vec![6, 1, 4, 5, 7, 6, 8, 11, 9, 10]);
+        let chars: Vec<char> = text.chars().collect();
+        let pieces: Vec<String> = offsets.iter().map(|&(s, e)| chars[s..e].iter().collect()).collect();
+        assert_eq!(pieces, ["Sát", ":", "the", "CAT", "S", "sat", "on", "a", "mat", "."]);
+        assert_eq!(offsets[0], (0, 3));
+        assert_eq!(offsets[2], (5, 8));
+        assert_eq!(t.pieces_with_offsets("").unwrap().ids, Vec::<u32>::new());
     }
 
     #[test]

@@ -176,3 +176,29 @@ pub fn evaluate(questions: &[Question], predictions: &HashMap<String, String>) -
     let total = questions.len();
     SquadScore { exact_match: 100.0 * em / total as f64, f1: 100.0 * f1 / total as f64, total, unanswered, unknown_ids }
 }
+
+/// The questions of the articles `spec` names, by index in file order: `A..B` (A up to but not
+/// including B, as a Rust range; `40..` to the end) or a comma-separated list (`3,7,41`). An
+/// index past the file's articles is an error.
+pub fn select_articles(questions: Vec<Question>, spec: &str) -> Result<Vec<Question>> {
+    let articles = questions.iter().map(|q| q.article).max().map_or(0, |a| a + 1);
+    let parse = |s: &str| -> Result<usize> {
+        s.trim().parse().with_context(|| format!("--articles {spec:?}: {s:?} is not an article index"))
+    };
+    let keep: Vec<usize> = match spec.split_once("..") {
+        Some((a, b)) => {
+            let a = if a.trim().is_empty() { 0 } else { parse(a)? };
+            let b = if b.trim().is_empty() { articles } else { parse(b)? };
+            (a..b).collect()
+        }
+        None => spec.split(',').map(parse).collect::<Result<_>>()?,
+    };
+    if let Some(bad) = keep.iter().find(|&&a| a >= articles) {
+        bail!("--articles {spec:?}: article {bad} does not exist (the file has {articles}, numbered from 0)");
+    }
+    let out: Vec<Question> = questions.into_iter().filter(|q| keep.contains(&q.article)).collect();
+    if out.is_empty() {
+        bail!("--articles {spec:?} selects no question");
+    }
+    Ok(out)
+}

@@ -35,6 +35,7 @@ pub mod precision;
 pub mod quant;
 pub mod residual;
 pub mod rmsnorm;
+pub mod span;
 
 /// A raw pointer that may cross threads. Used where parallel tasks write provably disjoint
 /// parts of one buffer (e.g. one attention head each) that no safe slice split can express.

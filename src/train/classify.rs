@@ -6,7 +6,7 @@
 //! [CLS] tokens (B,T) + mask ─ encoder ─ pool ([CLS] or mean) ─ classifier ─ (B,K) ─ CE(label)
 //! ```
 
-use super::run::{fresh_model, loss_scaler, Eval, Resumed, RunTracker};
+use super::run::{fresh_model, loss_scaler, Eval, LogWindow, Resumed, RunTracker};
 use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::config::RunConfig;
 use crate::data::bpe::{BpeTokenizer, BOS, PAD};
@@ -24,7 +24,6 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// Token ids of each text, at most `max_len`: with lmlab's BPE, [CLS] (the BOS id) then the
 /// subword tokens; with a Hugging Face tokenizer (BERT's WordPiece, `train.init_from` an
@@ -234,17 +233,17 @@ fn load(format: &str, path: &Path, names: Option<&[String]>) -> Result<LabelledT
 
 /// The training examples in batches: the rows in a random order, reshuffled (in place, from the
 /// current order) whenever a batch would run past the end.
-struct RowSampler {
+pub(super) struct RowSampler {
     rows: Vec<usize>,
     cursor: usize,
     /// Reshuffles so far: replaying them from the seed recreates `rows` and `rng`.
     shuffles: u64,
-    rng: Xoshiro256PlusPlus,
+    pub(super) rng: Xoshiro256PlusPlus,
 }
 
 /// What a checkpoint keeps of a [`RowSampler`]; `TrainState::rng` holds its RNG.
 #[derive(Serialize, Deserialize)]
-struct SamplerState {
+pub(super) struct SamplerState {
     shuffles: u64,
     cursor: usize,
     /// The training file's label names, class index order: `lmlab classify` prints them.
@@ -254,11 +253,11 @@ struct SamplerState {
 
 impl RowSampler {
     /// Starts with `rows` (the first batch shuffles them) and the RNG that drew the split.
-    fn new(rows: Vec<usize>, rng: Xoshiro256PlusPlus) -> Self {
+    pub(super) fn new(rows: Vec<usize>, rng: Xoshiro256PlusPlus) -> Self {
         RowSampler { cursor: rows.len(), rows, shuffles: 0, rng }
     }
 
-    fn next(&mut self, batch_size: usize) -> &[usize] {
+    pub(super) fn next(&mut self, batch_size: usize) -> &[usize] {
         if self.cursor + batch_size > self.rows.len() {
             self.rows.shuffle(&mut self.rng);
             self.shuffles += 1;
@@ -269,13 +268,13 @@ impl RowSampler {
         &self.rows[start..self.cursor]
     }
 
-    fn state(&self, labels: &[String]) -> SamplerState {
+    pub(super) fn state(&self, labels: &[String]) -> SamplerState {
         SamplerState { shuffles: self.shuffles, cursor: self.cursor, labels: labels.to_vec() }
     }
 
     /// Replays the saved number of shuffles; the RNG must come out as saved, else the data
     /// (or the seed) is not the one the checkpoint was trained on.
-    fn restore(&mut self, state: &SamplerState, rng: &Xoshiro256PlusPlus) -> Result<()> {
+    pub(super) fn restore(&mut self, state: &SamplerState, rng: &Xoshiro256PlusPlus) -> Result<()> {
         ensure!(self.shuffles == 0, "restore: the sampler has already been used");
         for _ in 0..state.shuffles {
             self.rows.shuffle(&mut self.rng);
@@ -422,7 +421,7 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
 
     let mut health = HealthMonitor::new(tc.health_interval, &model);
     let mut step = tracker.start_step();
-    let mut window = (Instant::now(), 0u64, 0f64);
+    let mut window = LogWindow::new();
     while step < tc.max_iters {
         if tracker.eval_due(step)
             && validate(&mut model, &opt, &sampler, step, last_train, &mut tracker, scaler.state())?
@@ -460,16 +459,10 @@ pub fn train_classifier(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOpti
         if health_due {
             tracker.log.health(step + 1, &health.stats(&model))?;
         }
-        window.1 += 1;
-        window.2 += s.loss as f64;
         let done = step + 1;
-        if done % tc.log_interval == 0 {
-            let ms = window.0.elapsed().as_secs_f64() * 1e3 / window.1 as f64;
-            last_train = (window.2 / window.1 as f64) as f32;
-            let tokens = (batch.b * batch.t * world.size()) as f64;
-            tracker.log.step(done, last_train, s.lr, s.grad_norm, ms, tokens / ms * 1e3)?;
-            tracker.progress.update(done, last_train, s.lr, ms, tokens / ms * 1e3);
-            window = (Instant::now(), 0, 0.0);
+        let tokens = (batch.b * batch.t * world.size()) as f64;
+        if let Some(loss) = window.step(&mut tracker, done, tc.log_interval, &s, tokens)? {
+            last_train = loss;
         }
         step = done;
     }

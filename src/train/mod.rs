@@ -2,6 +2,7 @@
 pub mod classify;
 pub mod distill;
 pub mod log;
+pub mod qa;
 pub mod run;
 pub mod seq2seq;
 
@@ -425,6 +426,7 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
         Task::Lm => train_in_pool::<Transformer>(cfg, resume, opts),
         Task::Translate | Task::Summarize => seq2seq::train_seq2seq(&cfg, resume, opts),
         Task::Classify => classify::train_classifier(&cfg, resume, opts),
+        Task::Qa => qa::train_qa(&cfg, resume, opts),
         Task::Pretrained => bail!(
             "data.task = \"pretrained\" marks imported weights, which have no training data: set data.task to the \
              task to train and start from them with train.init_from"

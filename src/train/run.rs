@@ -538,3 +538,46 @@ impl Drop for RunTracker {
         }
     }
 }
+
+/// The steps since the last log line of a task loop (classification, QA): their mean loss and
+/// time per step go into the metrics log and the progress bar every `train.log_interval` steps.
+pub struct LogWindow {
+    start: Instant,
+    steps: u64,
+    loss_sum: f64,
+}
+
+impl LogWindow {
+    pub fn new() -> Self {
+        LogWindow { start: Instant::now(), steps: 0, loss_sum: 0.0 }
+    }
+
+    /// Adds the step that made `done` steps, of `tokens` tokens, with its stats `st`; on a log
+    /// step writes the window's line and returns its mean training loss.
+    pub fn step(
+        &mut self,
+        tracker: &mut RunTracker,
+        done: u64,
+        interval: u64,
+        st: &super::StepStats,
+        tokens: f64,
+    ) -> Result<Option<f32>> {
+        self.steps += 1;
+        self.loss_sum += st.loss as f64;
+        if !done.is_multiple_of(interval) {
+            return Ok(None);
+        }
+        let ms = self.start.elapsed().as_secs_f64() * 1e3 / self.steps as f64;
+        let loss = (self.loss_sum / self.steps as f64) as f32;
+        tracker.log.step(done, loss, st.lr, st.grad_norm, ms, tokens / ms * 1e3)?;
+        tracker.progress.update(done, loss, st.lr, ms, tokens / ms * 1e3);
+        *self = LogWindow::new();
+        Ok(Some(loss))
+    }
+}
+
+impl Default for LogWindow {
+    fn default() -> Self {
+        Self::new()
+    }
+}

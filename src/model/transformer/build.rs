@@ -105,6 +105,7 @@ impl Transformer {
                 idx: vec![0; n],
                 src: vec![0; n],
                 mask: vec![false; n],
+                span_mask: vec![false; n],
                 targets: vec![0; n],
                 gather_src: vec![0; n],
                 gather_mask: vec![false; n],

@@ -130,6 +130,23 @@ pub enum Pooling {
     Mean,
 }
 
+/// What an encoder's head predicts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderHead {
+    /// A class per sequence: pool, then `classifier` (K, C).
+    #[default]
+    Classifier,
+    /// Extractive QA: a start and an end logit per position, `qa_outputs` (2, C).
+    Span,
+}
+
+impl EncoderHead {
+    fn is_classifier(&self) -> bool {
+        *self == EncoderHead::Classifier
+    }
+}
+
 /// The attention kernel used in training and full forward passes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -200,6 +217,10 @@ pub struct ModelConfig {
     pub num_classes: usize,
     pub pooling: Pooling,
     pub attention: AttentionKind,
+    /// Encoder: the classifier (default) or extractive QA's span head (`data.task = "qa"` sets
+    /// it). Left out of configs that keep the default, so they read as before.
+    #[serde(skip_serializing_if = "EncoderHead::is_classifier")]
+    pub encoder_head: EncoderHead,
     /// LSTM / GRU: width H of the recurrent layers (default `n_embd`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rnn_hidden: Option<usize>,
@@ -248,6 +269,7 @@ impl Default for ModelConfig {
             num_classes: 2,
             pooling: Pooling::Cls,
             attention: AttentionKind::Dense,
+            encoder_head: EncoderHead::Classifier,
             rnn_hidden: None,
             kernel_size: None,
             dilations: None,
@@ -379,7 +401,7 @@ impl ModelConfig {
             ensure!(self.t5_buckets >= 2, "model.t5_buckets must be at least 2");
             ensure!(self.t5_max_distance >= 1, "model.t5_max_distance must be positive");
         }
-        if self.arch == Arch::Encoder {
+        if self.arch == Arch::Encoder && self.encoder_head == EncoderHead::Classifier {
             ensure!(self.num_classes >= 2, "model.num_classes must be at least 2");
         }
         if self.attention == AttentionKind::Flash {

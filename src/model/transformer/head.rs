@@ -4,14 +4,18 @@
 //! LM:          h (B,T,C) ─ lm_head (V,C) ─ logits (B,T,V) ─ cross-entropy with targets (B,T)
 //! classifier:  h (B,T,C) ─ pool over the real tokens (B,C) ─ classifier (K,C) + b
 //!              ─ logits (B,K) ─ cross-entropy with labels (B)
+//! span (QA):   h (B,T,C) ─ qa_outputs (2,C) + b ─ (B,T,2) ─ start/end rows (B,2,T), positions
+//!              outside the context masked ─ cross-entropy with (start, end) (B,2), i.e.
+//!              (CE(start) + CE(end)) / 2
 //! ```
 
-use super::config::{ModelConfig, Pooling};
+use super::config::{EncoderHead, ModelConfig, Pooling};
 use super::layers::Ctx;
 use super::stack::Stack;
 use crate::kernels::crossentropy::{crossentropy_backward, crossentropy_forward};
 use crate::kernels::distill::{distill_backward, distill_forward, DistillLoss};
 use crate::kernels::pool::{Pool, PoolingMode};
+use crate::kernels::span::{span_logits_backward, span_logits_forward};
 use crate::model::layout::{ActLayout, ParamKind, ParamLayout};
 use std::ops::Range;
 
@@ -22,16 +26,20 @@ pub(super) enum Head {
     Lm { w: Range<usize> },
     /// logits = pool(h)·Wᵀ + b, W (K, C).
     Classifier { w: Range<usize>, b: Range<usize>, pooling: Pooling },
+    /// Start and end logits of every position: h·Wᵀ + b, W (2, C) (BERT's `qa_outputs`).
+    Span { w: Range<usize>, b: Range<usize> },
 }
 
 /// Model-level activations: logits, losses and the pooled encoder output.
 #[derive(Clone, Debug)]
 pub(super) struct HeadActs {
-    pub logits: Range<usize>,   // (N, V) or (B, K)
-    pub losses: Range<usize>,   // (N) or (B)
+    pub logits: Range<usize>,   // (N, V), (B, K) or (B, 2, T)
+    pub losses: Range<usize>,   // (N), (B) or (B, 2)
     pub d_logits: Range<usize>, // like logits
     pub pooled: Range<usize>,   // (B, C)
     pub d_pooled: Range<usize>, // (B, C)
+    pub span_raw: Range<usize>, // span head: the linear layer's output (N, 2)
+    pub d_span_raw: Range<usize>,
 }
 
 impl From<Pooling> for PoolingMode {
@@ -46,7 +54,7 @@ impl From<Pooling> for PoolingMode {
 /// Whether the parameter `name` belongs to a task's own head (a classifier's), which a model
 /// fine-tuned from a checkpoint of another task gets fresh (`train.init_from`).
 pub fn is_task_head(name: &str) -> bool {
-    name.starts_with("classifier.")
+    name.starts_with("classifier.") || name.starts_with("qa_outputs.")
 }
 
 impl Head {
@@ -62,10 +70,16 @@ impl Head {
                     l.push("lm_head.weight", &[cfg.vocab_size, c], ParamKind::Matrix)
                 },
             },
-            None => Head::Classifier {
-                w: l.push("classifier.weight", &[cfg.num_classes, c], ParamKind::Matrix),
-                b: l.push("classifier.bias", &[cfg.num_classes], ParamKind::Bias),
-                pooling: cfg.pooling,
+            None => match cfg.encoder_head {
+                EncoderHead::Classifier => Head::Classifier {
+                    w: l.push("classifier.weight", &[cfg.num_classes, c], ParamKind::Matrix),
+                    b: l.push("classifier.bias", &[cfg.num_classes], ParamKind::Bias),
+                    pooling: cfg.pooling,
+                },
+                EncoderHead::Span => Head::Span {
+                    w: l.push("qa_outputs.weight", &[2, c], ParamKind::Matrix),
+                    b: l.push("qa_outputs.bias", &[2], ParamKind::Bias),
+                },
             },
         }
     }
@@ -77,7 +91,9 @@ impl Head {
         let out_width = match self {
             Head::Lm { .. } => n * cfg.vocab_size,
             Head::Classifier { .. } => max_batch * cfg.num_classes,
+            Head::Span { .. } => 2 * n,
         };
+        let span = if matches!(self, Head::Span { .. }) { 2 * n } else { 0 };
         let grad = |len: usize| if inference { 0 } else { len };
         HeadActs {
             logits: al.alloc(out_width),
@@ -85,6 +101,8 @@ impl Head {
             d_logits: al.alloc(grad(out_width)),
             pooled: al.alloc(max_batch * c),
             d_pooled: al.alloc(grad(max_batch * c)),
+            span_raw: al.alloc(span),
+            d_span_raw: al.alloc(grad(span)),
         }
     }
 
@@ -93,13 +111,16 @@ impl Head {
         match self {
             Head::Lm { .. } => b * t * cfg.vocab_size,
             Head::Classifier { .. } => b * cfg.num_classes,
+            Head::Span { .. } => b * 2 * t,
         }
     }
 
     /// Logits from the top stack's output `h` (B, T, C) of the pass `cx` (whose self-attention
-    /// mask is the classifier's padding mask) and, with `targets` ((B, T) token ids or (B)
-    /// labels, -1 = ignore), the loss with label smoothing `eps`: (sum, number of targets);
-    /// with `soft` (the teacher's logits, same shape as the student's) the distillation loss.
+    /// mask is the classifier's padding mask) and, with `targets` ((B, T) token ids, (B) labels
+    /// or (B, 2) answer start and end positions; -1 = ignore), the loss with label smoothing
+    /// `eps`: (sum, number of targets); with `soft` (the teacher's logits, same shape as the
+    /// student's) the distillation loss. `span_mask` (B, T): the positions a span head may
+    /// choose (None: all).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn forward(
         &self,
@@ -110,6 +131,7 @@ impl Head {
         targets: Option<&[i32]>,
         eps: f32,
         soft: Option<(&[f32], DistillLoss)>,
+        span_mask: Option<&[bool]>,
     ) -> Option<(f64, usize)> {
         let (b, t, c, r) = (cx.b, cx.t, cfg.n_embd, cx.r);
         match self {
@@ -129,6 +151,15 @@ impl Head {
                 let targets = targets?;
                 Some(loss_forward(r.mut_(&a.losses, b), logits, &targets[..b], k, eps, soft))
             }
+            Head::Span { w, b: bias } => {
+                let n = b * t;
+                let raw = r.mut_(&a.span_raw, 2 * n);
+                cx.linear_forward(raw, h, w, &Some(bias.clone()), n, c, 2);
+                let logits = r.mut_(&a.logits, 2 * n);
+                span_logits_forward(logits, raw, span_mask, b, t);
+                let targets = targets?;
+                Some(loss_forward(r.mut_(&a.losses, 2 * b), logits, &targets[..2 * b], t, eps, soft))
+            }
         }
     }
 
@@ -146,6 +177,7 @@ impl Head {
         scale: f32,
         eps: f32,
         soft: Option<(&[f32], DistillLoss)>,
+        span_mask: Option<&[bool]>,
     ) {
         let (b, t, c, r) = (cx.b, cx.t, cfg.n_embd, cx.r);
         match self {
@@ -163,6 +195,14 @@ impl Head {
                 let pooled = r.get(&a.pooled, b * c);
                 cx.linear_backward_owned(d_pooled, w, &Some(bias.clone()), d_logits, pooled, b, c, k);
                 Pool { mode: (*pooling).into(), mask: cx.self_mask, b, t, c }.backward(d_h, d_pooled, h);
+            }
+            Head::Span { w, b: bias } => {
+                let n = b * t;
+                let d_logits = r.mut_(&a.d_logits, 2 * n);
+                loss_backward(d_logits, r.get(&a.logits, 2 * n), &targets[..2 * b], t, scale, eps, soft);
+                let d_raw = r.mut_(&a.d_span_raw, 2 * n);
+                span_logits_backward(d_raw, d_logits, span_mask, b, t);
+                cx.linear_backward_owned(d_h, w, &Some(bias.clone()), d_raw, h, n, c, 2);
             }
         }
     }

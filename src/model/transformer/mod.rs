@@ -4,6 +4,7 @@
 //! ```text
 //! decoder:          idx ─ Stack(causal) ─ lm_head ─ logits (B,T,V) ─ cross-entropy
 //! encoder:          idx, mask ─ Stack(bidirectional) ─ pool ([CLS] or mean) ─ classifier ─ logits (B,K)
+//!                   or ─ qa_outputs ─ start/end logits (B,2,T) (extractive QA's span head)
 //! encoder_decoder:  src, src_mask ─ Stack(encoder) ─┐
 //!                   tgt_in ─ Stack(causal + cross) ─┴─ lm_head ─ logits (B,T,V) ─ cross-entropy
 //! ```
@@ -38,7 +39,7 @@ pub use ablation::AblationMode;
 pub use build::BufferSizes;
 pub use cache::{KvCache, KvCacheSizes, LogitRows};
 pub use config::{
-    ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
+    ActivationKind, Arch, AttentionKind, EncoderHead, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind,
 };
 pub use head::is_task_head;
 pub use lora::{is_lora_tensor, LoraConfig};
@@ -74,7 +75,11 @@ struct Last {
     /// Padding masks: encoder-only (B, T), encoder-decoder source (B, T_enc).
     mask: Vec<bool>,
     has_mask: bool,
-    /// Targets (B, T) (LM, -1 = ignore) or labels (B) (classifier).
+    /// Span head: the positions that may start or end an answer (B, T).
+    span_mask: Vec<bool>,
+    has_span_mask: bool,
+    /// Targets (B, T) (LM, -1 = ignore), labels (B) (classifier) or answer (start, end)
+    /// positions (B, 2) (span head).
     targets: Vec<i32>,
     has_targets: bool,
     loss_count: usize,
@@ -194,6 +199,7 @@ impl Transformer {
         dropout_seed: u64,
     ) -> Result<Option<f32>> {
         ensure!(self.config.arch == Arch::Encoder, "forward_classify needs arch = \"encoder\"");
+        self.last.has_span_mask = false;
         self.check_train(train)?;
         self.check_shape(b, t, "sequence")?;
         ensure!(idx.len() == b * t, "idx has {} tokens, expected B·T = {}", idx.len(), b * t);
@@ -202,6 +208,47 @@ impl Transformer {
         self.begin(b, t, t, train, dropout_seed);
         self.last.idx[..b * t].copy_from_slice(idx);
         self.set_mask(mask, b, t)?;
+        self.run_forward()
+    }
+
+    /// Extractive QA with the span head: forward over `idx` (B, T) with the padding `mask`
+    /// (B, T); `span_mask` (B, T) marks the positions an answer may start or end at (the
+    /// context's tokens, and [CLS] for "no answer in this window"), the others get no
+    /// probability. With `positions` (B, 2) (each window's answer start and end token, -1 =
+    /// ignore) returns (CE(start) + CE(end)) / 2, averaged over the windows. Logits (B, 2, T).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_span(
+        &mut self,
+        idx: &[u32],
+        mask: Option<&[bool]>,
+        span_mask: Option<&[bool]>,
+        positions: Option<&[i32]>,
+        b: usize,
+        t: usize,
+        train: bool,
+        dropout_seed: u64,
+    ) -> Result<Option<f32>> {
+        ensure!(
+            self.config.arch == Arch::Encoder && self.config.encoder_head == EncoderHead::Span,
+            "forward_span needs an encoder with the span head (model.encoder_head = \"span\", a QA model)"
+        );
+        ensure!(
+            !(train && self.label_smoothing != 0.0),
+            "label smoothing is not defined for the span head (its masked positions have no probability)"
+        );
+        self.check_train(train)?;
+        self.check_shape(b, t, "sequence")?;
+        ensure!(idx.len() == b * t, "idx has {} tokens, expected B·T = {}", idx.len(), b * t);
+        self.check_tokens("idx", idx)?;
+        self.set_targets(positions, 2 * b, t)?;
+        self.begin(b, t, t, train, dropout_seed);
+        self.last.idx[..b * t].copy_from_slice(idx);
+        self.set_mask(mask, b, t)?;
+        self.last.has_span_mask = span_mask.is_some();
+        if let Some(m) = span_mask {
+            ensure!(m.len() == b * t, "span mask has {} entries, expected {}", m.len(), b * t);
+            self.last.span_mask[..b * t].copy_from_slice(m);
+        }
         self.run_forward()
     }
 
@@ -261,7 +308,9 @@ impl Transformer {
         let h = top.output(&top_cx, top_acts);
         let targets = last.has_targets.then_some(&last.targets[..]);
         let soft = soft_targets(&self.teacher, last.train, self.head.logits_len(&self.config, b, t))?;
-        let Some((sum, count)) = self.head.forward(&top_cx, &self.head_acts, &self.config, h, targets, eps, soft)
+        let span_mask = last.has_span_mask.then(|| &last.span_mask[..b * t]);
+        let Some((sum, count)) =
+            self.head.forward(&top_cx, &self.head_acts, &self.config, h, targets, eps, soft, span_mask)
         else {
             return Ok(None);
         };
@@ -344,7 +393,8 @@ impl Transformer {
         let h = top.output(&top_cx, top_acts);
         let d_h = r.mut_(&top_acts.d_out, b * t * c);
         let soft = soft_targets(&self.teacher, last.train, self.head.logits_len(&self.config, b, t))?;
-        self.head.backward(&top_cx, &self.head_acts, &self.config, d_h, h, &last.targets, scale, eps, soft);
+        let span_mask = last.has_span_mask.then(|| &last.span_mask[..b * t]);
+        self.head.backward(&top_cx, &self.head_acts, &self.config, d_h, h, &last.targets, scale, eps, soft, span_mask);
         let d_input = self.input_grad.as_deref_mut().map(|d| &mut d[..b * t * c]);
         match (&self.encoder, &self.decoder) {
             (Some(enc), None) => enc.backward(&top_cx, top_acts, &last.idx[..b * t], None, d_input),

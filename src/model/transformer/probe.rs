@@ -170,6 +170,10 @@ impl Transformer {
                 view.push(&mut out, "logits".into(), None, ActKind::Logits, &ha.logits, b * self.config.num_classes);
                 b
             }
+            Head::Span { .. } => {
+                view.push(&mut out, "logits".into(), None, ActKind::Logits, &ha.logits, 2 * n);
+                2 * b
+            }
         };
         if self.last.has_targets {
             view.push(&mut out, "losses".into(), None, ActKind::Losses, &ha.losses, rows);
