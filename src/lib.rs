@@ -15,5 +15,6 @@ pub mod kernels;
 pub mod model;
 pub mod optim;
 pub mod profile;
+pub mod serve;
 pub mod train;
 pub mod util;

@@ -70,6 +70,9 @@ enum Cmd {
     /// scripts/fetch_minilm.sh): one JSON array per sentence, the cosine similarity of two
     /// texts (--similarity), or a ranking of a corpus' lines (--search).
     Embed(cli::embed::EmbedArgs),
+    /// Serve a decoder checkpoint (and/or a sentence-embedding model) over HTTP with the OpenAI
+    /// API (completions, chat, embeddings, streaming), batching concurrent requests together.
+    Serve(cli::serve::ServeArgs),
     /// Extractive question answering with a QA checkpoint (data.task = "qa"): the answer to
     /// --question in --context with its character span and score, or every question of a
     /// SQuAD file (--data) into a predictions JSON (--output) for `lmlab eval squad`.
@@ -148,6 +151,7 @@ fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
         Cmd::Classify(a) => cli::classify::run(a),
         Cmd::MergeLora(a) => cli::merge_lora::run(a),
         Cmd::Embed(a) => cli::embed::run(a),
+        Cmd::Serve(a) => cli::serve::run(a),
         Cmd::Answer(a) => cli::answer::run(a),
         Cmd::Schedule(a) => cli::schedule::run(a),
         Cmd::Plot(a) => cli::plot::run(a),

@@ -15,6 +15,7 @@
 //! inspect                  gradient health, charts
 //! train | infer | eval     training; sampling, translation, embeddings; metrics
 //! bench | demo             benchmark cases, the demo's data
+//! serve                    the OpenAI-compatible HTTP server (continuous batching)
 //! ```
 //!
 //! The command line (`src/main.rs`, `src/cli/`) is the binary crate on top of all of them.
@@ -37,6 +38,7 @@ const LAYERS: &[&[&str]] = &[
     &["inspect"],
     &["train", "infer", "eval"],
     &["bench", "demo"],
+    &["serve"],
 ];
 
 /// Uses within one layer that are allowed: (user, used).

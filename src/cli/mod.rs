@@ -21,6 +21,7 @@ pub mod prune;
 pub mod quantize;
 pub mod sample;
 pub mod schedule;
+pub mod serve;
 pub mod summarize;
 pub mod train;
 pub mod translate;

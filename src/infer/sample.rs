@@ -486,11 +486,77 @@ pub struct Generation {
     pub stopped_by: Option<usize>,
 }
 
+/// The text of a generation as it grows, token by token: decodes the generated ids after each
+/// one, holds back a token that ends inside a multi-byte character (until the rest comes) and a
+/// suffix that could begin a stop string (until it is ruled out), and finds the stop string
+/// that ends the generation. The pieces [`TextStream::push`] and [`TextStream::finish`] return
+/// concatenate to the final text, cut where the stop string begins. [`generate_text`] and the
+/// server (`src/serve/`) both stream through it. Decoding allocates per token.
+#[derive(Clone, Debug)]
+pub struct TextStream {
+    stops: StopStrings,
+    /// The prompt's last token ([`Tokenizer::decode_after`]).
+    prev: Option<u32>,
+    tokens: Vec<u32>,
+    /// Bytes of the decoded text already returned.
+    printed: usize,
+}
+
+impl TextStream {
+    /// A stream of the text generated after a prompt ending with `prev`, ended by `stop`.
+    pub fn new(stop: &[String], prev: Option<u32>) -> Result<Self> {
+        Ok(TextStream { stops: StopStrings::new(stop)?, prev, tokens: Vec::new(), printed: 0 })
+    }
+
+    /// Adds the next generated id: returns the text that became final (maybe empty) and, when
+    /// the text now holds a stop string, its index (the text is cut where it begins, and the
+    /// generation must end).
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<(String, Option<usize>)> {
+        self.tokens.push(id);
+        let text = tokenizer.decode_after(self.prev, &self.tokens)?;
+        if text.ends_with('\u{FFFD}') {
+            // An incomplete character: wait for its remaining bytes.
+            return Ok((String::new(), None));
+        }
+        Ok(self.advance(&text, false))
+    }
+
+    /// No more tokens come: the rest of the text (a held-back suffix, an incomplete character
+    /// as U+FFFD) and the stop string found in it, if any.
+    pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<(String, Option<usize>)> {
+        let text = tokenizer.decode_after(self.prev, &self.tokens)?;
+        Ok(self.advance(&text, true))
+    }
+
+    /// Every id pushed, the one that completed a stop string included.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn into_tokens(self) -> Vec<u32> {
+        self.tokens
+    }
+
+    /// The final part of `text` not yet returned, and the stop string found in it.
+    fn advance(&mut self, text: &str, last: bool) -> (String, Option<usize>) {
+        let found = self.stops.find(text, self.printed);
+        let end = match found {
+            Some((at, _)) => at,
+            None if last => text.len(),
+            None => self.stops.safe_len(text),
+        };
+        let mut piece = String::new();
+        if end > self.printed {
+            piece.push_str(&text[self.printed..end]);
+            self.printed = end;
+        }
+        (piece, found.map(|(_, which)| which))
+    }
+}
+
 /// [`generate`] with text: decodes the generated ids after every token, applies
-/// `opts.stop`, and streams the text through `on_text` as soon as it is final (a token that ends
-/// inside a multi-byte character waits for the rest; a possible start of a stop string waits
-/// until it is ruled out). The pieces passed to `on_text` concatenate to the returned text.
-/// Decoding allocates per token (the sampling itself does not).
+/// `opts.stop`, and streams the text through `on_text` as soon as it is final
+/// ([`TextStream`]). The pieces passed to `on_text` concatenate to the returned text.
 pub fn generate_text<R: Rng>(
     model: &mut Transformer,
     tokenizer: &Tokenizer,
@@ -511,52 +577,38 @@ pub fn generate_text_with<R: Rng>(
     rng: &mut R,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
-    let stops = StopStrings::new(&opts.stop)?;
-    let (mut tokens, mut printed) = (Vec::new(), 0usize);
-    let mut done: Option<Result<(String, Option<usize>)>> = None;
-    // Emits what is final of `text` and says whether a stop string ended it.
-    let mut advance = |text: &str, printed: &mut usize, last: bool| -> Option<(usize, usize)> {
-        let found = stops.find(text, *printed);
-        let end = match found {
-            Some((at, _)) => at,
-            None if last => text.len(),
-            None => stops.safe_len(text),
-        };
-        if end > *printed {
-            on_text(&text[*printed..end]);
-            *printed = end;
+    let mut stream = TextStream::new(&opts.stop, prompt.last().copied())?;
+    let (mut text, mut stopped_by, mut failed) = (String::new(), None, None);
+    let mut emit = |piece: String, text: &mut String| {
+        if !piece.is_empty() {
+            on_text(&piece);
+            text.push_str(&piece);
         }
-        found
     };
-    generate_with(model, prompt, opts, rng, |id| {
-        tokens.push(id);
-        match tokenizer.decode_after(prompt.last().copied(), &tokens) {
-            Err(e) => {
-                done = Some(Err(e));
+    generate_with(model, prompt, opts, rng, |id| match stream.push(tokenizer, id) {
+        Ok((piece, stop)) => {
+            emit(piece, &mut text);
+            stopped_by = stop;
+            if stop.is_some() {
                 ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
-            // An incomplete character: wait for its remaining bytes.
-            Ok(text) if text.ends_with('\u{FFFD}') => ControlFlow::Continue(()),
-            Ok(text) => match advance(&text, &mut printed, false) {
-                Some((at, which)) => {
-                    done = Some(Ok((text[..at].to_owned(), Some(which))));
-                    ControlFlow::Break(())
-                }
-                None => ControlFlow::Continue(()),
-            },
+        }
+        Err(e) => {
+            failed = Some(e);
+            ControlFlow::Break(())
         }
     })?;
-    let (text, stopped_by) = match done {
-        Some(r) => r?,
-        None => {
-            let text = tokenizer.decode_after(prompt.last().copied(), &tokens)?;
-            match advance(&text, &mut printed, true) {
-                Some((at, which)) => (text[..at].to_owned(), Some(which)),
-                None => (text, None),
-            }
-        }
-    };
-    Ok(Generation { tokens, text, stopped_by })
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if stopped_by.is_none() {
+        let (piece, stop) = stream.finish(tokenizer)?;
+        emit(piece, &mut text);
+        stopped_by = stop;
+    }
+    Ok(Generation { tokens: stream.into_tokens(), text, stopped_by })
 }
 
 fn argmax(x: &[f32]) -> u32 {

@@ -28,7 +28,7 @@ mod microkernel;
 mod pack;
 
 use crate::kernels::isa::{Isa, Level};
-use gemv::gemv_row;
+use gemv::{gemv_row, gemv_rows, GEMV_ROWS};
 use microkernel::{micro_kernel, MicroKernel, NC};
 use pack::{allocate_packing, pack_a, pack_b, PACK};
 use rayon::prelude::*;
@@ -295,6 +295,13 @@ unsafe fn gemm_raw(
         gemv_row(n, k, alpha, a, a_cs, b, b_rs, b_cs, beta, c, threads);
         return;
     }
+    if m <= GEMV_ROWS && k > 0 && a_cs == 1 && b_rs == 1 && matches!(path, Path::F32(_)) {
+        // A few rows (a decode step of a small batch) times a linear layer's weights: stream
+        // each weight row once for all of them (the packed product packs B per call and, for
+        // m ≤ 16, spends most of its time packing: docs/SERVING.md "Load test").
+        gemv_rows(m, n, k, alpha, a, a_rs, b, b_cs, beta, c, ldc, threads);
+        return;
+    }
     let p = Problem { m, n, k, alpha, a, a_rs, a_cs, b, b_rs, b_cs, beta, c, ldc };
     let parts = match threads {
         Threads::Pool if m * n * k >= PARALLEL_MIN_FLOPS => rayon::current_num_threads().max(1),
@@ -496,6 +503,7 @@ mod tests {
             (130, 17, 70),
             (64, 64, 32),
             (29, 95, 513),
+            (16, 200, 700),
             (0, 3, 4),
             (3, 4, 0),
         ];

@@ -350,6 +350,59 @@ impl KvCache {
         Ok(())
     }
 
+    /// Sets the batch size of the next cached pass to `rows` (1..=capacity) and keeps every
+    /// row's cached positions: a server's batch grows and shrinks as requests come and go
+    /// (rows past `rows` wait, untouched).
+    pub fn set_rows(&mut self, rows: usize) -> Result<()> {
+        ensure!(
+            (1..=self.capacity).contains(&rows),
+            "KV cache: {rows} rows outside 1..={} (its capacity)",
+            self.capacity
+        );
+        self.rows = rows;
+        Ok(())
+    }
+
+    /// Replaces row `to` with row `from` of `src`, a cache of the same model (e.g. one that
+    /// processed a prompt alone): copies only its cached positions. Decoders only.
+    pub fn copy_row_from(&mut self, to: usize, src: &KvCache, from: usize) -> Result<()> {
+        ensure!(
+            (self.layers, self.block, self.kv) == (src.layers, src.block, src.kv),
+            "KV cache copy between caches of different models"
+        );
+        ensure!(self.cross.is_empty(), "KV cache row copy: an encoder-decoder cache also holds cross entries");
+        ensure!(to < self.capacity && from < src.capacity, "KV cache copy: row {from} → {to} out of range");
+        let (row, n) = (self.block * self.kv, src.lens[from] * self.kv);
+        for (dst, s) in [(&mut self.k, &src.k), (&mut self.v, &src.v)] {
+            for l in 0..self.layers {
+                let d0 = (l * self.capacity + to) * row;
+                let s0 = (l * src.capacity + from) * row;
+                dst[d0..d0 + n].copy_from_slice(&s[s0..s0 + n]);
+            }
+        }
+        self.lens[to] = src.lens[from];
+        Ok(())
+    }
+
+    /// Replaces row `to` with row `from` of this cache (which keeps its positions): closes the
+    /// gap a finished row leaves by moving the last row into it. Decoders only.
+    pub fn move_row(&mut self, from: usize, to: usize) -> Result<()> {
+        ensure!(self.cross.is_empty(), "KV cache row move: an encoder-decoder cache also holds cross entries");
+        ensure!(from < self.capacity && to < self.capacity, "KV cache move: row {from} → {to} out of range");
+        if from == to {
+            return Ok(());
+        }
+        let (row, n) = (self.block * self.kv, self.lens[from] * self.kv);
+        for buf in [&mut self.k, &mut self.v] {
+            for l in 0..self.layers {
+                let s0 = (l * self.capacity + from) * row;
+                buf.copy_within(s0..s0 + n, (l * self.capacity + to) * row);
+            }
+        }
+        self.lens[to] = self.lens[from];
+        Ok(())
+    }
+
     /// Bytes held by the cache.
     pub fn bytes(&self) -> usize {
         4 * (self.k.len() + self.v.len() + self.cross.len() + self.probs.len() + self.scratch.len() + self.tmp.len())
