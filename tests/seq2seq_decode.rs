@@ -159,7 +159,12 @@ fn reorder_encoded_repeats_and_drops_rows() {
         let pick = |x: &[u32]| [&x[s..2 * s], &x[..s]].concat();
         let mask2 = [&mask[s..2 * s], &mask[..s]].concat();
         let want2 = full_logits(&mut m, &pick(&src), &mask2, &tgt[..2 * t], 2, s, t);
-        assert_eq!(got, want2, "variant {k}: composed reorder");
+        // The encoder ran 3 sentences (18 positions: the packed GEMM) and the reference 2 (12
+        // positions: the few-row product, kernels/gemm/gemv.rs): the same products summed in
+        // another order, so equal to rounding, not bit for bit.
+        let worst = got.iter().zip(&want2).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert_eq!(got.len(), want2.len());
+        assert!(worst < 1e-5, "variant {k}: composed reorder, max |Δ| {worst}");
     }
 }
 
