@@ -21,23 +21,9 @@ import time
 
 import numpy as np
 import openai
+from serve_check import check, start_server
 
 KEY = "check-openai-client"
-
-
-def start_server(lmlab, args):
-    cmd = [lmlab, "serve", "--port", "0", "--api-key", KEY] + args
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if line.startswith("lmlab serve: listening on "):
-            return proc, line.split("listening on ")[1].strip()
-    raise SystemExit(f"lmlab serve did not start: {' '.join(cmd)}")
-
-
-def check(what, ok, detail=""):
-    print(f"{'ok  ' if ok else 'FAIL'} {what}{': ' + detail if detail and not ok else ''}")
-    if not ok:
-        raise SystemExit(1)
 
 
 def main():
@@ -49,7 +35,7 @@ def main():
     ap.add_argument("--threads", default="2")
     a = ap.parse_args()
 
-    proc, base = start_server(a.lmlab, ["--checkpoint", a.checkpoint, "--embedder", a.embedder,
+    proc, base = start_server(a.lmlab, ["--api-key", KEY, "--checkpoint", a.checkpoint, "--embedder", a.embedder,
                                         "--model-name", "lm", "--threads", a.threads])
     try:
         client = openai.OpenAI(base_url=base + "/v1", api_key=KEY)

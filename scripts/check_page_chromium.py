@@ -15,26 +15,11 @@ first failure, 0 with "ok" lines otherwise.
 
 import argparse
 import json
-import subprocess
 import sys
 import urllib.request
 
 from playwright.sync_api import sync_playwright
-
-
-def start_server(lmlab, args):
-    cmd = [lmlab, "serve", "--port", "0"] + args
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    for line in proc.stderr:
-        if line.startswith("lmlab serve: listening on "):
-            return proc, line.split("listening on ")[1].strip()
-    raise SystemExit(f"lmlab serve did not start: {' '.join(cmd)}")
-
-
-def check(what, ok, detail=""):
-    print(f"{'ok  ' if ok else 'FAIL'} {what}{': ' + detail if detail and not ok else ''}")
-    if not ok:
-        raise SystemExit(1)
+from serve_check import check, start_server
 
 
 def completion(base, prompt, max_tokens):
