@@ -5,7 +5,8 @@
 
 use lmlab::kernels::general_attention::{
     general_attention_backward, general_attention_forward, general_attention_fwd_scratch_len,
-    general_attention_scratch_len, AttnDims, AttnInputs, AttnMask, AttnParamGrads, PositionBias, QkvGrads, ScoreFn,
+    general_attention_scratch_len, ragged_decode_forward, ragged_decode_scratch_len, AttnDims, AttnInputs, AttnMask,
+    AttnParamGrads, PositionBias, QkvGrads, RaggedDecode, ScoreFn,
 };
 use lmlab::kernels::positional::{alibi_slopes, rope_backward, rope_forward, shaw_index, sinusoidal_table, t5_bucket};
 use lmlab::kernels::{attention, dropout};
@@ -181,6 +182,7 @@ struct Geometry {
     v_off: usize,
     len_a: usize,
     len_b: usize,
+    hs: usize,
 }
 
 fn geometry(c: &Case, layout: Layout) -> Geometry {
@@ -201,6 +203,7 @@ fn geometry(c: &Case, layout: Layout) -> Geometry {
                 v_off,
                 len_a: d.b * d.tq * stride,
                 len_b: 0,
+                hs: d.head_size,
             }
         }
         Layout::Split => {
@@ -215,6 +218,7 @@ fn geometry(c: &Case, layout: Layout) -> Geometry {
                 v_off,
                 len_a: d.b * d.tq * stride_a,
                 len_b: d.b * d.tk * stride_b,
+                hs: d.head_size,
             }
         }
     }
@@ -229,6 +233,7 @@ fn inputs<'a>(g: &Geometry, a: &'a [f32], b: &'a [f32]) -> AttnInputs<'a> {
             k_stride: g.stride_a,
             v: &a[g.v_off..],
             v_stride: g.stride_a,
+            kv_head_stride: g.hs,
         },
         Layout::Split => AttnInputs {
             q: a,
@@ -237,6 +242,7 @@ fn inputs<'a>(g: &Geometry, a: &'a [f32], b: &'a [f32]) -> AttnInputs<'a> {
             k_stride: g.stride_b,
             v: &b[g.v_off..],
             v_stride: g.stride_b,
+            kv_head_stride: g.hs,
         },
     }
 }
@@ -668,6 +674,7 @@ fn plain_case_matches_fast_attention() {
                 k_stride: 3 * c,
                 v: &qkv[2 * c..],
                 v_stride: 3 * c,
+                kv_head_stride: c / nh,
             };
             let mask = AttnMask { causal: true, q_offset: 0, key_mask: None };
             let (score, pos) = (ScoreFn::Scaled, PositionBias::None);
@@ -727,6 +734,83 @@ fn results_do_not_depend_on_thread_count() {
 // ---------------------------------------------------------------------------------------------
 // Positional helpers
 // ---------------------------------------------------------------------------------------------
+
+#[test]
+fn ragged_decode_equals_each_row_alone_bit_for_bit() {
+    // A decode step of a continuous batch: rows of 5, 1, 0 (waiting) and 9 cached keys, each
+    // head's keys together (a KV cache's (NKV, block, hs) rows), against the ordinary kernel on
+    // each row alone with keys side by side in rows (NKV·hs).
+    let (block, hs) = (9, 4);
+    let key_lens = [5usize, 1, 0, 9];
+    let scores = [Score::Scaled, Score::Unscaled, Score::Cosine, Score::Additive];
+    let positions = [Pos::None, Pos::Alibi, Pos::T5 { bidirectional: false }, Pos::Shaw { values: true }];
+    for heads in [(4, 4), (4, 2), (4, 1)] {
+        for (score, pos) in scores.iter().flat_map(|&s| positions.iter().map(move |&p| (s, p))) {
+            if !shaw_allowed(score, pos) {
+                continue;
+            }
+            let c = case(heads, score, pos, Masking::Causal, 0.0);
+            let (nh, nkv) = heads;
+            let (qw, kv, rows) = (nh * hs, nkv * hs, key_lens.len());
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+            let p = Params::new(&mut rng, nh, hs);
+            let (sf, pb) = (c.score(&p), c.pos(&p));
+            let q = rand_vec(&mut rng, rows * qw, 1.0);
+            let k = rand_vec(&mut rng, rows * block * kv, 1.0);
+            let v = rand_vec(&mut rng, rows * block * kv, 1.0);
+            let x = RaggedDecode {
+                q: &q,
+                q_rs: qw,
+                k: &k,
+                v: &v,
+                kv_rs: block * kv,
+                kv_stride: hs,
+                kv_head_stride: block * hs,
+                key_lens: &key_lens,
+                max_keys: block,
+                n_head: nh,
+                n_kv_head: nkv,
+                head_size: hs,
+            };
+            let mut out = vec![7.0f32; rows * qw];
+            let mut probs = vec![0.0f32; rows * nh * block];
+            let mut scratch = vec![0.0f32; ragged_decode_scratch_len(rows, block, (nh, nkv, hs), &sf, &pb)];
+            ragged_decode_forward(&mut out, qw, &mut probs, &mut scratch, &x, &sf, &pb);
+            for (r, &tk) in key_lens.iter().enumerate() {
+                let got = &out[r * qw..(r + 1) * qw];
+                if tk == 0 {
+                    assert!(got.iter().all(|&o| o == 7.0), "a waiting row's output is not touched");
+                    continue;
+                }
+                // The row alone, keys side by side: position j's row holds every head.
+                let side = |buf: &[f32]| -> Vec<f32> {
+                    (0..tk)
+                        .flat_map(|j| (0..nkv).flat_map(move |g| (0..hs).map(move |e| (j, g, e))))
+                        .map(|(j, g, e)| buf[r * block * kv + (g * block + j) * hs + e])
+                        .collect()
+                };
+                let (ks, vs) = (side(&k), side(&v));
+                let alone = AttnInputs {
+                    q: &q[r * qw..],
+                    q_stride: qw,
+                    k: &ks,
+                    k_stride: kv,
+                    v: &vs,
+                    v_stride: kv,
+                    kv_head_stride: hs,
+                };
+                let dims = AttnDims { b: 1, tq: 1, tk, n_head: nh, n_kv_head: nkv, head_size: hs };
+                let mask = AttnMask { causal: true, q_offset: tk - 1, key_mask: None };
+                let mut want = vec![0.0f32; qw];
+                let mut want_p = vec![0.0f32; nh * tk];
+                let mut sc = vec![0.0f32; general_attention_fwd_scratch_len(&dims, &sf, &pb)];
+                general_attention_forward(&mut want, &mut want_p, None, &mut sc, &alone, &dims, &sf, &pb, &mask);
+                assert_eq!(got, &want[..], "{heads:?} {score:?} {pos:?} row {r}");
+                assert_eq!(&probs[r * nh * block..][..nh * tk], &want_p[..], "{heads:?} {score:?} {pos:?} row {r}");
+            }
+        }
+    }
+}
 
 #[test]
 fn sinusoidal_table_values() {

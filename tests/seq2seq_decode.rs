@@ -14,7 +14,7 @@ fn base() -> ModelConfig {
     ModelConfig {
         arch: Arch::EncoderDecoder,
         vocab_size: V,
-        block_size: 10,
+        block_size: 20,
         n_layer: 2,
         n_head: 2,
         n_embd: 16,
@@ -141,10 +141,10 @@ fn reorder_encoded_repeats_and_drops_rows() {
     for (k, cfg) in variants().into_iter().enumerate() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(100 + k as u64);
         let mut m = model(cfg, 6, 20 + k as u64);
-        // 9 positions per sentence: the encoder batches compared bit for bit below (3 and 2
-        // sentences) both exceed 16 positions, so both take the packed GEMM (up to 16 rows take
+        // 17 positions per sentence: the encoder batches compared bit for bit below (2, 3 and
+        // 6 sentences) all exceed 32 positions, so all take the packed GEMM (up to 32 rows take
         // the few-row product, which sums in another order).
-        let s = 9;
+        let s = 17;
         let (src, mask) = padded_source(&mut rng, &[9, 2, 4], s);
         let rows = [2usize, 0, 0, 1, 2, 2];
         let gathered = |x: &[u32]| rows.iter().flat_map(|&r| x[r * s..(r + 1) * s].to_vec()).collect::<Vec<_>>();
@@ -175,7 +175,7 @@ fn decode_misuse_is_an_error() {
     m.encode(&src, Some(&mask), 2, 3).unwrap();
     let err = m.decode(&[1, 1, 1], 3, 1).unwrap_err().to_string();
     assert!(err.contains("2 rows are encoded"), "{err}");
-    let err = m.decode(&[1, 1], 2, 11).unwrap_err().to_string();
+    let err = m.decode(&[1, 1], 2, 21).unwrap_err().to_string();
     assert!(err.contains("block_size"), "{err}");
     let err = m.decode(&[1, 99], 2, 1).unwrap_err().to_string();
     assert!(err.contains("out of range"), "{err}");

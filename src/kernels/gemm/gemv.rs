@@ -133,11 +133,14 @@ fn finish_wide(acc: &mut [f32; WIDE], a: &[f32], b: &[f32]) -> f32 {
 /// `i` of accumulator `v` is partial sum 16·v + i), kept in 16 registers, where the generic
 /// code spills its 256 partial sums to the stack on every chunk.
 ///
+/// `prefetch`: the next two columns, fetched into the cache line by line alongside (the first
+/// pair of rows of a column pair streams it from memory; the others find it in L1).
+///
 /// # Safety
 /// The CPU must have AVX-512F; all four slices must have the same length.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn dot_tile_2x2_avx512(a: [&[f32]; 2], b: [&[f32]; 2]) -> [[f32; 2]; 2] {
+unsafe fn dot_tile_2x2_avx512(a: [&[f32]; 2], b: [&[f32]; 2], prefetch: Option<[*const f32; 2]>) -> [[f32; 2]; 2] {
     use std::arch::x86_64::*;
     let k = a[0].len();
     let chunks = k / WIDE;
@@ -145,6 +148,13 @@ unsafe fn dot_tile_2x2_avx512(a: [&[f32]; 2], b: [&[f32]; 2]) -> [[f32; 2]; 2] {
     let z = _mm512_setzero_ps();
     let (mut s00, mut s01, mut s10, mut s11) = ([z; 4], [z; 4], [z; 4], [z; 4]);
     for q in 0..chunks {
+        if let Some([n0, n1]) = prefetch {
+            for v in 0..4 {
+                // A hint: prefetching past the end of the slice is harmless.
+                _mm_prefetch::<_MM_HINT_T0>(n0.wrapping_add(q * WIDE + 16 * v) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(n1.wrapping_add(q * WIDE + 16 * v) as *const i8);
+            }
+        }
         for v in 0..4 {
             let at = q * WIDE + 16 * v;
             let (x0, x1) = (_mm512_loadu_ps(a0.add(at)), _mm512_loadu_ps(a1.add(at)));
@@ -157,13 +167,29 @@ unsafe fn dot_tile_2x2_avx512(a: [&[f32]; 2], b: [&[f32]; 2]) -> [[f32; 2]; 2] {
     }
     let tail = chunks * WIDE;
     let finish = |s: [__m512; 4], r: usize, c: usize| {
-        let mut acc = [0.0f32; WIDE];
-        for (v, s) in s.iter().enumerate() {
-            _mm512_storeu_ps(acc.as_mut_ptr().add(16 * v), *s);
+        let mut sum = fold_wide_avx512(s);
+        for (x, y) in a[r][tail..].iter().zip(&b[c][tail..]) {
+            sum = x.mul_add(*y, sum);
         }
-        finish_wide(&mut acc, &a[r][tail..], &b[c][tail..])
+        sum
     };
     [[finish(s00, 0, 0), finish(s01, 0, 1)], [finish(s10, 1, 0), finish(s11, 1, 1)]]
+}
+
+/// [`finish_wide`]'s fold of 64 partial sums (lane `i` of `s[v]` is partial sum 16·v + i) in
+/// registers, the same additions in the same order: halves of 32, of 16, of 8, then `fold8`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn fold_wide_avx512(s: [std::arch::x86_64::__m512; 4]) -> f32 {
+    use std::arch::x86_64::*;
+    let s16 = _mm512_add_ps(_mm512_add_ps(s[0], s[2]), _mm512_add_ps(s[1], s[3]));
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s16)));
+    let s8 = _mm256_add_ps(_mm512_castps512_ps256(s16), hi);
+    // fold8: ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)).
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+    let s2 = _mm_add_ps(s4, _mm_movehdup_ps(s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehl_ps(s2, s2)))
 }
 
 multiversion! {
@@ -210,7 +236,7 @@ mod tests {
             levels.push(Level::Avx512);
         }
         for level in levels {
-            for m in [1, 2, 3, 5, 16] {
+            for m in [1, 2, 3, 5, 16, 31, 32] {
                 let a = test_values(m * (k + 3), 3, 1.0); // row stride k + 3
                 let mut c = vec![0.0f32; m * cols];
                 let rows = FewRows { m, k, a: a.as_ptr(), a_rs: k + 3, c: c.as_mut_ptr(), ldc: cols };
@@ -254,7 +280,7 @@ mod tests {
 
 /// The most rows [`gemv_rows`] takes: up to here a product is bound by streaming B, and
 /// packing B (the blocked GEMM) would read it twice.
-pub(super) const GEMV_ROWS: usize = 16;
+pub(super) const GEMV_ROWS: usize = 32;
 
 /// C (m, n) = alpha · A (m, k) · B (k, n) + beta · C for m ≤ [`GEMV_ROWS`] contiguous rows of A
 /// (row stride `a_rs`) and contiguous columns of B (column stride `b_cs`, B = Wᵀ of a linear
@@ -306,12 +332,13 @@ multiversion! {
         // the same sums either way.
         #[cfg(target_arch = "x86_64")]
         let avx512 = crate::kernels::isa::Isa::active().level >= crate::kernels::isa::Level::Avx512;
-        let tile_2x2 = |a: [&[f32]; 2], b: [&[f32]; 2]| -> [[f32; 2]; 2] {
+        let tile_2x2 = |a: [&[f32]; 2], b: [&[f32]; 2], next: Option<[*const f32; 2]>| -> [[f32; 2]; 2] {
             #[cfg(target_arch = "x86_64")]
             if avx512 {
                 // SAFETY: AVX-512 is active (so detected); the slices have length k.
-                return unsafe { dot_tile_2x2_avx512(a, b) };
+                return unsafe { dot_tile_2x2_avx512(a, b, next) };
             }
+            let _ = next;
             dot_tile::<2, 2>(a, b)
         };
         // SAFETY: the caller (gemv_rows) passes A (m, k), B's `cols` columns of k and C (m, cols)
@@ -329,9 +356,11 @@ multiversion! {
             let mut j = 0;
             while j + 2 <= cols {
                 let bj = [col(j), col(j + 1)];
+                // The first pair of rows fetches the next pair of columns as it goes.
+                let next = (j + 4 <= cols).then(|| [b.add((j + 2) * b_cs), b.add((j + 3) * b_cs)]);
                 let mut i = 0;
                 while i + 2 <= m {
-                    let t = tile_2x2([row(i), row(i + 1)], bj);
+                    let t = tile_2x2([row(i), row(i + 1)], bj, if i == 0 { next } else { None });
                     for (r, tr) in t.iter().enumerate() {
                         put(i + r, j, tr[0]);
                         put(i + r, j + 1, tr[1]);

@@ -83,8 +83,9 @@ impl AttnDims {
 }
 
 /// q (B·Tq rows, row stride q_stride): head h at columns h·hs..; k and v (B·Tk rows): kv-head g
-/// at columns g·hs.. Query head h uses kv head h / (n_head / n_kv_head) (MHA: n_kv_head =
-/// n_head; MQA: 1; GQA: divides n_head).
+/// at columns g·kv_head_stride.. (hs: heads side by side in a row; a KV cache keeps each head's
+/// positions together instead, with rows hs apart and heads block·hs apart). Query head h uses
+/// kv head h / (n_head / n_kv_head) (MHA: n_kv_head = n_head; MQA: 1; GQA: divides n_head).
 #[derive(Clone, Copy, Debug)]
 pub struct AttnInputs<'a> {
     pub q: &'a [f32],
@@ -93,6 +94,7 @@ pub struct AttnInputs<'a> {
     pub k_stride: usize,
     pub v: &'a [f32],
     pub v_stride: usize,
+    pub kv_head_stride: usize,
 }
 
 /// How a query row and a key row give a score.
@@ -234,10 +236,12 @@ fn validate(x: &AttnInputs, d: &AttnDims, score: &ScoreFn, pos: &PositionBias, m
     let AttnDims { b, tq, tk, n_head: nh, n_kv_head: nkv, head_size: hs } = *d;
     assert!(b > 0 && tq > 0 && tk > 0 && hs > 0, "attention: empty dimension in {d:?}");
     assert!(nkv > 0 && nh % nkv == 0, "attention: n_kv_head {nkv} must divide n_head {nh}");
-    assert!(x.q_stride >= nh * hs && x.k_stride >= nkv * hs && x.v_stride >= nkv * hs, "attention: stride too small");
+    assert!(x.q_stride >= nh * hs && x.k_stride >= hs && x.v_stride >= hs, "attention: stride too small");
     assert!(x.q.len() >= (b * tq - 1) * x.q_stride + nh * hs, "attention: q too short");
-    assert!(x.k.len() >= (b * tk - 1) * x.k_stride + nkv * hs, "attention: k too short");
-    assert!(x.v.len() >= (b * tk - 1) * x.v_stride + nkv * hs, "attention: v too short");
+    assert!(x.kv_head_stride >= hs, "attention: kv heads overlap");
+    let kv_heads = (nkv - 1) * x.kv_head_stride + hs;
+    assert!(x.k.len() >= (b * tk - 1) * x.k_stride + kv_heads, "attention: k too short");
+    assert!(x.v.len() >= (b * tk - 1) * x.v_stride + kv_heads, "attention: v too short");
     match score {
         ScoreFn::Cosine { log_tau } => assert!(log_tau.len() >= nh, "attention: log_tau too short"),
         ScoreFn::Additive { v } => assert!(v.len() >= nh * hs, "attention: additive v too short"),
@@ -287,7 +291,7 @@ pub fn general_attention_forward(
     let _p = crate::profile::scope(crate::profile::Op::AttentionFwd);
     validate(x, dims, score, pos, mask);
     let AttnDims { b, tq, tk, n_head: nh, n_kv_head: nkv, head_size: hs } = *dims;
-    let (g, blk, c) = (dims.group(), tq * tk, nh * hs);
+    let (blk, c) = (tq * tk, nh * hs);
     let lens = FwdScratch::new(dims, score, pos);
     let per = lens.per_task();
     assert!(out.len() >= b * tq * c, "attention: out too short");
@@ -295,43 +299,187 @@ pub fn general_attention_forward(
     assert!(scratch.len() >= dims.tasks() * per, "attention: forward scratch too short");
     let (out_ptr, probs_ptr, scratch_ptr) =
         (SendPtr(out.as_mut_ptr()), SendPtr(probs.as_mut_ptr()), SendPtr(scratch.as_mut_ptr()));
-    let (drop_ptr, p_drop, seed, first) = match dropout {
-        Some((d, p, seed, first)) => {
-            assert!(d.len() >= b * nh * blk, "attention: dropout buffer too short");
-            (Some(SendPtr(d.as_mut_ptr())), p, seed, first)
-        }
-        None => (None, 0.0, 0, 0),
-    };
+    let drop = dropout.map(|(d, p, seed, first)| {
+        assert!(d.len() >= b * nh * blk, "attention: dropout buffer too short");
+        (SendPtr(d.as_mut_ptr()), p, seed, first)
+    });
     (0..dims.tasks()).into_par_iter().for_each(|task| {
-        let (bi, kvh) = (task / nkv, task % nkv);
         // SAFETY: task `task` owns scratch[task·per ..][..per], the probability (and dropout)
         // blocks of heads kvh·g .. (kvh+1)·g of batch element bi, and those heads' columns of
         // out's rows bi·Tq ..; no other task touches them. Lengths were asserted above.
-        let sc = unsafe { std::slice::from_raw_parts_mut(scratch_ptr.get().add(task * per), per) };
-        let FwdParts { kn, qn, rel, shaw } = lens.split(sc);
-        let k = &x.k[bi * tk * x.k_stride + kvh * hs..];
-        let v = &x.v[bi * tk * x.v_stride + kvh * hs..];
-        let km = mask.key_mask.map(|m| &m[bi * tk..(bi + 1) * tk]);
-        scores::keys_forward(kn, k, x.k_stride, dims, score);
-        for h in kvh * g..(kvh + 1) * g {
-            let bh = bi * nh + h;
-            let q = &x.q[bi * tq * x.q_stride + h * hs..];
-            let a = unsafe { std::slice::from_raw_parts_mut(probs_ptr.get().add(bh * blk), blk) };
-            scores::scores_forward(a, qn, kn, q, x.q_stride, k, x.k_stride, h, dims, score, mask);
-            position_bias::position_bias_forward(a, rel, shaw, q, x.q_stride, h, dims, score, pos, mask);
-            mask_softmax::masked_softmax_forward(a, km, dims, mask);
-            let used: &[f32] = match drop_ptr {
-                Some(dp) => {
-                    let dropped = unsafe { std::slice::from_raw_parts_mut(dp.get().add(bh * blk), blk) };
-                    dropped.copy_from_slice(a);
-                    dropout_inplace(dropped, p_drop, seed, first + bh * blk);
-                    dropped
-                }
-                None => a,
+        unsafe {
+            let sc = std::slice::from_raw_parts_mut(scratch_ptr.get().add(task * per), per);
+            let at = TaskOut { out: out_ptr, probs: probs_ptr, dropped: drop };
+            forward_task(task / nkv, task % nkv, lens.split(sc), at, x, dims, score, pos, mask);
+        }
+    });
+}
+
+/// Where one forward task writes: `out` (B·Tq, NH·hs), `probs` (B, NH, Tq, Tk) and the dropped
+/// probabilities with the dropout settings (p, seed, first), if any.
+#[derive(Clone, Copy)]
+struct TaskOut {
+    out: SendPtr<f32>,
+    probs: SendPtr<f32>,
+    dropped: Option<(SendPtr<f32>, f32, u64, usize)>,
+}
+
+/// The forward pass of one (batch element `bi`, kv head `kvh`) task: the query heads that share
+/// kv head `kvh`, each through scores, position bias, masked softmax, dropout and weighted sum.
+///
+/// # Safety
+/// The task owns its heads' probability (and dropout) blocks of element `bi` and those heads'
+/// columns of `out`'s rows `bi·Tq ..`; `validate` accepted the inputs and the buffers hold
+/// B·NH·Tq·Tk probabilities and B·Tq output rows.
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_task(
+    bi: usize,
+    kvh: usize,
+    parts: FwdParts,
+    at: TaskOut,
+    x: &AttnInputs,
+    dims: &AttnDims,
+    score: &ScoreFn,
+    pos: &PositionBias,
+    mask: &AttnMask,
+) {
+    let AttnDims { tq, tk, n_head: nh, head_size: hs, .. } = *dims;
+    let (g, blk, c) = (dims.group(), tq * tk, nh * hs);
+    let FwdParts { kn, qn, rel, shaw } = parts;
+    let k = &x.k[bi * tk * x.k_stride + kvh * x.kv_head_stride..];
+    let v = &x.v[bi * tk * x.v_stride + kvh * x.kv_head_stride..];
+    let km = mask.key_mask.map(|m| &m[bi * tk..(bi + 1) * tk]);
+    scores::keys_forward(kn, k, x.k_stride, dims, score);
+    for h in kvh * g..(kvh + 1) * g {
+        let bh = bi * nh + h;
+        let q = &x.q[bi * tq * x.q_stride + h * hs..];
+        let a = std::slice::from_raw_parts_mut(at.probs.get().add(bh * blk), blk);
+        scores::scores_forward(a, qn, kn, q, x.q_stride, k, x.k_stride, h, dims, score, mask);
+        position_bias::position_bias_forward(a, rel, shaw, q, x.q_stride, h, dims, score, pos, mask);
+        mask_softmax::masked_softmax_forward(a, km, dims, mask);
+        let used: &[f32] = match at.dropped {
+            Some((dp, p_drop, seed, first)) => {
+                let dropped = std::slice::from_raw_parts_mut(dp.get().add(bh * blk), blk);
+                dropped.copy_from_slice(a);
+                dropout_inplace(dropped, p_drop, seed, first + bh * blk);
+                dropped
+            }
+            None => a,
+        };
+        let o = HeadMut::new(at.out.get().add(bi * tq * c + h * hs), c, hs);
+        weighted_sum::weighted_sum_forward(o, used, v, x.v_stride, dims);
+        position_bias::shaw_values_forward(o, shaw, used, dims, pos, mask);
+    }
+}
+
+/// A decode step of rows that hold different numbers of cached positions (a server's continuous
+/// batch): row r has one query, at position `key_lens[r] − 1`, against its own `key_lens[r]`
+/// keys and values. Rows with `key_lens[r] = 0` are skipped (their output is not touched).
+#[derive(Clone, Copy, Debug)]
+pub struct RaggedDecode<'a> {
+    /// Row r's query at `q[r·q_rs ..]` (NH·hs, head h at columns h·hs ..).
+    pub q: &'a [f32],
+    pub q_rs: usize,
+    /// Row r's keys and values at `k[r·kv_rs ..]`, `v[r·kv_rs ..]`: position p of kv head g at
+    /// `g·kv_head_stride + p·kv_stride`.
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub kv_rs: usize,
+    pub kv_stride: usize,
+    pub kv_head_stride: usize,
+    pub key_lens: &'a [usize],
+    /// The most keys any row may hold (sizes the probability and scratch blocks).
+    pub max_keys: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_size: usize,
+}
+
+impl RaggedDecode<'_> {
+    /// Row r alone as one [`general_attention_forward`] call: inputs, sizes and causal mask.
+    fn row(&self, r: usize) -> (AttnInputs<'_>, AttnDims, AttnMask<'static>) {
+        let tk = self.key_lens[r];
+        let x = AttnInputs {
+            q: &self.q[r * self.q_rs..],
+            q_stride: self.n_head * self.head_size,
+            k: &self.k[r * self.kv_rs..],
+            k_stride: self.kv_stride,
+            v: &self.v[r * self.kv_rs..],
+            v_stride: self.kv_stride,
+            kv_head_stride: self.kv_head_stride,
+        };
+        let dims =
+            AttnDims { b: 1, tq: 1, tk, n_head: self.n_head, n_kv_head: self.n_kv_head, head_size: self.head_size };
+        (x, dims, AttnMask { causal: true, q_offset: tk - 1, key_mask: None })
+    }
+
+    fn widest(&self) -> AttnDims {
+        let (nh, nkv, hs) = (self.n_head, self.n_kv_head, self.head_size);
+        AttnDims { b: 1, tq: 1, tk: self.max_keys, n_head: nh, n_kv_head: nkv, head_size: hs }
+    }
+}
+
+/// Length of the `scratch` that [`ragged_decode_forward`] needs for `rows` rows.
+pub fn ragged_decode_scratch_len(
+    rows: usize,
+    max_keys: usize,
+    heads: (usize, usize, usize),
+    score: &ScoreFn,
+    pos: &PositionBias,
+) -> usize {
+    let (nh, nkv, hs) = heads;
+    let dims = AttnDims { b: 1, tq: 1, tk: max_keys, n_head: nh, n_kv_head: nkv, head_size: hs };
+    rows * nkv * FwdScratch::new(&dims, score, pos).per_task()
+}
+
+/// out row r (at `out[r·out_rs ..]`, NH·hs) = row r's attention (see [`RaggedDecode`]); probs
+/// (rows, NH·max_keys): row r's block holds its (NH, key_lens[r]) probabilities as the
+/// single-row call lays them out. Each row equals [`general_attention_forward`] on that row alone
+/// (B = 1, Tq = 1, Tk = key_lens[r], causal) bit for bit, but all rows' (row, kv head) tasks run
+/// in one parallel pass instead of one pass per row.
+pub fn ragged_decode_forward(
+    out: &mut [f32],
+    out_rs: usize,
+    probs: &mut [f32],
+    scratch: &mut [f32],
+    x: &RaggedDecode,
+    score: &ScoreFn,
+    pos: &PositionBias,
+) {
+    let _p = crate::profile::scope(crate::profile::Op::AttentionFwd);
+    let (rows, nh, nkv, hs) = (x.key_lens.len(), x.n_head, x.n_kv_head, x.head_size);
+    let widest = FwdScratch::new(&x.widest(), score, pos).per_task();
+    assert!(scratch.len() >= rows * nkv * widest, "ragged attention: scratch too short");
+    assert!(probs.len() >= rows * nh * x.max_keys, "ragged attention: probs too short");
+    for r in 0..rows {
+        let tk = x.key_lens[r];
+        if tk > 0 {
+            assert!(tk <= x.max_keys, "ragged attention: row {r} has {tk} keys, more than {}", x.max_keys);
+            assert!(out.len() >= r * out_rs + nh * hs, "ragged attention: out too short");
+            let (row, dims, mask) = x.row(r);
+            validate(&row, &dims, score, pos, &mask);
+        }
+    }
+    let (out_ptr, probs_ptr, scratch_ptr) =
+        (SendPtr(out.as_mut_ptr()), SendPtr(probs.as_mut_ptr()), SendPtr(scratch.as_mut_ptr()));
+    (0..rows * nkv).into_par_iter().for_each(|task| {
+        let (r, kvh) = (task / nkv, task % nkv);
+        if x.key_lens[r] == 0 {
+            return;
+        }
+        let (row, dims, mask) = x.row(r);
+        let lens = FwdScratch::new(&dims, score, pos);
+        // SAFETY: task (r, kvh) owns scratch[task·widest ..][..per] (per ≤ widest), row r's
+        // probability block (NH·max_keys ≥ NH·Tk) and kv head kvh's heads' columns of out row r;
+        // each row was validated above and its output row lies inside `out`.
+        unsafe {
+            let sc = std::slice::from_raw_parts_mut(scratch_ptr.get().add(task * widest), lens.per_task());
+            let at = TaskOut {
+                out: SendPtr(out_ptr.get().add(r * out_rs)),
+                probs: SendPtr(probs_ptr.get().add(r * nh * x.max_keys)),
+                dropped: None,
             };
-            let o = unsafe { HeadMut::new(out_ptr.get().add(bi * tq * c + h * hs), c, hs) };
-            weighted_sum::weighted_sum_forward(o, used, v, x.v_stride, dims);
-            position_bias::shaw_values_forward(o, shaw, used, dims, pos, mask);
+            forward_task(0, kvh, lens.split(sc), at, &row, &dims, score, pos, &mask);
         }
     });
 }
@@ -384,8 +532,8 @@ pub fn general_attention_backward(
         for part in [&mut *ss.tau, &mut *ss.add, &mut *bs.t5, &mut *bs.keys, &mut *bs.vals] {
             part.fill(0.0);
         }
-        let k = &x.k[bi * tk * x.k_stride + kvh * hs..];
-        let v = &x.v[bi * tk * x.v_stride + kvh * hs..];
+        let k = &x.k[bi * tk * x.k_stride + kvh * x.kv_head_stride..];
+        let v = &x.v[bi * tk * x.v_stride + kvh * x.kv_head_stride..];
         let (dk, dv) = unsafe {
             (
                 HeadMut::new(dk.get().add(bi * tk * ldgk + kvh * hs), ldgk, hs),

@@ -45,7 +45,8 @@ impl Transformer {
         let biggest = plan.layout.tensors.iter().map(|t| t.numel()).max().unwrap_or(0);
         let kv_cache = match &plan.decoder {
             Some(dec) => {
-                let scratch = super::cache::cached_attention_scratch(dec, config.block_size, config.block_size);
+                let scratch =
+                    super::cache::cached_attention_scratch(dec, config.block_size, config.block_size, max_batch);
                 Some(super::cache::KvCacheSizes::of(config, max_batch, scratch))
             }
             None => None,

@@ -8,10 +8,15 @@
 //! `b`'s new tokens sit at positions `len[b] ..` exactly as if the row ran alone.
 //!
 //! ```text
-//! k, v   (L, R, block_size, NKV·hs)   keys after RoPE, values; row r's positions 0..len[r]
+//! k, v   (L, R, NKV, block_size, hs)  keys after RoPE, values; row r's positions 0..len[r]
 //! cross  (L, R·T_enc, 2·NKV·hs)       encoder-decoder: cross-attention [k | v] of the encoder output
 //! probs  (NH, Q_CHUNK, block_size)    attention probabilities of one row's query chunk
 //! ```
+//!
+//! Each kv head's positions sit together (as in Hugging Face's (B, NKV, T, hs) cache): a decode
+//! step reads every head's keys and values as one contiguous run, which the hardware prefetcher
+//! streams (heads side by side in a position's row made each head a 256-byte read every
+//! 1.5 KiB; see docs/SERVING.md, "Decode attention").
 //!
 //! Positions enter wherever the full forward pass puts them (`layers/position.rs`): learned
 //! and sinusoidal tables at `len[b] + i`, RoPE rotates new queries and keys by their absolute
@@ -31,7 +36,8 @@ use super::quant::linear_hooks;
 use super::stack::Stack;
 use super::{ctx, low_regions, lowp, Head, Transformer};
 use crate::kernels::general_attention::{
-    general_attention_forward, general_attention_fwd_scratch_len, AttnInputs, AttnMask,
+    general_attention_forward, general_attention_fwd_scratch_len, ragged_decode_forward, ragged_decode_scratch_len,
+    AttnInputs, AttnMask, RaggedDecode,
 };
 use crate::model::layout::Regions;
 use anyhow::{bail, ensure, Context, Result};
@@ -46,7 +52,7 @@ pub(crate) const Q_CHUNK: usize = 64;
 /// Row `b` of the batch holds `count[b]` new tokens (the rest of its T positions is padding)
 /// at positions `start[b] ..`.
 pub(crate) struct CacheView<'a> {
-    /// (L, R, block, KV) keys and values.
+    /// (L, R, NKV, block, hs) keys and values.
     pub k: Regions<'a>,
     pub v: Regions<'a>,
     /// (L, R·T_enc, 2·KV) cross-attention keys and values.
@@ -58,14 +64,18 @@ pub(crate) struct CacheView<'a> {
     pub scratch: Regions<'a>,
     pub start: &'a [usize],
     pub count: &'a [usize],
-    /// Cache capacity R, block size and KV = NKV·hs.
+    /// A decode step (every row 0 or 1 new token): each row's key count after this step, 0 for
+    /// a waiting row. Self-attention then runs all rows in one [`ragged_decode_forward`] pass.
+    pub decode_lens: Option<&'a [usize]>,
+    /// Cache capacity R, block size, KV = NKV·hs and hs.
     pub capacity: usize,
     pub block: usize,
     pub kv: usize,
+    pub hs: usize,
 }
 
 impl CacheView<'_> {
-    /// Range of row `b`'s keys (or values) of `layer`: (block, KV).
+    /// Range of row `b`'s keys (or values) of `layer`: (NKV, block, hs).
     pub fn row(&self, layer: usize, b: usize) -> Range<usize> {
         let size = self.block * self.kv;
         let start = (layer * self.capacity + b) * size;
@@ -97,6 +107,9 @@ impl CacheView<'_> {
         let (score, pos) = at.kernel_fns(cx);
         let cross = at.is_cross();
         let qw = if cross { h.nh * h.hs } else { h.qkv() };
+        if let (false, Some(key_lens)) = (cross, self.decode_lens) {
+            return self.attend_decode(at, cx, y, q, key_lens);
+        }
         let cross_all =
             cross.then(|| self.cross.get(&self.cross_layer(layer, cx.b, cx.t_enc), cx.b * cx.t_enc * 2 * kv));
         for bi in 0..cx.b {
@@ -118,6 +131,7 @@ impl CacheView<'_> {
                         k_stride: 2 * kv,
                         v: &kvr[kv..],
                         v_stride: 2 * kv,
+                        kv_head_stride: h.hs,
                     };
                     (inputs, None, cx.enc_mask.map(|m| &m[bi * te..(bi + 1) * te]), false)
                 }
@@ -127,11 +141,17 @@ impl CacheView<'_> {
                         self.v.mut_(&self.row(layer, bi), self.block * kv),
                     );
                     for i in 0..count {
-                        let src = &q_row[i * qw..];
-                        kr[(start + i) * kv..][..kv].copy_from_slice(&src[h.nh * h.hs..][..kv]);
-                        vr[(start + i) * kv..][..kv].copy_from_slice(&src[(h.nh + h.nkv) * h.hs..][..kv]);
+                        self.append(kr, vr, start + i, &q_row[i * qw..], h.nh);
                     }
-                    let inputs = AttnInputs { q: q_row, q_stride: qw, k: kr, k_stride: kv, v: vr, v_stride: kv };
+                    let inputs = AttnInputs {
+                        q: q_row,
+                        q_stride: qw,
+                        k: kr,
+                        k_stride: h.hs,
+                        v: vr,
+                        v_stride: h.hs,
+                        kv_head_stride: self.block * h.hs,
+                    };
                     (inputs, Some(start), None, true)
                 }
             };
@@ -158,16 +178,68 @@ impl CacheView<'_> {
             }
         }
     }
+
+    /// Writes the key and value of position `pos` into one row's keys `k` and values `v`
+    /// (NKV, block, hs) from `qkv`, a row of the projection [q (NH·hs) | k (KV) | v (KV)].
+    fn append(&self, k: &mut [f32], v: &mut [f32], pos: usize, qkv: &[f32], nh: usize) {
+        let hs = self.hs;
+        let (new_k, new_v) = (&qkv[nh * hs..][..self.kv], &qkv[nh * hs + self.kv..][..self.kv]);
+        for (g, (kh, vh)) in new_k.chunks_exact(hs).zip(new_v.chunks_exact(hs)).enumerate() {
+            let at = (g * self.block + pos) * hs;
+            k[at..at + hs].copy_from_slice(kh);
+            v[at..at + hs].copy_from_slice(vh);
+        }
+    }
+
+    /// Self-attention of a decode step (T = 1; row b's key count after the step is
+    /// `key_lens[b]`, 0 when it waits): appends the new keys and values, then every row's
+    /// (row, kv head) tasks run in one parallel pass. Each row's output equals what the
+    /// one-row-at-a-time path above gives it, bit for bit.
+    fn attend_decode(&self, at: &Attention, cx: &Ctx, y: &mut [f32], q: &[f32], key_lens: &[usize]) {
+        let h = &at.heads;
+        let (kv, layer, qw, b) = (h.kv(), at.layer(), h.qkv(), cx.b);
+        let (score, pos) = at.kernel_fns(cx);
+        let rows = self.row(layer, 0).start..self.row(layer, b - 1).end;
+        let (k, v) = (self.k.mut_(&rows, b * self.block * kv), self.v.mut_(&rows, b * self.block * kv));
+        for (bi, &n) in key_lens.iter().enumerate() {
+            if n == 0 {
+                y[bi * h.inner()..(bi + 1) * h.inner()].fill(0.0);
+                continue;
+            }
+            let row = bi * self.block * kv..(bi + 1) * self.block * kv;
+            self.append(&mut k[row.clone()], &mut v[row], n - 1, &q[bi * qw..], h.nh);
+        }
+        let x = RaggedDecode {
+            q,
+            q_rs: qw,
+            k,
+            v,
+            kv_rs: self.block * kv,
+            kv_stride: h.hs,
+            kv_head_stride: self.block * h.hs,
+            key_lens,
+            max_keys: self.block,
+            n_head: h.nh,
+            n_kv_head: h.nkv,
+            head_size: h.hs,
+        };
+        let probs = self.probs.prefix(b * h.nh * self.block);
+        let scratch = self.scratch.prefix(ragged_decode_scratch_len(b, self.block, (h.nh, h.nkv, h.hs), &score, &pos));
+        ragged_decode_forward(y, h.inner(), probs, scratch, &x, &score, &pos);
+    }
 }
 
 /// Forward-scratch elements the attention kernel needs in a cached pass of `dec`'s layers:
-/// one query chunk (see [`Q_CHUNK`]) against up to `block` cached keys or `t_enc` encoder keys.
-pub(super) fn cached_attention_scratch(dec: &Stack, block: usize, t_enc: usize) -> usize {
+/// one query chunk (see [`Q_CHUNK`]) against up to `block` cached keys or `t_enc` encoder keys,
+/// or a decode step of `rows` rows (one query each) against up to `block` keys.
+pub(super) fn cached_attention_scratch(dec: &Stack, block: usize, t_enc: usize, rows: usize) -> usize {
     dec.attention_layers()
         .map(|at| {
             let tk = if at.is_cross() { t_enc } else { block };
             let (score, pos) = at.kernel_shape();
+            let heads = (at.heads.nh, at.heads.nkv, at.heads.hs);
             general_attention_fwd_scratch_len(&at.dims(1, Q_CHUNK.min(block), tk), &score, &pos)
+                .max(ragged_decode_scratch_len(rows, block, heads, &score, &pos))
         })
         .max()
         .unwrap_or(0)
@@ -185,7 +257,8 @@ pub struct KvCacheSizes {
     pub keys: usize,
     /// Cross-attention keys and values of the encoder output (encoder-decoders).
     pub cross: usize,
-    /// Attention probabilities of one query chunk: (NH, Q_CHUNK, block_size).
+    /// Attention probabilities of one query chunk, (NH, Q_CHUNK, block_size), or of a decode
+    /// step, (capacity, NH, block_size): the larger.
     pub probs: usize,
     /// Attention-kernel scratch.
     pub scratch: usize,
@@ -202,7 +275,7 @@ impl KvCacheSizes {
             kv,
             keys: layers * capacity * block * kv,
             cross: if cfg.arch == Arch::EncoderDecoder { layers * capacity * block * 2 * kv } else { 0 },
-            probs: cfg.n_head * Q_CHUNK.min(block) * block,
+            probs: cfg.n_head * Q_CHUNK.min(block).max(capacity) * block,
             scratch,
             reorder: capacity * block * 2 * kv,
         }
@@ -229,12 +302,15 @@ pub struct KvCache {
     pub(crate) scratch: Vec<f32>,
     /// Positions cached per row (R; the first `rows` are in use).
     pub(crate) lens: Vec<usize>,
+    /// A decode step's key count per row (see [`CacheView::decode_lens`]).
+    decode_lens: Vec<usize>,
     rows: usize,
     pub(crate) capacity: usize,
     pub(crate) layers: usize,
     pub(crate) block: usize,
-    /// NKV·hs.
+    /// NKV·hs, and hs.
     pub(crate) kv: usize,
+    hs: usize,
     /// Gather buffer for [`KvCache::reorder`]: (R, block, KV).
     tmp: Vec<f32>,
     tmp_lens: Vec<usize>,
@@ -256,11 +332,13 @@ impl KvCache {
             probs: vec![0.0; sizes.probs],
             scratch: vec![0.0; sizes.scratch],
             lens: vec![0; capacity],
+            decode_lens: vec![0; capacity],
             rows: capacity,
             capacity,
             layers,
             block,
             kv,
+            hs: cfg.head_size(),
             tmp: vec![0.0; sizes.reorder],
             tmp_lens: vec![0; capacity],
         })
@@ -319,16 +397,19 @@ impl KvCache {
             bail!("KV cache reorder: row {bad} out of range for {} rows", self.rows);
         }
         let (block, kv, cap) = (self.block, self.kv, self.capacity);
+        let row = block * kv;
         for buf in [&mut self.k, &mut self.v] {
             for l in 0..self.layers {
-                let layer = &mut buf[l * cap * block * kv..(l + 1) * cap * block * kv];
+                let layer = &mut buf[l * cap * row..(l + 1) * cap * row];
                 for (i, &r) in rows.iter().enumerate() {
-                    let n = self.lens[r] * kv;
-                    self.tmp[i * block * kv..][..n].copy_from_slice(&layer[r * block * kv..][..n]);
+                    for span in head_spans(self.lens[r], self.block, self.hs, self.kv) {
+                        self.tmp[i * row..][span.clone()].copy_from_slice(&layer[r * row..][span]);
+                    }
                 }
                 for (i, &r) in rows.iter().enumerate() {
-                    let n = self.lens[r] * kv;
-                    layer[i * block * kv..][..n].copy_from_slice(&self.tmp[i * block * kv..][..n]);
+                    for span in head_spans(self.lens[r], self.block, self.hs, self.kv) {
+                        layer[i * row..][span.clone()].copy_from_slice(&self.tmp[i * row..][span]);
+                    }
                 }
             }
         }
@@ -372,12 +453,14 @@ impl KvCache {
         );
         ensure!(self.cross.is_empty(), "KV cache row copy: an encoder-decoder cache also holds cross entries");
         ensure!(to < self.capacity && from < src.capacity, "KV cache copy: row {from} → {to} out of range");
-        let (row, n) = (self.block * self.kv, src.lens[from] * self.kv);
+        let row = self.block * self.kv;
         for (dst, s) in [(&mut self.k, &src.k), (&mut self.v, &src.v)] {
             for l in 0..self.layers {
                 let d0 = (l * self.capacity + to) * row;
                 let s0 = (l * src.capacity + from) * row;
-                dst[d0..d0 + n].copy_from_slice(&s[s0..s0 + n]);
+                for span in head_spans(src.lens[from], self.block, self.hs, self.kv) {
+                    dst[d0..][span.clone()].copy_from_slice(&s[s0..][span]);
+                }
             }
         }
         self.lens[to] = src.lens[from];
@@ -392,11 +475,13 @@ impl KvCache {
         if from == to {
             return Ok(());
         }
-        let (row, n) = (self.block * self.kv, self.lens[from] * self.kv);
+        let row = self.block * self.kv;
         for buf in [&mut self.k, &mut self.v] {
             for l in 0..self.layers {
-                let s0 = (l * self.capacity + from) * row;
-                buf.copy_within(s0..s0 + n, (l * self.capacity + to) * row);
+                let (s0, d0) = ((l * self.capacity + from) * row, (l * self.capacity + to) * row);
+                for span in head_spans(self.lens[from], self.block, self.hs, self.kv) {
+                    buf.copy_within(s0 + span.start..s0 + span.end, d0 + span.start);
+                }
             }
         }
         self.lens[to] = self.lens[from];
@@ -407,6 +492,11 @@ impl KvCache {
     pub fn bytes(&self) -> usize {
         4 * (self.k.len() + self.v.len() + self.cross.len() + self.probs.len() + self.scratch.len() + self.tmp.len())
     }
+}
+
+/// Where the first `n` positions of each kv head lie in a cache row (NKV, block, hs).
+fn head_spans(n: usize, block: usize, hs: usize, kv: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..kv / hs).map(move |g| g * block * hs..g * block * hs + n * hs)
 }
 
 /// Which logits a cached pass computes.
@@ -429,7 +519,7 @@ impl Transformer {
         );
         let dec = self.decoder.as_ref().context("an encoder has no causal decoder to cache")?;
         let block = self.config.block_size;
-        KvCache::new(&self.config, capacity, cached_attention_scratch(dec, block, block))
+        KvCache::new(&self.config, capacity, cached_attention_scratch(dec, block, block, capacity))
     }
 
     /// Decoder-only LM, incremental: runs `tokens` (B, T) — row `b` holds `counts[b]` new tokens
@@ -536,7 +626,15 @@ impl Transformer {
         let hooks =
             linear_hooks(&self.quant, &self.observer, &self.tp_reduce, &self.ablation, &lora_views, &self.frozen);
         let enc_mask = last.has_mask.then(|| &last.mask[..b * te]);
-        let KvCache { k, v: vals, cross, cross_len, probs, scratch, lens, capacity, block, kv, .. } = cache;
+        let KvCache {
+            k, v: vals, cross, cross_len, probs, scratch, lens, decode_lens, capacity, block, kv, hs, ..
+        } = cache;
+        let decode = t == 1;
+        if decode {
+            for ((d, &len), &n) in decode_lens.iter_mut().zip(lens.iter()).zip(counts) {
+                *d = if n == 0 { 0 } else { len + 1 };
+            }
+        }
         let view = CacheView {
             k: Regions::new(k),
             v: Regions::new(vals),
@@ -546,9 +644,11 @@ impl Transformer {
             scratch: Regions::new(scratch),
             start: &lens[..b],
             count: counts,
+            decode_lens: decode.then(|| &decode_lens[..b]),
             capacity: *capacity,
             block: *block,
             kv: *kv,
+            hs: *hs,
         };
         let mut cx = ctx(&w, &g, &r, &self.consts, &self.scratch, last, t, None, enc_mask, low, hooks);
         cx.cache = Some(&view);

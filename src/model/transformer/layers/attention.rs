@@ -231,6 +231,7 @@ impl Attention {
                     k_stride: w,
                     v: &qkv[(h.nh + h.nkv) * h.hs..],
                     v_stride: w,
+                    kv_head_stride: h.hs,
                 }
             }
             Some(kv) => {
@@ -242,6 +243,7 @@ impl Attention {
                     k_stride: 2 * h.kv(),
                     v: &kv[h.kv()..],
                     v_stride: 2 * h.kv(),
+                    kv_head_stride: h.hs,
                 }
             }
         }
