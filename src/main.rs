@@ -88,6 +88,15 @@ enum Cmd {
         #[command(subcommand)]
         what: cli::inspect::InspectCmd,
     },
+    /// The classic questions about Transformers, each answered by a reproducible experiment
+    /// (`explain list`, `explain run ID --budget quick|full`).
+    Explain {
+        #[command(subcommand)]
+        what: cli::explain::ExplainCmd,
+    },
+    /// Every `lmlab explain` result present in one self-contained HTML page (charts inline,
+    /// a table of contents by question, each section's set-up, numbers and command).
+    Report(cli::explain::ReportArgs),
     /// Time training steps of a config's model and break the time down by operation.
     Profile(cli::profile::ProfileArgs),
     /// One benchmark case, as JSON (driven by bench/run.py against PyTorch).
@@ -156,6 +165,8 @@ fn run(cli: Cli, distributed: bool) -> anyhow::Result<()> {
         Cmd::Schedule(a) => cli::schedule::run(a),
         Cmd::Plot(a) => cli::plot::run(a),
         Cmd::Inspect { what } => cli::inspect::run(what),
+        Cmd::Explain { what } => cli::explain::run(what),
+        Cmd::Report(a) => cli::explain::report(a),
         Cmd::Profile(a) => cli::profile::run(a),
         Cmd::Bench(a) => cli::bench::run(a),
         Cmd::Demo(a) => cli::demo::run(a),

@@ -9,6 +9,7 @@ pub mod classify;
 pub mod demo;
 pub mod embed;
 pub mod eval;
+pub mod explain;
 pub mod export;
 pub mod fairness;
 pub mod import;
