@@ -1,1 +1,115 @@
 //! The findings of a result: sentences written from its numbers, never canned prose.
+
+use super::sweep::{ArmRun, ArmSummary};
+use super::Spec;
+
+/// "1.234" or "1.234 ± 0.010" (sample sd over seeds).
+fn loss(a: &ArmSummary, seeds: usize) -> String {
+    if seeds > 1 {
+        format!("{:.3} ± {:.3}", a.val_mean, a.val_sd)
+    } else {
+        format!("{:.3}", a.val_mean)
+    }
+}
+
+/// Findings of a sweep: the ranking, the gap against the seed spread, cost, and the probes.
+pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<String> {
+    let seeds = runs.iter().filter(|r| arms.first().is_some_and(|a| a.arm == r.arm)).count();
+    let steps = runs.iter().filter_map(|r| r.val_curve.last().map(|p| p.0)).fold(0.0, f64::max);
+    let mut ranked: Vec<&ArmSummary> = arms.iter().filter(|a| a.val_mean.is_finite()).collect();
+    ranked.sort_by(|a, b| a.val_mean.total_cmp(&b.val_mean));
+    let mut out = Vec::new();
+    let diverged: Vec<&str> = arms.iter().filter(|a| !a.val_mean.is_finite()).map(|a| a.arm.as_str()).collect();
+    if !diverged.is_empty() {
+        out.push(format!("Did not train to a finite loss: {}.", diverged.join(", ")));
+    }
+    let (Some(best), Some(worst)) = (ranked.first(), ranked.last()) else { return out };
+    out.push(format!(
+        "{} reached the lowest validation loss, {}, against {} for {} ({} steps, {} seed{}).",
+        best.arm,
+        loss(best, seeds),
+        loss(worst, seeds),
+        worst.arm,
+        steps,
+        seeds,
+        if seeds == 1 { "" } else { "s" }
+    ));
+    out.push(format!(
+        "Ranking (val loss): {}.",
+        ranked.iter().map(|a| format!("{} {:.3}", a.arm, a.val_mean)).collect::<Vec<_>>().join(" < ")
+    ));
+    if ranked.len() > 1 {
+        let gap = ranked[1].val_mean - best.val_mean;
+        if seeds > 1 {
+            let spread = arms.iter().map(|a| a.val_sd).fold(0.0, f64::max);
+            let verdict = if gap > 2.0 * spread { "larger than" } else { "within" };
+            out.push(format!(
+                "The lead of {} over {} ({gap:.3}) is {verdict} twice the largest seed-to-seed standard deviation ({spread:.3}).",
+                best.arm, ranked[1].arm
+            ));
+        } else {
+            out.push(format!(
+                "The lead of {} over the runner-up {} is {gap:.3}; with one seed, differences this small may be noise (--budget full runs several seeds).",
+                best.arm, ranked[1].arm
+            ));
+        }
+    }
+    if let (Some(fast), Some(slow)) = (
+        arms.iter().min_by(|a, b| a.seconds_mean.total_cmp(&b.seconds_mean)),
+        arms.iter().max_by(|a, b| a.seconds_mean.total_cmp(&b.seconds_mean)),
+    ) {
+        if slow.seconds_mean > 1.2 * fast.seconds_mean {
+            out.push(format!(
+                "Cost: {} trained in {:.1} s, {} in {:.1} s ({:.1}×).",
+                fast.arm,
+                fast.seconds_mean,
+                slow.arm,
+                slow.seconds_mean,
+                slow.seconds_mean / fast.seconds_mean.max(1e-9)
+            ));
+        }
+    }
+    let (pmin, pmax) = (arms.iter().map(|a| a.params).min(), arms.iter().map(|a| a.params).max());
+    if let (Some(pmin), Some(pmax)) = (pmin, pmax) {
+        if pmin == pmax {
+            out.push(format!("Every arm has {pmin} parameters."));
+        } else {
+            out.push(format!("Parameters range from {pmin} to {pmax}."));
+        }
+    }
+    if spec.probes.iter().any(|p| p == "health") {
+        let mut e: Vec<&ArmSummary> = arms.iter().filter(|a| a.attn_entropy.is_some_and(f64::is_finite)).collect();
+        e.sort_by(|a, b| a.attn_entropy.unwrap().total_cmp(&b.attn_entropy.unwrap()));
+        if let (Some(lo), Some(hi)) = (e.first(), e.last()) {
+            out.push(format!(
+                "Mean attention entropy at the last health step: lowest {} ({:.3} nats, sharper attention), highest {} ({:.3} nats).",
+                lo.arm,
+                lo.attn_entropy.unwrap(),
+                hi.arm,
+                hi.attn_entropy.unwrap()
+            ));
+        }
+        for a in arms {
+            if let Some((first, last)) = a.grad_norm_first_last {
+                if first > 0.0 && last > 0.0 {
+                    let ratio = last / first;
+                    let trend = if ratio > 10.0 || ratio < 0.1 { "an order of magnitude or more apart" } else { "within 10× of each other" };
+                    out.push(format!(
+                        "{}: gradient norm {first:.2e} at layer 0 and {last:.2e} at the last layer ({trend}).",
+                        a.arm
+                    ));
+                }
+            }
+            if let Some(d) = a.dead_share.filter(|d| *d > 0.05) {
+                out.push(format!("{}: {:.1}% of the feed-forward units are inactive on the whole batch.", a.arm, 100.0 * d));
+            }
+        }
+    }
+    out
+}
+
+/// One Pareto-front finding.
+pub(super) fn pareto(label: &str, front: &[(f64, f64, String)]) -> String {
+    let points: Vec<String> = front.iter().map(|(x, y, name)| format!("{name} ({x:.3e}, {y:.3})")).collect();
+    format!("Pareto front of val loss against {label} (cost, loss): {}.", points.join("; "))
+}

@@ -195,6 +195,9 @@ pub(crate) struct Spec {
     /// The x axis of the final-figures chart when the arms lie on one (e.g. "heads").
     #[serde(default)]
     pub x_label: Option<String>,
+    /// "params": each arm's x is its measured parameter count (instead of `Arm::x`).
+    #[serde(default)]
+    pub x_from: Option<String>,
     /// Extra figures: "health" (per-layer gradient norms, attention entropy, dead units of the
     /// last health line), "permutation" (val loss with the tokens of each sequence shuffled).
     #[serde(default)]
