@@ -1,5 +1,5 @@
-//! Small helpers shared by training, inference and evaluation: the worker thread pool and
-//! reading text files with errors that name the file.
+//! Small helpers shared by training, inference and evaluation: the worker thread pool,
+//! reading text files with errors that name the file, base64.
 
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
@@ -91,4 +91,22 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
         }
     }
     true
+}
+
+/// Standard base64 (RFC 4648 alphabet, with padding) of `bytes`.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for (k, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if k <= chunk.len() {
+                out.push(ALPHABET[(n >> shift & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
