@@ -356,6 +356,40 @@ pub(crate) fn new_result(q: &Question, spec: &Spec, budget: Budget, seeds: Vec<u
     }
 }
 
+/// Parses every experiment file and resolves every arm's run config for both budgets (without
+/// training): a typo in an override is an error naming the file and the arm. Returns the number
+/// of configs resolved.
+pub fn check_experiments() -> Result<usize> {
+    let mut n = 0;
+    for q in QUESTIONS {
+        let Some(text) = q.experiment else { continue };
+        let spec: Spec = toml::from_str(text).with_context(|| format!("experiments/{}.toml", q.id))?;
+        let Some(base) = &spec.base else { continue };
+        let base = base_config(base)?;
+        for (budget, b) in [(Budget::Quick, &spec.quick), (Budget::Full, &spec.full)] {
+            let arms: Vec<Arm> = if spec.arms.is_empty() {
+                vec![Arm { name: "model".into(), set: vec![], x: None, quick_set: vec![] }]
+            } else {
+                spec.arms.clone()
+            };
+            for arm in arms {
+                let mut set = b.set.clone();
+                set.extend(arm.set.iter().cloned());
+                if budget == Budget::Quick {
+                    set.extend(arm.quick_set.iter().cloned());
+                }
+                let cfg = crate::config::RunConfig::from_toml_str(base, &set).with_context(|| {
+                    format!("experiments/{}.toml, arm {:?}, budget {}", q.id, arm.name, budget.name())
+                })?;
+                cfg.validate()
+                    .with_context(|| format!("experiments/{}.toml, arm {:?}, budget {}", q.id, arm.name, budget.name()))?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// The default output directory of `explain run` and input of `report`.
 pub fn default_dir() -> PathBuf {
     PathBuf::from("explain")

@@ -3,8 +3,8 @@
 //! A small character-level model is trained (the experiment's base config and budget), then
 //! runs a short sentence. From layer 0's packed projection (after any position rotation) the
 //! walkthrough takes head 0's Q, K and V and recomputes every step with lmlab's kernels —
-//! scores Q·Kᵀ (`sgemm`), the 1/√d scaling, the causal mask, the softmax row by row
-//! (`softmax_inplace`) and the weighted sum P·V (`sgemm`) — and checks the result against the
+//! scores Q·Kᵀ (`sgemm`), the 1/√d scaling, the causal mask (−∞ above the diagonal), the softmax
+//! of each row over its visible keys (`softmax_inplace`) and the weighted sum P·V (`sgemm`) — and checks the result against the
 //! probabilities and head output the model's own forward pass computed.
 
 use super::sweep::write_chart_pair;
@@ -65,8 +65,11 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path) -> Resu
             masked[i * t + j] = f32::NEG_INFINITY;
         }
     }
-    let mut probs = masked.clone();
-    for row in probs.chunks_mut(t) {
+    // The softmax of each row over its visible keys; a masked key gets probability exactly 0.
+    let mut probs = vec![0.0f32; t * t];
+    for i in 0..t {
+        let row = &mut probs[i * t..i * t + i + 1];
+        row.copy_from_slice(&masked[i * t..i * t + i + 1]);
         softmax_inplace(row);
     }
     let mut out = vec![0.0f32; t * hs];
