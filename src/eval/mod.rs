@@ -46,7 +46,9 @@ pub fn fluency(model: &mut Transformer, tokenizer: &crate::data::Tokenizer, text
         if tokens.len() < 2 {
             continue;
         }
-        let r = perplexity::sliding_window_eval(model, &tokens, (block + 1).min(tokens.len()), block)?;
+        // Disjoint windows (stride = context − 1); a text shorter than the block is one window.
+        let context = (block + 1).min(tokens.len());
+        let r = perplexity::sliding_window_eval(model, &tokens, context, context - 1)?;
         sum += r.loss * r.tokens as f64;
         count += r.tokens;
     }
