@@ -1,8 +1,10 @@
 //! Evaluation, with the reference implementations' numbers: language-model loss and
 //! perplexity (sliding window), classification (scikit-learn), BLEU and chrF (sacrebleu), ROUGE
-//! (rouge-score), diversity, fluency, efficiency, and summaries over several runs. See
+//! (rouge-score), diversity, fluency, relevance (BERTScore as bert-score, embedding similarity as
+//! sentence-transformers), efficiency, and summaries over several runs. See
 //! docs/EVALUATION.md.
 
+pub mod bertscore;
 pub mod bleu;
 pub mod checkpoints;
 pub mod chrf;
@@ -14,6 +16,7 @@ pub mod file_metrics;
 pub mod files;
 pub mod perplexity;
 pub mod porter;
+pub mod relevance;
 pub mod rouge;
 pub mod squad;
 pub mod stability;
