@@ -223,6 +223,11 @@ impl Ref<'_> {
 
     /// The last hidden state (B, T, C) for ids (B, T) with attention_mask (B, T), token types 0.
     fn forward(&self, ids: &[u32], mask: &[bool], b: usize, t: usize) -> Vec<f64> {
+        self.forward_layers(ids, mask, b, t, LAYERS)
+    }
+
+    /// The hidden state after the first `layers` layers.
+    fn forward_layers(&self, ids: &[u32], mask: &[bool], b: usize, t: usize, layers: usize) -> Vec<f64> {
         let (wte, wpe, tte) = (
             self.w("embeddings.word_embeddings.weight"),
             self.w("embeddings.position_embeddings.weight"),
@@ -237,7 +242,7 @@ impl Ref<'_> {
             .collect();
         self.layer_norm(&mut x, "embeddings.LayerNorm");
         let hs = C / HEADS;
-        for l in 0..LAYERS {
+        for l in 0..layers {
             let p = format!("encoder.layer.{l}");
             let q = self.linear(&x, &format!("{p}.attention.self.query"), C);
             let k = self.linear(&x, &format!("{p}.attention.self.key"), C);
@@ -301,6 +306,28 @@ fn hidden_states_equal_a_float64_bert_with_padding() {
     let unmasked = Ref(&t).forward(&ids, &[true; 14], b, tl);
     let row = |h: &[f64]| h[tl * C..(tl + 4) * C].to_vec();
     assert!(row(&unmasked).iter().zip(row(&want)).any(|(a, b)| (a - b).abs() > 1e-3));
+}
+
+#[test]
+fn a_bert_cut_after_a_layer_gives_that_layers_hidden_state() {
+    let t = tensors(3);
+    let dir = tempfile::tempdir().unwrap();
+    write_bert(dir.path(), &config(), &t, "");
+    let (b, tl) = (2, 5);
+    let ids: Vec<u32> = (0..b * tl).map(|i| ((i * 3 + 1) % VOCAB) as u32).collect();
+    let mask: Vec<bool> = (0..b * tl).map(|i| i < tl || i % tl < 3).collect();
+    for layers in 1..=LAYERS {
+        let cut = hf_bert::load_layers(dir.path(), 2, None, Some(layers)).unwrap();
+        assert_eq!((cut.model.config.n_layer, cut.config.num_hidden_layers), (layers, layers));
+        let mut m = cut.model;
+        m.forward_classify(&ids, Some(&mask), None, b, tl, false, 0).unwrap();
+        let err = max_abs(m.hidden(), &Ref(&t).forward_layers(&ids, &mask, b, tl, layers));
+        assert!(err < 2e-5, "after layer {layers}: {err:e}");
+    }
+    for bad in [0, LAYERS + 1] {
+        let e = format!("{:#}", hf_bert::load_layers(dir.path(), 1, None, Some(bad)).err().unwrap());
+        assert!(e.contains(&format!("layer {bad} does not exist")), "{e}");
+    }
 }
 
 // ---- the sentence-embedding pipeline on the tiny model ----------------------------------------
@@ -518,7 +545,7 @@ fn missing_misshaped_and_bad_tensors_are_errors_naming_them() {
         .collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     raw = to_safetensors_raw(&tensors, HashMap::new()).unwrap();
-    let e = format!("{:#}", hf_bert::from_parts(&config().to_string(), &raw, 1, None).err().unwrap());
+    let e = format!("{:#}", hf_bert::from_parts(&config().to_string(), &raw, 1, None, None).err().unwrap());
     assert!(e.contains("embeddings.LayerNorm.bias has dtype I32"), "{e}");
 }
 
@@ -526,7 +553,7 @@ fn missing_misshaped_and_bad_tensors_are_errors_naming_them() {
 fn half_precision_checkpoints_load_exactly() {
     let t = tensors(6);
     for dtype in [Dtype::F16, Dtype::BF16] {
-        let b = hf_bert::from_parts(&config().to_string(), &safetensors_bytes(&t, "", dtype), 1, None).unwrap();
+        let b = hf_bert::from_parts(&config().to_string(), &safetensors_bytes(&t, "", dtype), 1, None, None).unwrap();
         let round = |x: f32| match dtype {
             Dtype::F16 => half::f16::from_f32(x).to_f32(),
             _ => half::bf16::from_f32(x).to_f32(),

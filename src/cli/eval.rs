@@ -5,12 +5,13 @@
 //! deviation and range over them.
 
 use anyhow::{Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
 use lmlab::eval::checkpoints::{self, run_name};
 use lmlab::eval::chrf;
 use lmlab::eval::classification::ZeroDivision;
 use lmlab::eval::file_metrics::{self as metrics, score_with_references};
-use lmlab::eval::files::read_items;
+use lmlab::eval::files::{read_aligned, read_items};
+use lmlab::eval::relevance::{self, RelevanceOptions, RelevanceScorer};
 use lmlab::eval::stability::{render, to_json, Run};
 use lmlab::kernels::precision::Precision;
 use lmlab::util::thread_pool;
@@ -132,14 +133,44 @@ pub enum EvalCmd {
     Diversity {
         #[arg(long, required = true)]
         hyp: Vec<PathBuf>,
-        /// Largest n-gram order.
-        #[arg(long, default_value_t = 4)]
-        max_n: usize,
-        /// Skip self-BLEU (quadratic in the number of texts).
-        #[arg(long)]
-        no_self_bleu: bool,
+        #[command(flatten)]
+        div: DiversityArgs,
         #[arg(long, default_value = "text")]
         field: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Relevance: BERTScore (bert-score's numbers) against the references and the cosine
+    /// similarity of sentence embeddings (sentence-transformers') to the references and/or the
+    /// sources, per item (--items) and overall.
+    Relevance {
+        #[arg(long, required = true)]
+        hyp: Vec<PathBuf>,
+        #[command(flatten)]
+        rel: RelevanceArgs,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generated text in one pass: fluency (perplexity under --checkpoint), diversity
+    /// (distinct-n, seq-rep-n, n-gram entropy, self-BLEU) and relevance (as `eval relevance`).
+    Generation {
+        #[arg(long, required = true)]
+        hyp: Vec<PathBuf>,
+        /// The reference language model for fluency (a decoder checkpoint).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        rel: RelevanceArgs,
+        #[command(flatten)]
+        div: DiversityArgs,
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
         #[arg(long)]
         json: bool,
     },
@@ -202,6 +233,112 @@ pub enum EvalCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The diversity metrics' options (`eval diversity`, `eval generation`).
+#[derive(Args)]
+pub struct DiversityArgs {
+    /// Largest n-gram order.
+    #[arg(long, default_value_t = 4)]
+    max_n: usize,
+    /// Skip self-BLEU (quadratic in the number of texts).
+    #[arg(long)]
+    no_self_bleu: bool,
+}
+
+/// The diversity metrics of each hypothesis file (one run each).
+fn diversity_runs(hyp: &[PathBuf], a: &DiversityArgs, field: &str) -> Result<Vec<Run>> {
+    hyp.iter().map(|h| Ok((run_name(h), metrics::diversity_file(h, field, a.max_n, !a.no_self_bleu)?))).collect()
+}
+
+/// What `eval relevance` and `eval generation` compare the hypotheses with, and how.
+#[derive(Args)]
+pub struct RelevanceArgs {
+    /// References, aligned with the hypotheses (repeat for several references per item: each
+    /// measure takes the best). BERTScore is computed when references are given.
+    #[arg(long = "ref")]
+    refs: Vec<PathBuf>,
+    /// Sources or prompts, aligned with the hypotheses.
+    #[arg(long)]
+    src: Option<PathBuf>,
+    /// What embedding similarity compares each hypothesis with (repeat for both; default:
+    /// each of --ref and --src that is given).
+    #[arg(long, value_enum)]
+    against: Vec<Against>,
+    /// Encoder directory (a BERT / sentence-transformers directory: config.json,
+    /// model.safetensors, tokenizer.json; tokenizer_config.json's model_max_length is BERTScore's
+    /// length limit). Default: $LMLAB_MINILM_DIR, else ${LMLAB_CACHE:-~/.cache/lmlab}/minilm/model.
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// BERTScore's layer (bert-score's num_layers), 1..=the model's layers; default: the last.
+    #[arg(long)]
+    layer: Option<usize>,
+    /// Weigh BERTScore's tokens by idf computed from the references (bert-score's idf=True).
+    #[arg(long)]
+    idf: bool,
+    /// Rescale BERTScore with a bert-score baseline file (CSV with the columns LAYER,P,R,F; row
+    /// --layer is used): (s − b) / (1 − b). bert-score ships none for all-MiniLM-L6-v2.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Write every item's scores as JSON lines to FILE.jsonl.
+    #[arg(long, value_name = "FILE.jsonl")]
+    items: Option<PathBuf>,
+    /// Texts per forward pass of the encoder.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Against {
+    Reference,
+    Source,
+}
+
+/// The relevance of each hypothesis file (one run each), and the settings as JSON.
+fn relevance_runs(hyp: &[PathBuf], a: &RelevanceArgs, field: &str) -> Result<(Vec<Run>, serde_json::Value)> {
+    // References and sources are read together, so that mismatched counts name the files.
+    let paths: Vec<&std::path::Path> = a.refs.iter().chain(&a.src).map(|p| p.as_path()).collect();
+    let mut texts = read_aligned(&paths, field)?;
+    let src = a.src.as_ref().map(|_| texts.pop().expect("the source file was read"));
+    let against = |x: Against, given: bool| if a.against.is_empty() { given } else { a.against.contains(&x) };
+    let opts = RelevanceOptions {
+        model: a.model.clone(),
+        layer: a.layer,
+        idf: a.idf,
+        baseline: a.baseline.clone(),
+        cos_reference: against(Against::Reference, !a.refs.is_empty()),
+        cos_source: against(Against::Source, a.src.is_some()),
+        batch: a.batch,
+    };
+    let mut scorer = RelevanceScorer::new(&opts, &texts, src.as_deref())?;
+    let (mut runs, mut jsonl) = (Vec::new(), String::new());
+    for h in hyp {
+        let hyps = metrics::read_hypotheses(h, field, scorer.items())?;
+        let items = scorer.score(&hyps).with_context(|| format!("scoring {}", h.display()))?;
+        let nan = relevance::undefined_precisions(&items);
+        if nan > 0 {
+            eprintln!(
+                "note: {}: {nan} items have an undefined BERTScore precision (every token weighs 0 under --idf: it \
+                 occurs in every reference); they are NaN (null) per item and left out of the mean",
+                h.display()
+            );
+        }
+        if a.items.is_some() {
+            jsonl += &relevance::items_jsonl(&run_name(h), &items)?;
+        }
+        runs.push((run_name(h), relevance::summary_metrics(&items)));
+    }
+    if let Some(p) = &a.items {
+        lmlab::io::atomic::write_file_atomic(p, jsonl.as_bytes())?;
+    }
+    let settings = serde_json::json!({
+        "model": lmlab::infer::embed_driver::model_dir(a.model.clone())?.display().to_string(),
+        "bertscore_layer": scorer.bertscore_layer(),
+        "idf": a.idf,
+        "baseline": a.baseline.as_ref().map(|p| p.display().to_string()),
+        "references": a.refs.len(),
+    });
+    Ok((runs, settings))
 }
 
 /// Prints the runs as a table, or as JSON: {"runs": [{name, metrics}], "summary": {...}}.
@@ -302,12 +439,36 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
             let runs = score_with_references(&hyp, &refs, &field, |h, r| metrics::rouge_metrics(h, r, stem))?;
             report(&runs, json, None)
         }
-        EvalCmd::Diversity { hyp, max_n, no_self_bleu, field, json } => {
-            let mut runs = Vec::new();
-            for h in &hyp {
-                runs.push((run_name(h), metrics::diversity_file(h, &field, max_n, !no_self_bleu)?));
+        EvalCmd::Diversity { hyp, div, field, json } => report(&diversity_runs(&hyp, &div, &field)?, json, None),
+        EvalCmd::Relevance { hyp, rel, field, threads, json } => thread_pool(threads)?.install(|| {
+            let (runs, settings) = relevance_runs(&hyp, &rel, &field)?;
+            if !json {
+                println!("{}", describe_relevance(&settings));
             }
-            report(&runs, json, None)
+            report(&runs, json, Some(serde_json::json!({ "relevance": settings })))
+        }),
+        EvalCmd::Generation { hyp, checkpoint, rel, div, field, threads, json } => {
+            thread_pool(threads)?.install(|| {
+                let fluency = checkpoints::fluency(&checkpoint, &hyp, &field)?;
+                let diversity = diversity_runs(&hyp, &div, &field)?;
+                let (relevance, settings) = relevance_runs(&hyp, &rel, &field)?;
+                if json {
+                    let merged: Vec<Run> = fluency
+                        .iter()
+                        .zip(&diversity)
+                        .zip(&relevance)
+                        .map(|(((name, f), (_, d)), (_, r))| (name.clone(), [f.clone(), d.clone(), r.clone()].concat()))
+                        .collect();
+                    let extra = serde_json::json!({"fluency_checkpoint": run_name(&checkpoint), "relevance": settings});
+                    return report(&merged, true, Some(extra));
+                }
+                if lmlab::dist::world().is_root() {
+                    println!("fluency: perplexity under {}\n{}", checkpoint.display(), render(&fluency));
+                    println!("diversity:\n{}", render(&diversity));
+                    println!("relevance: {}\n{}", describe_relevance(&settings), render(&relevance));
+                }
+                Ok(())
+            })
         }
         EvalCmd::Fluency { hyp, checkpoint: dir, field, threads, json } => thread_pool(threads)?.install(|| {
             let runs = checkpoints::fluency(&dir, &hyp, &field)?;
@@ -349,6 +510,18 @@ fn run_squad(data: &std::path::Path, predictions: &std::path::Path, articles: Op
         println!("exact_match {:.4}  f1 {:.4}  ({} questions)", s.exact_match, s.f1, s.total);
     }
     Ok(())
+}
+
+/// One line saying how relevance was measured.
+fn describe_relevance(settings: &serde_json::Value) -> String {
+    let mut s = format!("encoder {}", settings["model"].as_str().unwrap_or("?"));
+    if let Some(l) = settings["bertscore_layer"].as_u64() {
+        s += &format!("; BERTScore at layer {l}, idf {}", if settings["idf"] == true { "on" } else { "off" });
+        if let Some(b) = settings["baseline"].as_str() {
+            s += &format!(", rescaled with {b}");
+        }
+    }
+    s
 }
 
 /// `--precision`: fp32, bf16 or f16.

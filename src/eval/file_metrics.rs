@@ -48,7 +48,7 @@ pub fn classification_details(pred: &Path, r: &ClassificationReport) -> serde_js
 }
 
 /// The items of hypothesis file `hyp`, which must be as many as the references' (`expected`).
-fn read_hypotheses(hyp: &Path, field: &str, expected: usize) -> Result<Vec<String>> {
+pub fn read_hypotheses(hyp: &Path, field: &str, expected: usize) -> Result<Vec<String>> {
     let hyps = read_items(hyp, field)?;
     ensure!(hyps.len() == expected, "{} has {} lines but the references have {}", hyp.display(), hyps.len(), expected);
     Ok(hyps)

@@ -1,8 +1,10 @@
 //! Evaluation, with the reference implementations' numbers: language-model loss and
 //! perplexity (sliding window), classification (scikit-learn), BLEU and chrF (sacrebleu), ROUGE
-//! (rouge-score), diversity, fluency, efficiency, and summaries over several runs. See
+//! (rouge-score), diversity, fluency, relevance (BERTScore as bert-score, embedding similarity as
+//! sentence-transformers), efficiency, and summaries over several runs. See
 //! docs/EVALUATION.md.
 
+pub mod bertscore;
 pub mod bleu;
 pub mod checkpoints;
 pub mod chrf;
@@ -14,6 +16,7 @@ pub mod file_metrics;
 pub mod files;
 pub mod perplexity;
 pub mod porter;
+pub mod relevance;
 pub mod rouge;
 pub mod squad;
 pub mod stability;
@@ -46,7 +49,9 @@ pub fn fluency(model: &mut Transformer, tokenizer: &crate::data::Tokenizer, text
         if tokens.len() < 2 {
             continue;
         }
-        let r = perplexity::sliding_window_eval(model, &tokens, (block + 1).min(tokens.len()), block)?;
+        // Disjoint windows (stride = context − 1); a text shorter than the block is one window.
+        let context = (block + 1).min(tokens.len());
+        let r = perplexity::sliding_window_eval(model, &tokens, context, context - 1)?;
         sum += r.loss * r.tokens as f64;
         count += r.tokens;
     }

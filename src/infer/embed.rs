@@ -87,7 +87,7 @@ impl EmbedConfig {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value> {
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
@@ -263,39 +263,24 @@ impl Embedder {
 
     /// [`Embedder::embed`] on token ids (each non-empty, at most the model's context).
     pub fn embed_ids(&mut self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let block = self.model.config.block_size;
-        for (i, s) in ids.iter().enumerate() {
-            ensure!(!s.is_empty() && s.len() <= block, "sequence {i} has {} tokens, outside 1..={block}", s.len());
-        }
         let c = self.dim();
-        let pad = self.tokenizer.pad_id();
-        // Longest first, so each batch pads little; a stable sort keeps the order of equals.
-        let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let (mode, normalize_out) = (self.config.pooling, self.config.normalize);
         let mut out = vec![Vec::new(); ids.len()];
-        let (mut idx, mut mask, mut pooled) = (Vec::new(), Vec::new(), Vec::new());
-        for batch in order.chunks(self.model.max_batch()) {
-            let (b, t) = (batch.len(), ids[batch[0]].len());
-            idx.clear();
-            mask.clear();
-            for &i in batch {
-                let s = &ids[i];
-                idx.extend(s.iter().copied().chain(std::iter::repeat_n(pad, t - s.len())));
-                mask.extend((0..t).map(|j| j < s.len()));
-            }
-            self.model.forward_classify(&idx, Some(&mask), None, b, t, false, 0)?;
+        let mut pooled = Vec::new();
+        encode_batches(&mut self.model, self.tokenizer.pad_id(), ids, |batch, t, mask, hidden| {
+            let b = batch.len();
             // (B, C), summed in f64.
             pooled.resize(b * c, 0.0);
-            let pool = Pool { mode: self.config.pooling, mask: Some(&mask), b, t, c };
-            pool.forward::<f64>(&mut pooled, self.model.hidden());
+            let pool = Pool { mode, mask: Some(mask), b, t, c };
+            pool.forward::<f64>(&mut pooled, hidden);
             for (row, &i) in batch.iter().enumerate() {
                 let mut v = pooled[row * c..(row + 1) * c].to_vec();
-                if self.config.normalize {
+                if normalize_out {
                     normalize(&mut v);
                 }
                 out[i] = v;
             }
-        }
+        })?;
         Ok(out)
     }
 
@@ -306,6 +291,41 @@ impl Embedder {
         let docs = self.embed(corpus)?;
         Ok(rank(&q, &docs, top_k))
     }
+}
+
+/// Runs the token-id sequences `ids` (each non-empty, at most the model's context) through the
+/// encoder `model` in batches of up to [`Transformer::max_batch`]: longest first (a stable sort,
+/// as sentence-transformers orders them, so each batch pads little), padded on the right with
+/// `pad` to the longest of the batch, padded positions masked out of attention as keys (BERT's
+/// `attention_mask`). For each batch, `visit(batch, t, mask, hidden)` gets the indices into `ids`
+/// of its rows, its padded length T, its mask (B·T, true = real token) and the encoder output
+/// (B, T, C). A sequence's outputs do not depend on its batch (up to float rounding).
+pub fn encode_batches(
+    model: &mut Transformer,
+    pad: u32,
+    ids: &[Vec<u32>],
+    mut visit: impl FnMut(&[usize], usize, &[bool], &[f32]),
+) -> Result<()> {
+    let block = model.config.block_size;
+    for (i, s) in ids.iter().enumerate() {
+        ensure!(!s.is_empty() && s.len() <= block, "sequence {i} has {} tokens, outside 1..={block}", s.len());
+    }
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+    let (mut idx, mut mask) = (Vec::new(), Vec::new());
+    for batch in order.chunks(model.max_batch()) {
+        let (b, t) = (batch.len(), ids[batch[0]].len());
+        idx.clear();
+        mask.clear();
+        for &i in batch {
+            let s = &ids[i];
+            idx.extend(s.iter().copied().chain(std::iter::repeat_n(pad, t - s.len())));
+            mask.extend((0..t).map(|j| j < s.len()));
+        }
+        model.forward_classify(&idx, Some(&mask), None, b, t, false, 0)?;
+        visit(batch, t, &mask, model.hidden());
+    }
+    Ok(())
 }
 
 /// v / max(‖v‖, 1e-12) (torch.nn.functional.normalize).

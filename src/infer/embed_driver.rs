@@ -11,6 +11,12 @@ use std::path::{Path, PathBuf};
 /// all-MiniLM-L6-v2.
 pub fn open_embedder(model: Option<PathBuf>, batch: usize) -> Result<Embedder> {
     ensure!(batch > 0, "--batch must be positive");
+    Embedder::load(&model_dir(model)?, batch)
+}
+
+/// The model directory `model`, else [`default_model_dir`], once it is known to hold
+/// `model.safetensors`; otherwise an error that says how to get all-MiniLM-L6-v2.
+pub fn model_dir(model: Option<PathBuf>) -> Result<PathBuf> {
     let given = model.is_some();
     let dir = model.unwrap_or_else(default_model_dir);
     if !dir.join("model.safetensors").is_file() {
@@ -22,7 +28,7 @@ pub fn open_embedder(model: Option<PathBuf>, batch: usize) -> Result<Embedder> {
             if given { "" } else { " (the default model directory)" }
         );
     }
-    Embedder::load(&dir, batch)
+    Ok(dir)
 }
 
 /// One JSON array per sentence, one per line, in order.

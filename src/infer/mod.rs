@@ -1,5 +1,5 @@
 //! Running a trained model: sampling (one prompt, a batch, beam search, llama2.c's loop),
-//! translation, summarization, and sentence embeddings.
+//! translation, summarization, sentence embeddings and contextual token embeddings.
 pub mod beam;
 pub mod checkpoint_sampler;
 pub mod embed;
@@ -9,4 +9,5 @@ pub mod qa_span;
 pub mod sample;
 pub mod summarize;
 pub mod tensor_parallel;
+pub mod token_embed;
 pub mod translate;

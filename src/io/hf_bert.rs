@@ -213,16 +213,38 @@ pub struct HfBert {
 /// buffers; `context` (default `max_position_embeddings`) is the longest sequence the model
 /// will be run on.
 pub fn load(dir: &Path, max_batch: usize, context: Option<usize>) -> Result<HfBert> {
+    load_layers(dir, max_batch, context, None)
+}
+
+/// [`load`], keeping only the first `layers` encoder layers when given (see [`from_parts`]).
+pub fn load_layers(dir: &Path, max_batch: usize, context: Option<usize>, layers: Option<usize>) -> Result<HfBert> {
     let cfg_path = dir.join("config.json");
     let weights_path = dir.join("model.safetensors");
     let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?;
     let bytes = std::fs::read(&weights_path).with_context(|| format!("cannot read {}", weights_path.display()))?;
-    from_parts(&text, &bytes, max_batch, context).with_context(|| format!("BERT model {}", dir.display()))
+    from_parts(&text, &bytes, max_batch, context, layers).with_context(|| format!("BERT model {}", dir.display()))
 }
 
-/// [`load`] from the contents of `config.json` and `model.safetensors`.
-pub fn from_parts(config_json: &str, safetensors: &[u8], max_batch: usize, context: Option<usize>) -> Result<HfBert> {
-    let config = BertConfig::from_json(config_json)?;
+/// [`load`] from the contents of `config.json` and `model.safetensors`. With `layers`, only the
+/// first `layers` encoder layers are kept (1..=num_hidden_layers; the config then says so): the
+/// model's output is the hidden state after that layer, as bert-score's `num_layers` cuts
+/// `model.encoder.layer`. The later layers' weights are not read.
+pub fn from_parts(
+    config_json: &str,
+    safetensors: &[u8],
+    max_batch: usize,
+    context: Option<usize>,
+    layers: Option<usize>,
+) -> Result<HfBert> {
+    let mut config = BertConfig::from_json(config_json)?;
+    if let Some(l) = layers {
+        let n = config.num_hidden_layers;
+        ensure!(
+            (1..=n).contains(&l),
+            "layer {l} does not exist: this BERT has layers 1..={n} (layer 0, the embedding output, is not supported)"
+        );
+        config.num_hidden_layers = l;
+    }
     let mc = config.model_config(context.unwrap_or(config.max_position_embeddings))?;
     let tf = TensorFile::parse(safetensors, "model.safetensors")?;
     let w = Weights::new(&tf)?;
