@@ -8,6 +8,7 @@ pub mod data;
 pub mod demo;
 pub mod dist;
 pub mod eval;
+pub mod explain;
 pub mod infer;
 pub mod inspect;
 pub mod io;

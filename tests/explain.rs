@@ -12,7 +12,7 @@ fn lmlab() -> Command {
 
 #[test]
 fn every_experiment_resolves_to_valid_configs() {
-    let n = lmlab::inspect::explain::check_experiments().unwrap();
+    let n = lmlab::explain::check_experiments().unwrap();
     assert!(n >= 40, "only {n} arm configs resolved");
 }
 
@@ -71,7 +71,7 @@ fn attention_walkthrough_matches_the_forward_pass() {
             assert!(f.metadata().unwrap().len() > 1000, "{} is empty", f.display());
         }
     }
-    let saved = lmlab::inspect::explain::ExplainResult::read(&out_dir.join("attention/result.json")).unwrap();
+    let saved = lmlab::explain::ExplainResult::read(&out_dir.join("attention/result.json")).unwrap();
     assert_eq!(saved.findings.len(), r["findings"].as_array().unwrap().len());
     let html = out_dir.join("report.html");
     let rep = lmlab().args(["report", "--dir"]).arg(&out_dir).arg("--out").arg(&html).output().unwrap();

@@ -5,7 +5,7 @@
 //! `report_of_plotted_charts` (real plotters charts) to PATH, for
 //! scripts/check_report_chromium.py.
 
-use lmlab::inspect::explain::{write_report, Budget, ChartFiles, ExplainResult, Machine, Table, QUESTIONS};
+use lmlab::explain::{write_report, Budget, ChartFiles, ExplainResult, Machine, Table, QUESTIONS};
 use lmlab::inspect::plot::{plot_xy, XyChart, XySeries};
 use std::fs;
 use std::path::Path;

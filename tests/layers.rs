@@ -14,7 +14,7 @@
 //! io                       checkpoints and model formats
 //! inspect                  gradient health, charts
 //! train | infer | eval     training; sampling, translation, embeddings; metrics
-//! bench | demo             benchmark cases, the demo's data
+//! bench | demo | explain   benchmark cases, the demo's data, the explain experiments and report
 //! serve                    the OpenAI-compatible HTTP server (continuous batching)
 //! ```
 //!
@@ -37,7 +37,7 @@ const LAYERS: &[&[&str]] = &[
     &["io"],
     &["inspect"],
     &["train", "infer", "eval"],
-    &["bench", "demo"],
+    &["bench", "demo", "explain"],
     &["serve"],
 ];
 

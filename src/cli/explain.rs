@@ -1,9 +1,9 @@
 //! `lmlab explain` (the questions and their experiments) and `lmlab report` (their results in
-//! one HTML page). The experiments themselves: `lmlab::inspect::explain`.
+//! one HTML page). The experiments themselves: `lmlab::explain`.
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use lmlab::inspect::explain::{self, Budget, QUESTIONS};
+use lmlab::explain::{self, Budget, QUESTIONS};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]

@@ -2,7 +2,6 @@
 //! infinity first appeared, and charts of a run's metrics; accounting for a model's parameters,
 //! FLOPs and memory.
 pub mod account;
-pub mod explain;
 pub mod health;
 pub mod interpret;
 pub mod plot;
