@@ -40,7 +40,11 @@ fn list_names_every_question_and_marks_pending_ones() {
 fn attention_walkthrough_matches_the_forward_pass() {
     let data = Path::new("../shared/data/tinyshakespeare.txt");
     if !data.exists() {
-        assert!(std::env::var("LMLAB_REQUIRE_DATA").is_err(), "LMLAB_REQUIRE_DATA is set but {} is missing", data.display());
+        assert!(
+            std::env::var("LMLAB_REQUIRE_DATA").is_err(),
+            "LMLAB_REQUIRE_DATA is set but {} is missing",
+            data.display()
+        );
         eprintln!("SKIPPED attention_walkthrough_matches_the_forward_pass: {} not found", data.display());
         return;
     }

@@ -93,7 +93,11 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
             if let Some((first, last)) = a.grad_norm_first_last {
                 if first > 0.0 && last > 0.0 {
                     let ratio = last / first;
-                    let trend = if ratio > 10.0 || ratio < 0.1 { "an order of magnitude or more apart" } else { "within 10× of each other" };
+                    let trend = if !(0.1..=10.0).contains(&ratio) {
+                        "an order of magnitude or more apart"
+                    } else {
+                        "within 10× of each other"
+                    };
                     out.push(format!(
                         "{}: gradient norm {first:.2e} at layer 0 and {last:.2e} at the last layer ({trend}).",
                         a.arm
@@ -101,7 +105,11 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
                 }
             }
             if let Some(d) = a.dead_share.filter(|d| *d > 0.05) {
-                out.push(format!("{}: {:.1}% of the feed-forward units are inactive on the whole batch.", a.arm, 100.0 * d));
+                out.push(format!(
+                    "{}: {:.1}% of the feed-forward units are inactive on the whole batch.",
+                    a.arm,
+                    100.0 * d
+                ));
             }
         }
     }

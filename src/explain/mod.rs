@@ -267,7 +267,11 @@ impl Machine {
     pub fn here() -> Machine {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            })
             .unwrap_or_else(|| std::env::consts::ARCH.to_string());
         Machine {
             cpu,
@@ -329,7 +333,9 @@ pub fn run(id: &str, budget: Budget, out: &Path, progress: bool, threads: usize)
         other => bail!("experiments/{}.toml: unknown kind {other:?} (sweep, walkthrough, pareto)", q.id),
     };
     result.seconds = start.elapsed().as_secs_f64();
-    result.findings.push(format!("The experiment took {:.0} s on {} thread(s).", result.seconds, result.machine.threads));
+    result
+        .findings
+        .push(format!("The experiment took {:.0} s on {} thread(s).", result.seconds, result.machine.threads));
     let path = dir.join("result.json");
     crate::io::atomic::write_file_atomic(&path, serde_json::to_string_pretty(&result)?.as_bytes())?;
     Ok(result)
@@ -381,8 +387,9 @@ pub fn check_experiments() -> Result<usize> {
                 let cfg = crate::config::RunConfig::from_toml_str(base, &set).with_context(|| {
                     format!("experiments/{}.toml, arm {:?}, budget {}", q.id, arm.name, budget.name())
                 })?;
-                cfg.validate()
-                    .with_context(|| format!("experiments/{}.toml, arm {:?}, budget {}", q.id, arm.name, budget.name()))?;
+                cfg.validate().with_context(|| {
+                    format!("experiments/{}.toml, arm {:?}, budget {}", q.id, arm.name, budget.name())
+                })?;
                 n += 1;
             }
         }

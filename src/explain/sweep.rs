@@ -136,7 +136,9 @@ fn read_run(arm: &str, seed: u64, s: &crate::train::TrainSummary, run_dir: &Path
     let m = read_metrics(&run_dir.join("metrics.jsonl"))?;
     let last_layer_values = |key: &str| -> Vec<f64> {
         let k = HEALTH_KEYS.iter().position(|(name, _)| *name == key).expect("a health key");
-        m.health.get(k).map_or(Vec::new(), |l| l.lines.iter().filter_map(|line| line.points.last().map(|p| p.1)).collect())
+        m.health
+            .get(k)
+            .map_or(Vec::new(), |l| l.lines.iter().filter_map(|line| line.points.last().map(|p| p.1)).collect())
     };
     use crate::io::checkpoint;
     use crate::model::{baseline::BaselineLm, transformer::Arch, LanguageModel};
@@ -263,7 +265,13 @@ fn charts(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun], dir: &Path) -> Resu
         .filter_map(|a| runs.iter().find(|r| r.arm == a.arm))
         .map(|r| XySeries { name: r.arm.clone(), points: r.val_curve.clone() })
         .collect();
-    let c = XyChart { title: "validation loss during training".into(), x: "step".into(), y: "val loss".into(), series: curves, scatter: false };
+    let c = XyChart {
+        title: "validation loss during training".into(),
+        x: "step".into(),
+        y: "val loss".into(),
+        series: curves,
+        scatter: false,
+    };
     out.push(draw(&c, "val_loss_curves", dir)?);
     // Final validation loss: against the arms' x when they have one, else one point per arm.
     let c = match &spec.x_label {
@@ -303,17 +311,32 @@ fn charts(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun], dir: &Path) -> Resu
         };
         let g = per_layer(|r| &r.grad_norm);
         if !g.is_empty() {
-            let c = XyChart { title: "gradient norm per layer (last health step)".into(), x: "layer".into(), y: "gradient L2 norm".into(), series: g, scatter: false };
+            let c = XyChart {
+                title: "gradient norm per layer (last health step)".into(),
+                x: "layer".into(),
+                y: "gradient L2 norm".into(),
+                series: g,
+                scatter: false,
+            };
             out.push(draw(&c, "grad_norm_layers", dir)?);
         }
         let e = per_layer(|r| &r.attn_entropy);
         if e.iter().any(|s| s.points.iter().any(|p| p.1.is_finite())) {
-            let c = XyChart { title: "attention entropy per layer (last health step)".into(), x: "layer".into(), y: "entropy (nats)".into(), series: e, scatter: false };
+            let c = XyChart {
+                title: "attention entropy per layer (last health step)".into(),
+                x: "layer".into(),
+                y: "entropy (nats)".into(),
+                series: e,
+                scatter: false,
+            };
             out.push(draw(&c, "attn_entropy_layers", dir)?);
         }
     }
     Ok(out)
 }
+
+/// A cost of an arm (parameters, FLOPs per token, seconds), if it has one.
+type CostOf = fn(&ArmSummary) -> Option<f64>;
 
 /// Question 10: every run of the other results present in `out`, as points of validation loss
 /// against parameters, FLOPs per token and time; the Pareto front of each.
@@ -335,7 +358,7 @@ pub(super) fn pareto(q: &Question, spec: &Spec, budget: Budget, out: &Path, dir:
     );
     let mut result = new_result(q, spec, budget, Vec::new());
     let mut charts = Vec::new();
-    let axes: [(&str, &str, fn(&ArmSummary) -> Option<f64>); 3] = [
+    let axes: [(&str, &str, CostOf); 3] = [
         ("params", "parameters", |a| Some(a.params as f64)),
         ("flops", "forward FLOPs per token", |a| a.flops_per_token),
         ("seconds", "training seconds per run", |a| Some(a.seconds_mean)),
@@ -361,7 +384,9 @@ pub(super) fn pareto(q: &Question, spec: &Spec, budget: Budget, out: &Path, dir:
     }
     result.charts = charts;
     result.table = Table {
-        columns: ["experiment: arm", "val loss", "parameters", "forward FLOPs/token", "s per run"].map(String::from).to_vec(),
+        columns: ["experiment: arm", "val loss", "parameters", "forward FLOPs/token", "s per run"]
+            .map(String::from)
+            .to_vec(),
         rows: points
             .iter()
             .map(|(id, a)| {

@@ -82,7 +82,8 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path) -> Resu
     let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     let (dp, dout) = (diff(&probs, head0_probs), diff(&out, &head0_out));
 
-    let labels: Vec<String> = ids.iter().map(|&i| format!("{:?}", ck.tokenizer.decode(&[i]).unwrap_or_default())).collect();
+    let labels: Vec<String> =
+        ids.iter().map(|&i| format!("{:?}", ck.tokenizer.decode(&[i]).unwrap_or_default())).collect();
     let heat = |title: &str, v: &[f32]| Heatmap {
         title: title.into(),
         row_labels: labels.clone(),
@@ -90,16 +91,31 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path) -> Resu
         values: v.iter().map(|&x| if x.is_finite() { x as f64 } else { f64::NAN }).collect(),
     };
     let steps = [heat("scores Q·Kᵀ", &scores), heat("scaled by 1/√d", &scaled), heat("causal mask", &masked)];
-    result.charts.push(heatmap_pair(&steps, "scores before the softmax (rows: queries, columns: keys)", Scale::of(&steps, true), "scores", dir)?);
+    result.charts.push(heatmap_pair(
+        &steps,
+        "scores before the softmax (rows: queries, columns: keys)",
+        Scale::of(&steps, true),
+        "scores",
+        dir,
+    )?);
     let p = [heat("softmax probabilities", &probs)];
-    result.charts.push(heatmap_pair(&p, "attention probabilities of head 0, layer 0", Scale { lo: 0.0, hi: 1.0, diverging: false }, "probs", dir)?);
+    result.charts.push(heatmap_pair(
+        &p,
+        "attention probabilities of head 0, layer 0",
+        Scale { lo: 0.0, hi: 1.0, diverging: false },
+        "probs",
+        dir,
+    )?);
 
-    let fmt = |v: &[f32]| v.iter().map(|x| if x.is_finite() { format!("{x:.3}") } else { "−∞".into() }).collect::<Vec<_>>();
+    let fmt =
+        |v: &[f32]| v.iter().map(|x| if x.is_finite() { format!("{x:.3}") } else { "−∞".into() }).collect::<Vec<_>>();
     let mut columns = vec!["query".to_string()];
     columns.extend(labels.iter().map(|l| format!("p(key {l})")));
     result.table = Table {
         columns,
-        rows: (0..t).map(|i| std::iter::once(labels[i].clone()).chain(fmt(&probs[i * t..(i + 1) * t])).collect()).collect(),
+        rows: (0..t)
+            .map(|i| std::iter::once(labels[i].clone()).chain(fmt(&probs[i * t..(i + 1) * t])).collect())
+            .collect(),
     };
     let top = |i: usize| (0..=i).max_by(|&a, &b| probs[i * t + a].total_cmp(&probs[i * t + b])).unwrap();
     let last = t - 1;
