@@ -77,6 +77,19 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
             out.push(format!("Parameters range from {pmin} to {pmax}."));
         }
     }
+    for a in arms {
+        if let Some((ordered, shuffled)) = a.permutation {
+            let verdict = if (shuffled - ordered).abs() < 1e-3 {
+                "unchanged: its prediction does not depend on the order"
+            } else {
+                "its prediction depends on the order"
+            };
+            out.push(format!(
+                "{}: shuffling the context before the last token takes the last token's loss from {ordered:.4} to {shuffled:.4} ({verdict}).",
+                a.arm
+            ));
+        }
+    }
     if spec.probes.iter().any(|p| p == "health") {
         let mut e: Vec<&ArmSummary> = arms.iter().filter(|a| a.attn_entropy.is_some_and(f64::is_finite)).collect();
         e.sort_by(|a, b| a.attn_entropy.unwrap().total_cmp(&b.attn_entropy.unwrap()));

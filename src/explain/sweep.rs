@@ -30,6 +30,10 @@ pub(crate) struct ArmRun {
     pub grad_norm: Vec<f64>,
     pub attn_entropy: Vec<f64>,
     pub dead_share: Vec<f64>,
+    /// The `permutation` probe: the last position's loss on validation windows as they are, and
+    /// with the tokens before the last one shuffled (see [`permutation_losses`]).
+    pub last_loss_ordered: Option<f64>,
+    pub last_loss_shuffled: Option<f64>,
 }
 
 /// An arm's figures over its seeds.
@@ -50,6 +54,8 @@ pub(crate) struct ArmSummary {
     pub grad_norm_first_last: Option<(f64, f64)>,
     pub attn_entropy: Option<f64>,
     pub dead_share: Option<f64>,
+    /// Mean over seeds of the permutation probe's (ordered, shuffled) last-position losses.
+    pub permutation: Option<(f64, f64)>,
 }
 
 pub(super) fn run(
@@ -94,9 +100,14 @@ pub(super) fn run(
             if seed == seeds[0] {
                 result.configs.push((arm.name.clone(), cfg.to_toml()));
             }
-            let summary = train(cfg, None, &TrainOptions { quiet: true, json: false })
+            let summary = train(cfg.clone(), None, &TrainOptions { quiet: true, json: false })
                 .with_context(|| format!("training arm {:?} (seed {seed})", arm.name))?;
-            runs.push(read_run(&arm.name, seed, &summary, &run_dir)?);
+            let mut run = read_run(&arm.name, seed, &summary, &run_dir)?;
+            if spec.probes.iter().any(|p| p == "permutation") {
+                let (ordered, shuffled) = permutation_losses(&summary.checkpoint, &cfg, seed)?;
+                (run.last_loss_ordered, run.last_loss_shuffled) = (Some(ordered), Some(shuffled));
+            }
+            runs.push(run);
             // The numbers are kept; the weights are not needed again.
             for ck in ["ckpt", "ckpt_best"] {
                 let _ = std::fs::remove_dir_all(run_dir.join(ck));
@@ -165,7 +176,51 @@ fn read_run(arm: &str, seed: u64, s: &crate::train::TrainSummary, run_dir: &Path
         grad_norm: last_layer_values("grad_norm"),
         attn_entropy: last_layer_values("attn_entropy"),
         dead_share: last_layer_values("dead_share"),
+        last_loss_ordered: None,
+        last_loss_shuffled: None,
     })
+}
+
+/// Windows of the permutation probe, and their length cap.
+const PROBE_WINDOWS: usize = 64;
+
+/// The permutation test of position: on validation windows of `block_size` tokens, the
+/// cross-entropy of the next token after the last position, (a) as the text is and (b) with the
+/// tokens before the last one shuffled (the last token and the target stay). A model without
+/// positions sees only the multiset of earlier tokens, so (b) equals (a) up to summation order;
+/// a model that uses order loses from the shuffle. Returns the mean losses (a), (b).
+fn permutation_losses(ckpt: &Path, cfg: &RunConfig, seed: u64) -> Result<(f64, f64)> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut ck = crate::io::checkpoint::load(ckpt, PROBE_WINDOWS, false)?;
+    let text = crate::util::read_corpus(Path::new(&cfg.data.path))?;
+    let tokens = ck.tokenizer.encode(&text)?;
+    let val = crate::data::TokenDataset::split(tokens, cfg.data.val_fraction)?.val;
+    let t = ck.model.config.block_size;
+    let windows = PROBE_WINDOWS.min(val.len().saturating_sub(1) / t);
+    ensure!(windows > 0, "the validation split is shorter than one window of {} tokens", t + 1);
+    let v = ck.model.config.vocab_size;
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut input: Vec<u32> = (0..windows).flat_map(|w| val[w * t..(w + 1) * t].to_vec()).collect();
+    let targets: Vec<usize> = (0..windows).map(|w| val[(w + 1) * t] as usize).collect();
+    let mut last_loss = |input: &[u32]| -> Result<f64> {
+        ck.model.forward_lm(input, None, windows, t, false, 0)?;
+        let logits = ck.model.logits();
+        let loss = (0..windows)
+            .map(|w| {
+                let row = &logits[(w * t + t - 1) * v..(w * t + t) * v];
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+                lse - row[targets[w]] as f64
+            })
+            .sum::<f64>();
+        Ok(loss / windows as f64)
+    };
+    let ordered = last_loss(&input)?;
+    for w in input.chunks_mut(t) {
+        w[..t - 1].shuffle(&mut rng);
+    }
+    Ok((ordered, last_loss(&input)?))
 }
 
 fn mean(xs: &[f64]) -> f64 {
@@ -204,6 +259,13 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
             .map(|r| (r.grad_norm[0], *r.grad_norm.last().unwrap())),
         attn_entropy: per_layer_mean(|r| &r.attn_entropy),
         dead_share: per_layer_mean(|r| &r.dead_share),
+        permutation: {
+            let p: Vec<(f64, f64)> =
+                runs.iter().filter_map(|r| r.last_loss_ordered.zip(r.last_loss_shuffled)).collect();
+            (!p.is_empty()).then(|| {
+                (mean(&p.iter().map(|x| x.0).collect::<Vec<_>>()), mean(&p.iter().map(|x| x.1).collect::<Vec<_>>()))
+            })
+        },
     }
 }
 
@@ -215,6 +277,10 @@ fn table(arms: &[ArmSummary], spec: &Spec) -> Table {
             .to_vec();
     if health {
         columns.extend(["grad norm layer 0 → last", "attention entropy (nats)", "dead FFN units"].map(String::from));
+    }
+    let permutation = spec.probes.iter().any(|p| p == "permutation");
+    if permutation {
+        columns.extend(["last-token loss", "… context shuffled"].map(String::from));
     }
     let rows = arms
         .iter()
@@ -232,6 +298,10 @@ fn table(arms: &[ArmSummary], spec: &Spec) -> Table {
                 row.push(a.grad_norm_first_last.map_or("–".into(), |(f, l)| format!("{f:.3e} → {l:.3e}")));
                 row.push(a.attn_entropy.map_or("–".into(), |e| format!("{e:.3}")));
                 row.push(a.dead_share.map_or("–".into(), |d| format!("{:.1}%", 100.0 * d)));
+            }
+            if permutation {
+                row.push(a.permutation.map_or("–".into(), |p| format!("{:.4}", p.0)));
+                row.push(a.permutation.map_or("–".into(), |p| format!("{:.4}", p.1)));
             }
             row
         })
