@@ -5,6 +5,7 @@
 
 use super::{base_config, findings, new_result, Budget, ChartFiles, ExplainResult, Question, Spec, Table};
 use crate::config::RunConfig;
+use crate::eval::stability::summarize as stats;
 use crate::inspect::plot::{plot_xy, read_metrics, XyChart, XySeries, HEALTH_KEYS};
 use crate::train::{train, TrainOptions};
 use anyhow::{ensure, Context, Result};
@@ -108,10 +109,7 @@ pub(super) fn run(
                 (run.last_loss_ordered, run.last_loss_shuffled) = (Some(ordered), Some(shuffled));
             }
             runs.push(run);
-            // The numbers are kept; the weights are not needed again.
-            for ck in ["ckpt", "ckpt_best"] {
-                let _ = std::fs::remove_dir_all(run_dir.join(ck));
-            }
+            drop_weights(&run_dir);
             if let Some(bar) = &bar {
                 bar.inc(1);
             }
@@ -135,6 +133,13 @@ pub(super) fn run(
     result.findings = findings::sweep(spec, &arms, &runs);
     result.data = serde_json::json!({ "arms": arms, "runs": runs });
     Ok(result)
+}
+
+/// Deletes a finished run's checkpoints: the numbers are kept, the weights are not needed again.
+pub(super) fn drop_weights(run_dir: &Path) {
+    for ck in ["ckpt", "ckpt_best"] {
+        let _ = std::fs::remove_dir_all(run_dir.join(ck));
+    }
 }
 
 /// A file-name-safe form of an arm's name.
@@ -223,21 +228,14 @@ fn permutation_losses(ckpt: &Path, cfg: &RunConfig, seed: u64) -> Result<(f64, f
     Ok((ordered, last_loss(&input)?))
 }
 
+/// The mean of `xs` (a non-empty list here).
 fn mean(xs: &[f64]) -> f64 {
-    xs.iter().sum::<f64>() / xs.len().max(1) as f64
+    stats(xs).mean
 }
 
-/// Sample standard deviation (0 for fewer than two values).
-fn sd(xs: &[f64]) -> f64 {
-    if xs.len() < 2 {
-        return 0.0;
-    }
-    let m = mean(xs);
-    (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (xs.len() - 1) as f64).sqrt()
-}
-
+/// An arm's figures over its seeds (`runs`: at least one).
 fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
-    let val: Vec<f64> = runs.iter().map(|r| r.val_loss).collect();
+    let val = stats(&runs.iter().map(|r| r.val_loss).collect::<Vec<_>>());
     let per_layer_mean = |f: fn(&ArmRun) -> &Vec<f64>| {
         let v: Vec<f64> = runs.iter().filter(|r| !f(r).is_empty()).map(|r| mean(f(r))).collect();
         (!v.is_empty()).then(|| mean(&v))
@@ -245,10 +243,10 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
     ArmSummary {
         arm: arm.to_string(),
         x,
-        val_mean: mean(&val),
-        val_sd: sd(&val),
-        val_min: val.iter().copied().fold(f64::INFINITY, f64::min),
-        val_max: val.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        val_mean: val.mean,
+        val_sd: val.std,
+        val_min: val.min,
+        val_max: val.max,
         train_mean: mean(&runs.iter().map(|r| r.train_loss).collect::<Vec<_>>()),
         seconds_mean: mean(&runs.iter().map(|r| r.seconds).collect::<Vec<_>>()),
         params: runs.first().map_or(0, |r| r.params),
@@ -497,11 +495,5 @@ mod tests {
         let front = pareto_front(&[p(3.0, 1.0), p(1.0, 3.0), p(2.0, 2.5), p(2.0, 3.5), p(4.0, 1.5)]);
         let xy: Vec<(f64, f64)> = front.iter().map(|q| (q.0, q.1)).collect();
         assert_eq!(xy, vec![(1.0, 3.0), (2.0, 2.5), (3.0, 1.0)]);
-    }
-
-    #[test]
-    fn sample_sd() {
-        assert_eq!(sd(&[1.0]), 0.0);
-        assert!((sd(&[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-12);
     }
 }

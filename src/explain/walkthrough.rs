@@ -7,7 +7,7 @@
 //! of each row over its visible keys (`softmax_inplace`) and the weighted sum P·V (`sgemm`) — and checks the result against the
 //! probabilities and head output the model's own forward pass computed.
 
-use super::sweep::write_chart_pair;
+use super::sweep::{drop_weights, write_chart_pair};
 use super::{base_config, new_result, Budget, ChartFiles, ExplainResult, Question, Spec, Table};
 use crate::config::RunConfig;
 use crate::inspect::plot::{plot_heatmaps, Heatmap, Scale};
@@ -144,9 +144,7 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path) -> Resu
         "masked": masked.iter().map(|x| if x.is_finite() { Some(*x) } else { None }).collect::<Vec<_>>(),
         "probs": probs, "output": out, "max_abs_diff_probs": dp, "max_abs_diff_output": dout,
     });
-    for ck_dir in ["ckpt", "ckpt_best"] {
-        let _ = std::fs::remove_dir_all(run_dir.join(ck_dir));
-    }
+    drop_weights(&run_dir);
     Ok(result)
 }
 

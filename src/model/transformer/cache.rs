@@ -10,7 +10,8 @@
 //! ```text
 //! k, v   (L, R, NKV, block_size, hs)  keys after RoPE, values; row r's positions 0..len[r]
 //! cross  (L, R·T_enc, 2·NKV·hs)       encoder-decoder: cross-attention [k | v] of the encoder output
-//! probs  (NH, Q_CHUNK, block_size)    attention probabilities of one row's query chunk
+//! probs  (max(Q_CHUNK, R)·NH, block)  attention probabilities of one row's query chunk, or of
+//!                                     every row of a decode step
 //! ```
 //!
 //! Each kv head's positions sit together (as in Hugging Face's (B, NKV, T, hs) cache): a decode
