@@ -71,3 +71,57 @@ fn bad_window_settings_are_errors() {
     assert!(msg(sliding_window_eval(&mut model, &toks, 8, 0)).contains("stride"));
     assert!(msg(sliding_window_eval(&mut model, &toks[..1], 8, 4)).contains("at least 2 tokens"));
 }
+
+/// Length extrapolation (`lmlab eval lm --context` past the trained context, `lmlab explain
+/// run positions`): a checkpoint trained at `block_size` tokens and rebuilt for 4× as many
+/// computes exactly what it computed before on inputs of the trained length (no scheme but a
+/// learned table depends on the block size), and reads the longer inputs; a learned table
+/// cannot, and the error says why.
+#[test]
+fn a_checkpoint_rebuilt_for_a_longer_context_computes_the_same_and_reads_more() {
+    use lmlab::data::{CharTokenizer, Tokenizer};
+    use lmlab::io::checkpoint;
+    let text = "the quick brown fox jumps over the lazy dog";
+    let tok = Tokenizer::Char(CharTokenizer::from_corpus(text).unwrap());
+    let ids = tok.encode(text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for position in [Position::None, Position::Sinusoidal, Position::Shaw, Position::T5, Position::Rope, Position::Alibi]
+    {
+        let cfg = ModelConfig {
+            vocab_size: tok.vocab_size(),
+            block_size: 8,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 16,
+            position,
+            ..Default::default()
+        };
+        let mut model = Transformer::new(cfg, 1).unwrap();
+        model.init(5);
+        let ck = dir.path().join(format!("{position:?}"));
+        checkpoint::save_new(&ck, &model, &tok).unwrap();
+        let mut long = checkpoint::load_inference_at_context(&ck, 1, 32).unwrap().model;
+        assert_eq!(long.config.block_size, 32);
+        model.forward_lm(&ids[..8], None, 1, 8, false, 0).unwrap();
+        long.forward_lm(&ids[..8], None, 1, 8, false, 0).unwrap();
+        let (a, b) = (model.logits(), &long.logits()[..model.logits().len()]);
+        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(diff <= 1e-5, "{position:?}: rebuilt model differs by {diff} at the trained length");
+        // It reads 32 tokens, and the first 8 positions' logits are still the same (causal).
+        long.forward_lm(&ids[..32], None, 1, 32, false, 0).unwrap();
+        let diff = a.iter().zip(long.logits()).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(diff <= 1e-5, "{position:?}: the causal prefix changed by {diff}");
+        let r = sliding_window_eval(&mut long, &ids, 33, 32).unwrap();
+        assert!(r.loss.is_finite() && r.tokens == ids.len() - 1);
+    }
+    let cfg = ModelConfig { vocab_size: tok.vocab_size(), block_size: 8, n_layer: 1, n_head: 2, n_embd: 16, ..Default::default() };
+    assert_eq!(cfg.position, Position::Learned);
+    let mut model = Transformer::new(cfg, 1).unwrap();
+    model.init(5);
+    let ck = dir.path().join("learned");
+    checkpoint::save_new(&ck, &model, &tok).unwrap();
+    let err = checkpoint::load_inference_at_context(&ck, 1, 16).err().unwrap().to_string();
+    assert!(err.contains("learned positions") && err.contains("cannot read 16 tokens"), "{err}");
+    // A shorter context keeps the table.
+    assert_eq!(checkpoint::load_inference_at_context(&ck, 1, 4).unwrap().model.config.block_size, 8);
+}

@@ -28,7 +28,9 @@ pub enum EvalCmd {
         /// UTF-8 text to score (default: the validation split of the checkpoint's training data).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Window length in tokens (default: block_size + 1, the longest the model can use).
+        /// Window length in tokens (default: block_size + 1, the trained context). Longer
+        /// windows measure length extrapolation: the model is rebuilt for them (any position
+        /// scheme but a learned table, which has rows for the trained context only).
         #[arg(long)]
         context: Option<usize>,
         /// Number format of the matrix products: fp32, or bf16 / f16 (autocast's numerics, as

@@ -44,7 +44,13 @@ pub fn language_model(
     stride: Option<usize>,
     precision: Precision,
 ) -> Result<Metrics> {
-    let mut ck = checkpoint::load_inference(dir, 8)?;
+    // A window longer than the trained context rebuilds the model for it (length
+    // extrapolation; a learned position table cannot, and says so).
+    let trained = checkpoint::read_model_config(dir)?.block_size;
+    let mut ck = match context {
+        Some(c) if c > trained + 1 => checkpoint::load_inference_at_context(dir, 8, c - 1)?,
+        _ => checkpoint::load_inference(dir, 8)?,
+    };
     require_decoder(&ck, dir, "lm")?;
     // Under mpirun: this rank's tensor-parallel shard.
     crate::infer::tensor_parallel::distribute(&mut ck.model)?;

@@ -90,6 +90,19 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
             ));
         }
     }
+    if spec.probes.iter().any(|p| p == "extrapolation") {
+        out.extend(extrapolation(arms));
+    }
+    if spec.probes.iter().any(|p| p == "diversity") {
+        let d: Vec<String> =
+            arms.iter().filter_map(|a| a.head_diversity.map(|d| format!("{} {d:.3}", a.arm))).collect();
+        if !d.is_empty() {
+            out.push(format!(
+                "Head diversity (mean Jensen–Shannon divergence between two heads' attention to the same query; 0 = identical, ln 2 = 0.693 = disjoint): {}.",
+                d.join(", ")
+            ));
+        }
+    }
     if spec.probes.iter().any(|p| p == "health") {
         let mut e: Vec<&ArmSummary> = arms.iter().filter(|a| a.attn_entropy.is_some_and(f64::is_finite)).collect();
         e.sort_by(|a, b| a.attn_entropy.unwrap().total_cmp(&b.attn_entropy.unwrap()));
@@ -125,6 +138,51 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
                 ));
             }
         }
+    }
+    out
+}
+
+/// Length extrapolation: each arm's loss at the trained context against the longest length
+/// read, and which arms could not read past the trained context.
+fn extrapolation(arms: &[ArmSummary]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut held = Vec::new();
+    let mut broke = Vec::new();
+    let mut unable = Vec::new();
+    for a in arms {
+        let (Some(first), Some(last)) = (a.extrapolation.first(), a.extrapolation.last()) else { continue };
+        match (first.1, last.1) {
+            (Some(l0), Some(l1)) => {
+                let change = l1 - l0;
+                let what = format!("{} {l0:.3} → {l1:.3}", a.arm);
+                // Within 2% of the trained context's loss (or better) counts as extrapolating.
+                if change <= 0.02 * l0 {
+                    held.push(what);
+                } else {
+                    broke.push(what);
+                }
+            }
+            _ => unable.push(a.arm.clone()),
+        }
+    }
+    let (t0, t1) = arms
+        .iter()
+        .find_map(|a| Some((a.extrapolation.first()?.0, a.extrapolation.last()?.0)))
+        .unwrap_or((0, 0));
+    if !held.is_empty() {
+        out.push(format!(
+            "Trained at {t0} tokens and reading {t1}, the validation loss held (within 2%) or fell for: {}.",
+            held.join("; ")
+        ));
+    }
+    if !broke.is_empty() {
+        out.push(format!("It rose by more than 2% for: {}.", broke.join("; ")));
+    }
+    if !unable.is_empty() {
+        out.push(format!(
+            "Cannot read past {t0} tokens at all (a learned table has one row per trained position): {}.",
+            unable.join(", ")
+        ));
     }
     out
 }

@@ -199,7 +199,9 @@ pub(crate) struct Spec {
     #[serde(default)]
     pub x_from: Option<String>,
     /// Extra figures: "health" (per-layer gradient norms, attention entropy, dead units of the
-    /// last health line), "permutation" (val loss with the tokens of each sequence shuffled).
+    /// last health line), "permutation" (the last token's loss with its context shuffled),
+    /// "extrapolation" (val loss reading 1×, 2×, 4×, 8× the trained context), "diversity"
+    /// (per-layer Jensen–Shannon divergence between heads).
     #[serde(default)]
     pub probes: Vec<String>,
 }

@@ -35,6 +35,14 @@ pub(crate) struct ArmRun {
     /// with the tokens before the last one shuffled (see [`permutation_losses`]).
     pub last_loss_ordered: Option<f64>,
     pub last_loss_shuffled: Option<f64>,
+    /// The `extrapolation` probe: (tokens read, validation loss) at the trained context and at
+    /// 2×, 4×, 8× it; None where the model cannot read that length (a learned table).
+    #[serde(default)]
+    pub extrapolation: Vec<(usize, Option<f64>)>,
+    /// The `diversity` probe: per layer, the mean Jensen–Shannon divergence (nats) between the
+    /// attention distributions of every pair of heads (empty with one head).
+    #[serde(default)]
+    pub head_diversity: Vec<f64>,
 }
 
 /// An arm's figures over its seeds.
@@ -57,6 +65,12 @@ pub(crate) struct ArmSummary {
     pub dead_share: Option<f64>,
     /// Mean over seeds of the permutation probe's (ordered, shuffled) last-position losses.
     pub permutation: Option<(f64, f64)>,
+    /// Mean over seeds of the extrapolation probe's loss per length read.
+    #[serde(default)]
+    pub extrapolation: Vec<(usize, Option<f64>)>,
+    /// Mean over layers and seeds of the head-diversity probe.
+    #[serde(default)]
+    pub head_diversity: Option<f64>,
 }
 
 pub(super) fn run(
@@ -107,6 +121,12 @@ pub(super) fn run(
             if spec.probes.iter().any(|p| p == "permutation") {
                 let (ordered, shuffled) = permutation_losses(&summary.checkpoint, &cfg, seed)?;
                 (run.last_loss_ordered, run.last_loss_shuffled) = (Some(ordered), Some(shuffled));
+            }
+            if spec.probes.iter().any(|p| p == "extrapolation") {
+                run.extrapolation = extrapolation_losses(&summary.checkpoint, &cfg)?;
+            }
+            if spec.probes.iter().any(|p| p == "diversity") {
+                run.head_diversity = head_diversity(&summary.checkpoint, &cfg)?;
             }
             runs.push(run);
             drop_weights(&run_dir);
@@ -183,7 +203,96 @@ fn read_run(arm: &str, seed: u64, s: &crate::train::TrainSummary, run_dir: &Path
         dead_share: last_layer_values("dead_share"),
         last_loss_ordered: None,
         last_loss_shuffled: None,
+        extrapolation: Vec::new(),
+        head_diversity: Vec::new(),
     })
+}
+
+/// The validation split of a run's data, encoded by the checkpoint's tokenizer.
+fn val_tokens(tok: &crate::data::Tokenizer, cfg: &RunConfig) -> Result<Vec<u32>> {
+    let text = crate::util::read_corpus(Path::new(&cfg.data.path))?;
+    Ok(crate::data::TokenDataset::split(tok.encode(&text)?, cfg.data.val_fraction)?.val)
+}
+
+/// How many times the trained context the extrapolation probe reads.
+pub(crate) const EXTRAPOLATION_FACTORS: [usize; 4] = [1, 2, 4, 8];
+
+/// Length extrapolation: the model trained at `block_size` tokens, rebuilt to read 2×, 4× and
+/// 8× as many (`io::checkpoint::load_inference_at_context`), and its validation loss with
+/// disjoint windows of each length (`eval::perplexity::sliding_window_eval`, every token scored
+/// once, as `lmlab eval lm --context`). A learned position table has no rows past the trained
+/// context: None there.
+fn extrapolation_losses(ckpt: &Path, cfg: &RunConfig) -> Result<Vec<(usize, Option<f64>)>> {
+    use crate::io::checkpoint;
+    use crate::model::transformer::Position;
+    let trained = checkpoint::read_model_config(ckpt)?;
+    let mut out = Vec::new();
+    let mut tokens = None;
+    for f in EXTRAPOLATION_FACTORS {
+        let t = f * trained.block_size;
+        if f > 1 && trained.position == Position::Learned {
+            out.push((t, None));
+            continue;
+        }
+        let mut ck = checkpoint::load_inference_at_context(ckpt, 8, t)?;
+        let val = match &tokens {
+            Some(v) => v,
+            None => tokens.insert(val_tokens(&ck.tokenizer, cfg)?),
+        };
+        let r = crate::eval::perplexity::sliding_window_eval(&mut ck.model, val, t + 1, t)?;
+        out.push((t, Some(r.loss)));
+    }
+    Ok(out)
+}
+
+/// Validation windows the head-diversity probe reads.
+const DIVERSITY_WINDOWS: usize = 8;
+
+/// Head diversity: on validation windows, per layer, the Jensen–Shannon divergence between the
+/// attention distributions of two heads for the same query, averaged over the queries (all but
+/// the first, which can only attend to itself), the windows and every pair of heads. 0 means
+/// the heads attend alike; ln 2 ≈ 0.693 is the most two distributions can differ.
+fn head_diversity(ckpt: &Path, cfg: &RunConfig) -> Result<Vec<f64>> {
+    let mut ck = crate::io::checkpoint::load(ckpt, 1, false)?;
+    if ck.model.config.n_head < 2 {
+        return Ok(Vec::new());
+    }
+    let val = val_tokens(&ck.tokenizer, cfg)?;
+    let t = ck.model.config.block_size;
+    let windows = DIVERSITY_WINDOWS.min(val.len() / t);
+    ensure!(windows > 0, "the validation split is shorter than one window of {t} tokens");
+    let mut per_layer: Vec<f64> = Vec::new();
+    for w in 0..windows {
+        let maps = crate::inspect::interpret::attention::attention_maps(&mut ck.model, &val[w * t..(w + 1) * t], None)?;
+        per_layer.resize(maps.len(), 0.0);
+        for (l, m) in maps.iter().enumerate() {
+            per_layer[l] += mean_pairwise_js(m) / windows as f64;
+        }
+    }
+    Ok(per_layer)
+}
+
+/// The mean over heads pairs and queries 1.. of the Jensen–Shannon divergence (nats) between
+/// two heads' rows of one attention layer.
+fn mean_pairwise_js(m: &crate::inspect::interpret::attention::AttentionLayer) -> f64 {
+    let (nh, tq, tk) = (m.n_head, m.tq, m.tk);
+    let (mut sum, mut n) = (0.0, 0usize);
+    for a in 0..nh {
+        for b in a + 1..nh {
+            for i in 1..tq {
+                let (p, q) = (&m.head(a)[i * tk..(i + 1) * tk], &m.head(b)[i * tk..(i + 1) * tk]);
+                sum += js_divergence(p, q);
+                n += 1;
+            }
+        }
+    }
+    sum / n.max(1) as f64
+}
+
+/// JS(p, q) = ½ KL(p‖m) + ½ KL(q‖m), m = ½(p + q), in nats.
+pub(crate) fn js_divergence(p: &[f32], q: &[f32]) -> f64 {
+    let kl_to_mid = |x: f64, y: f64| if x > 0.0 { x * (2.0 * x / (x + y)).ln() } else { 0.0 };
+    0.5 * p.iter().zip(q).map(|(&x, &y)| kl_to_mid(x as f64, y as f64) + kl_to_mid(y as f64, x as f64)).sum::<f64>()
 }
 
 /// Windows of the permutation probe, and their length cap.
@@ -264,6 +373,15 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
                 (mean(&p.iter().map(|x| x.0).collect::<Vec<_>>()), mean(&p.iter().map(|x| x.1).collect::<Vec<_>>()))
             })
         },
+        extrapolation: runs.first().map_or(Vec::new(), |first| {
+            (0..first.extrapolation.len())
+                .map(|k| {
+                    let losses: Option<Vec<f64>> = runs.iter().map(|r| r.extrapolation.get(k).and_then(|e| e.1)).collect();
+                    (first.extrapolation[k].0, losses.map(|l| mean(&l)))
+                })
+                .collect()
+        }),
+        head_diversity: per_layer_mean(|r| &r.head_diversity),
     }
 }
 
@@ -279,6 +397,14 @@ fn table(arms: &[ArmSummary], spec: &Spec) -> Table {
     let permutation = spec.probes.iter().any(|p| p == "permutation");
     if permutation {
         columns.extend(["last-token loss", "… context shuffled"].map(String::from));
+    }
+    let lengths: Vec<usize> = arms.iter().find(|a| !a.extrapolation.is_empty()).map_or(Vec::new(), |a| {
+        a.extrapolation.iter().map(|e| e.0).collect()
+    });
+    columns.extend(lengths.iter().map(|t| format!("loss reading {t} tokens")));
+    let diversity = spec.probes.iter().any(|p| p == "diversity");
+    if diversity {
+        columns.push("head diversity (JS, nats)".into());
     }
     let rows = arms
         .iter()
@@ -300,6 +426,12 @@ fn table(arms: &[ArmSummary], spec: &Spec) -> Table {
             if permutation {
                 row.push(a.permutation.map_or("–".into(), |p| format!("{:.4}", p.0)));
                 row.push(a.permutation.map_or("–".into(), |p| format!("{:.4}", p.1)));
+            }
+            for k in 0..lengths.len() {
+                row.push(a.extrapolation.get(k).and_then(|e| e.1).map_or("–".into(), |l| format!("{l:.4}")));
+            }
+            if diversity {
+                row.push(a.head_diversity.map_or("–".into(), |d| format!("{d:.4}")));
             }
             row
         })
@@ -366,6 +498,44 @@ fn charts(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun], dir: &Path) -> Resu
         },
     };
     out.push(draw(&c, "val_loss_final", dir)?);
+    if arms.iter().any(|a| !a.extrapolation.is_empty()) {
+        let c = XyChart {
+            title: "length extrapolation: validation loss against tokens read".into(),
+            x: "tokens read (trained at the first)".into(),
+            y: "val loss".into(),
+            series: arms
+                .iter()
+                .map(|a| XySeries {
+                    name: a.arm.clone(),
+                    points: a.extrapolation.iter().filter_map(|&(t, l)| l.map(|l| (t as f64, l))).collect(),
+                })
+                .filter(|s| !s.points.is_empty())
+                .collect(),
+            scatter: false,
+        };
+        out.push(draw(&c, "extrapolation", dir)?);
+    }
+    if spec.probes.iter().any(|p| p == "diversity") {
+        let series: Vec<XySeries> = arms
+            .iter()
+            .filter_map(|a| runs.iter().find(|r| r.arm == a.arm))
+            .filter(|r| !r.head_diversity.is_empty())
+            .map(|r| XySeries {
+                name: r.arm.clone(),
+                points: r.head_diversity.iter().enumerate().map(|(l, &v)| (l as f64, v)).collect(),
+            })
+            .collect();
+        if !series.is_empty() {
+            let c = XyChart {
+                title: "head diversity per layer: mean Jensen–Shannon divergence between heads".into(),
+                x: "layer".into(),
+                y: "JS divergence (nats)".into(),
+                series,
+                scatter: false,
+            };
+            out.push(draw(&c, "head_diversity_layers", dir)?);
+        }
+    }
     if spec.probes.iter().any(|p| p == "health") {
         let per_layer = |f: fn(&ArmRun) -> &Vec<f64>| -> Vec<XySeries> {
             arms.iter()
@@ -488,6 +658,17 @@ fn pareto_front(points: &[(f64, f64, String)]) -> Vec<(f64, f64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn js_divergence_is_zero_for_equal_rows_and_ln2_for_disjoint_ones() {
+        assert_eq!(js_divergence(&[0.25, 0.75], &[0.25, 0.75]), 0.0);
+        assert!((js_divergence(&[1.0, 0.0], &[0.0, 1.0]) - std::f64::consts::LN_2).abs() < 1e-12);
+        // Against a direct evaluation of ½KL(p‖m) + ½KL(q‖m).
+        let (p, q) = ([0.5f32, 0.3, 0.2], [0.1f32, 0.6, 0.3]);
+        let kl = |a: &[f32], b: &[f64]| a.iter().zip(b).map(|(&x, &y)| x as f64 * (x as f64 / y).ln()).sum::<f64>();
+        let m: Vec<f64> = p.iter().zip(&q).map(|(&x, &y)| 0.5 * (x as f64 + y as f64)).collect();
+        assert!((js_divergence(&p, &q) - 0.5 * (kl(&p, &m) + kl(&q, &m))).abs() < 1e-12);
+    }
 
     #[test]
     fn pareto_front_keeps_only_unbeaten_points() {

@@ -320,7 +320,7 @@ fn read_checked(dir: &Path, name: &str, sums: &BTreeMap<String, u32>) -> Result<
 /// Loads a checkpoint. `max_batch` sizes the model's activation buffers; `with_optimizer`
 /// also loads the optimizer state (for resuming).
 pub fn load(dir: &Path, max_batch: usize, with_optimizer: bool) -> Result<Checkpoint> {
-    load_impl(dir, max_batch, with_optimizer, false)
+    load_impl(dir, max_batch, with_optimizer, false, None)
 }
 
 /// [`load`] or [`load_inference`] (`inference`) for a checkpoint of any language model `M`; the
@@ -332,7 +332,12 @@ pub fn load_lm<M: LanguageModel>(
     with_optimizer: bool,
     inference: bool,
 ) -> Result<Checkpoint<M>> {
-    load_impl(dir, max_batch, with_optimizer, inference)
+    load_impl(dir, max_batch, with_optimizer, inference, None)
+}
+
+/// The model config a checkpoint holds (its `state.json`), without loading the weights.
+pub fn read_model_config(dir: &Path) -> Result<ModelConfig> {
+    Ok(read_state_file(dir)?.model_config)
 }
 
 /// The `model.arch` a checkpoint holds (read from its `state.json`), to choose the model type
@@ -355,7 +360,16 @@ fn read_state_file(dir: &Path) -> Result<StateFile> {
 /// Loads a checkpoint's model for inference only ([`Transformer::new_inference`]: no
 /// gradients, activation buffers shared by the blocks), without the optimizer state.
 pub fn load_inference(dir: &Path, max_batch: usize) -> Result<Checkpoint> {
-    load_impl(dir, max_batch, false, true)
+    load_impl(dir, max_batch, false, true, None)
+}
+
+/// [`load_inference`] with the model built for `block_size` tokens instead of the context it
+/// was trained at, to measure how it extrapolates to longer (or shorter) inputs. Position
+/// schemes without a table of trained rows (none, sinusoidal, Shaw, T5, RoPE, ALiBi) read any
+/// length; a learned table has exactly the trained context's rows, and asking it for more is
+/// an error saying so (a shorter context keeps the table and reads its first rows).
+pub fn load_inference_at_context(dir: &Path, max_batch: usize, block_size: usize) -> Result<Checkpoint> {
+    load_impl(dir, max_batch, false, true, Some(block_size))
 }
 
 fn load_impl<M: LanguageModel>(
@@ -363,8 +377,25 @@ fn load_impl<M: LanguageModel>(
     max_batch: usize,
     with_optimizer: bool,
     inference: bool,
+    block_size: Option<usize>,
 ) -> Result<Checkpoint<M>> {
-    let sf = read_state_file(dir)?;
+    let mut sf = read_state_file(dir)?;
+    if let Some(block) = block_size {
+        use crate::model::transformer::Position;
+        let trained = sf.model_config.block_size;
+        ensure!(block > 0, "a context of 0 tokens");
+        ensure!(
+            block <= trained || sf.model_config.position != Position::Learned,
+            "{} has learned positions: a ({trained}, C) table trained for {trained} tokens, with no row for \
+             position {trained} or later, so it cannot read {block} tokens (train at that context, or use a \
+             scheme without a table: sinusoidal, shaw, t5, rope, alibi)",
+            dir.display()
+        );
+        // A learned table keeps its trained rows; a shorter input simply uses the first ones.
+        if sf.model_config.position != Position::Learned {
+            sf.model_config.block_size = block;
+        }
+    }
 
     let run_config =
         RunConfig::from_toml_str(&String::from_utf8(read_checked(dir, "config.toml", &sf.checksums)?)?, &[])
