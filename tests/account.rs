@@ -83,6 +83,7 @@ fn closed_form_equals_the_real_model_for_variants() {
             ..base.clone()
         },
         ModelConfig { arch: Arch::Encoder, embedding_norm: true, num_classes: 5, ..base.clone() },
+        ModelConfig { norm: NormKind::None, residual: false, ..base.clone() },
         ModelConfig { arch: Arch::EncoderDecoder, n_dec_layer: Some(3), ..base.clone() },
         ModelConfig { arch: Arch::EncoderDecoder, share_embeddings: false, tie_embeddings: false, ..base.clone() },
     ];

@@ -65,6 +65,8 @@ fn variants() -> Vec<(&'static str, ModelConfig)> {
         ),
         ("post-norm", ModelConfig { norm_position: NormPosition::Post, final_norm: false, ..b() }),
         ("batchnorm", ModelConfig { norm: NormKind::Batchnorm, ..b() }),
+        ("no-norm", ModelConfig { norm: NormKind::None, ..b() }),
+        ("no-residual", ModelConfig { residual: false, ..b() }),
         ("embedding-norm", ModelConfig { embedding_norm: true, norm_eps: 1e-12, ..b() }),
         ("relu+scaled-emb", ModelConfig { activation: ActivationKind::Relu, scale_embeddings: true, ..b() }),
     ]);

@@ -137,6 +137,43 @@ fn encoder_and_seq2seq_gradients_with_dropout() {
     });
 }
 
+/// The ablations of `lmlab explain`: no residual connections (pre- and post-norm, encoder and
+/// decoder) and no normalisation at all (`norm = "none"`, also as the final and embedding
+/// norms), with dropout: finite-difference gradients of the whole model.
+#[test]
+fn no_residual_and_no_norm_gradients() {
+    check_model_gradients(ModelConfig { residual: false, dropout: 0.1, ..tiny(Arch::Decoder) });
+    check_model_gradients(ModelConfig {
+        residual: false,
+        norm_position: NormPosition::Post,
+        final_norm: false,
+        ..tiny(Arch::Encoder)
+    });
+    check_model_gradients(ModelConfig { norm: NormKind::None, embedding_norm: true, dropout: 0.1, ..tiny(Arch::Decoder) });
+    check_model_gradients(ModelConfig { norm: NormKind::None, residual: false, ..tiny(Arch::EncoderDecoder) });
+}
+
+/// `norm = "none"` removes exactly the norms' parameters, and `residual = false` changes the
+/// function the same weights compute.
+#[test]
+fn no_norm_has_no_norm_parameters_and_no_residual_changes_the_function() {
+    let with = Transformer::new(tiny(Arch::Decoder), 1).unwrap();
+    let without = Transformer::new(ModelConfig { norm: NormKind::None, ..tiny(Arch::Decoder) }, 1).unwrap();
+    assert!(with.layout.tensors.iter().any(|t| t.name.contains(".ln_")));
+    assert!(!without.layout.tensors.iter().any(|t| t.name.contains(".ln_")));
+    let norm_params: usize = with.layout.tensors.iter().filter(|t| t.name.contains(".ln_")).map(|t| t.numel()).sum();
+    assert_eq!(with.num_params() - without.num_params(), norm_params);
+    let ids = [1u32, 4, 2, 7, 3];
+    let run = |cfg: ModelConfig| {
+        let mut m = Transformer::new(cfg, 1).unwrap();
+        m.init(11);
+        m.forward_lm(&ids, None, 1, ids.len(), false, 0).unwrap();
+        m.logits().to_vec()
+    };
+    let (a, b) = (run(tiny(Arch::Decoder)), run(ModelConfig { residual: false, ..tiny(Arch::Decoder) }));
+    assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-4));
+}
+
 /// `embedding_norm`: the norm on the embedding sum (BERT's `embeddings.LayerNorm`), backward
 /// included, before embedding dropout; in a BERT-shaped encoder (post-norm, no final norm,
 /// exact GELU, mean pooling, BERT's eps) and in decoders with the other norm kinds.

@@ -7,6 +7,7 @@ pub mod hf_tokenizer;
 pub mod llama2c_tokenizer;
 pub mod parallel;
 pub mod summarize;
+pub mod synthetic;
 pub mod tokenizer;
 
 pub use dataset::{Batch, TokenDataset};

@@ -16,6 +16,7 @@ pub mod file_metrics;
 pub mod files;
 pub mod perplexity;
 pub mod porter;
+pub mod recall;
 pub mod relevance;
 pub mod rouge;
 pub mod squad;

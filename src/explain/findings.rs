@@ -90,6 +90,9 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
             ));
         }
     }
+    if let Some(r) = &spec.recall {
+        out.extend(recall(arms, r.bin));
+    }
     if spec.probes.iter().any(|p| p == "extrapolation") {
         out.extend(extrapolation(arms));
     }
@@ -138,6 +141,38 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
                 ));
             }
         }
+    }
+    out
+}
+
+/// Associative recall: each arm's held-out accuracy near and far, against chance (one value
+/// in ten).
+fn recall(arms: &[ArmSummary], bin: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in arms {
+        let (Some(all), Some(near), Some(far)) = (a.recall_accuracy, a.recall_bins.first(), a.recall_bins.last()) else {
+            continue;
+        };
+        let verdict = if far.1 >= 0.9 {
+            "it recalls across the whole range"
+        } else if far.1 < 0.2 {
+            "at the farthest distances it is near chance (10%)"
+        } else if far.1 < near.1 - 0.1 {
+            "accuracy falls with distance"
+        } else {
+            "accuracy does not depend much on distance"
+        };
+        out.push(format!(
+            "{}: {:.1}% of held-out queries recalled; {:.1}% at distances {}–{}, {:.1}% at {}–{} ({verdict}).",
+            a.arm,
+            100.0 * all,
+            100.0 * near.1,
+            near.0,
+            near.0 + bin - 1,
+            100.0 * far.1,
+            far.0,
+            far.0 + bin - 1
+        ));
     }
     out
 }

@@ -87,8 +87,8 @@ pub const QUESTIONS: &[Question] = &[
         number: 6,
         id: "long-range",
         title: "How does attention handle long-range dependencies?",
-        experiment: None,
-        pending: Some("needs a synthetic associative-recall / copy data source, which lmlab's data loaders do not have yet"),
+        experiment: experiment!("long-range.toml"),
+        pending: None,
     },
     Question {
         number: 7,
@@ -204,6 +204,31 @@ pub(crate) struct Spec {
     /// (per-layer Jensen–Shannon divergence between heads).
     #[serde(default)]
     pub probes: Vec<String>,
+    /// Train on synthetic associative recall instead of the base config's text (question 6):
+    /// the corpus is generated into the result's folder and every arm's `data.path` points to it.
+    #[serde(default)]
+    pub recall: Option<RecallSpec>,
+}
+
+/// The synthetic data of a recall experiment (`data::synthetic`).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecallSpec {
+    pub pairs: usize,
+    pub queries: usize,
+    pub max_gap: usize,
+    /// Lines of the training corpus (the last `data.val_fraction` of it is validation).
+    pub lines: usize,
+    /// Held-out lines (another seed) for accuracy against distance.
+    pub eval_lines: usize,
+    /// Width of a distance bin, characters.
+    pub bin: usize,
+}
+
+impl RecallSpec {
+    pub fn task(&self) -> crate::data::synthetic::RecallTask {
+        crate::data::synthetic::RecallTask { pairs: self.pairs, queries: self.queries, max_gap: self.max_gap }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -43,6 +43,9 @@ pub(crate) struct ArmRun {
     /// attention distributions of every pair of heads (empty with one head).
     #[serde(default)]
     pub head_diversity: Vec<f64>,
+    /// A recall experiment's held-out accuracy: (bin start, accuracy, queries) per distance bin.
+    #[serde(default)]
+    pub recall_bins: Vec<(usize, f64, usize)>,
 }
 
 /// An arm's figures over its seeds.
@@ -71,6 +74,12 @@ pub(crate) struct ArmSummary {
     /// Mean over layers and seeds of the head-diversity probe.
     #[serde(default)]
     pub head_diversity: Option<f64>,
+    /// Recall accuracy over all held-out queries, and per distance bin (bin start, accuracy),
+    /// means over seeds.
+    #[serde(default)]
+    pub recall_accuracy: Option<f64>,
+    #[serde(default)]
+    pub recall_bins: Vec<(usize, f64)>,
 }
 
 pub(super) fn run(
@@ -98,11 +107,22 @@ pub(super) fn run(
         bar.set_message(q.id);
         bar
     });
+    // A recall experiment trains on its own generated corpus.
+    let recall_data = match &spec.recall {
+        Some(r) => {
+            r.task().validate()?;
+            let path = dir.join("recall.txt");
+            crate::io::atomic::write_file_atomic(&path, r.task().corpus(r.lines, RECALL_TRAIN_SEED).as_bytes())?;
+            Some(format!("data.path={:?}", path.display().to_string()))
+        }
+        None => None,
+    };
     let mut runs = Vec::new();
     for arm in &spec.arms {
         for &seed in &seeds {
             let run_dir = dir.join("runs").join(format!("{}-seed{seed}", slug(&arm.name)));
             let mut set = b.set.clone();
+            set.extend(recall_data.clone());
             set.extend(arm.set.iter().cloned());
             if budget == Budget::Quick {
                 set.extend(arm.quick_set.iter().cloned());
@@ -127,6 +147,9 @@ pub(super) fn run(
             }
             if spec.probes.iter().any(|p| p == "diversity") {
                 run.head_diversity = head_diversity(&summary.checkpoint, &cfg)?;
+            }
+            if let Some(r) = &spec.recall {
+                run.recall_bins = recall_probe(&summary.checkpoint, r)?;
             }
             runs.push(run);
             drop_weights(&run_dir);
@@ -205,7 +228,33 @@ fn read_run(arm: &str, seed: u64, s: &crate::train::TrainSummary, run_dir: &Path
         last_loss_shuffled: None,
         extrapolation: Vec::new(),
         head_diversity: Vec::new(),
+        recall_bins: Vec::new(),
     })
+}
+
+/// Seeds of the recall experiment's training corpus and of its held-out lines.
+const RECALL_TRAIN_SEED: u64 = 1;
+const RECALL_EVAL_SEED: u64 = 2;
+
+/// Accuracy against distance on held-out recall lines (`eval::recall`), for any language model
+/// the checkpoint holds.
+fn recall_probe(ckpt: &Path, r: &super::RecallSpec) -> Result<Vec<(usize, f64, usize)>> {
+    use crate::eval::recall::{accuracy_by_distance, recall_hits};
+    use crate::io::checkpoint;
+    use crate::model::baseline::BaselineLm;
+    use rand::SeedableRng;
+    const BATCH: usize = 16;
+    let task = r.task();
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(RECALL_EVAL_SEED);
+    let examples: Vec<_> = (0..r.eval_lines).map(|_| task.example(&mut rng)).collect();
+    let hits = if checkpoint::stored_arch(ckpt)?.is_baseline() {
+        let mut ck = checkpoint::load_lm::<BaselineLm>(ckpt, BATCH, false, true)?;
+        recall_hits(&mut ck.model, &ck.tokenizer, &task, &examples, BATCH)?
+    } else {
+        let mut ck = checkpoint::load_inference(ckpt, BATCH)?;
+        recall_hits(&mut ck.model, &ck.tokenizer, &task, &examples, BATCH)?
+    };
+    Ok(accuracy_by_distance(&hits, r.bin))
 }
 
 /// The validation split of a run's data, encoded by the checkpoint's tokenizer.
@@ -382,7 +431,25 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
                 .collect()
         }),
         head_diversity: per_layer_mean(|r| &r.head_diversity),
+        recall_accuracy: runs.first().filter(|r| !r.recall_bins.is_empty()).map(|_| {
+            mean(&runs.iter().map(|r| overall_accuracy(&r.recall_bins)).collect::<Vec<_>>())
+        }),
+        recall_bins: runs.first().map_or(Vec::new(), |first| {
+            // The held-out lines are the same for every seed, so are the bins.
+            first
+                .recall_bins
+                .iter()
+                .enumerate()
+                .map(|(k, b)| (b.0, mean(&runs.iter().filter_map(|r| r.recall_bins.get(k).map(|x| x.1)).collect::<Vec<_>>())))
+                .collect()
+        }),
     }
+}
+
+/// Accuracy over every query of (bin start, accuracy, queries) bins.
+fn overall_accuracy(bins: &[(usize, f64, usize)]) -> f64 {
+    let n: usize = bins.iter().map(|b| b.2).sum();
+    bins.iter().map(|b| b.1 * b.2 as f64).sum::<f64>() / n.max(1) as f64
 }
 
 fn table(arms: &[ArmSummary], spec: &Spec) -> Table {
@@ -405,6 +472,15 @@ fn table(arms: &[ArmSummary], spec: &Spec) -> Table {
     let diversity = spec.probes.iter().any(|p| p == "diversity");
     if diversity {
         columns.push("head diversity (JS, nats)".into());
+    }
+    let recall = spec.recall.map(|r| r.bin);
+    let far = arms.iter().filter_map(|a| a.recall_bins.last().map(|b| b.0)).max().unwrap_or(0);
+    if let Some(bin) = recall {
+        columns.extend([
+            "recall accuracy".to_string(),
+            format!("… distance < {bin}"),
+            format!("… distance {far}–{}", far + bin - 1),
+        ]);
     }
     let rows = arms
         .iter()
@@ -432,6 +508,12 @@ fn table(arms: &[ArmSummary], spec: &Spec) -> Table {
             }
             if diversity {
                 row.push(a.head_diversity.map_or("–".into(), |d| format!("{d:.4}")));
+            }
+            if recall.is_some() {
+                let pct = |x: Option<f64>| x.map_or("–".into(), |x| format!("{:.1}%", 100.0 * x));
+                row.push(pct(a.recall_accuracy));
+                row.push(pct(a.recall_bins.first().filter(|b| b.0 == 0).map(|b| b.1)));
+                row.push(pct(a.recall_bins.iter().find(|b| b.0 == far).map(|b| b.1)));
             }
             row
         })
@@ -514,6 +596,25 @@ fn charts(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun], dir: &Path) -> Resu
             scatter: false,
         };
         out.push(draw(&c, "extrapolation", dir)?);
+    }
+    if let Some(r) = &spec.recall {
+        let mut series: Vec<XySeries> = arms
+            .iter()
+            .map(|a| XySeries {
+                name: a.arm.clone(),
+                points: a.recall_bins.iter().map(|&(d, acc)| ((d + r.bin / 2) as f64, 100.0 * acc)).collect(),
+            })
+            .collect();
+        let span = arms.iter().flat_map(|a| a.recall_bins.iter().map(|b| b.0 + r.bin)).max().unwrap_or(r.bin);
+        series.push(XySeries { name: "chance (1 in 10)".into(), points: vec![(0.0, 10.0), (span as f64, 10.0)] });
+        let c = XyChart {
+            title: "associative recall: held-out accuracy against distance".into(),
+            x: "distance to the pair (characters, bin centres)".into(),
+            y: "accuracy (%)".into(),
+            series,
+            scatter: false,
+        };
+        out.push(draw(&c, "recall_accuracy", dir)?);
     }
     if spec.probes.iter().any(|p| p == "diversity") {
         let series: Vec<XySeries> = arms

@@ -87,7 +87,10 @@ pub fn closed_form(arch: &Architecture) -> Result<Formula, String> {
         (m.n_embd as u128, m.ffn() as u128, m.vocab_size as u128, m.block_size as u128, m.num_classes as u128);
     let four_d = f == 4 * d;
     let b = m.bias as i128;
-    let norm_per = den * (1 + (m.bias && m.norm != NormKind::Rmsnorm) as i128);
+    let norm_per = match m.norm {
+        NormKind::None => 0,
+        _ => den * (1 + (m.bias && m.norm != NormKind::Rmsnorm) as i128),
+    };
     let gated = m.activation == ActivationKind::Swiglu;
     // (d², d·F, d, F) monomials; d·F and F fold into d² and d when F = 4·d.
     let d2 = |terms: &mut Vec<Term>, num: i128| add(terms, num, "d²", format!("{d}²"), d * d);

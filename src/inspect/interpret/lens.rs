@@ -68,7 +68,7 @@ struct Readout {
 impl Readout {
     fn of(model: &Transformer) -> Result<Readout> {
         let has = |n: &str| model.layout.get(n).is_some();
-        let norm = if model.config.final_norm {
+        let norm = if model.config.final_norm && model.config.norm != NormKind::None {
             let kind = model.config.norm;
             if kind == NormKind::Batchnorm {
                 bail!("the logit lens does not support a BatchNorm final norm");

@@ -74,6 +74,9 @@ pub enum NormKind {
     Rmsnorm,
     /// Statistics over all B·T rows of a channel; running statistics in evaluation.
     Batchnorm,
+    /// No normalisation: every norm position passes its input through unchanged (no
+    /// parameters). For measuring what the norms are for (`lmlab explain run norms`).
+    None,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +192,10 @@ pub struct ModelConfig {
     pub norm_position: NormPosition,
     /// A norm after the last block of each stack.
     pub final_norm: bool,
+    /// Residual connections around every sublayer (x + f(...)). `false` gives a plain stack,
+    /// each sublayer's output only f(...) (post-norm: norm(f(x))), to measure what the skip
+    /// connections do for gradients (`lmlab explain run gradients`).
+    pub residual: bool,
     pub position: Position,
     /// Multiply token embeddings by √n_embd (Vaswani et al.).
     pub scale_embeddings: bool,
@@ -252,6 +259,7 @@ impl Default for ModelConfig {
             norm_eps: 1e-5,
             norm_position: NormPosition::Pre,
             final_norm: true,
+            residual: true,
             position: Position::Learned,
             scale_embeddings: false,
             embedding_norm: false,
@@ -475,6 +483,7 @@ impl ModelConfig {
         only("n_dec_layer", self.n_dec_layer.is_some())?;
         only("ffn_hidden", self.ffn_hidden.is_some())?;
         only("norm_position", self.norm_position != d.norm_position)?;
+        only("residual", !self.residual)?;
         only("position", self.position != d.position)?;
         only("scale_embeddings", self.scale_embeddings)?;
         only("embedding_norm", self.embedding_norm)?;

@@ -91,6 +91,7 @@ impl Stack {
                 f,
                 site: site + 1 + 2 * k,
                 dropout: cfg.dropout,
+                residual: cfg.residual,
             });
         };
         for i in 0..n_layer {

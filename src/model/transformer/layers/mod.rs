@@ -382,6 +382,8 @@ pub(crate) struct Sublayer {
     /// Dropout site of the residual branch; the attention probabilities use `site + 1`.
     pub site: u64,
     pub dropout: f32,
+    /// x + f(...) (true) or f(...) alone (`model.residual = false`).
+    pub residual: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -463,7 +465,11 @@ impl Sublayer {
             branch = d;
         }
         let sum = cx.r.mut_(&a.sum, n * c);
-        residual_forward(sum, x, branch);
+        if self.residual {
+            residual_forward(sum, x, branch);
+        } else {
+            sum.copy_from_slice(branch);
+        }
         if self.position == NormPosition::Post {
             self.norm.forward(cx, &a.norm, sum, c);
         }
@@ -486,6 +492,10 @@ impl Sublayer {
                 let d_branch = self.dropout_backward(cx, d_res);
                 self.f_backward(cx, a, d_fin, d_branch, cx.r.get(&a.norm.out, n * c), enc);
                 // ∂L/∂x = ∂L/∂output (the identity path, already in d_res) + the norm path.
+                if !self.residual {
+                    // No identity path: only the norm path (d_branch, read above, is done).
+                    d_res.fill(0.0);
+                }
                 self.norm.backward(cx, &a.norm, d_res, d_fin, x, c);
             }
             NormPosition::Post => {
@@ -495,7 +505,11 @@ impl Sublayer {
                 let d_branch = self.dropout_backward(cx, d_sum);
                 self.f_backward(cx, a, d_fin, d_branch, x, enc);
                 // ∂L/∂x = ∂L/∂sum (identity path) + f's input gradient.
-                residual_forward(d_res, d_sum, d_fin);
+                if self.residual {
+                    residual_forward(d_res, d_sum, d_fin);
+                } else {
+                    d_res.copy_from_slice(&d_fin[..n * c]);
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Normalisation layers: LayerNorm, RMSNorm, BatchNorm (running statistics kept as buffers).
+//! Normalisation layers: LayerNorm, RMSNorm, BatchNorm (running statistics kept as buffers),
+//! and `none`, the identity (no parameters), to measure what normalisation does.
 
 use super::Ctx;
 use crate::kernels::{
@@ -30,6 +31,9 @@ pub(crate) struct NormActs {
 impl Norm {
     pub fn new(l: &mut ParamLayout, name: &str, cfg: &ModelConfig) -> Self {
         let c = cfg.n_embd;
+        if cfg.norm == NormKind::None {
+            return Norm { kind: NormKind::None, eps: cfg.norm_eps, w: 0..0, b: None, running: None };
+        }
         let w = l.push(format!("{name}.weight"), &[c], ParamKind::Norm);
         let b =
             (cfg.bias && cfg.norm != NormKind::Rmsnorm).then(|| l.push(format!("{name}.bias"), &[c], ParamKind::Bias));
@@ -69,6 +73,8 @@ impl Norm {
                 self.eps,
             ),
             NormKind::Rmsnorm => rmsnorm_forward(out, cx.r.mut_(&a.rstd, n), x, cx.p(&self.w), c, self.eps),
+            // The identity, copied so the output has its usual home for the layers after it.
+            NormKind::None => out.copy_from_slice(&x[..n * c]),
             NormKind::Batchnorm => {
                 let (rm, rv) = self.running.as_ref().expect("BatchNorm has running statistics");
                 if cx.train {
@@ -109,6 +115,7 @@ impl Norm {
                 c,
             ),
             NormKind::Rmsnorm => rmsnorm_backward(dx, cx.gw(&self.w), dout, x, cx.p(&self.w), cx.r.get(&a.rstd, n), c),
+            NormKind::None => dx[..n * c].iter_mut().zip(&dout[..n * c]).for_each(|(d, g)| *d += g),
             NormKind::Batchnorm => batchnorm_backward(
                 dx,
                 cx.gw(&self.w),
