@@ -93,6 +93,9 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
     if let Some(r) = &spec.recall {
         out.extend(recall(arms, r.bin));
     }
+    if spec.probes.iter().any(|p| p == "context") {
+        out.extend(context_usage(arms));
+    }
     if spec.probes.iter().any(|p| p == "extrapolation") {
         out.extend(extrapolation(arms));
     }
@@ -145,10 +148,47 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
     out
 }
 
+/// Context usage: what each arm gains from the second half of its context, and where its
+/// curve flattens (the last doubling of k that still lowered the loss by 1%).
+fn context_usage(arms: &[ArmSummary]) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in arms {
+        let c = &a.context_losses;
+        if c.len() < 2 {
+            continue;
+        }
+        let (first, last) = (c[0], c[c.len() - 1]);
+        let half = c[c.len() - 2];
+        let flat_after = c.windows(2).filter(|w| w[1].1 < 0.99 * w[0].1).map(|w| w[1].0).max();
+        out.push(format!(
+            "{}: loss {:.3} with 1 token of context, {:.3} with {}, {:.3} with {} (the second half of the context is worth {:.3}); {}.",
+            a.arm,
+            first.1,
+            half.1,
+            half.0,
+            last.1,
+            last.0,
+            half.1 - last.1,
+            match flat_after {
+                Some(k) => format!("the last doubling that still cut the loss by 1% or more ended at {k} tokens"),
+                None => "no doubling of the context cut the loss by 1%".into(),
+            }
+        ));
+    }
+    out
+}
+
 /// Associative recall: each arm's held-out accuracy near and far, against chance (one value
 /// in ten).
 fn recall(arms: &[ArmSummary], bin: usize) -> Vec<String> {
     let mut out = Vec::new();
+    let accuracies: Vec<f64> = arms.iter().filter_map(|a| a.recall_accuracy).collect();
+    if !accuracies.is_empty() && accuracies.iter().all(|&a| a < 0.15) {
+        out.push(format!(
+            "No arm learned the recall in this budget: every accuracy is below 15% (chance is 10%; best {:.1}%).",
+            100.0 * accuracies.iter().copied().fold(0.0, f64::max)
+        ));
+    }
     for a in arms {
         let (Some(all), Some(near), Some(far)) = (a.recall_accuracy, a.recall_bins.first(), a.recall_bins.last()) else {
             continue;

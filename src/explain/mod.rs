@@ -221,6 +221,10 @@ pub(crate) struct RecallSpec {
     pub lines: usize,
     /// Held-out lines (another seed) for accuracy against distance.
     pub eval_lines: usize,
+    /// The held-out lines' longest gap (default `max_gap`): longer than in training, it asks
+    /// whether what was learned at short distances carries to long ones.
+    #[serde(default)]
+    pub eval_max_gap: Option<usize>,
     /// Width of a distance bin, characters.
     pub bin: usize,
 }
@@ -228,6 +232,11 @@ pub(crate) struct RecallSpec {
 impl RecallSpec {
     pub fn task(&self) -> crate::data::synthetic::RecallTask {
         crate::data::synthetic::RecallTask { pairs: self.pairs, queries: self.queries, max_gap: self.max_gap }
+    }
+
+    /// The held-out lines' task.
+    pub fn eval_task(&self) -> crate::data::synthetic::RecallTask {
+        crate::data::synthetic::RecallTask { max_gap: self.eval_max_gap.unwrap_or(self.max_gap), ..self.task() }
     }
 }
 

@@ -46,6 +46,9 @@ pub(crate) struct ArmRun {
     /// A recall experiment's held-out accuracy: (bin start, accuracy, queries) per distance bin.
     #[serde(default)]
     pub recall_bins: Vec<(usize, f64, usize)>,
+    /// The `context` probe: (k, validation loss of a token given only the k tokens before it).
+    #[serde(default)]
+    pub context_losses: Vec<(usize, f64)>,
 }
 
 /// An arm's figures over its seeds.
@@ -80,6 +83,9 @@ pub(crate) struct ArmSummary {
     pub recall_accuracy: Option<f64>,
     #[serde(default)]
     pub recall_bins: Vec<(usize, f64)>,
+    /// Mean over seeds of the context probe's loss per context length.
+    #[serde(default)]
+    pub context_losses: Vec<(usize, f64)>,
 }
 
 pub(super) fn run(
@@ -150,6 +156,9 @@ pub(super) fn run(
             }
             if let Some(r) = &spec.recall {
                 run.recall_bins = recall_probe(&summary.checkpoint, r)?;
+            }
+            if spec.probes.iter().any(|p| p == "context") {
+                run.context_losses = context_losses(&summary.checkpoint, &cfg)?;
             }
             runs.push(run);
             drop_weights(&run_dir);
@@ -229,7 +238,56 @@ fn read_run(arm: &str, seed: u64, s: &crate::train::TrainSummary, run_dir: &Path
         extrapolation: Vec::new(),
         head_diversity: Vec::new(),
         recall_bins: Vec::new(),
+        context_losses: Vec::new(),
     })
+}
+
+/// Validation tokens the context probe scores.
+const CONTEXT_TOKENS: usize = 2048;
+
+/// How much of its context a model uses (Khandelwal et al., 2018): the validation loss of a
+/// token when the model sees only the k tokens before it, for k = 1, 2, 4, … up to the trained
+/// context. Each scored token gets a window of exactly k tokens (recurrent models start from a
+/// zero state), so a flat stretch of the curve means the tokens further back are not used.
+fn context_losses(ckpt: &Path, cfg: &RunConfig) -> Result<Vec<(usize, f64)>> {
+    use crate::io::checkpoint;
+    use crate::model::baseline::BaselineLm;
+    const BATCH: usize = 64;
+    fn run<M: crate::model::LanguageModel>(m: &mut M, val: &[u32]) -> Result<Vec<(usize, f64)>> {
+        let (t, v) = (m.config().block_size, m.config().vocab_size);
+        let n = CONTEXT_TOKENS.min(val.len().saturating_sub(t + 1));
+        ensure!(n > 0, "the validation split is shorter than the context probe needs ({} tokens)", t + 2);
+        let mut out = Vec::new();
+        let mut k = 1;
+        while k <= t {
+            let (mut sum, mut input) = (0.0f64, Vec::with_capacity(BATCH * k));
+            // Scored tokens are val[t..t + n]: each has t tokens before it, whatever k.
+            for chunk in (t..t + n).collect::<Vec<_>>().chunks(BATCH) {
+                input.clear();
+                chunk.iter().for_each(|&i| input.extend_from_slice(&val[i - k..i]));
+                m.forward_lm(&input, None, chunk.len(), k, false, 0)?;
+                let logits = m.logits();
+                for (row, &i) in chunk.iter().enumerate() {
+                    let r = &logits[(row * k + k - 1) * v..(row * k + k) * v];
+                    let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                    let lse = max + r.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+                    sum += lse - r[val[i] as usize] as f64;
+                }
+            }
+            out.push((k, sum / n as f64));
+            k *= 2;
+        }
+        Ok(out)
+    }
+    if checkpoint::stored_arch(ckpt)?.is_baseline() {
+        let mut ck = checkpoint::load_lm::<BaselineLm>(ckpt, BATCH, false, true)?;
+        let val = val_tokens(&ck.tokenizer, cfg)?;
+        run(&mut ck.model, &val)
+    } else {
+        let mut ck = checkpoint::load_inference(ckpt, BATCH)?;
+        let val = val_tokens(&ck.tokenizer, cfg)?;
+        run(&mut ck.model, &val)
+    }
 }
 
 /// Seeds of the recall experiment's training corpus and of its held-out lines.
@@ -244,7 +302,7 @@ fn recall_probe(ckpt: &Path, r: &super::RecallSpec) -> Result<Vec<(usize, f64, u
     use crate::model::baseline::BaselineLm;
     use rand::SeedableRng;
     const BATCH: usize = 16;
-    let task = r.task();
+    let task = r.eval_task();
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(RECALL_EVAL_SEED);
     let examples: Vec<_> = (0..r.eval_lines).map(|_| task.example(&mut rng)).collect();
     let hits = if checkpoint::stored_arch(ckpt)?.is_baseline() {
@@ -434,6 +492,14 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
         recall_accuracy: runs.first().filter(|r| !r.recall_bins.is_empty()).map(|_| {
             mean(&runs.iter().map(|r| overall_accuracy(&r.recall_bins)).collect::<Vec<_>>())
         }),
+        context_losses: runs.first().map_or(Vec::new(), |first| {
+            (0..first.context_losses.len())
+                .map(|j| {
+                    let l: Vec<f64> = runs.iter().filter_map(|r| r.context_losses.get(j).map(|c| c.1)).collect();
+                    (first.context_losses[j].0, mean(&l))
+                })
+                .collect()
+        }),
         recall_bins: runs.first().map_or(Vec::new(), |first| {
             // The held-out lines are the same for every seed, so are the bins.
             first
@@ -596,6 +662,23 @@ fn charts(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun], dir: &Path) -> Resu
             scatter: false,
         };
         out.push(draw(&c, "extrapolation", dir)?);
+    }
+    if arms.iter().any(|a| !a.context_losses.is_empty()) {
+        let c = XyChart {
+            title: "how much context is used: loss given only the last k tokens".into(),
+            x: "k, tokens of context (log₂)".into(),
+            y: "val loss".into(),
+            series: arms
+                .iter()
+                .filter(|a| !a.context_losses.is_empty())
+                .map(|a| XySeries {
+                    name: a.arm.clone(),
+                    points: a.context_losses.iter().map(|&(k, l)| ((k as f64).log2(), l)).collect(),
+                })
+                .collect(),
+            scatter: false,
+        };
+        out.push(draw(&c, "context_usage", dir)?);
     }
     if let Some(r) = &spec.recall {
         let mut series: Vec<XySeries> = arms
