@@ -732,6 +732,11 @@ fn mpi_train(plan: &Plan, cfg: &RunConfig, dir: &Path, exe: &Path, ranks: usize)
     })
 }
 
+/// "1 rank", "2 ranks".
+fn ranks(n: usize) -> String {
+    format!("{n} rank{}", if n == 1 { "" } else { "s" })
+}
+
 const MIB: f64 = 1024.0 * 1024.0;
 
 fn mib(bytes: u64) -> String {
@@ -952,7 +957,7 @@ fn table(
             for p in &distributed.points {
                 rows.push(vec![
                     "distributed".into(),
-                    format!("{} rank(s) × {} thread", p.ranks, p.threads_per_rank),
+                    format!("{} × {} thread", ranks(p.ranks), p.threads_per_rank),
                     format!("{:.2} ms per step, {:.0} tokens/s", p.ms_per_iter, p.tokens_per_s),
                     dash(),
                     dash(),
@@ -1149,10 +1154,10 @@ fn findings(n: &Numbers) -> Vec<String> {
             if let (Some(one), Some(most)) = (n.distributed.points.first(), n.distributed.points.last()) {
                 let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
                 out.push(format!(
-                    "Data parallel over MPI, one thread per rank: {} rank(s) train {:.0} tokens/s, {} ranks {:.0} tokens/s ({:.2}×; each rank keeps its batch, so the global batch grows with the ranks) on {cores} cores.",
-                    one.ranks,
+                    "Data parallel over MPI, one thread per rank: {} train {:.0} tokens/s, {} {:.0} tokens/s ({:.2}×; each rank keeps its batch, so the global batch grows with the ranks) on {cores} cores.",
+                    ranks(one.ranks),
                     one.tokens_per_s,
-                    most.ranks,
+                    ranks(most.ranks),
                     most.tokens_per_s,
                     most.tokens_per_s / one.tokens_per_s
                 ));
