@@ -256,17 +256,9 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
     let exe = lmlab_exe();
     let load_start = load_average();
 
-    // 1. Attention kernels against length.
-    let plan_ref = b.efficiency.as_ref();
-    let (attn, agreement, rss_error) = attention_sweep(
-        plan_ref.context("an efficiency experiment needs [quick.efficiency] and [full.efficiency]")?,
-        threads,
-        exe.as_deref(),
-    )?;
-
-    // 2. Number formats: every arm trained from the same seed.
-    let mut formats = Vec::new();
-    let mut fp32: Option<(PathBuf, RunConfig, PathBuf)> = None;
+    // Every arm's run config, and the plan checked against it, before anything runs.
+    let plan = b.efficiency.as_ref();
+    let mut arms = Vec::new();
     for arm in &spec.arms {
         let run_dir = dir.join("runs").join(slug(&arm.name));
         let mut set = b.set.clone();
@@ -279,7 +271,23 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
         set.push(format!("train.threads={threads}"));
         let cfg = RunConfig::from_toml_str(base, &set)
             .with_context(|| format!("experiments/{}.toml, arm {:?}", q.id, arm.name))?;
-        check_plan(plan_ref, &cfg).with_context(|| format!("experiments/{}.toml, budget {}", q.id, budget.name()))?;
+        check_plan(plan, &cfg).with_context(|| format!("experiments/{}.toml, budget {}", q.id, budget.name()))?;
+        arms.push((arm, cfg, run_dir));
+    }
+    let plan = plan.expect("check_plan requires it");
+    ensure!(
+        arms.iter().any(|(_, cfg, _)| cfg.train.precision == Precision::Fp32),
+        "experiments/{}.toml needs an fp32 arm: its model is the one generated from and compressed",
+        q.id
+    );
+
+    // 1. Attention kernels against length.
+    let (attn, agreement, rss_error) = attention_sweep(plan, threads, exe.as_deref())?;
+
+    // 2. Number formats: every arm trained from the same seed.
+    let mut formats = Vec::new();
+    let mut fp32: Option<(PathBuf, RunConfig, PathBuf)> = None;
+    for (arm, cfg, run_dir) in arms {
         result.configs.push((arm.name.clone(), cfg.to_toml()));
         let s = train(cfg.clone(), None, &TrainOptions { quiet: true, json: false })
             .with_context(|| format!("training arm {:?}", arm.name))?;
@@ -312,9 +320,7 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
             drop_weights(&run_dir);
         }
     }
-    let (ckpt, cfg, fp32_dir) = fp32
-        .context("the efficiency experiment needs an fp32 arm: its model is the one generated from and compressed")?;
-    let plan = plan_ref.expect("checked above");
+    let (ckpt, cfg, fp32_dir) = fp32.expect("checked: an fp32 arm");
 
     let mut ck = checkpoint::load_inference(&ckpt, EVAL_BATCH)?;
     let model_cfg = ck.model.config.clone();
