@@ -14,9 +14,11 @@
 //! sweep.rs       an experiment of arms × seeds: train each, collect curves and final figures
 //! findings.rs    the sentences of a result, written from its numbers
 //! walkthrough.rs question 2: one head of attention step by step, numbers from the kernels
+//! efficiency.rs  question 11: attention kernels, number formats, the KV cache, compression, MPI
 //! report.rs      `lmlab report`: all results present in one self-contained HTML page
 //! ```
 
+mod efficiency;
 mod findings;
 mod report;
 mod sweep;
@@ -122,8 +124,8 @@ pub const QUESTIONS: &[Question] = &[
         number: 11,
         id: "efficiency",
         title: "Making it efficient",
-        experiment: None,
-        pending: Some("the efficiency measurements exist (`lmlab bench`, `eval efficiency`, docs/BENCHMARKS.md) but are not yet an explain experiment"),
+        experiment: experiment!("efficiency.toml"),
+        pending: None,
     },
     Question {
         number: 12,
@@ -178,8 +180,8 @@ impl Budget {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Spec {
-    /// `sweep` (arms × seeds, each trained), `walkthrough` (question 2) or `pareto` (the runs
-    /// of the other results).
+    /// `sweep` (arms × seeds, each trained), `walkthrough` (question 2), `pareto` (the runs
+    /// of the other results) or `efficiency` (question 11).
     pub kind: String,
     /// The set-up in words (what is trained on what, what is held fixed).
     pub setup: String,
@@ -248,6 +250,9 @@ pub(crate) struct BudgetSpec {
     pub set: Vec<String>,
     #[serde(default)]
     pub seeds: Vec<u64>,
+    /// What the `efficiency` kind measures at this budget (`[quick.efficiency]`).
+    #[serde(default)]
+    pub efficiency: Option<efficiency::Plan>,
 }
 
 /// One configuration an experiment compares.
@@ -366,7 +371,8 @@ pub fn run(id: &str, budget: Budget, out: &Path, progress: bool, threads: usize)
         "sweep" => sweep::run(q, &spec, budget, &dir, progress, threads)?,
         "walkthrough" => walkthrough::run(q, &spec, budget, &dir)?,
         "pareto" => sweep::pareto(q, &spec, budget, out, &dir)?,
-        other => bail!("experiments/{}.toml: unknown kind {other:?} (sweep, walkthrough, pareto)", q.id),
+        "efficiency" => efficiency::run(q, &spec, budget, &dir, threads)?,
+        other => bail!("experiments/{}.toml: unknown kind {other:?} (sweep, walkthrough, pareto, efficiency)", q.id),
     };
     result.seconds = start.elapsed().as_secs_f64();
     result
@@ -426,6 +432,11 @@ pub fn check_experiments() -> Result<usize> {
                 cfg.validate().with_context(|| {
                     format!("experiments/{}.toml, arm {:?}, budget {}", q.id, arm.name, budget.name())
                 })?;
+                if spec.kind == "efficiency" {
+                    efficiency::check_plan(b.efficiency.as_ref(), &cfg).with_context(|| {
+                        format!("experiments/{}.toml, arm {:?}, budget {}", q.id, arm.name, budget.name())
+                    })?;
+                }
                 n += 1;
             }
         }

@@ -195,7 +195,7 @@ pub(super) fn drop_weights(run_dir: &Path) {
 }
 
 /// A file-name-safe form of an arm's name.
-fn slug(name: &str) -> String {
+pub(super) fn slug(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
 }
 
@@ -601,7 +601,7 @@ pub(super) fn write_chart_pair(
 }
 
 /// Draws `chart` as NAME.png and NAME.svg in `dir`.
-fn draw(chart: &XyChart, name: &str, dir: &Path) -> Result<ChartFiles> {
+pub(super) fn draw(chart: &XyChart, name: &str, dir: &Path) -> Result<ChartFiles> {
     write_chart_pair(&chart.title, name, dir, |path| plot_xy(chart, path).map(|_| ()))
 }
 
