@@ -31,9 +31,49 @@ fn list_names_every_question_and_marks_pending_ones() {
     let bad = lmlab().args(["explain", "run", "no-such-question"]).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("the ids are"));
-    let pending = lmlab().args(["explain", "run", "long-range"]).output().unwrap();
-    assert!(!pending.status.success());
-    assert!(String::from_utf8_lossy(&pending.stderr).contains("has no experiment yet"));
+    // A pending question (while any is) refuses to run and says why.
+    if let Some(q) = lines.iter().find(|q| q["status"] != "ready") {
+        let pending = lmlab().args(["explain", "run", q["id"].as_str().unwrap()]).output().unwrap();
+        assert!(!pending.status.success());
+        assert!(String::from_utf8_lossy(&pending.stderr).contains("has no experiment yet"));
+    }
+}
+
+/// Question 6 end to end at the quick budget: the generated corpus, every arm trained on it,
+/// and held-out accuracy per distance bin (the quick budget is too short for the models to
+/// learn the recall; the numbers are checked for what they must be whatever was learned).
+#[test]
+fn long_range_recall_runs_on_generated_data_and_bins_every_query() {
+    let out_dir = std::env::temp_dir().join(format!("lmlab-explain-recall-{}", std::process::id()));
+    let out = lmlab()
+        .args(["explain", "run", "long-range", "--threads", "2", "--json", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["question"], 6);
+    // The training corpus: "k3....:k3" lines with gaps of at most 8 dots.
+    let corpus = std::fs::read_to_string(out_dir.join("long-range/recall.txt")).unwrap();
+    for line in corpus.lines().take(1000) {
+        let b = line.as_bytes();
+        let gap = line.find(':').unwrap() - 2;
+        assert!(gap <= 8 && b[..2] == b[gap + 3..] && b[2..gap + 2].iter().all(|&c| c == b'.'), "{line}");
+    }
+    let runs = r["data"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for run in runs {
+        let bins = run["recall_bins"].as_array().unwrap();
+        // 600 held-out lines, one query each, distances 3 ..= 59 in bins of 8.
+        let total: u64 = bins.iter().map(|b| b[2].as_u64().unwrap()).sum();
+        assert_eq!(total, 600, "{run}");
+        assert_eq!(bins.first().unwrap()[0], 0);
+        assert_eq!(bins.last().unwrap()[0], 56);
+        assert!(bins.iter().all(|b| (0.0..=1.0).contains(&b[1].as_f64().unwrap())));
+    }
+    assert!(r["charts"].as_array().unwrap().iter().any(|c| c["png"] == "recall_accuracy.png"));
+    assert!(out_dir.join("long-range/recall_accuracy.svg").exists());
+    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 #[test]

@@ -262,6 +262,14 @@ fn extrapolation(arms: &[ArmSummary]) -> Vec<String> {
     out
 }
 
+/// The fitted power law of loss against `x`.
+pub(super) fn power_law(f: &super::sweep::PowerLaw, x: &str) -> String {
+    format!(
+        "Fitted power law: val loss ≈ ({:.3e} / {x})^{:.4} (R² = {:.3} on the log-log points). Kaplan et al. (2020) report an exponent of 0.076 for non-embedding parameters of far larger models trained to convergence; a short run of small models is not that regime.",
+        f.x_c, f.alpha, f.r2
+    )
+}
+
 /// One Pareto-front finding.
 pub(super) fn pareto(label: &str, front: &[(f64, f64, String)]) -> String {
     let points: Vec<String> = front.iter().map(|(x, y, name)| format!("{name} ({x:.3e}, {y:.3})")).collect();

@@ -200,6 +200,9 @@ pub(crate) struct Spec {
     /// "params": each arm's x is its measured parameter count (instead of `Arm::x`).
     #[serde(default)]
     pub x_from: Option<String>,
+    /// "power_law": fit val loss = (x_c / x)^α to the arms' (x, val loss) (Kaplan et al., 2020).
+    #[serde(default)]
+    pub fit: Option<String>,
     /// Extra figures: "health" (per-layer gradient norms, attention entropy, dead units of the
     /// last health line), "permutation" (the last token's loss with its context shuffled),
     /// "extrapolation" (val loss reading 1×, 2×, 4×, 8× the trained context), "diversity"

@@ -180,11 +180,55 @@ pub(super) fn run(
         Some("params") => arms.iter_mut().for_each(|a| a.x = Some(a.params as f64)),
         Some(other) => anyhow::bail!("experiments/{}.toml: x_from = {other:?} (only \"params\")", q.id),
     }
+    let fit = match spec.fit.as_deref() {
+        None => None,
+        Some("power_law") => {
+            let xy: Vec<(f64, f64)> = arms.iter().filter_map(|a| a.x.map(|x| (x, a.val_mean))).collect();
+            Some(PowerLaw::fit(&xy).with_context(|| format!("experiments/{}.toml: fit = \"power_law\"", q.id))?)
+        }
+        Some(other) => anyhow::bail!("experiments/{}.toml: fit = {other:?} (only \"power_law\")", q.id),
+    };
     result.table = table(&arms, spec);
-    result.charts = charts(spec, &arms, &runs, dir)?;
+    result.charts = charts(spec, &arms, &runs, dir, fit.as_ref())?;
     result.findings = findings::sweep(spec, &arms, &runs);
-    result.data = serde_json::json!({ "arms": arms, "runs": runs });
+    if let Some(f) = &fit {
+        result.findings.push(findings::power_law(f, spec.x_label.as_deref().unwrap_or("x")));
+    }
+    result.data = serde_json::json!({ "arms": arms, "runs": runs, "power_law": fit });
     Ok(result)
+}
+
+/// val loss = (x_c / x)^α, Kaplan et al.'s (2020) form of the loss against parameters, fitted by
+/// least squares on the logarithms: ln L = α·ln x_c − α·ln x.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PowerLaw {
+    pub alpha: f64,
+    pub x_c: f64,
+    /// Coefficient of determination of the log-log fit.
+    pub r2: f64,
+}
+
+impl PowerLaw {
+    pub fn fit(points: &[(f64, f64)]) -> Result<PowerLaw> {
+        let logs: Vec<(f64, f64)> =
+            points.iter().filter(|p| p.0 > 0.0 && p.1 > 0.0).map(|p| (p.0.ln(), p.1.ln())).collect();
+        ensure!(logs.len() >= 2, "a power law needs two points with positive x and loss, got {}", logs.len());
+        let n = logs.len() as f64;
+        let (mx, my) = (logs.iter().map(|p| p.0).sum::<f64>() / n, logs.iter().map(|p| p.1).sum::<f64>() / n);
+        let sxx: f64 = logs.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        let sxy: f64 = logs.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+        let syy: f64 = logs.iter().map(|p| (p.1 - my).powi(2)).sum();
+        ensure!(sxx > 0.0, "a power law needs two different x values");
+        let slope = sxy / sxx;
+        let intercept = my - slope * mx;
+        let alpha = -slope;
+        let r2 = if syy > 0.0 { (sxy * sxy) / (sxx * syy) } else { 1.0 };
+        Ok(PowerLaw { alpha, x_c: (intercept / alpha).exp(), r2 })
+    }
+
+    pub fn at(&self, x: f64) -> f64 {
+        (self.x_c / x).powf(self.alpha)
+    }
 }
 
 /// Deletes a finished run's checkpoints: the numbers are kept, the weights are not needed again.
@@ -605,7 +649,13 @@ pub(super) fn draw(chart: &XyChart, name: &str, dir: &Path) -> Result<ChartFiles
     write_chart_pair(&chart.title, name, dir, |path| plot_xy(chart, path).map(|_| ()))
 }
 
-fn charts(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun], dir: &Path) -> Result<Vec<ChartFiles>> {
+fn charts(
+    spec: &Spec,
+    arms: &[ArmSummary],
+    runs: &[ArmRun],
+    dir: &Path,
+    fit: Option<&PowerLaw>,
+) -> Result<Vec<ChartFiles>> {
     let mut out = Vec::new();
     // Validation loss during training: each arm's first seed.
     let curves = arms
@@ -627,10 +677,15 @@ fn charts(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun], dir: &Path) -> Resu
             title: format!("final validation loss against {x}"),
             x: x.clone(),
             y: "val loss (mean over seeds)".into(),
-            series: vec![XySeries {
+            series: std::iter::once(XySeries {
                 name: "val loss".into(),
                 points: arms.iter().filter_map(|a| a.x.map(|x| (x, a.val_mean))).collect(),
-            }],
+            })
+            .chain(fit.map(|f| XySeries {
+                name: format!("fit ({:.3e} / x)^{:.4}", f.x_c, f.alpha),
+                points: arms.iter().filter_map(|a| a.x.map(|x| (x, f.at(x)))).collect(),
+            }))
+            .collect(),
             scatter: false,
         },
         None => XyChart {
@@ -842,6 +897,20 @@ fn pareto_front(points: &[(f64, f64, String)]) -> Vec<(f64, f64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn power_law_fit_recovers_an_exact_law_and_reports_its_quality() {
+        let law = |x: f64| (8.8e13 / x).powf(0.076);
+        let pts: Vec<(f64, f64)> = [1e4, 1e5, 1e6, 1e7].iter().map(|&x| (x, law(x))).collect();
+        let f = PowerLaw::fit(&pts).unwrap();
+        assert!((f.alpha - 0.076).abs() < 1e-12 && (f.x_c / 8.8e13 - 1.0).abs() < 1e-9 && (f.r2 - 1.0).abs() < 1e-12);
+        assert!((f.at(3e5) - law(3e5)).abs() < 1e-12);
+        // Noisy points: R² below one; too few or degenerate points are errors.
+        let noisy = [(1e4, 3.0), (1e5, 2.9), (1e6, 2.5), (1e7, 2.45)];
+        assert!(PowerLaw::fit(&noisy).unwrap().r2 < 1.0);
+        assert!(PowerLaw::fit(&[(1e4, 3.0)]).is_err());
+        assert!(PowerLaw::fit(&[(1e4, 3.0), (1e4, 2.0)]).is_err());
+    }
 
     #[test]
     fn js_divergence_is_zero_for_equal_rows_and_ln2_for_disjoint_ones() {
