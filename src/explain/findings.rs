@@ -270,6 +270,23 @@ pub(super) fn power_law(f: &super::sweep::PowerLaw, x: &str) -> String {
     )
 }
 
+/// The n-gram baselines against the best arm.
+pub(super) fn ngram(ngrams: &[super::sweep::NgramBaseline], arms: &[ArmSummary]) -> String {
+    let list: Vec<String> =
+        ngrams.iter().map(|g| format!("{}-gram {:.3} ({} counts)", g.order, g.val_loss, g.counts)).collect();
+    let best_g = ngrams.iter().min_by(|a, b| a.val_loss.total_cmp(&b.val_loss));
+    let best_a = arms.iter().filter(|a| a.val_mean.is_finite()).min_by(|a, b| a.val_mean.total_cmp(&b.val_mean));
+    let mut s = format!("Kneser-Ney n-gram baselines (validation loss): {}.", list.join(", "));
+    if let (Some(g), Some(a)) = (best_g, best_a) {
+        let verdict = if a.val_mean < g.val_loss { "beats" } else { "does not beat" };
+        s.push_str(&format!(
+            " The best Transformer here, {} ({:.3}, {} parameters), {verdict} the best n-gram, order {} ({:.3}, {} counts).",
+            a.arm, a.val_mean, a.params, g.order, g.val_loss, g.counts
+        ));
+    }
+    s
+}
+
 /// One Pareto-front finding.
 pub(super) fn pareto(label: &str, front: &[(f64, f64, String)]) -> String {
     let points: Vec<String> = front.iter().map(|(x, y, name)| format!("{name} ({x:.3e}, {y:.3})")).collect();

@@ -203,6 +203,10 @@ pub(crate) struct Spec {
     /// "power_law": fit val loss = (x_c / x)^α to the arms' (x, val loss) (Kaplan et al., 2020).
     #[serde(default)]
     pub fit: Option<String>,
+    /// Orders of Kneser-Ney n-gram baselines (`model::ngram`, discount 0.75) counted on the base
+    /// config's training split and scored on its validation split, next to the arms.
+    #[serde(default)]
+    pub ngram: Vec<usize>,
     /// Extra figures: "health" (per-layer gradient norms, attention entropy, dead units of the
     /// last health line), "permutation" (the last token's loss with its context shuffled),
     /// "extrapolation" (val loss reading 1×, 2×, 4×, 8× the trained context), "diversity"

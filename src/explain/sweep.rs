@@ -188,14 +188,57 @@ pub(super) fn run(
         }
         Some(other) => anyhow::bail!("experiments/{}.toml: fit = {other:?} (only \"power_law\")", q.id),
     };
+    let ngrams = if spec.ngram.is_empty() { Vec::new() } else { ngram_baselines(base, &b.set, &spec.ngram)? };
     result.table = table(&arms, spec);
-    result.charts = charts(spec, &arms, &runs, dir, fit.as_ref())?;
+    for g in &ngrams {
+        let mut row = vec!["–".to_string(); result.table.columns.len()];
+        row[0] = format!("Kneser-Ney {}-gram (d = {NGRAM_DISCOUNT})", g.order);
+        row[1] = format!("{:.4}", g.val_loss);
+        row[4] = format!("{} counts", g.counts);
+        row[6] = format!("{:.1}", g.seconds);
+        result.table.rows.push(row);
+    }
+    result.charts = charts(spec, &arms, &runs, dir, fit.as_ref(), &ngrams)?;
     result.findings = findings::sweep(spec, &arms, &runs);
     if let Some(f) = &fit {
         result.findings.push(findings::power_law(f, spec.x_label.as_deref().unwrap_or("x")));
     }
-    result.data = serde_json::json!({ "arms": arms, "runs": runs, "power_law": fit });
+    if !ngrams.is_empty() {
+        result.findings.push(findings::ngram(&ngrams, &arms));
+    }
+    result.data = serde_json::json!({ "arms": arms, "runs": runs, "power_law": fit, "ngram": ngrams });
     Ok(result)
+}
+
+/// The n-gram baselines' discount (Kneser & Ney's usual absolute discount).
+pub(crate) const NGRAM_DISCOUNT: f64 = 0.75;
+
+/// A Kneser-Ney n-gram baseline: its validation loss and size.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct NgramBaseline {
+    pub order: usize,
+    pub val_loss: f64,
+    /// Stored counts (`KneserNey::stored_counts`).
+    pub counts: usize,
+    pub seconds: f64,
+}
+
+/// Counts n-grams of the experiment's data (its characters, split as training splits them)
+/// and scores the validation split.
+fn ngram_baselines(base: &str, set: &[String], orders: &[usize]) -> Result<Vec<NgramBaseline>> {
+    let cfg = RunConfig::from_toml_str(base, set)?;
+    let text = crate::util::read_corpus(Path::new(&cfg.data.path))?;
+    let tokens: Vec<u32> = text.chars().map(|c| c as u32).collect();
+    let split = crate::data::TokenDataset::split(tokens, cfg.data.val_fraction)?;
+    orders
+        .iter()
+        .map(|&order| {
+            let start = std::time::Instant::now();
+            let m = crate::model::ngram::KneserNey::fit(&split.train, order, NGRAM_DISCOUNT)?;
+            let val_loss = m.cross_entropy(&split.val)?;
+            Ok(NgramBaseline { order, val_loss, counts: m.stored_counts(), seconds: start.elapsed().as_secs_f64() })
+        })
+        .collect()
 }
 
 /// val loss = (x_c / x)^α, Kaplan et al.'s (2020) form of the loss against parameters, fitted by
@@ -655,6 +698,7 @@ fn charts(
     runs: &[ArmRun],
     dir: &Path,
     fit: Option<&PowerLaw>,
+    ngrams: &[NgramBaseline],
 ) -> Result<Vec<ChartFiles>> {
     let mut out = Vec::new();
     // Validation loss during training: each arm's first seed.
@@ -684,6 +728,10 @@ fn charts(
             .chain(fit.map(|f| XySeries {
                 name: format!("fit ({:.3e} / x)^{:.4}", f.x_c, f.alpha),
                 points: arms.iter().filter_map(|a| a.x.map(|x| (x, f.at(x)))).collect(),
+            }))
+            .chain((!ngrams.is_empty()).then(|| XySeries {
+                name: "Kneser-Ney n-grams (x = stored counts)".into(),
+                points: ngrams.iter().map(|g| (g.counts as f64, g.val_loss)).collect(),
             }))
             .collect(),
             scatter: false,

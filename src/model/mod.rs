@@ -3,6 +3,7 @@ pub mod baseline;
 pub mod init;
 pub mod layout;
 pub mod lm;
+pub mod ngram;
 pub mod transformer;
 
 pub use init::InitScheme;
