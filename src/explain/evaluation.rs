@@ -175,7 +175,7 @@ fn relevance_scorer(refs: &[String]) -> Result<std::result::Result<RelevanceScor
     let dir = crate::infer::embed::default_model_dir();
     if !dir.join("model.safetensors").is_file() {
         return Ok(Err(format!(
-            "all-MiniLM-L6-v2 is not at {} (scripts/fetch_minilm.sh fetches it; $LMLAB_MINILM_DIR points elsewhere)",
+            "all-MiniLM-L6-v2 is not at {} (fetch it with scripts/fetch_minilm.sh, or set $LMLAB_MINILM_DIR to its directory)",
             dir.display()
         )));
     }

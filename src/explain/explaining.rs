@@ -209,7 +209,7 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
         Ok(out)
     } else {
         Err(format!(
-            "all-MiniLM-L6-v2 is not at {} (scripts/fetch_minilm.sh fetches it; $LMLAB_MINILM_DIR points elsewhere)",
+            "all-MiniLM-L6-v2 is not at {} (fetch it with scripts/fetch_minilm.sh, or set $LMLAB_MINILM_DIR to its directory)",
             minilm.display()
         ))
     };
