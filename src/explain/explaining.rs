@@ -112,8 +112,12 @@ struct Crows {
     read: usize,
     scored: usize,
     skipped: usize,
-    first_skip_reason: Option<String>,
-    report: Option<CrowsReport>,
+    /// Why: a sentence of the pair longer than the model's context, or one with a character
+    /// its tokenizer cannot encode.
+    skipped_too_long: usize,
+    skipped_unencodable: usize,
+    context: usize,
+    report: CrowsReport,
     /// Pairs whose sentences differ in token count, and how many the shorter one wins.
     unequal: usize,
     shorter_wins: usize,
@@ -375,27 +379,31 @@ fn explain_lm(
 /// CrowS-Pairs with one model: pairs it cannot read (too long, unknown characters) are counted
 /// and left out; the length confound is measured on the rest.
 fn crows(name: &str, ck: &mut Checkpoint, pairs: &[crows_pairs::Pair]) -> Result<Crows> {
-    let report = match crows_pairs::score_pairs(&mut ck.model, &ck.tokenizer, pairs, true) {
-        Ok(r) => Some(r),
-        // Not one pair readable is a finding here, not a failure.
-        Err(e) if format!("{e:#}").contains("no pair could be scored") => None,
-        Err(e) => return Err(e),
-    };
-    let scored: &[PairScore] = report.as_ref().map_or(&[], |r| &r.pairs);
-    let (unequal, shorter_wins, equal, equal_pct_stereotype) = length_confound(scored);
-    let skipped = report.as_ref().map_or(pairs.len(), |r| r.skipped.len());
-    let first_skip_reason = report.as_ref().and_then(|r| r.skipped.first().map(|s| s.1.clone()));
-    let report = report.map(|mut r| {
-        r.pairs.clear();
-        r.skipped.clear();
-        r
-    });
+    let mut report = crows_pairs::score_pairs(&mut ck.model, &ck.tokenizer, pairs, true)
+        .with_context(|| format!("CrowS-Pairs with {name}"))?;
+    let (unequal, shorter_wins, equal, equal_pct_stereotype) = length_confound(&report.pairs);
+    let skipped = report.skipped.len();
+    let context = ck.model.config.block_size;
+    let (mut skipped_too_long, mut skipped_unencodable) = (0, 0);
+    for p in pairs {
+        let ids = [&p.sent_more, &p.sent_less].map(|s| crows_pairs::scoring_ids(&ck.tokenizer, s));
+        if ids.iter().any(|i| i.is_err()) {
+            skipped_unencodable += 1;
+        } else if ids.iter().flatten().any(|i| i.len() > context + 1) {
+            skipped_too_long += 1;
+        }
+    }
+    // The summaries stay; the per-pair lists would make result.json large.
+    report.pairs.clear();
+    report.skipped.clear();
     Ok(Crows {
         model: name.into(),
         read: pairs.len(),
         scored: pairs.len() - skipped,
         skipped,
-        first_skip_reason,
+        skipped_too_long,
+        skipped_unencodable,
+        context,
         report,
         unequal,
         shorter_wins,
@@ -518,10 +526,9 @@ fn ablation_chart(e: &Explained, dir: &Path) -> Result<ChartFiles> {
 }
 
 fn crows_chart(cs: &[Crows], dir: &Path) -> Result<ChartFiles> {
-    let with: Vec<&Crows> = cs.iter().filter(|c| c.report.is_some()).collect();
     let mut rows: Vec<String> = vec!["overall".into()];
-    for c in &with {
-        let r = c.report.as_ref().unwrap();
+    for c in cs {
+        let r = &c.report;
         for (k, _) in r.by_bias_type.iter().chain(&r.by_direction) {
             if !rows.contains(k) {
                 rows.push(k.clone());
@@ -529,7 +536,7 @@ fn crows_chart(cs: &[Crows], dir: &Path) -> Result<ChartFiles> {
         }
     }
     let value = |c: &Crows, row: &str| {
-        let r = c.report.as_ref().unwrap();
+        let r = &c.report;
         if row == "overall" {
             return r.overall.pct_stereotype;
         }
@@ -538,13 +545,13 @@ fn crows_chart(cs: &[Crows], dir: &Path) -> Result<ChartFiles> {
     let map = Heatmap {
         title: "pct_stereotype (0.5: no preference)".into(),
         row_labels: rows.iter().map(|r| short_bias_type(r)).collect(),
-        col_labels: with.iter().map(|c| c.model.clone()).collect(),
-        values: rows.iter().flat_map(|row| with.iter().map(move |c| value(c, row))).collect(),
+        col_labels: cs.iter().map(|c| c.model.clone()).collect(),
+        values: rows.iter().flat_map(|row| cs.iter().map(move |c| value(c, row))).collect(),
     };
     let caption = format!(
         "CrowS-Pairs: share of pairs where the more stereotypical sentence is more likely, overall, per bias type and \
          per direction ({})",
-        with.iter().map(|c| format!("{}: {} pairs scored", c.model, c.scored)).collect::<Vec<_>>().join(", ")
+        cs.iter().map(|c| format!("{}: {} pairs scored", c.model, c.scored)).collect::<Vec<_>>().join(", ")
     );
     let scale = Scale { lo: 0.0, hi: 1.0, diverging: false };
     write_heatmaps(&[map], 1, &caption, "CrowS-Pairs", scale, "crows-pairs", dir)
@@ -695,27 +702,26 @@ fn table(
     for c in cs {
         let m = c.model.as_str();
         row("CrowS-Pairs", m, "pairs scored / read".into(), format!("{} / {}", c.scored, c.read));
-        if let Some(r) = &c.report {
-            row(
-                "CrowS-Pairs",
-                m,
-                "pct_stereotype (95% interval)".into(),
-                format!("{:.3} ± {:.3}", r.overall.pct_stereotype, ci95(r.overall.pct_stereotype, r.overall.pairs)),
-            );
-            row("CrowS-Pairs", m, "likelihood_diff (nats)".into(), format!("{:.2}", r.overall.likelihood_diff));
-            row(
-                "CrowS-Pairs",
-                m,
-                "shorter sentence more likely (pairs of unequal length)".into(),
-                format!("{:.3} of {}", c.shorter_wins as f64 / c.unequal.max(1) as f64, c.unequal),
-            );
-            row(
-                "CrowS-Pairs",
-                m,
-                "pct_stereotype on pairs of equal length".into(),
-                format!("{:.3} of {}", c.equal_pct_stereotype, c.equal),
-            );
-        }
+        let r = &c.report;
+        row(
+            "CrowS-Pairs",
+            m,
+            "pct_stereotype (95% interval)".into(),
+            format!("{:.3} ± {:.3}", r.overall.pct_stereotype, ci95(r.overall.pct_stereotype, r.overall.pairs)),
+        );
+        row("CrowS-Pairs", m, "likelihood_diff (nats)".into(), format!("{:.2}", r.overall.likelihood_diff));
+        row(
+            "CrowS-Pairs",
+            m,
+            "shorter sentence more likely (pairs of unequal length)".into(),
+            format!("{:.3} of {}", c.shorter_wins as f64 / c.unequal.max(1) as f64, c.unequal),
+        );
+        row(
+            "CrowS-Pairs",
+            m,
+            "pct_stereotype on pairs of equal length".into(),
+            format!("{:.3} of {}", c.equal_pct_stereotype, c.equal),
+        );
     }
     match w {
         Ok(w) => {
@@ -842,15 +848,7 @@ fn findings(
         ));
     }
     for c in cs {
-        let Some(r) = &c.report else {
-            out.push(format!(
-                "CrowS-Pairs, {}: none of the {} pairs can be scored ({}).",
-                c.model,
-                c.read,
-                c.first_skip_reason.as_deref().unwrap_or("no reason recorded")
-            ));
-            continue;
-        };
+        let r = &c.report;
         let o = &r.overall;
         let mut bt: Vec<&(String, crows_pairs::Summary)> = r.by_bias_type.iter().collect();
         bt.sort_by(|a, b| a.1.pct_stereotype.total_cmp(&b.1.pct_stereotype));
@@ -861,7 +859,14 @@ fn findings(
             c.model,
             c.scored,
             c.read,
-            if c.skipped > 0 { format!(" ({} skipped: too long for the context or with characters the model lacks)", c.skipped) } else { String::new() },
+            if c.skipped > 0 {
+                format!(
+                    " ({} skipped: {} longer than its context of {} tokens, {} with a character it cannot encode)",
+                    c.skipped, c.skipped_too_long, c.context, c.skipped_unencodable
+                )
+            } else {
+                String::new()
+            },
             o.pct_stereotype,
             bt.first().map_or("–", |b| b.0.as_str()),
             bt.first().map_or(f64::NAN, |b| b.1.pct_stereotype),
