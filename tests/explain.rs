@@ -123,3 +123,195 @@ fn attention_walkthrough_matches_the_forward_pass() {
     assert!(std::fs::read_to_string(&html).unwrap().contains("How does attention compute its output?"));
     let _ = std::fs::remove_dir_all(&out_dir);
 }
+
+/// The shared data files an experiment reads, or None (after the SKIPPED line) when one is
+/// missing and LMLAB_REQUIRE_DATA is not set.
+fn data_present(test: &str, files: &[&str]) -> bool {
+    for f in files {
+        let p = Path::new("../shared/data").join(f);
+        if !p.exists() {
+            assert!(
+                std::env::var("LMLAB_REQUIRE_DATA").is_err(),
+                "LMLAB_REQUIRE_DATA is set but {} is missing",
+                p.display()
+            );
+            eprintln!("SKIPPED {test}: {} not found", p.display());
+            return false;
+        }
+    }
+    true
+}
+
+/// Runs `explain run ID` at the quick budget into a fresh directory; its result and directory.
+fn run_experiment(id: &str) -> (serde_json::Value, std::path::PathBuf) {
+    let out_dir = std::env::temp_dir().join(format!("lmlab-explain-{id}-{}", std::process::id()));
+    let out = lmlab().args(["explain", "run", id, "--threads", "2", "--json", "--out"]).arg(&out_dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["command"], format!("lmlab explain run {id} --budget quick"));
+    // Every chart exists (an empty SVG name means PNG only), and the report takes the result.
+    for c in r["charts"].as_array().unwrap() {
+        for k in ["png", "svg"] {
+            let name = c[k].as_str().unwrap();
+            if k == "svg" && name.is_empty() {
+                continue;
+            }
+            let f = out_dir.join(id).join(name);
+            assert!(f.metadata().unwrap().len() > 1000, "{} is empty", f.display());
+        }
+    }
+    let html = out_dir.join("report.html");
+    let rep = lmlab().args(["report", "--dir"]).arg(&out_dir).arg("--out").arg(&html).output().unwrap();
+    assert!(rep.status.success(), "{}", String::from_utf8_lossy(&rep.stderr));
+    (r, out_dir)
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"))
+}
+
+#[test]
+fn evaluation_metrics_score_outputs_and_perturbations() {
+    let files = ["tinyshakespeare.txt", "multi30k/test_2016_flickr.en"];
+    if !data_present("evaluation_metrics_score_outputs_and_perturbations", &files) {
+        return;
+    }
+    let (r, out_dir) = run_experiment("evaluation");
+    assert_eq!(r["question"], 12);
+    let d = &r["data"];
+    // Perplexity is exp(loss) and close to the training run's own validation estimate.
+    let p = &d["perplexity"];
+    assert!((f(&p["perplexity"]) - f(&p["loss"]).exp()).abs() < 1e-9 * f(&p["perplexity"]));
+    assert!(f(&p["perplexity"]) < 65.0, "{p}");
+    assert!((f(&p["loss"]) - f(&d["model"]["val_loss"])).abs() < 0.2, "{p} {}", d["model"]);
+    let scores = |part: &str, name: &str| -> serde_json::Value {
+        d[part]["systems"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap()["scores"].clone()
+    };
+    let minilm = d["minilm"]["used"] == true;
+    // The ceilings: a text against itself.
+    for s in [scores("generation", "true continuation"), scores("perturbations", "reference")] {
+        assert!((f(&s["bleu"]) - 100.0).abs() < 1e-9 && (f(&s["chrf"]) - 100.0).abs() < 1e-9, "{s}");
+        for k in ["rouge1", "rouge2", "rouge_l"] {
+            assert!((f(&s[k]) - 1.0).abs() < 1e-12, "{k}: {s}");
+        }
+        if minilm {
+            assert!(f(&s["bertscore_f1"]) > 0.9999 && f(&s["cosine"]) > 0.9999, "{s}");
+        }
+    }
+    // Another passage is the same set of texts, rotated: the reference-free numbers agree.
+    let (truth, other) = (scores("generation", "true continuation"), scores("generation", "another passage"));
+    assert_eq!(truth["distinct_2"], other["distinct_2"]);
+    assert!(f(&other["bleu"]) < 100.0);
+    assert_eq!(d["generation"]["sampled"].as_array().unwrap().len(), 3);
+    // Shuffling keeps every unigram (ROUGE-1 exactly 1) and breaks the n-grams.
+    let (reference, shuffled) = (scores("perturbations", "reference"), scores("perturbations", "words shuffled"));
+    assert!((f(&shuffled["rouge1"]) - 1.0).abs() < 1e-12, "{shuffled}");
+    assert!(f(&shuffled["bleu"]) < f(&reference["bleu"]) && f(&shuffled["rouge2"]) < 1.0);
+    // Repeating the caption: ROUGE-1 precision 1/2, recall 1, so F = 2/3; repetition appears.
+    let repeated = scores("perturbations", "repeated twice");
+    assert!((f(&repeated["rouge1"]) - 2.0 / 3.0).abs() < 1e-9, "{repeated}");
+    assert!(f(&repeated["seq_rep_4"]) > f(&reference["seq_rep_4"]) + 0.3, "{repeated}");
+    // The empty output: nothing to match, no fluency.
+    let empty = scores("perturbations", "empty");
+    for k in ["bleu", "chrf", "rouge1", "rouge_l", "distinct_2"] {
+        assert_eq!(f(&empty[k]), 0.0, "{k}: {empty}");
+    }
+    assert!(empty["fluency_ppl"].is_null());
+    if minilm {
+        assert_eq!(f(&empty["bertscore_f1"]), 0.0);
+    }
+    // Another caption scores below the reference on every reference metric.
+    let another = scores("perturbations", "another caption");
+    for k in ["bleu", "chrf", "chrf_pp", "rouge1", "rouge2", "rouge_l"] {
+        assert!(f(&another[k]) < f(&reference[k]), "{k}");
+    }
+    assert_eq!(r["table"]["rows"].as_array().unwrap().len(), 4 + 9);
+    let findings: Vec<&str> = r["findings"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert!(findings.iter().any(|x| x.starts_with("Shuffling the words keeps ROUGE-1 at 1.000")), "{findings:?}");
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn explaining_checks_hold_on_the_repos_models() {
+    let files = [
+        "tinyshakespeare.txt",
+        "multi30k/test_2016_flickr.en",
+        "llama2c/stories260K.bin",
+        "llama2c/tok512.bin",
+        "crows-pairs/crows_pairs_anonymized.csv",
+        "trec/train_5500.label",
+        "trec/TREC_10.label",
+    ];
+    if !data_present("explaining_checks_hold_on_the_repos_models", &files) {
+        return;
+    }
+    let (r, out_dir) = run_experiment("explaining");
+    assert_eq!(r["question"], 13);
+    let d = &r["data"];
+    for e in d["explained"].as_array().unwrap() {
+        let t = e["tokens"].as_array().unwrap().len();
+        // Every attention row is a distribution over the keys up to its query.
+        for l in e["attention"].as_array().unwrap() {
+            assert_eq!((l["tq"].as_u64(), l["tk"].as_u64()), (Some(t as u64), Some(t as u64)));
+            let p: Vec<f64> = l["probs"].as_array().unwrap().iter().map(f).collect();
+            for (k, row) in p.chunks(t).enumerate() {
+                let i = k % t;
+                assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{} layer {} row {i}", e["model"], l["layer"]);
+                assert!(row[i + 1..].iter().all(|&x| x == 0.0), "row {i} sees the future");
+            }
+        }
+        // The logit lens' last layer is the model's own output: the prediction is its top token.
+        let lens = e["lens"].as_array().unwrap();
+        let out = lens.last().unwrap();
+        assert_eq!(out["rank"], 0, "{e}");
+        assert!((f(&out["prob"]) - f(&e["probability"])).abs() < 1e-5);
+        assert!(f(&e["lens_output_diff"]) < 1e-5);
+        assert_eq!(out["top"], e["prediction"]);
+        // One attribution per input token; a row of head ablations per layer.
+        let a = &e["attribution"];
+        assert_eq!(a["integrated_gradients"].as_array().unwrap().len(), t);
+        assert_eq!(a["grad_x_input"].as_array().unwrap().len(), t);
+        let heads = e["ablation"]["heads"].as_array().unwrap();
+        assert_eq!(heads.len(), e["attention"].as_array().unwrap().len());
+        assert_eq!(heads[0].as_array().unwrap().len() as u64, e["attention"][0]["n_head"].as_u64().unwrap());
+    }
+    // stories260K's weights are fixed: it copies the boy's name, " T" at position 14.
+    let stories = &d["explained"][0];
+    assert_eq!((stories["model"].as_str(), stories["prediction"].as_str()), (Some("stories260K"), Some("\" T\"")));
+    assert_eq!(stories["earlier_positions"], serde_json::json!([14]));
+    // The character model has learned positions: integrated gradients add up (completeness).
+    let a = &d["explained"][1]["attribution"];
+    assert!(f(&a["delta"]).abs() < 0.1 * (f(&a["f_input"]) - f(&a["f_baseline"])).abs(), "{a}");
+    // CrowS-Pairs: every pair is scored or counted as skipped, and the groups add up.
+    for c in d["crows_pairs"].as_array().unwrap() {
+        assert_eq!(c["read"], 1508);
+        assert_eq!(c["scored"].as_u64().unwrap() + c["skipped"].as_u64().unwrap(), 1508);
+        assert_eq!(c["skipped_too_long"].as_u64().unwrap() + c["skipped_unencodable"].as_u64().unwrap(), c["skipped"]);
+        let rep = &c["report"];
+        assert_eq!(rep["overall"]["pairs"], c["scored"]);
+        for k in ["by_bias_type", "by_direction"] {
+            let sum: u64 = rep[k].as_array().unwrap().iter().map(|g| g[1]["pairs"].as_u64().unwrap()).sum();
+            assert_eq!(sum, c["scored"].as_u64().unwrap(), "{k}");
+        }
+        assert_eq!(c["unequal"].as_u64().unwrap() + c["equal"].as_u64().unwrap(), c["scored"].as_u64().unwrap());
+        assert!((0.0..=1.0).contains(&f(&rep["overall"]["pct_stereotype"])));
+    }
+    assert_eq!(d["crows_pairs"][0]["scored"], 1508, "stories260K reads every pair");
+    // Group metrics: the groups partition the 500 test questions; overall accuracy is the run's.
+    let g = &d["groups"]["report"];
+    let n: u64 = g["groups"].as_array().unwrap().iter().map(|s| s["count"].as_u64().unwrap()).sum();
+    assert_eq!((n, g["overall"]["count"].as_u64()), (500, Some(500)));
+    assert!((f(&g["overall"]["accuracy"]) - f(&d["groups"]["test_accuracy"])).abs() < 1e-9, "{}", d["groups"]);
+    // WEAT/SEAT when MiniLM is here: 14 tests, exact p-values where the partitions fit.
+    if let Some(w) = d["weat"].as_array() {
+        assert_eq!(w.len(), 14);
+        for t in w {
+            assert!((0.0..=1.0).contains(&f(&t["result"]["p_value"])));
+        }
+        let exact = w.iter().filter(|t| t["result"]["exact"] == true).count();
+        assert!(exact >= 5, "{exact} exact tests");
+    } else {
+        eprintln!("WEAT/SEAT skipped: {}", d["weat"]["skipped"]);
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+}

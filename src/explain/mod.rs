@@ -15,10 +15,15 @@
 //! findings.rs    the sentences of a result, written from its numbers
 //! walkthrough.rs question 2: one head of attention step by step, numbers from the kernels
 //! efficiency.rs  question 11: attention kernels, number formats, the KV cache, compression, MPI
+//! evaluation.rs  question 12: every metric of `lmlab eval` on a model's outputs and on
+//!                controlled perturbations of real references
+//! explaining.rs  question 13: attention maps, logit lens, attributions, ablation; fairness
 //! report.rs      `lmlab report`: all results present in one self-contained HTML page
 //! ```
 
 mod efficiency;
+mod evaluation;
+mod explaining;
 mod findings;
 mod report;
 mod sweep;
@@ -131,15 +136,15 @@ pub const QUESTIONS: &[Question] = &[
         number: 12,
         id: "evaluation",
         title: "Evaluating it",
-        experiment: None,
-        pending: Some("not yet an explain experiment (the metrics are `lmlab eval`'s, see docs/EVALUATION.md)"),
+        experiment: experiment!("evaluation.toml"),
+        pending: None,
     },
     Question {
         number: 13,
         id: "explaining",
         title: "Explaining it and checking fairness",
-        experiment: None,
-        pending: Some("not yet an explain experiment (the tools are `lmlab inspect` and `lmlab eval fairness`)"),
+        experiment: experiment!("explaining.toml"),
+        pending: None,
     },
     Question {
         number: 14,
@@ -181,7 +186,8 @@ impl Budget {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Spec {
     /// `sweep` (arms × seeds, each trained), `walkthrough` (question 2), `pareto` (the runs
-    /// of the other results) or `efficiency` (question 11).
+    /// of the other results), `efficiency` (question 11), `evaluation` (question 12) or
+    /// `explaining` (question 13).
     pub kind: String,
     /// The set-up in words (what is trained on what, what is held fixed).
     pub setup: String,
@@ -260,6 +266,26 @@ pub(crate) struct BudgetSpec {
     /// What the `efficiency` kind measures at this budget (`[quick.efficiency]`).
     #[serde(default)]
     pub efficiency: Option<efficiency::Plan>,
+    /// Sizes a measuring kind reads (e.g. `prompts = 32`); the keys each kind knows are
+    /// [`count_keys`], and any other key is an error.
+    #[serde(default)]
+    pub counts: std::collections::BTreeMap<String, usize>,
+}
+
+impl BudgetSpec {
+    /// `counts[key]`, or `default` when the experiment does not set it.
+    pub fn count(&self, key: &str, default: usize) -> usize {
+        self.counts.get(key).copied().unwrap_or(default)
+    }
+}
+
+/// The `counts` keys of each kind of experiment.
+pub(crate) fn count_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "evaluation" => evaluation::COUNT_KEYS,
+        "explaining" => explaining::COUNT_KEYS,
+        _ => &[],
+    }
 }
 
 /// One configuration an experiment compares.
@@ -267,6 +293,9 @@ pub(crate) struct BudgetSpec {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Arm {
     pub name: String,
+    /// Its own base run config (a file under `experiments/base/`) instead of the experiment's.
+    #[serde(default)]
+    pub base: Option<String>,
     #[serde(default)]
     pub set: Vec<String>,
     /// Its position on the chart's x axis (see [`Spec::x_label`]).
@@ -281,6 +310,9 @@ pub(crate) struct Arm {
 pub(crate) fn base_config(name: &str) -> Result<&'static str> {
     Ok(match name {
         "lm-char.toml" => include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/base/lm-char.toml")),
+        "trec-classify.toml" => {
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/base/trec-classify.toml"))
+        }
         other => bail!("experiments: no base config {other:?} (see experiments/base/)"),
     })
 }
@@ -379,7 +411,12 @@ pub fn run(id: &str, budget: Budget, out: &Path, progress: bool, threads: usize)
         "walkthrough" => walkthrough::run(q, &spec, budget, &dir)?,
         "pareto" => sweep::pareto(q, &spec, budget, out, &dir)?,
         "efficiency" => efficiency::run(q, &spec, budget, &dir, threads)?,
-        other => bail!("experiments/{}.toml: unknown kind {other:?} (sweep, walkthrough, pareto, efficiency)", q.id),
+        "evaluation" => evaluation::run(q, &spec, budget, &dir, threads)?,
+        "explaining" => explaining::run(q, &spec, budget, &dir, threads)?,
+        other => bail!(
+            "experiments/{}.toml: unknown kind {other:?} (sweep, walkthrough, pareto, efficiency, evaluation, explaining)",
+            q.id
+        ),
     };
     result.seconds = start.elapsed().as_secs_f64();
     result
@@ -412,22 +449,32 @@ pub(crate) fn new_result(q: &Question, spec: &Spec, budget: Budget, seeds: Vec<u
 }
 
 /// Parses every experiment file and resolves every arm's run config for both budgets (without
-/// training): a typo in an override is an error naming the file and the arm. Returns the number
-/// of configs resolved.
+/// training): a typo in an override, or a `counts` key its kind does not read, is an error
+/// naming the file and the arm. Returns the number of configs resolved.
 pub fn check_experiments() -> Result<usize> {
     let mut n = 0;
     for q in QUESTIONS {
         let Some(text) = q.experiment else { continue };
         let spec: Spec = toml::from_str(text).with_context(|| format!("experiments/{}.toml", q.id))?;
-        let Some(base) = &spec.base else { continue };
-        let base = base_config(base)?;
         for (budget, b) in [(Budget::Quick, &spec.quick), (Budget::Full, &spec.full)] {
+            let known = count_keys(&spec.kind);
+            if let Some(k) = b.counts.keys().find(|k| !known.contains(&k.as_str())) {
+                bail!(
+                    "experiments/{}.toml, budget {}: unknown count {k:?} (kind {:?} reads: {})",
+                    q.id,
+                    budget.name(),
+                    spec.kind,
+                    known.join(", ")
+                );
+            }
             let arms: Vec<Arm> = if spec.arms.is_empty() {
-                vec![Arm { name: "model".into(), set: vec![], x: None, quick_set: vec![] }]
+                vec![Arm { name: "model".into(), base: None, set: vec![], x: None, quick_set: vec![] }]
             } else {
                 spec.arms.clone()
             };
             for arm in arms {
+                let Some(base) = arm.base.as_ref().or(spec.base.as_ref()) else { continue };
+                let base = base_config(base)?;
                 let mut set = b.set.clone();
                 set.extend(arm.set.iter().cloned());
                 if budget == Budget::Quick {
@@ -449,6 +496,47 @@ pub fn check_experiments() -> Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Trains one model of a measuring experiment through `train::train`: the arm's base config (or
+/// the experiment's), the budget's overrides, the arm's, the budget's first seed, `run_dir` as
+/// the output directory. Returns the resolved config and the run's summary.
+pub(crate) fn train_model(
+    q: &Question,
+    spec: &Spec,
+    arm: Option<&Arm>,
+    budget: Budget,
+    run_dir: &Path,
+    threads: usize,
+) -> Result<(crate::config::RunConfig, crate::train::TrainSummary)> {
+    let name = arm.map_or("model", |a| a.name.as_str());
+    let base = arm.and_then(|a| a.base.as_ref()).or(spec.base.as_ref());
+    let base =
+        base_config(base.with_context(|| format!("experiments/{}.toml: arm {name:?} has no base config", q.id))?)?;
+    let b = match budget {
+        Budget::Quick => &spec.quick,
+        Budget::Full => &spec.full,
+    };
+    let mut set = b.set.clone();
+    if let Some(a) = arm {
+        set.extend(a.set.iter().cloned());
+        if budget == Budget::Quick {
+            set.extend(a.quick_set.iter().cloned());
+        }
+    }
+    set.push(format!("train.seed={}", b.seeds.first().copied().unwrap_or(1)));
+    set.push(format!("train.out_dir={:?}", run_dir.display().to_string()));
+    set.push(format!("train.threads={threads}"));
+    let cfg = crate::config::RunConfig::from_toml_str(base, &set)
+        .with_context(|| format!("experiments/{}.toml, arm {name:?}", q.id))?;
+    let summary = crate::train::train(cfg.clone(), None, &crate::train::TrainOptions { quiet: true, json: false })
+        .with_context(|| format!("training {name:?} of experiments/{}.toml", q.id))?;
+    Ok((cfg, summary))
+}
+
+/// The arm named `name` of an experiment.
+pub(crate) fn arm<'a>(q: &Question, spec: &'a Spec, name: &str) -> Result<&'a Arm> {
+    spec.arms.iter().find(|a| a.name == name).with_context(|| format!("experiments/{}.toml has no arm {name:?}", q.id))
 }
 
 /// The default output directory of `explain run` and input of `report`.

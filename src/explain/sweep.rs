@@ -6,7 +6,7 @@
 use super::{base_config, findings, new_result, Budget, ChartFiles, ExplainResult, Question, Spec, Table};
 use crate::config::RunConfig;
 use crate::eval::stability::summarize as stats;
-use crate::inspect::plot::{plot_xy, read_metrics, XyChart, XySeries, HEALTH_KEYS};
+use crate::inspect::plot::{plot_heatmaps, plot_xy, read_metrics, Heatmap, Scale, XyChart, XySeries, HEALTH_KEYS};
 use crate::train::{train, TrainOptions};
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -96,7 +96,6 @@ pub(super) fn run(
     progress: bool,
     threads: usize,
 ) -> Result<ExplainResult> {
-    let base = base_config(spec.base.as_deref().context("a sweep experiment needs `base`")?)?;
     let b = match budget {
         Budget::Quick => &spec.quick,
         Budget::Full => &spec.full,
@@ -125,6 +124,8 @@ pub(super) fn run(
     };
     let mut runs = Vec::new();
     for arm in &spec.arms {
+        let base = arm.base.as_deref().or(spec.base.as_deref());
+        let base = base_config(base.context("a sweep experiment needs `base` (or each arm its own)")?)?;
         for &seed in &seeds {
             let run_dir = dir.join("runs").join(format!("{}-seed{seed}", slug(&arm.name)));
             let mut set = b.set.clone();
@@ -188,7 +189,12 @@ pub(super) fn run(
         }
         Some(other) => anyhow::bail!("experiments/{}.toml: fit = {other:?} (only \"power_law\")", q.id),
     };
-    let ngrams = if spec.ngram.is_empty() { Vec::new() } else { ngram_baselines(base, &b.set, &spec.ngram)? };
+    let ngrams = if spec.ngram.is_empty() {
+        Vec::new()
+    } else {
+        let base = base_config(spec.base.as_deref().context("n-gram baselines need the experiment's `base`")?)?;
+        ngram_baselines(base, &b.set, &spec.ngram)?
+    };
     result.table = table(&arms, spec);
     for g in &ngrams {
         let mut row = vec!["–".to_string(); result.table.columns.len()];
@@ -685,6 +691,20 @@ pub(super) fn write_chart_pair(
     draw(&dir.join(&png))?;
     draw(&dir.join(&svg))?;
     Ok(ChartFiles { title: title.to_string(), png, svg })
+}
+
+/// Draws heat maps (`cols` panels a row) as NAME.png and NAME.svg in `dir`, titled `drawn` on the
+/// image (short enough to fit above the panels) and `caption` in the report.
+pub(super) fn write_heatmaps(
+    maps: &[Heatmap],
+    cols: usize,
+    caption: &str,
+    drawn: &str,
+    scale: Scale,
+    name: &str,
+    dir: &Path,
+) -> Result<ChartFiles> {
+    write_chart_pair(caption, name, dir, |path| plot_heatmaps(maps, cols, drawn, scale, path).map(|_| ()))
 }
 
 /// Draws `chart` as NAME.png and NAME.svg in `dir`.
