@@ -85,7 +85,8 @@ fn a_checkpoint_rebuilt_for_a_longer_context_computes_the_same_and_reads_more() 
     let tok = Tokenizer::Char(CharTokenizer::from_corpus(text).unwrap());
     let ids = tok.encode(text).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for position in [Position::None, Position::Sinusoidal, Position::Shaw, Position::T5, Position::Rope, Position::Alibi]
+    for position in
+        [Position::None, Position::Sinusoidal, Position::Shaw, Position::T5, Position::Rope, Position::Alibi]
     {
         let cfg = ModelConfig {
             vocab_size: tok.vocab_size(),
@@ -114,7 +115,14 @@ fn a_checkpoint_rebuilt_for_a_longer_context_computes_the_same_and_reads_more() 
         let r = sliding_window_eval(&mut long, &ids, 33, 32).unwrap();
         assert!(r.loss.is_finite() && r.tokens == ids.len() - 1);
     }
-    let cfg = ModelConfig { vocab_size: tok.vocab_size(), block_size: 8, n_layer: 1, n_head: 2, n_embd: 16, ..Default::default() };
+    let cfg = ModelConfig {
+        vocab_size: tok.vocab_size(),
+        block_size: 8,
+        n_layer: 1,
+        n_head: 2,
+        n_embd: 16,
+        ..Default::default()
+    };
     assert_eq!(cfg.position, Position::Learned);
     let mut model = Transformer::new(cfg, 1).unwrap();
     model.init(5);

@@ -149,7 +149,12 @@ fn no_residual_and_no_norm_gradients() {
         final_norm: false,
         ..tiny(Arch::Encoder)
     });
-    check_model_gradients(ModelConfig { norm: NormKind::None, embedding_norm: true, dropout: 0.1, ..tiny(Arch::Decoder) });
+    check_model_gradients(ModelConfig {
+        norm: NormKind::None,
+        embedding_norm: true,
+        dropout: 0.1,
+        ..tiny(Arch::Decoder)
+    });
     check_model_gradients(ModelConfig { norm: NormKind::None, residual: false, ..tiny(Arch::EncoderDecoder) });
 }
 

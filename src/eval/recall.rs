@@ -68,12 +68,7 @@ pub fn accuracy_by_distance(hits: &[RecallHit], width: usize) -> Vec<(usize, f64
         c.0 += h.correct as usize;
         c.1 += 1;
     }
-    count
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.1 > 0)
-        .map(|(i, c)| (i * width, c.0 as f64 / c.1 as f64, c.1))
-        .collect()
+    count.iter().enumerate().filter(|(_, c)| c.1 > 0).map(|(i, c)| (i * width, c.0 as f64 / c.1 as f64, c.1)).collect()
 }
 
 #[cfg(test)]

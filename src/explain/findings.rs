@@ -190,7 +190,8 @@ fn recall(arms: &[ArmSummary], bin: usize) -> Vec<String> {
         ));
     }
     for a in arms {
-        let (Some(all), Some(near), Some(far)) = (a.recall_accuracy, a.recall_bins.first(), a.recall_bins.last()) else {
+        let (Some(all), Some(near), Some(far)) = (a.recall_accuracy, a.recall_bins.first(), a.recall_bins.last())
+        else {
             continue;
         };
         let verdict = if far.1 >= 0.9 {
@@ -240,10 +241,8 @@ fn extrapolation(arms: &[ArmSummary]) -> Vec<String> {
             _ => unable.push(a.arm.clone()),
         }
     }
-    let (t0, t1) = arms
-        .iter()
-        .find_map(|a| Some((a.extrapolation.first()?.0, a.extrapolation.last()?.0)))
-        .unwrap_or((0, 0));
+    let (t0, t1) =
+        arms.iter().find_map(|a| Some((a.extrapolation.first()?.0, a.extrapolation.last()?.0))).unwrap_or((0, 0));
     if !held.is_empty() {
         out.push(format!(
             "Trained at {t0} tokens and reading {t1}, the validation loss held (within 2%) or fell for: {}.",

@@ -576,15 +576,17 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
         extrapolation: runs.first().map_or(Vec::new(), |first| {
             (0..first.extrapolation.len())
                 .map(|k| {
-                    let losses: Option<Vec<f64>> = runs.iter().map(|r| r.extrapolation.get(k).and_then(|e| e.1)).collect();
+                    let losses: Option<Vec<f64>> =
+                        runs.iter().map(|r| r.extrapolation.get(k).and_then(|e| e.1)).collect();
                     (first.extrapolation[k].0, losses.map(|l| mean(&l)))
                 })
                 .collect()
         }),
         head_diversity: per_layer_mean(|r| &r.head_diversity),
-        recall_accuracy: runs.first().filter(|r| !r.recall_bins.is_empty()).map(|_| {
-            mean(&runs.iter().map(|r| overall_accuracy(&r.recall_bins)).collect::<Vec<_>>())
-        }),
+        recall_accuracy: runs
+            .first()
+            .filter(|r| !r.recall_bins.is_empty())
+            .map(|_| mean(&runs.iter().map(|r| overall_accuracy(&r.recall_bins)).collect::<Vec<_>>())),
         context_losses: runs.first().map_or(Vec::new(), |first| {
             (0..first.context_losses.len())
                 .map(|j| {
@@ -599,7 +601,9 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
                 .recall_bins
                 .iter()
                 .enumerate()
-                .map(|(k, b)| (b.0, mean(&runs.iter().filter_map(|r| r.recall_bins.get(k).map(|x| x.1)).collect::<Vec<_>>())))
+                .map(|(k, b)| {
+                    (b.0, mean(&runs.iter().filter_map(|r| r.recall_bins.get(k).map(|x| x.1)).collect::<Vec<_>>()))
+                })
                 .collect()
         }),
     }
@@ -624,9 +628,10 @@ fn table(arms: &[ArmSummary], spec: &Spec) -> Table {
     if permutation {
         columns.extend(["last-token loss", "… context shuffled"].map(String::from));
     }
-    let lengths: Vec<usize> = arms.iter().find(|a| !a.extrapolation.is_empty()).map_or(Vec::new(), |a| {
-        a.extrapolation.iter().map(|e| e.0).collect()
-    });
+    let lengths: Vec<usize> = arms
+        .iter()
+        .find(|a| !a.extrapolation.is_empty())
+        .map_or(Vec::new(), |a| a.extrapolation.iter().map(|e| e.0).collect());
     columns.extend(lengths.iter().map(|t| format!("loss reading {t} tokens")));
     let diversity = spec.probes.iter().any(|p| p == "diversity");
     if diversity {
