@@ -50,6 +50,11 @@ fn loss_of(m: &mut Transformer, train: bool, seed: u64) -> f32 {
 /// every trained tensor, with residual and attention dropout active (the same seed gives the
 /// same masks).
 fn check_model_gradients(cfg: ModelConfig) {
+    check_model_gradients_with_step(cfg, 3e-3)
+}
+
+/// [`check_model_gradients`] with central differences of step `h`.
+fn check_model_gradients_with_step(cfg: ModelConfig, h: f32) {
     let what = format!("{cfg:?}");
     let mut m = Transformer::new(cfg, 2).unwrap();
     m.init(3);
@@ -70,7 +75,6 @@ fn check_model_gradients(cfg: ModelConfig) {
         .filter(|t| t.kind != ParamKind::Buffer)
         .flat_map(|t| (0..3).map(|_| t.offset + rng.gen_range(0..t.numel())).collect::<Vec<_>>())
         .collect();
-    let h = 3e-3f32;
     let scale = grads.iter().fold(0.0f32, |a, g| a.max(g.abs())) as f64;
     let mut worst = (0.0f64, 0);
     for &i in &picks {
@@ -143,12 +147,14 @@ fn encoder_and_seq2seq_gradients_with_dropout() {
 #[test]
 fn no_residual_and_no_norm_gradients() {
     check_model_gradients(ModelConfig { residual: false, dropout: 0.1, ..tiny(Arch::Decoder) });
-    check_model_gradients(ModelConfig {
-        residual: false,
-        norm_position: NormPosition::Post,
-        final_norm: false,
-        ..tiny(Arch::Encoder)
-    });
+    // norm(f(x)) without the skip normalises the attention output alone, whose rows vary
+    // little: the loss bends sharply there, and the central difference's truncation error
+    // (measured: 1.1, 3.0e-2, 2.9e-3, 2.4e-4 of the largest gradient at h = 1e-2, 3e-3, 1e-3,
+    // 3e-4, falling as h²) needs a smaller step than the other variants.
+    check_model_gradients_with_step(
+        ModelConfig { residual: false, norm_position: NormPosition::Post, final_norm: false, ..tiny(Arch::Encoder) },
+        3e-4,
+    );
     check_model_gradients(ModelConfig {
         norm: NormKind::None,
         embedding_norm: true,
