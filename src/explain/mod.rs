@@ -14,9 +14,11 @@
 //! sweep.rs       an experiment of arms × seeds: train each, collect curves and final figures
 //! findings.rs    the sentences of a result, written from its numbers
 //! walkthrough.rs question 2: one head of attention step by step, numbers from the kernels
+//! applications.rs question 14: each application trained with its own config, scored against a baseline
 //! report.rs      `lmlab report`: all results present in one self-contained HTML page
 //! ```
 
+mod applications;
 mod findings;
 mod report;
 mod sweep;
@@ -142,9 +144,9 @@ pub const QUESTIONS: &[Question] = &[
     Question {
         number: 14,
         id: "applications",
-        title: "Applications",
-        experiment: None,
-        pending: Some("not yet an explain experiment (the measured runs are in docs/APPLICATIONS.md; they take 25-60 minutes each)"),
+        title: "Applications: translation, summarization, question answering, classification and generation",
+        experiment: experiment!("applications.toml"),
+        pending: None,
     },
 ];
 
@@ -178,8 +180,8 @@ impl Budget {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Spec {
-    /// `sweep` (arms × seeds, each trained), `walkthrough` (question 2) or `pareto` (the runs
-    /// of the other results).
+    /// `sweep` (arms × seeds, each trained), `walkthrough` (question 2), `pareto` (the runs
+    /// of the other results) or `applications` (question 14: each application's own config).
     pub kind: String,
     /// The set-up in words (what is trained on what, what is held fixed).
     pub setup: String,
@@ -204,6 +206,9 @@ pub(crate) struct Spec {
     /// (per-layer Jensen–Shannon divergence between heads).
     #[serde(default)]
     pub probes: Vec<String>,
+    /// The applications of an `applications` experiment, each with its own base config.
+    #[serde(default)]
+    pub applications: Vec<applications::Application>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -231,10 +236,22 @@ pub(crate) struct Arm {
     pub quick_set: Vec<String>,
 }
 
-/// The base run configs the experiments name.
+macro_rules! committed_config {
+    ($file:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $file))
+    };
+}
+
+/// The base run configs the experiments name: files under `experiments/base/`, and the
+/// applications' own configs under `configs/`.
 pub(crate) fn base_config(name: &str) -> Result<&'static str> {
     Ok(match name {
         "lm-char.toml" => include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/base/lm-char.toml")),
+        "configs/multi30k-de-en.toml" => committed_config!("configs/multi30k-de-en.toml"),
+        "configs/dialogsum.toml" => committed_config!("configs/dialogsum.toml"),
+        "configs/squad-minilm-qa.toml" => committed_config!("configs/squad-minilm-qa.toml"),
+        "configs/trec-classify.toml" => committed_config!("configs/trec-classify.toml"),
+        "configs/shakespeare-char-cpu.toml" => committed_config!("configs/shakespeare-char-cpu.toml"),
         other => bail!("experiments: no base config {other:?} (see experiments/base/)"),
     })
 }
@@ -332,7 +349,8 @@ pub fn run(id: &str, budget: Budget, out: &Path, progress: bool, threads: usize)
         "sweep" => sweep::run(q, &spec, budget, &dir, progress, threads)?,
         "walkthrough" => walkthrough::run(q, &spec, budget, &dir)?,
         "pareto" => sweep::pareto(q, &spec, budget, out, &dir)?,
-        other => bail!("experiments/{}.toml: unknown kind {other:?} (sweep, walkthrough, pareto)", q.id),
+        "applications" => applications::run(q, &spec, budget, &dir, progress, threads)?,
+        other => bail!("experiments/{}.toml: unknown kind {other:?} (sweep, walkthrough, pareto, applications)", q.id),
     };
     result.seconds = start.elapsed().as_secs_f64();
     result
@@ -372,6 +390,7 @@ pub fn check_experiments() -> Result<usize> {
     for q in QUESTIONS {
         let Some(text) = q.experiment else { continue };
         let spec: Spec = toml::from_str(text).with_context(|| format!("experiments/{}.toml", q.id))?;
+        n += applications::check(q, &spec)?;
         let Some(base) = &spec.base else { continue };
         let base = base_config(base)?;
         for (budget, b) in [(Budget::Quick, &spec.quick), (Budget::Full, &spec.full)] {
