@@ -127,8 +127,10 @@ pub(crate) struct AppResult {
     pub val_loss: f64,
     pub val_curve: Vec<(f64, f64)>,
     pub scores: Vec<Score>,
-    /// Index into `scores` of the figure the chart shows (0–100, higher is better).
+    /// Index into `scores` of the figure the chart shows (0–100, higher is better), and its
+    /// name on the chart's axis.
     pub headline: usize,
+    pub headline_label: String,
     /// A few test items with the model's and the baseline's output.
     pub examples: Vec<Value>,
     /// The saved outputs, relative to the result's directory.
@@ -155,6 +157,7 @@ impl AppResult {
             val_curve: Vec::new(),
             scores: Vec::new(),
             headline: 0,
+            headline_label: String::new(),
             examples: Vec::new(),
             outputs: Vec::new(),
             details: Value::Null,
@@ -429,6 +432,7 @@ fn translation(
         Score::new("BLEU", bleu.score, copy_bleu.score, "the copied source", Some(true)),
         Score::new("chrF", chrf, copy_chrf, "the copied source", Some(true)),
     ];
+    r.headline_label = "BLEU".into();
     r.outputs = vec![
         place.save("model.jsonl", &jsonl(&hyps))?,
         place.save("baseline.jsonl", &jsonl(&sources))?,
@@ -504,7 +508,7 @@ fn summarization(
         Score::new("ROUGE-2 F1", f(&model.max.rouge2), f(&base.max.rouge2), "LEAD-3", Some(true)),
         Score::new("ROUGE-L F1", f(&model.max.rouge_l), f(&base.max.rouge_l), "LEAD-3", Some(true)),
     ];
-    r.headline = 2;
+    (r.headline, r.headline_label) = (2, "ROUGE-L".into());
     let mut outputs = vec![place.save("model.jsonl", &jsonl(&hyps))?, place.save("baseline.jsonl", &jsonl(&lead))?];
     for k in 0..model.references {
         let kth: Vec<String> = refs.iter().map(|r| r[k].clone()).collect();
@@ -687,7 +691,7 @@ fn question_answering(
                 "trainer_exact_match": trainer["exact_match"], "trainer_f1": trainer["f1"]}),
         );
     }
-    r.headline = 1;
+    (r.headline, r.headline_label) = (1, "F1".into());
     r.eval_seconds = started.elapsed().as_secs_f64();
     if data_file.starts_with(&place.out) {
         r.outputs.push(format!("{}/squad.json", place.rel));
@@ -752,6 +756,7 @@ fn classification(
         Score::new("accuracy (%)", 100.0 * model.accuracy, 100.0 * base.accuracy, "the majority class", Some(true)),
         Score::new("macro-F1", 100.0 * model.macro_avg.f1, 100.0 * base.macro_avg.f1, "the majority class", Some(true)),
     ];
+    r.headline_label = "accuracy %".into();
     let lines = |v: &[String]| v.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
     r.outputs = vec![
         place.save("model.txt", &lines(&preds.predicted))?,
@@ -916,7 +921,7 @@ fn generation(
             None,
         ),
     ];
-    r.headline = 2;
+    (r.headline, r.headline_label) = (2, "known words %".into());
     let sample_lines: Vec<Value> = samples
         .iter()
         .zip(&unigram_samples)
@@ -987,20 +992,29 @@ fn table(apps: &[AppResult]) -> Table {
     Table { columns, rows }
 }
 
+/// An application's name on the chart's axis ("QA" for question answering).
+fn short_name(a: &AppResult) -> &str {
+    if a.task == "qa" {
+        "QA"
+    } else {
+        &a.name
+    }
+}
+
 fn charts(apps: &[AppResult], dir: &Path) -> Result<Vec<ChartFiles>> {
     let mut out = Vec::new();
     let measured: Vec<(usize, &AppResult)> =
         apps.iter().enumerate().filter(|(_, a)| a.skipped.is_none() && !a.scores.is_empty()).collect();
     if !measured.is_empty() {
-        let names: Vec<String> =
-            measured.iter().map(|(i, a)| format!("{} {} ({})", i + 1, a.name, a.scores[a.headline].metric)).collect();
+        let names: Vec<String> = measured.iter().map(|(i, a)| format!("{} {}", i + 1, short_name(a))).collect();
+        let metrics: Vec<&str> = measured.iter().map(|(_, a)| a.headline_label.as_str()).collect();
         let point = |f: fn(&Score) -> f64| -> Vec<(f64, f64)> {
             measured.iter().map(|(i, a)| (*i as f64 + 1.0, f(&a.scores[a.headline]))).collect()
         };
         let c = XyChart {
             title: "each application's headline score: model and baseline".into(),
             x: format!("application: {}", names.join(", ")),
-            y: "score (0–100, higher is better)".into(),
+            y: format!("{} (higher is better)", metrics.join(", ")),
             series: vec![
                 XySeries { name: "model".into(), points: point(|s| s.model) },
                 XySeries { name: "baseline".into(), points: point(|s| s.baseline) },
@@ -1015,13 +1029,13 @@ fn charts(apps: &[AppResult], dir: &Path) -> Result<Vec<ChartFiles>> {
         .filter(|a| a.val_curve.len() >= 2 && a.val_curve[0].1 > 0.0 && a.steps > 0)
         .map(|a| XySeries {
             name: a.name.clone(),
-            points: a.val_curve.iter().map(|&(s, l)| (s / a.steps as f64, l / a.val_curve[0].1)).collect(),
+            points: a.val_curve.iter().map(|&(s, l)| (100.0 * s / a.steps as f64, l / a.val_curve[0].1)).collect(),
         })
         .collect();
     if !curves.is_empty() {
         let c = XyChart {
             title: "validation loss during training, relative to the first evaluation".into(),
-            x: "share of the training steps".into(),
+            x: "training steps done (%)".into(),
             y: "val loss / first val loss".into(),
             series: curves,
             scatter: false,
