@@ -562,7 +562,7 @@ fn describe_span(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 
 /// `section.key=value`: the value is parsed as TOML (number, bool, string, array), or taken as a
 /// plain string when it does not parse.
-fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
+pub(crate) fn apply_override(table: &mut toml::Table, o: &str) -> Result<()> {
     let Some((key, raw)) = o.split_once('=') else {
         bail!("--set {o:?}: expected section.key=value");
     };

@@ -18,9 +18,11 @@
 //! evaluation.rs  question 12: every metric of `lmlab eval` on a model's outputs and on
 //!                controlled perturbations of real references
 //! explaining.rs  question 13: attention maps, logit lens, attributions, ablation; fairness
+//! applications.rs question 14: each application trained with its own config, scored against a baseline
 //! report.rs      `lmlab report`: all results present in one self-contained HTML page
 //! ```
 
+mod applications;
 mod efficiency;
 mod evaluation;
 mod explaining;
@@ -149,9 +151,9 @@ pub const QUESTIONS: &[Question] = &[
     Question {
         number: 14,
         id: "applications",
-        title: "Applications",
-        experiment: None,
-        pending: Some("not yet an explain experiment (the measured runs are in docs/APPLICATIONS.md; they take 25-60 minutes each)"),
+        title: "Applications: translation, summarization, question answering, classification and generation",
+        experiment: experiment!("applications.toml"),
+        pending: None,
     },
 ];
 
@@ -186,8 +188,8 @@ impl Budget {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Spec {
     /// `sweep` (arms × seeds, each trained), `walkthrough` (question 2), `pareto` (the runs
-    /// of the other results), `efficiency` (question 11), `evaluation` (question 12) or
-    /// `explaining` (question 13).
+    /// of the other results), `efficiency` (question 11), `evaluation` (question 12),
+    /// `explaining` (question 13) or `applications` (question 14: each application's own config).
     pub kind: String,
     /// The set-up in words (what is trained on what, what is held fixed).
     pub setup: String,
@@ -223,6 +225,9 @@ pub(crate) struct Spec {
     /// the corpus is generated into the result's folder and every arm's `data.path` points to it.
     #[serde(default)]
     pub recall: Option<RecallSpec>,
+    /// The applications of an `applications` experiment, each with its own base config.
+    #[serde(default)]
+    pub applications: Vec<applications::Application>,
 }
 
 /// The synthetic data of a recall experiment (`data::synthetic`).
@@ -306,13 +311,25 @@ pub(crate) struct Arm {
     pub quick_set: Vec<String>,
 }
 
-/// The base run configs the experiments name.
+macro_rules! committed_config {
+    ($file:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $file))
+    };
+}
+
+/// The base run configs the experiments name: files under `experiments/base/`, and the
+/// applications' own configs under `configs/`.
 pub(crate) fn base_config(name: &str) -> Result<&'static str> {
     Ok(match name {
         "lm-char.toml" => include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/base/lm-char.toml")),
         "trec-classify.toml" => {
             include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/base/trec-classify.toml"))
         }
+        "configs/multi30k-de-en.toml" => committed_config!("configs/multi30k-de-en.toml"),
+        "configs/dialogsum.toml" => committed_config!("configs/dialogsum.toml"),
+        "configs/squad-minilm-qa.toml" => committed_config!("configs/squad-minilm-qa.toml"),
+        "configs/trec-classify.toml" => committed_config!("configs/trec-classify.toml"),
+        "configs/shakespeare-char-cpu.toml" => committed_config!("configs/shakespeare-char-cpu.toml"),
         other => bail!("experiments: no base config {other:?} (see experiments/base/)"),
     })
 }
@@ -413,8 +430,9 @@ pub fn run(id: &str, budget: Budget, out: &Path, progress: bool, threads: usize)
         "efficiency" => efficiency::run(q, &spec, budget, &dir, threads)?,
         "evaluation" => evaluation::run(q, &spec, budget, &dir, threads)?,
         "explaining" => explaining::run(q, &spec, budget, &dir, threads)?,
+        "applications" => applications::run(q, &spec, budget, &dir, progress, threads)?,
         other => bail!(
-            "experiments/{}.toml: unknown kind {other:?} (sweep, walkthrough, pareto, efficiency, evaluation, explaining)",
+            "experiments/{}.toml: unknown kind {other:?} (sweep, walkthrough, pareto, efficiency, evaluation, explaining, applications)",
             q.id
         ),
     };
@@ -456,6 +474,7 @@ pub fn check_experiments() -> Result<usize> {
     for q in QUESTIONS {
         let Some(text) = q.experiment else { continue };
         let spec: Spec = toml::from_str(text).with_context(|| format!("experiments/{}.toml", q.id))?;
+        n += applications::check(q, &spec)?;
         for (budget, b) in [(Budget::Quick, &spec.quick), (Budget::Full, &spec.full)] {
             let known = count_keys(&spec.kind);
             if let Some(k) = b.counts.keys().find(|k| !known.contains(&k.as_str())) {

@@ -370,3 +370,79 @@ impl QaModel {
         Ok(out)
     }
 }
+
+/// Words the overlap baseline ignores (scripts/qa_baseline.py's list).
+const OVERLAP_STOP_WORDS: &[&str] = &[
+    "a", "an", "the", "of", "in", "on", "at", "to", "for", "by", "with", "from", "and", "or", "is", "was", "were",
+    "are", "be", "been", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "did", "do", "does",
+    "that", "this", "these", "those", "it", "its", "as", "into", "than", "then", "there", "their",
+];
+
+/// The sentences of `context`: split after `.`, `!` or `?` followed by whitespace (the
+/// whitespace dropped), empty ones left out; Python's `re.split(r"(?<=[.!?])\s+", context)`.
+pub fn context_sentences(context: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut prev) = (0, None);
+    let mut chars = context.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c.is_whitespace() && matches!(prev, Some('.' | '!' | '?')) {
+            out.push(&context[start..i]);
+            while let Some(&(_, w)) = chars.peek().filter(|(_, w)| w.is_whitespace()) {
+                chars.next();
+                prev = Some(w);
+            }
+            start = chars.peek().map_or(context.len(), |&(j, _)| j);
+            continue;
+        }
+        prev = Some(c);
+    }
+    out.push(&context[start..]);
+    out.retain(|s| !s.trim().is_empty());
+    out
+}
+
+/// The lower-cased words of `s` (runs of letters, digits and `_`) that are not stop words.
+fn overlap_words(s: &str) -> std::collections::HashSet<String> {
+    s.to_lowercase()
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty() && !OVERLAP_STOP_WORDS.contains(w))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The trivial extractive-QA baseline of scripts/qa_baseline.py: the sentence of `context` that
+/// shares the most words with `question` (lower case, stop words removed; the earlier sentence
+/// on a tie), as it stands in the context.
+pub fn overlap_sentence<'a>(question: &str, context: &'a str) -> &'a str {
+    let q = overlap_words(question);
+    let mut best = ("", None::<usize>);
+    for s in context_sentences(context) {
+        let shared = overlap_words(s).intersection(&q).count();
+        if best.1.is_none_or(|b| shared > b) {
+            best = (s, Some(shared));
+        }
+    }
+    best.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_baseline_picks_the_sentence_sharing_most_words() {
+        let ctx = "Paris is big.  The Seine flows through Paris!\nIt is a river? Yes";
+        assert_eq!(
+            context_sentences(ctx),
+            ["Paris is big.", "The Seine flows through Paris!", "It is a river?", "Yes"]
+        );
+        assert_eq!(context_sentences("No split.here"), ["No split.here"]);
+        assert_eq!(context_sentences("  "), Vec::<&str>::new());
+        // "river" and "seine" against one word each: the earlier sentence wins the tie.
+        assert_eq!(overlap_sentence("Which river is the Seine?", ctx), "The Seine flows through Paris!");
+        assert_eq!(overlap_sentence("What is a river?", ctx), "It is a river?");
+        // Only stop words: every sentence shares none, so the first.
+        assert_eq!(overlap_sentence("What is it?", ctx), "Paris is big.");
+        assert_eq!(overlap_sentence("Anything?", ""), "");
+    }
+}
