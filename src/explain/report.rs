@@ -148,8 +148,8 @@ fn header(results: &[(&Question, ExplainResult)], s: &ReportSummary) -> String {
     format!(
         "<header>\n<h1>The classic Transformer questions, measured</h1>\n\
          <p class=\"meta\" id=\"provenance\">lmlab {} · {} {}</p>\n\
-         <p>{} of {} questions answered by an experiment anyone can re-run ({} charts); \
-         the others are marked pending below. Each section gives the question, the set-up, the charts, \
+         <p>{} of {} questions answered by an experiment anyone can re-run ({} charts){}. \
+         Each section gives the question, the set-up, the charts, \
          the numbers, the findings written from them, and the command that reproduces them.</p>\n</header>\n",
         escape(&versions.join(", ")),
         if machines.len() == 1 { "machine:" } else { "machines:" },
@@ -157,6 +157,7 @@ fn header(results: &[(&Question, ExplainResult)], s: &ReportSummary) -> String {
         s.answered,
         QUESTIONS.len(),
         s.charts,
+        if s.answered < QUESTIONS.len() { "; the others are marked below, pending or not run yet" } else { "" },
     )
 }
 
