@@ -314,9 +314,7 @@ pub(super) fn run(
 fn resolve(app: &Application, budget: Budget, place: &Place, extra: &[String]) -> Result<RunConfig> {
     let mut set = app.budget(budget).set.clone();
     set.extend(extra.iter().cloned());
-    set.push(format!("train.seed={}", place.seed));
-    set.push(format!("train.out_dir={:?}", place.run_dir.display().to_string()));
-    set.push(format!("train.threads={}", place.threads));
+    set.extend(super::run_overrides(place.seed, &place.run_dir, place.threads));
     RunConfig::from_user_toml_str(base_config(&app.base)?, &set)
 }
 

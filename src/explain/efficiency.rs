@@ -262,13 +262,8 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
     for arm in &spec.arms {
         let run_dir = dir.join("runs").join(slug(&arm.name));
         let mut set = b.set.clone();
-        set.extend(arm.set.iter().cloned());
-        if budget == Budget::Quick {
-            set.extend(arm.quick_set.iter().cloned());
-        }
-        set.push(format!("train.seed={seed}"));
-        set.push(format!("train.out_dir={:?}", run_dir.display().to_string()));
-        set.push(format!("train.threads={threads}"));
+        set.extend(arm.overrides(budget));
+        set.extend(super::run_overrides(seed, &run_dir, threads));
         let cfg = RunConfig::from_toml_str(base, &set)
             .with_context(|| format!("experiments/{}.toml, arm {:?}", q.id, arm.name))?;
         check_plan(plan, &cfg).with_context(|| format!("experiments/{}.toml, budget {}", q.id, budget.name()))?;

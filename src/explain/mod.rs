@@ -495,10 +495,7 @@ pub fn check_experiments() -> Result<usize> {
                 let Some(base) = arm.base.as_ref().or(spec.base.as_ref()) else { continue };
                 let base = base_config(base)?;
                 let mut set = b.set.clone();
-                set.extend(arm.set.iter().cloned());
-                if budget == Budget::Quick {
-                    set.extend(arm.quick_set.iter().cloned());
-                }
+                set.extend(arm.overrides(budget));
                 let cfg = crate::config::RunConfig::from_toml_str(base, &set).with_context(|| {
                     format!("experiments/{}.toml, arm {:?}, budget {}", q.id, arm.name, budget.name())
                 })?;
@@ -538,14 +535,9 @@ pub(crate) fn train_model(
     };
     let mut set = b.set.clone();
     if let Some(a) = arm {
-        set.extend(a.set.iter().cloned());
-        if budget == Budget::Quick {
-            set.extend(a.quick_set.iter().cloned());
-        }
+        set.extend(a.overrides(budget));
     }
-    set.push(format!("train.seed={}", b.seeds.first().copied().unwrap_or(1)));
-    set.push(format!("train.out_dir={:?}", run_dir.display().to_string()));
-    set.push(format!("train.threads={threads}"));
+    set.extend(run_overrides(b.seeds.first().copied().unwrap_or(1), run_dir, threads));
     let cfg = crate::config::RunConfig::from_toml_str(base, &set)
         .with_context(|| format!("experiments/{}.toml, arm {name:?}", q.id))?;
     let summary = crate::train::train(cfg.clone(), None, &crate::train::TrainOptions { quiet: true, json: false })
@@ -554,6 +546,25 @@ pub(crate) fn train_model(
 }
 
 /// The arm named `name` of an experiment.
+impl Arm {
+    /// The arm's own overrides at `budget`: its `set`, then at the quick budget its `quick_set`
+    /// (they follow the budget's `set`, so they win over it).
+    pub(crate) fn overrides(&self, budget: Budget) -> impl Iterator<Item = String> + '_ {
+        let quick: &[String] = if budget == Budget::Quick { &self.quick_set } else { &[] };
+        self.set.iter().chain(quick).cloned()
+    }
+}
+
+/// The overrides that place one training run: its seed, output folder and threads (last, so
+/// nothing in an experiment file can change them).
+pub(crate) fn run_overrides(seed: u64, run_dir: &Path, threads: usize) -> [String; 3] {
+    [
+        format!("train.seed={seed}"),
+        format!("train.out_dir={:?}", run_dir.display().to_string()),
+        format!("train.threads={threads}"),
+    ]
+}
+
 pub(crate) fn arm<'a>(q: &Question, spec: &'a Spec, name: &str) -> Result<&'a Arm> {
     spec.arms.iter().find(|a| a.name == name).with_context(|| format!("experiments/{}.toml has no arm {name:?}", q.id))
 }
