@@ -196,6 +196,14 @@ pub(crate) struct Spec {
     /// Base run config: a file under `experiments/base/`.
     #[serde(default)]
     pub base: Option<String>,
+    /// A sweep's corpora: every arm is trained on each (its base config replacing `base`), and
+    /// the fit, the n-grams and the findings are made per corpus. Empty: `base` alone.
+    #[serde(default)]
+    pub corpora: Vec<Corpus>,
+    /// The x axis of a sweep's validation curves: "step" (default) or "tokens" (training tokens,
+    /// step × batch × context, on log axes).
+    #[serde(default)]
+    pub curve_x: Option<String>,
     #[serde(default)]
     pub quick: BudgetSpec,
     #[serde(default)]
@@ -228,6 +236,16 @@ pub(crate) struct Spec {
     /// The applications of an `applications` experiment, each with its own base config.
     #[serde(default)]
     pub applications: Vec<applications::Application>,
+}
+
+/// One corpus of a sweep (see [`Spec::corpora`]).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Corpus {
+    /// Its name in the table, the charts and the findings (e.g. "WikiText-2").
+    pub name: String,
+    /// Its base run config, a file under `experiments/base/`.
+    pub base: String,
 }
 
 /// The synthetic data of a recall experiment (`data::synthetic`).
@@ -322,6 +340,9 @@ macro_rules! committed_config {
 pub(crate) fn base_config(name: &str) -> Result<&'static str> {
     Ok(match name {
         "lm-char.toml" => include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/base/lm-char.toml")),
+        "lm-wikitext2-char.toml" => {
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/base/lm-wikitext2-char.toml"))
+        }
         "trec-classify.toml" => {
             include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/base/trec-classify.toml"))
         }
@@ -491,8 +512,13 @@ pub fn check_experiments() -> Result<usize> {
             } else {
                 spec.arms.clone()
             };
-            for arm in arms {
-                let Some(base) = arm.base.as_ref().or(spec.base.as_ref()) else { continue };
+            let corpus_bases: Vec<Option<&String>> = if spec.corpora.is_empty() {
+                vec![spec.base.as_ref()]
+            } else {
+                spec.corpora.iter().map(|c| Some(&c.base)).collect()
+            };
+            for (arm, corpus_base) in arms.iter().flat_map(|a| corpus_bases.iter().map(move |&c| (a, c))) {
+                let Some(base) = arm.base.as_ref().or(corpus_base) else { continue };
                 let base = base_config(base)?;
                 let mut set = b.set.clone();
                 set.extend(arm.overrides(budget));

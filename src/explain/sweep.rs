@@ -6,7 +6,9 @@
 use super::{base_config, findings, new_result, Budget, ChartFiles, ExplainResult, Question, Spec, Table};
 use crate::config::RunConfig;
 use crate::eval::stability::summarize as stats;
-use crate::inspect::plot::{plot_heatmaps, plot_xy, read_metrics, Heatmap, Scale, XyChart, XySeries, HEALTH_KEYS};
+use crate::inspect::plot::{
+    plot_heatmaps, plot_xy, plot_xy_on, read_metrics, Axes, Heatmap, Scale, XyChart, XySeries, HEALTH_KEYS,
+};
 use crate::train::{train, TrainOptions};
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,12 @@ pub(crate) struct ArmRun {
     /// The `context` probe: (k, validation loss of a token given only the k tokens before it).
     #[serde(default)]
     pub context_losses: Vec<(usize, f64)>,
+    /// The corpus it trained on (`data.path`).
+    #[serde(default)]
+    pub data: String,
+    /// Training tokens per step: batch × accumulation × context.
+    #[serde(default)]
+    pub tokens_per_step: usize,
 }
 
 /// An arm's figures over its seeds.
@@ -86,6 +94,9 @@ pub(crate) struct ArmSummary {
     /// Mean over seeds of the context probe's loss per context length.
     #[serde(default)]
     pub context_losses: Vec<(usize, f64)>,
+    /// The corpus it trained on (`data.path`): losses are comparable only on the same one.
+    #[serde(default)]
+    pub data: String,
 }
 
 pub(super) fn run(
@@ -122,93 +133,143 @@ pub(super) fn run(
         }
         None => None,
     };
+    // The corpora: each named one prefixes its arms' names ("WikiText-2 · 2 × 64").
+    let corpora: Vec<(Option<&str>, Option<&str>)> = if spec.corpora.is_empty() {
+        vec![(None, spec.base.as_deref())]
+    } else {
+        spec.corpora.iter().map(|c| (Some(c.name.as_str()), Some(c.base.as_str()))).collect()
+    };
+    let arm_name = |corpus: Option<&str>, arm: &super::Arm| match corpus {
+        Some(c) => format!("{c} · {}", arm.name),
+        None => arm.name.clone(),
+    };
     let mut runs = Vec::new();
-    for arm in &spec.arms {
-        let base = arm.base.as_deref().or(spec.base.as_deref());
-        let base = base_config(base.context("a sweep experiment needs `base` (or each arm its own)")?)?;
-        for &seed in &seeds {
-            let run_dir = dir.join("runs").join(format!("{}-seed{seed}", slug(&arm.name)));
-            let mut set = b.set.clone();
-            set.extend(recall_data.clone());
-            set.extend(arm.overrides(budget));
-            set.extend(super::run_overrides(seed, &run_dir, threads));
-            let cfg = RunConfig::from_toml_str(base, &set)
-                .with_context(|| format!("experiments/{}.toml, arm {:?}", q.id, arm.name))?;
-            if seed == seeds[0] {
-                result.configs.push((arm.name.clone(), cfg.to_toml()));
-            }
-            let summary = train(cfg.clone(), None, &TrainOptions { quiet: true, json: false })
-                .with_context(|| format!("training arm {:?} (seed {seed})", arm.name))?;
-            let mut run = read_run(&arm.name, seed, &summary, &run_dir)?;
-            if spec.probes.iter().any(|p| p == "permutation") {
-                let (ordered, shuffled) = permutation_losses(&summary.checkpoint, &cfg, seed)?;
-                (run.last_loss_ordered, run.last_loss_shuffled) = (Some(ordered), Some(shuffled));
-            }
-            if spec.probes.iter().any(|p| p == "extrapolation") {
-                run.extrapolation = extrapolation_losses(&summary.checkpoint, &cfg)?;
-            }
-            if spec.probes.iter().any(|p| p == "diversity") {
-                run.head_diversity = head_diversity(&summary.checkpoint, &cfg)?;
-            }
-            if let Some(r) = &spec.recall {
-                run.recall_bins = recall_probe(&summary.checkpoint, r)?;
-            }
-            if spec.probes.iter().any(|p| p == "context") {
-                run.context_losses = context_losses(&summary.checkpoint, &cfg)?;
-            }
-            runs.push(run);
-            drop_weights(&run_dir);
-            if let Some(bar) = &bar {
-                bar.inc(1);
+    for &(corpus, corpus_base) in &corpora {
+        for arm in &spec.arms {
+            let name = arm_name(corpus, arm);
+            let base = arm.base.as_deref().or(corpus_base);
+            let base = base_config(base.context("a sweep experiment needs `base` (or each arm its own)")?)?;
+            for &seed in &seeds {
+                let run_dir = dir.join("runs").join(format!("{}-seed{seed}", slug(&name)));
+                let mut set = b.set.clone();
+                set.extend(recall_data.clone());
+                set.extend(arm.overrides(budget));
+                set.extend(super::run_overrides(seed, &run_dir, threads));
+                let cfg = RunConfig::from_toml_str(base, &set)
+                    .with_context(|| format!("experiments/{}.toml, arm {name:?}", q.id))?;
+                if seed == seeds[0] {
+                    result.configs.push((name.clone(), cfg.to_toml()));
+                }
+                let summary = train(cfg.clone(), None, &TrainOptions { quiet: true, json: false })
+                    .with_context(|| format!("training arm {name:?} (seed {seed})"))?;
+                let mut run = read_run(&name, seed, &summary, &run_dir)?;
+                run.data = cfg.data.path.clone();
+                run.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size;
+                if spec.probes.iter().any(|p| p == "permutation") {
+                    let (ordered, shuffled) = permutation_losses(&summary.checkpoint, &cfg, seed)?;
+                    (run.last_loss_ordered, run.last_loss_shuffled) = (Some(ordered), Some(shuffled));
+                }
+                if spec.probes.iter().any(|p| p == "extrapolation") {
+                    run.extrapolation = extrapolation_losses(&summary.checkpoint, &cfg)?;
+                }
+                if spec.probes.iter().any(|p| p == "diversity") {
+                    run.head_diversity = head_diversity(&summary.checkpoint, &cfg)?;
+                }
+                if let Some(r) = &spec.recall {
+                    run.recall_bins = recall_probe(&summary.checkpoint, r)?;
+                }
+                if spec.probes.iter().any(|p| p == "context") {
+                    run.context_losses = context_losses(&summary.checkpoint, &cfg)?;
+                }
+                runs.push(run);
+                drop_weights(&run_dir);
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
             }
         }
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let mut arms: Vec<ArmSummary> = spec
-        .arms
-        .iter()
-        .map(|a| summarize(&a.name, a.x, &runs.iter().filter(|r| r.arm == a.name).collect::<Vec<_>>()))
-        .collect();
-    match spec.x_from.as_deref() {
-        None => {}
-        Some("params") => arms.iter_mut().for_each(|a| a.x = Some(a.params as f64)),
-        Some(other) => anyhow::bail!("experiments/{}.toml: x_from = {other:?} (only \"params\")", q.id),
-    }
-    let fit = match spec.fit.as_deref() {
-        None => None,
-        Some("power_law") => {
-            let xy: Vec<(f64, f64)> = arms.iter().filter_map(|a| a.x.map(|x| (x, a.val_mean))).collect();
-            Some(PowerLaw::fit(&xy).with_context(|| format!("experiments/{}.toml: fit = \"power_law\"", q.id))?)
+    // Per corpus: the arms' summaries, the fit, the n-gram baselines and the findings.
+    let (mut arms, mut groups) = (Vec::new(), Vec::new());
+    for &(corpus, corpus_base) in &corpora {
+        let mut group: Vec<ArmSummary> = spec
+            .arms
+            .iter()
+            .map(|a| {
+                let name = arm_name(corpus, a);
+                summarize(&name, a.x, &runs.iter().filter(|r| r.arm == name).collect::<Vec<_>>())
+            })
+            .collect();
+        match spec.x_from.as_deref() {
+            None => {}
+            Some("params") => group.iter_mut().for_each(|a| a.x = Some(a.params as f64)),
+            Some(other) => anyhow::bail!("experiments/{}.toml: x_from = {other:?} (only \"params\")", q.id),
         }
-        Some(other) => anyhow::bail!("experiments/{}.toml: fit = {other:?} (only \"power_law\")", q.id),
-    };
-    let ngrams = if spec.ngram.is_empty() {
-        Vec::new()
-    } else {
-        let base = base_config(spec.base.as_deref().context("n-gram baselines need the experiment's `base`")?)?;
-        ngram_baselines(base, &b.set, &spec.ngram)?
-    };
+        let power_law = match spec.fit.as_deref() {
+            None => None,
+            Some("power_law") => {
+                let xy: Vec<(f64, f64)> = group.iter().filter_map(|a| a.x.map(|x| (x, a.val_mean))).collect();
+                Some(PowerLaw::fit(&xy).with_context(|| format!("experiments/{}.toml: fit = \"power_law\"", q.id))?)
+            }
+            Some(other) => anyhow::bail!("experiments/{}.toml: fit = {other:?} (only \"power_law\")", q.id),
+        };
+        let ngram = if spec.ngram.is_empty() {
+            Vec::new()
+        } else {
+            let base = base_config(corpus_base.context("n-gram baselines need the experiment's `base`")?)?;
+            ngram_baselines(base, &b.set, &spec.ngram)?
+        };
+        // The findings name the arms without their corpus, which prefixes each sentence.
+        let mut short = group.clone();
+        short.iter_mut().zip(&spec.arms).for_each(|(s, a)| s.arm = a.name.clone());
+        let short_runs: Vec<ArmRun> = spec
+            .arms
+            .iter()
+            .flat_map(|a| {
+                let name = arm_name(corpus, a);
+                runs.iter().filter(move |r| r.arm == name).map(|r| ArmRun { arm: a.name.clone(), ..r.clone() })
+            })
+            .collect();
+        let mut found = findings::sweep(spec, &short, &short_runs);
+        if let Some(f) = &power_law {
+            found.push(findings::power_law(f, spec.x_label.as_deref().unwrap_or("x")));
+        }
+        if !ngram.is_empty() {
+            found.push(findings::ngram(&ngram, &short));
+        }
+        result.findings.extend(found.into_iter().map(|f| match corpus {
+            Some(c) => format!("On {c}: {f}"),
+            None => f,
+        }));
+        arms.extend(group);
+        groups.push(CorpusFit { corpus: corpus.map(String::from), power_law, ngram });
+    }
     result.table = table(&arms, spec);
-    for g in &ngrams {
-        let mut row = vec!["–".to_string(); result.table.columns.len()];
-        row[0] = format!("Kneser-Ney {}-gram (d = {NGRAM_DISCOUNT})", g.order);
-        row[1] = format!("{:.4}", g.val_loss);
-        row[4] = format!("{} counts", g.counts);
-        row[6] = format!("{:.1}", g.seconds);
-        result.table.rows.push(row);
+    for g in &groups {
+        for n in &g.ngram {
+            let mut row = vec!["–".to_string(); result.table.columns.len()];
+            let model = format!("Kneser-Ney {}-gram (d = {NGRAM_DISCOUNT})", n.order);
+            row[0] = g.corpus.as_ref().map_or(model.clone(), |c| format!("{c} · {model}"));
+            row[1] = format!("{:.4}", n.val_loss);
+            row[4] = format!("{} counts", n.counts);
+            row[6] = format!("{:.1}", n.seconds);
+            result.table.rows.push(row);
+        }
     }
-    result.charts = charts(spec, &arms, &runs, dir, fit.as_ref(), &ngrams)?;
-    result.findings = findings::sweep(spec, &arms, &runs);
-    if let Some(f) = &fit {
-        result.findings.push(findings::power_law(f, spec.x_label.as_deref().unwrap_or("x")));
-    }
-    if !ngrams.is_empty() {
-        result.findings.push(findings::ngram(&ngrams, &arms));
-    }
-    result.data = serde_json::json!({ "arms": arms, "runs": runs, "power_law": fit, "ngram": ngrams });
+    result.charts = charts(spec, &arms, &runs, dir, &groups)?;
+    result.data = serde_json::json!({ "arms": arms, "runs": runs, "corpora": groups });
     Ok(result)
+}
+
+/// A corpus's fit and baselines (one unnamed corpus unless the experiment lists `corpora`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct CorpusFit {
+    pub corpus: Option<String>,
+    pub power_law: Option<PowerLaw>,
+    pub ngram: Vec<NgramBaseline>,
 }
 
 /// The n-gram baselines' discount (Kneser & Ney's usual absolute discount).
@@ -225,17 +286,25 @@ pub(crate) struct NgramBaseline {
 }
 
 /// Counts n-grams of the experiment's data (its characters, split as training splits them)
-/// and scores the validation split.
+/// and scores the validation split; the unigram is interpolated with the uniform distribution
+/// over the file's characters (`KneserNey::with_vocabulary`).
 fn ngram_baselines(base: &str, set: &[String], orders: &[usize]) -> Result<Vec<NgramBaseline>> {
     let cfg = RunConfig::from_toml_str(base, set)?;
     let text = crate::util::read_corpus(Path::new(&cfg.data.path))?;
-    let tokens: Vec<u32> = text.chars().map(|c| c as u32).collect();
+    // Ids over the characters of the whole file, as the networks' character tokenizer has them:
+    // a character only the validation split holds still has a (uniform) probability.
+    let mut chars: Vec<char> = text.chars().collect();
+    chars.sort_unstable();
+    chars.dedup();
+    let id = |c: char| chars.binary_search(&c).expect("a character of the text") as u32;
+    let tokens: Vec<u32> = text.chars().map(id).collect();
     let split = crate::data::TokenDataset::split(tokens, cfg.data.val_fraction)?;
     orders
         .iter()
         .map(|&order| {
             let start = std::time::Instant::now();
-            let m = crate::model::ngram::KneserNey::fit(&split.train, order, NGRAM_DISCOUNT)?;
+            let m = crate::model::ngram::KneserNey::fit(&split.train, order, NGRAM_DISCOUNT)?
+                .with_vocabulary(chars.len())?;
             let val_loss = m.cross_entropy(&split.val)?;
             Ok(NgramBaseline { order, val_loss, counts: m.stored_counts(), seconds: start.elapsed().as_secs_f64() })
         })
@@ -280,6 +349,16 @@ pub(super) fn drop_weights(run_dir: &Path) {
     for ck in ["ckpt", "ckpt_best"] {
         let _ = std::fs::remove_dir_all(run_dir.join(ck));
     }
+}
+
+/// Whether the arm named `arm` belongs to corpus `g` (every arm when the corpus is unnamed).
+fn in_group(arm: &str, g: &CorpusFit) -> bool {
+    g.corpus.as_ref().is_none_or(|c| arm.starts_with(&format!("{c} · ")))
+}
+
+/// An arm's name without its corpus prefix.
+fn short_name(arm: &str, g: &CorpusFit) -> String {
+    g.corpus.as_ref().and_then(|c| arm.strip_prefix(&format!("{c} · "))).unwrap_or(arm).to_string()
 }
 
 /// A file-name-safe form of an arm's name.
@@ -327,6 +406,8 @@ fn read_run(arm: &str, seed: u64, s: &crate::train::TrainSummary, run_dir: &Path
         head_diversity: Vec::new(),
         recall_bins: Vec::new(),
         context_losses: Vec::new(),
+        data: String::new(),
+        tokens_per_step: 0,
     })
 }
 
@@ -601,6 +682,7 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
                 })
                 .collect()
         }),
+        data: runs.first().map_or(String::new(), |r| r.data.clone()),
     }
 }
 
@@ -717,43 +799,64 @@ fn charts(
     arms: &[ArmSummary],
     runs: &[ArmRun],
     dir: &Path,
-    fit: Option<&PowerLaw>,
-    ngrams: &[NgramBaseline],
+    groups: &[CorpusFit],
 ) -> Result<Vec<ChartFiles>> {
     let mut out = Vec::new();
-    // Validation loss during training: each arm's first seed.
-    let curves = arms
-        .iter()
-        .filter_map(|a| runs.iter().find(|r| r.arm == a.arm))
-        .map(|r| XySeries { name: r.arm.clone(), points: r.val_curve.clone() })
-        .collect();
-    let c = XyChart {
-        title: "validation loss during training".into(),
-        x: "step".into(),
-        y: "val loss".into(),
-        series: curves,
-        scatter: false,
-    };
-    out.push(draw(&c, "val_loss_curves", dir)?);
+    // Validation loss during training: each arm's first seed, one chart per corpus.
+    let tokens = spec.curve_x.as_deref() == Some("tokens");
+    for g in groups {
+        let curves = arms
+            .iter()
+            .filter(|a| in_group(&a.arm, g))
+            .filter_map(|a| runs.iter().find(|r| r.arm == a.arm))
+            .map(|r| XySeries {
+                name: short_name(&r.arm, g),
+                points: r
+                    .val_curve
+                    .iter()
+                    .map(|&(step, l)| (if tokens { step * r.tokens_per_step as f64 } else { step }, l))
+                    .collect(),
+            })
+            .collect();
+        let c = XyChart {
+            title: match &g.corpus {
+                Some(name) => format!("{name}: validation loss during training"),
+                None => "validation loss during training".into(),
+            },
+            x: if tokens { "training tokens (step × batch × context)".into() } else { "step".into() },
+            y: "val loss".into(),
+            series: curves,
+            scatter: false,
+        };
+        let file = g.corpus.as_ref().map_or("val_loss_curves".into(), |name| format!("val_loss_curves_{}", slug(name)));
+        let axes = Axes { log_x: tokens, log_y: tokens };
+        out.push(write_chart_pair(&c.title, &file, dir, |path| plot_xy_on(&c, axes, path).map(|_| ()))?);
+    }
     // Final validation loss: against the arms' x when they have one, else one point per arm.
+    let prefix = |g: &CorpusFit, what: String| g.corpus.as_ref().map_or(what.clone(), |c| format!("{c}: {what}"));
     let c = match &spec.x_label {
         Some(x) => XyChart {
             title: format!("final validation loss against {x}"),
             x: x.clone(),
             y: "val loss (mean over seeds)".into(),
-            series: std::iter::once(XySeries {
-                name: "val loss".into(),
-                points: arms.iter().filter_map(|a| a.x.map(|x| (x, a.val_mean))).collect(),
-            })
-            .chain(fit.map(|f| XySeries {
-                name: format!("fit ({:.3e} / x)^{:.4}", f.x_c, f.alpha),
-                points: arms.iter().filter_map(|a| a.x.map(|x| (x, f.at(x)))).collect(),
-            }))
-            .chain((!ngrams.is_empty()).then(|| XySeries {
-                name: "Kneser-Ney n-grams (x = stored counts)".into(),
-                points: ngrams.iter().map(|g| (g.counts as f64, g.val_loss)).collect(),
-            }))
-            .collect(),
+            series: groups
+                .iter()
+                .flat_map(|g| {
+                    let group: Vec<&ArmSummary> = arms.iter().filter(|a| in_group(&a.arm, g)).collect();
+                    std::iter::once(XySeries {
+                        name: prefix(g, "val loss".into()),
+                        points: group.iter().filter_map(|a| a.x.map(|x| (x, a.val_mean))).collect(),
+                    })
+                    .chain(g.power_law.map(|f| XySeries {
+                        name: prefix(g, format!("fit, α = {:.4}", f.alpha)),
+                        points: group.iter().filter_map(|a| a.x.map(|x| (x, f.at(x)))).collect(),
+                    }))
+                    .chain((!g.ngram.is_empty()).then(|| XySeries {
+                        name: prefix(g, "n-grams (x = counts)".into()),
+                        points: g.ngram.iter().map(|n| (n.counts as f64, n.val_loss)).collect(),
+                    }))
+                })
+                .collect(),
             scatter: false,
         },
         None => XyChart {
@@ -768,7 +871,10 @@ fn charts(
             scatter: true,
         },
     };
-    out.push(draw(&c, "val_loss_final", dir)?);
+    // A power law is a straight line on log-log axes.
+    let axes = if spec.fit.is_some() { Axes { log_x: true, log_y: true } } else { Axes::default() };
+    out.push(write_chart_pair(&c.title, "val_loss_final", dir, |path| plot_xy_on(&c, axes, path).map(|_| ()))?);
+
     if arms.iter().any(|a| !a.extrapolation.is_empty()) {
         let c = XyChart {
             title: "length extrapolation: validation loss against tokens read".into(),
@@ -886,7 +992,10 @@ type CostOf = fn(&ArmSummary) -> Option<f64>;
 /// Question 10: every run of the other results present in `out`, as points of validation loss
 /// against parameters, FLOPs per token and time; the Pareto front of each.
 pub(super) fn pareto(q: &Question, spec: &Spec, budget: Budget, out: &Path, dir: &Path) -> Result<ExplainResult> {
-    let mut points: Vec<(String, ArmSummary)> = Vec::new();
+    // Losses compare only on one corpus: the base config's.
+    let base = base_config(spec.base.as_deref().context("a pareto experiment needs `base` (its corpus)")?)?;
+    let corpus = RunConfig::from_toml_str(base, &[])?.data.path;
+    let (mut points, mut other_corpus): (Vec<(String, ArmSummary)>, Vec<String>) = (Vec::new(), Vec::new());
     for other in super::QUESTIONS.iter().filter(|o| o.id != q.id) {
         let path = out.join(other.id).join("result.json");
         let Ok(r) = super::ExplainResult::read(&path) else { continue };
@@ -894,11 +1003,17 @@ pub(super) fn pareto(q: &Question, spec: &Spec, budget: Budget, out: &Path, dir:
         else {
             continue;
         };
-        points.extend(arms.into_iter().map(|a| (other.id.to_string(), a)));
+        for a in arms {
+            if a.data == corpus {
+                points.push((other.id.to_string(), a));
+            } else {
+                other_corpus.push(format!("{}: {}", other.id, a.arm));
+            }
+        }
     }
     ensure!(
         !points.is_empty(),
-        "question {} compares the runs of the other experiments: run some first (lmlab explain run all)",
+        "question {} compares the runs of the other experiments on {corpus}: run some first (lmlab explain run all)",
         q.number
     );
     let mut result = new_result(q, spec, budget, Vec::new());
@@ -912,6 +1027,9 @@ pub(super) fn pareto(q: &Question, spec: &Spec, budget: Budget, out: &Path, dir:
     for (name, label, f) in axes {
         let all: Vec<(f64, f64, String)> =
             points.iter().filter_map(|(id, a)| f(a).map(|x| (x, a.val_mean, format!("{id}: {}", a.arm)))).collect();
+        if all.is_empty() {
+            continue; // e.g. FLOPs when only recurrent baselines are present
+        }
         let front = pareto_front(&all);
         let c = XyChart {
             title: format!("validation loss against {label}"),
@@ -928,6 +1046,12 @@ pub(super) fn pareto(q: &Question, spec: &Spec, budget: Budget, out: &Path, dir:
         fronts.insert(name.into(), serde_json::json!(front));
     }
     result.charts = charts;
+    if !other_corpus.is_empty() {
+        result.findings.push(format!(
+            "Left out, trained on another corpus than {corpus} (their losses are not comparable): {}.",
+            other_corpus.join(", ")
+        ));
+    }
     result.table = Table {
         columns: ["experiment: arm", "val loss", "parameters", "forward FLOPs/token", "s per run"]
             .map(String::from)
@@ -997,5 +1121,67 @@ mod tests {
         let front = pareto_front(&[p(3.0, 1.0), p(1.0, 3.0), p(2.0, 2.5), p(2.0, 3.5), p(4.0, 1.5)]);
         let xy: Vec<(f64, f64)> = front.iter().map(|q| (q.0, q.1)).collect();
         assert_eq!(xy, vec![(1.0, 3.0), (2.0, 2.5), (3.0, 1.0)]);
+    }
+
+    fn fake_run(arm: &str, val_loss: f64, params: usize, data: &str) -> ArmRun {
+        ArmRun {
+            arm: arm.into(),
+            seed: 1,
+            val_loss,
+            train_loss: val_loss,
+            val_curve: vec![(100.0, val_loss)],
+            seconds: 1.0,
+            ms_per_iter: 10.0,
+            params,
+            flops_per_token: None,
+            grad_norm: vec![],
+            attn_entropy: vec![],
+            dead_share: vec![],
+            last_loss_ordered: None,
+            last_loss_shuffled: None,
+            extrapolation: vec![],
+            head_diversity: vec![],
+            recall_bins: vec![],
+            context_losses: vec![],
+            data: data.into(),
+            tokens_per_step: 512,
+        }
+    }
+
+    #[test]
+    fn pareto_compares_only_runs_on_its_corpus() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = RunConfig::from_toml_str(base_config("lm-char.toml").unwrap(), &[]).unwrap();
+        let write = |id: &str, runs: &[ArmRun]| {
+            let q = super::super::question(id).unwrap();
+            let spec: Spec = toml::from_str(q.experiment.unwrap()).unwrap();
+            let mut r = new_result(q, &spec, Budget::Quick, vec![1]);
+            let arms: Vec<ArmSummary> = runs.iter().map(|x| summarize(&x.arm, None, &[x])).collect();
+            r.data = serde_json::json!({ "arms": arms });
+            std::fs::create_dir_all(dir.path().join(id)).unwrap();
+            std::fs::write(dir.path().join(id).join("result.json"), serde_json::to_string(&r).unwrap()).unwrap();
+        };
+        let shakespeare = base.data.path.as_str();
+        write("scale", &[fake_run("small", 2.6, 1000, shakespeare), fake_run("big", 2.4, 9000, shakespeare)]);
+        // Lower losses on easier data: they would take the whole front if they were compared.
+        write("long-range", &[fake_run("LSTM", 1.3, 500, "out/recall.txt")]);
+        let q = super::super::question("pareto").unwrap();
+        let spec: Spec = toml::from_str(q.experiment.unwrap()).unwrap();
+        let out = dir.path().join("pareto");
+        std::fs::create_dir_all(&out).unwrap();
+        let r = pareto(q, &spec, Budget::Quick, dir.path(), &out).unwrap();
+        let points = r.data["points"].as_array().unwrap();
+        assert_eq!(points.len(), 2, "{points:?}");
+        assert!(points.iter().all(|p| p["experiment"] == "scale"));
+        assert_eq!(r.data["fronts"]["params"].as_array().unwrap().len(), 2);
+        assert!(
+            r.findings.iter().any(|f| f.starts_with("Left out") && f.contains("long-range: LSTM")),
+            "{:?}",
+            r.findings
+        );
+        // Nothing on the corpus: an error that says so.
+        std::fs::remove_dir_all(dir.path().join("scale")).unwrap();
+        let e = pareto(q, &spec, Budget::Quick, dir.path(), &out).unwrap_err().to_string();
+        assert!(e.contains("tinyshakespeare.txt"), "{e}");
     }
 }

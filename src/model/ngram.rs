@@ -12,7 +12,11 @@
 //! unigram:        P(w) = N₁₊(· w) / N₁₊(· ·)
 //! ```
 //!
-//! c counts occurrences and N₁₊ distinct types (· is any token). A context never seen
+//! c counts occurrences and N₁₊ distinct types (· is any token). NLTK's unigram gives a token
+//! never seen in training probability 0; [`KneserNey::with_vocabulary`] instead interpolates the
+//! unigram with the uniform distribution over a vocabulary of V tokens, as Chen & Goodman's
+//! interpolated Kneser-Ney does (`P(w) = max(N₁₊(· w) − d, 0) / N₁₊(· ·) + d · N₁₊(·) / N₁₊(· ·) / V`,
+//! N₁₊(·) the number of unigram types), so every token of the vocabulary scores. A context never seen
 //! followed by a token (or, at a lower order, never seen after any token: only at the very
 //! start of the text, where NLTK divides by zero) has α = 0, γ = 1.
 
@@ -30,6 +34,8 @@ pub struct KneserNey {
     /// middle → N₁₊(· middle ·).
     continuation: Vec<HashMap<Vec<u32>, HashMap<u32, u64>>>,
     continuation_total: Vec<HashMap<Vec<u32>, u64>>,
+    /// V of the uniform distribution under the unigram, or None (NLTK's unigram).
+    uniform_vocab: Option<usize>,
 }
 
 impl KneserNey {
@@ -56,7 +62,21 @@ impl KneserNey {
                 *continuation_total[k - 2].entry(middle).or_default() += next.len() as u64;
             }
         }
-        Ok(KneserNey { order, discount, raw, continuation, continuation_total })
+        Ok(KneserNey { order, discount, raw, continuation, continuation_total, uniform_vocab: None })
+    }
+
+    /// The model with its unigram interpolated with the uniform distribution over `vocab_size`
+    /// tokens (ids below it; see the module notes): tokens never seen in training then get a
+    /// probability above zero. The vocabulary must hold every training token.
+    pub fn with_vocabulary(mut self, vocab_size: usize) -> Result<KneserNey> {
+        let seen = self.continuation[0].get(&Vec::new()).map_or(0, |c| c.len());
+        let largest = self.raw[0].get(&Vec::new()).and_then(|c| c.keys().max().copied());
+        ensure!(
+            largest.is_none_or(|id| (id as usize) < vocab_size) && seen <= vocab_size,
+            "a vocabulary of {vocab_size} tokens does not hold every training token (largest id {largest:?})"
+        );
+        self.uniform_vocab = Some(vocab_size);
+        Ok(self)
     }
 
     pub fn order(&self) -> usize {
@@ -77,7 +97,15 @@ impl KneserNey {
         if u.is_empty() {
             let seen = self.continuation[0].get(&Vec::new()).and_then(|c| c.get(&w)).copied().unwrap_or(0);
             let total = self.continuation_total[0].get(&Vec::new()).copied().unwrap_or(0);
-            return if total == 0 { 0.0 } else { seen as f64 / total as f64 };
+            return match self.uniform_vocab {
+                _ if total == 0 => self.uniform_vocab.map_or(0.0, |v| 1.0 / v as f64),
+                None => seen as f64 / total as f64,
+                Some(v) => {
+                    let types = self.continuation[0].get(&Vec::new()).map_or(0, |c| c.len()) as f64;
+                    let (total, d) = (total as f64, self.discount);
+                    (seen as f64 - d).max(0.0) / total + d * types / total / v as f64
+                }
+            };
         }
         let m = u.len();
         let lower = self.prob(w, &u[1..]);
@@ -99,7 +127,8 @@ impl KneserNey {
 
     /// Mean −ln P(token | the tokens before it) over `tokens[order − 1..]` (every scored token
     /// has a full context), in nats, comparable with a neural model's cross-entropy. A token
-    /// the model gives probability 0 (never seen in training) is an error naming it.
+    /// the model gives probability 0 (never seen in training, without [`Self::with_vocabulary`])
+    /// is an error naming it.
     pub fn cross_entropy(&self, tokens: &[u32]) -> Result<f64> {
         let start = self.order - 1;
         ensure!(tokens.len() > start, "{} tokens are too few to score with {}-grams", tokens.len(), self.order);
@@ -132,5 +161,30 @@ mod tests {
         }
         assert!(KneserNey::fit(&text, 1, 0.1).is_err());
         assert!(KneserNey::fit(&text, 3, 1.5).is_err());
+    }
+
+    #[test]
+    fn a_vocabulary_gives_unseen_tokens_mass_and_still_sums_to_one() {
+        let text: Vec<u32> = "abracadabra arbadacarba cadabra".bytes().map(u32::from).collect();
+        let v = 128; // every byte below 128: most never seen
+        for order in 2..=4 {
+            let m = KneserNey::fit(&text, order, 0.75).unwrap().with_vocabulary(v).unwrap();
+            for ctx in [&text[..0], &text[3..4], &text[5..8], &[b'z' as u32, b'a' as u32][..]] {
+                let total: f64 = (0..v as u32).map(|w| m.prob(w, ctx)).sum();
+                assert!((total - 1.0).abs() < 1e-12, "order {order}, context {ctx:?}: {total}");
+            }
+            // An unseen token: d · N₁₊(·) / N₁₊(· ·) / V at the unigram, scaled by the γs above.
+            assert!(m.prob(b'z' as u32, &[]) > 0.0);
+            let unseen = m.cross_entropy(&"abracazabra".bytes().map(u32::from).collect::<Vec<_>>()).unwrap();
+            assert!(unseen.is_finite());
+            assert!(KneserNey::fit(&text, order, 0.75).unwrap().cross_entropy(&[97, 98, 114, 97, 122]).is_err());
+        }
+        // The unigram by hand: 13 distinct bigrams, 6 distinct second characters, "a" after 5
+        // distinct characters, "z" after none: (5 − 0.75) / 13 + 0.75 · 6 / 13 / 128, and the
+        // second term alone.
+        let m = KneserNey::fit(&text, 2, 0.75).unwrap().with_vocabulary(v).unwrap();
+        assert!((m.prob(b'a' as u32, &[]) - (4.25 / 13.0 + 4.5 / 13.0 / 128.0)).abs() < 1e-15);
+        assert!((m.prob(b'z' as u32, &[]) - 4.5 / 13.0 / 128.0).abs() < 1e-15);
+        assert!(KneserNey::fit(&text, 2, 0.75).unwrap().with_vocabulary(5).is_err());
     }
 }

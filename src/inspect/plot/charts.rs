@@ -27,6 +27,7 @@ pub(super) fn charts(m: &RunMetrics) -> Vec<Chart> {
         x_desc: "iteration".into(),
         y_desc: y.into(),
         log_y: log,
+        log_x: false,
         legend: false,
         scatter: false,
         series: vec![Series { name: y.into(), points: finite(&line.points, log), color, markers: false }],
@@ -38,6 +39,7 @@ pub(super) fn charts(m: &RunMetrics) -> Vec<Chart> {
             x_desc: "iteration".into(),
             y_desc: "cross-entropy (nats)".into(),
             log_y: false,
+            log_x: false,
             legend: true,
             scatter: false,
             series: vec![
@@ -95,6 +97,7 @@ pub(super) fn charts(m: &RunMetrics) -> Vec<Chart> {
             x_desc: "iteration".into(),
             y_desc: key.replace('_', " "),
             log_y: log,
+            log_x: false,
             legend: true,
             scatter: false,
             series,

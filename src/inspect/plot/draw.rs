@@ -26,6 +26,8 @@ pub(super) struct Chart {
     pub(super) x_desc: String,
     pub(super) y_desc: String,
     pub(super) log_y: bool,
+    /// Draw x on a log axis (e.g. parameters from 10^4 to 10^7).
+    pub(super) log_x: bool,
     /// Name the series in a column on the right.
     pub(super) legend: bool,
     /// Points only (a scatter plot), no lines.
@@ -34,8 +36,9 @@ pub(super) struct Chart {
 }
 
 const SIZE: (u32, u32) = (960, 540);
-/// Pixels of the legend column.
+/// Pixels of the legend column: at least this, wider for long names (up to `LEGEND_MAX`).
 const LEGEND_WIDTH: u32 = 150;
+const LEGEND_MAX: u32 = 420;
 
 /// `lo..hi` with a margin, never empty.
 fn padded(lo: f64, hi: f64) -> Range<f64> {
@@ -62,22 +65,35 @@ fn tick_label(y: f64) -> String {
     }
 }
 
+/// A log axis's tick label: k, M, G for thousands and up (10k, 200k, 1M), else [`tick_label`].
+fn si_label(v: f64) -> String {
+    match v.abs() {
+        a if a >= 1e9 => format!("{}G", tick_label(v / 1e9)),
+        a if a >= 1e6 => format!("{}M", tick_label(v / 1e6)),
+        a if a >= 1e4 => format!("{}k", tick_label(v / 1e3)),
+        _ => tick_label(v),
+    }
+}
+
 fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing the chart failed: {e:?}")
 }
 
-/// Draws `c` (whose y values are already log10 when `c.log_y`) with `y_label` formatting the
-/// y ticks.
-fn draw_on<DB, Y>(
+/// Draws `c` (whose values are already log10 on a log axis) with `x_label` and `y_label`
+/// formatting the ticks.
+fn draw_on<DB, X, Y>(
     root: &DrawingArea<DB, Shift>,
     c: &Chart,
-    x: Range<f64>,
+    x: X,
     y: Y,
+    x_label: &dyn Fn(&f64) -> String,
     y_label: &dyn Fn(&f64) -> String,
     text: bool,
 ) -> Result<()>
 where
     DB: DrawingBackend,
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
     Y: AsRangedCoord<Value = f64>,
     Y::CoordDescType: ValueFormatter<f64>,
 {
@@ -89,7 +105,10 @@ where
         if text { root.margin(8, 0, 0, 0).titled(&c.title, (FONT, 24)).map_err(draw_err)? } else { root.clone() };
     let (plot, side) = if legend {
         let (w, _) = area.dim_in_pixel();
-        let (l, r) = area.split_horizontally(w.saturating_sub(LEGEND_WIDTH));
+        // About 8 pixels a character at the legend's 15-pixel font, after the 36-pixel swatch.
+        let longest = c.series.iter().map(|s| s.name.chars().count()).max().unwrap_or(0) as u32;
+        let width = (44 + 8 * longest).clamp(LEGEND_WIDTH, LEGEND_MAX);
+        let (l, r) = area.split_horizontally(w.saturating_sub(width));
         (l, Some(r))
     } else {
         (area, None)
@@ -109,7 +128,7 @@ where
             .y_desc(c.y_desc.as_str())
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 16))
-            .x_label_formatter(if c.scatter { &|x| tick_label(*x) } else { &|x| format!("{x:.0}") })
+            .x_label_formatter(x_label)
             .y_label_formatter(y_label);
     } else {
         // No labels at all: without a font, plotters cannot measure or draw text.
@@ -138,19 +157,20 @@ where
     Ok(())
 }
 
-/// Draws `c` onto a backend, with a log or linear y axis.
+/// Draws `c` onto a backend, each axis log or linear.
 ///
-/// A log axis is drawn as log10(y) on a linear axis with ticks at 1, 2 and 5 × 10^k:
+/// A log axis is drawn as log10(v) on a linear axis with ticks at 1, 2 and 5 × 10^k:
 /// plotters' own log axis puts no tick below the first power of ten in range.
 fn draw_any<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart, text: bool) -> Result<()> {
     let logged;
-    let c = if c.log_y {
+    let c = if c.log_x || c.log_y {
+        let f = |v: f64, log: bool| if log { v.log10() } else { v };
         let series = c
             .series
             .iter()
             .map(|s| Series {
                 name: s.name.clone(),
-                points: s.points.iter().map(|&(x, y)| (x, y.log10())).collect(),
+                points: s.points.iter().map(|&(x, y)| (f(x, c.log_x), f(y, c.log_y))).collect(),
                 color: s.color,
                 markers: s.markers,
             })
@@ -160,7 +180,8 @@ fn draw_any<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart, text: b
             title: c.title.clone(),
             x_desc: c.x_desc.clone(),
             y_desc: c.y_desc.clone(),
-            log_y: true,
+            log_y: c.log_y,
+            log_x: c.log_x,
             legend: c.legend,
             scatter: c.scatter,
             series,
@@ -172,13 +193,18 @@ fn draw_any<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart, text: b
     let pts = || c.series.iter().flat_map(|s| s.points.iter().copied());
     let (x0, x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (x, _)| (a.min(x), b.max(x)));
     let (y0, y1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, y)| (a.min(y), b.max(y)));
-    let x = if x1 > x0 { x0..x1 } else { x0 - 1.0..x1 + 1.0 };
-    if c.log_y {
-        let y = if y1 - y0 < 0.2 { y0 - 0.3..y1 + 0.3 } else { padded(y0, y1) };
-        let axis = LogAxis { major: log_ticks(&y, false), minor: log_ticks(&y, true), range: y };
-        draw_on(&root, c, x, axis, &|v| tick_label(10f64.powf(*v)), text)
-    } else {
-        draw_on(&root, c, x, padded(y0, y1), &|v| tick_label(*v), text)
+    let log_axis = |lo: f64, hi: f64| {
+        let r = if hi - lo < 0.02 { lo - 0.01..hi + 0.01 } else { padded(lo, hi) };
+        LogAxis { major: log_ticks(&r, false), minor: log_ticks(&r, true), range: r }
+    };
+    let log_label = |v: &f64| si_label(10f64.powf(*v));
+    let x_linear = if x1 > x0 { x0..x1 } else { x0 - 1.0..x1 + 1.0 };
+    let x_label: &dyn Fn(&f64) -> String = if c.scatter { &|x| tick_label(*x) } else { &|x| format!("{x:.0}") };
+    match (c.log_x, c.log_y) {
+        (false, false) => draw_on(&root, c, x_linear, padded(y0, y1), x_label, &|v| tick_label(*v), text),
+        (false, true) => draw_on(&root, c, x_linear, log_axis(y0, y1), x_label, &log_label, text),
+        (true, false) => draw_on(&root, c, log_axis(x0, x1), padded(y0, y1), &log_label, &|v| tick_label(*v), text),
+        (true, true) => draw_on(&root, c, log_axis(x0, x1), log_axis(y0, y1), &log_label, &log_label, text),
     }
 }
 
@@ -210,14 +236,16 @@ impl Ranged for LogAxis {
     }
 }
 
-/// log10 of 1, 2, 5 × 10^k (every digit when that gives fewer than four, or `all`) inside
-/// the log10 range `r`.
+/// Tick places (log10) inside the log10 range `r`: m × 10^k for the first set of mantissas m
+/// that gives enough ticks — powers of ten over three decades or more; then 1, 2, 5; then 1, 2, 3, 5; then every digit; then every tenth
+/// (1.0, 1.1, … for a range narrower than a decade). `all`: the light grid lines, one level
+/// finer than the labelled ticks.
 fn log_ticks(r: &Range<f64>, all: bool) -> Vec<f64> {
-    let pick = |digits: &[f64]| -> Vec<f64> {
+    let pick = |mantissas: &[f64]| -> Vec<f64> {
         let mut out = Vec::new();
         for k in r.start.floor() as i32..=r.end.ceil() as i32 {
-            for d in digits {
-                let v = d.log10() + k as f64;
+            for m in mantissas {
+                let v = m.log10() + k as f64;
                 if r.contains(&v) {
                     out.push(v);
                 }
@@ -225,12 +253,12 @@ fn log_ticks(r: &Range<f64>, all: bool) -> Vec<f64> {
         }
         out
     };
-    let coarse = pick(&[1.0, 2.0, 5.0]);
-    if coarse.len() >= 4 && !all {
-        coarse
-    } else {
-        pick(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
-    }
+    let tenths: Vec<f64> = (10..100).map(|i| i as f64 / 10.0).collect();
+    let levels: [&[f64]; 5] =
+        [&[1.0], &[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 5.0], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], &tenths];
+    let need = [3, 4, 3, 3, 0];
+    let level = (0..levels.len()).find(|&i| pick(levels[i]).len() >= need[i]).unwrap_or(levels.len() - 1);
+    pick(levels[if all { (level + 1).min(levels.len() - 1) } else { level }])
 }
 
 /// Writes `c` to `path` as PNG or SVG.

@@ -105,6 +105,7 @@ pub fn plot_schedule(schedule: &LrSchedule, iters: u64, path: &Path) -> Result<b
         x_desc: "iteration".into(),
         y_desc: "learning rate".into(),
         log_y: false,
+        log_x: false,
         legend: false,
         scatter: false,
         series: vec![Series { name: "learning rate".into(), points, color: RGBColor(20, 120, 60), markers: false }],
@@ -151,6 +152,18 @@ const PALETTE: [RGBColor; 8] = [
 
 /// Draws `c` into `path` (.png or .svg). Returns whether the chart has text.
 pub fn plot_xy(c: &XyChart, path: &Path) -> Result<bool> {
+    plot_xy_on(c, Axes::default(), path)
+}
+
+/// Linear or logarithmic axes of an [`XyChart`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Axes {
+    pub log_x: bool,
+    pub log_y: bool,
+}
+
+/// [`plot_xy`] with the given axes; on a log axis, points at or below zero are left out.
+pub fn plot_xy_on(c: &XyChart, axes: Axes, path: &Path) -> Result<bool> {
     let format = Format::of_path(path)?;
     let series: Vec<Series> = c
         .series
@@ -158,7 +171,13 @@ pub fn plot_xy(c: &XyChart, path: &Path) -> Result<bool> {
         .enumerate()
         .map(|(i, s)| Series {
             name: s.name.clone(),
-            points: s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect(),
+            points: s
+                .points
+                .iter()
+                .copied()
+                .filter(|&(x, y)| x.is_finite() && y.is_finite())
+                .filter(|&(x, y)| (!axes.log_x || x > 0.0) && (!axes.log_y || y > 0.0))
+                .collect(),
             color: PALETTE[i % PALETTE.len()],
             markers: true,
         })
@@ -170,7 +189,8 @@ pub fn plot_xy(c: &XyChart, path: &Path) -> Result<bool> {
         title: c.title.clone(),
         x_desc: c.x.clone(),
         y_desc: c.y.clone(),
-        log_y: false,
+        log_y: axes.log_y,
+        log_x: axes.log_x,
         legend: series.len() > 1,
         scatter: c.scatter,
         series,
