@@ -48,8 +48,12 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
                 best.arm, ranked[1].arm
             ));
         } else {
+            let more = match spec.full.seeds.len() {
+                n if n > 1 => format!(" (--budget full runs {n} seeds)"),
+                _ => String::new(),
+            };
             out.push(format!(
-                "The lead of {} over the runner-up {} is {gap:.3}; with one seed, differences this small may be noise (--budget full runs several seeds).",
+                "The lead of {} over the runner-up {} is {gap:.3}; with one seed, differences this small may be noise{more}.",
                 best.arm, ranked[1].arm
             ));
         }
