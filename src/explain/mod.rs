@@ -238,6 +238,17 @@ pub(crate) struct Spec {
     pub applications: Vec<applications::Application>,
 }
 
+impl Spec {
+    /// Whether the curves are against training tokens (`curve_x = "tokens"`) or steps.
+    pub(crate) fn curve_tokens(&self) -> Result<bool> {
+        match self.curve_x.as_deref() {
+            None | Some("step") => Ok(false),
+            Some("tokens") => Ok(true),
+            Some(other) => bail!("curve_x = {other:?} (\"step\" or \"tokens\")"),
+        }
+    }
+}
+
 /// One corpus of a sweep (see [`Spec::corpora`]).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -496,6 +507,7 @@ pub fn check_experiments() -> Result<usize> {
         let Some(text) = q.experiment else { continue };
         let spec: Spec = toml::from_str(text).with_context(|| format!("experiments/{}.toml", q.id))?;
         n += applications::check(q, &spec)?;
+        spec.curve_tokens().with_context(|| format!("experiments/{}.toml", q.id))?;
         for (budget, b) in [(Budget::Quick, &spec.quick), (Budget::Full, &spec.full)] {
             let known = count_keys(&spec.kind);
             if let Some(k) = b.counts.keys().find(|k| !known.contains(&k.as_str())) {
@@ -598,4 +610,23 @@ pub(crate) fn arm<'a>(q: &Question, spec: &'a Spec, name: &str) -> Result<&'a Ar
 /// The default output directory of `explain run` and input of `report`.
 pub fn default_dir() -> PathBuf {
     PathBuf::from("explain")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curve_x_is_step_or_tokens_and_a_typo_is_an_error() {
+        let spec =
+            |extra: &str| -> Spec { toml::from_str(&format!("kind = \"sweep\"\nsetup = \"s\"\n{extra}")).unwrap() };
+        assert!(!spec("").curve_tokens().unwrap());
+        assert!(!spec("curve_x = \"step\"").curve_tokens().unwrap());
+        assert!(spec("curve_x = \"tokens\"").curve_tokens().unwrap());
+        let e = spec("curve_x = \"token\"").curve_tokens().unwrap_err().to_string();
+        assert!(e.contains("\"token\"") && e.contains("tokens"), "{e}");
+        // An unknown key of a corpus is an error too.
+        let bad = "kind = \"sweep\"\nsetup = \"s\"\n[[corpora]]\nname = \"a\"\nbase = \"lm-char.toml\"\npath = \"x\"";
+        assert!(toml::from_str::<Spec>(bad).is_err());
+    }
 }

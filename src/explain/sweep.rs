@@ -803,7 +803,7 @@ fn charts(
 ) -> Result<Vec<ChartFiles>> {
     let mut out = Vec::new();
     // Validation loss during training: each arm's first seed, one chart per corpus.
-    let tokens = spec.curve_x.as_deref() == Some("tokens");
+    let tokens = spec.curve_tokens()?;
     for g in groups {
         let curves = arms
             .iter()
