@@ -114,15 +114,6 @@ pub(super) fn run(
     ensure!(!spec.arms.is_empty(), "experiments/{}.toml has no arms", q.id);
     let seeds = if b.seeds.is_empty() { vec![1] } else { b.seeds.clone() };
     let mut result = new_result(q, spec, budget, seeds.clone());
-    let bar = progress.then(|| {
-        let bar = indicatif::ProgressBar::new((spec.arms.len() * seeds.len()) as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} runs {msg} [{elapsed_precise}]")
-                .expect("a valid template"),
-        );
-        bar.set_message(q.id);
-        bar
-    });
     // A recall experiment trains on its own generated corpus.
     let recall_data = match &spec.recall {
         Some(r) => {
@@ -143,6 +134,15 @@ pub(super) fn run(
         Some(c) => format!("{c} · {}", arm.name),
         None => arm.name.clone(),
     };
+    let bar = progress.then(|| {
+        let bar = indicatif::ProgressBar::new((corpora.len() * spec.arms.len() * seeds.len()) as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} runs {msg} [{elapsed_precise}]")
+                .expect("a valid template"),
+        );
+        bar.set_message(q.id);
+        bar
+    });
     let mut runs = Vec::new();
     for &(corpus, corpus_base) in &corpora {
         for arm in &spec.arms {
@@ -165,22 +165,7 @@ pub(super) fn run(
                 let mut run = read_run(&name, seed, &summary, &run_dir)?;
                 run.data = cfg.data.path.clone();
                 run.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size;
-                if spec.probes.iter().any(|p| p == "permutation") {
-                    let (ordered, shuffled) = permutation_losses(&summary.checkpoint, &cfg, seed)?;
-                    (run.last_loss_ordered, run.last_loss_shuffled) = (Some(ordered), Some(shuffled));
-                }
-                if spec.probes.iter().any(|p| p == "extrapolation") {
-                    run.extrapolation = extrapolation_losses(&summary.checkpoint, &cfg)?;
-                }
-                if spec.probes.iter().any(|p| p == "diversity") {
-                    run.head_diversity = head_diversity(&summary.checkpoint, &cfg)?;
-                }
-                if let Some(r) = &spec.recall {
-                    run.recall_bins = recall_probe(&summary.checkpoint, r)?;
-                }
-                if spec.probes.iter().any(|p| p == "context") {
-                    run.context_losses = context_losses(&summary.checkpoint, &cfg)?;
-                }
+                run_probes(spec, &mut run, &summary.checkpoint, &cfg, seed)?;
                 runs.push(run);
                 drop_weights(&run_dir);
                 if let Some(bar) = &bar {
@@ -262,6 +247,28 @@ pub(super) fn run(
     result.charts = charts(spec, &arms, &runs, dir, &groups)?;
     result.data = serde_json::json!({ "arms": arms, "runs": runs, "corpora": groups });
     Ok(result)
+}
+
+/// The experiment's probes of one trained run, read from its checkpoint into `run`.
+fn run_probes(spec: &Spec, run: &mut ArmRun, ckpt: &Path, cfg: &RunConfig, seed: u64) -> Result<()> {
+    let probe = |name: &str| spec.probes.iter().any(|p| p == name);
+    if probe("permutation") {
+        let (ordered, shuffled) = permutation_losses(ckpt, cfg, seed)?;
+        (run.last_loss_ordered, run.last_loss_shuffled) = (Some(ordered), Some(shuffled));
+    }
+    if probe("extrapolation") {
+        run.extrapolation = extrapolation_losses(ckpt, cfg)?;
+    }
+    if probe("diversity") {
+        run.head_diversity = head_diversity(ckpt, cfg)?;
+    }
+    if let Some(r) = &spec.recall {
+        run.recall_bins = recall_probe(ckpt, r)?;
+    }
+    if probe("context") {
+        run.context_losses = context_losses(ckpt, cfg)?;
+    }
+    Ok(())
 }
 
 /// A corpus's fit and baselines (one unnamed corpus unless the experiment lists `corpora`).
