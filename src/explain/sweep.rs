@@ -131,7 +131,7 @@ pub(super) fn run(
         spec.corpora.iter().map(|c| (Some(c.name.as_str()), Some(c.base.as_str()))).collect()
     };
     let arm_name = |corpus: Option<&str>, arm: &super::Arm| match corpus {
-        Some(c) => format!("{c} · {}", arm.name),
+        Some(c) => format!("{}{}", corpus_prefix(c), arm.name),
         None => arm.name.clone(),
     };
     let bar = progress.then(|| {
@@ -237,7 +237,7 @@ pub(super) fn run(
         for n in &g.ngram {
             let mut row = vec!["–".to_string(); result.table.columns.len()];
             let model = format!("Kneser-Ney {}-gram (d = {NGRAM_DISCOUNT})", n.order);
-            row[0] = g.corpus.as_ref().map_or(model.clone(), |c| format!("{c} · {model}"));
+            row[0] = g.corpus.as_ref().map_or(model.clone(), |c| format!("{}{model}", corpus_prefix(c)));
             row[1] = format!("{:.4}", n.val_loss);
             row[4] = format!("{} counts", n.counts);
             row[6] = format!("{:.1}", n.seconds);
@@ -358,14 +358,19 @@ pub(super) fn drop_weights(run_dir: &Path) {
     }
 }
 
+/// What a named corpus puts before its arms' names ("WikiText-2 · 2 × 64").
+fn corpus_prefix(corpus: &str) -> String {
+    format!("{corpus} · ")
+}
+
 /// Whether the arm named `arm` belongs to corpus `g` (every arm when the corpus is unnamed).
 fn in_group(arm: &str, g: &CorpusFit) -> bool {
-    g.corpus.as_ref().is_none_or(|c| arm.starts_with(&format!("{c} · ")))
+    g.corpus.as_ref().is_none_or(|c| arm.starts_with(&corpus_prefix(c)))
 }
 
 /// An arm's name without its corpus prefix.
 fn short_name(arm: &str, g: &CorpusFit) -> String {
-    g.corpus.as_ref().and_then(|c| arm.strip_prefix(&format!("{c} · "))).unwrap_or(arm).to_string()
+    g.corpus.as_ref().and_then(|c| arm.strip_prefix(&corpus_prefix(c))).unwrap_or(arm).to_string()
 }
 
 /// A file-name-safe form of an arm's name.

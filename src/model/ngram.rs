@@ -69,10 +69,9 @@ impl KneserNey {
     /// tokens (ids below it; see the module notes): tokens never seen in training then get a
     /// probability above zero. The vocabulary must hold every training token.
     pub fn with_vocabulary(mut self, vocab_size: usize) -> Result<KneserNey> {
-        let seen = self.continuation[0].get(&Vec::new()).map_or(0, |c| c.len());
         let largest = self.raw[0].get(&Vec::new()).and_then(|c| c.keys().max().copied());
         ensure!(
-            largest.is_none_or(|id| (id as usize) < vocab_size) && seen <= vocab_size,
+            largest.is_none_or(|id| (id as usize) < vocab_size),
             "a vocabulary of {vocab_size} tokens does not hold every training token (largest id {largest:?})"
         );
         self.uniform_vocab = Some(vocab_size);
@@ -97,13 +96,15 @@ impl KneserNey {
         if u.is_empty() {
             let seen = self.continuation[0].get(&Vec::new()).and_then(|c| c.get(&w)).copied().unwrap_or(0);
             let total = self.continuation_total[0].get(&Vec::new()).copied().unwrap_or(0);
+            if total == 0 {
+                return self.uniform_vocab.map_or(0.0, |v| 1.0 / v as f64);
+            }
+            let (seen, total) = (seen as f64, total as f64);
             return match self.uniform_vocab {
-                _ if total == 0 => self.uniform_vocab.map_or(0.0, |v| 1.0 / v as f64),
-                None => seen as f64 / total as f64,
+                None => seen / total,
                 Some(v) => {
                     let types = self.continuation[0].get(&Vec::new()).map_or(0, |c| c.len()) as f64;
-                    let (total, d) = (total as f64, self.discount);
-                    (seen as f64 - d).max(0.0) / total + d * types / total / v as f64
+                    (seen - self.discount).max(0.0) / total + self.discount * types / total / v as f64
                 }
             };
         }
