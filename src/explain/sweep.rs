@@ -7,7 +7,7 @@ use super::{base_config, findings, new_result, Budget, ChartFiles, ExplainResult
 use crate::config::RunConfig;
 use crate::eval::stability::summarize as stats;
 use crate::inspect::plot::{
-    plot_heatmaps, plot_xy, plot_xy_on, read_metrics, Axes, Heatmap, Scale, XyChart, XySeries, HEALTH_KEYS,
+    plot_heatmaps, plot_xy_on, read_metrics, Axes, Heatmap, Scale, XyChart, XySeries, HEALTH_KEYS,
 };
 use crate::train::{train, TrainOptions};
 use anyhow::{ensure, Context, Result};
@@ -803,7 +803,12 @@ pub(super) fn write_heatmaps(
 
 /// Draws `chart` as NAME.png and NAME.svg in `dir`.
 pub(super) fn draw(chart: &XyChart, name: &str, dir: &Path) -> Result<ChartFiles> {
-    write_chart_pair(&chart.title, name, dir, |path| plot_xy(chart, path).map(|_| ()))
+    draw_on(chart, Axes::default(), name, dir)
+}
+
+/// [`draw`] with log or linear axes.
+fn draw_on(chart: &XyChart, axes: Axes, name: &str, dir: &Path) -> Result<ChartFiles> {
+    write_chart_pair(&chart.title, name, dir, |path| plot_xy_on(chart, axes, path).map(|_| ()))
 }
 
 fn charts(
@@ -842,7 +847,7 @@ fn charts(
         };
         let file = g.corpus.as_ref().map_or("val_loss_curves".into(), |name| format!("val_loss_curves_{}", slug(name)));
         let axes = Axes { log_x: tokens, log_y: tokens };
-        out.push(write_chart_pair(&c.title, &file, dir, |path| plot_xy_on(&c, axes, path).map(|_| ()))?);
+        out.push(draw_on(&c, axes, &file, dir)?);
     }
     // Final validation loss: against the arms' x when they have one, else one point per arm.
     let prefix = |g: &CorpusFit, what: String| g.corpus.as_ref().map_or(what.clone(), |c| format!("{c}: {what}"));
@@ -885,7 +890,7 @@ fn charts(
     };
     // A power law is a straight line on log-log axes.
     let axes = if spec.fit.is_some() { Axes { log_x: true, log_y: true } } else { Axes::default() };
-    out.push(write_chart_pair(&c.title, "val_loss_final", dir, |path| plot_xy_on(&c, axes, path).map(|_| ()))?);
+    out.push(draw_on(&c, axes, "val_loss_final", dir)?);
 
     if arms.iter().any(|a| !a.extrapolation.is_empty()) {
         let c = XyChart {
