@@ -5,6 +5,8 @@
 //! the KV cache picks the same tokens and the cache is faster, quantized weights are smaller at a
 //! small cost in loss, pruning costs more the more it removes, and MPI is measured or says why not.
 
+mod common;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -21,12 +23,7 @@ fn u(v: &Value) -> u64 {
 fn efficiency_experiment_measures_what_it_claims() {
     let data = Path::new("../shared/data/tinyshakespeare.txt");
     if !data.exists() {
-        assert!(
-            std::env::var("LMLAB_REQUIRE_DATA").is_err(),
-            "LMLAB_REQUIRE_DATA is set but {} is missing",
-            data.display()
-        );
-        eprintln!("SKIPPED efficiency_experiment_measures_what_it_claims: {} not found", data.display());
+        common::skip(&format!("{} not found", data.display()));
         return;
     }
     let out_dir = std::env::temp_dir().join(format!("lmlab-explain-efficiency-{}", std::process::id()));

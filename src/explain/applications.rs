@@ -259,22 +259,10 @@ pub(super) fn run(
     threads: usize,
 ) -> Result<ExplainResult> {
     ensure!(!spec.applications.is_empty(), "experiments/{}.toml has no [[applications]]", q.id);
-    let b = match budget {
-        Budget::Quick => &spec.quick,
-        Budget::Full => &spec.full,
-    };
+    let b = spec.budget(budget);
     let seed = b.seeds.first().copied().unwrap_or(1);
     let mut result = new_result(q, spec, budget, vec![seed]);
-    let bar = progress.then(|| {
-        let bar = indicatif::ProgressBar::new(spec.applications.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} applications {msg} [{elapsed_precise}]",
-            )
-            .expect("a valid template"),
-        );
-        bar
-    });
+    let bar = super::progress_bar(progress, spec.applications.len(), "applications", q.id);
     let mut apps = Vec::new();
     for app in &spec.applications {
         if let Some(bar) = &bar {
@@ -374,6 +362,22 @@ fn first_lines(path: &Path, n: usize) -> Result<String> {
     Ok(lines[..keep].iter().map(|l| format!("{l}\n")).collect())
 }
 
+/// With n > 0, the first `n` lines of each `(key, file, name)` written to `place.out/name`, and
+/// the `data.KEY=path` overrides that train on them; none with n = 0 (the whole files).
+fn first_lines_overrides(place: &Place, n: usize, files: &[(&str, &str, &str)]) -> Result<Vec<String>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    files
+        .iter()
+        .map(|&(key, file, name)| {
+            let path = place.out.join(name);
+            write_file_atomic(&path, first_lines(Path::new(file), n)?.as_bytes())?;
+            Ok(format!("data.{key}={:?}", path.display().to_string()))
+        })
+        .collect()
+}
+
 /// Texts as JSON Lines `{"text": ...}` (what `lmlab eval bleu|chrf|rouge` read with `--field
 /// text`; a text may hold a newline).
 fn jsonl(texts: &[String]) -> Vec<u8> {
@@ -397,16 +401,11 @@ fn translation(
     use crate::eval::{bleu::corpus_bleu, chrf::corpus_chrf};
     use crate::infer::translate::{DecodeOptions, Translator};
     let b = app.budget(budget);
-    let mut extra = Vec::new();
-    if b.train_examples > 0 {
-        for (key, file, name) in
-            [("src_train", &plain.data.src_train, "train.src"), ("tgt_train", &plain.data.tgt_train, "train.tgt")]
-        {
-            let path = place.out.join(name);
-            write_file_atomic(&path, first_lines(Path::new(file), b.train_examples)?.as_bytes())?;
-            extra.push(format!("data.{key}={:?}", path.display().to_string()));
-        }
-    }
+    let extra = first_lines_overrides(
+        place,
+        b.train_examples,
+        &[("src_train", &plain.data.src_train, "train.src"), ("tgt_train", &plain.data.tgt_train, "train.tgt")],
+    )?;
     let trained = train_run(app, resolve(app, budget, place, &extra)?, configs)?;
     let started = Instant::now();
     let (src_file, ref_file) = (app.test_source.as_deref().unwrap(), app.test_reference.as_deref().unwrap());
@@ -459,12 +458,7 @@ fn summarization(
     use crate::infer::summarize::{Baseline, Summarizer};
     use crate::infer::translate::{DecodeOptions, LengthNorm};
     let b = app.budget(budget);
-    let mut extra = Vec::new();
-    if b.train_examples > 0 {
-        let path = place.out.join("train.jsonl");
-        write_file_atomic(&path, first_lines(Path::new(&plain.data.train), b.train_examples)?.as_bytes())?;
-        extra.push(format!("data.train={:?}", path.display().to_string()));
-    }
+    let extra = first_lines_overrides(place, b.train_examples, &[("train", &plain.data.train, "train.jsonl")])?;
     let trained = train_run(app, resolve(app, budget, place, &extra)?, configs)?;
     let started = Instant::now();
     let d = &plain.data;

@@ -246,10 +246,7 @@ struct Distributed {
 
 pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads: usize) -> Result<ExplainResult> {
     let base = base_config(spec.base.as_deref().context("an efficiency experiment needs `base`")?)?;
-    let b = match budget {
-        Budget::Quick => &spec.quick,
-        Budget::Full => &spec.full,
-    };
+    let b = spec.budget(budget);
     ensure!(!spec.arms.is_empty(), "experiments/{}.toml has no arms (the number formats)", q.id);
     let seed = b.seeds.first().copied().unwrap_or(1);
     let mut result = new_result(q, spec, budget, vec![seed]);

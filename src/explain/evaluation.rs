@@ -309,10 +309,7 @@ struct Item {
 }
 
 pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads: usize) -> Result<ExplainResult> {
-    let b = match budget {
-        Budget::Quick => &spec.quick,
-        Budget::Full => &spec.full,
-    };
+    let b = spec.budget(budget);
     let (n_prompts, cont, n_seeds, n_refs) =
         (b.count("prompts", 32), b.count("continuation", 120), b.count("sample_seeds", 3), b.count("references", 100));
     ensure!(n_prompts >= 2 && cont > 0 && n_seeds > 0 && n_refs >= 2, "experiments/{}.toml: counts too small", q.id);

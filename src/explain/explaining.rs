@@ -127,10 +127,7 @@ struct Crows {
 }
 
 pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads: usize) -> Result<ExplainResult> {
-    let b = match budget {
-        Budget::Quick => &spec.quick,
-        Budget::Full => &spec.full,
-    };
+    let b = spec.budget(budget);
     let (ig_steps, n_windows, n_pairs, permutations) = (
         b.count("ig_steps", 50),
         b.count("ablation_windows", 16),

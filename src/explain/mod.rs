@@ -238,7 +238,27 @@ pub(crate) struct Spec {
     pub applications: Vec<applications::Application>,
 }
 
+/// A bar over `len` `units` (runs, applications) with the experiment's id as its message, when
+/// `show` (a terminal run); `None` in tests and `--json`.
+pub(super) fn progress_bar(show: bool, len: usize, units: &str, id: &str) -> Option<indicatif::ProgressBar> {
+    show.then(|| {
+        let bar = indicatif::ProgressBar::new(len as u64);
+        let template = format!("{{bar:30.cyan/blue}} {{pos}}/{{len}} {units} {{msg}} [{{elapsed_precise}}]");
+        bar.set_style(indicatif::ProgressStyle::with_template(&template).expect("a valid template"));
+        bar.set_message(id.to_string());
+        bar
+    })
+}
+
 impl Spec {
+    /// The settings of one budget.
+    pub(crate) fn budget(&self, budget: Budget) -> &BudgetSpec {
+        match budget {
+            Budget::Quick => &self.quick,
+            Budget::Full => &self.full,
+        }
+    }
+
     /// Whether the curves are against training tokens (`curve_x = "tokens"`) or steps.
     pub(crate) fn curve_tokens(&self) -> Result<bool> {
         match self.curve_x.as_deref() {
@@ -567,10 +587,7 @@ pub(crate) fn train_model(
     let base = arm.and_then(|a| a.base.as_ref()).or(spec.base.as_ref());
     let base =
         base_config(base.with_context(|| format!("experiments/{}.toml: arm {name:?} has no base config", q.id))?)?;
-    let b = match budget {
-        Budget::Quick => &spec.quick,
-        Budget::Full => &spec.full,
-    };
+    let b = spec.budget(budget);
     let mut set = b.set.clone();
     if let Some(a) = arm {
         set.extend(a.overrides(budget));

@@ -107,10 +107,7 @@ pub(super) fn run(
     progress: bool,
     threads: usize,
 ) -> Result<ExplainResult> {
-    let b = match budget {
-        Budget::Quick => &spec.quick,
-        Budget::Full => &spec.full,
-    };
+    let b = spec.budget(budget);
     ensure!(!spec.arms.is_empty(), "experiments/{}.toml has no arms", q.id);
     let seeds = if b.seeds.is_empty() { vec![1] } else { b.seeds.clone() };
     let mut result = new_result(q, spec, budget, seeds.clone());
@@ -134,15 +131,7 @@ pub(super) fn run(
         Some(c) => format!("{}{}", corpus_prefix(c), arm.name),
         None => arm.name.clone(),
     };
-    let bar = progress.then(|| {
-        let bar = indicatif::ProgressBar::new((corpora.len() * spec.arms.len() * seeds.len()) as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} runs {msg} [{elapsed_precise}]")
-                .expect("a valid template"),
-        );
-        bar.set_message(q.id);
-        bar
-    });
+    let bar = super::progress_bar(progress, corpora.len() * spec.arms.len() * seeds.len(), "runs", q.id);
     let mut runs = Vec::new();
     for &(corpus, corpus_base) in &corpora {
         for arm in &spec.arms {

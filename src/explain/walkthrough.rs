@@ -23,10 +23,7 @@ const SENTENCE: &str = "To be, or not";
 
 pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path) -> Result<ExplainResult> {
     let base = base_config(spec.base.as_deref().context("the walkthrough needs `base`")?)?;
-    let b = match budget {
-        Budget::Quick => &spec.quick,
-        Budget::Full => &spec.full,
-    };
+    let b = spec.budget(budget);
     let seed = b.seeds.first().copied().unwrap_or(1);
     let run_dir = dir.join("run");
     let mut set = b.set.clone();
