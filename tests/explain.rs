@@ -3,6 +3,8 @@
 //! end through the binary: its step-by-step numbers equal the model's own forward pass, and its
 //! result.json holds what the report needs.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -61,7 +63,9 @@ fn long_range_recall_runs_on_generated_data_and_bins_every_query() {
         assert!(gap <= 8 && b[..2] == b[gap + 3..] && b[2..gap + 2].iter().all(|&c| c == b'.'), "{line}");
     }
     let runs = r["data"]["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 3);
+    // The arms of experiments/long-range.toml, one seed each.
+    let names: Vec<&str> = runs.iter().map(|run| run["arm"].as_str().unwrap()).collect();
+    assert_eq!(names, ["Transformer (learned positions)", "Transformer (RoPE)", "LSTM", "causal CNN"]);
     for run in runs {
         let bins = run["recall_bins"].as_array().unwrap();
         // 600 held-out lines, one query each, distances 3 ..= 59 in bins of 8.
@@ -78,14 +82,7 @@ fn long_range_recall_runs_on_generated_data_and_bins_every_query() {
 
 #[test]
 fn attention_walkthrough_matches_the_forward_pass() {
-    let data = Path::new("../shared/data/tinyshakespeare.txt");
-    if !data.exists() {
-        assert!(
-            std::env::var("LMLAB_REQUIRE_DATA").is_err(),
-            "LMLAB_REQUIRE_DATA is set but {} is missing",
-            data.display()
-        );
-        eprintln!("SKIPPED attention_walkthrough_matches_the_forward_pass: {} not found", data.display());
+    if !data_present(&["tinyshakespeare.txt"]) {
         return;
     }
     let out_dir = std::env::temp_dir().join(format!("lmlab-explain-test-{}", std::process::id()));
@@ -124,22 +121,16 @@ fn attention_walkthrough_matches_the_forward_pass() {
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 
-/// The shared data files an experiment reads, or None (after the SKIPPED line) when one is
-/// missing and LMLAB_REQUIRE_DATA is not set.
-fn data_present(test: &str, files: &[&str]) -> bool {
-    for f in files {
-        let p = Path::new("../shared/data").join(f);
-        if !p.exists() {
-            assert!(
-                std::env::var("LMLAB_REQUIRE_DATA").is_err(),
-                "LMLAB_REQUIRE_DATA is set but {} is missing",
-                p.display()
-            );
-            eprintln!("SKIPPED {test}: {} not found", p.display());
-            return false;
+/// Whether the shared data files an experiment reads are all there (read relative to the
+/// repository, as its configs do); if not, [`common::skip`] says which is missing.
+fn data_present(files: &[&str]) -> bool {
+    match files.iter().map(|f| Path::new("../shared/data").join(f)).find(|p| !p.exists()) {
+        Some(missing) => {
+            common::skip(&format!("{} not found", missing.display()));
+            false
         }
+        None => true,
     }
-    true
 }
 
 /// Runs `explain run ID` at the quick budget into a fresh directory; its result and directory.
@@ -173,7 +164,7 @@ fn f(v: &serde_json::Value) -> f64 {
 #[test]
 fn evaluation_metrics_score_outputs_and_perturbations() {
     let files = ["tinyshakespeare.txt", "multi30k/test_2016_flickr.en"];
-    if !data_present("evaluation_metrics_score_outputs_and_perturbations", &files) {
+    if !data_present(&files) {
         return;
     }
     let (r, out_dir) = run_experiment("evaluation");
@@ -242,7 +233,7 @@ fn explaining_checks_hold_on_the_repos_models() {
         "trec/train_5500.label",
         "trec/TREC_10.label",
     ];
-    if !data_present("explaining_checks_hold_on_the_repos_models", &files) {
+    if !data_present(&files) {
         return;
     }
     let (r, out_dir) = run_experiment("explaining");

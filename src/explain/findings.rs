@@ -41,10 +41,12 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
     if ranked.len() > 1 {
         let gap = ranked[1].val_mean - best.val_mean;
         if seeds > 1 {
-            let spread = arms.iter().map(|a| a.val_sd).fold(0.0, f64::max);
+            // The spread of the two arms compared, not of the whole sweep: one erratic arm far
+            // behind says nothing about whether the leaders differ.
+            let spread = best.val_sd.max(ranked[1].val_sd);
             let verdict = if gap > 2.0 * spread { "larger than" } else { "within" };
             out.push(format!(
-                "The lead of {} over {} ({gap:.3}) is {verdict} twice the largest seed-to-seed standard deviation ({spread:.3}).",
+                "The lead of {} over {} ({gap:.3}) is {verdict} twice the larger of their seed-to-seed standard deviations ({spread:.3}).",
                 best.arm, ranked[1].arm
             ));
         } else {
@@ -53,7 +55,7 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
                 _ => String::new(),
             };
             out.push(format!(
-                "The lead of {} over the runner-up {} is {gap:.3}; with one seed, differences this small may be noise{more}.",
+                "The lead of {} over the runner-up {} is {gap:.3}; one seed does not measure the seed-to-seed spread, so a lead of its size cannot be told from noise{more}.",
                 best.arm, ranked[1].arm
             ));
         }
@@ -207,8 +209,12 @@ fn recall(arms: &[ArmSummary], bin: usize) -> Vec<String> {
         } else {
             "accuracy does not depend much on distance"
         };
+        let held = match reach(&a.recall_bins, bin) {
+            Some(d) if d < far.0 => format!("; at least 90% up to distance {d}"),
+            _ => String::new(),
+        };
         out.push(format!(
-            "{}: {:.1}% of held-out queries recalled; {:.1}% at distances {}–{}, {:.1}% at {}–{} ({verdict}).",
+            "{}: {:.1}% of held-out queries recalled; {:.1}% at distances {}–{}, {:.1}% at {}–{} ({verdict}){held}.",
             a.arm,
             100.0 * all,
             100.0 * near.1,
@@ -220,6 +226,13 @@ fn recall(arms: &[ArmSummary], bin: usize) -> Vec<String> {
         ));
     }
     out
+}
+
+/// The last distance of the run of bins, from the nearest on, where at least 90% of the
+/// queries are recalled: how far an arm recalls reliably (None when the nearest bin is below).
+fn reach(bins: &[(usize, f64)], bin: usize) -> Option<usize> {
+    let held = bins.iter().take_while(|b| b.1 >= 0.9).count();
+    (held > 0).then(|| bins[held - 1].0 + bin - 1)
 }
 
 /// Length extrapolation: each arm's loss at the trained context against the longest length
@@ -294,4 +307,17 @@ pub(super) fn ngram(ngrams: &[super::sweep::NgramBaseline], arms: &[ArmSummary])
 pub(super) fn pareto(label: &str, front: &[(f64, f64, String)]) -> String {
     let points: Vec<String> = front.iter().map(|(x, y, name)| format!("{name} ({x:.3e}, {y:.3})")).collect();
     format!("Pareto front of val loss against {label} (cost, loss): {}.", points.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reach_is_the_end_of_the_reliable_bins_from_the_nearest() {
+        let bins = [(0, 1.0), (8, 0.95), (16, 0.5), (24, 0.92)];
+        assert_eq!(reach(&bins, 8), Some(15), "a later good bin does not extend the run");
+        assert_eq!(reach(&[(0, 0.89), (8, 1.0)], 8), None);
+        assert_eq!(reach(&[], 8), None);
+    }
 }

@@ -1190,4 +1190,27 @@ mod tests {
         let e = pareto(q, &spec, Budget::Quick, dir.path(), &out).unwrap_err().to_string();
         assert!(e.contains("tinyshakespeare.txt"), "{e}");
     }
+
+    #[test]
+    fn the_lead_is_weighed_against_the_two_leaders_spread_only() {
+        let q = super::super::question("heads").unwrap();
+        let spec: Spec = toml::from_str(q.experiment.unwrap()).unwrap();
+        let seeded = |arm: &str, losses: [f64; 2]| -> Vec<ArmRun> {
+            losses
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| ArmRun { seed: i as u64 + 1, ..fake_run(arm, l, 1000, "d") })
+                .collect()
+        };
+        let runs: Vec<ArmRun> =
+            [seeded("a", [1.00, 1.02]), seeded("b", [1.10, 1.12]), seeded("erratic", [2.0, 3.0])].concat();
+        let arms: Vec<ArmSummary> = ["a", "b", "erratic"]
+            .iter()
+            .map(|name| summarize(name, None, &runs.iter().filter(|r| r.arm == *name).collect::<Vec<_>>()))
+            .collect();
+        let found = super::super::findings::sweep(&spec, &arms, &runs);
+        let lead = found.iter().find(|f| f.starts_with("The lead of a over b")).expect("a lead finding");
+        // 0.100 against twice 0.014 (a's and b's sd), not twice the erratic arm's 0.707.
+        assert!(lead.contains("(0.100) is larger than") && lead.contains("(0.014)"), "{lead}");
+    }
 }
