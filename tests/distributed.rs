@@ -295,7 +295,11 @@ fn a_killed_rank_ends_the_job_and_the_checkpoint_resumes() {
     };
     while step() < 10 {
         assert!(t.elapsed() < Duration::from_secs(60), "no checkpoint after 60 s");
-        assert!(job.try_wait().unwrap().is_none(), "the job ended on its own");
+        if job.try_wait().unwrap().is_some() {
+            let o = job.wait_with_output().unwrap();
+            let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            panic!("the job ended on its own ({}) at step {}:\n{out}\n{err}", o.status, step());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = rank_pid(&out, 1).expect("rank 1's process");
