@@ -163,7 +163,13 @@ fn f(v: &serde_json::Value) -> f64 {
 
 #[test]
 fn evaluation_metrics_score_outputs_and_perturbations() {
-    let files = ["tinyshakespeare.txt", "multi30k/test_2016_flickr.en"];
+    let files = [
+        "tinyshakespeare.txt",
+        "multi30k/test_2016_flickr.en",
+        "trec/train_5500.label",
+        "trec/TREC_10.label",
+        "squad/dev-v1.1.json",
+    ];
     if !data_present(&files) {
         return;
     }
@@ -219,6 +225,46 @@ fn evaluation_metrics_score_outputs_and_perturbations() {
     assert_eq!(r["table"]["rows"].as_array().unwrap().len(), 4 + 9);
     let findings: Vec<&str> = r["findings"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
     assert!(findings.iter().any(|x| x.starts_with("Shuffling the words keeps ROUGE-1 at 1.000")), "{findings:?}");
+
+    // Part 3: the classifier's predictions scored as the trainer scored them; the controls.
+    let c = &d["classification"];
+    let rows = c["systems"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    let (model, majority, rare, big) = (&rows[0], &rows[1], &rows[2], &rows[3]);
+    assert!((f(&model["accuracy"]) - f(&c["model"]["trainer_test_accuracy"])).abs() < 1e-9, "{c}");
+    for row in rows {
+        assert!((f(&row["micro_f1"]) - f(&row["accuracy"])).abs() < 1e-12, "micro-F1 is accuracy: {row}");
+    }
+    let counts: Vec<f64> = c["test_counts"].as_array().unwrap().iter().map(f).collect();
+    let n: f64 = counts.iter().sum();
+    let labels: Vec<&str> = c["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    let maj = labels.iter().position(|l| *l == c["majority_class"]).unwrap();
+    assert!((f(&majority["accuracy"]) - counts[maj] / n).abs() < 1e-12, "{majority}");
+    let n_rare = counts.iter().copied().filter(|&x| x > 0.0).fold(f64::MAX, f64::min);
+    for row in [rare, big] {
+        assert!((f(&row["accuracy"]) - (1.0 - n_rare / n)).abs() < 1e-12, "{row}");
+    }
+    assert_eq!(f(&rare["rarest_f1"]), 0.0);
+    assert!(f(&rare["macro_f1"]) < f(&big["macro_f1"]) - 0.1, "{rare} {big}");
+    // Part 4: the ceiling, what normalisation forgives, what F1 ignores, nothing.
+    let s = &d["squad"];
+    let answer = |shows: &str| s["answers"].as_array().unwrap().iter().find(|a| a["shows"] == shows).unwrap().clone();
+    let gold = answer("the ceiling");
+    assert_eq!((f(&gold["exact_match"]), f(&gold["f1"]), f(&gold["contains"])), (100.0, 100.0, 100.0), "{gold}");
+    // Upper case changes a few words for good ("Fußach" → "FUSSACH"), the rest is forgiven.
+    let recased = answer("surface form");
+    assert!(f(&recased["exact_match"]) > 99.9 && f(&recased["exact_match"]) < 100.0, "{recased}");
+    assert_eq!(f(&answer("word order")["f1"]), 100.0);
+    let nothing = answer("no answer");
+    // Three gold answers normalise to nothing (e.g. "the"): the empty answer matches them exactly.
+    assert!(f(&nothing["exact_match"]) < 0.05 && f(&nothing["f1"]) == 0.0, "{nothing}");
+    assert!(f(&answer("a longer span")["exact_match"]) < 20.0 && f(&answer("a longer span")["f1"]) > 40.0);
+    assert!(f(&answer("a wrong number")["questions"]) < f(&s["scored"]));
+    assert!(f(&s["scored"]) > 10000.0, "{}", s["scored"]);
+    let more = r["more_tables"].as_array().unwrap();
+    assert_eq!(more.len(), 2);
+    assert_eq!(more[0][1]["rows"].as_array().unwrap().len(), 4);
+    assert_eq!(more[1][1]["rows"].as_array().unwrap().len(), 10);
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 

@@ -25,6 +25,7 @@ fn result(id: &str) -> ExplainResult {
         seeds: vec![1, 2],
         configs: vec![("base".into(), "[model]\nd_model = 32\n".into())],
         table: Table::default(),
+        more_tables: Vec::new(),
         charts: Vec::new(),
         findings: Vec::new(),
         data: serde_json::Value::Null,
@@ -76,6 +77,10 @@ fn two_results(dir: &Path) {
     heads.findings =
         vec!["<script>alert('x')</script> 4 heads beat 1 head".into(), "a \"quoted\" & <b>bold</b> claim".into()];
     heads.table = Table { columns: vec!["<th>".into()], rows: vec![vec!["<img src=x onerror=alert(1)>".into()]] };
+    heads.more_tables = vec![(
+        "Part <2>: per class".into(),
+        Table { columns: vec!["class".into(), "F1".into()], rows: vec![vec!["ABBR & co".into(), "0.5".into()]] },
+    )];
     heads.command = "lmlab explain run heads --out \"<dir>\"".into();
     write_result(dir, &heads);
 }
@@ -133,6 +138,10 @@ fn report_of_two_results() {
     assert!(heads.contains("a &quot;quoted&quot; &amp; &lt;b&gt;bold&lt;/b&gt; claim"));
     assert!(heads.contains("<th>&lt;th&gt;</th>") && heads.contains("&lt;img src=x onerror=alert(1)&gt;"));
     assert!(heads.contains("--out &quot;&lt;dir&gt;&quot;"));
+    // A further table after the first, under its caption.
+    let part2 = heads.find("<p class=\"caption\">Part &lt;2&gt;: per class</p>\n<table>").expect("the caption");
+    assert!(heads[part2..].contains("<th>F1</th>") && heads[part2..].contains("<td>ABBR &amp; co</td>"));
+    assert!(heads.find("<th>&lt;th&gt;</th>").unwrap() < part2, "the main table comes first");
     assert!(!html.contains("<script") && !html.contains("<b>") && !html.contains("<img src=x"));
 
     // Self-contained: every src/href is a fragment or a data: URI; no style sheet, script, font

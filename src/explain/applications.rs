@@ -231,7 +231,7 @@ fn check_limits(app: &Application, cfg: &RunConfig, budget: Budget) -> Result<()
 }
 
 /// Where one application runs and writes.
-struct Place {
+pub(super) struct Place {
     /// The training run's `train.out_dir` (weights deleted at the end).
     run_dir: PathBuf,
     /// `outputs/NAME/`: outputs, references and training subsets.
@@ -243,6 +243,27 @@ struct Place {
 }
 
 impl Place {
+    /// The places of application `name` under the result's directory `dir`: `runs/SLUG/` and
+    /// `outputs/SLUG/` (created), where SLUG is the name in lower case with `-` for the rest.
+    pub(super) fn new(dir: &Path, name: &str, seed: u64, threads: usize) -> Result<Place> {
+        let slug: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        let place = Place {
+            run_dir: dir.join("runs").join(&slug),
+            out: dir.join("outputs").join(&slug),
+            rel: format!("outputs/{slug}"),
+            seed,
+            threads,
+        };
+        std::fs::create_dir_all(&place.out).with_context(|| format!("cannot create {}", place.out.display()))?;
+        Ok(place)
+    }
+
+    /// The training run's directory.
+    pub(super) fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
     /// Writes `name` under `out` and returns its path relative to the result's directory.
     fn save(&self, name: &str, bytes: &[u8]) -> Result<String> {
         write_file_atomic(&self.out.join(name), bytes)?;
@@ -268,16 +289,7 @@ pub(super) fn run(
         if let Some(bar) = &bar {
             bar.set_message(app.name.clone());
         }
-        let slug: String =
-            app.name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
-        let place = Place {
-            run_dir: dir.join("runs").join(&slug),
-            out: dir.join("outputs").join(&slug),
-            rel: format!("outputs/{slug}"),
-            seed,
-            threads,
-        };
-        std::fs::create_dir_all(&place.out).with_context(|| format!("cannot create {}", place.out.display()))?;
+        let place = Place::new(dir, &app.name, seed, threads)?;
         let r = run_app(app, budget, &place, &mut result.configs)
             .with_context(|| format!("experiments/{}.toml, application {:?}", q.id, app.name))?;
         drop_weights(&place.run_dir);
@@ -704,19 +716,67 @@ fn score_json(s: &SquadScore) -> Value {
     json!({"exact_match": s.exact_match, "f1": s.f1, "total": s.total, "unanswered": s.unanswered})
 }
 
-/// Sequence classification: the checkpoint's predictions on the test file (`lmlab classify`'s
-/// path), accuracy and macro-F1, and the training set's most frequent class predicted for all.
-fn classification(
+/// A trained classifier's predictions on its test file, beside the majority-class baseline.
+pub(super) struct Classified {
+    trained: Trained,
+    /// The test file's texts, gold labels and the model's predictions, in file order.
+    pub texts: Vec<String>,
+    pub gold: Vec<String>,
+    pub predicted: Vec<String>,
+    /// The classifier's labels in its output order.
+    pub labels: Vec<String>,
+    /// The training file's most frequent class (the lower index on a tie).
+    pub majority: String,
+    pub params: usize,
+    pub test_file: String,
+    /// Time to predict the test file.
+    pub predict_seconds: f64,
+}
+
+impl Classified {
+    pub fn steps(&self) -> u64 {
+        self.trained.summary.steps
+    }
+
+    pub fn val_loss(&self) -> f64 {
+        self.trained.summary.val_loss as f64
+    }
+
+    pub fn train_seconds(&self) -> f64 {
+        self.trained.summary.seconds
+    }
+
+    /// The trainer's own test accuracy of the checkpoint predicted (`results.json`).
+    pub fn trainer_test_accuracy(&self) -> Option<f64> {
+        self.trained.summary.test_accuracy
+    }
+
+    /// sklearn's `classification_report` of `predicted` against the gold labels, over the
+    /// classifier's labels.
+    pub fn report(&self, predicted: &[String]) -> Result<ClassificationReport> {
+        ensure!(predicted.len() == self.gold.len(), "{} predictions for {} items", predicted.len(), self.gold.len());
+        let labels: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+        let (g, p): (Vec<&str>, Vec<&str>) =
+            self.gold.iter().zip(predicted).map(|(a, b)| (a.as_str(), b.as_str())).unzip();
+        classification_report(&g, &p, Some(&labels[..]), ZeroDivision::Zero)
+    }
+}
+
+/// Trains the classifier application `app` (`configs/`, a `data.task = "classify"` config) and
+/// predicts its test file with the checkpoint (`lmlab classify`'s path).
+pub(super) fn train_classifier(
     app: &Application,
     budget: Budget,
     place: &Place,
     configs: &mut Vec<(String, String)>,
-) -> Result<AppResult> {
+) -> Result<Classified> {
     let cfg = resolve(app, budget, place, &[])?;
+    ensure!(cfg.data.task == Task::Classify, "application {:?} is not a classifier (data.task)", app.name);
     let d = cfg.data.clone();
     let trained = train_run(app, cfg, configs)?;
     let started = Instant::now();
     let preds = crate::train::classify::predict_file(&trained.ck, Path::new(&d.test), None, 64)?;
+    let predict_seconds = started.elapsed().as_secs_f64();
     let gold = preds.gold.clone().context("the test file has no labels")?;
     let load = |path: &str| -> Result<LabelledText> {
         let path = Path::new(path);
@@ -731,19 +791,36 @@ fn classification(
     train_set.labels.iter().for_each(|&l| counts[l] += 1);
     let majority =
         (0..counts.len()).max_by_key(|&k| (counts[k], std::cmp::Reverse(k))).context("no training labels")?;
-    let majority = train_set.label_names[majority].clone();
-    let baseline = vec![majority.clone(); gold.len()];
-    let labels: Vec<&str> = preds.label_names.iter().map(String::as_str).collect();
-    let report = |pred: &[String]| -> Result<ClassificationReport> {
-        let (g, p): (Vec<&str>, Vec<&str>) = gold.iter().zip(pred).map(|(a, b)| (a.as_str(), b.as_str())).unzip();
-        classification_report(&g, &p, Some(&labels[..]), ZeroDivision::Zero)
-    };
-    let (model, base) = (report(&preds.predicted)?, report(&baseline)?);
     let params = crate::io::checkpoint::load_inference(&trained.ck, 1)?.model.num_params();
-    let mut r = measured(app, Task::Classify, &trained, params);
-    r.eval_seconds = started.elapsed().as_secs_f64();
-    r.test_set = format!("{} ({} items, {} classes)", d.test, gold.len(), labels.len());
-    r.test_items = gold.len();
+    Ok(Classified {
+        texts: load(&d.test)?.texts,
+        gold,
+        predicted: preds.predicted,
+        labels: preds.label_names,
+        majority: train_set.label_names[majority].clone(),
+        params,
+        test_file: d.test.clone(),
+        predict_seconds,
+        trained,
+    })
+}
+
+/// Sequence classification: the checkpoint's predictions on the test file, accuracy and
+/// macro-F1, and the training set's most frequent class predicted for all.
+fn classification(
+    app: &Application,
+    budget: Budget,
+    place: &Place,
+    configs: &mut Vec<(String, String)>,
+) -> Result<AppResult> {
+    let c = train_classifier(app, budget, place, configs)?;
+    let started = Instant::now();
+    let baseline = vec![c.majority.clone(); c.gold.len()];
+    let (model, base) = (c.report(&c.predicted)?, c.report(&baseline)?);
+    let mut r = measured(app, Task::Classify, &c.trained, c.params);
+    r.eval_seconds = c.predict_seconds + started.elapsed().as_secs_f64();
+    r.test_set = format!("{} ({} items, {} classes)", c.test_file, c.gold.len(), c.labels.len());
+    r.test_items = c.gold.len();
     r.scores = vec![
         Score::new("accuracy (%)", 100.0 * model.accuracy, 100.0 * base.accuracy, "the majority class", Some(true)),
         Score::new("macro-F1", 100.0 * model.macro_avg.f1, 100.0 * base.macro_avg.f1, "the majority class", Some(true)),
@@ -751,16 +828,15 @@ fn classification(
     r.headline_label = "accuracy %".into();
     let lines = |v: &[String]| v.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes();
     r.outputs = vec![
-        place.save("model.txt", &lines(&preds.predicted))?,
+        place.save("model.txt", &lines(&c.predicted))?,
         place.save("baseline.txt", &lines(&baseline))?,
-        place.save("gold.txt", &lines(&gold))?,
+        place.save("gold.txt", &lines(&c.gold))?,
     ];
-    let texts = load(&d.test)?.texts;
-    r.examples = (0..3.min(texts.len()))
-        .map(|i| json!({"text": texts[i], "gold": gold[i], "model": preds.predicted[i], "baseline": baseline[i]}))
+    r.examples = (0..3.min(c.texts.len()))
+        .map(|i| json!({"text": c.texts[i], "gold": c.gold[i], "model": c.predicted[i], "baseline": baseline[i]}))
         .collect();
-    r.details = json!({"labels": labels, "majority_class": majority, "confusion": model.confusion,
-        "trainer_test_accuracy": trained.summary.test_accuracy});
+    r.details = json!({"labels": c.labels, "majority_class": c.majority, "confusion": model.confusion,
+        "trainer_test_accuracy": c.trained.summary.test_accuracy});
     Ok(r)
 }
 

@@ -19,6 +19,10 @@
 //! replaced, a negation inserted, repeated twice, cut to its first half, another caption, the
 //! empty string.
 //!
+//! Parts 3 and 4 (`task_metrics`): the classification metrics on a trained classifier's
+//! predictions and on controlled changes of the gold labels, and SQuAD's exact match and F1 on
+//! the overlap baseline's answers and on controlled changes of the gold answers.
+//!
 //! The metrics (`METRICS`): BLEU, chrF, chrF++ (sacrebleu's), ROUGE-1/2/L F (rouge-score's,
 //! no stemming), BERTScore F1 and the cosine of sentence embeddings (all-MiniLM-L6-v2, as
 //! `lmlab eval relevance`; skipped, with the reason, when the model is not on this machine),
@@ -27,8 +31,9 @@
 //! space. Nothing is smoothed over: a metric that cannot be computed (fluency of empty texts)
 //! is reported as missing.
 
+use super::applications::{train_classifier, Place};
 use super::sweep::{drop_weights, write_heatmaps};
-use super::{new_result, train_model, Budget, ExplainResult, Question, Spec, Table};
+use super::{new_result, task_metrics, train_model, Budget, ExplainResult, Question, Spec, Table};
 use crate::data::parallel::shared_data_file;
 use crate::eval::bleu::corpus_bleu;
 use crate::eval::chrf::{corpus_chrf, corpus_chrf_pp};
@@ -50,8 +55,9 @@ use std::path::Path;
 /// The sizes this kind reads from a budget's `counts`.
 pub(super) const COUNT_KEYS: &[&str] = &["prompts", "continuation", "sample_seeds", "references"];
 
-/// The captions of part 2, under the shared data directory.
+/// The captions of part 2 and the questions of part 4, under the shared data directory.
 const MULTI30K: &str = "multi30k/test_2016_flickr.en";
+const SQUAD: &str = "squad/dev-v1.1.json";
 
 /// Column labels of the metrics, in the order of [`Scores::values`].
 const METRICS: [&str; 12] = [
@@ -482,6 +488,28 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
         references.len()
     );
     result.findings = findings(&ppl, &summary, &gen_rows, &sampled_summary, &pert_rows, skipped.as_deref(), part2);
+
+    // Part 3: a trained classifier's predictions; part 4: SQuAD answers.
+    let app = spec
+        .applications
+        .first()
+        .with_context(|| format!("experiments/{}.toml: part 3 needs a classifier in [[applications]]", q.id))?;
+    let place = Place::new(dir, &app.name, seed, threads)?;
+    let classified = train_classifier(app, budget, &place, &mut result.configs)
+        .with_context(|| format!("experiments/{}.toml, application {:?}", q.id, app.name))?;
+    drop_weights(place.run_dir());
+    let (class_table, class_chart, class_found, class_data) = task_metrics::classification(&classified, dir)?;
+    let squad_path = shared_data_file(SQUAD)
+        .with_context(|| format!("{SQUAD} not found under $LMLAB_DATA or ../shared/data (see its README)"))?;
+    let questions = task_metrics::read_questions(&squad_path)?;
+    let (squad_table, squad_chart, squad_found, squad_data) = task_metrics::squad(&questions, SQUAD, dir)?;
+    result.more_tables = vec![
+        ("Part 3: classification metrics (TREC question types)".into(), class_table),
+        ("Part 4: SQuAD exact match and F1".into(), squad_table),
+    ];
+    result.charts.extend([class_chart, squad_chart]);
+    result.findings.extend(class_found);
+    result.findings.extend(squad_found);
     let examples: Vec<serde_json::Value> = PERTURBATIONS
         .iter()
         .zip(&perturbed)
@@ -500,6 +528,8 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
             "references": references.len(), "eligible": n_eligible, "examples": examples,
             "systems": pert_rows.iter().map(|(n, s)| serde_json::json!({"name": n, "scores": s})).collect::<Vec<_>>(),
         },
+        "classification": class_data,
+        "squad": squad_data,
         "minilm": match &skipped { None => serde_json::json!({"used": true}), Some(why) => serde_json::json!({"used": false, "skipped": why}) },
     });
     drop_weights(&run_dir);

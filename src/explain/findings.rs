@@ -96,6 +96,7 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
             ));
         }
     }
+    out.extend(rate_sensitivity(arms));
     if let Some(r) = &spec.recall {
         out.extend(recall(arms, r.bin));
     }
@@ -150,6 +151,79 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
                 ));
             }
         }
+    }
+    out
+}
+
+/// An arm's name without a trailing " lr RATE" (the arms of one set-up at several rates).
+fn without_rate(arm: &str) -> &str {
+    match arm.rsplit_once(" lr ") {
+        Some((head, rate)) if rate.parse::<f64>().is_ok() => head,
+        _ => arm,
+    }
+}
+
+/// Learning-rate sensitivity: the arms of one set-up (the same name but for a trailing
+/// " lr RATE") at two or more peak rates, their val loss per rate and its spread; set-ups tried
+/// at the same rates are compared by that spread.
+fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
+    let mut groups: Vec<(&str, Vec<&ArmSummary>)> = Vec::new();
+    for a in arms {
+        let key = without_rate(&a.arm);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(a),
+            None => groups.push((key, vec![a])),
+        }
+    }
+    let mut out = Vec::new();
+    // (set-up, its rates, spread of its val loss), for the groups measured at 2+ rates.
+    let mut spreads: Vec<(&str, Vec<f64>, f64)> = Vec::new();
+    for (key, mut g) in groups {
+        g.sort_by(|a, b| a.learning_rate.total_cmp(&b.learning_rate));
+        g.dedup_by(|a, b| a.learning_rate == b.learning_rate);
+        if g.len() < 2 || g.iter().any(|a| a.learning_rate <= 0.0) {
+            continue;
+        }
+        let losses: Vec<f64> = g.iter().map(|a| a.val_mean).collect();
+        let finite = losses.iter().all(|l| l.is_finite());
+        let spread = if finite {
+            losses.iter().copied().fold(f64::MIN, f64::max) - losses.iter().copied().fold(f64::MAX, f64::min)
+        } else {
+            f64::INFINITY
+        };
+        let best = g.iter().min_by(|a, b| a.val_mean.total_cmp(&b.val_mean)).expect("2 arms");
+        out.push(format!(
+            "Learning-rate sensitivity of {key}: {}; best at {:e}, a spread of {} over the rates tried.",
+            g.iter()
+                .map(|a| format!("val loss {:.3} at lr {:e}", a.val_mean, a.learning_rate))
+                .collect::<Vec<_>>()
+                .join(", "),
+            best.learning_rate,
+            if finite { format!("{spread:.3}") } else { "a diverged run".to_string() }
+        ));
+        spreads.push((key, g.iter().map(|a| a.learning_rate).collect(), spread));
+    }
+    // Compare the set-ups tried at the same rates.
+    let mut done: Vec<Vec<f64>> = Vec::new();
+    for (_, rates, _) in &spreads {
+        if done.contains(rates) {
+            continue;
+        }
+        done.push(rates.clone());
+        let mut same: Vec<&(&str, Vec<f64>, f64)> = spreads.iter().filter(|s| &s.1 == rates).collect();
+        if same.len() < 2 {
+            continue;
+        }
+        same.sort_by(|a, b| a.2.total_cmp(&b.2));
+        let (calm, wild) = (same[0], same[same.len() - 1]);
+        out.push(format!(
+            "Over the rates {}: the least sensitive is {} (spread {:.3}), the most {} ({}).",
+            rates.iter().map(|r| format!("{r:e}")).collect::<Vec<_>>().join(", "),
+            calm.0,
+            calm.2,
+            wild.0,
+            if wild.2.is_finite() { format!("spread {:.3}", wild.2) } else { "a diverged run".into() }
+        ));
     }
     out
 }
@@ -319,5 +393,38 @@ mod tests {
         assert_eq!(reach(&bins, 8), Some(15), "a later good bin does not extend the run");
         assert_eq!(reach(&[(0, 0.89), (8, 1.0)], 8), None);
         assert_eq!(reach(&[], 8), None);
+    }
+
+    fn arm(name: &str, val: f64, lr: f64) -> ArmSummary {
+        serde_json::from_value(serde_json::json!({"arm": name, "val_mean": val, "val_sd": 0.0, "val_min": val,
+            "val_max": val, "train_mean": val, "seconds_mean": 1.0, "params": 10, "learning_rate": lr}))
+        .unwrap()
+    }
+
+    #[test]
+    fn rate_sensitivity_groups_arms_by_name_and_compares_equal_rate_sets() {
+        let arms = [
+            arm("LayerNorm + GELU", 2.5, 3e-3),
+            arm("LayerNorm + GELU lr 3e-2", 2.7, 3e-2),
+            arm("no norm + GELU", 2.6, 3e-3),
+            arm("no norm + GELU lr 3e-2", 4.6, 3e-2),
+            arm("SGD lr 0.3", 2.9, 0.3),
+            arm("SGD lr fast", 2.9, 1.0),
+            arm("LayerNorm + ReLU", 2.5, 3e-3),
+        ];
+        let f = rate_sensitivity(&arms);
+        assert_eq!(f.len(), 3, "{f:?}");
+        assert!(f[0].starts_with("Learning-rate sensitivity of LayerNorm + GELU: val loss 2.500 at lr 3e-3, val loss 2.700 at lr 3e-2; best at 3e-3, a spread of 0.200"), "{}", f[0]);
+        assert!(f[1].contains("no norm + GELU") && f[1].contains("spread of 2.000"), "{}", f[1]);
+        assert!(
+            f[2].contains(
+                "the least sensitive is LayerNorm + GELU (spread 0.200), the most no norm + GELU (spread 2.000)"
+            ),
+            "{}",
+            f[2]
+        );
+        // A rate that is not a number is part of the name; one rate alone says nothing.
+        assert_eq!(without_rate("SGD lr fast"), "SGD lr fast");
+        assert_eq!(without_rate("momentum 0.9 lr 0.03"), "momentum 0.9");
     }
 }

@@ -29,6 +29,7 @@ mod explaining;
 mod findings;
 mod report;
 mod sweep;
+mod task_metrics;
 mod walkthrough;
 
 pub use report::write_report;
@@ -450,6 +451,10 @@ pub struct ExplainResult {
     /// The resolved run config of each arm (TOML text), by arm name.
     pub configs: Vec<(String, String)>,
     pub table: Table,
+    /// Further tables, each under its caption, when one table cannot hold the columns of every
+    /// part (question 12: text metrics, classification metrics, SQuAD's).
+    #[serde(default)]
+    pub more_tables: Vec<(String, Table)>,
     pub charts: Vec<ChartFiles>,
     /// Sentences written from the numbers.
     pub findings: Vec<String>,
@@ -512,6 +517,7 @@ pub(crate) fn new_result(q: &Question, spec: &Spec, budget: Budget, seeds: Vec<u
         seeds,
         configs: Vec::new(),
         table: Table::default(),
+        more_tables: Vec::new(),
         charts: Vec::new(),
         findings: Vec::new(),
         data: serde_json::Value::Null,

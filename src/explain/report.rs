@@ -65,6 +65,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;line-heigh
 max-width:62em;margin:0 auto;padding:1em 1.5em 4em}\
 h1{margin-bottom:.2em}h2{margin-top:2.2em;border-bottom:1px solid #ddd;padding-bottom:.2em}\
 .meta{color:#555;font-size:.92em}\
+.caption{font-weight:600;margin:1.2em 0 0}\
 nav ol{padding-left:2.2em}nav li{margin:.15em 0}nav .pending{color:#777}\
 nav .why{font-size:.9em}\
 code,pre{font-family:ui-monospace,'DejaVu Sans Mono',Menlo,Consolas,monospace;font-size:.9em}\
@@ -193,6 +194,10 @@ fn section(dir: &Path, q: &Question, r: &ExplainResult, charts: &mut usize) -> R
     }
     if !r.table.columns.is_empty() {
         out += &table(&r.table);
+    }
+    for (caption, t) in &r.more_tables {
+        let _ = writeln!(out, "<p class=\"caption\">{}</p>", escape(caption));
+        out += &table(t);
     }
     if !r.findings.is_empty() {
         out += "<h3>Findings</h3>\n<ul class=\"findings\">\n";

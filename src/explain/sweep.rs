@@ -57,6 +57,9 @@ pub(crate) struct ArmRun {
     /// Training tokens per step: batch × accumulation × context.
     #[serde(default)]
     pub tokens_per_step: usize,
+    /// The peak learning rate (`optim.learning_rate`).
+    #[serde(default)]
+    pub learning_rate: f64,
 }
 
 /// An arm's figures over its seeds.
@@ -97,6 +100,9 @@ pub(crate) struct ArmSummary {
     /// The corpus it trained on (`data.path`): losses are comparable only on the same one.
     #[serde(default)]
     pub data: String,
+    /// The peak learning rate of its runs.
+    #[serde(default)]
+    pub learning_rate: f64,
 }
 
 pub(super) fn run(
@@ -154,6 +160,8 @@ pub(super) fn run(
                 let mut run = read_run(&name, seed, &summary, &run_dir)?;
                 run.data = cfg.data.path.clone();
                 run.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size;
+                // Through its shortest decimal: 3e-3 as f32 is not 3e-3 as f64.
+                run.learning_rate = cfg.optim.learning_rate.to_string().parse().unwrap_or(f64::NAN);
                 run_probes(spec, &mut run, &summary.checkpoint, &cfg, seed)?;
                 runs.push(run);
                 drop_weights(&run_dir);
@@ -409,6 +417,7 @@ fn read_run(arm: &str, seed: u64, s: &crate::train::TrainSummary, run_dir: &Path
         context_losses: Vec::new(),
         data: String::new(),
         tokens_per_step: 0,
+        learning_rate: 0.0,
     })
 }
 
@@ -684,6 +693,7 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
                 .collect()
         }),
         data: runs.first().map_or(String::new(), |r| r.data.clone()),
+        learning_rate: runs.first().map_or(0.0, |r| r.learning_rate),
     }
 }
 
@@ -1151,6 +1161,7 @@ mod tests {
             context_losses: vec![],
             data: data.into(),
             tokens_per_step: 512,
+            learning_rate: 1e-3,
         }
     }
 
