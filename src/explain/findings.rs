@@ -156,7 +156,7 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
 }
 
 /// An arm's name without a trailing " lr RATE" (the arms of one set-up at several rates).
-fn without_rate(arm: &str) -> &str {
+pub(super) fn without_rate(arm: &str) -> &str {
     match arm.rsplit_once(" lr ") {
         Some((head, rate)) if rate.parse::<f64>().is_ok() => head,
         _ => arm,

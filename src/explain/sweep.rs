@@ -834,10 +834,25 @@ fn charts(
                     .collect(),
             })
             .collect();
+        // A run that blows up (a high learning rate) would flatten every other curve: losses
+        // above 1.5× the highest first evaluation are drawn at that line, and the title says so.
+        let mut curves: Vec<XySeries> = curves;
+        let first_max = curves.iter().filter_map(|c| c.points.first().map(|p| p.1)).fold(f64::MIN, f64::max);
+        let cap = 1.5 * first_max;
+        let mut clipped = false;
+        if cap.is_finite() && cap > 0.0 {
+            for p in curves.iter_mut().flat_map(|c| c.points.iter_mut()) {
+                if p.1.is_nan() || p.1 > cap {
+                    p.1 = cap;
+                    clipped = true;
+                }
+            }
+        }
+        let note = if clipped { format!(" (losses above {cap:.2} drawn at {cap:.2})") } else { String::new() };
         let c = XyChart {
             title: match &g.corpus {
-                Some(name) => format!("{name}: validation loss during training"),
-                None => "validation loss during training".into(),
+                Some(name) => format!("{name}: validation loss during training{note}"),
+                None => format!("validation loss during training{note}"),
             },
             x: if tokens { "training tokens (step × batch × context)".into() } else { "step".into() },
             y: "val loss".into(),
@@ -890,6 +905,28 @@ fn charts(
     // A power law is a straight line on log-log axes.
     let axes = if spec.fit.is_some() { Axes { log_x: true, log_y: true } } else { Axes::default() };
     out.push(draw_on(&c, axes, "val_loss_final", dir)?);
+
+    // Learning-rate sensitivity: each set-up trained at two or more rates, one line.
+    let mut by_setup: Vec<XySeries> = Vec::new();
+    for a in arms.iter().filter(|a| a.learning_rate > 0.0 && a.val_mean.is_finite()) {
+        let key = findings::without_rate(&a.arm);
+        match by_setup.iter_mut().find(|s| s.name == key) {
+            Some(s) => s.points.push((a.learning_rate, a.val_mean)),
+            None => by_setup.push(XySeries { name: key.to_string(), points: vec![(a.learning_rate, a.val_mean)] }),
+        }
+    }
+    by_setup.retain(|s| s.points.len() >= 2);
+    if !by_setup.is_empty() {
+        by_setup.iter_mut().for_each(|s| s.points.sort_by(|a, b| a.0.total_cmp(&b.0)));
+        let c = XyChart {
+            title: "learning-rate sensitivity: final validation loss against the peak learning rate".into(),
+            x: "peak learning rate (log)".into(),
+            y: "val loss (mean over seeds)".into(),
+            series: by_setup,
+            scatter: false,
+        };
+        out.push(draw_on(&c, Axes { log_x: true, log_y: false }, "lr_sensitivity", dir)?);
+    }
 
     if arms.iter().any(|a| !a.extrapolation.is_empty()) {
         let c = XyChart {
