@@ -176,7 +176,11 @@ fn divergence_keeps_the_last_good_checkpoints() {
     let absurd = "optim.learning_rate=1e30 optim.grad_clip=0 optim.warmup_iters=0 optim.decay_lr=false";
     for (max_iters, needle) in [(9, "val loss is NaN at step 9"), (12, "diverged")] {
         let cfg = config(&s, &out, &format!("{absurd} train.max_iters={max_iters}"));
-        let e = format!("{:#}", train(cfg, Some(&out.join("ckpt")), &quiet()).unwrap_err());
+        let err = train(cfg, Some(&out.join("ckpt")), &quiet()).unwrap_err();
+        // Typed, so that a sweep records the run as diverged instead of failing.
+        let step = err.downcast_ref::<lmlab::train::Diverged>().map(|d| d.step);
+        assert!(step.is_some_and(|s| (9..=12).contains(&s)), "{step:?}: {err:#}");
+        let e = format!("{err:#}");
         assert!(e.contains("diverged") && e.contains(needle), "{e}");
         assert!(snapshot(&out.join("ckpt")) == ckpt, "ckpt was overwritten: {e}");
         assert!(snapshot(&out.join("ckpt_best")) == best, "ckpt_best was overwritten: {e}");

@@ -19,7 +19,11 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
     let mut ranked: Vec<&ArmSummary> = arms.iter().filter(|a| a.val_mean.is_finite()).collect();
     ranked.sort_by(|a, b| a.val_mean.total_cmp(&b.val_mean));
     let mut out = Vec::new();
-    let diverged: Vec<&str> = arms.iter().filter(|a| !a.val_mean.is_finite()).map(|a| a.arm.as_str()).collect();
+    let diverged: Vec<String> = arms
+        .iter()
+        .filter(|a| !a.val_mean.is_finite())
+        .map(|a| if a.diverged.is_empty() { a.arm.clone() } else { format!("{} ({})", a.arm, a.diverged.join("; ")) })
+        .collect();
     if !diverged.is_empty() {
         out.push(format!("Did not train to a finite loss: {}.", diverged.join(", ")));
     }
@@ -60,9 +64,11 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
             ));
         }
     }
+    // Cost over the arms that trained to the end (a diverged run stopped early).
+    let finished = || arms.iter().filter(|a| a.val_mean.is_finite());
     if let (Some(fast), Some(slow)) = (
-        arms.iter().min_by(|a, b| a.seconds_mean.total_cmp(&b.seconds_mean)),
-        arms.iter().max_by(|a, b| a.seconds_mean.total_cmp(&b.seconds_mean)),
+        finished().min_by(|a, b| a.seconds_mean.total_cmp(&b.seconds_mean)),
+        finished().max_by(|a, b| a.seconds_mean.total_cmp(&b.seconds_mean)),
     ) {
         if slow.seconds_mean > 1.2 * fast.seconds_mean {
             out.push(format!(

@@ -20,7 +20,9 @@ pub(crate) struct ArmRun {
     pub arm: String,
     pub seed: u64,
     /// The last evaluation's losses.
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_loss: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_loss: f64,
     /// (iteration, val loss) of every evaluation.
     pub val_curve: Vec<(f64, f64)>,
@@ -60,6 +62,10 @@ pub(crate) struct ArmRun {
     /// The peak learning rate (`optim.learning_rate`).
     #[serde(default)]
     pub learning_rate: f64,
+    /// Why training stopped when its loss or gradient stopped being finite (its losses are
+    /// then NaN, stored as null); None for a run that finished.
+    #[serde(default)]
+    pub diverged: Option<String>,
 }
 
 /// An arm's figures over its seeds.
@@ -67,11 +73,17 @@ pub(crate) struct ArmRun {
 pub(crate) struct ArmSummary {
     pub arm: String,
     pub x: Option<f64>,
+    /// NaN (null in result.json) when a seed diverged.
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_mean: f64,
     /// Sample standard deviation over the seeds (0 for one seed).
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_sd: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_min: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_max: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_mean: f64,
     pub seconds_mean: f64,
     pub params: usize,
@@ -103,6 +115,14 @@ pub(crate) struct ArmSummary {
     /// The peak learning rate of its runs.
     #[serde(default)]
     pub learning_rate: f64,
+    /// "seed S: why" for each seed whose training diverged.
+    #[serde(default)]
+    pub diverged: Vec<String>,
+}
+
+/// A number that JSON wrote as null (serde_json writes NaN and infinities so) reads back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 pub(super) fn run(
@@ -155,8 +175,22 @@ pub(super) fn run(
                 if seed == seeds[0] {
                     result.configs.push((name.clone(), cfg.to_toml()));
                 }
-                let summary = train(cfg.clone(), None, &TrainOptions { quiet: true, json: false })
-                    .with_context(|| format!("training arm {name:?} (seed {seed})"))?;
+                let started = std::time::Instant::now();
+                let summary = match train(cfg.clone(), None, &TrainOptions { quiet: true, json: false }) {
+                    Ok(s) => s,
+                    // A setting that diverges (a high learning rate) is a result, not a failure.
+                    Err(e) if e.downcast_ref::<crate::train::Diverged>().is_some() => {
+                        let mut run = diverged_run(&name, seed, &cfg, &run_dir, format!("{e:#}"));
+                        run.seconds = started.elapsed().as_secs_f64();
+                        runs.push(run);
+                        drop_weights(&run_dir);
+                        if let Some(bar) = &bar {
+                            bar.inc(1);
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e.context(format!("training arm {name:?} (seed {seed})"))),
+                };
                 let mut run = read_run(&name, seed, &summary, &run_dir)?;
                 run.data = cfg.data.path.clone();
                 run.tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size;
@@ -418,7 +452,37 @@ fn read_run(arm: &str, seed: u64, s: &crate::train::TrainSummary, run_dir: &Path
         data: String::new(),
         tokens_per_step: 0,
         learning_rate: 0.0,
+        diverged: None,
     })
+}
+
+/// A run whose training diverged: its evaluations up to then, NaN losses, and why.
+fn diverged_run(arm: &str, seed: u64, cfg: &RunConfig, run_dir: &Path, why: String) -> ArmRun {
+    let curve = read_metrics(&run_dir.join("metrics.jsonl")).map(|m| m.eval_val.points).unwrap_or_default();
+    ArmRun {
+        arm: arm.to_string(),
+        seed,
+        val_loss: f64::NAN,
+        train_loss: f64::NAN,
+        val_curve: curve,
+        seconds: 0.0,
+        ms_per_iter: 0.0,
+        params: 0,
+        flops_per_token: None,
+        grad_norm: Vec::new(),
+        attn_entropy: Vec::new(),
+        dead_share: Vec::new(),
+        last_loss_ordered: None,
+        last_loss_shuffled: None,
+        extrapolation: Vec::new(),
+        head_diversity: Vec::new(),
+        recall_bins: Vec::new(),
+        context_losses: Vec::new(),
+        data: cfg.data.path.clone(),
+        tokens_per_step: cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size,
+        learning_rate: cfg.optim.learning_rate.to_string().parse().unwrap_or(f64::NAN),
+        diverged: Some(why),
+    }
 }
 
 /// Validation tokens the context probe scores.
@@ -644,8 +708,9 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
         val_max: val.max,
         train_mean: mean(&runs.iter().map(|r| r.train_loss).collect::<Vec<_>>()),
         seconds_mean: mean(&runs.iter().map(|r| r.seconds).collect::<Vec<_>>()),
-        params: runs.first().map_or(0, |r| r.params),
-        flops_per_token: runs.first().and_then(|r| r.flops_per_token),
+        // From a run that finished (a diverged one has no checkpoint to count).
+        params: runs.iter().map(|r| r.params).max().unwrap_or(0),
+        flops_per_token: runs.iter().find_map(|r| r.flops_per_token),
         grad_norm_first_last: runs
             .first()
             .filter(|r| !r.grad_norm.is_empty())
@@ -694,6 +759,7 @@ fn summarize(arm: &str, x: Option<f64>, runs: &[&ArmRun]) -> ArmSummary {
         }),
         data: runs.first().map_or(String::new(), |r| r.data.clone()),
         learning_rate: runs.first().map_or(0.0, |r| r.learning_rate),
+        diverged: runs.iter().filter_map(|r| r.diverged.as_ref().map(|w| format!("seed {}: {w}", r.seed))).collect(),
     }
 }
 
@@ -739,7 +805,7 @@ fn table(arms: &[ArmSummary], spec: &Spec) -> Table {
         .map(|a| {
             let mut row = vec![
                 a.arm.clone(),
-                format!("{:.4}", a.val_mean),
+                if a.val_mean.is_finite() { format!("{:.4}", a.val_mean) } else { "diverged".into() },
                 format!("{:.4}", a.val_sd),
                 format!("{:.4}", a.train_mean),
                 a.params.to_string(),
@@ -876,7 +942,11 @@ fn charts(
                     let group: Vec<&ArmSummary> = arms.iter().filter(|a| in_group(&a.arm, g)).collect();
                     std::iter::once(XySeries {
                         name: prefix(g, "val loss".into()),
-                        points: group.iter().filter_map(|a| a.x.map(|x| (x, a.val_mean))).collect(),
+                        points: group
+                            .iter()
+                            .filter(|a| a.val_mean.is_finite())
+                            .filter_map(|a| a.x.map(|x| (x, a.val_mean)))
+                            .collect(),
                     })
                     .chain(g.power_law.map(|f| XySeries {
                         name: prefix(g, format!("fit, α = {:.4}", f.alpha)),
@@ -897,6 +967,7 @@ fn charts(
             series: arms
                 .iter()
                 .enumerate()
+                .filter(|(_, a)| a.val_mean.is_finite())
                 .map(|(i, a)| XySeries { name: a.arm.clone(), points: vec![(i as f64 + 1.0, a.val_mean)] })
                 .collect(),
             scatter: true,
@@ -1056,7 +1127,8 @@ pub(super) fn pareto(q: &Question, spec: &Spec, budget: Budget, out: &Path, dir:
         else {
             continue;
         };
-        for a in arms {
+        // A diverged arm has no loss to place.
+        for a in arms.into_iter().filter(|a| a.val_mean.is_finite()) {
             if a.data == corpus {
                 points.push((other.id.to_string(), a));
             } else {
@@ -1199,7 +1271,28 @@ mod tests {
             data: data.into(),
             tokens_per_step: 512,
             learning_rate: 1e-3,
+            diverged: None,
         }
+    }
+
+    #[test]
+    fn a_diverged_seed_makes_its_arm_diverged_and_survives_result_json() {
+        let cfg = RunConfig::from_toml_str(base_config("lm-char.toml").unwrap(), &[]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bad = diverged_run("no norm", 2, &cfg, dir.path(), "gradient norm is NaN at step 280".into());
+        let good = fake_run("no norm", 2.5, 1000, &cfg.data.path);
+        let a = summarize("no norm", None, &[&good, &bad]);
+        let spec: Spec = toml::from_str("kind = \"sweep\"\nsetup = \"\"").unwrap();
+        assert!(a.val_mean.is_nan() && a.params == 1000);
+        assert_eq!(a.diverged, ["seed 2: gradient norm is NaN at step 280"]);
+        assert_eq!(table(std::slice::from_ref(&a), &spec).rows[0][1], "diverged");
+        // serde_json writes NaN as null; it reads back as NaN.
+        let back: ArmSummary = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        assert!(back.val_mean.is_nan() && back.diverged == a.diverged);
+        let run: ArmRun = serde_json::from_str(&serde_json::to_string(&bad).unwrap()).unwrap();
+        assert!(run.val_loss.is_nan() && run.learning_rate == 1e-3);
+        let f = findings::sweep(&spec, &[a], &[good, bad]);
+        assert!(f[0].starts_with("Did not train to a finite loss: no norm (seed 2: gradient norm is NaN"), "{f:?}");
     }
 
     #[test]

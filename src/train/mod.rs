@@ -135,11 +135,15 @@ impl GradAccum {
     /// Backward of the forward pass just run, whose mean loss was `loss`.
     pub fn backward<M: LanguageModel>(&mut self, model: &mut M, loss: f32, step: u64) -> Result<()> {
         if !loss.is_finite() {
-            bail!(
-                "loss is {loss} at step {step}: {}; training diverged (try a lower optim.learning_rate or \
-                 optim.grad_clip)",
-                where_nonfinite(model)
-            );
+            return Err(Diverged {
+                step,
+                message: format!(
+                    "loss is {loss} at step {step}: {}; training diverged (try a lower optim.learning_rate or \
+                     optim.grad_clip)",
+                    where_nonfinite(model)
+                ),
+            }
+            .into());
         }
         let n = model.loss_count();
         if self.micro_batches == 1 {
@@ -213,7 +217,8 @@ pub fn optimizer_step<M: LanguageModel>(
     }
     let norm = grad_norm(model.grads());
     if !norm.is_finite() {
-        bail!("gradient norm is {norm} at step {step}: {}; training diverged", where_nonfinite(model));
+        let message = format!("gradient norm is {norm} at step {step}: {}; training diverged", where_nonfinite(model));
+        return Err(Diverged { step, message }.into());
     }
     let scale = if clip.norm > 0.0 { clip_factor(norm, clip.norm) } else { 1.0 };
     let lora = model.as_transformer().is_some_and(|t| t.lora().is_some());
@@ -332,6 +337,22 @@ pub(crate) fn ranks_note(world: &crate::dist::Comm) -> String {
 }
 
 /// Where the first NaN or infinity of the last step is, for the error that stops training.
+/// A training run whose loss or gradient stopped being finite: the error `train` returns then
+/// (through any context), so that a caller comparing settings can record it as an outcome.
+#[derive(Debug)]
+pub struct Diverged {
+    pub step: u64,
+    pub message: String,
+}
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Diverged {}
+
 fn where_nonfinite<M: LanguageModel>(model: &M) -> String {
     let found = match model.as_transformer() {
         Some(t) => crate::inspect::first_nonfinite(t),

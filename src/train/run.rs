@@ -410,12 +410,12 @@ impl RunTracker {
     pub fn evaluated(&mut self, e: Eval, encode: impl FnOnce(&EvalRecord) -> Result<CheckpointFiles>) -> Result<bool> {
         self.last_eval = Some(e.step);
         if !e.val_loss.is_finite() {
-            bail!(
+            let message = format!(
                 "val loss is {} at step {}: training diverged (try a lower optim.learning_rate or optim.grad_clip); \
                  no checkpoint is written for this step",
-                e.val_loss,
-                e.step
+                e.val_loss, e.step
             );
+            return Err(super::Diverged { step: e.step, message }.into());
         }
         let r = &mut self.record;
         let improved = r.best_val_loss.is_none_or(|b| e.val_loss < b);
