@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// One arm trained with one seed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct ArmRun {
     pub arm: String,
     pub seed: u64,
@@ -443,16 +443,8 @@ fn read_run(arm: &str, seed: u64, s: &crate::train::TrainSummary, run_dir: &Path
         grad_norm: last_layer_values("grad_norm"),
         attn_entropy: last_layer_values("attn_entropy"),
         dead_share: last_layer_values("dead_share"),
-        last_loss_ordered: None,
-        last_loss_shuffled: None,
-        extrapolation: Vec::new(),
-        head_diversity: Vec::new(),
-        recall_bins: Vec::new(),
-        context_losses: Vec::new(),
-        data: String::new(),
-        tokens_per_step: 0,
-        learning_rate: 0.0,
-        diverged: None,
+        // The probes, the corpus, the tokens per step and the rate are filled in by the caller.
+        ..ArmRun::default()
     })
 }
 
@@ -465,23 +457,12 @@ fn diverged_run(arm: &str, seed: u64, cfg: &RunConfig, run_dir: &Path, why: Stri
         val_loss: f64::NAN,
         train_loss: f64::NAN,
         val_curve: curve,
-        seconds: 0.0,
-        ms_per_iter: 0.0,
-        params: 0,
-        flops_per_token: None,
-        grad_norm: Vec::new(),
-        attn_entropy: Vec::new(),
-        dead_share: Vec::new(),
-        last_loss_ordered: None,
-        last_loss_shuffled: None,
-        extrapolation: Vec::new(),
-        head_diversity: Vec::new(),
-        recall_bins: Vec::new(),
-        context_losses: Vec::new(),
         data: cfg.data.path.clone(),
         tokens_per_step: cfg.train.batch_size * cfg.train.grad_accum_steps * cfg.model.block_size,
         learning_rate: cfg.optim.learning_rate.to_string().parse().unwrap_or(f64::NAN),
         diverged: Some(why),
+        // No checkpoint to count or probe; the caller sets the seconds it ran.
+        ..ArmRun::default()
     }
 }
 
