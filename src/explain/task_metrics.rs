@@ -353,10 +353,9 @@ struct AnswerRow {
     example: String,
 }
 
-fn score_answers(name: &str, shows: &str, questions: &[&SquadQuestion], answers: &[String]) -> AnswerRow {
-    let qs: Vec<SquadQuestion> = questions.iter().map(|q| (*q).clone()).collect();
+fn score_answers(name: &str, shows: &str, qs: &[SquadQuestion], answers: &[String]) -> AnswerRow {
     let preds: HashMap<String, String> = qs.iter().zip(answers).map(|(q, a)| (q.id.clone(), a.clone())).collect();
-    let s: SquadScore = evaluate(&qs, &preds);
+    let s: SquadScore = evaluate(qs, &preds);
     let hits = qs.iter().zip(answers).filter(|(q, a)| contains_answer(a, &q.answers)).count();
     AnswerRow {
         name: name.into(),
@@ -379,7 +378,8 @@ pub(super) fn squad(
     let spans: Vec<(&SquadQuestion, (usize, usize))> =
         questions.iter().filter_map(|q| answer_span(q).map(|s| (q, s))).collect();
     ensure!(spans.len() >= 2, "{file}: fewer than 2 questions whose answer is found in its context");
-    let qs: Vec<&SquadQuestion> = spans.iter().map(|(q, _)| *q).collect();
+    // Owned once: `evaluate` scores a slice of questions, every row the same ones.
+    let qs: Vec<SquadQuestion> = spans.iter().map(|(q, _)| (*q).clone()).collect();
     let gold: Vec<&str> = qs.iter().map(|q| q.answers[0].0.as_str()).collect();
     let n = qs.len();
     let mut rows = vec![score_answers(
@@ -401,8 +401,8 @@ pub(super) fn squad(
             3 => score_answers(name, shows, &qs, &gold.iter().map(|a| first_word(a)).collect::<Vec<_>>()),
             4 => score_answers(name, shows, &qs, &gold.iter().map(|a| reversed_words(a)).collect::<Vec<_>>()),
             5 => {
-                let (sub, answers): (Vec<&SquadQuestion>, Vec<String>) =
-                    qs.iter().zip(&gold).filter_map(|(q, a)| digits_changed(a).map(|d| (*q, d))).unzip();
+                let (sub, answers): (Vec<SquadQuestion>, Vec<String>) =
+                    qs.iter().zip(&gold).filter_map(|(q, a)| digits_changed(a).map(|d| (q.clone(), d))).unzip();
                 score_answers(name, shows, &sub, &answers)
             }
             6 => score_answers(
