@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use lmlab::eval::squad::{read_squad, select_articles};
+use lmlab::eval::squad::{read_squad_file, select_articles};
 use lmlab::infer::qa_span::QaModel;
 use lmlab::util::thread_pool;
 use std::collections::BTreeMap;
@@ -69,8 +69,7 @@ pub fn run(a: AnswerArgs) -> Result<()> {
                 Ok(())
             }
             (None, None, Some(data), Some(output)) => {
-                let text = std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
-                let mut questions = read_squad(&text, &data.display().to_string())?;
+                let mut questions = read_squad_file(data)?;
                 if let Some(spec) = &a.articles {
                     questions = select_articles(questions, spec)?;
                 }

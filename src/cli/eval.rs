@@ -491,9 +491,9 @@ pub fn run(cmd: EvalCmd) -> Result<()> {
 }
 
 fn run_squad(data: &std::path::Path, predictions: &std::path::Path, articles: Option<&str>, json: bool) -> Result<()> {
-    use lmlab::eval::squad::{evaluate, read_squad, select_articles};
+    use lmlab::eval::squad::{evaluate, read_squad_file, select_articles};
     let read = |p: &std::path::Path| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
-    let mut questions = read_squad(&read(data)?, &data.display().to_string())?;
+    let mut questions = read_squad_file(data)?;
     if let Some(spec) = articles {
         questions = select_articles(questions, spec)?;
     }

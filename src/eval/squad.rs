@@ -98,6 +98,14 @@ pub struct Question {
     pub title: String,
 }
 
+/// Every question of the SQuAD v1.1-format JSON file at `path` (see [`read_squad`]); a file that
+/// cannot be read is an error naming it.
+pub fn read_squad_file(path: impl AsRef<std::path::Path>) -> Result<Vec<Question>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read SQuAD file {}", path.display()))?;
+    read_squad(&text, &path.display().to_string())
+}
+
 /// Every question of a SQuAD v1.1-format JSON file (`{"data": [{"title", "paragraphs":
 /// [{"context", "qas": [{"id", "question", "answers": [{"text", "answer_start"}]}]}]}]}`);
 /// a malformed record is an error naming it.

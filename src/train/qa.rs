@@ -21,7 +21,7 @@ use super::run::{Eval, LogWindow, Resumed, RunTracker};
 use super::{log_skipped, optimizer_step, GradAccum, TrainOptions, TrainSummary};
 use crate::config::RunConfig;
 use crate::data::Tokenizer;
-use crate::eval::squad::{evaluate, read_squad, Question, SquadScore};
+use crate::eval::squad::{evaluate, read_squad_file, Question, SquadScore};
 use crate::infer::qa_span::{features, predict, qa_tokenizer, Feature, FeatureBatch, QaSettings};
 use crate::io::checkpoint::{self, TrainState};
 use crate::kernels::dropout::mix64;
@@ -142,11 +142,6 @@ fn split(
     Ok(Split { train, val, heldout, excluded: n_excluded, rng })
 }
 
-fn read_file(path: &str) -> Result<Vec<Question>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read SQuAD file {path}"))?;
-    read_squad(&text, path)
-}
-
 /// Trains the span head (and the encoder) on `data.train`'s training articles, or resumes such
 /// a run from `resume`; writes `results.json` and the predictions of the held-out articles
 /// (`heldout_predictions.json`) and of `data.test` (`test_predictions.json`).
@@ -157,8 +152,8 @@ pub fn train_qa(cfg: &RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> 
         "data.task = \"qa\" trains in one process (no data parallelism yet)"
     );
     let s = QaSettings::of(cfg);
-    let all = read_file(&d.train)?;
-    let test = if d.test.is_empty() { None } else { Some(read_file(&d.test)?) };
+    let all = read_squad_file(&d.train)?;
+    let test = if d.test.is_empty() { None } else { Some(read_squad_file(&d.test)?) };
     let excluded: HashSet<&str> = test.iter().flatten().map(|q| q.context.as_str()).collect();
     let Split { train: train_q, val: val_q, heldout: heldout_q, excluded: n_excluded, rng } =
         split(all.clone(), d.heldout_articles, &excluded, d.val_fraction, tc.seed)?;
