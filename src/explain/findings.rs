@@ -81,7 +81,9 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
             ));
         }
     }
-    let (pmin, pmax) = (arms.iter().map(|a| a.params).min(), arms.iter().map(|a| a.params).max());
+    // A diverged run has no checkpoint to count (0).
+    let counted = || arms.iter().map(|a| a.params).filter(|&p| p > 0);
+    let (pmin, pmax) = (counted().min(), counted().max());
     if let (Some(pmin), Some(pmax)) = (pmin, pmax) {
         if pmin == pmax {
             out.push(format!("Every arm has {pmin} parameters."));
@@ -184,6 +186,8 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
     let mut out = Vec::new();
     // (set-up, its rates, spread of its val loss), for the groups measured at 2+ rates.
     let mut spreads: Vec<(&str, Vec<f64>, f64)> = Vec::new();
+    // Set-ups whose best finished rate is their highest, their lowest.
+    let mut edges = (0usize, 0usize);
     for (key, mut g) in groups {
         g.sort_by(|a, b| a.learning_rate.total_cmp(&b.learning_rate));
         g.dedup_by(|a, b| a.learning_rate == b.learning_rate);
@@ -197,19 +201,48 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
         } else {
             f64::INFINITY
         };
-        let best = g.iter().min_by(|a, b| a.val_mean.total_cmp(&b.val_mean)).expect("2 arms");
-        out.push(format!(
-            "Learning-rate sensitivity of {key}: {}; best at {:e}, a spread of {} over the rates tried.",
-            g.iter()
-                .map(|a| format!("val loss {:.3} at lr {:e}", a.val_mean, a.learning_rate))
-                .collect::<Vec<_>>()
-                .join(", "),
-            best.learning_rate,
-            if finite { format!("{spread:.3}") } else { "a diverged run".to_string() }
-        ));
+        let best = g.iter().filter(|a| a.val_mean.is_finite()).min_by(|a, b| a.val_mean.total_cmp(&b.val_mean));
+        let per_rate = g
+            .iter()
+            .map(|a| match a.val_mean.is_finite() {
+                true => format!("val loss {:.3} at lr {:e}", a.val_mean, a.learning_rate),
+                false => format!("diverged at lr {:e}", a.learning_rate),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut edge = |b: &ArmSummary| {
+            let rates = (g[0].learning_rate, g[g.len() - 1].learning_rate);
+            if b.learning_rate == rates.1 {
+                edges.0 += 1;
+                ", the highest tried (the best rate may lie higher)"
+            } else if b.learning_rate == rates.0 {
+                edges.1 += 1;
+                ", the lowest tried (the best rate may lie lower)"
+            } else {
+                ""
+            }
+        };
+        let verdict = match (best, finite) {
+            (Some(b), true) => {
+                format!("best at {:e}{}, a spread of {spread:.3} over the rates tried", b.learning_rate, edge(b))
+            }
+            (Some(b), false) => format!("best at {:e}; {}", b.learning_rate, diverged_rates(&g)),
+            (None, _) => "it diverged at every rate tried".to_string(),
+        };
+        out.push(format!("Learning-rate sensitivity of {key}: {per_rate}; {verdict}."));
         spreads.push((key, g.iter().map(|a| a.learning_rate).collect(), spread));
     }
+    if spreads.len() >= 2 && edges.0 == spreads.len() {
+        out.push(format!(
+            "All {} set-ups are best at the highest rate they tried: the sweep does not bracket their best rates.",
+            spreads.len()
+        ));
+    }
     // Compare the set-ups tried at the same rates.
+    let diverged_at = |key: &str| -> String {
+        let g: Vec<&ArmSummary> = arms.iter().filter(|a| without_rate(&a.arm) == key).collect();
+        diverged_rates(&g)
+    };
     let mut done: Vec<Vec<f64>> = Vec::new();
     for (_, rates, _) in &spreads {
         if done.contains(rates) {
@@ -228,10 +261,23 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
             calm.0,
             calm.2,
             wild.0,
-            if wild.2.is_finite() { format!("spread {:.3}", wild.2) } else { "a diverged run".into() }
+            if wild.2.is_finite() { format!("spread {:.3}", wild.2) } else { diverged_at(wild.0) }
         ));
     }
     out
+}
+
+/// "diverged at 3e-2 and 1e-1": the rates of `arms` whose val loss is not finite.
+fn diverged_rates(arms: &[&ArmSummary]) -> String {
+    let mut rates: Vec<f64> = arms.iter().filter(|a| !a.val_mean.is_finite()).map(|a| a.learning_rate).collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    let names: Vec<String> = rates.iter().map(|r| format!("{r:e}")).collect();
+    match names.split_last() {
+        None => "no rate diverged".into(),
+        Some((last, [])) => format!("diverged at {last}"),
+        Some((last, rest)) => format!("diverged at {} and {last}", rest.join(", ")),
+    }
 }
 
 /// Context usage: what each arm gains from the second half of its context, and where its
@@ -420,7 +466,7 @@ mod tests {
         ];
         let f = rate_sensitivity(&arms);
         assert_eq!(f.len(), 3, "{f:?}");
-        assert!(f[0].starts_with("Learning-rate sensitivity of LayerNorm + GELU: val loss 2.500 at lr 3e-3, val loss 2.700 at lr 3e-2; best at 3e-3, a spread of 0.200"), "{}", f[0]);
+        assert!(f[0].starts_with("Learning-rate sensitivity of LayerNorm + GELU: val loss 2.500 at lr 3e-3, val loss 2.700 at lr 3e-2; best at 3e-3, the lowest tried (the best rate may lie lower), a spread of 0.200"), "{}", f[0]);
         assert!(f[1].contains("no norm + GELU") && f[1].contains("spread of 2.000"), "{}", f[1]);
         assert!(
             f[2].contains(
@@ -428,6 +474,35 @@ mod tests {
             ),
             "{}",
             f[2]
+        );
+        // Diverged arms (NaN loss) are named, not given a spread.
+        let arms = [
+            arm("LayerNorm + GELU", 2.5, 3e-3),
+            arm("LayerNorm + GELU lr 3e-2", 2.7, 3e-2),
+            arm("LayerNorm + GELU lr 1e-1", 2.9, 1e-1),
+            arm("no norm + GELU", 2.6, 3e-3),
+            arm("no norm + GELU lr 3e-2", f64::NAN, 3e-2),
+            arm("no norm + GELU lr 1e-1", f64::NAN, 1e-1),
+        ];
+        let f = rate_sensitivity(&arms);
+        assert_eq!(
+            f[1],
+            "Learning-rate sensitivity of no norm + GELU: val loss 2.600 at lr 3e-3, diverged at lr 3e-2, diverged at \
+             lr 1e-1; best at 3e-3; diverged at 3e-2 and 1e-1."
+        );
+        assert!(f[2].ends_with("the most no norm + GELU (diverged at 3e-2 and 1e-1)."), "{}", f[2]);
+        // Every set-up best at its highest rate: the sweep did not bracket the best rates.
+        let arms = [
+            arm("SGD lr 0.3", 2.4, 0.3),
+            arm("SGD lr 1", 2.3, 1.0),
+            arm("Adam lr 1e-3", 2.1, 1e-3),
+            arm("Adam lr 3e-3", 1.9, 3e-3),
+        ];
+        let f = rate_sensitivity(&arms);
+        assert!(f[0].contains("best at 1e0, the highest tried (the best rate may lie higher)"), "{}", f[0]);
+        assert_eq!(
+            f[2],
+            "All 2 set-ups are best at the highest rate they tried: the sweep does not bracket their best rates."
         );
         // A rate that is not a number is part of the name; one rate alone says nothing.
         assert_eq!(without_rate("SGD lr fast"), "SGD lr fast");

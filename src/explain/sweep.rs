@@ -787,9 +787,10 @@ fn table(arms: &[ArmSummary], spec: &Spec) -> Table {
             let mut row = vec![
                 a.arm.clone(),
                 if a.val_mean.is_finite() { format!("{:.4}", a.val_mean) } else { "diverged".into() },
-                format!("{:.4}", a.val_sd),
-                format!("{:.4}", a.train_mean),
-                a.params.to_string(),
+                if a.val_sd.is_finite() { format!("{:.4}", a.val_sd) } else { "–".into() },
+                if a.train_mean.is_finite() { format!("{:.4}", a.train_mean) } else { "–".into() },
+                // 0: every seed diverged, no checkpoint to count.
+                if a.params > 0 { a.params.to_string() } else { "–".into() },
                 a.flops_per_token.map_or("–".into(), |f| format!("{:.3e}", f)),
                 format!("{:.1}", a.seconds_mean),
             ];
