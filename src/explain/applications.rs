@@ -24,7 +24,7 @@ use crate::config::{RunConfig, Task};
 use crate::data::classify::LabelledText;
 use crate::data::TokenDataset;
 use crate::eval::classification::{classification_report, ClassificationReport, ZeroDivision};
-use crate::eval::squad::{evaluate, read_squad, Question as SquadQuestion, SquadScore};
+use crate::eval::squad::{evaluate, read_squad_file, Question as SquadQuestion, SquadScore};
 use crate::inspect::plot::{plot_xy, read_metrics, XyChart, XySeries};
 use crate::io::atomic::write_file_atomic;
 use crate::train::{train, TrainOptions, TrainSummary};
@@ -578,26 +578,61 @@ fn rounds(articles: &[Value], limit: usize) -> Result<Vec<Value>> {
         .collect())
 }
 
-/// Extractive QA: MiniLM imported, fine-tuned by the QA trainer, which answers the held-out
-/// articles' questions itself (`heldout_predictions.json`); those answers are rescored here and
-/// set against the best-overlap sentence.
-fn question_answering(
+/// A fine-tuned extractive reader and its answers to the held-out articles' questions.
+pub(super) struct Reader {
+    trained: Trained,
+    /// The SQuAD file trained on: a cut under `outputs/` or the config's file.
+    data_file: PathBuf,
+    /// Articles in `data_file`; the held-out ones are the last, from `first_heldout`.
+    articles: usize,
+    first_heldout: usize,
+    /// The held-out articles' questions and the reader's answer to each, by question id.
+    pub heldout: Vec<SquadQuestion>,
+    pub predictions: HashMap<String, String>,
+    pub params: usize,
+}
+
+impl Reader {
+    pub fn steps(&self) -> u64 {
+        self.trained.summary.steps
+    }
+
+    pub fn train_seconds(&self) -> f64 {
+        self.trained.summary.seconds
+    }
+
+    /// The answers the trainer wrote for `name` (`heldout_predictions.json`, `test_predictions.json`).
+    fn predictions(&self, name: &str) -> Result<HashMap<String, String>> {
+        let path = self.trained.summary.run_dir.join(name);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a predictions object", path.display()))
+    }
+
+    /// The trainer's `results.json`.
+    fn results(&self) -> Result<Value> {
+        let path = self.trained.summary.run_dir.join("results.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    }
+}
+
+/// Imports all-MiniLM-L6-v2 (`lmlab import --hf`) and fine-tunes it with the QA trainer on the
+/// application's SQuAD file (cut to the budget's examples), which answers the held-out articles'
+/// questions itself (`heldout_predictions.json`). `Ok(Err(why))` when the weights are absent.
+pub(super) fn train_reader(
     app: &Application,
     budget: Budget,
     place: &Place,
-    plain: &RunConfig,
     configs: &mut Vec<(String, String)>,
-) -> Result<AppResult> {
+) -> Result<std::result::Result<Reader, String>> {
+    let plain = unresolved(app, budget)?;
+    ensure!(plain.data.task == Task::Qa, "application {:?} is not a QA reader (data.task)", app.name);
     let minilm = crate::infer::embed::default_model_dir();
     if !minilm.join("model.safetensors").is_file() {
-        return Ok(AppResult::skipped(
-            app,
-            Task::Qa,
-            format!(
-                "all-MiniLM-L6-v2 is not at {} (run scripts/fetch_minilm.sh, or set LMLAB_MINILM_DIR)",
-                minilm.display()
-            ),
-        ));
+        return Ok(Err(format!(
+            "all-MiniLM-L6-v2 is not at {} (run scripts/fetch_minilm.sh, or set LMLAB_MINILM_DIR)",
+            minilm.display()
+        )));
     }
     let b = app.budget(budget);
     let d = &plain.data;
@@ -629,32 +664,39 @@ fn question_answering(
     let trained = train_run(app, resolve(app, budget, place, &extra)?, configs);
     let _ = std::fs::remove_dir_all(&imported);
     let trained = trained?;
-    let started = Instant::now();
     let params = crate::io::checkpoint::load_inference(&trained.ck, 1)?.model.num_params();
-    let read = |path: &Path| -> Result<Vec<SquadQuestion>> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        read_squad(&text, &path.display().to_string())
-    };
-    let predictions = |name: &str| -> Result<HashMap<String, String>> {
-        let path = trained.summary.run_dir.join(name);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a predictions object", path.display()))
-    };
-    let all = read(&data_file)?;
+    let all = read_squad_file(&data_file)?;
     let articles = all.iter().map(|q| q.article).max().unwrap_or(0) + 1;
     let first_heldout = articles - d.heldout_articles;
     let heldout: Vec<SquadQuestion> = all.into_iter().filter(|q| q.article >= first_heldout).collect();
-    let mut sets = vec![("held-out articles", heldout, predictions("heldout_predictions.json")?)];
-    let results: Value = {
-        let path = trained.summary.run_dir.join("results.json");
-        serde_json::from_str(
-            &std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?,
-        )?
+    let mut reader =
+        Reader { trained, data_file, articles, first_heldout, heldout, predictions: HashMap::new(), params };
+    reader.predictions = reader.predictions("heldout_predictions.json")?;
+    Ok(Ok(reader))
+}
+
+/// Extractive QA: the reader of [`train_reader`], its held-out answers (and the test file's, when
+/// the config names one) rescored here and set against the best-overlap sentence.
+fn question_answering(
+    app: &Application,
+    budget: Budget,
+    place: &Place,
+    plain: &RunConfig,
+    configs: &mut Vec<(String, String)>,
+) -> Result<AppResult> {
+    let reader = match train_reader(app, budget, place, configs)? {
+        Ok(reader) => reader,
+        Err(why) => return Ok(AppResult::skipped(app, Task::Qa, why)),
     };
+    let d = &plain.data;
+    let started = Instant::now();
+    let results = reader.results()?;
+    let data_file = &reader.data_file;
+    let mut sets = vec![("held-out articles", reader.heldout.clone(), reader.predictions.clone())];
     if results.get("test").is_some() {
-        sets.push(("test file", read(Path::new(&d.test))?, predictions("test_predictions.json")?));
+        sets.push(("test file", read_squad_file(&d.test)?, reader.predictions("test_predictions.json")?));
     }
-    let mut r = measured(app, Task::Qa, &trained, params);
+    let mut r = measured(app, Task::Qa, &reader.trained, reader.params);
     let mut details = serde_json::Map::new();
     for (k, (what, questions, preds)) in sets.iter().enumerate() {
         let model = evaluate(questions, preds);
@@ -708,7 +750,8 @@ fn question_answering(
         if sets.len() > 1 { format!("; and {}", d.test) } else { String::new() },
         results["checkpoint"].as_str().unwrap_or("its checkpoint")
     );
-    r.details = json!({ "sets": details, "articles_in_file": articles, "first_heldout_article": first_heldout });
+    r.details = json!({ "sets": details, "articles_in_file": reader.articles,
+        "first_heldout_article": reader.first_heldout });
     Ok(r)
 }
 

@@ -31,7 +31,7 @@
 //! space. Nothing is smoothed over: a metric that cannot be computed (fluency of empty texts)
 //! is reported as missing.
 
-use super::applications::{train_classifier, Place};
+use super::applications::{train_classifier, train_reader, Place};
 use super::sweep::{drop_weights, write_heatmaps};
 use super::{new_result, task_metrics, train_model, Budget, ExplainResult, Question, Spec, Table};
 use crate::data::parallel::shared_data_file;
@@ -501,7 +501,7 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
     let (class_table, class_chart, class_found, class_data) = task_metrics::classification(&classified, dir)?;
     let squad_path = shared_data_file(SQUAD)
         .with_context(|| format!("{SQUAD} not found under $LMLAB_DATA or ../shared/data (see its README)"))?;
-    let questions = task_metrics::read_questions(&squad_path)?;
+    let questions = crate::eval::squad::read_squad_file(&squad_path)?;
     let (squad_table, squad_chart, squad_found, squad_data) = task_metrics::squad(&questions, SQUAD, dir)?;
     result.more_tables = vec![
         ("Part 3: classification metrics (TREC question types)".into(), class_table),
@@ -510,6 +510,26 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
     result.charts.extend([class_chart, squad_chart]);
     result.findings.extend(class_found);
     result.findings.extend(squad_found);
+    // Part 4's fine-tuned reader, when the MiniLM weights are present.
+    let app = spec.applications.get(1).with_context(|| {
+        format!("experiments/{}.toml: part 4 needs a QA reader as the second [[applications]]", q.id)
+    })?;
+    let place = Place::new(dir, &app.name, seed, threads)?;
+    let reader = train_reader(app, budget, &place, &mut result.configs)
+        .with_context(|| format!("experiments/{}.toml, application {:?}", q.id, app.name))?;
+    drop_weights(place.run_dir());
+    let reader_data = match reader {
+        Ok(reader) => {
+            let (table, found, data) = task_metrics::reader_answers(&reader)?;
+            result.more_tables.push(("Part 4: the fine-tuned reader's answers on held-out articles".into(), table));
+            result.findings.extend(found);
+            data
+        }
+        Err(why) => {
+            result.findings.push(format!("Part 4's fine-tuned reader was not trained: {why}."));
+            serde_json::json!({"skipped": why})
+        }
+    };
     let examples: Vec<serde_json::Value> = PERTURBATIONS
         .iter()
         .zip(&perturbed)
@@ -530,6 +550,7 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
         },
         "classification": class_data,
         "squad": squad_data,
+        "reader": reader_data,
         "minilm": match &skipped { None => serde_json::json!({"used": true}), Some(why) => serde_json::json!({"used": false, "skipped": why}) },
     });
     drop_weights(&run_dir);
