@@ -188,6 +188,7 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
     let mut spreads: Vec<(&str, Vec<f64>, f64)> = Vec::new();
     // Set-ups whose best finished rate is their highest, their lowest.
     let mut edges = (0usize, 0usize);
+    let mut flat = 0usize;
     for (key, mut g) in groups {
         g.sort_by(|a, b| a.learning_rate.total_cmp(&b.learning_rate));
         g.dedup_by(|a, b| a.learning_rate == b.learning_rate);
@@ -222,7 +223,20 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
                 ""
             }
         };
+        // Flat: the spread over the rates is within twice the seed-to-seed spread (0.005 nats
+        // at least, for one seed), so no rate is better.
+        let sd = g.iter().map(|a| a.val_sd).filter(|s| s.is_finite()).fold(0.0, f64::max);
+        let noise = 2.0 * sd.max(0.005);
         let verdict = match (best, finite) {
+            (Some(_), true) if spread <= noise => {
+                flat += 1;
+                match sd > 0.005 {
+                    true => format!(
+                        "flat: a spread of {spread:.3} over the rates tried, within twice the seed-to-seed spread ({noise:.3})"
+                    ),
+                    false => format!("flat: a spread of {spread:.3} over the rates tried, under {noise:.3} nats"),
+                }
+            }
             (Some(b), true) => {
                 format!("best at {:e}{}, a spread of {spread:.3} over the rates tried", b.learning_rate, edge(b))
             }
@@ -232,11 +246,15 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
         out.push(format!("Learning-rate sensitivity of {key}: {per_rate}; {verdict}."));
         spreads.push((key, g.iter().map(|a| a.learning_rate).collect(), spread));
     }
-    if spreads.len() >= 2 && edges.0 == spreads.len() {
-        out.push(format!(
-            "All {} set-ups are best at the highest rate they tried: the sweep does not bracket their best rates.",
-            spreads.len()
-        ));
+    let sloped = spreads.len() - flat;
+    if sloped >= 2 && edges.0 == sloped {
+        out.push(if flat == 0 {
+            format!("All {sloped} set-ups are best at the highest rate they tried: the sweep does not bracket their best rates.")
+        } else {
+            format!(
+                "All {sloped} set-ups whose loss depends on the rate are best at the highest rate they tried: the sweep does not bracket their best rates."
+            )
+        });
     }
     // Compare the set-ups tried at the same rates.
     let diverged_at = |key: &str| -> String {
@@ -491,6 +509,28 @@ mod tests {
              lr 1e-1; best at 3e-3; diverged at 3e-2 and 1e-1."
         );
         assert!(f[2].ends_with("the most no norm + GELU (diverged at 3e-2 and 1e-1)."), "{}", f[2]);
+        // A spread within the seeds' noise is flat, and leaves the verdict on the others.
+        let mut sgd = [arm("SGD lr 0.3", 2.350, 0.3), arm("SGD lr 1", 2.328, 1.0)];
+        sgd.iter_mut().for_each(|a| a.val_sd = 0.023);
+        let arms = [
+            sgd[0].clone(),
+            sgd[1].clone(),
+            arm("Adam lr 1e-3", 2.1, 1e-3),
+            arm("Adam lr 3e-3", 1.9, 3e-3),
+            arm("RMSProp lr 1e-3", 2.1, 1e-3),
+            arm("RMSProp lr 3e-3", 2.0, 3e-3),
+        ];
+        let f = rate_sensitivity(&arms);
+        assert!(
+            f[0].ends_with(
+                "flat: a spread of 0.022 over the rates tried, within twice the seed-to-seed spread (0.046)."
+            ),
+            "{}",
+            f[0]
+        );
+        assert!(f[3].starts_with("All 2 set-ups whose loss depends on the rate are best at the highest"), "{f:?}");
+        let f = rate_sensitivity(&[arm("SGD lr 0.3", 2.591, 0.3), arm("SGD lr 1", 2.590, 1.0)]);
+        assert!(f[0].ends_with("flat: a spread of 0.001 over the rates tried, under 0.010 nats."), "{}", f[0]);
         // Every set-up best at its highest rate: the sweep did not bracket the best rates.
         let arms = [
             arm("SGD lr 0.3", 2.4, 0.3),
