@@ -184,11 +184,11 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
-    // (set-up, its rates, spread of its val loss), for the groups measured at 2+ rates.
-    let mut spreads: Vec<(&str, Vec<f64>, f64)> = Vec::new();
-    // Set-ups whose best finished rate is their highest, their lowest.
-    let mut edges = (0usize, 0usize);
-    let mut flat = 0usize;
+    // (set-up, its rates, spread of its val loss or what diverged), for the groups measured at
+    // 2+ rates.
+    let mut spreads: Vec<(&str, Vec<f64>, f64, String)> = Vec::new();
+    // Set-ups best at the highest rate they tried; set-ups whose loss is flat over their rates.
+    let (mut at_highest, mut flat) = (0usize, 0usize);
     for (key, mut g) in groups {
         g.sort_by(|a, b| a.learning_rate.total_cmp(&b.learning_rate));
         g.dedup_by(|a, b| a.learning_rate == b.learning_rate);
@@ -214,10 +214,9 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
         let mut edge = |b: &ArmSummary| {
             let rates = (g[0].learning_rate, g[g.len() - 1].learning_rate);
             if b.learning_rate == rates.1 {
-                edges.0 += 1;
+                at_highest += 1;
                 ", the highest tried (the best rate may lie higher)"
             } else if b.learning_rate == rates.0 {
-                edges.1 += 1;
                 ", the lowest tried (the best rate may lie lower)"
             } else {
                 ""
@@ -244,10 +243,10 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
             (None, _) => "it diverged at every rate tried".to_string(),
         };
         out.push(format!("Learning-rate sensitivity of {key}: {per_rate}; {verdict}."));
-        spreads.push((key, g.iter().map(|a| a.learning_rate).collect(), spread));
+        spreads.push((key, g.iter().map(|a| a.learning_rate).collect(), spread, diverged_rates(&g)));
     }
     let sloped = spreads.len() - flat;
-    if sloped >= 2 && edges.0 == sloped {
+    if sloped >= 2 && at_highest == sloped {
         out.push(if flat == 0 {
             format!("All {sloped} set-ups are best at the highest rate they tried: the sweep does not bracket their best rates.")
         } else {
@@ -257,17 +256,13 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
         });
     }
     // Compare the set-ups tried at the same rates.
-    let diverged_at = |key: &str| -> String {
-        let g: Vec<&ArmSummary> = arms.iter().filter(|a| without_rate(&a.arm) == key).collect();
-        diverged_rates(&g)
-    };
     let mut done: Vec<Vec<f64>> = Vec::new();
-    for (_, rates, _) in &spreads {
+    for (_, rates, _, _) in &spreads {
         if done.contains(rates) {
             continue;
         }
         done.push(rates.clone());
-        let mut same: Vec<&(&str, Vec<f64>, f64)> = spreads.iter().filter(|s| &s.1 == rates).collect();
+        let mut same: Vec<&(&str, Vec<f64>, f64, String)> = spreads.iter().filter(|s| &s.1 == rates).collect();
         if same.len() < 2 {
             continue;
         }
@@ -279,7 +274,7 @@ fn rate_sensitivity(arms: &[ArmSummary]) -> Vec<String> {
             calm.0,
             calm.2,
             wild.0,
-            if wild.2.is_finite() { format!("spread {:.3}", wild.2) } else { diverged_at(wild.0) }
+            if wild.2.is_finite() { format!("spread {:.3}", wild.2) } else { wild.3.clone() }
         ));
     }
     out
