@@ -601,18 +601,10 @@ impl Reader {
         self.trained.summary.seconds
     }
 
-    /// The answers the trainer wrote for `name` (`heldout_predictions.json`, `test_predictions.json`).
-    fn predictions(&self, name: &str) -> Result<HashMap<String, String>> {
-        let path = self.trained.summary.run_dir.join(name);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a predictions object", path.display()))
-    }
-
-    /// The trainer's `results.json`.
-    fn results(&self) -> Result<Value> {
-        let path = self.trained.summary.run_dir.join("results.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+    /// A JSON file the trainer wrote in its run directory (`results.json`,
+    /// `heldout_predictions.json`, `test_predictions.json`).
+    fn run_file<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T> {
+        read_run_file(&self.trained, name)
     }
 }
 
@@ -669,10 +661,14 @@ pub(super) fn train_reader(
     let articles = all.iter().map(|q| q.article).max().unwrap_or(0) + 1;
     let first_heldout = articles - d.heldout_articles;
     let heldout: Vec<SquadQuestion> = all.into_iter().filter(|q| q.article >= first_heldout).collect();
-    let mut reader =
-        Reader { trained, data_file, articles, first_heldout, heldout, predictions: HashMap::new(), params };
-    reader.predictions = reader.predictions("heldout_predictions.json")?;
-    Ok(Ok(reader))
+    let predictions = read_run_file(&trained, "heldout_predictions.json")?;
+    Ok(Ok(Reader { trained, data_file, articles, first_heldout, heldout, predictions, params }))
+}
+
+fn read_run_file<T: serde::de::DeserializeOwned>(trained: &Trained, name: &str) -> Result<T> {
+    let path = trained.summary.run_dir.join(name);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not the JSON expected", path.display()))
 }
 
 /// Extractive QA: the reader of [`train_reader`], its held-out answers (and the test file's, when
@@ -690,11 +686,11 @@ fn question_answering(
     };
     let d = &plain.data;
     let started = Instant::now();
-    let results = reader.results()?;
+    let results: Value = reader.run_file("results.json")?;
     let data_file = &reader.data_file;
     let mut sets = vec![("held-out articles", reader.heldout.clone(), reader.predictions.clone())];
     if results.get("test").is_some() {
-        sets.push(("test file", read_squad_file(&d.test)?, reader.predictions("test_predictions.json")?));
+        sets.push(("test file", read_squad_file(&d.test)?, reader.run_file("test_predictions.json")?));
     }
     let mut r = measured(app, Task::Qa, &reader.trained, reader.params);
     let mut details = serde_json::Map::new();
