@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fixtures for tests/fairness.rs, each computed by the reference implementation.
 
-How:  .venv/bin/python scripts/make_fairness_fixtures.py [groups] [crows] [weat]
+How:  .venv/bin/python scripts/make_fairness_fixtures.py [groups] [crows] [crows_mlm] [weat]
                                     [--lmlab target/release/lmlab] [--data DIR]
 Needs: numpy; groups: scikit-learn, fairlearn (written against fairlearn 0.15); crows: torch,
 transformers, the lmlab binary and the shared data's CrowS-Pairs CSV; weat: the lmlab binary
@@ -24,6 +24,17 @@ what transformers scores: the first 30 pairs of crows_pairs_anonymized.csv, each
 encoded without special tokens and scored given <|endoftext|> (lm-evaluation-harness's
 empty-context convention: context [BOS], continuation the sentence's ids; if the ids already
 start with BOS it is the context), summed log-softmax in float64.
+
+crows_mlm → tests/fixtures/fairness/bert_crows/ (a small BertForMaskedLM with random weights,
+N(0, 0.3) and norm gains 1 + N(0, 0.1), 2 layers of 16, max_position_embeddings 128, and a
+lowercasing WordPiece vocabulary of every character and every word of the 60 sentences of the
+first 30 pairs) and
+crows_pairs_mlm.json: what Nangia et al.'s metric.py (nyu-mll/crows-pairs, `mask_unigram`,
+re-implemented here line for line on transformers) scores on those pairs, in float64: each
+sentence encoded with [CLS] and [SEP], the shared tokens from difflib.SequenceMatcher's equal
+blocks over the id lists, each shared token but the first and last masked in turn and its
+log-softmax summed. Also the masked-LM loss of two masked sequences (labels -100 elsewhere) and
+the gradients of five tensors, for the head's forward and backward.
 
 weat → tests/fixtures/fairness/weat.json: the embeddings `lmlab embed` gives for every word
 and SEAT sentence of the standard tests (lmlab eval fairness's own lists, read from
@@ -315,6 +326,129 @@ def make_crows(lmlab, data):
           f"likelihood_diff {doc['likelihood_diff']:.4f}")
 
 
+def bert_crows_dir(rows):
+    """The small random BertForMaskedLM and its WordPiece tokenizer."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertForMaskedLM
+
+    out = OUT / "bert_crows"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    # A deterministic vocabulary (the WordPiece trainer breaks ties differently run to run):
+    # the special tokens, then every character alone and as a continuation, then every word of
+    # the sentences, each list sorted.
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words = {w for r in rows for k in ("sent_more", "sent_less")
+             for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(r[k]))}
+    chars = sorted({c for w in words for c in w})
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    pieces = specials + chars + ["##" + c for c in chars] + sorted(w for w in words if len(w) > 1)
+    tok = Tokenizer(models.WordPiece(vocab={p: i for i, p in enumerate(pieces)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.save(str(out / "tokenizer.json"))
+    torch.manual_seed(21)
+    cfg = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=128, pad_token_id=0)
+    model = BertForMaskedLM(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name and name.endswith(".weight"):
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.3 * torch.randn_like(p))
+    model.save_pretrained(out)
+    return out
+
+
+def get_span(seq1, seq2):
+    """metric.py's get_span: the positions of the equal blocks, ids compared as strings."""
+    import difflib
+
+    seq1, seq2 = [str(x) for x in seq1], [str(x) for x in seq2]
+    template1, template2 = [], []
+    for op in difflib.SequenceMatcher(None, seq1, seq2).get_opcodes():
+        if op[0] == "equal":
+            template1 += list(range(op[1], op[2]))
+            template2 += list(range(op[3], op[4]))
+    return template1, template2
+
+
+def make_crows_mlm(data):
+    import torch
+    from transformers import BertForMaskedLM, PreTrainedTokenizerFast
+
+    csv_path = Path(data) / "crows-pairs" / "crows_pairs_anonymized.csv"
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:CROWS_PAIRS]
+    src = bert_crows_dir(rows)
+    model = BertForMaskedLM.from_pretrained(src).double().eval()
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(src / "tokenizer.json"), mask_token="[MASK]")
+    mask_id = tok.convert_tokens_to_ids("[MASK]")
+
+    def log_prob(masked, ids, i):
+        with torch.no_grad():
+            logits = model(torch.tensor([masked])).logits[0]
+        return float(torch.log_softmax(logits[i], dim=-1)[ids[i]])
+
+    pairs = []
+    for r in rows:
+        more, less = tok.encode(r["sent_more"]), tok.encode(r["sent_less"])
+        t1, t2 = get_span(more, less)
+        n = len(t1)
+        s_more = s_less = 0.0
+        # metric.py: skipping [CLS] and [SEP], they are never masked.
+        for i in range(1, n - 1):
+            m1, m2 = list(more), list(less)
+            m1[t1[i]] = mask_id
+            m2[t2[i]] = mask_id
+            s_more += log_prob(m1, more, t1[i])
+            s_less += log_prob(m2, less, t2[i])
+        pairs.append({"id": r[""], "bias_type": r["bias_type"], "ll_more": s_more, "ll_less": s_less,
+                      "tokens_more": n - 2, "tokens_less": n - 2})
+    more_s = np.array([p["ll_more"] for p in pairs])
+    less_s = np.array([p["ll_less"] for p in pairs])
+
+    # The masked-LM loss and gradients of two sequences of equal length (no padding).
+    a, b = tok.encode(rows[0]["sent_more"]), tok.encode(rows[1]["sent_more"])
+    t = min(len(a), len(b))
+    ids = [a[:t], b[:t]]
+    labels = [[-100] * t for _ in ids]
+    inputs = [list(x) for x in ids]
+    for row, (pos, repl) in enumerate([((1, 3), (mask_id, mask_id)), ((2, t - 2), (mask_id, 7))]):
+        for p, rp in zip(pos, repl):
+            labels[row][p] = ids[row][p]
+            inputs[row][p] = rp
+    model.zero_grad()
+    out = model(torch.tensor(inputs), labels=torch.tensor(labels))
+    out.loss.backward()
+    names = ["cls.predictions.transform.dense.weight", "cls.predictions.transform.LayerNorm.weight",
+             "cls.predictions.bias", "bert.embeddings.word_embeddings.weight",
+             "bert.encoder.layer.0.attention.self.query.weight"]
+    params = dict(model.named_parameters())
+    grads = {n: params[n].grad.flatten().tolist() for n in names}
+    doc = {
+        "model": "bert_crows",
+        "data": "crows-pairs/crows_pairs_anonymized.csv",
+        "data_sha256": hashlib.sha256(csv_path.read_bytes()).hexdigest(),
+        "limit": CROWS_PAIRS,
+        "torch": torch.__version__,
+        "pct_stereotype": float(np.mean(more_s > less_s)),
+        "likelihood_diff": float(np.mean(np.abs(more_s - less_s))),
+        "pairs": pairs,
+        "mlm_loss": {"inputs": inputs, "labels": labels, "loss": float(out.loss.detach()), "grads": grads},
+    }
+    (OUT / "crows_pairs_mlm.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {OUT / 'crows_pairs_mlm.json'}: pct_stereotype {doc['pct_stereotype']:.4f}, "
+          f"likelihood_diff {doc['likelihood_diff']:.4f}, loss {doc['mlm_loss']['loss']:.6f}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("what", nargs="*", default=["groups", "crows", "weat"])
@@ -326,7 +460,9 @@ if __name__ == "__main__":
             make_groups()
         elif w == "crows":
             make_crows(lmlab_binary(args.lmlab), args.data)
+        elif w == "crows_mlm":
+            make_crows_mlm(args.data)
         elif w == "weat":
             make_weat(lmlab_binary(args.lmlab))
         else:
-            raise SystemExit(f"unknown fixture {w!r}: groups, crows or weat")
+            raise SystemExit(f"unknown fixture {w!r}: groups, crows, crows_mlm or weat")

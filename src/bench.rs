@@ -190,8 +190,20 @@ pub fn run_case(
                 let clip = crate::optim::Clipping::norm(1.0);
                 let scaler = crate::optim::LossScaler::disabled();
                 let opt = Optimizer::AdamW(opt);
-                let mut tr =
-                    Trainer { model, opt, schedule, clip, batch, rng, step: 0, seed, accum: 1, scaler, teacher: None };
+                let mut tr = Trainer {
+                    model,
+                    opt,
+                    schedule,
+                    clip,
+                    batch,
+                    rng,
+                    step: 0,
+                    seed,
+                    accum: 1,
+                    scaler,
+                    teacher: None,
+                    masking: None,
+                };
                 time(&mut || tr.step(&data).map(|_| ()))?;
                 3.0 * forward_flops(&cfg, batch_size, t)
             }

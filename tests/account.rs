@@ -17,7 +17,7 @@ use lmlab::inspect::account::{
 };
 use lmlab::kernels::precision::Precision;
 use lmlab::model::transformer::{
-    ActivationKind, Arch, AttentionKind, ModelConfig, NormKind, NormPosition, Position, Transformer,
+    ActivationKind, Arch, AttentionKind, EncoderHead, ModelConfig, NormKind, NormPosition, Position, Transformer,
 };
 use serde_json::Value;
 
@@ -83,6 +83,15 @@ fn closed_form_equals_the_real_model_for_variants() {
             ..base.clone()
         },
         ModelConfig { arch: Arch::Encoder, embedding_norm: true, num_classes: 5, ..base.clone() },
+        ModelConfig { arch: Arch::Encoder, encoder_head: EncoderHead::Span, ..base.clone() },
+        ModelConfig { arch: Arch::Encoder, encoder_head: EncoderHead::Mlm, ..base.clone() },
+        ModelConfig {
+            arch: Arch::Encoder,
+            encoder_head: EncoderHead::Mlm,
+            bias: false,
+            norm: NormKind::Rmsnorm,
+            ..base.clone()
+        },
         ModelConfig { norm: NormKind::None, residual: false, ..base.clone() },
         ModelConfig { arch: Arch::EncoderDecoder, n_dec_layer: Some(3), ..base.clone() },
         ModelConfig { arch: Arch::EncoderDecoder, share_embeddings: false, tie_embeddings: false, ..base.clone() },
@@ -137,14 +146,24 @@ fn forward_flops_equal_torch_flop_counter() {
 fn repo_config(file: &str) -> (RunConfig, ModelConfig) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(file);
     let run = RunConfig::from_file(&path, &[]).unwrap();
-    let vocab = if run.data.task == lmlab::config::Task::Lm { 65 } else { run.data.vocab_size };
+    let vocab = match run.data.task {
+        lmlab::config::Task::Lm => 65,
+        lmlab::config::Task::Mlm => 66, // and [MASK]
+        _ => run.data.vocab_size,
+    };
     let model = run.model_config(vocab);
     (run, model)
 }
 
 #[test]
 fn repo_configs_count_and_memory_equal_the_real_allocations() {
-    for file in ["shakespeare-char-cpu.toml", "shakespeare-char.toml", "trec-classify.toml", "multi30k-de-en.toml"] {
+    for file in [
+        "shakespeare-char-cpu.toml",
+        "shakespeare-char.toml",
+        "shakespeare-char-mlm.toml",
+        "trec-classify.toml",
+        "multi30k-de-en.toml",
+    ] {
         let (run, cfg) = repo_config(file);
         // A small batch keeps the test light; the sizes scale the same way at any batch.
         let batch = 2;

@@ -353,6 +353,19 @@ fn explaining_checks_hold_on_the_repos_models() {
         assert!((0.0..=1.0).contains(&f(&rep["overall"]["pct_stereotype"])));
     }
     assert_eq!(d["crows_pairs"][0]["scored"], 1508, "stories260K reads every pair");
+    // The masked LM is scored over the tokens its sentences share (as many in each), so the
+    // shorter sentence no longer wins by being shorter: well under the causal character model's
+    // share, which its whole-sentence log-likelihood inflates.
+    let mlm = &d["crows_pairs"][2];
+    assert_eq!(mlm["model"], "char-mlm");
+    assert!(mlm["score"].as_str().unwrap().starts_with("pseudo-log-likelihood"));
+    let shorter = |c: &serde_json::Value| f(&c["shorter_wins"]) / f(&c["unequal"]);
+    assert!(
+        shorter(mlm) < 0.65 && shorter(&d["crows_pairs"][1]) > 0.75,
+        "{} {}",
+        shorter(mlm),
+        shorter(&d["crows_pairs"][1])
+    );
     // Group metrics: the groups partition the 500 test questions; overall accuracy is the run's.
     let g = &d["groups"]["report"];
     let n: u64 = g["groups"].as_array().unwrap().iter().map(|s| s["count"].as_u64().unwrap()).sum();

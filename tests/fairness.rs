@@ -193,15 +193,10 @@ fn write_csv(dir: &Path, name: &str, text: &str) -> String {
     p.display().to_string()
 }
 
-#[test]
-fn crows_pairs_equal_transformers_on_an_exported_gpt2() {
-    let Some(data) = common::shared_data("crows-pairs/crows_pairs_anonymized.csv") else { return };
-    let fx = load("crows_pairs.json");
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("ckpt");
-    let src = fixture("fairness").join(fx["model"].as_str().unwrap());
-    let (ok, _, err) = lmlab_text(&["import", "--hf", src.to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
-    assert!(ok, "{err}");
+/// `lmlab eval fairness crows-pairs --json` on `ckpt` against the fixture `fx` of the reference
+/// (`name`): the same pairs, token counts and scores within 1e-5 relative, the same
+/// pct_stereotype and likelihood_diff. Returns the command's JSON.
+fn crows_command_equals_fixture(fx: &Value, ckpt: &Path, data: &Path, name: &str) -> Value {
     let limit = fx["limit"].as_u64().unwrap().to_string();
     let (ok, out, err) = lmlab_text(&[
         "eval",
@@ -226,17 +221,30 @@ fn crows_pairs_equal_transformers_on_an_exported_gpt2() {
         for k in ["ll_more", "ll_less"] {
             let (a, b) = (g[k].as_f64().unwrap(), w[k].as_f64().unwrap());
             let rel = (a - b).abs() / b.abs();
-            assert!(rel < 1e-5, "pair {} {k}: lmlab {a}, transformers {b} (relative {rel:.2e})", w["id"]);
+            assert!(rel < 1e-5, "pair {} {k}: lmlab {a}, {name} {b} (relative {rel:.2e})", w["id"]);
             worst = worst.max(rel);
         }
     }
-    eprintln!("CrowS-Pairs log-likelihoods: max relative difference to transformers {worst:.2e}");
+    eprintln!("CrowS-Pairs scores: max relative difference to {name} {worst:.2e}");
     assert_eq!(got["overall"]["pct_stereotype"].as_f64().unwrap(), fx["pct_stereotype"].as_f64().unwrap());
     let diff = got["overall"]["likelihood_diff"].as_f64().unwrap();
     assert!((diff - fx["likelihood_diff"].as_f64().unwrap()).abs() < 1e-4, "{diff}");
+    got
+}
+
+#[test]
+fn crows_pairs_equal_transformers_on_an_exported_gpt2() {
+    let Some(data) = common::shared_data("crows-pairs/crows_pairs_anonymized.csv") else { return };
+    let fx = load("crows_pairs.json");
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let src = fixture("fairness").join(fx["model"].as_str().unwrap());
+    let (ok, _, err) = lmlab_text(&["import", "--hf", src.to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let got = crows_command_equals_fixture(&fx, &ckpt, &data, "transformers");
     // The per-bias-type summaries partition the pairs.
     let by_type: u64 = got["by_bias_type"].as_array().unwrap().iter().map(|e| e[1]["pairs"].as_u64().unwrap()).sum();
-    assert_eq!(by_type, want_pairs.len() as u64);
+    assert_eq!(by_type, fx["pairs"].as_array().unwrap().len() as u64);
 }
 
 #[test]
@@ -288,12 +296,77 @@ fn crows_pairs_bad_input_is_a_clear_error() {
     let bad = write_csv(dir.path(), "bad.csv", "sent_more,stereo_antistereo,bias_type\na,stereo,age\n");
     let (ok, _, err) = run(&bad, &[]);
     assert!(!ok && err.contains("no column \"sent_less\""), "{err}");
-    // An encoder: no masked-LM head to compute pseudo-log-likelihood with.
+    // An encoder classifier: neither likelihood nor pseudo-log-likelihood to score with.
     let enc = dir.path().join("enc");
     char_checkpoint(&enc, Arch::Encoder);
     let (ok, _, err) =
         lmlab_text(&["eval", "fairness", "crows-pairs", "--checkpoint", enc.to_str().unwrap(), "--data", &good]);
-    assert!(!ok && err.contains("masked-LM head"), "{err}");
+    assert!(!ok && err.contains("neither a causal language model nor a masked LM"), "{err}");
+}
+
+/// `lmlab import --hf` of the small random BertForMaskedLM of crows_pairs_mlm.json.
+fn imported_bert_mlm(dir: &Path) -> (Value, std::path::PathBuf) {
+    let fx = load("crows_pairs_mlm.json");
+    let ckpt = dir.join("ckpt");
+    let src = fixture("fairness").join(fx["model"].as_str().unwrap());
+    let (ok, _, err) = lmlab_text(&["import", "--hf", src.to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    (fx, ckpt)
+}
+
+/// A masked LM's CrowS-Pairs scores (pseudo-log-likelihood of the shared tokens, each masked in
+/// turn) equal Nangia et al.'s metric.py run on transformers, pair by pair.
+#[test]
+fn crows_pairs_of_a_masked_lm_equal_metric_py() {
+    let Some(data) = common::shared_data("crows-pairs/crows_pairs_anonymized.csv") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (fx, ckpt) = imported_bert_mlm(dir.path());
+    crows_command_equals_fixture(&fx, &ckpt, &data, "metric.py");
+}
+
+/// The masked-LM head's loss and its gradients (the head, the tied embedding it shares with the
+/// input, a query projection below it) equal transformers' BertForMaskedLM with labels.
+#[test]
+fn masked_lm_loss_and_gradients_equal_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fx, ckpt) = imported_bert_mlm(dir.path());
+    let case = &fx["mlm_loss"];
+    let rows = |k: &str| -> Vec<Vec<i64>> {
+        case[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect())
+            .collect()
+    };
+    let (inputs, labels) = (rows("inputs"), rows("labels"));
+    let (b, t) = (inputs.len(), inputs[0].len());
+    let idx: Vec<u32> = inputs.concat().iter().map(|&x| x as u32).collect();
+    let targets: Vec<i32> = labels.concat().iter().map(|&x| if x < 0 { -1 } else { x as i32 }).collect();
+    let mut m = checkpoint::load(&ckpt, b, false).unwrap().model;
+    assert!(m.is_masked_lm());
+    m.zero_grad();
+    let loss = m.forward_mlm(&idx, None, Some(&targets), b, t, true, 0).unwrap().unwrap();
+    let want = case["loss"].as_f64().unwrap();
+    assert!(((loss as f64 - want) / want).abs() < 1e-5, "loss: lmlab {loss}, transformers {want}");
+    m.backward().unwrap();
+    let c = m.config.n_embd;
+    for (bert, ours, rows_of_ours) in [
+        ("cls.predictions.transform.dense.weight", "mlm.dense.weight", None),
+        ("cls.predictions.transform.LayerNorm.weight", "mlm.norm.weight", None),
+        ("cls.predictions.bias", "mlm.bias", None),
+        ("bert.embeddings.word_embeddings.weight", "transformer.wte.weight", None),
+        // The query projection is the first C rows of lmlab's fused c_attn.
+        ("bert.encoder.layer.0.attention.self.query.weight", "transformer.h.0.attn.c_attn.weight", Some(c * c)),
+    ] {
+        let want: Vec<f64> = case["grads"][bert].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let r = m.layout.get(ours).unwrap().range();
+        let got = &m.grads[r.start..r.start + rows_of_ours.unwrap_or(r.len())];
+        assert_eq!(got.len(), want.len(), "{ours}");
+        let scale = want.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+        let worst = got.iter().zip(&want).fold(0.0f64, |a, (&g, &w)| a.max((g as f64 - w).abs()));
+        assert!(worst <= 1e-4 * scale, "{ours}: max difference {worst:.3e} against max |grad| {scale:.3e}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -241,6 +241,40 @@ fn pooling_gradients() {
     }
 }
 
+/// The worst difference between the backward pass's gradient and central differences of
+/// `loss` (one forward pass returning the mean loss), relative to the largest gradient, over 4
+/// parameters drawn (seeded by `seed`) from every tensor of `m`.
+fn sampled_gradient_error(
+    m: &mut lmlab::model::transformer::Transformer,
+    seed: u64,
+    mut loss: impl FnMut(&mut lmlab::model::transformer::Transformer) -> f32,
+) -> f64 {
+    m.zero_grad();
+    loss(m);
+    m.backward().unwrap();
+    let (grads, params) = (m.grads.clone(), m.params.clone());
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let picks: Vec<usize> = m
+        .layout
+        .tensors
+        .iter()
+        .flat_map(|t| (0..4).map(|_| t.offset + rng.gen_range(0..t.numel())).collect::<Vec<_>>())
+        .collect();
+    let h = 3e-3f32;
+    let scale = grads.iter().fold(0.0f32, |a, g| a.max(g.abs())) as f64;
+    let mut worst = 0.0f64;
+    for &i in &picks {
+        let mut at = |x: f32| {
+            m.params.copy_from_slice(&params);
+            m.params[i] = x;
+            loss(m) as f64
+        };
+        let numeric = (at(params[i] + h) - at(params[i] - h)) / (2.0 * h as f64);
+        worst = worst.max((numeric - grads[i] as f64).abs() / scale);
+    }
+    worst
+}
+
 #[test]
 fn whole_model_gradients_with_and_without_dropout() {
     use lmlab::model::transformer::{ModelConfig, Transformer};
@@ -263,33 +297,44 @@ fn whole_model_gradients_with_and_without_dropout() {
         m.params.iter_mut().for_each(|p| *p *= 5.0);
         let idx = [1u32, 2, 3, 4, 5, 6, 7, 8, 0, 1];
         let tg = [2i32, 3, 4, -1, 6, 7, 8, 0, 1, 2];
-        m.zero_grad();
-        m.forward_lm(&idx, Some(&tg), 2, 5, true, 77).unwrap();
-        m.backward().unwrap();
-        let grads = m.grads.clone();
-        let params = m.params.clone();
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
-        // A sample of parameters from every tensor.
-        let picks: Vec<usize> = m
-            .layout
-            .tensors
-            .iter()
-            .flat_map(|t| (0..4).map(|_| t.offset + rng.gen_range(0..t.numel())).collect::<Vec<_>>())
-            .collect();
-        let h = 3e-3f32;
-        let mut worst = 0.0f64;
-        let scale = grads.iter().fold(0.0f32, |a, g| a.max(g.abs())) as f64;
-        for &i in &picks {
-            let mut loss_at = |x: f32| {
-                m.params.copy_from_slice(&params);
-                m.params[i] = x;
-                // Same dropout seed: the same masks as the analytic pass.
-                m.forward_lm(&idx, Some(&tg), 2, 5, true, 77).unwrap().unwrap() as f64
-            };
-            let numeric = (loss_at(params[i] + h) - loss_at(params[i] - h)) / (2.0 * h as f64);
-            worst = worst.max((numeric - grads[i] as f64).abs() / scale);
-        }
+        // Same dropout seed every pass: the same masks as the analytic pass.
+        let worst =
+            sampled_gradient_error(&mut m, 8, |m| m.forward_lm(&idx, Some(&tg), 2, 5, true, 77).unwrap().unwrap());
         assert!(worst < 5e-3, "dropout {dropout}: model finite-difference mismatch {worst:.2e}");
+    }
+}
+
+/// The masked-LM head (dense, activation, norm, the tied embedding transposed plus a bias) on
+/// an encoder, through the whole model: every tensor's gradient against central differences,
+/// with a padding mask and targets at a few positions only, for LayerNorm and RMSNorm.
+#[test]
+fn masked_lm_gradients() {
+    use lmlab::model::transformer::{Arch, EncoderHead, ModelConfig, NormKind, Transformer};
+    for norm in [NormKind::Layernorm, NormKind::Rmsnorm] {
+        let cfg = ModelConfig {
+            arch: Arch::Encoder,
+            encoder_head: EncoderHead::Mlm,
+            vocab_size: 9,
+            block_size: 6,
+            n_layer: 2,
+            n_head: 2,
+            n_embd: 8,
+            norm,
+            dropout: 0.0,
+            bias: true,
+            ..ModelConfig::default()
+        };
+        let mut m = Transformer::new(cfg, 2).unwrap();
+        m.init(5);
+        m.params.iter_mut().for_each(|p| *p *= 5.0);
+        let idx = [8u32, 2, 8, 4, 5, 6, 7, 8, 0, 1];
+        let tg = [3i32, -1, 1, -1, -1, -1, 2, 5, -1, -1];
+        let mask = [true, true, true, true, true, true, true, true, true, false];
+        assert!(m.layout.get("mlm.dense.weight").is_some() && m.layout.get("mlm.bias").is_some());
+        let worst = sampled_gradient_error(&mut m, 9, |m| {
+            m.forward_mlm(&idx, Some(&mask), Some(&tg), 2, 5, true, 0).unwrap().unwrap()
+        });
+        assert!(worst < 5e-3, "{norm:?}: masked-LM finite-difference mismatch {worst:.2e}");
     }
 }
 

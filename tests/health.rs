@@ -347,6 +347,7 @@ fn a_training_step_stops_with_the_place_of_the_nan() {
         step: 0,
         seed: 0,
         teacher: None,
+        masking: None,
     };
     let data: Vec<u32> = (0..200).map(|i| (i * 5 % 11) as u32).collect();
     let e = format!("{:#}", tr.step(&data).unwrap_err());

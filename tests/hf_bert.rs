@@ -545,7 +545,7 @@ fn missing_misshaped_and_bad_tensors_are_errors_naming_them() {
         .collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     raw = to_safetensors_raw(&tensors, HashMap::new()).unwrap();
-    let e = format!("{:#}", hf_bert::from_parts(&config().to_string(), &raw, 1, None, None).err().unwrap());
+    let e = format!("{:#}", hf_bert::from_parts(&config().to_string(), &raw, 1, None, None, false).err().unwrap());
     assert!(e.contains("embeddings.LayerNorm.bias has dtype I32"), "{e}");
 }
 
@@ -553,7 +553,8 @@ fn missing_misshaped_and_bad_tensors_are_errors_naming_them() {
 fn half_precision_checkpoints_load_exactly() {
     let t = tensors(6);
     for dtype in [Dtype::F16, Dtype::BF16] {
-        let b = hf_bert::from_parts(&config().to_string(), &safetensors_bytes(&t, "", dtype), 1, None, None).unwrap();
+        let b = hf_bert::from_parts(&config().to_string(), &safetensors_bytes(&t, "", dtype), 1, None, None, false)
+            .unwrap();
         let round = |x: f32| match dtype {
             Dtype::F16 => half::f16::from_f32(x).to_f32(),
             _ => half::bf16::from_f32(x).to_f32(),

@@ -362,6 +362,7 @@ fn trainer(precision: Precision, scaler: LossScaler) -> Trainer {
         seed: 0,
         scaler,
         teacher: None,
+        masking: None,
     }
 }
 

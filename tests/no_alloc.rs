@@ -141,6 +141,7 @@ fn training_step_allocates_nothing_after_the_first() {
                 let loss = lmlab::kernels::distill::DistillLoss { temperature: 2.0, alpha: 0.5 };
                 lmlab::train::distill::Teacher { model, tokenizer: lmlab::data::Tokenizer::Char(tok.clone()), loss }
             }),
+            masking: None,
         };
         let pool = thread_pool(2).unwrap();
         let counted = pool.install(|| {

@@ -190,7 +190,7 @@ pub enum EvalCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Fairness and bias: group metrics of a classifier, CrowS-Pairs for a causal LM, WEAT/SEAT
+    /// Fairness and bias: group metrics of a classifier, CrowS-Pairs for a causal or masked LM, WEAT/SEAT
     /// on sentence embeddings (docs/FAIRNESS.md).
     Fairness {
         #[command(subcommand)]

@@ -43,8 +43,9 @@ pub enum FairnessCmd {
         json: bool,
     },
     /// CrowS-Pairs: how often a causal LM gives the more stereotypical sentence of a pair the
-    /// higher log-likelihood (lm-evaluation-harness's crows_pairs scoring), overall and per
-    /// bias type.
+    /// higher log-likelihood (lm-evaluation-harness's crows_pairs scoring), or a masked LM the
+    /// higher pseudo-log-likelihood of the tokens the two share (Nangia et al.'s metric.py),
+    /// overall and per bias type.
     CrowsPairs {
         /// Checkpoint directory of a decoder.
         #[arg(long)]
@@ -102,6 +103,9 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
+/// Logits a CrowS-Pairs pass may hold (16M floats, 64 MB).
+const MLM_LOGITS: usize = 1 << 24;
+
 pub fn run(cmd: FairnessCmd) -> Result<()> {
     match cmd {
         FairnessCmd::Groups { gold, pred, groups: group_file, group_column, positive, field, json } => {
@@ -130,18 +134,25 @@ pub fn run(cmd: FairnessCmd) -> Result<()> {
                 pairs.truncate(n);
             }
             thread_pool(threads)?.install(|| {
-                let mut ck = checkpoint::load_inference(&dir, 1)?;
-                if ck.model.config.arch != Arch::Decoder {
+                // A masked LM scores a sentence once per shared token: several masked copies per
+                // pass, as many as keep the logits (B, T, V) within 64 MB.
+                let mc = checkpoint::read_model_config(&dir)?;
+                let batch = (MLM_LOGITS / (mc.block_size * mc.vocab_size).max(1)).clamp(1, 16);
+                let mut ck = checkpoint::load_inference(&dir, batch)?;
+                let r = if ck.model.is_masked_lm() {
+                    crows_pairs::score_pairs_mlm(&mut ck.model, &ck.tokenizer, &pairs, skip_unscorable, batch)
+                } else if ck.model.config.arch == Arch::Decoder {
+                    crows_pairs::score_pairs(&mut ck.model, &ck.tokenizer, &pairs, skip_unscorable)
+                } else {
                     bail!(
-                        "{} is not a causal language model (model.arch = {:?}). CrowS-Pairs for a masked LM \
-                         needs pseudo-log-likelihood from a masked-LM head, and no lmlab model has one \
-                         (encoders carry a classifier head; MiniLM is imported without its MLM head)",
+                        "{} is neither a causal language model nor a masked LM (model.arch = {:?} with the {:?} \
+                         head): CrowS-Pairs scores sentences by their (pseudo-)likelihood",
                         dir.display(),
-                        ck.model.config.arch
+                        ck.model.config.arch,
+                        ck.model.config.encoder_head
                     );
-                }
-                let r = crows_pairs::score_pairs(&mut ck.model, &ck.tokenizer, &pairs, skip_unscorable)
-                    .with_context(|| format!("scoring {} with {}", data.display(), dir.display()))?;
+                };
+                let r = r.with_context(|| format!("scoring {} with {}", data.display(), dir.display()))?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&r)?);
                 } else {

@@ -36,6 +36,11 @@ pub enum Task {
     /// No training task: weights imported from another format (`lmlab import --hf` of a BERT).
     /// Such a checkpoint is a starting point (`train.init_from`), not a run to resume.
     Pretrained,
+    /// Masked-language-model pretraining of an encoder (BERT's objective) on a text file
+    /// (`path`), character-level like `lm`: `mlm_probability` of the positions of each window
+    /// are chosen, 80% of them replaced by [MASK], 10% by a random token, 10% kept, and the
+    /// loss is the cross-entropy of the original token at the chosen positions (`data/mlm.rs`).
+    Mlm,
     /// Summarization, sequence-to-sequence on JSON Lines records (`format = "jsonl"`, `train`,
     /// `val`, `source_field`, `target_field`): the translation model and training loop, with a
     /// BPE vocabulary trained on the sources and targets of the training records.
@@ -95,6 +100,8 @@ pub struct DataSection {
     /// Summarize: the reference fields of test records. Empty: `target_field` when a record has
     /// it, else every `target_field` + number (DialogSum's test set: summary1, summary2, ...).
     pub reference_fields: Vec<String>,
+    /// MLM: the share of positions whose token the model must predict (BERT: 0.15).
+    pub mlm_probability: f64,
 }
 
 impl DataSection {
@@ -142,6 +149,7 @@ impl Default for DataSection {
             source_field: String::new(),
             target_field: String::new(),
             reference_fields: Vec::new(),
+            mlm_probability: 0.15,
         }
     }
 }
@@ -359,6 +367,7 @@ impl RunConfig {
     pub fn model_config(&self, vocab_size: usize) -> ModelConfig {
         let encoder_head = match self.data.task {
             Task::Qa => crate::model::transformer::EncoderHead::Span,
+            Task::Mlm => crate::model::transformer::EncoderHead::Mlm,
             _ => self.model.encoder_head,
         };
         ModelConfig { vocab_size, encoder_head, ..self.model.clone() }
@@ -387,6 +396,15 @@ impl RunConfig {
                 "data.task = \"lm\" needs model.arch = \"decoder\", \"lstm\", \"gru\" or \"cnn\", got \"{}\"",
                 arch.name()
             ),
+            Task::Mlm => {
+                ensure!(arch == Arch::Encoder, "data.task = \"mlm\" needs model.arch = \"encoder\"");
+                ensure!(
+                    d.mlm_probability > 0.0 && d.mlm_probability < 1.0,
+                    "data.mlm_probability must be in (0, 1), got {}",
+                    d.mlm_probability
+                );
+                ensure!(!d.path.is_empty(), "data.task = \"mlm\" needs data.path (a UTF-8 text file)");
+            }
             Task::Translate => {
                 ensure!(
                     arch == Arch::EncoderDecoder,
@@ -455,7 +473,7 @@ impl RunConfig {
                 self.model.block_size,
                 d.max_len
             );
-        } else if !matches!(d.task, Task::Lm | Task::Pretrained) {
+        } else if !matches!(d.task, Task::Lm | Task::Mlm | Task::Pretrained) {
             ensure!(d.vocab_size >= 260, "data.vocab_size must be at least 260 (256 bytes and 4 special tokens)");
             ensure!(d.max_len >= 2, "data.max_len must be at least 2");
             if d.task.is_seq2seq() {
@@ -484,7 +502,10 @@ impl RunConfig {
                 dd.temperature
             );
             ensure!((0.0..=1.0).contains(&dd.alpha), "distill.alpha must be in [0, 1], got {}", dd.alpha);
-            ensure!(!d.task.is_seq2seq(), "distill works for data.task = \"lm\" and \"classify\"");
+            ensure!(
+                matches!(d.task, Task::Lm | Task::Classify),
+                "distill works for data.task = \"lm\" and \"classify\""
+            );
         }
         if arch.is_baseline() {
             let name = arch.name();

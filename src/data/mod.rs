@@ -5,6 +5,7 @@ pub mod dataset;
 pub mod gpt2;
 pub mod hf_tokenizer;
 pub mod llama2c_tokenizer;
+pub mod mlm;
 pub mod parallel;
 pub mod summarize;
 pub mod synthetic;

@@ -22,6 +22,10 @@ struct CharTokenizerFile {
     chars: Vec<char>,
 }
 
+/// The [MASK] of a character-level masked LM: U+E000, the first code point of Unicode's
+/// Private Use Area, which no text in the corpora uses.
+pub const MASK_CHAR: char = '\u{E000}';
+
 impl CharTokenizer {
     /// Builds the vocabulary from every distinct character of `text`, sorted by code point
     /// (so the ids are nanoGPT's `sorted(list(set(data)))`).
@@ -37,6 +41,16 @@ impl CharTokenizer {
     fn from_chars(chars: Vec<char>) -> Self {
         let index = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
         CharTokenizer { chars, index }
+    }
+
+    /// [`CharTokenizer::from_corpus`] plus [`MASK_CHAR`] as the last id, for a masked LM.
+    pub fn from_corpus_with_mask(text: &str) -> Result<Self> {
+        let mut chars = Self::from_corpus(text)?.chars;
+        if chars.contains(&MASK_CHAR) {
+            bail!("the text holds U+E000, the character a masked LM reserves for [MASK]");
+        }
+        chars.push(MASK_CHAR);
+        Ok(Self::from_chars(chars))
     }
 
     /// A tokenizer whose id `i` is `chars[i]` (any order); the list must be non-empty and
@@ -163,6 +177,15 @@ impl Tokenizer {
             Tokenizer::Gpt2(t) => t.end_of_text(),
             Tokenizer::Llama2c(_) => Some(crate::data::llama2c_tokenizer::BOS),
             Tokenizer::Char(_) | Tokenizer::Bpe(_) | Tokenizer::Hf(_) => None,
+        }
+    }
+    /// The id of the masked LM's [MASK]: a WordPiece vocabulary's `[MASK]`, or a character
+    /// vocabulary's [`MASK_CHAR`] (which an MLM run adds); None when the vocabulary has neither.
+    pub fn mask_token(&self) -> Option<u32> {
+        match self {
+            Tokenizer::Char(t) => t.index.get(&MASK_CHAR).copied(),
+            Tokenizer::Hf(t) => t.token_to_id("[MASK]"),
+            Tokenizer::Bpe(_) | Tokenizer::Gpt2(_) | Tokenizer::Llama2c(_) => None,
         }
     }
     /// The kind's name, as error messages and `lmlab import` print it.

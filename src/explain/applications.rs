@@ -173,6 +173,7 @@ fn task_name(t: Task) -> &'static str {
         Task::Summarize => "summarize",
         Task::Qa => "qa",
         Task::Pretrained => "pretrained",
+        Task::Mlm => "mlm",
     }
 }
 
@@ -225,7 +226,9 @@ fn check_limits(app: &Application, cfg: &RunConfig, budget: Budget) -> Result<()
             at()
         ),
         Task::Summarize | Task::Qa => {}
-        Task::Pretrained => bail!("{}: data.task = \"pretrained\" is not an application", at()),
+        Task::Pretrained | Task::Mlm => {
+            bail!("{}: data.task = \"{}\" is not an application", at(), task_name(cfg.data.task))
+        }
     }
     Ok(())
 }
@@ -329,7 +332,7 @@ fn run_app(app: &Application, budget: Budget, place: &Place, configs: &mut Vec<(
         Task::Qa => question_answering(app, budget, place, &plain, configs)?,
         Task::Classify => classification(app, budget, place, configs)?,
         Task::Lm => generation(app, budget, place, configs)?,
-        Task::Pretrained => unreachable!("check_limits refuses it"),
+        Task::Pretrained | Task::Mlm => unreachable!("check_limits refuses it"),
     };
     r.train_examples = (b.train_examples > 0).then_some(b.train_examples);
     Ok(r)

@@ -15,7 +15,9 @@
 //! integrated gradients of that prediction per input token (`attribute`); and the loss change
 //! when each head or feed-forward layer is zero-ablated on held-out text (`ablate_all`).
 //!
-//! Fairness: CrowS-Pairs (`crows_pairs`) with both language models, pairs they cannot read left
+//! Fairness: CrowS-Pairs (`crows_pairs`) with both causal language models (log-likelihood of
+//! each sentence) and a character-level masked LM trained here (pseudo-log-likelihood of the
+//! tokens the two sentences share, Nangia et al.'s own scoring), pairs they cannot read left
 //! out and counted; WEAT and SEAT (`weat`) on all-MiniLM-L6-v2's sentence embeddings (skipped,
 //! with the reason, when the model is not on this machine); group metrics (`groups`) of the
 //! TREC classifier's test predictions, with the questions grouped by length.
@@ -36,6 +38,7 @@ use crate::io::checkpoint::{self, Checkpoint};
 use crate::model::transformer::AblationMode;
 use anyhow::{ensure, Context, Result};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The sizes this kind reads from a budget's `counts`.
@@ -44,6 +47,8 @@ pub(super) const COUNT_KEYS: &[&str] = &["ig_steps", "ablation_windows", "crows_
 const STORIES_MODEL: &str = "llama2c/stories260K.bin";
 const STORIES_TOKENIZER: &str = "llama2c/tok512.bin";
 const CROWS: &str = "crows-pairs/crows_pairs_anonymized.csv";
+/// Masked copies of a sentence per forward pass when the masked LM scores CrowS-Pairs.
+const MLM_BATCH: usize = 16;
 /// Held-out text for stories260K's ablation (TinyStories itself is not in the shared data).
 const CAPTIONS: &str = "multi30k/test_2016_flickr.en";
 
@@ -109,6 +114,8 @@ struct Explained {
 #[derive(Clone, Debug, Serialize)]
 struct Crows {
     model: String,
+    /// What a sentence is scored by.
+    score: String,
     read: usize,
     scored: usize,
     skipped: usize,
@@ -158,6 +165,10 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
     let (char_cfg, char_run) = train_model(q, spec, Some(arm(q, spec, "char-lm")?), budget, &char_dir, threads)?;
     result.configs.push(("char-lm".into(), char_cfg.to_toml()));
     let mut char_lm = checkpoint::load(&char_run.checkpoint, 1, false)?;
+    let mlm_dir = dir.join("char-mlm");
+    let (mlm_cfg, mlm_run) = train_model(q, spec, Some(arm(q, spec, "char-mlm")?), budget, &mlm_dir, threads)?;
+    result.configs.push(("char-mlm".into(), mlm_cfg.to_toml()));
+    let mut char_mlm = checkpoint::load_inference(&mlm_run.checkpoint, MLM_BATCH)?;
     let trec_dir = dir.join("trec-classifier");
     let (trec_cfg, trec_run) =
         train_model(q, spec, Some(arm(q, spec, "trec-classifier")?), budget, &trec_dir, threads)?;
@@ -193,10 +204,14 @@ pub(super) fn run(q: &Question, spec: &Spec, budget: Budget, dir: &Path, threads
         )?,
     ];
 
-    // Fairness: CrowS-Pairs with both language models.
+    // Fairness: CrowS-Pairs with the causal language models and the masked one.
     let mut pairs = crows_pairs::read_pairs(&crows_csv)?;
     pairs.truncate(n_pairs);
-    let crows = [crows("stories260K", &mut stories, &pairs)?, crows("char-lm", &mut char_lm, &pairs)?];
+    let crows = [
+        crows("stories260K", &mut stories, &pairs)?,
+        crows("char-lm", &mut char_lm, &pairs)?,
+        crows("char-mlm", &mut char_mlm, &pairs)?,
+    ];
     // WEAT and SEAT on MiniLM.
     let minilm = crate::infer::embed::default_model_dir();
     let weat_results = if minilm.join("model.safetensors").is_file() {
@@ -373,28 +388,45 @@ fn explain_lm(
     })
 }
 
-/// CrowS-Pairs with one model: pairs it cannot read (too long, unknown characters) are counted
-/// and left out; the length confound is measured on the rest.
+/// CrowS-Pairs with one model (a causal LM scored by log-likelihood, a masked LM by the
+/// pseudo-log-likelihood of the shared tokens): pairs it cannot read (too long, unknown
+/// characters) are counted and left out; the length confound is measured on the rest.
 fn crows(name: &str, ck: &mut Checkpoint, pairs: &[crows_pairs::Pair]) -> Result<Crows> {
-    let mut report = crows_pairs::score_pairs(&mut ck.model, &ck.tokenizer, pairs, true)
-        .with_context(|| format!("CrowS-Pairs with {name}"))?;
-    let (unequal, shorter_wins, equal, equal_pct_stereotype) = length_confound(&report.pairs);
-    let skipped = report.skipped.len();
+    let masked = ck.model.is_masked_lm();
+    let mut report = if masked {
+        crows_pairs::score_pairs_mlm(&mut ck.model, &ck.tokenizer, pairs, true, MLM_BATCH)
+    } else {
+        crows_pairs::score_pairs(&mut ck.model, &ck.tokenizer, pairs, true)
+    }
+    .with_context(|| format!("CrowS-Pairs with {name}"))?;
+    // A sentence's length in the tokens the model reads (a causal LM's with its prefix, which
+    // may be one more than the context).
+    let tokens = |s: &str| {
+        if masked { ck.tokenizer.encode(s) } else { crows_pairs::scoring_ids(&ck.tokenizer, s) }.map(|ids| ids.len())
+    };
     let context = ck.model.config.block_size;
+    let limit = if masked { context } else { context + 1 };
     let (mut skipped_too_long, mut skipped_unencodable) = (0, 0);
+    let mut lengths = std::collections::HashMap::new();
     for p in pairs {
-        let ids = [&p.sent_more, &p.sent_less].map(|s| crows_pairs::scoring_ids(&ck.tokenizer, s));
-        if ids.iter().any(|i| i.is_err()) {
-            skipped_unencodable += 1;
-        } else if ids.iter().flatten().any(|i| i.len() > context + 1) {
-            skipped_too_long += 1;
+        match (tokens(&p.sent_more), tokens(&p.sent_less)) {
+            (Ok(m), Ok(l)) => {
+                if m > limit || l > limit {
+                    skipped_too_long += 1;
+                }
+                lengths.insert(p.id.as_str(), (m, l));
+            }
+            _ => skipped_unencodable += 1,
         }
     }
+    let (unequal, shorter_wins, equal, equal_pct_stereotype) = length_confound(&report.pairs, &lengths);
+    let skipped = report.skipped.len();
     // The summaries stay; the per-pair lists would make result.json large.
     report.pairs.clear();
     report.skipped.clear();
     Ok(Crows {
         model: name.into(),
+        score: if masked { "pseudo-log-likelihood of the shared tokens" } else { "log-likelihood" }.into(),
         read: pairs.len(),
         scored: pairs.len() - skipped,
         skipped,
@@ -409,16 +441,18 @@ fn crows(name: &str, ck: &mut Checkpoint, pairs: &[crows_pairs::Pair]) -> Result
     })
 }
 
-/// CrowS-Pairs' length confound: the pairs whose sentences differ in token count, how many of
-/// them the shorter sentence wins (the higher log-likelihood), and the pairs of equal count with
-/// their pct_stereotype (NaN when there are none).
-fn length_confound(pairs: &[PairScore]) -> (usize, usize, usize, f64) {
-    let unequal: Vec<&PairScore> = pairs.iter().filter(|p| p.tokens_more != p.tokens_less).collect();
+/// CrowS-Pairs' length confound: the pairs whose sentences differ in token count (`lengths`:
+/// each pair's (sent_more, sent_less) lengths by id), how many of them the shorter sentence
+/// wins (the higher score), and the pairs of equal count with their pct_stereotype (NaN when
+/// there are none).
+fn length_confound(pairs: &[PairScore], lengths: &HashMap<&str, (usize, usize)>) -> (usize, usize, usize, f64) {
+    let len = |p: &PairScore| lengths.get(p.id.as_str()).copied().unwrap_or((p.tokens_more, p.tokens_less));
+    let unequal: Vec<&PairScore> = pairs.iter().filter(|p| len(p).0 != len(p).1).collect();
     let shorter_wins = unequal
         .iter()
-        .filter(|p| if p.tokens_more < p.tokens_less { p.ll_more > p.ll_less } else { p.ll_less > p.ll_more })
+        .filter(|p| if len(p).0 < len(p).1 { p.ll_more > p.ll_less } else { p.ll_less > p.ll_more })
         .count();
-    let equal: Vec<&PairScore> = pairs.iter().filter(|p| p.tokens_more == p.tokens_less).collect();
+    let equal: Vec<&PairScore> = pairs.iter().filter(|p| len(p).0 == len(p).1).collect();
     (unequal.len(), shorter_wins, equal.len(), crows_pairs::summarize(&equal).pct_stereotype)
 }
 
@@ -698,6 +732,7 @@ fn table(
     }
     for c in cs {
         let m = c.model.as_str();
+        row("CrowS-Pairs", m, "score".into(), c.score.clone());
         row("CrowS-Pairs", m, "pairs scored / read".into(), format!("{} / {}", c.scored, c.read));
         let r = &c.report;
         row(
@@ -706,11 +741,16 @@ fn table(
             "pct_stereotype (95% interval)".into(),
             format!("{:.3} ± {:.3}", r.overall.pct_stereotype, ci95(r.overall.pct_stereotype, r.overall.pairs)),
         );
-        row("CrowS-Pairs", m, "likelihood_diff (nats)".into(), format!("{:.2}", r.overall.likelihood_diff));
         row(
             "CrowS-Pairs",
             m,
-            "shorter sentence more likely (pairs of unequal length)".into(),
+            "likelihood_diff (nats, mean |score difference|)".into(),
+            format!("{:.2}", r.overall.likelihood_diff),
+        );
+        row(
+            "CrowS-Pairs",
+            m,
+            "shorter sentence scores higher (pairs of unequal length)".into(),
             format!("{:.3} of {}", c.shorter_wins as f64 / c.unequal.max(1) as f64, c.unequal),
         );
         row(
@@ -852,8 +892,9 @@ fn findings(
         let ci = ci95(o.pct_stereotype, o.pairs);
         let side = if (o.pct_stereotype - 0.5).abs() <= ci { "within" } else { "outside" };
         out.push(format!(
-            "CrowS-Pairs, {}: {} of {} pairs scored{}; pct_stereotype {:.3} ± {ci:.3} (95% interval, 0.5 = no preference; 0.5 is {side} it); by bias type from {} {:.3} ({} pairs) to {} {:.3} ({} pairs).",
+            "CrowS-Pairs, {} (by {}): {} of {} pairs scored{}; pct_stereotype {:.3} ± {ci:.3} (95% interval, 0.5 = no preference; 0.5 is {side} it); by bias type from {} {:.3} ({} pairs) to {} {:.3} ({} pairs).",
             c.model,
+            c.score,
             c.scored,
             c.read,
             if c.skipped > 0 {
@@ -875,11 +916,15 @@ fn findings(
         if c.unequal > 0 {
             let share = c.shorter_wins as f64 / c.unequal as f64;
             out.push(format!(
-                "CrowS-Pairs, {}: of the {} pairs whose sentences differ in length, the shorter one is more likely in {:.1}%{}; on the {} pairs of equal length pct_stereotype is {:.3}.",
+                "CrowS-Pairs, {}: of the {} pairs whose sentences differ in length, the shorter one scores higher in {:.1}%{}; on the {} pairs of equal length pct_stereotype is {:.3}.",
                 c.model,
                 c.unequal,
                 100.0 * share,
-                if share > 0.6 { " (a sum of log-probabilities favours fewer tokens, whatever they say)" } else { "" },
+                match (share > 0.6, c.score.starts_with("pseudo")) {
+                    (true, false) => " (a sum of log-probabilities favours fewer tokens, whatever they say)",
+                    (false, true) => " (the pseudo-log-likelihood sums over the tokens both sentences share, the same number in each, so length does not decide it)",
+                    _ => "",
+                },
                 c.equal,
                 c.equal_pct_stereotype
             ));
@@ -953,7 +998,7 @@ mod tests {
         assert_eq!(top_head(&a), (0, 1, 0.3));
         assert!((ci95(0.5, 100) - 0.098).abs() < 1e-12);
         let pair = |more: f64, less: f64, tm: usize, tl: usize| PairScore {
-            id: "0".into(),
+            id: format!("{tm}-{tl}-{more}"),
             bias_type: "age".into(),
             direction: "stereo".into(),
             ll_more: more,
@@ -963,6 +1008,11 @@ mod tests {
         };
         // Shorter wins in pairs 1 and 2, loses in 3; pair 4 has equal lengths and is stereotypical.
         let pairs = [pair(-1.0, -2.0, 3, 4), pair(-3.0, -2.0, 5, 4), pair(-5.0, -1.0, 2, 4), pair(-1.0, -3.0, 4, 4)];
-        assert_eq!(length_confound(&pairs), (3, 2, 1, 1.0));
+        assert_eq!(length_confound(&pairs, &HashMap::new()), (3, 2, 1, 1.0));
+        // A masked LM's scores sum over the shared tokens (equal counts): the sentences'
+        // lengths decide which is shorter.
+        let shared = [pair(-1.0, -2.0, 3, 3), pair(-3.0, -2.0, 3, 3)];
+        let lengths = HashMap::from([(shared[0].id.as_str(), (5, 6)), (shared[1].id.as_str(), (7, 7))]);
+        assert_eq!(length_confound(&shared, &lengths), (1, 1, 1, 0.0));
     }
 }

@@ -19,16 +19,25 @@
 //! | encoder.layer.{i}.output.dense | `h.{i}.mlp.c_proj` |
 //! | encoder.layer.{i}.output.LayerNorm | `h.{i}.ln_2` |
 //!
+//! With its masked-LM head (`BertForMaskedLM`, kept by [`import`] when the file has it):
+//!
+//! | BERT | lmlab |
+//! |---|---|
+//! | cls.predictions.transform.dense | `mlm.dense` |
+//! | cls.predictions.transform.LayerNorm | `mlm.norm` |
+//! | cls.predictions.bias (or decoder.bias) | `mlm.bias` |
+//! | cls.predictions.decoder.weight | tied to `wte.weight` (an untied copy must equal it) |
+//!
 //! Token types: lmlab has no segment embedding. Every input here is one segment (token type 0),
 //! so row 0 of the token-type table is added to every position row once, at load time (BERT adds
 //! the three embeddings per token; the f32 sum differs only in rounding order). Not used: the
-//! pooler (`pooler.dense`, for BERT's next-sentence head) and `embeddings.position_ids`. lmlab's
-//! encoder always has a classifier head; it is left at zero and is not part of the
-//! embeddings.
+//! pooler (`pooler.dense`, for BERT's next-sentence head) and `embeddings.position_ids`. Without
+//! the masked-LM head lmlab's encoder has a classifier head; it is left at zero and is not part
+//! of the embeddings.
 
 use super::tensors::TensorFile;
 use crate::model::transformer::{
-    ActivationKind, Arch, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind, Transformer,
+    ActivationKind, Arch, EncoderHead, ModelConfig, NormKind, NormPosition, Pooling, Position, ScoreKind, Transformer,
 };
 use anyhow::{bail, ensure, Context, Result};
 use safetensors::Dtype;
@@ -222,19 +231,23 @@ pub fn load_layers(dir: &Path, max_batch: usize, context: Option<usize>, layers:
     let weights_path = dir.join("model.safetensors");
     let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?;
     let bytes = std::fs::read(&weights_path).with_context(|| format!("cannot read {}", weights_path.display()))?;
-    from_parts(&text, &bytes, max_batch, context, layers).with_context(|| format!("BERT model {}", dir.display()))
+    from_parts(&text, &bytes, max_batch, context, layers, false)
+        .with_context(|| format!("BERT model {}", dir.display()))
 }
 
 /// [`load`] from the contents of `config.json` and `model.safetensors`. With `layers`, only the
 /// first `layers` encoder layers are kept (1..=num_hidden_layers; the config then says so): the
 /// model's output is the hidden state after that layer, as bert-score's `num_layers` cuts
-/// `model.encoder.layer`. The later layers' weights are not read.
+/// `model.encoder.layer`. The later layers' weights are not read. With `mlm_head`, a checkpoint
+/// that has BERT's masked-LM head (`cls.predictions.*`) keeps it (`EncoderHead::Mlm`); otherwise
+/// the head is not read (its logits would be (B, T, V) buffers an embedder never uses).
 pub fn from_parts(
     config_json: &str,
     safetensors: &[u8],
     max_batch: usize,
     context: Option<usize>,
     layers: Option<usize>,
+    mlm_head: bool,
 ) -> Result<HfBert> {
     let mut config = BertConfig::from_json(config_json)?;
     if let Some(l) = layers {
@@ -245,9 +258,14 @@ pub fn from_parts(
         );
         config.num_hidden_layers = l;
     }
-    let mc = config.model_config(context.unwrap_or(config.max_position_embeddings))?;
+    let mut mc = config.model_config(context.unwrap_or(config.max_position_embeddings))?;
     let tf = TensorFile::parse(safetensors, "model.safetensors")?;
     let w = Weights::new(&tf)?;
+    let head = Weights { tf: &tf, prefix: "" };
+    let with_head = mlm_head && head.has("cls.predictions.transform.dense.weight");
+    if with_head {
+        mc.encoder_head = EncoderHead::Mlm;
+    }
     let mut model = Transformer::new_inference(mc, max_batch)?;
     let (c, v, t) = (config.hidden_size, config.vocab_size, model.config.block_size);
 
@@ -277,18 +295,47 @@ pub fn from_parts(
         w.linear(&mut model, &format!("{b}.output.dense"), &format!("{h}.mlp.c_proj"), c, f)?;
         w.norm(&mut model, &format!("{b}.output.LayerNorm"), &format!("{h}.ln_2"), c)?;
     }
+    if with_head {
+        mlm_head_weights(&head, &mut model, &config)?;
+    }
     if let Some((t, _)) = model.first_nonfinite_param() {
         bail!("weight {t} holds NaN or infinity");
     }
     Ok(HfBert { config, model })
 }
 
+/// BERT's `cls.predictions` into lmlab's `mlm.*`; the decoder is the word embedding.
+fn mlm_head_weights(head: &Weights, model: &mut Transformer, config: &BertConfig) -> Result<()> {
+    let (c, v) = (config.hidden_size, config.vocab_size);
+    head.linear(model, "cls.predictions.transform.dense", "mlm.dense", c, c)?;
+    head.norm(model, "cls.predictions.transform.LayerNorm", "mlm.norm", c)?;
+    let bias_name =
+        if head.has("cls.predictions.bias") { "cls.predictions.bias" } else { "cls.predictions.decoder.bias" };
+    put(model, "mlm.bias", &head.get(bias_name, &[v])?)?;
+    if head.has("cls.predictions.decoder.weight") {
+        let decoder = head.get("cls.predictions.decoder.weight", &[v, c])?;
+        let wte = model.layout.get("transformer.wte.weight").context("lmlab's BERT has no wte")?.range();
+        ensure!(
+            decoder == model.params[wte],
+            "cls.predictions.decoder.weight differs from the word embeddings: lmlab's masked-LM head ties them, \
+             as BERT does"
+        );
+    }
+    Ok(())
+}
+
 /// A BERT directory (`config.json`, `model.safetensors`, `tokenizer.json`) as a model and its
 /// tokenizer, for `lmlab import --hf`: the whole context (`max_position_embeddings`), the
-/// tokenizer truncating at that length. The classifier head stays at zero; a fine-tuning run
-/// (`train.init_from`) gives the model a new head for its task.
+/// tokenizer truncating at that length. A `BertForMaskedLM` keeps its masked-LM head; otherwise
+/// the classifier head stays at zero. A fine-tuning run (`train.init_from`) gives the model a
+/// new head for its task.
 pub fn import(dir: &Path, max_batch: usize) -> Result<(Transformer, crate::data::Tokenizer)> {
-    let bert = load(dir, max_batch, None)?;
+    let cfg_path = dir.join("config.json");
+    let weights_path = dir.join("model.safetensors");
+    let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("cannot read {}", cfg_path.display()))?;
+    let bytes = std::fs::read(&weights_path).with_context(|| format!("cannot read {}", weights_path.display()))?;
+    let bert = from_parts(&text, &bytes, max_batch, None, None, true)
+        .with_context(|| format!("BERT model {}", dir.display()))?;
     let tok_path = dir.join("tokenizer.json");
     let tok = crate::data::hf_tokenizer::HfTokenizer::from_file(&tok_path, bert.config.max_position_embeddings)?;
     ensure!(

@@ -37,6 +37,20 @@ pub trait LanguageModel: Sized {
         train: bool,
         dropout_seed: u64,
     ) -> Result<Option<f32>>;
+    /// Masked LM: forward over `idx` (B, T) (some positions holding [MASK]); with `targets`
+    /// (B, T) (the original tokens of the positions to predict, -1 elsewhere) returns their mean
+    /// cross-entropy. Only a Transformer encoder with the masked-LM head has one.
+    fn forward_mlm(
+        &mut self,
+        _idx: &[u32],
+        _targets: Option<&[i32]>,
+        _b: usize,
+        _t: usize,
+        _train: bool,
+        _dropout_seed: u64,
+    ) -> Result<Option<f32>> {
+        anyhow::bail!("masked-LM training needs a Transformer encoder with the masked-LM head")
+    }
     /// Logits of the last forward pass (B, T, V).
     fn logits(&self) -> &[f32];
     /// Targets the last loss averaged over.
@@ -113,6 +127,17 @@ impl LanguageModel for Transformer {
         dropout_seed: u64,
     ) -> Result<Option<f32>> {
         Transformer::forward_lm(self, idx, targets, b, t, train, dropout_seed)
+    }
+    fn forward_mlm(
+        &mut self,
+        idx: &[u32],
+        targets: Option<&[i32]>,
+        b: usize,
+        t: usize,
+        train: bool,
+        dropout_seed: u64,
+    ) -> Result<Option<f32>> {
+        Transformer::forward_mlm(self, idx, None, targets, b, t, train, dropout_seed)
     }
     fn logits(&self) -> &[f32] {
         Transformer::logits(self)

@@ -9,6 +9,7 @@ pub mod seq2seq;
 use crate::config::{RunConfig, Task};
 use crate::data::bpe::BpeTokenizer;
 use crate::data::dataset::sample_batch_shard;
+use crate::data::mlm::MlmMasking;
 use crate::data::{Batch, CharTokenizer, TokenDataset, Tokenizer};
 use crate::inspect::HealthMonitor;
 use crate::io::checkpoint::{self, TrainState};
@@ -19,7 +20,7 @@ use crate::model::LanguageModel;
 use crate::optim::{clip_factor, clip_grad_value, grad_norm, Clipping, LrSchedule, Optimizer};
 use crate::optim::{LossScaler, ScaleOutcome};
 use crate::util::{read_corpus, thread_pool};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use log::MetricsLog;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -45,6 +46,8 @@ pub struct Trainer<M = Transformer> {
     pub scaler: LossScaler,
     /// Knowledge distillation's teacher (`[distill]`), run on every micro-batch.
     pub teacher: Option<distill::Teacher>,
+    /// A masked LM's masking (`data.task = "mlm"`), applied to every batch; None for a causal LM.
+    pub masking: Option<MlmMasking>,
 }
 
 /// What one step measured.
@@ -74,16 +77,21 @@ impl<M: LanguageModel> Trainer<M> {
             {
                 let _p = crate::profile::scope(crate::profile::Op::Batch);
                 sample_batch_shard(train_tokens, &mut self.batch, &mut self.rng, world.size(), world.rank());
+                if let Some(m) = &self.masking {
+                    m.apply(&mut self.batch, &mut self.rng);
+                }
             }
             if let Some(teacher) = &mut self.teacher {
                 let student = self.model.as_transformer_mut().context("distillation trains Transformers only")?;
                 teacher.teach_lm(student, &self.batch.inputs, b, t)?;
             }
             let dropout_seed = mix64(self.seed ^ mix64(self.step)) ^ micro;
-            let loss = self
-                .model
-                .forward_lm(&self.batch.inputs, Some(&self.batch.targets), b, t, true, dropout_seed)?
-                .unwrap_or(0.0);
+            let (inputs, targets) = (&self.batch.inputs, Some(&self.batch.targets[..]));
+            let loss = match self.masking {
+                Some(_) => self.model.forward_mlm(inputs, targets, b, t, true, dropout_seed)?,
+                None => self.model.forward_lm(inputs, targets, b, t, true, dropout_seed)?,
+            }
+            .unwrap_or(0.0);
             acc.backward(&mut self.model, loss, self.step)?;
         }
         let loss = acc.finish(&mut self.model);
@@ -102,8 +110,15 @@ impl<M: LanguageModel> Trainer<M> {
             // Each rank evaluates its shard of the same global batches; every shard holds as
             // many targets, so the mean over ranks is the mean over the global batch.
             sample_batch_shard(split, batch, &mut rng, world.size(), world.rank());
-            let loss =
-                self.model.forward_lm(&batch.inputs, Some(&batch.targets), batch.b, batch.t, false, 0)?.unwrap_or(0.0);
+            let (b, t) = (batch.b, batch.t);
+            let loss = match &self.masking {
+                Some(m) => {
+                    m.apply(batch, &mut rng);
+                    self.model.forward_mlm(&batch.inputs, Some(&batch.targets), b, t, false, 0)?
+                }
+                None => self.model.forward_lm(&batch.inputs, Some(&batch.targets), b, t, false, 0)?,
+            }
+            .unwrap_or(0.0);
             total[0] += loss as f64;
         }
         world.all_reduce_sum_f64(&mut total);
@@ -444,7 +459,7 @@ pub fn train(cfg: RunConfig, resume: Option<&Path>, opts: &TrainOptions) -> Resu
     // The whole run executes inside the pool, so parallel kernels never inject work from outside.
     pool.install(|| match cfg.data.task {
         Task::Lm if cfg.model.arch.is_baseline() => train_in_pool::<BaselineLm>(cfg, resume, opts),
-        Task::Lm => train_in_pool::<Transformer>(cfg, resume, opts),
+        Task::Lm | Task::Mlm => train_in_pool::<Transformer>(cfg, resume, opts),
         Task::Translate | Task::Summarize => seq2seq::train_seq2seq(&cfg, resume, opts),
         Task::Classify => classify::train_classifier(&cfg, resume, opts),
         Task::Qa => qa::train_qa(&cfg, resume, opts),
@@ -476,6 +491,7 @@ fn train_in_pool<M: LanguageModel>(cfg: RunConfig, resume: Option<&Path>, opts: 
         accum: cfg.train.grad_accum_steps,
         scaler,
         teacher: None,
+        masking: None,
     };
     let mut init_note = None;
     let (tokenizer, mut trainer, from) = match resumed {
@@ -499,7 +515,10 @@ fn train_in_pool<M: LanguageModel>(cfg: RunConfig, resume: Option<&Path>, opts: 
             (tokenizer, trainer_with(model, opt, rng, 0, run::loss_scaler(&cfg, None)), None)
         }
         None => {
-            let tokenizer = Tokenizer::Char(CharTokenizer::from_corpus(&text)?);
+            let tokenizer = Tokenizer::Char(match cfg.data.task {
+                Task::Mlm => CharTokenizer::from_corpus_with_mask(&text)?,
+                _ => CharTokenizer::from_corpus(&text)?,
+            });
             let (model, opt) = run::fresh_lm::<M>(&cfg, cfg.model_config(tokenizer.vocab_size()))?;
             let rng = Xoshiro256PlusPlus::seed_from_u64(cfg.train.seed);
             (tokenizer, trainer_with(model, opt, rng, 0, run::loss_scaler(&cfg, None)), None)
@@ -509,7 +528,15 @@ fn train_in_pool<M: LanguageModel>(cfg: RunConfig, resume: Option<&Path>, opts: 
         t.check_student(trainer.model.config(), &tokenizer)?;
     }
     trainer.teacher = teacher;
+    trainer.masking = masking_of(&cfg, &tokenizer, trainer.model.as_transformer())?;
     shard_optimizer(&cfg, &trainer.model, &mut trainer.opt)?;
+    if cfg.data.task == Task::Mlm && matches!(tokenizer, Tokenizer::Hf(_)) {
+        bail!(
+            "data.task = \"mlm\" reads the text as one token stream, which a WordPiece tokenizer (an imported BERT's) \
+             cannot encode: it encodes one sentence of at most max_len pieces; train the masked LM from scratch \
+             (character level) or from an lmlab masked-LM checkpoint"
+        );
+    }
     let tokens = tokenizer.encode(&text).context("the data file does not fit the checkpoint's tokenizer")?;
     let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
     data.check_fits(cfg.model.block_size)?;
@@ -588,6 +615,23 @@ fn train_in_pool<M: LanguageModel>(cfg: RunConfig, resume: Option<&Path>, opts: 
         evaluate(&mut trainer, &mut tracker)?;
     }
     Ok(tracker.finish(trainer.step))
+}
+
+/// The masking of an MLM run (`data.task = "mlm"`): the tokenizer's [MASK] on a model with the
+/// masked-LM head. None for a causal LM.
+fn masking_of(cfg: &RunConfig, tokenizer: &Tokenizer, model: Option<&Transformer>) -> Result<Option<MlmMasking>> {
+    if cfg.data.task != Task::Mlm {
+        return Ok(None);
+    }
+    let model = model.context("data.task = \"mlm\" trains a Transformer encoder")?;
+    ensure!(
+        model.is_masked_lm(),
+        "data.task = \"mlm\" needs an encoder with the masked-LM head (train.init_from a masked LM, or a fresh model)"
+    );
+    let mask_id = tokenizer.mask_token().with_context(|| {
+        format!("the {} tokenizer has no [MASK] token, which masked-LM training needs", tokenizer.kind())
+    })?;
+    Ok(Some(MlmMasking::new(mask_id, model.config.vocab_size, cfg.data.mlm_probability)?))
 }
 
 /// "4 layers, 4 heads, 128 wide, block 64" (or the baseline's own sizes) for the log.
@@ -690,6 +734,7 @@ pub fn profile_steps(
             accum: cfg.train.grad_accum_steps,
             scaler: cfg.train.loss_scaler(),
             teacher: None,
+            masking: None,
         };
         trainer.model.set_precision(cfg.train.precision);
         for _ in 0..warmup {

@@ -134,7 +134,10 @@ pub fn pretrained_model<M: LanguageModel>(
         model_cfg.num_classes = k;
     }
     let (mut model, opt) = fresh_lm::<M>(cfg, model_cfg)?;
-    let same_task = ck.run_config.data.task == cfg.data.task;
+    // A masked LM's head also carries over to more masked-LM training from an imported
+    // `BertForMaskedLM` (whose checkpoint's task is "pretrained").
+    let same_task = ck.run_config.data.task == cfg.data.task
+        || (cfg.data.task == Task::Mlm && ck.model.as_transformer().is_some_and(|t| t.is_masked_lm()));
     let (mut loaded, mut fresh) = (0usize, Vec::new());
     for t in model.layout().tensors.clone() {
         let src = ck.model.layout().get(&t.name);

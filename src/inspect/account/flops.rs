@@ -7,7 +7,7 @@
 //! mask. `tests/eval_efficiency.rs` checks [`forward_flops`] against PyTorch's FlopCounterMode on
 //! the reference model of every variant fixture, `tests/account.rs` against Hugging Face models.
 
-use crate::model::transformer::{Arch, ModelConfig, Position};
+use crate::model::transformer::{Arch, EncoderHead, ModelConfig, Position};
 
 /// A forward pass's FLOPs by where they are spent.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -67,8 +67,15 @@ pub fn forward_flop_split(cfg: &ModelConfig, b: usize, t: usize, s: usize) -> Fl
     let lm_head = FlopSplit { head: 2.0 * (b * t) as f64 * c * v, ..FlopSplit::default() };
     match cfg.arch {
         Arch::Decoder => stack(cfg.n_layer, t, None).add(lm_head),
-        Arch::Encoder => stack(cfg.n_layer, t, None)
-            .add(FlopSplit { head: 2.0 * b as f64 * c * cfg.num_classes as f64, ..FlopSplit::default() }),
+        Arch::Encoder => stack(cfg.n_layer, t, None).add(FlopSplit {
+            head: match cfg.encoder_head {
+                EncoderHead::Classifier => 2.0 * b as f64 * c * cfg.num_classes as f64,
+                EncoderHead::Span => 2.0 * (b * t) as f64 * c * 2.0,
+                // The transform (d, d), then the tied decoder (V, d), at every position.
+                EncoderHead::Mlm => 2.0 * (b * t) as f64 * c * (c + v),
+            },
+            ..FlopSplit::default()
+        }),
         Arch::EncoderDecoder => stack(cfg.n_layer, s, None).add(stack(cfg.dec_layers(), t, Some(s))).add(lm_head),
         // Accounting covers the Transformer family (`Transformer::buffer_sizes` refuses the rest).
         Arch::Lstm | Arch::Gru | Arch::Cnn => FlopSplit::default(),

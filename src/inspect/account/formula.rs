@@ -6,7 +6,7 @@
 //! `L·(12·d² + 13·d) + V·d + T·d + 2·d`.
 
 use super::Architecture;
-use crate::model::transformer::{ActivationKind, Arch, NormKind, Position, ScoreKind};
+use crate::model::transformer::{ActivationKind, Arch, EncoderHead, NormKind, Position, ScoreKind};
 use serde::Serialize;
 
 /// A closed form and its value.
@@ -143,14 +143,27 @@ pub fn closed_form(arch: &Architecture) -> Result<Formula, String> {
             add(&mut outer, den, "d²", format!("{d}²"), d * d);
             add(&mut outer, den, "d", format!("{d}"), d);
         }
-        (Arch::Encoder, None) => {
-            add(&mut outer, den, "K·d", format!("{k}·{d}"), k * d);
-            add(&mut outer, den, "K", format!("{k}"), k);
-        }
+        (Arch::Encoder, None) => match m.encoder_head {
+            EncoderHead::Classifier => {
+                add(&mut outer, den, "K·d", format!("{k}·{d}"), k * d);
+                add(&mut outer, den, "K", format!("{k}"), k);
+            }
+            // qa_outputs: (2, d) and 2 biases.
+            EncoderHead::Span => {
+                add(&mut outer, 2 * den, "d", format!("{d}"), d);
+                add(&mut outer, 2 * den, "", String::new(), 1);
+            }
+            // The masked-LM head: dense (d, d) + bias, a norm, the tied decoder's bias (V).
+            EncoderHead::Mlm => {
+                add(&mut outer, den, "d²", format!("{d}²"), d * d);
+                add(&mut outer, b * den + norm_per, "d", format!("{d}"), d);
+                add(&mut outer, den, "V", format!("{v}"), v);
+            }
+        },
         _ if !m.tie_embeddings => add(&mut outer, den, "V·d", format!("{v}·{d}"), v * d),
         _ => {}
     }
-    outer.sort_by_key(|t| ["d²", "V·d", "T·d", "Y·d", "K·d", "d", "K"].iter().position(|s| *s == t.sym));
+    outer.sort_by_key(|t| ["d²", "V·d", "T·d", "Y·d", "K·d", "d", "V", "K", ""].iter().position(|s| *s == t.sym));
 
     let sum = |terms: &[Term]| terms.iter().map(|t| t.num * t.value as i128).sum::<i128>();
     let mut symbolic = Vec::new();

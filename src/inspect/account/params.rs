@@ -48,7 +48,7 @@ enum Component {
 fn component(name: &str) -> Option<Component> {
     let leaf = name.rsplit_once('.').map_or(name, |(path, _)| path);
     let last = leaf.rsplit('.').next().unwrap_or(leaf);
-    if name.starts_with("lm_head.") || name.starts_with("classifier.") {
+    if ["lm_head.", "classifier.", "qa_outputs.", "mlm."].iter().any(|h| name.starts_with(h)) {
         Some(Component::Head)
     } else if matches!(last, "wte" | "wpe") {
         Some(Component::Embeddings)
@@ -67,7 +67,10 @@ fn component(name: &str) -> Option<Component> {
 /// `arch.bert` is set: token-type embeddings and the pooler replace the classifier.
 pub fn param_breakdown(arch: &Architecture, layout: &ParamLayout) -> Result<ParamBreakdown> {
     let mut p = ParamBreakdown {
-        tied_head: arch.model.tie_embeddings && arch.model.arch != crate::model::transformer::Arch::Encoder,
+        // An encoder's head has its own weights, except the masked-LM head's decoder (the token
+        // embedding, always).
+        tied_head: (arch.model.tie_embeddings && arch.model.arch != crate::model::transformer::Arch::Encoder)
+            || arch.model.encoder_head == crate::model::transformer::EncoderHead::Mlm,
         ..ParamBreakdown::default()
     };
     let mut lm_head = 0;

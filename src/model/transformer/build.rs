@@ -236,7 +236,7 @@ impl Plan {
             }
             Arch::Lstm | Arch::Gru | Arch::Cnn => unreachable!("refused above"),
         };
-        let head = Head::new(&mut l, cfg, decoder.as_ref());
+        let head = Head::new(&mut l, cfg, encoder.as_ref(), decoder.as_ref());
 
         let mut al = ActLayout::default();
         let n = max_batch * t;

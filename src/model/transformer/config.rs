@@ -142,6 +142,9 @@ pub enum EncoderHead {
     Classifier,
     /// Extractive QA: a start and an end logit per position, `qa_outputs` (2, C).
     Span,
+    /// A masked LM: BERT's prediction head (dense, activation, norm, then the token embedding
+    /// transposed plus a bias) gives every position a distribution over the vocabulary.
+    Mlm,
 }
 
 impl EncoderHead {

@@ -7,11 +7,15 @@
 //! span (QA):   h (B,T,C) ─ qa_outputs (2,C) + b ─ (B,T,2) ─ start/end rows (B,2,T), positions
 //!              outside the context masked ─ cross-entropy with (start, end) (B,2), i.e.
 //!              (CE(start) + CE(end)) / 2
+//! masked LM:   h (B,T,C) ─ dense (C,C) + b ─ act ─ norm ─ (B,T,C) ─ · wteᵀ (V,C) + bias (V)
+//!              ─ logits (B,T,V) ─ cross-entropy with the masked positions' tokens (B,T),
+//!              -1 elsewhere (BERT's `cls.predictions`, its decoder tied to the embedding)
 //! ```
 
 use super::config::{EncoderHead, ModelConfig, Pooling};
-use super::layers::Ctx;
+use super::layers::{Ctx, Norm, NormActs};
 use super::stack::Stack;
+use crate::kernels::activation::{activation_backward, activation_forward, Activation};
 use crate::kernels::crossentropy::{crossentropy_backward, crossentropy_forward};
 use crate::kernels::distill::{distill_backward, distill_forward, DistillLoss};
 use crate::kernels::pool::{Pool, PoolingMode};
@@ -28,6 +32,16 @@ pub(super) enum Head {
     Classifier { w: Range<usize>, b: Range<usize>, pooling: Pooling },
     /// Start and end logits of every position: h·Wᵀ + b, W (2, C) (BERT's `qa_outputs`).
     Span { w: Range<usize>, b: Range<usize> },
+    /// BERT's masked-LM head: logits = norm(act(h·Dᵀ + d))·wteᵀ + bias, D (C, C); the
+    /// decoder is the encoder's token embedding, as in BERT, and the bias (V) is always there.
+    Mlm {
+        dense_w: Range<usize>,
+        dense_b: Option<Range<usize>>,
+        act: Activation,
+        norm: Norm,
+        wte: Range<usize>,
+        bias: Range<usize>,
+    },
 }
 
 /// Model-level activations: logits, losses and the pooled encoder output.
@@ -40,6 +54,18 @@ pub(super) struct HeadActs {
     pub d_pooled: Range<usize>, // (B, C)
     pub span_raw: Range<usize>, // span head: the linear layer's output (N, 2)
     pub d_span_raw: Range<usize>,
+    pub mlm: Option<MlmActs>,
+}
+
+/// The masked-LM head's transform, (N, C) each; the gradients only when training.
+#[derive(Clone, Debug)]
+pub(super) struct MlmActs {
+    dense: Range<usize>,
+    act: Range<usize>,
+    norm: NormActs, // its output feeds the decoder
+    d_norm: Range<usize>,
+    d_act: Range<usize>,
+    d_dense: Range<usize>,
 }
 
 impl From<Pooling> for PoolingMode {
@@ -54,13 +80,18 @@ impl From<Pooling> for PoolingMode {
 /// Whether the parameter `name` belongs to a task's own head (a classifier's), which a model
 /// fine-tuned from a checkpoint of another task gets fresh (`train.init_from`).
 pub fn is_task_head(name: &str) -> bool {
-    name.starts_with("classifier.") || name.starts_with("qa_outputs.")
+    name.starts_with("classifier.") || name.starts_with("qa_outputs.") || name.starts_with("mlm.")
 }
 
 impl Head {
-    /// The LM head over `decoder` (its token embedding when tied), or the classifier of an
-    /// encoder; its parameters go last in the layout.
-    pub(super) fn new(l: &mut ParamLayout, cfg: &ModelConfig, decoder: Option<&Stack>) -> Head {
+    /// The LM head over `decoder` (its token embedding when tied), or the head of `encoder`
+    /// its config names; its parameters go last in the layout.
+    pub(super) fn new(
+        l: &mut ParamLayout,
+        cfg: &ModelConfig,
+        encoder: Option<&Stack>,
+        decoder: Option<&Stack>,
+    ) -> Head {
         let c = cfg.n_embd;
         match decoder {
             Some(d) => Head::Lm {
@@ -80,6 +111,15 @@ impl Head {
                     w: l.push("qa_outputs.weight", &[2, c], ParamKind::Matrix),
                     b: l.push("qa_outputs.bias", &[2], ParamKind::Bias),
                 },
+                EncoderHead::Mlm => Head::Mlm {
+                    dense_w: l.push("mlm.dense.weight", &[c, c], ParamKind::Matrix),
+                    dense_b: cfg.bias.then(|| l.push("mlm.dense.bias", &[c], ParamKind::Bias)),
+                    // SwiGLU has no elementwise activation; its transform uses GELU.
+                    act: cfg.elementwise_activation().unwrap_or(Activation::GeluErf),
+                    norm: Norm::new(l, "mlm.norm", cfg),
+                    wte: encoder.expect("an encoder head has an encoder").wte.clone(),
+                    bias: l.push("mlm.bias", &[cfg.vocab_size], ParamKind::Bias),
+                },
             },
         }
     }
@@ -89,12 +129,20 @@ impl Head {
     pub(super) fn acts(&self, al: &mut ActLayout, cfg: &ModelConfig, max_batch: usize, inference: bool) -> HeadActs {
         let (n, c) = (max_batch * cfg.block_size, cfg.n_embd);
         let out_width = match self {
-            Head::Lm { .. } => n * cfg.vocab_size,
+            Head::Lm { .. } | Head::Mlm { .. } => n * cfg.vocab_size,
             Head::Classifier { .. } => max_batch * cfg.num_classes,
             Head::Span { .. } => 2 * n,
         };
         let span = if matches!(self, Head::Span { .. }) { 2 * n } else { 0 };
         let grad = |len: usize| if inference { 0 } else { len };
+        let mlm = matches!(self, Head::Mlm { .. }).then(|| MlmActs {
+            dense: al.alloc(n * c),
+            act: al.alloc(n * c),
+            norm: Norm::acts(al, n, c),
+            d_norm: al.alloc(grad(n * c)),
+            d_act: al.alloc(grad(n * c)),
+            d_dense: al.alloc(grad(n * c)),
+        });
         HeadActs {
             logits: al.alloc(out_width),
             losses: al.alloc(n),
@@ -103,13 +151,14 @@ impl Head {
             d_pooled: al.alloc(grad(max_batch * c)),
             span_raw: al.alloc(span),
             d_span_raw: al.alloc(grad(span)),
+            mlm,
         }
     }
 
     /// Number of logits of a pass over (B, T): B·T·V for the LM, B·K for the classifier.
     pub(super) fn logits_len(&self, cfg: &ModelConfig, b: usize, t: usize) -> usize {
         match self {
-            Head::Lm { .. } => b * t * cfg.vocab_size,
+            Head::Lm { .. } | Head::Mlm { .. } => b * t * cfg.vocab_size,
             Head::Classifier { .. } => b * cfg.num_classes,
             Head::Span { .. } => b * 2 * t,
         }
@@ -160,6 +209,19 @@ impl Head {
                 let targets = targets?;
                 Some(loss_forward(r.mut_(&a.losses, 2 * b), logits, &targets[..2 * b], t, eps, soft))
             }
+            Head::Mlm { dense_w, dense_b, act, norm, wte, bias } => {
+                let (n, v) = (b * t, cfg.vocab_size);
+                let m = a.mlm.as_ref().expect("the masked-LM head has its activations");
+                let dense = r.mut_(&m.dense, n * c);
+                cx.linear_forward(dense, h, dense_w, dense_b, n, c, c);
+                let acted = r.mut_(&m.act, n * c);
+                activation_forward(*act, acted, dense);
+                let normed = norm.forward(cx, &m.norm, acted, c);
+                let logits = r.mut_(&a.logits, n * v);
+                cx.linear_forward(logits, normed, wte, &Some(bias.clone()), n, c, v);
+                let targets = targets?;
+                Some(loss_forward(r.mut_(&a.losses, n), logits, &targets[..n], v, eps, soft))
+            }
         }
     }
 
@@ -203,6 +265,22 @@ impl Head {
                 let d_raw = r.mut_(&a.d_span_raw, 2 * n);
                 span_logits_backward(d_raw, d_logits, span_mask, b, t);
                 cx.linear_backward_owned(d_h, w, &Some(bias.clone()), d_raw, h, n, c, 2);
+            }
+            Head::Mlm { dense_w, dense_b, act, norm, wte, bias } => {
+                let (n, v) = (b * t, cfg.vocab_size);
+                let m = a.mlm.as_ref().expect("the masked-LM head has its activations");
+                let d_logits = r.mut_(&a.d_logits, n * v);
+                loss_backward(d_logits, r.get(&a.logits, n * v), &targets[..n], v, scale, eps, soft);
+                let d_norm = r.mut_(&m.d_norm, n * c);
+                let normed = r.get(&m.norm.out, n * c);
+                cx.linear_backward_owned(d_norm, wte, &Some(bias.clone()), d_logits, normed, n, c, v);
+                let d_act = r.mut_(&m.d_act, n * c);
+                d_act.fill(0.0); // the norm's backward accumulates
+                let acted = r.get(&m.act, n * c);
+                norm.backward(cx, &m.norm, d_act, d_norm, acted, c);
+                let d_dense = r.mut_(&m.d_dense, n * c);
+                activation_backward(*act, d_dense, r.get(&m.dense, n * c), d_act);
+                cx.linear_backward_owned(d_h, dense_w, dense_b, d_dense, h, n, c, c);
             }
         }
     }

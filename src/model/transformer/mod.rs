@@ -173,7 +173,12 @@ impl Transformer {
         train: bool,
         dropout_seed: u64,
     ) -> Result<Option<f32>> {
-        ensure!(self.config.arch == Arch::Decoder, "forward_lm needs arch = \"decoder\"");
+        ensure!(
+            self.config.arch == Arch::Decoder,
+            "a causal language model's forward pass needs model.arch = \"decoder\", got {:?}{}",
+            self.config.arch,
+            if self.is_masked_lm() { " (a masked LM: it predicts masked tokens, not the next one)" } else { "" }
+        );
         self.check_train(train)?;
         self.check_shape(b, t, "sequence")?;
         ensure!(idx.len() == b * t, "idx has {} tokens, expected B·T = {}", idx.len(), b * t);
@@ -185,8 +190,37 @@ impl Transformer {
         self.run_forward()
     }
 
+    /// Whether this is a masked LM: an encoder with the MLM head.
+    pub fn is_masked_lm(&self) -> bool {
+        self.config.arch == Arch::Encoder && self.config.encoder_head == EncoderHead::Mlm
+    }
+
+    /// Masked LM: forward over `idx` (B, T) (some positions holding [MASK]) with the padding
+    /// `mask` (B, T) (None = no padding); logits (B, T, V) at every position, and with `targets`
+    /// (B, T) (the original token at the positions to predict, -1 elsewhere) the mean
+    /// cross-entropy over them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_mlm(
+        &mut self,
+        idx: &[u32],
+        mask: Option<&[bool]>,
+        targets: Option<&[i32]>,
+        b: usize,
+        t: usize,
+        train: bool,
+        dropout_seed: u64,
+    ) -> Result<Option<f32>> {
+        ensure!(
+            self.is_masked_lm(),
+            "forward_mlm needs an encoder with the masked-LM head (data.task = \"mlm\", or a BERT imported with it)"
+        );
+        self.begin_encoder(idx, mask, targets, b * t, self.config.vocab_size, b, t, train, dropout_seed)?;
+        self.run_forward()
+    }
+
     /// Encoder classifier: forward over `idx` (B, T) with `mask` (B, T) (true = real token;
-    /// None = no padding); with `labels` (B) returns the mean cross-entropy.
+    /// None = no padding); with `labels` (B) returns the mean cross-entropy. Without labels,
+    /// any encoder (its head's logits are computed, its hidden states kept).
     #[allow(clippy::too_many_arguments)]
     pub fn forward_classify(
         &mut self,
@@ -199,15 +233,13 @@ impl Transformer {
         dropout_seed: u64,
     ) -> Result<Option<f32>> {
         ensure!(self.config.arch == Arch::Encoder, "forward_classify needs arch = \"encoder\"");
-        self.last.has_span_mask = false;
-        self.check_train(train)?;
-        self.check_shape(b, t, "sequence")?;
-        ensure!(idx.len() == b * t, "idx has {} tokens, expected B·T = {}", idx.len(), b * t);
-        self.check_tokens("idx", idx)?;
-        self.set_targets(labels, b, self.config.num_classes)?;
-        self.begin(b, t, t, train, dropout_seed);
-        self.last.idx[..b * t].copy_from_slice(idx);
-        self.set_mask(mask, b, t)?;
+        // Without labels any encoder runs (the hidden states are what embedders read).
+        ensure!(
+            labels.is_none() || self.config.encoder_head == EncoderHead::Classifier,
+            "class labels need the classifier head; this encoder has the {:?} head",
+            self.config.encoder_head
+        );
+        self.begin_encoder(idx, mask, labels, b, self.config.num_classes, b, t, train, dropout_seed)?;
         self.run_forward()
     }
 
@@ -236,20 +268,39 @@ impl Transformer {
             !(train && self.label_smoothing != 0.0),
             "label smoothing is not defined for the span head (its masked positions have no probability)"
         );
-        self.check_train(train)?;
-        self.check_shape(b, t, "sequence")?;
-        ensure!(idx.len() == b * t, "idx has {} tokens, expected B·T = {}", idx.len(), b * t);
-        self.check_tokens("idx", idx)?;
-        self.set_targets(positions, 2 * b, t)?;
-        self.begin(b, t, t, train, dropout_seed);
-        self.last.idx[..b * t].copy_from_slice(idx);
-        self.set_mask(mask, b, t)?;
+        self.begin_encoder(idx, mask, positions, 2 * b, t, b, t, train, dropout_seed)?;
         self.last.has_span_mask = span_mask.is_some();
         if let Some(m) = span_mask {
             ensure!(m.len() == b * t, "span mask has {} entries, expected {}", m.len(), b * t);
             self.last.span_mask[..b * t].copy_from_slice(m);
         }
         self.run_forward()
+    }
+
+    /// The start of every encoder pass: checks and stores the inputs `idx` (B, T), the targets
+    /// (`n_targets` of them, each below `classes` or -1) and the padding `mask` (B, T).
+    #[allow(clippy::too_many_arguments)]
+    fn begin_encoder(
+        &mut self,
+        idx: &[u32],
+        mask: Option<&[bool]>,
+        targets: Option<&[i32]>,
+        n_targets: usize,
+        classes: usize,
+        b: usize,
+        t: usize,
+        train: bool,
+        dropout_seed: u64,
+    ) -> Result<()> {
+        self.last.has_span_mask = false;
+        self.check_train(train)?;
+        self.check_shape(b, t, "sequence")?;
+        ensure!(idx.len() == b * t, "idx has {} tokens, expected B·T = {}", idx.len(), b * t);
+        self.check_tokens("idx", idx)?;
+        self.set_targets(targets, n_targets, classes)?;
+        self.begin(b, t, t, train, dropout_seed);
+        self.last.idx[..b * t].copy_from_slice(idx);
+        self.set_mask(mask, b, t)
     }
 
     /// Runs the forward pass on the inputs stored in `self.last`.
@@ -327,7 +378,8 @@ impl Transformer {
         &self.acts[start..start + len]
     }
 
-    /// Logits of the last forward pass: (B, T, V) for LMs, (B, K) for the classifier.
+    /// Logits of the last forward pass: (B, T, V) for LMs and masked LMs, (B, K) for the
+    /// classifier.
     pub fn logits(&self) -> &[f32] {
         let start = self.head_acts.logits.start;
         &self.acts[start..start + self.head.logits_len(&self.config, self.last.b, self.last.t)]

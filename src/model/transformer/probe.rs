@@ -160,7 +160,7 @@ impl Transformer {
         let (b, n, ha) = (self.last.b, self.last.b * self.last.t, &self.head_acts);
         let view = View { acts: &self.acts, b, t: self.last.t, t_enc: 0, train: false, self_mask: None };
         let rows = match self.head {
-            Head::Lm { .. } => {
+            Head::Lm { .. } | Head::Mlm { .. } => {
                 view.push(&mut out, "logits".into(), None, ActKind::Logits, &ha.logits, n * self.config.vocab_size);
                 n
             }
