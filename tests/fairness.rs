@@ -309,8 +309,10 @@ fn imported_bert_mlm(dir: &Path) -> (Value, std::path::PathBuf) {
     let fx = load("crows_pairs_mlm.json");
     let ckpt = dir.join("ckpt");
     let src = fixture("fairness").join(fx["model"].as_str().unwrap());
-    let (ok, _, err) = lmlab_text(&["import", "--hf", src.to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
-    assert!(ok, "{err}");
+    let (ok, out, err) = lmlab_text(&["import", "--hf", src.to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
+    assert!(ok && out.contains("with its masked-LM head"), "{out}{err}");
+    let (ok, out, err) = lmlab_text(&["info", ckpt.to_str().unwrap()]);
+    assert!(ok && out.contains("model: Encoder (Mlm head)"), "{out}{err}");
     (fx, ckpt)
 }
 

@@ -72,6 +72,7 @@ pub fn run(a: ImportArgs) -> Result<()> {
         tok.kind(),
         tok.vocab_size(),
         model.quantized().map_or(String::new(), |q| format!(", {} quantized weights", q.len()))
+            + if model.is_masked_lm() { ", with its masked-LM head" } else { "" }
     );
     Ok(())
 }

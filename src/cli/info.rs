@@ -63,8 +63,12 @@ pub fn run(a: InfoArgs) -> Result<()> {
     let c = &m.config;
     println!("{}: step {}", dir.display(), ck.state.step);
     println!(
-        "model: {:?}, {} layers, {} wide, {} heads ({} kv), block {}, vocab {}; {} parameters",
+        "model: {:?}{}, {} layers, {} wide, {} heads ({} kv), block {}, vocab {}; {} parameters",
         c.arch,
+        match (c.arch, c.encoder_head) {
+            (lmlab::model::transformer::Arch::Encoder, h) => format!(" ({h:?} head)"),
+            _ => String::new(),
+        },
         c.n_layer,
         c.n_embd,
         c.n_head,
