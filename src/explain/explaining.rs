@@ -49,6 +49,8 @@ const STORIES_TOKENIZER: &str = "llama2c/tok512.bin";
 const CROWS: &str = "crows-pairs/crows_pairs_anonymized.csv";
 /// Masked copies of a sentence per forward pass when the masked LM scores CrowS-Pairs.
 const MLM_BATCH: usize = 16;
+/// What a masked LM's CrowS-Pairs scores are (`Crows::score`).
+const PSEUDO_LL: &str = "pseudo-log-likelihood of the shared tokens";
 /// Held-out text for stories260K's ablation (TinyStories itself is not in the shared data).
 const CAPTIONS: &str = "multi30k/test_2016_flickr.en";
 
@@ -407,7 +409,7 @@ fn crows(name: &str, ck: &mut Checkpoint, pairs: &[crows_pairs::Pair]) -> Result
     let context = ck.model.config.block_size;
     let limit = if masked { context } else { context + 1 };
     let (mut skipped_too_long, mut skipped_unencodable) = (0, 0);
-    let mut lengths = std::collections::HashMap::new();
+    let mut lengths = HashMap::new();
     for p in pairs {
         match (tokens(&p.sent_more), tokens(&p.sent_less)) {
             (Ok(m), Ok(l)) => {
@@ -426,7 +428,7 @@ fn crows(name: &str, ck: &mut Checkpoint, pairs: &[crows_pairs::Pair]) -> Result
     report.skipped.clear();
     Ok(Crows {
         model: name.into(),
-        score: if masked { "pseudo-log-likelihood of the shared tokens" } else { "log-likelihood" }.into(),
+        score: if masked { PSEUDO_LL } else { "log-likelihood" }.into(),
         read: pairs.len(),
         scored: pairs.len() - skipped,
         skipped,
@@ -920,7 +922,7 @@ fn findings(
                 c.model,
                 c.unequal,
                 100.0 * share,
-                match (share > 0.6, c.score.starts_with("pseudo")) {
+                match (share > 0.6, c.score == PSEUDO_LL) {
                     (true, false) => " (a sum of log-probabilities favours fewer tokens, whatever they say)",
                     (false, true) => " (the pseudo-log-likelihood sums over the tokens both sentences share, the same number in each, so length does not decide it)",
                     _ => "",

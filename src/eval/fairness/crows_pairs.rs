@@ -111,11 +111,16 @@ pub fn log_likelihood(model: &mut Transformer, ids: &[u32]) -> Result<(f64, usiz
     let logits = model.logits();
     let mut sum = 0.0f64;
     for (pos, row) in logits.chunks_exact(vocab).take(t).enumerate() {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-        sum += row[ids[pos + 1] as usize] as f64 - lse;
+        sum += log_prob(row, ids[pos + 1]);
     }
     Ok((sum, t))
+}
+
+/// log softmax(row)[target] in f64 from f32 logits.
+fn log_prob(row: &[f32], target: u32) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+    row[target as usize] as f64 - lse
 }
 
 /// The positions of the tokens `a` and `b` share, in `a` and in `b`: the `equal` opcodes of
@@ -160,10 +165,7 @@ pub fn pseudo_log_likelihood(
         model.forward_mlm(&idx, None, None, chunk.len(), t, false, 0)?;
         let logits = model.logits();
         for (k, &p) in chunk.iter().enumerate() {
-            let row = &logits[(k * t + p) * vocab..(k * t + p + 1) * vocab];
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-            let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
-            sum += row[ids[p] as usize] as f64 - lse;
+            sum += log_prob(&logits[(k * t + p) * vocab..(k * t + p + 1) * vocab], ids[p]);
         }
     }
     Ok(sum)
