@@ -85,6 +85,30 @@ impl HfTokenizer {
         Ok(ids.to_vec())
     }
 
+    /// Each non-empty line of `text` encoded with the post-processor's special tokens and no
+    /// truncation, the lines' ids concatenated: the stream a masked LM is trained on (BERT's
+    /// `[CLS] line [SEP] [CLS] line [SEP] ...`). Lines are encoded in parallel.
+    pub fn encode_lines(&self, text: &str) -> Result<Vec<u32>> {
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        ensure!(!lines.is_empty(), "the text has no non-empty line to encode");
+        let encodings =
+            self.untruncated.encode_batch(lines, true).map_err(|e| anyhow!("cannot encode the text's lines: {e}"))?;
+        Ok(encodings.iter().flat_map(|e| e.get_ids().iter().copied()).collect())
+    }
+
+    /// The ids a masked LM never predicts, as `special_tokens_mask` marks them in `run_mlm.py`:
+    /// the tokens the post-processor adds around a line ([CLS], [SEP]) and [PAD]. An [UNK] that
+    /// WordPiece produces for an unknown word, or a [MASK] written in the text, is an ordinary
+    /// position there too.
+    pub fn special_ids(&self) -> Result<Vec<u32>> {
+        let added = self.untruncated.encode("", true).map_err(|e| anyhow!("cannot encode an empty line: {e}"))?;
+        let mut ids: Vec<u32> = added.get_ids().to_vec();
+        ids.push(self.pad_id);
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// The pieces of `text` without special tokens or truncation, each with its character range
     /// `(start, end)` in `text`, counted in Unicode code points as SQuAD's `answer_start` is
     /// (the `tokenizers` crate reports byte offsets into the original text, before

@@ -8,14 +8,20 @@
 //! window  (B, T) ─ choose (p) ─┬─ targets (B, T): token at chosen positions, -1 elsewhere
 //!                              └─ inputs  (B, T): [MASK] 80% / random 10% / kept 10%
 //! ```
+//!
+//! Special tokens ([CLS], [SEP], [PAD]) are never chosen, as the collator's
+//! `special_tokens_mask` keeps them. A WordPiece corpus is encoded as `run_mlm.py` does
+//! without `--line_by_line` ([`encode_corpus`]): each line is one encoding between [CLS] and
+//! [SEP], and the encodings are concatenated into one stream that windows are drawn from.
 
+use super::tokenizer::Tokenizer;
 use super::Batch;
 use crate::kernels::crossentropy::IGNORE_INDEX;
 use anyhow::{ensure, Result};
 use rand::Rng;
 
 /// The masking of one MLM run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MlmMasking {
     /// The [MASK] token's id.
     pub mask_id: u32,
@@ -23,13 +29,15 @@ pub struct MlmMasking {
     pub vocab_size: u32,
     /// The share of positions to predict.
     pub probability: f64,
+    /// Ids never chosen: the tokenizer's special tokens (none for characters).
+    pub special: Vec<u32>,
 }
 
 impl MlmMasking {
-    pub fn new(mask_id: u32, vocab_size: usize, probability: f64) -> Result<Self> {
+    pub fn new(mask_id: u32, vocab_size: usize, probability: f64, special: Vec<u32>) -> Result<Self> {
         ensure!(probability > 0.0 && probability < 1.0, "the masking probability must be in (0, 1), got {probability}");
         ensure!((mask_id as usize) < vocab_size, "the [MASK] id {mask_id} is outside the vocabulary of {vocab_size}");
-        Ok(MlmMasking { mask_id, vocab_size: vocab_size as u32, probability })
+        Ok(MlmMasking { mask_id, vocab_size: vocab_size as u32, probability, special })
     }
 
     /// Turns a batch of windows (its `inputs`; the causal LM's `targets` are overwritten) into
@@ -43,7 +51,9 @@ impl MlmMasking {
     pub fn apply_slices(&self, inputs: &mut [u32], targets: &mut [i32], rng: &mut impl Rng) -> usize {
         let mut chosen = 0;
         for (x, y) in inputs.iter_mut().zip(targets.iter_mut()) {
-            if rng.gen::<f64>() >= self.probability {
+            // The draw happens for special tokens too (as the collator draws a whole matrix),
+            // so a stream's masking does not depend on where its special tokens sit.
+            if rng.gen::<f64>() >= self.probability || self.special.contains(x) {
                 *y = IGNORE_INDEX;
                 continue;
             }
@@ -60,6 +70,17 @@ impl MlmMasking {
     }
 }
 
+/// The token stream of an MLM corpus: a WordPiece (Hugging Face) tokenizer encodes each
+/// non-empty line with its special tokens, untruncated, and the lines follow one another (the
+/// `group_texts` stream of `run_mlm.py`, blank lines left out); any other tokenizer encodes the
+/// text as one stream, as for a causal LM.
+pub fn encode_corpus(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    match tokenizer {
+        Tokenizer::Hf(t) => t.encode_lines(text),
+        _ => tokenizer.encode(text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,7 +92,7 @@ mod tests {
     /// token and have target -1.
     #[test]
     fn shares_match_bert() {
-        let m = MlmMasking::new(99, 100, 0.15).unwrap();
+        let m = MlmMasking::new(99, 100, 0.15, vec![]).unwrap();
         let n = 200_000;
         let original: Vec<u32> = (0..n).map(|i| (i % 97) as u32).collect();
         let mut inputs = original.clone();
@@ -102,8 +123,27 @@ mod tests {
 
     #[test]
     fn refuses_bad_settings() {
-        assert!(MlmMasking::new(100, 100, 0.15).is_err());
-        assert!(MlmMasking::new(1, 100, 0.0).is_err());
-        assert!(MlmMasking::new(1, 100, 1.0).is_err());
+        assert!(MlmMasking::new(100, 100, 0.15, vec![]).is_err());
+        assert!(MlmMasking::new(1, 100, 0.0, vec![]).is_err());
+        assert!(MlmMasking::new(1, 100, 1.0, vec![]).is_err());
+    }
+
+    /// Special tokens keep their id and are never predicted, even at a high probability; the
+    /// other positions are chosen at the usual rate.
+    #[test]
+    fn special_tokens_are_never_chosen() {
+        let m = MlmMasking::new(4, 50, 0.5, vec![2, 3]).unwrap();
+        let original: Vec<u32> = (0..20_000).map(|i| (i % 10) as u32).collect();
+        let mut inputs = original.clone();
+        let mut targets = vec![0i32; original.len()];
+        let chosen = m.apply_slices(&mut inputs, &mut targets, &mut Xoshiro256PlusPlus::seed_from_u64(1));
+        for ((&x, &y), &o) in inputs.iter().zip(&targets).zip(&original) {
+            if o == 2 || o == 3 {
+                assert_eq!((x, y), (o, IGNORE_INDEX), "special token {o} was chosen");
+            }
+        }
+        // 8 of 10 ids can be chosen, each half the time.
+        let share = chosen as f64 / original.len() as f64;
+        assert!((share - 0.4).abs() < 0.02, "chosen share {share}");
     }
 }

@@ -188,6 +188,15 @@ impl Tokenizer {
             Tokenizer::Bpe(_) | Tokenizer::Gpt2(_) | Tokenizer::Llama2c(_) => None,
         }
     }
+    /// The ids a masked LM never predicts: a WordPiece vocabulary's special tokens
+    /// ([`HfTokenizer::special_ids`](crate::data::hf_tokenizer::HfTokenizer::special_ids)); none
+    /// for characters.
+    pub fn mlm_special_ids(&self) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Hf(t) => t.special_ids(),
+            _ => Ok(Vec::new()),
+        }
+    }
     /// The kind's name, as error messages and `lmlab import` print it.
     pub fn kind(&self) -> &'static str {
         match self {

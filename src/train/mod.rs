@@ -530,14 +530,8 @@ fn train_in_pool<M: LanguageModel>(cfg: RunConfig, resume: Option<&Path>, opts: 
     trainer.teacher = teacher;
     trainer.masking = masking_of(&cfg, &tokenizer, trainer.model.as_transformer())?;
     shard_optimizer(&cfg, &trainer.model, &mut trainer.opt)?;
-    if cfg.data.task == Task::Mlm && matches!(tokenizer, Tokenizer::Hf(_)) {
-        bail!(
-            "data.task = \"mlm\" reads the text as one token stream, which a WordPiece tokenizer (an imported BERT's) \
-             cannot encode: it encodes one sentence of at most max_len pieces; train the masked LM from scratch \
-             (character level) or from an lmlab masked-LM checkpoint"
-        );
-    }
-    let tokens = tokenizer.encode(&text).context("the data file does not fit the checkpoint's tokenizer")?;
+    let tokens = crate::data::mlm::encode_corpus(&tokenizer, &text)
+        .context("the data file does not fit the checkpoint's tokenizer")?;
     let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
     data.check_fits(cfg.model.block_size)?;
 
@@ -631,7 +625,8 @@ fn masking_of(cfg: &RunConfig, tokenizer: &Tokenizer, model: Option<&Transformer
     let mask_id = tokenizer.mask_token().with_context(|| {
         format!("the {} tokenizer has no [MASK] token, which masked-LM training needs", tokenizer.kind())
     })?;
-    Ok(Some(MlmMasking::new(mask_id, model.config.vocab_size, cfg.data.mlm_probability)?))
+    let special = tokenizer.mlm_special_ids()?;
+    Ok(Some(MlmMasking::new(mask_id, model.config.vocab_size, cfg.data.mlm_probability, special)?))
 }
 
 /// "4 layers, 4 heads, 128 wide, block 64" (or the baseline's own sizes) for the log.

@@ -356,7 +356,7 @@ impl RunTracker {
             patience: tc.early_stop_patience,
             min_delta: tc.early_stop_min_delta,
             eval_interval: tc.eval_interval,
-            eval_at_start: cfg.data.task == Task::Lm,
+            eval_at_start: matches!(cfg.data.task, Task::Lm | Task::Mlm),
             max_iters: tc.max_iters,
             smoothed_train: cfg.data.task != Task::Lm && tc.label_smoothing > 0.0,
             // The checkpoint was written right after its step's evaluation.
