@@ -12,10 +12,33 @@ fn loss(a: &ArmSummary, seeds: usize) -> String {
     }
 }
 
+/// "1000 steps" when every run trained as long; otherwise each length with its arms ("LSTM
+/// 1200 steps, the others 300"), since losses after different numbers of steps are not a
+/// like-for-like ranking.
+fn steps_phrase(arms: &[ArmSummary], runs: &[ArmRun]) -> String {
+    let last = |arm: &str| {
+        runs.iter().filter(|r| r.arm == arm).filter_map(|r| r.val_curve.last().map(|p| p.0)).fold(0.0, f64::max)
+    };
+    let per_arm: Vec<(&str, f64)> = arms.iter().map(|a| (a.arm.as_str(), last(&a.arm))).collect();
+    let Some(&(_, first)) = per_arm.first() else { return "no steps".into() };
+    if per_arm.iter().all(|&(_, s)| s == first) {
+        return format!("{first} steps");
+    }
+    // The most common length is "the others"; the rest are named.
+    let mut lengths: Vec<f64> = per_arm.iter().map(|&(_, s)| s).collect();
+    lengths.sort_by(f64::total_cmp);
+    lengths.dedup();
+    let count = |s: f64| per_arm.iter().filter(|&&(_, x)| x == s).count();
+    let common = lengths.iter().copied().max_by_key(|&s| count(s)).unwrap_or(first);
+    let named: Vec<String> =
+        per_arm.iter().filter(|&&(_, s)| s != common).map(|(a, s)| format!("{a} {s} steps")).collect();
+    format!("{}, the others {common}", named.join(", "))
+}
+
 /// Findings of a sweep: the ranking, the gap against the seed spread, cost, and the probes.
 pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<String> {
     let seeds = runs.iter().filter(|r| arms.first().is_some_and(|a| a.arm == r.arm)).count();
-    let steps = runs.iter().filter_map(|r| r.val_curve.last().map(|p| p.0)).fold(0.0, f64::max);
+    let steps = steps_phrase(arms, runs);
     let mut ranked: Vec<&ArmSummary> = arms.iter().filter(|a| a.val_mean.is_finite()).collect();
     ranked.sort_by(|a, b| a.val_mean.total_cmp(&b.val_mean));
     let mut out = Vec::new();
@@ -29,7 +52,7 @@ pub(super) fn sweep(spec: &Spec, arms: &[ArmSummary], runs: &[ArmRun]) -> Vec<St
     }
     let (Some(best), Some(worst)) = (ranked.first(), ranked.last()) else { return out };
     out.push(format!(
-        "{} reached the lowest validation loss, {}, against {} for {} ({} steps, {} seed{}).",
+        "{} reached the lowest validation loss, {}, against {} for {} ({}, {} seed{}).",
         best.arm,
         loss(best, seeds),
         loss(worst, seeds),
@@ -464,6 +487,23 @@ mod tests {
         serde_json::from_value(serde_json::json!({"arm": name, "val_mean": val, "val_sd": 0.0, "val_min": val,
             "val_max": val, "train_mean": val, "seconds_mean": 1.0, "params": 10, "learning_rate": lr}))
         .unwrap()
+    }
+
+    #[test]
+    fn steps_are_named_per_arm_when_they_differ() {
+        let run = |a: &str, steps: f64| ArmRun {
+            arm: a.into(),
+            val_curve: vec![(0.0, 3.0), (steps, 1.0)],
+            ..Default::default()
+        };
+        let arms = [arm("A", 1.0, 1e-3), arm("B", 1.0, 1e-3), arm("C", 1.0, 1e-3)];
+        let same = [run("A", 300.0), run("B", 300.0), run("C", 300.0)];
+        assert_eq!(steps_phrase(&arms, &same), "300 steps");
+        let differ = [run("A", 300.0), run("B", 1200.0), run("C", 300.0)];
+        assert_eq!(steps_phrase(&arms, &differ), "B 1200 steps, the others 300");
+        let spec: Spec = toml::from_str("kind = \"sweep\"\nsetup = \"\"").unwrap();
+        let f = sweep(&spec, &arms, &differ);
+        assert!(f[0].ends_with("(B 1200 steps, the others 300, 1 seed)."), "{}", f[0]);
     }
 
     #[test]
