@@ -47,7 +47,7 @@ pub enum FairnessCmd {
     /// higher pseudo-log-likelihood of the tokens the two share (Nangia et al.'s metric.py),
     /// overall and per bias type.
     CrowsPairs {
-        /// Checkpoint directory of a decoder.
+        /// Checkpoint directory of a decoder (a causal LM) or a masked LM.
         #[arg(long)]
         checkpoint: PathBuf,
         /// The CrowS-Pairs CSV (default: crows-pairs/crows_pairs_anonymized.csv of the shared
