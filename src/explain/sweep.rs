@@ -1138,17 +1138,19 @@ pub(super) fn pareto(q: &Question, spec: &Spec, budget: Budget, out: &Path, dir:
             continue; // e.g. FLOPs when only recurrent baselines are present
         }
         let front = pareto_front(&all);
+        // Dots: the runs have no order to join them in. The costs span orders of magnitude
+        // (5K to 5M parameters at the full budget), so the cost axis is logarithmic.
         let c = XyChart {
-            title: format!("validation loss against {label}"),
+            title: format!("validation loss against {label} (log scale; the front in red)"),
             x: label.into(),
             y: "val loss".into(),
             series: vec![
                 XySeries { name: "runs".into(), points: all.iter().map(|p| (p.0, p.1)).collect() },
                 XySeries { name: "Pareto front".into(), points: front.iter().map(|p| (p.0, p.1)).collect() },
             ],
-            scatter: false,
+            scatter: true,
         };
-        charts.push(draw(&c, &format!("pareto_{name}"), dir)?);
+        charts.push(draw_on(&c, Axes { log_x: true, log_y: false }, &format!("pareto_{name}"), dir)?);
         result.findings.push(findings::pareto(label, &front));
         fronts.insert(name.into(), serde_json::json!(front));
     }
