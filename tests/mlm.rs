@@ -131,7 +131,7 @@ fn a_wordpiece_corpus_is_the_stream_run_mlm_builds() {
     let json = std::fs::read_to_string(common::fixture(fx["tokenizer"].as_str().unwrap())).unwrap();
     let tok = Tokenizer::from_json(&json).unwrap();
     assert_eq!(tok.kind(), "hf");
-    let ids = lmlab::data::mlm::encode_corpus(&tok, fx["text"].as_str().unwrap()).unwrap();
+    let ids = tok.encode_corpus(fx["text"].as_str().unwrap()).unwrap();
     let want: Vec<u32> = fx["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     assert_eq!(ids, want);
     let special = tok.mlm_special_ids().unwrap();
@@ -141,7 +141,7 @@ fn a_wordpiece_corpus_is_the_stream_run_mlm_builds() {
     // The stream holds [UNK]s for unknown characters: ordinary positions.
     let unk = fx["unk_id"].as_u64().unwrap() as u32;
     assert!(ids.contains(&unk) && !special.contains(&unk));
-    assert!(lmlab::data::mlm::encode_corpus(&tok, "\n  \n").is_err());
+    assert!(tok.encode_corpus("\n  \n").is_err());
 }
 
 /// The run config of a masked LM trained from `init_from` on `corpus`.

@@ -11,10 +11,12 @@
 //!
 //! Special tokens ([CLS], [SEP], [PAD]) are never chosen, as the collator's
 //! `special_tokens_mask` keeps them. A WordPiece corpus is encoded as `run_mlm.py` does
-//! without `--line_by_line` ([`encode_corpus`]): each line is one encoding between [CLS] and
-//! [SEP], and the encodings are concatenated into one stream that windows are drawn from.
+//! without `--line_by_line` ([`Tokenizer::encode_corpus`]): each line is one encoding between
+//! [CLS] and [SEP], and the encodings are concatenated into one stream that windows are drawn
+//! from.
+//!
+//! [`Tokenizer::encode_corpus`]: super::tokenizer::Tokenizer::encode_corpus
 
-use super::tokenizer::Tokenizer;
 use super::Batch;
 use crate::kernels::crossentropy::IGNORE_INDEX;
 use anyhow::{ensure, Result};
@@ -67,17 +69,6 @@ impl MlmMasking {
             }
         }
         chosen
-    }
-}
-
-/// The token stream of an MLM corpus: a WordPiece (Hugging Face) tokenizer encodes each
-/// non-empty line with its special tokens, untruncated, and the lines follow one another (the
-/// `group_texts` stream of `run_mlm.py`, blank lines left out); any other tokenizer encodes the
-/// text as one stream, as for a causal LM.
-pub fn encode_corpus(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    match tokenizer {
-        Tokenizer::Hf(t) => t.encode_lines(text),
-        _ => tokenizer.encode(text),
     }
 }
 

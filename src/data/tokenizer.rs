@@ -188,6 +188,16 @@ impl Tokenizer {
             Tokenizer::Bpe(_) | Tokenizer::Gpt2(_) | Tokenizer::Llama2c(_) => None,
         }
     }
+    /// The token stream of a training corpus (`data.path`): a Hugging Face pipeline (BERT's
+    /// WordPiece) encodes each non-empty line with its special tokens, untruncated, and the
+    /// lines follow one another (the `group_texts` stream of `run_mlm.py`, blank lines left
+    /// out); every other tokenizer encodes the text as one stream.
+    pub fn encode_corpus(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Hf(t) => t.encode_lines(text),
+            _ => self.encode(text),
+        }
+    }
     /// The ids a masked LM never predicts: a WordPiece vocabulary's special tokens
     /// ([`HfTokenizer::special_ids`](crate::data::hf_tokenizer::HfTokenizer::special_ids)); none
     /// for characters.

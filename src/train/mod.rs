@@ -530,8 +530,7 @@ fn train_in_pool<M: LanguageModel>(cfg: RunConfig, resume: Option<&Path>, opts: 
     trainer.teacher = teacher;
     trainer.masking = masking_of(&cfg, &tokenizer, trainer.model.as_transformer())?;
     shard_optimizer(&cfg, &trainer.model, &mut trainer.opt)?;
-    let tokens = crate::data::mlm::encode_corpus(&tokenizer, &text)
-        .context("the data file does not fit the checkpoint's tokenizer")?;
+    let tokens = tokenizer.encode_corpus(&text).context("the data file does not fit the checkpoint's tokenizer")?;
     let data = TokenDataset::split(tokens, cfg.data.val_fraction)?;
     data.check_fits(cfg.model.block_size)?;
 
