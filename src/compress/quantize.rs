@@ -177,7 +177,7 @@ fn quantize_weight(model: &mut Transformer, name: &str, scheme: Scheme, h: Optio
 }
 
 /// GPTQ on a whole decoder, block by block as the paper does, and within a block layer by
-/// layer ([`sequential_stages`]): the inputs of each stage's linear layers are collected on
+/// layer (`sequential_stages`): the inputs of each stage's linear layers are collected on
 /// `windows` (token ids, each at most `block_size` long) with everything before it already
 /// quantized, their Hessians H = 2·XᵀX/n feed GPTQ, and the stage is quantized; the output
 /// layer comes last. Returns the names of the quantized tensors.
@@ -197,7 +197,7 @@ pub fn quantize_model_gptq(
 
 /// [`quantize_model_gptq`] on a decoder or an encoder whose calibration forward passes are run
 /// by `calibrate` (called once per stage; e.g. sentences through an encoder). The stages are
-/// those of each block `transformer.h.{l}` in order ([`sequential_stages`]), then the
+/// those of each block `transformer.h.{l}` in order (`sequential_stages`), then the
 /// remaining weights (the output layer).
 pub fn quantize_model_gptq_with(
     model: &mut Transformer,

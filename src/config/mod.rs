@@ -38,7 +38,7 @@ pub enum Task {
     Pretrained,
     /// Masked-language-model pretraining of an encoder (BERT's objective) on a text file
     /// (`path`), character-level like `lm`: `mlm_probability` of the positions of each window
-    /// are chosen, 80% of them replaced by [MASK], 10% by a random token, 10% kept, and the
+    /// are chosen, 80% of them replaced by `[MASK]`, 10% by a random token, 10% kept, and the
     /// loss is the cross-entropy of the original token at the chosen positions (`data/mlm.rs`).
     Mlm,
     /// Summarization, sequence-to-sequence on JSON Lines records (`format = "jsonl"`, `train`,

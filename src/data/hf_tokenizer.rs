@@ -97,8 +97,8 @@ impl HfTokenizer {
     }
 
     /// The ids a masked LM never predicts, as `special_tokens_mask` marks them in `run_mlm.py`:
-    /// the tokens the post-processor adds around a line ([CLS], [SEP]) and [PAD]. An [UNK] that
-    /// WordPiece produces for an unknown word, or a [MASK] written in the text, is an ordinary
+    /// the tokens the post-processor adds around a line (`[CLS]`, `[SEP]`) and `[PAD]`. An `[UNK]` that
+    /// WordPiece produces for an unknown word, or a `[MASK]` written in the text, is an ordinary
     /// position there too.
     pub fn special_ids(&self) -> Result<Vec<u32>> {
         let added = self.untruncated.encode("", true).map_err(|e| anyhow!("cannot encode an empty line: {e}"))?;

@@ -1,18 +1,18 @@
 //! BERT's masking for masked-language-model training, as Hugging Face's
 //! `DataCollatorForLanguageModeling` does it: each position is chosen with probability p
-//! (0.15); a chosen position's target is its token and its input becomes [MASK] with
+//! (0.15); a chosen position's target is its token and its input becomes `[MASK]` with
 //! probability 0.8, a uniformly random token of the vocabulary with 0.1, and stays as it was
 //! with 0.1; every other position has target -1 (ignored by the loss).
 //!
 //! ```text
 //! window  (B, T) ─ choose (p) ─┬─ targets (B, T): token at chosen positions, -1 elsewhere
-//!                              └─ inputs  (B, T): [MASK] 80% / random 10% / kept 10%
+//!                              └─ inputs  (B, T): `[MASK]` 80% / random 10% / kept 10%
 //! ```
 //!
-//! Special tokens ([CLS], [SEP], [PAD]) are never chosen, as the collator's
+//! Special tokens (`[CLS]`, `[SEP]`, `[PAD]`) are never chosen, as the collator's
 //! `special_tokens_mask` keeps them. A WordPiece corpus is encoded as `run_mlm.py` does
 //! without `--line_by_line` ([`Tokenizer::encode_corpus`]): each line is one encoding between
-//! [CLS] and [SEP], and the encodings are concatenated into one stream that windows are drawn
+//! `[CLS]` and `[SEP]`, and the encodings are concatenated into one stream that windows are drawn
 //! from.
 //!
 //! [`Tokenizer::encode_corpus`]: super::tokenizer::Tokenizer::encode_corpus
@@ -25,7 +25,7 @@ use rand::Rng;
 /// The masking of one MLM run.
 #[derive(Clone, Debug)]
 pub struct MlmMasking {
-    /// The [MASK] token's id.
+    /// The `[MASK]` token's id.
     pub mask_id: u32,
     /// Random replacements are drawn from 0..vocab_size.
     pub vocab_size: u32,
@@ -78,7 +78,7 @@ mod tests {
     use rand::SeedableRng;
     use rand_xoshiro::Xoshiro256PlusPlus;
 
-    /// Over many positions the shares come out as BERT's: 15% chosen, of them 80% [MASK],
+    /// Over many positions the shares come out as BERT's: 15% chosen, of them 80% `[MASK]`,
     /// about 10% changed to another token, the rest kept; unchosen positions keep their
     /// token and have target -1.
     #[test]

@@ -80,7 +80,7 @@ fn reference_fields(first: &Map<String, Value>, target: &str, explicit: &[String
 }
 
 /// Reads summarization records: `source_field` from each, and the references named by
-/// `reference_fields`, or found from `target_field` as described at [`reference_fields`] (on
+/// `reference_fields`, or found from `target_field` as described at `reference_fields` (on
 /// the first record; every record must then have them). With `require_references`, a file
 /// without any is an error.
 pub fn read_records(

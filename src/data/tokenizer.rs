@@ -22,7 +22,7 @@ struct CharTokenizerFile {
     chars: Vec<char>,
 }
 
-/// The [MASK] of a character-level masked LM: U+E000, the first code point of Unicode's
+/// The `[MASK]` of a character-level masked LM: U+E000, the first code point of Unicode's
 /// Private Use Area, which no text in the corpora uses.
 pub const MASK_CHAR: char = '\u{E000}';
 
@@ -179,7 +179,7 @@ impl Tokenizer {
             Tokenizer::Char(_) | Tokenizer::Bpe(_) | Tokenizer::Hf(_) => None,
         }
     }
-    /// The id of the masked LM's [MASK]: a WordPiece vocabulary's `[MASK]`, or a character
+    /// The id of the masked LM's `[MASK]`: a WordPiece vocabulary's `[MASK]`, or a character
     /// vocabulary's [`MASK_CHAR`] (which an MLM run adds); None when the vocabulary has neither.
     pub fn mask_token(&self) -> Option<u32> {
         match self {

@@ -11,16 +11,16 @@
 //! ```
 //!
 //! bert-score's details, all reproduced here:
-//! - Both sides include [CLS] and [SEP]: they are matched against (a hypothesis token's best
-//!   match may be the reference's [SEP]) but weigh 0, so they are out of the sums' weights.
-//! - Weights: without idf 1 for every token but [CLS] and [SEP]; with idf, computed from the
+//! - Both sides include `[CLS]` and `[SEP]`: they are matched against (a hypothesis token's best
+//!   match may be the reference's `[SEP]`) but weigh 0, so they are out of the sums' weights.
+//! - Weights: without idf 1 for every token but `[CLS]` and `[SEP]`; with idf, computed from the
 //!   references (all of them, every reference of every item, one document each):
 //!   idf(t) = ln((N + 1) / (n_t + 1)) with n_t the references containing token t (after
-//!   tokenisation, special tokens included, so [CLS] and [SEP] get ln 1 = 0), and ln(N + 1) for a
+//!   tokenisation, special tokens included, so `[CLS]` and `[SEP]` get ln 1 = 0), and ln(N + 1) for a
 //!   token no reference has.
-//! - An empty text (nothing but [CLS] [SEP] after tokenisation: "", whitespace, control
+//! - An empty text (nothing but `[CLS]` `[SEP]` after tokenisation: "", whitespace, control
 //!   characters) on either side gives P = R = F1 = 0. A hypothesis whose weights all are 0 (with
-//!   idf: every token of it is in every reference; or a text "[SEP]", which the tokenizer reads
+//!   idf: every token of it is in every reference; or a text "`[SEP]`", which the tokenizer reads
 //!   as the special token) gives P = NaN (0/0) and F1 = 0, as bert-score.
 //! - Padding: bert-score scores pairs in batches of 64 and pads the embeddings of each batch to
 //!   its longest hypothesis and longest reference; padded positions have similarity 0 and still
@@ -43,7 +43,7 @@ use std::path::Path;
 /// Pairs per batch in bert-score's matching (its `batch_size` default); see the module docs.
 pub const BATCH: usize = 64;
 
-/// A text as BERTScore sees it: its token ids ([CLS] … [SEP]) and their embeddings,
+/// A text as BERTScore sees it: its token ids (`[CLS]` … `[SEP]`) and their embeddings,
 /// unit-normalised, (T, C) row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tokens {
@@ -84,7 +84,7 @@ pub struct Idf {
 }
 
 impl Idf {
-    /// No idf: every token weighs 1 but [CLS] and [SEP] (`special`), which weigh 0.
+    /// No idf: every token weighs 1 but `[CLS]` and `[SEP]` (`special`), which weigh 0.
     pub fn uniform(special: [u32; 2]) -> Self {
         Idf { weights: special.iter().map(|&s| (s, 0.0)).collect(), unseen: 1.0 }
     }
@@ -109,8 +109,8 @@ impl Idf {
     }
 }
 
-/// Whether a text is empty for BERTScore: its ids are [CLS] [SEP] alone, bert-score's test
-/// (exactly 2 tokens; a text "[SEP]" is 3 tokens, all of weight 0, so not empty: its P is NaN).
+/// Whether a text is empty for BERTScore: its ids are `[CLS]` `[SEP]` alone, bert-score's test
+/// (exactly 2 tokens; a text "`[SEP]`" is 3 tokens, all of weight 0, so not empty: its P is NaN).
 pub fn is_empty_text(ids: &[u32]) -> bool {
     ids.len() == 2
 }

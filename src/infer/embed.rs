@@ -29,7 +29,7 @@ pub struct EmbedConfig {
     pub pooling: PoolingMode,
     /// L2-normalise the pooled vector (a `Normalize` module).
     pub normalize: bool,
-    /// Longest input in tokens, [CLS] and [SEP] included (`sentence_bert_config.json`).
+    /// Longest input in tokens, `[CLS]` and `[SEP]` included (`sentence_bert_config.json`).
     pub max_seq_length: usize,
     /// Lower-case the text before tokenizing (`sentence_bert_config.json`; BERT's uncased
     /// tokenizers lower-case anyway).
@@ -246,7 +246,7 @@ impl Embedder {
         self.model.max_batch()
     }
 
-    /// The ids the model reads for `text`: [CLS] … [SEP], at most `max_seq_length`.
+    /// The ids the model reads for `text`: `[CLS]` … `[SEP]`, at most `max_seq_length`.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         if self.config.do_lower_case {
             self.tokenizer.encode(&text.to_lowercase())

@@ -3,7 +3,7 @@
 //! `steps` counts positions from the first prompt token (BOS) on, prompt included, and is
 //! capped at the model's context (llama2.c's `seq_len`). At each position the model runs; while
 //! the prompt lasts its next token is forced, after that the next token is picked from the
-//! logits ([`generate`]'s rules: argmax at temperature 0). A picked BOS (id 1) ends the text,
+//! logits ([`crate::infer::sample::generate`]'s rules: argmax at temperature 0). A picked BOS (id 1) ends the text,
 //! as in llama2.c.
 
 use crate::data::llama2c_tokenizer::{printable, Llama2cTokenizer, BOS};

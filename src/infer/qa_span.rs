@@ -83,7 +83,7 @@ pub fn best_spans(
 /// question is cut at `max_query_len` pieces as in BERT's `run_squad.py`, 64).
 #[derive(Clone, Copy, Debug)]
 pub struct QaSettings {
-    /// Tokens of a window, [CLS] question [SEP] context [SEP].
+    /// Tokens of a window, `[CLS]` question `[SEP]` context `[SEP]`.
     pub max_len: usize,
     /// Context tokens two consecutive windows share.
     pub doc_stride: usize,
@@ -123,19 +123,19 @@ pub struct Feature {
     pub ids: Vec<u32>,
     /// Character range in the context of each position's token; None outside the context.
     pub offsets: Vec<Option<(usize, usize)>>,
-    /// The answer's start and end position in this window; (0, 0) ([CLS]) when the window
+    /// The answer's start and end position in this window; (0, 0) (`[CLS]`) when the window
     /// does not hold the whole answer (Hugging Face's convention); None without an answer.
     pub label: Option<(i32, i32)>,
 }
 
 impl Feature {
-    /// Positions an answer may start or end at: [CLS] and the context's tokens.
+    /// Positions an answer may start or end at: `[CLS]` and the context's tokens.
     pub fn span_mask(&self) -> impl Iterator<Item = bool> + '_ {
         self.offsets.iter().enumerate().map(|(i, o)| i == 0 || o.is_some())
     }
 }
 
-/// The Hugging Face tokenizer of a QA model, with the [CLS] and [SEP] ids; any other tokenizer
+/// The Hugging Face tokenizer of a QA model, with the `[CLS]` and `[SEP]` ids; any other tokenizer
 /// is an error.
 pub fn qa_tokenizer(tok: &Tokenizer) -> Result<(&HfTokenizer, u32, u32)> {
     let Tokenizer::Hf(hf) = tok else {

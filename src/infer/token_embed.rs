@@ -3,7 +3,7 @@
 //! computes them:
 //!
 //! ```text
-//! text ─ tokenizer.json: [CLS] … [SEP], truncated at tokenizer_config.json's model_max_length
+//! text ─ tokenizer.json: `[CLS]` … `[SEP]`, truncated at tokenizer_config.json's model_max_length
 //!      ─ BERT (io::hf_bert) cut after layer L (bert-score's num_layers) ─ (T, C) per text
 //! ```
 //!
@@ -99,18 +99,18 @@ impl TokenEmbedder {
         self.num_layers
     }
 
-    /// Most tokens of a text, [CLS] and [SEP] included.
+    /// Most tokens of a text, `[CLS]` and `[SEP]` included.
     pub fn max_len(&self) -> usize {
         self.tokenizer.max_len()
     }
 
-    /// The ids of [CLS] and [SEP].
+    /// The ids of `[CLS]` and `[SEP]`.
     pub fn special_ids(&self) -> [u32; 2] {
         [self.cls, self.sep]
     }
 
-    /// The ids the model reads for `text`: [CLS] … [SEP], at most [`TokenEmbedder::max_len`].
-    /// A text with no token ("", whitespace, control characters) is [CLS] [SEP].
+    /// The ids the model reads for `text`: `[CLS]` … `[SEP]`, at most [`TokenEmbedder::max_len`].
+    /// A text with no token ("", whitespace, control characters) is `[CLS]` `[SEP]`.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         self.tokenizer.encode(text)
     }

@@ -1,6 +1,6 @@
 //! Element-wise activations and SwiGLU, with PyTorch's conventions:
 //! `relu(x) = max(x, 0)` (gradient 0 at 0); `leaky_relu(x) = x` for `x > 0`, `slope·x` otherwise;
-//! `gelu_tanh` is GPT-2's tanh approximation (the [`gelu`](super::gelu) kernel);
+//! `gelu_tanh` is GPT-2's tanh approximation (the [`super::gelu`] kernel);
 //! `gelu_erf(x) = x·Φ(x) = 0.5·x·(1 + erf(x/√2))` (exact GELU, `torch.nn.GELU()`), with
 //! derivative `Φ(x) + x·φ(x)`; `silu(x) = x·σ(x)`, derivative `σ(x)·(1 + x·(1 - σ(x)))`.
 //! SwiGLU (llama's FFN) splits each input row `(2H)` into `[gate | up]` and gives

@@ -3,7 +3,7 @@
 //! future. Sequences are kept batch first and channels last, (B, T, C), like every other
 //! activation of the engine; the weight is PyTorch's (OC, C, K).
 //!
-//! out[b, t, o] = bias[o] + Σ_k Σ_c w[o, c, k] · x[b, t − (K − 1 − k)·d, c] (x is 0 before t = 0).
+//! `out[b, t, o] = bias[o] + Σ_k Σ_c w[o, c, k] · x[b, t − (K − 1 − k)·d, c]` (x is 0 before t = 0).
 //!
 //! Each tap k is one GEMM of the shifted rows with the tap's (OC, C) weight slice, which
 //! `scratch` holds contiguously (K, OC, C) ([`conv1d_scratch_len`]).

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 /// Target value that marks a position to skip.
 pub const IGNORE_INDEX: i32 = -1;
 
-/// losses (N) = -log softmax(logits (N, V))[target] (with label smoothing `eps`: the mix above);
+/// losses (N) = `-log softmax(logits (N, V))[target]` (with label smoothing `eps`: the mix above);
 /// 0 for ignored rows. Returns (Σ losses, number of counted rows).
 pub fn crossentropy_forward(losses: &mut [f32], logits: &[f32], targets: &[i32], v: usize, eps: f32) -> (f64, usize) {
     let _p = crate::profile::scope(crate::profile::Op::CrossEntropyFwd);

@@ -3,7 +3,7 @@
 use super::{COLUMN_CHUNK, MIN_ROWS_PER_TASK};
 use rayon::prelude::*;
 
-/// out (B, T, C) = scale · wte[idx[b, t]] (+ pos[t]), for idx (B, T), wte (V, C) and an optional
+/// out (B, T, C) = `scale · wte[idx[b, t]] (+ pos[t])`, for idx (B, T), wte (V, C) and an optional
 /// position table pos (≥ T, C) (learned or fixed sinusoidal).
 pub fn token_embedding_forward(
     out: &mut [f32],

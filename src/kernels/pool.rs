@@ -7,7 +7,7 @@
 /// modes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolingMode {
-    /// The first token's vector ([CLS]); the mask is not read.
+    /// The first token's vector (`[CLS]`); the mask is not read.
     Cls,
     /// The mean over the kept tokens.
     Mean,

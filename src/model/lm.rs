@@ -37,7 +37,7 @@ pub trait LanguageModel: Sized {
         train: bool,
         dropout_seed: u64,
     ) -> Result<Option<f32>>;
-    /// Masked LM: forward over `idx` (B, T) (some positions holding [MASK]); with `targets`
+    /// Masked LM: forward over `idx` (B, T) (some positions holding `[MASK]`); with `targets`
     /// (B, T) (the original tokens of the positions to predict, -1 elsewhere) returns their mean
     /// cross-entropy. Only a Transformer encoder with the masked-LM head has one.
     fn forward_mlm(

@@ -1,9 +1,9 @@
 //! Sequence classification with an encoder: a BPE vocabulary trained on the training texts, a
-//! [CLS] token (the BOS id) in front of every text, padded batches with a key mask, and accuracy
+//! `[CLS]` token (the BOS id) in front of every text, padded batches with a key mask, and accuracy
 //! on a held-out validation share and on the test file.
 //!
 //! ```text
-//! [CLS] tokens (B,T) + mask ─ encoder ─ pool ([CLS] or mean) ─ classifier ─ (B,K) ─ CE(label)
+//! `[CLS]` tokens (B,T) + mask ─ encoder ─ pool (`[CLS]` or mean) ─ classifier ─ (B,K) ─ CE(label)
 //! ```
 
 use super::run::{fresh_model, loss_scaler, Eval, LogWindow, Resumed, RunTracker};
@@ -25,7 +25,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Token ids of each text, at most `max_len`: with lmlab's BPE, [CLS] (the BOS id) then the
+/// Token ids of each text, at most `max_len`: with lmlab's BPE, `[CLS]` (the BOS id) then the
 /// subword tokens; with a Hugging Face tokenizer (BERT's WordPiece, `train.init_from` an
 /// imported model), its own `[CLS] … [SEP]`, cut to `max_len` with `[SEP]` kept.
 fn encode_all(tok: &Tokenizer, texts: &[String], max_len: usize) -> Result<Vec<Vec<u32>>> {

@@ -21,16 +21,16 @@
 //! context is an error rather than truncated on the left.
 //!
 //! Masked LMs are scored as Nangia et al.'s own `metric.py` scores BERT (nyu-mll/crows-pairs,
-//! `mask_unigram`): both sentences are encoded (a WordPiece tokenizer adds [CLS] and [SEP]), the
+//! `mask_unigram`): both sentences are encoded (a WordPiece tokenizer adds `[CLS]` and `[SEP]`), the
 //! tokens they share are found with Python's `difflib.SequenceMatcher` over the two id lists (its
 //! `equal` blocks; the `difflib` crate is a port of it, popular-element heuristic included), and
 //! each shared token is masked in turn and scored:
 //!
 //! ```text
-//! score(s) = Σ_{shared i} log p(s_i | s with s_i replaced by [MASK])   (pseudo-log-likelihood)
+//! score(s) = Σ_{shared i} log p(s_i | s with s_i replaced by `[MASK]`)   (pseudo-log-likelihood)
 //! ```
 //!
-//! skipping the first and last shared token when the tokenizer adds [CLS] and [SEP] (as
+//! skipping the first and last shared token when the tokenizer adds `[CLS]` and `[SEP]` (as
 //! `metric.py`'s loop over `range(1, N - 1)` does); a character-level masked LM, which adds no
 //! special tokens, scores every shared character. A pair counts as stereotypical when
 //! score(sent_more) > score(sent_less), as `metric.py` counts it in both directions, so the
@@ -92,7 +92,7 @@ pub fn scoring_ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-/// Σ log p(ids[i] | ids[..i]) for i ≥ 1 under the decoder `model` (f64 log-softmax of its f32
+/// Σ `log p(ids[i] | ids[..i])` for i ≥ 1 under the decoder `model` (f64 log-softmax of its f32
 /// logits), and the number of tokens scored. Ids outside the model's vocabulary and sequences
 /// longer than its context are errors.
 pub fn log_likelihood(model: &mut Transformer, ids: &[u32]) -> Result<(f64, usize)> {
@@ -137,7 +137,7 @@ pub fn shared_positions(a: &[u32], b: &[u32]) -> (Vec<usize>, Vec<usize>) {
     (in_a, in_b)
 }
 
-/// Σ over `positions` of log p(ids[i] | ids with position i replaced by `mask_id`) under the
+/// Σ over `positions` of log p(`ids[i]` | ids with position i replaced by `mask_id`) under the
 /// masked LM `model` (f64 log-softmax of its f32 logits): one sequence per position, run in
 /// batches of up to `max_batch`.
 pub fn pseudo_log_likelihood(

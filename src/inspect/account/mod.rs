@@ -49,7 +49,7 @@ pub struct ContextFlops {
     pub attention_share: f64,
 }
 
-/// FLOPs per token (2 per multiply-add, matrix products only; see [`flops`]).
+/// FLOPs per token (2 per multiply-add, matrix products only; see [`flops()`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct Flops {
     pub context: usize,
@@ -68,7 +68,7 @@ pub struct Flops {
 pub const CONTEXTS: [usize; 9] = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768];
 
 /// Forward FLOPs of one sequence of `t` tokens (and a source of `t` for encoder-decoders) split
-/// by where they go; BERT's pooler (a d×d layer on the [CLS] row) replaces the classifier.
+/// by where they go; BERT's pooler (a d×d layer on the `[CLS]` row) replaces the classifier.
 pub fn sequence_flops(arch: &Architecture, t: usize) -> FlopSplit {
     let mut split = forward_flop_split(&arch.model, 1, t, t);
     if arch.bert.is_some() {

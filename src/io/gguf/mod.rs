@@ -131,7 +131,7 @@ impl GgmlType {
         }
     }
 
-    /// Bytes of a tensor of this type with ggml dims `dims`: an error when dims[0] is not a
+    /// Bytes of a tensor of this type with ggml dims `dims`: an error when `dims[0]` is not a
     /// whole number of blocks or the size overflows.
     pub fn bytes_for(self, dims: &[u64]) -> Result<usize> {
         let (be, bb) = self.block();
@@ -169,7 +169,7 @@ impl TensorData {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     pub name: String,
-    /// ggml order: dims[0] varies fastest (a row-major (rows, cols) matrix is [cols, rows]).
+    /// ggml order: `dims[0]` varies fastest (a row-major (rows, cols) matrix is `[cols, rows]`).
     pub dims: Vec<u64>,
     pub ty: GgmlType,
     pub data: TensorData,

@@ -104,7 +104,7 @@ pub enum ScoreFn<'a> {
     Scaled,
     /// s = q·k
     Unscaled,
-    /// s = exp(log_tau[h]) · (q·k) / (max(|q|, 1e-12)·max(|k|, 1e-12)); log_tau (NH) learned.
+    /// `s = exp(log_tau[h]) · (q·k) / (max(|q|, 1e-12)·max(|k|, 1e-12))`; log_tau (NH) learned.
     Cosine { log_tau: &'a [f32] },
     /// s = Σ_d v[h, d]·tanh(q_d + k_d) (Bahdanau; W_q, W_k are the Q/K projections);
     /// v (NH, hs) learned.
@@ -115,7 +115,7 @@ pub enum ScoreFn<'a> {
 #[derive(Clone, Copy, Debug)]
 pub enum PositionBias<'a> {
     None,
-    /// s_ij += −slope[h]·|pos_i − pos_j|; slopes (NH) fixed (see `positional::alibi_slopes`).
+    /// `s_ij += −slope[h]·|pos_i − pos_j|`; slopes (NH) fixed (see `positional::alibi_slopes`).
     Alibi {
         slopes: &'a [f32],
     },
@@ -433,9 +433,9 @@ pub fn ragged_decode_scratch_len(
 }
 
 /// out row r (at `out[r·out_rs ..]`, NH·hs) = row r's attention (see [`RaggedDecode`]); probs
-/// (rows, NH·max_keys): row r's block holds its (NH, key_lens[r]) probabilities as the
+/// (rows, NH·max_keys): row r's block holds its (NH, `key_lens[r]`) probabilities as the
 /// single-row call lays them out. Each row equals [`general_attention_forward`] on that row alone
-/// (B = 1, Tq = 1, Tk = key_lens[r], causal) bit for bit, but all rows' (row, kv head) tasks run
+/// (B = 1, Tq = 1, Tk = `key_lens[r]`, causal) bit for bit, but all rows' (row, kv head) tasks run
 /// in one parallel pass instead of one pass per row.
 pub fn ragged_decode_forward(
     out: &mut [f32],

@@ -126,7 +126,7 @@ pub enum ScoreKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Pooling {
-    /// The first position's output (a [CLS] token the data pipeline puts first).
+    /// The first position's output (a `[CLS]` token the data pipeline puts first).
     #[default]
     Cls,
     /// The mean over the non-padding positions.

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! decoder:          idx ─ Stack(causal) ─ lm_head ─ logits (B,T,V) ─ cross-entropy
-//! encoder:          idx, mask ─ Stack(bidirectional) ─ pool ([CLS] or mean) ─ classifier ─ logits (B,K)
+//! encoder:          idx, mask ─ Stack(bidirectional) ─ pool (`[CLS]` or mean) ─ classifier ─ logits (B,K)
 //!                   or ─ qa_outputs ─ start/end logits (B,2,T) (extractive QA's span head)
 //! encoder_decoder:  src, src_mask ─ Stack(encoder) ─┐
 //!                   tgt_in ─ Stack(causal + cross) ─┴─ lm_head ─ logits (B,T,V) ─ cross-entropy
@@ -195,7 +195,7 @@ impl Transformer {
         self.config.arch == Arch::Encoder && self.config.encoder_head == EncoderHead::Mlm
     }
 
-    /// Masked LM: forward over `idx` (B, T) (some positions holding [MASK]) with the padding
+    /// Masked LM: forward over `idx` (B, T) (some positions holding `[MASK]`) with the padding
     /// `mask` (B, T) (None = no padding); logits (B, T, V) at every position, and with `targets`
     /// (B, T) (the original token at the positions to predict, -1 elsewhere) the mean
     /// cross-entropy over them.
@@ -245,7 +245,7 @@ impl Transformer {
 
     /// Extractive QA with the span head: forward over `idx` (B, T) with the padding `mask`
     /// (B, T); `span_mask` (B, T) marks the positions an answer may start or end at (the
-    /// context's tokens, and [CLS] for "no answer in this window"), the others get no
+    /// context's tokens, and `[CLS]` for "no answer in this window"), the others get no
     /// probability. With `positions` (B, 2) (each window's answer start and end token, -1 =
     /// ignore) returns (CE(start) + CE(end)) / 2, averaged over the windows. Logits (B, 2, T).
     #[allow(clippy::too_many_arguments)]

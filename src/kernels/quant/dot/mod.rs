@@ -15,7 +15,7 @@
 //!   instruction), with the same `|x|`, `sign(w, x)` trick for int8 × int8.
 //!
 //! On the SIMD paths, `quant_matmul_forward` runs Q8_0, Q4_0 and Int4 through register tiles
-//! ([`TileArgs`]): 8 outputs (8 W rows × 1 x row, or 4 × 2) per step, the eight block sums
+//! (`TileArgs`): 8 outputs (8 W rows × 1 x row, or 4 × 2) per step, the eight block sums
 //! reduced together (`reduce8`) and scaled and accumulated as one f32 vector, each lane with
 //! the very operations of the scalar reference, in block order.
 //!
@@ -27,7 +27,7 @@
 //! `kernels::isa`): `LMLAB_ISA=scalar`, `avx2` or `avx512,no-vnni` force the scalar and AVX2
 //! paths (for tests and benchmarks).
 //!
-//! This file holds the [`Isa`] choice, the kernel table ([`kernels`]), the `*_row!` macros and
+//! This file holds the [`Isa`] choice, the kernel table (`kernels`), the `*_row!` macros and
 //! the scalar path; `avx2.rs` and `vnni.rs` the SIMD kernels of each path, `x86.rs` the helpers
 //! and the `tile_kernel!` macro both share.
 
