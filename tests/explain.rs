@@ -42,9 +42,10 @@ fn list_names_every_question_and_marks_pending_ones() {
 }
 
 /// Question 6 end to end at the quick budget: the generated corpus, every arm trained on it,
-/// and held-out accuracy per distance bin. The quick budget is too short for the Transformers
-/// and the CNN (300 steps), so their numbers are checked for what they must be whatever was
-/// learned; the LSTM's 1,200 steps teach it the short distances.
+/// and held-out accuracy per distance bin. The quick CNN (300 steps) learns nothing, and whether
+/// a quick Transformer (1,200 steps) learns the copy depends on its seed and so on the CPU's
+/// rounding (on Zen 4 the RoPE model does), so their numbers are checked for what they must be
+/// whatever was learned; the LSTM's 1,200 steps teach it the short distances.
 #[test]
 fn long_range_recall_runs_on_generated_data_and_bins_every_query() {
     let out_dir = std::env::temp_dir().join(format!("lmlab-explain-recall-{}", std::process::id()));
