@@ -42,10 +42,12 @@ fn list_names_every_question_and_marks_pending_ones() {
 }
 
 /// Question 6 end to end at the quick budget: the generated corpus, every arm trained on it,
-/// and held-out accuracy per distance bin. The quick CNN (300 steps) learns nothing, and whether
-/// a quick Transformer (1,200 steps) learns the copy depends on its seed and so on the CPU's
-/// rounding (on Zen 4 the RoPE model does), so their numbers are checked for what they must be
-/// whatever was learned; the LSTM's 1,200 steps teach it the short distances.
+/// and held-out accuracy per distance bin. The quick CNN (300 steps) and the Transformer with
+/// learned positions learn nothing, so their numbers are checked for what they must be whatever
+/// was learned. The RoPE Transformer and the LSTM (1,200 steps each) learn the short distances
+/// with the experiment's seed; with another seed either may not (measured: seed 2 taught the
+/// RoPE model only the key), so a change of summation order in a kernel could fail this test
+/// without a bug. The AVX2 and AVX-512 paths were measured to train them to the same losses.
 #[test]
 fn long_range_recall_runs_on_generated_data_and_bins_every_query() {
     let out_dir = std::env::temp_dir().join(format!("lmlab-explain-recall-{}", std::process::id()));
@@ -76,9 +78,9 @@ fn long_range_recall_runs_on_generated_data_and_bins_every_query() {
         assert_eq!(bins.first().unwrap()[0], 0);
         assert_eq!(bins.last().unwrap()[0], 56);
         assert!(bins.iter().all(|b| (0.0..=1.0).contains(&b[1].as_f64().unwrap())));
-        if run["arm"] == "LSTM" {
-            // Measured: 100% of the queries at distances 0-7 (chance is 10%).
-            assert!(bins[0][1].as_f64().unwrap() >= 0.8, "the LSTM did not learn the recall: {run}");
+        if run["arm"] == "LSTM" || run["arm"] == "Transformer (RoPE)" {
+            // Measured: both recall 100% of the queries at distances 0-7 (chance is 10%).
+            assert!(bins[0][1].as_f64().unwrap() >= 0.8, "{} did not learn the recall: {run}", run["arm"]);
         }
     }
     assert!(r["charts"].as_array().unwrap().iter().any(|c| c["png"] == "recall_accuracy.png"));
